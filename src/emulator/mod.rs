@@ -1,0 +1,1 @@
+//! A local MPS emulator that speaks MPS's wire protocol for the snapshot actions.

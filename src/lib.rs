@@ -1,0 +1,12 @@
+//! snapgate: a gateway for Alibaba Cloud MPS snapshot jobs.
+//!
+//! Data flows one way: `http` → `domain` → `store` ← `worker` → `mps`.
+//! - `http/`: the REST API (router, extractors, one file per resource).
+//! - `domain/`: validated request types, no I/O.
+//! - `store/`: persistence (one trait, Postgres and SQLite backends).
+//! - `worker/`: the dispatcher (claims and submits jobs) and the status poller.
+//! - `mps/`: request signing, the MPS RPC client and its wire types.
+//! - `emulator/`: a local MPS that speaks the same wire protocol.
+
+pub mod emulator;
+pub mod mps;
