@@ -8,5 +8,9 @@
 //! - `mps/`: request signing, the MPS RPC client and its wire types.
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
+pub mod config;
+pub mod domain;
 pub mod emulator;
 pub mod mps;
+pub mod secret;
+pub mod store;

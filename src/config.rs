@@ -1,0 +1,354 @@
+//! Layered configuration: built-in defaults < `config/default.toml` < `config/<env>.toml`
+//! < `DATABASE_URL` < `SNAPGATE__SECTION__KEY` environment variables.
+//!
+//! Every key is documented in `config/default.toml`; a test checks that file parses to exactly
+//! [`Settings::default`], so the documented defaults and the code cannot drift apart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Environment variable that selects `config/<env>.toml` (for example `production`).
+pub const ENV_VAR: &str = "SNAPGATE_ENV";
+/// Environment variable that points at the configuration folder (default `./config`).
+pub const CONFIG_DIR_VAR: &str = "SNAPGATE_CONFIG_DIR";
+/// The access key names the official Alibaba Cloud SDKs read.
+pub const ALIBABA_KEY_ID_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
+pub const ALIBABA_KEY_SECRET_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub mps: MpsSettings,
+    pub emulator: EmbeddedEmulatorSettings,
+    pub worker: WorkerSettings,
+    pub idempotency: IdempotencySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+    pub request_timeout_ms: u64,
+    pub body_limit_bytes: usize,
+    /// How long `POST /v1/snapshot-jobs` waits for the first dispatch before answering 202 `queued`.
+    pub submit_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MpsSettings {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub pipeline_id: Option<String>,
+    pub access_key_id: Option<String>,
+    pub access_key_secret: Option<Secret>,
+    /// `v1` (HMAC-SHA1, what the classic SDKs send) or `acs3` (ACS3-HMAC-SHA256).
+    pub signature: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedEmulatorSettings {
+    pub start_ms: u64,
+    pub process_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    pub batch_size: u32,
+    pub lease_ms: u64,
+    pub idle_poll_ms: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub submit_qps: u32,
+    pub query_qps: u32,
+    pub status_poll_min_ms: u64,
+    pub status_poll_max_ms: u64,
+    pub reconcile_window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencySettings {
+    pub ttl_hours: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_ms: 15_000,
+            body_limit_bytes: 64 * 1024,
+            submit_wait_ms: 2_000,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/snapgate.db".into(),
+            max_connections: 16,
+            acquire_timeout_ms: 5_000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for MpsSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: "cn-shanghai".into(),
+            pipeline_id: None,
+            access_key_id: None,
+            access_key_secret: None,
+            signature: "v1".into(),
+            connect_timeout_ms: 3_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for EmbeddedEmulatorSettings {
+    fn default() -> Self {
+        Self {
+            start_ms: 200,
+            process_ms: 1_000,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: 16,
+            lease_ms: 30_000,
+            idle_poll_ms: 1_000,
+            max_attempts: 8,
+            backoff_base_ms: 250,
+            backoff_max_ms: 60_000,
+            submit_qps: 45,
+            query_qps: 90,
+            status_poll_min_ms: 1_000,
+            status_poll_max_ms: 30_000,
+            reconcile_window_s: 300,
+        }
+    }
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self { ttl_hours: 24 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::default(),
+            database: DatabaseSettings::default(),
+            mps: MpsSettings::default(),
+            emulator: EmbeddedEmulatorSettings::default(),
+            worker: WorkerSettings::default(),
+            idempotency: IdempotencySettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the configuration from the process environment (see the module docs for the layers).
+    pub fn load() -> anyhow::Result<Self> {
+        let dir = std::env::var(CONFIG_DIR_VAR).unwrap_or_else(|_| "config".into());
+        let env = std::env::var(ENV_VAR).ok();
+        Self::load_from(Path::new(&dir), env.as_deref(), std::env::vars())
+    }
+
+    /// Loads from an explicit folder, environment name and variables (tests use this).
+    pub fn load_from(
+        dir: &Path,
+        env: Option<&str>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut figment = Figment::new().merge(Toml::file(dir.join("default.toml")));
+        if let Some(env) = env {
+            let file: PathBuf = dir.join(format!("{env}.toml"));
+            anyhow::ensure!(
+                file.exists(),
+                "{ENV_VAR}={env} but {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(url) = lookup("DATABASE_URL") {
+            figment = figment.merge(("database.url", url));
+        }
+        if let Some(id) = lookup(ALIBABA_KEY_ID_VAR) {
+            figment = figment.merge(("mps.access_key_id", id));
+        }
+        if let Some(secret) = lookup(ALIBABA_KEY_SECRET_VAR) {
+            figment = figment.merge(("mps.access_key_secret", secret));
+        }
+        // `SNAPGATE__SECTION__KEY=value` sets `section.key`; values parse like figment's `Env`
+        // provider (numbers, booleans, strings). Read from the given set so tests are hermetic.
+        for (key, value) in &vars {
+            if let Some(path) = key.strip_prefix("SNAPGATE__") {
+                let path = path.to_lowercase().replace("__", ".");
+                let value: figment::value::Value = value.parse().expect("infallible");
+                figment = figment.merge((path, value));
+            }
+        }
+        let settings: Settings = figment
+            .extract()
+            .context("invalid configuration (see config/default.toml for every key)")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format must be `text` or `json`"
+        );
+        anyhow::ensure!(
+            matches!(self.mps.signature.as_str(), "v1" | "acs3"),
+            "mps.signature must be `v1` or `acs3`"
+        );
+        if let Some(p) = &self.mps.pipeline_id {
+            anyhow::ensure!(
+                crate::domain::is_mps_id(p),
+                "mps.pipeline_id must be 32 lower-case hex characters"
+            );
+        }
+        anyhow::ensure!(
+            self.mps.access_key_id.is_some() == self.mps.access_key_secret.is_some(),
+            "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
+        );
+        anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
+        anyhow::ensure!(self.worker.max_attempts > 0, "worker.max_attempts must be > 0");
+        anyhow::ensure!(self.worker.submit_qps > 0, "worker.submit_qps must be > 0");
+        anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
+        Ok(())
+    }
+
+    /// True when real MPS credentials are configured; otherwise `serve` embeds the emulator.
+    pub fn has_mps_credentials(&self) -> bool {
+        self.mps.access_key_id.is_some() && self.mps.access_key_secret.is_some()
+    }
+
+    /// The MPS base URL: the explicit endpoint, or the region's public endpoint.
+    pub fn mps_endpoint(&self) -> String {
+        match &self.mps.endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => format!("https://mts.{}.aliyuncs.com", self.mps.region),
+        }
+    }
+}
+
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn default_toml_documents_exactly_the_built_in_defaults() {
+        let s = Settings::load_from(&config_dir(), None, Vec::new()).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn no_configuration_at_all_gives_the_embedded_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load_from(dir.path(), None, Vec::new()).unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:8080");
+        assert!(s.database.url.starts_with("sqlite://data/"));
+        assert!(!s.has_mps_credentials());
+    }
+
+    #[test]
+    fn environment_overrides_files_and_database_url_is_honoured() {
+        let vars = vec![
+            ("SNAPGATE__HTTP__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            ("DATABASE_URL".to_string(), "postgres://x/y".to_string()),
+            ("SNAPGATE__WORKER__MAX_ATTEMPTS".to_string(), "3".to_string()),
+            (ALIBABA_KEY_ID_VAR.to_string(), "LTAIexample".to_string()),
+            (ALIBABA_KEY_SECRET_VAR.to_string(), "s3cr3t".to_string()),
+        ];
+        let s = Settings::load_from(&config_dir(), None, vars).unwrap();
+        assert_eq!(s.http.listen, "0.0.0.0:9000");
+        assert_eq!(s.database.url, "postgres://x/y");
+        assert_eq!(s.worker.max_attempts, 3);
+        assert!(s.has_mps_credentials());
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn env_file_overrides_default_and_unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.toml"), "[http]\nlisten = \"1.2.3.4:1\"\n").unwrap();
+        std::fs::write(dir.path().join("prod.toml"), "[http]\nlisten = \"5.6.7.8:2\"\n").unwrap();
+        let s = Settings::load_from(dir.path(), Some("prod"), Vec::new()).unwrap();
+        assert_eq!(s.http.listen, "5.6.7.8:2");
+        std::fs::write(dir.path().join("default.toml"), "[http]\nlisten_typo = 1\n").unwrap();
+        assert!(Settings::load_from(dir.path(), None, Vec::new()).is_err());
+        assert!(Settings::load_from(dir.path(), Some("missing"), Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! Persistence: one [`Store`] trait, implemented for Postgres (production, several replicas) and
+//! SQLite (the embedded single-instance default). `tests/store_conformance.rs` runs the same suite
+//! against both, which is what keeps them from drifting apart.
+//!
+//! Where a job is claimed: [`Store::claim_dispatch`] (submission) and [`Store::claim_polls`]
+//! (status refresh).
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::domain::{JobId, JobRequest, JobState, Warning};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The current time at the precision both databases keep (microseconds).
+pub fn now() -> DateTime<Utc> {
+    micros_to_time(Utc::now().timestamp_micros())
+}
+
+pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(micros).single().unwrap_or_default()
+}
+
+/// Why a delivery attempt failed, as kept in `last_error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobError {
+    /// MPS error code (e.g. `Throttling.User`) or a snapgate code (`Transport.OutcomeUnknown`).
+    pub code: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What MPS last said about a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MpsStatus {
+    pub job_id: Option<String>,
+    /// MPS's own state: `Submitted`, `Snapshoting`, `Success` or `Fail`.
+    pub state: Option<String>,
+    pub request_id: Option<String>,
+    pub count: Option<u64>,
+    pub tile_count: Option<u64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub team: String,
+    pub state: JobState,
+    pub request: JobRequest,
+    pub warnings: Vec<Warning>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub last_error: Option<JobError>,
+    pub mps: MpsStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub team: String,
+    pub request: JobRequest,
+    pub warnings: Vec<Warning>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub team: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub job_id: JobId,
+    /// `None` while the first request is still being answered.
+    pub response_status: Option<u16>,
+    pub response_body: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Job),
+    /// The team already used this idempotency key; nothing was written.
+    KeyExists(IdempotencyRecord),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// `None` lists every team (admin).
+    pub team: Option<String>,
+    pub state: Option<JobState>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Keyset cursor: only jobs strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, JobId)>,
+    pub limit: u32,
+}
+
+/// A job claimed for submission, with what the outbox knows about earlier attempts.
+#[derive(Debug, Clone)]
+pub struct DispatchClaim {
+    pub job: Job,
+    /// Attempts already made (before this one).
+    pub attempts: u32,
+    /// Set when an earlier attempt may have created an MPS job (timeout, lost answer, crash).
+    pub attempt_started_at: Option<DateTime<Utc>>,
+}
+
+/// An MPS answer about one job, to be recorded.
+#[derive(Debug, Clone)]
+pub struct MpsUpdate {
+    pub state: JobState,
+    pub mps: MpsStatus,
+    /// When to ask MPS again; `None` for a final state.
+    pub next_poll_at: Option<DateTime<Utc>>,
+}
+
+/// One MPS response kept in the job's history.
+#[derive(Debug, Clone)]
+pub struct MpsResponseRecord {
+    pub job_id: JobId,
+    pub action: String,
+    pub request_id: Option<String>,
+    pub code: Option<String>,
+    pub body: Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Counts for operations.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct JobCounts {
+    pub by_state: Vec<(String, String, u64)>,
+    pub oldest_queued: Option<DateTime<Utc>>,
+    pub oldest_in_flight: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Writes the job, its outbox entry and (if given) its idempotency key in one transaction.
+    async fn create_job(
+        &self,
+        job: NewJob,
+        idempotency: Option<NewIdempotencyKey>,
+    ) -> StoreResult<CreateOutcome>;
+    /// `team = None` reads any team's job (admin).
+    async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>>;
+    /// Newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
+    async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>>;
+
+    async fn get_idempotency_key(&self, team: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
+    async fn complete_idempotency_key(&self, team: &str, key: &str, status: u16, body: &Value) -> StoreResult<()>;
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Claims up to `limit` due outbox entries whose lease is free or expired, leasing them to
+    /// `owner` until `lease_until`, and marks the attempt as started.
+    async fn claim_dispatch(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<DispatchClaim>>;
+    /// MPS accepted the job (or reconciliation found it): record it and drop the outbox entry.
+    /// Guarded by the lease: returns false (and changes nothing) if `owner` lost it.
+    async fn complete_dispatch(&self, owner: &str, id: JobId, update: &MpsUpdate) -> StoreResult<bool>;
+    /// The attempt failed but may be retried at `due_at`. `outcome_unknown` keeps the
+    /// attempt marked as started, so the next claimer reconciles before resubmitting.
+    async fn retry_dispatch(
+        &self,
+        owner: &str,
+        id: JobId,
+        error: &JobError,
+        due_at: DateTime<Utc>,
+        outcome_unknown: bool,
+    ) -> StoreResult<bool>;
+    /// Delivery failed for good: the job becomes `failed`.
+    async fn fail_dispatch(&self, owner: &str, id: JobId, error: &JobError) -> StoreResult<bool>;
+    /// Gives back every lease `owner` holds (graceful shutdown).
+    async fn release_dispatch(&self, owner: &str) -> StoreResult<u64>;
+
+    /// Claims up to `limit` in-flight jobs due for a status refresh, pushing their next poll to
+    /// `lease_until` so that no other replica polls them meanwhile.
+    async fn claim_polls(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
+    /// Records a status answer. Never moves a final job back.
+    async fn record_poll(&self, id: JobId, update: &MpsUpdate) -> StoreResult<()>;
+    /// Postpones a poll (the query failed).
+    async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()>;
+    async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()>;
+
+    /// Earliest time any outbox entry or poll is due (for the worker's sleep).
+    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    async fn job_counts(&self) -> StoreResult<JobCounts>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store for a database URL: `postgres://…` or `sqlite://…`.
+pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<DynStore> {
+    let url = settings.url.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(settings).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(settings).await?))
+    } else {
+        anyhow::bail!("database.url must start with postgres:// or sqlite:// (got a different scheme)")
+    }
+}
+
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, v: Value) -> StoreResult<T> {
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn parse_state(s: &str) -> StoreResult<JobState> {
+    JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s}")))
+}
