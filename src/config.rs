@@ -226,11 +226,7 @@ impl Settings {
             );
             figment = figment.merge(Toml::file(file));
         }
-        let lookup = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         if let Some(url) = lookup("DATABASE_URL") {
             figment = figment.merge(("database.url", url));
         }
@@ -276,7 +272,10 @@ impl Settings {
             "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
         );
         anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
-        anyhow::ensure!(self.worker.max_attempts > 0, "worker.max_attempts must be > 0");
+        anyhow::ensure!(
+            self.worker.max_attempts > 0,
+            "worker.max_attempts must be > 0"
+        );
         anyhow::ensure!(self.worker.submit_qps > 0, "worker.submit_qps must be > 0");
         anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
         Ok(())
@@ -326,9 +325,15 @@ mod tests {
     #[test]
     fn environment_overrides_files_and_database_url_is_honoured() {
         let vars = vec![
-            ("SNAPGATE__HTTP__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            (
+                "SNAPGATE__HTTP__LISTEN".to_string(),
+                "0.0.0.0:9000".to_string(),
+            ),
             ("DATABASE_URL".to_string(), "postgres://x/y".to_string()),
-            ("SNAPGATE__WORKER__MAX_ATTEMPTS".to_string(), "3".to_string()),
+            (
+                "SNAPGATE__WORKER__MAX_ATTEMPTS".to_string(),
+                "3".to_string(),
+            ),
             (ALIBABA_KEY_ID_VAR.to_string(), "LTAIexample".to_string()),
             (ALIBABA_KEY_SECRET_VAR.to_string(), "s3cr3t".to_string()),
         ];
@@ -343,8 +348,16 @@ mod tests {
     #[test]
     fn env_file_overrides_default_and_unknown_keys_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("default.toml"), "[http]\nlisten = \"1.2.3.4:1\"\n").unwrap();
-        std::fs::write(dir.path().join("prod.toml"), "[http]\nlisten = \"5.6.7.8:2\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "[http]\nlisten = \"1.2.3.4:1\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("prod.toml"),
+            "[http]\nlisten = \"5.6.7.8:2\"\n",
+        )
+        .unwrap();
         let s = Settings::load_from(dir.path(), Some("prod"), Vec::new()).unwrap();
         assert_eq!(s.http.listen, "5.6.7.8:2");
         std::fs::write(dir.path().join("default.toml"), "[http]\nlisten_typo = 1\n").unwrap();

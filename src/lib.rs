@@ -8,9 +8,12 @@
 //! - `mps/`: request signing, the MPS RPC client and its wire types.
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod emulator;
+pub mod http;
 pub mod mps;
 pub mod secret;
 pub mod store;
+pub mod worker;

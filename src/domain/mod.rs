@@ -4,15 +4,15 @@
 pub mod job;
 pub mod validate;
 
-pub use job::{
-    JobId, JobRequest, JobState, OssObject, SpriteSpec, Violation, Warning, WebVttSpec,
-};
+pub use job::{JobId, JobRequest, JobState, OssObject, SpriteSpec, Violation, Warning, WebVttSpec};
 pub use validate::validate_request;
 
 /// MPS resource ids (pipelines, jobs) are 32 lower-case hex characters
 /// (`InvalidParameter.UUIDFormatInvalid`, API.md §4.3).
 pub fn is_mps_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The team jobs belong to until team access is configured.

@@ -126,7 +126,14 @@ fn member<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.get(name).filter(|v| !v.is_null())
 }
 
-fn integer(cx: &mut Ctx, map: &Map<String, Value>, ptr: &str, name: &str, min: u64, max: u64) -> Option<u64> {
+fn integer(
+    cx: &mut Ctx,
+    map: &Map<String, Value>,
+    ptr: &str,
+    name: &str,
+    min: u64,
+    max: u64,
+) -> Option<u64> {
     let v = member(map, name)?;
     let field = format!("{ptr}/{name}");
     let range = format!("an integer from {min} to {max}");
@@ -146,13 +153,21 @@ fn integer(cx: &mut Ctx, map: &Map<String, Value>, ptr: &str, name: &str, min: u
                 if f.fract() == 0.0 && f.is_finite() {
                     cx.err(field, "out_of_range", format!("must be {range}"));
                 } else {
-                    cx.err(field, "invalid_type", format!("must be {range}, not a fraction"));
+                    cx.err(
+                        field,
+                        "invalid_type",
+                        format!("must be {range}, not a fraction"),
+                    );
                 }
                 None
             }
         },
         other => {
-            cx.err(field, "invalid_type", format!("must be {range}, got {}", type_name(other)));
+            cx.err(
+                field,
+                "invalid_type",
+                format!("must be {range}, got {}", type_name(other)),
+            );
             None
         }
     }
@@ -188,7 +203,12 @@ fn boolean(cx: &mut Ctx, map: &Map<String, Value>, ptr: &str, name: &str) -> Opt
     }
 }
 
-fn required<'a>(cx: &mut Ctx, map: &'a Map<String, Value>, ptr: &str, name: &str) -> Option<&'a Value> {
+fn required<'a>(
+    cx: &mut Ctx,
+    map: &'a Map<String, Value>,
+    ptr: &str,
+    name: &str,
+) -> Option<&'a Value> {
     let v = member(map, name);
     if v.is_none() {
         cx.err(format!("{ptr}/{name}"), "required", "is required");
@@ -202,7 +222,10 @@ fn is_location(s: &str) -> bool {
     };
     !region.is_empty()
         && region.split('-').all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
 }
 
@@ -210,14 +233,16 @@ fn is_location(s: &str) -> bool {
 fn is_bucket(s: &str) -> bool {
     let b = s.as_bytes();
     (3..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
 fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
     let map = object(cx, v, ptr, OSS_FIELDS)?;
-    let location = required(cx, map, ptr, "location").and_then(|_| string(cx, map, ptr, "location"));
+    let location =
+        required(cx, map, ptr, "location").and_then(|_| string(cx, map, ptr, "location"));
     let bucket = required(cx, map, ptr, "bucket").and_then(|_| string(cx, map, ptr, "bucket"));
     let key = required(cx, map, ptr, "object").and_then(|_| string(cx, map, ptr, "object"));
     if let Some(l) = location {
@@ -247,7 +272,11 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
             cx.err(&field, "invalid_characters", "must not contain CR or LF");
         }
         if k.starts_with('/') || k.starts_with('\\') {
-            cx.err(&field, "invalid_format", "an OSS object key must not start with / or \\");
+            cx.err(
+                &field,
+                "invalid_format",
+                "an OSS object key must not start with / or \\",
+            );
         }
     }
     Some(OssObject {
@@ -260,7 +289,9 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
 fn check_placeholders(cx: &mut Ctx, key: &str, field: &str, allowed: &[&str]) {
     let mut rest = key;
     while let Some(start) = rest.find('{') {
-        let Some(len) = rest[start..].find('}') else { break };
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
         let token = &rest[start..start + len + 1];
         if !allowed.contains(&token) {
             cx.warn(
@@ -290,8 +321,7 @@ fn user_data_problem(s: &str) -> Option<&'static str> {
     if !first.is_alphanumeric() {
         return Some("must start with a letter or digit");
     }
-    if s
-        .chars()
+    if s.chars()
         .any(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ')))
     {
         return Some("may contain only letters, digits, spaces, '-', '_' and '.'");
@@ -316,7 +346,10 @@ fn sprite(cx: &mut Ctx, v: &Value) -> Option<SpriteSpec> {
             cx.err(
                 "/sprite/color",
                 "invalid_format",
-                format!("must be #RRGGBB, `random` or one of: {}", COLOR_KEYWORDS.join(", ")),
+                format!(
+                    "must be #RRGGBB, `random` or one of: {}",
+                    COLOR_KEYWORDS.join(", ")
+                ),
             );
         }
     }
@@ -346,7 +379,8 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
         return Err(cx.errors);
     };
     let input = required(&mut cx, map, "", "input").and_then(|v| oss_object(&mut cx, v, "/input"));
-    let output = required(&mut cx, map, "", "output").and_then(|v| oss_object(&mut cx, v, "/output"));
+    let output =
+        required(&mut cx, map, "", "output").and_then(|v| oss_object(&mut cx, v, "/output"));
     let time_ms = integer(&mut cx, map, "", "time_ms", 0, MAX_SAFE);
     let interval_s = integer(&mut cx, map, "", "interval_s", 0, MAX_SAFE);
     let num = integer(&mut cx, map, "", "num", 1, MAX_SAFE);
@@ -358,7 +392,11 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
         Some("normal") => Some(FrameType::Normal),
         Some("intra") => Some(FrameType::Intra),
         Some(_) => {
-            cx.err("/frame_type", "invalid_value", "must be `normal` or `intra`");
+            cx.err(
+                "/frame_type",
+                "invalid_value",
+                "must be `normal` or `intra`",
+            );
             None
         }
     };
@@ -432,7 +470,12 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
                 format!("must contain {{TileCount}} when several sprites can result (more snapshots than {cells} cells)"),
             );
         }
-        check_placeholders(&mut cx, &sp.output.object, "/sprite/output/object", PLACEHOLDERS);
+        check_placeholders(
+            &mut cx,
+            &sp.output.object,
+            "/sprite/output/object",
+            PLACEHOLDERS,
+        );
     }
     if let Some(w) = &webvtt {
         if w.sprite && member(map, "sprite").is_none() {
@@ -476,7 +519,10 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
         cx.warn(
             "/time_ms",
             "time_ms_tiny",
-            format!("time_ms is in milliseconds: {time} means {time} ms; for {time} seconds send {}", time * 1000),
+            format!(
+                "time_ms is in milliseconds: {time} means {time} ms; for {time} seconds send {}",
+                time * 1000
+            ),
         );
     }
     if width.is_some() && height.is_some() {
@@ -550,7 +596,9 @@ mod tests {
     }
 
     fn codes(errs: &[Violation]) -> Vec<(String, String)> {
-        errs.iter().map(|e| (e.field.clone(), e.code.clone())).collect()
+        errs.iter()
+            .map(|e| (e.field.clone(), e.code.clone()))
+            .collect()
     }
 
     #[test]
@@ -625,7 +673,10 @@ mod tests {
         body.as_object_mut().unwrap().remove("num");
         body["sprite"]["output"]["object"] = json!("sprite.jpg");
         let c = codes(&validate_request(&body).unwrap_err());
-        assert_eq!(c, vec![("/sprite/output/object".into(), "missing_placeholder".into())]);
+        assert_eq!(
+            c,
+            vec![("/sprite/output/object".into(), "missing_placeholder".into())]
+        );
         // a single snapshot needs neither.
         let mut body = example();
         body["num"] = json!(1);

@@ -185,8 +185,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
     async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>>;
 
-    async fn get_idempotency_key(&self, team: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
-    async fn complete_idempotency_key(&self, team: &str, key: &str, status: u16, body: &Value) -> StoreResult<()>;
+    async fn get_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+    async fn complete_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+        status: u16,
+        body: &Value,
+    ) -> StoreResult<()>;
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Claims up to `limit` due outbox entries whose lease is free or expired, leasing them to
@@ -200,7 +210,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DispatchClaim>>;
     /// MPS accepted the job (or reconciliation found it): record it and drop the outbox entry.
     /// Guarded by the lease: returns false (and changes nothing) if `owner` lost it.
-    async fn complete_dispatch(&self, owner: &str, id: JobId, update: &MpsUpdate) -> StoreResult<bool>;
+    async fn complete_dispatch(
+        &self,
+        owner: &str,
+        id: JobId,
+        update: &MpsUpdate,
+    ) -> StoreResult<bool>;
     /// The attempt failed but may be retried at `due_at`. `outcome_unknown` keeps the
     /// attempt marked as started, so the next claimer reconciles before resubmitting.
     async fn retry_dispatch(
@@ -245,7 +260,9 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Resu
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(settings).await?))
     } else {
-        anyhow::bail!("database.url must start with postgres:// or sqlite:// (got a different scheme)")
+        anyhow::bail!(
+            "database.url must start with postgres:// or sqlite:// (got a different scheme)"
+        )
     }
 }
 

@@ -59,7 +59,9 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         attempts: row.try_get::<i32, _>("attempts")? as u32,
-        last_error: last_error.map(|v| parse_json("last_error", v)).transpose()?,
+        last_error: last_error
+            .map(|v| parse_json("last_error", v))
+            .transpose()?,
         mps: MpsStatus {
             job_id: row.try_get("mps_job_id")?,
             state: row.try_get("mps_state")?,
@@ -131,12 +133,14 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if let Some(k) = &idempotency {
-            sqlx::query("DELETE FROM idempotency_keys WHERE team = $1 AND key = $2 AND expires_at < $3")
-                .bind(&job.team)
-                .bind(&k.key)
-                .bind(job.created_at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE team = $1 AND key = $2 AND expires_at < $3",
+            )
+            .bind(&job.team)
+            .bind(&k.key)
+            .bind(job.created_at)
+            .execute(&mut *tx)
+            .await?;
             // The primary key is the lock: a concurrent request with the same key waits here
             // until the first commits, then inserts nothing.
             let inserted = sqlx::query(
@@ -231,7 +235,11 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn get_idempotency_key(&self, team: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+    async fn get_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
         let row = sqlx::query(
             "SELECT team, key, fingerprint, job_id, response_status, response_body, created_at \
              FROM idempotency_keys WHERE team = $1 AND key = $2",
@@ -243,7 +251,13 @@ impl Store for PgStore {
         row.as_ref().map(idempotency_from_row).transpose()
     }
 
-    async fn complete_idempotency_key(&self, team: &str, key: &str, status: u16, body: &Value) -> StoreResult<()> {
+    async fn complete_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+        status: u16,
+        body: &Value,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
              WHERE team = $1 AND key = $2 AND response_status IS NULL",
@@ -258,11 +272,13 @@ impl Store for PgStore {
     }
 
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn claim_dispatch(
@@ -481,9 +497,11 @@ impl Store for PgStore {
     }
 
     async fn job_counts(&self) -> StoreResult<JobCounts> {
-        let rows = sqlx::query("SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut counts = JobCounts::default();
         for r in &rows {
             counts.by_state.push((

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
@@ -62,7 +64,10 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         team: row.try_get("team")?,
         state: parse_state(row.try_get("state")?)?,
         request: parse_json("request", opt_json(row, "request")?.unwrap_or(Value::Null))?,
-        warnings: parse_json("warnings", opt_json(row, "warnings")?.unwrap_or(Value::Null))?,
+        warnings: parse_json(
+            "warnings",
+            opt_json(row, "warnings")?.unwrap_or(Value::Null),
+        )?,
         created_at: micros_to_time(row.try_get("created_at")?),
         updated_at: micros_to_time(row.try_get("updated_at")?),
         attempts: row.try_get::<i64, _>("attempts")? as u32,
@@ -93,7 +98,10 @@ impl SqliteStore {
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    anyhow::anyhow!("cannot create the database folder {}: {e}", parent.display())
+                    anyhow::anyhow!(
+                        "cannot create the database folder {}: {e}",
+                        parent.display()
+                    )
                 })?;
             }
         }
@@ -146,12 +154,14 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if let Some(k) = &idempotency {
-            sqlx::query("DELETE FROM idempotency_keys WHERE team = ?1 AND key = ?2 AND expires_at < ?3")
-                .bind(&job.team)
-                .bind(&k.key)
-                .bind(t(job.created_at))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE team = ?1 AND key = ?2 AND expires_at < ?3",
+            )
+            .bind(&job.team)
+            .bind(&k.key)
+            .bind(t(job.created_at))
+            .execute(&mut *tx)
+            .await?;
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (team, key, fingerprint, job_id, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
@@ -239,7 +249,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn get_idempotency_key(&self, team: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+    async fn get_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
         let row = sqlx::query(
             "SELECT team, key, fingerprint, job_id, response_status, response_body, created_at \
              FROM idempotency_keys WHERE team = ?1 AND key = ?2",
@@ -264,7 +278,13 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn complete_idempotency_key(&self, team: &str, key: &str, status: u16, body: &Value) -> StoreResult<()> {
+    async fn complete_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+        status: u16,
+        body: &Value,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE idempotency_keys SET response_status = ?3, response_body = ?4 \
              WHERE team = ?1 AND key = ?2 AND response_status IS NULL",
@@ -279,11 +299,13 @@ impl Store for SqliteStore {
     }
 
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < ?1")
-            .bind(t(now))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < ?1")
+                .bind(t(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn claim_dispatch(
@@ -394,13 +416,15 @@ impl Store for SqliteStore {
         let Some(attempts) = attempts else {
             return Ok(false);
         };
-        sqlx::query("UPDATE jobs SET attempts = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1")
-            .bind(id.to_string())
-            .bind(attempts)
-            .bind(json_text(error))
-            .bind(t(now()))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET attempts = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(attempts)
+        .bind(json_text(error))
+        .bind(t(now()))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -534,9 +558,11 @@ impl Store for SqliteStore {
     }
 
     async fn job_counts(&self) -> StoreResult<JobCounts> {
-        let rows = sqlx::query("SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut counts = JobCounts::default();
         for r in &rows {
             counts.by_state.push((

@@ -1,0 +1,231 @@
+//! One API error type, rendered as `application/problem+json` (RFC 9457).
+//!
+//! Handlers return [`ApiError`]; its `IntoResponse` only attaches the error to the response, and
+//! the [`render_problems`] middleware writes the body, because only the middleware knows the
+//! request id. The same middleware turns bare error responses from the framework and tower layers
+//! (unknown route, 405, 413, timeouts) into problem documents too, so every error has one shape.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::Violation;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON")]
+    MalformedJson(String),
+    #[error("the request body must be JSON")]
+    UnsupportedMediaType,
+    #[error("the request is not valid")]
+    Validation(Vec<Violation>),
+    #[error("bad query parameters")]
+    BadQuery(Vec<Violation>),
+    #[error("bad header")]
+    BadHeader {
+        header: &'static str,
+        message: String,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    IdempotencyKeyInProgress,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+/// The problem document every error answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable, machine-readable code (e.g. `validation_failed`).
+    pub code: String,
+    /// The id of this request (also in the `x-request-id` header): quote it when reporting a problem.
+    pub request_id: Option<String>,
+    /// Every violation, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Violation>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadQuery(_) | ApiError::BadHeader { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::BadQuery(_) => "invalid_query",
+            ApiError::BadHeader { .. } => "invalid_header",
+            ApiError::NotFound => "not_found",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::MalformedJson(why) => format!("the request body is not valid JSON: {why}"),
+            ApiError::UnsupportedMediaType => {
+                "send the job as JSON with `Content-Type: application/json`".into()
+            }
+            ApiError::Validation(errors) => format!(
+                "the job request breaks {} rule(s); see `errors`",
+                errors.len()
+            ),
+            ApiError::BadQuery(_) => "some query parameters are not valid; see `errors`".into(),
+            ApiError::BadHeader { header, message } => format!("{header}: {message}"),
+            ApiError::NotFound => "no such resource".into(),
+            ApiError::PayloadTooLarge => "the request body is larger than this gateway accepts".into(),
+            ApiError::IdempotencyKeyReused => "this Idempotency-Key was already used with a different request body; use a new key for a new job".into(),
+            ApiError::IdempotencyKeyInProgress => "the first request with this Idempotency-Key is still being processed; retry shortly".into(),
+            // Never the cause: it goes to the log, with the request id.
+            ApiError::Internal(_) => "an internal error occurred; report the request_id".into(),
+        }
+    }
+
+    fn into_problem(self, request_id: Option<String>) -> Problem {
+        let status = self.status();
+        let detail = self.detail();
+        let code = self.code().to_string();
+        let errors = match self {
+            ApiError::Validation(v) | ApiError::BadQuery(v) => v,
+            _ => Vec::new(),
+        };
+        Problem {
+            type_: format!("https://snapgate.dev/problems/{}", code.replace('_', "-")),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+            code,
+            request_id,
+            errors,
+        }
+    }
+}
+
+/// Carried in response extensions until [`render_problems`] writes it.
+#[derive(Clone)]
+struct PendingProblem(std::sync::Arc<std::sync::Mutex<Option<ApiError>>>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = self.status().into_response();
+        res.extensions_mut()
+            .insert(PendingProblem(std::sync::Arc::new(std::sync::Mutex::new(
+                Some(self),
+            ))));
+        res
+    }
+}
+
+fn generic_error(status: StatusCode) -> (String, String) {
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => "timeout",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        _ if status.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    let detail = match status {
+        StatusCode::NOT_FOUND => "no such resource",
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this resource",
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than this gateway accepts",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            "the request took too long; retry later"
+        }
+        _ => "the request could not be processed",
+    };
+    (code.to_string(), detail.to_string())
+}
+
+/// Writes problem bodies (see the module docs) and logs internal errors with the request id.
+pub async fn render_problems(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut res = next.run(req).await;
+    let pending = res
+        .extensions_mut()
+        .remove::<PendingProblem>()
+        .and_then(|p| p.0.lock().ok().and_then(|mut g| g.take()));
+    let problem = match pending {
+        Some(err) => {
+            if let ApiError::Internal(cause) = &err {
+                tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = ?cause, "internal error");
+            }
+            err.into_problem(request_id)
+        }
+        None => {
+            let status = res.status();
+            // Only bare answers (no body type, or framework plain text) are rewritten; a
+            // handler's own JSON error body (e.g. /readyz) is left as it is.
+            let bare = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+            if !(status.is_client_error() || status.is_server_error()) || !bare {
+                return res;
+            }
+            let (code, detail) = generic_error(status);
+            Problem {
+                type_: format!("https://snapgate.dev/problems/{}", code.replace('_', "-")),
+                title: status.canonical_reason().unwrap_or("Error").to_string(),
+                status: status.as_u16(),
+                detail,
+                code,
+                request_id,
+                errors: Vec::new(),
+            }
+        }
+    };
+    let body = serde_json::to_vec(&problem).expect("serializable");
+    let (mut parts, _) = res.into_parts();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}

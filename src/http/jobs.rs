@@ -1,0 +1,510 @@
+//! `/v1/snapshot-jobs`: submit a job, read one, list them.
+//!
+//! Where a request goes: `create_job` validates the body completely, records the job, its outbox
+//! entry and idempotency key in one transaction, nudges the dispatcher, then waits a short budget
+//! for MPS to accept the job. It never calls MPS itself.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, Problem};
+use super::Caller;
+use crate::app::AppState;
+use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
+use crate::store::{
+    self, CreateOutcome, Job, JobError, JobFilter, MpsStatus, NewIdempotencyKey, NewJob,
+};
+
+/// The header marking a replayed idempotent response.
+pub const REPLAY_HEADER: &str = "idempotent-replayed";
+const MAX_LIMIT: u32 = 200;
+const DEFAULT_LIMIT: u32 = 50;
+
+/// A snapshot job as snapgate knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobResource {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: JobId,
+    pub team: String,
+    pub state: JobState,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The normalized request: defaults filled in, exactly what is sent to MPS.
+    pub request: JobRequest,
+    pub warnings: Vec<Warning>,
+    pub mps: MpsStatus,
+    /// Submission attempts made so far.
+    pub attempts: u32,
+    pub last_error: Option<JobError>,
+}
+
+impl From<Job> for JobResource {
+    fn from(j: Job) -> Self {
+        JobResource {
+            id: j.id,
+            team: j.team,
+            state: j.state,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            request: j.request,
+            warnings: j.warnings,
+            mps: j.mps,
+            attempts: j.attempts,
+            last_error: j.last_error,
+        }
+    }
+}
+
+/// The job request body. Only `input` and `output` are required; object keys are raw.
+/// (Documentation schema: the body is validated field by field so that every violation is
+/// reported; `tests/api.rs` checks this schema and the validator know the same fields.)
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateJobBody {
+    pub input: domain::OssObject,
+    pub output: domain::OssObject,
+    /// Milliseconds (MPS `Time`). Default 0.
+    #[schema(example = 2000)]
+    pub time_ms: Option<u64>,
+    /// Seconds (MPS `Interval`), >= 0.
+    #[schema(example = 2)]
+    pub interval_s: Option<u64>,
+    /// > 0.
+    #[schema(example = 3)]
+    pub num: Option<u64>,
+    /// 8 to 4096 pixels.
+    pub width: Option<u32>,
+    /// 8 to 4096 pixels.
+    pub height: Option<u32>,
+    /// `normal` or `intra` (default).
+    pub frame_type: Option<domain::job::FrameType>,
+    /// 30 to 100.
+    pub black_level: Option<u32>,
+    pub sprite: Option<SpriteBody>,
+    pub webvtt: Option<domain::WebVttSpec>,
+    /// 32 lower-case hex.
+    pub pipeline_id: Option<String>,
+    /// Letters, digits, spaces, `-`, `_`, `.`; at most 987 bytes.
+    pub user_data: Option<String>,
+}
+
+/// Sprite settings in a request; all but `output` have defaults.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SpriteBody {
+    pub output: domain::OssObject,
+    pub lines: Option<u32>,
+    pub columns: Option<u32>,
+    pub cell_width: Option<u32>,
+    pub cell_height: Option<u32>,
+    pub margin: Option<u32>,
+    pub padding: Option<u32>,
+    pub color: Option<String>,
+    pub keep_cells: Option<bool>,
+    pub cell_step: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobResource>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// RFC 3339 time; only jobs created after it.
+    pub created_after: Option<String>,
+    /// RFC 3339 time; only jobs created before it.
+    pub created_before: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Admins only: another team's jobs.
+    pub team: Option<String>,
+}
+
+fn fingerprint(request: &JobRequest) -> String {
+    let canonical = serde_json::to_vec(request).expect("serializable");
+    hex::encode(Sha256::digest(canonical))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = |m: &str| ApiError::BadHeader {
+        header: "Idempotency-Key",
+        message: m.to_string(),
+    };
+    let s = v.to_str().map_err(|_| bad("must be printable ASCII"))?;
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(bad(
+            "must be 1 to 255 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(Some(s.to_string()))
+}
+
+fn job_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    id: &str,
+    replayed: bool,
+) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/snapshot-jobs/{id}")) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    if replayed {
+        res.headers_mut()
+            .insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+    }
+    res
+}
+
+/// 202 while MPS has not accepted the job yet, 201 once it has (or it already ended).
+fn status_for(state: JobState) -> StatusCode {
+    if state == JobState::Queued {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+/// Submit a snapshot job.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshot-jobs",
+    tag = "jobs",
+    request_body(content = CreateJobBody, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body replay the first answer (24 h).")),
+    responses(
+        (status = 201, description = "MPS accepted the job within the wait budget", body = JobResource),
+        (status = 202, description = "Recorded; not yet accepted by MPS", body = JobResource),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Same Idempotency-Key still in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job, every violation listed; or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::MalformedJson(e.body_text())
+        }
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let (request, warnings) = domain::validate_request(&value).map_err(ApiError::Validation)?;
+
+    let now = store::now();
+    let id = JobId::new();
+    let idem = key.as_ref().map(|k| NewIdempotencyKey {
+        key: k.clone(),
+        fingerprint: fingerprint(&request),
+        expires_at: now + chrono::Duration::hours(state.settings.idempotency.ttl_hours as i64),
+    });
+    let fp = idem.as_ref().map(|i| i.fingerprint.clone());
+    let new = NewJob {
+        id,
+        team: caller.team.clone(),
+        request,
+        warnings,
+        created_at: now,
+    };
+    let mut dispatched = state.signals.dispatched.subscribe();
+    let job = match state.store.create_job(new, idem).await? {
+        CreateOutcome::Created(job) => job,
+        CreateOutcome::KeyExists(record) => {
+            if Some(&record.fingerprint) != fp.as_ref() {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            if let (Some(status), Some(body)) = (record.response_status, &record.response_body) {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                return Ok(job_response(status, body, &record.job_id.to_string(), true));
+            }
+            // Still being answered, unless the first request died before storing its answer.
+            let abandoned_after = chrono::Duration::milliseconds(
+                state.settings.http.submit_wait_ms as i64
+                    + state.settings.http.request_timeout_ms as i64,
+            );
+            if now - record.created_at < abandoned_after {
+                return Err(ApiError::IdempotencyKeyInProgress);
+            }
+            let job = state
+                .store
+                .get_job(Some(&caller.team), record.job_id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let body = serde_json::to_value(JobResource::from(job.clone())).expect("serializable");
+            return Ok(job_response(
+                status_for(job.state),
+                &body,
+                &job.id.to_string(),
+                true,
+            ));
+        }
+    };
+    tracing::info!(job_id = %job.id, team = %job.team, "job recorded");
+    state.signals.wake.notify_one();
+
+    let job = wait_for_dispatch(&state, job, &mut dispatched).await?;
+    let status = status_for(job.state);
+    let body = serde_json::to_value(JobResource::from(job.clone())).expect("serializable");
+    if let Some(k) = &key {
+        state
+            .store
+            .complete_idempotency_key(&caller.team, k, status.as_u16(), &body)
+            .await?;
+    }
+    Ok(job_response(status, &body, &job.id.to_string(), false))
+}
+
+/// Waits up to `http.submit_wait_ms` for the dispatcher (this replica's, or another's) to move
+/// the job out of `queued`.
+async fn wait_for_dispatch(
+    state: &AppState,
+    job: Job,
+    dispatched: &mut tokio::sync::broadcast::Receiver<JobId>,
+) -> Result<Job, ApiError> {
+    let budget = Duration::from_millis(state.settings.http.submit_wait_ms);
+    if budget.is_zero() || !state.settings.worker.enabled {
+        return Ok(job);
+    }
+    let deadline = tokio::time::Instant::now() + budget;
+    let id = job.id;
+    loop {
+        // Another replica may dispatch it: look at the store now and then, not only for events.
+        let tick = tokio::time::sleep(Duration::from_millis(100).min(budget));
+        tokio::select! {
+            ev = dispatched.recv() => match ev {
+                Ok(done) if done == id => break,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    tokio::time::sleep_until(deadline).await;
+                }
+            },
+            _ = tick => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+        if let Some(j) = state.store.get_job(None, id).await? {
+            if j.state != JobState::Queued {
+                return Ok(j);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(state.store.get_job(None, id).await?.unwrap_or(job))
+}
+
+/// Read one job.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot-jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, body = JobResource),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobResource>, ApiError> {
+    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let team = (!caller.admin).then_some(caller.team.as_str());
+    let job = state
+        .store
+        .get_job(team, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(job.into()))
+}
+
+/// One MPS response kept for a job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MpsResponseEntry {
+    pub action: String,
+    pub request_id: Option<String>,
+    pub code: Option<String>,
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Every MPS response snapgate received about a job, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot-jobs/{id}/mps-responses",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, body = Vec<MpsResponseEntry>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_mps_responses(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<MpsResponseEntry>>, ApiError> {
+    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let team = (!caller.admin).then_some(caller.team.as_str());
+    state
+        .store
+        .get_job(team, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let records = state.store.mps_responses(id).await?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| MpsResponseEntry {
+                action: r.action,
+                request_id: r.request_id,
+                code: r.code,
+                body: r.body,
+                received_at: r.received_at,
+            })
+            .collect(),
+    ))
+}
+
+fn encode_cursor(job: &Job) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        job.created_at.timestamp_micros(),
+        job.id
+    ))
+}
+
+fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, JobId)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (micros, id) = raw.split_once('|')?;
+    let t = DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((t, JobId::parse(id)?))
+}
+
+/// List jobs, newest first, with cursor pagination.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot-jobs",
+    tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, body = JobList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<JobList>, ApiError> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, code: &str, message: String| {
+        errors.push(Violation {
+            field: field.to_string(),
+            code: code.to_string(),
+            message,
+        })
+    };
+    let mut filter = JobFilter {
+        team: Some(caller.team.clone()),
+        limit: DEFAULT_LIMIT,
+        ..JobFilter::default()
+    };
+    let time = |v: &str| DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc));
+    for (name, value) in &params {
+        let field = format!("/{name}");
+        match name.as_str() {
+            "state" => match JobState::parse(value) {
+                Some(s) => filter.state = Some(s),
+                None => bad(&field, "invalid_value", "must be one of queued, submitted, snapshotting, succeeded, failed".into()),
+            },
+            "created_after" => match time(value) {
+                Ok(t) => filter.created_after = Some(t),
+                Err(_) => bad(&field, "invalid_format", "must be an RFC 3339 time, e.g. 2026-01-01T00:00:00Z".into()),
+            },
+            "created_before" => match time(value) {
+                Ok(t) => filter.created_before = Some(t),
+                Err(_) => bad(&field, "invalid_format", "must be an RFC 3339 time, e.g. 2026-01-01T00:00:00Z".into()),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => filter.limit = n,
+                _ => bad(&field, "out_of_range", format!("must be an integer from 1 to {MAX_LIMIT}")),
+            },
+            "cursor" => match decode_cursor(value) {
+                Some(c) => filter.before = Some(c),
+                None => bad(&field, "invalid_format", "is not a cursor this API returned".into()),
+            },
+            "team" if caller.admin => filter.team = Some(value.clone()),
+            "team" => bad(&field, "forbidden", "only admin keys may list other teams".into()),
+            _ => bad(&field, "unknown_parameter", "unknown query parameter; expected state, created_after, created_before, limit, cursor".into()),
+        }
+    }
+    if caller.admin && !params.iter().any(|(n, _)| n == "team") {
+        filter.team = None;
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::BadQuery(errors));
+    }
+    let limit = filter.limit;
+    filter.limit = limit + 1;
+    let mut jobs = state.store.list_jobs(&filter).await?;
+    let next_cursor = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(Json(JobList {
+        jobs: jobs.into_iter().map(JobResource::from).collect(),
+        next_cursor,
+    }))
+}

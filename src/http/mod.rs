@@ -1,0 +1,109 @@
+//! The REST API: router, middleware stack, caller extraction. One file per resource.
+
+pub mod error;
+pub mod health;
+pub mod jobs;
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::domain::DEFAULT_TEAM;
+pub use error::{ApiError, Problem};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "snapgate",
+        description = "A gateway for Alibaba Cloud MPS snapshot jobs: validated, recorded, delivered exactly once, tracked."
+    ),
+    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"))
+)]
+struct ApiDoc;
+
+/// Who is calling. Until team credentials exist, every caller is the default team.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub team: String,
+    pub admin: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            team: DEFAULT_TEAM.to_string(),
+            admin: false,
+        })
+    }
+}
+
+/// The routes and the OpenAPI document, registered together so they cannot drift apart.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::list_mps_responses))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let openapi = std::sync::Arc::new(openapi);
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let http = &state.settings.http;
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = openapi.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .layer(middleware::from_fn(error::render_problems))
+    .layer(CatchPanicLayer::custom(|_| {
+        // The panic message may hold data; it stays out of the answer (logged by the hook).
+        StatusCode::INTERNAL_SERVER_ERROR.into_response_ext()
+    }))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_millis(http.request_timeout_ms),
+    ))
+    .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+    }))
+    .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+    .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+    .with_state(state)
+}
+
+trait IntoResponseExt {
+    fn into_response_ext(self) -> axum::response::Response;
+}
+
+impl IntoResponseExt for StatusCode {
+    fn into_response_ext(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
