@@ -75,16 +75,17 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
-    .layer(middleware::from_fn(error::render_problems))
-    .layer(CatchPanicLayer::custom(|_| {
-        // The panic message may hold data; it stays out of the answer (logged by the hook).
-        StatusCode::INTERNAL_SERVER_ERROR.into_response_ext()
-    }))
+    .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
     .layer(TimeoutLayer::with_status_code(
         StatusCode::SERVICE_UNAVAILABLE,
         Duration::from_millis(http.request_timeout_ms),
     ))
-    .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+    .layer(CatchPanicLayer::custom(|_| {
+        // The panic message may hold data; it stays out of the answer (logged by the hook).
+        StatusCode::INTERNAL_SERVER_ERROR.into_response_ext()
+    }))
+    // Outside the layers above, so their bare error answers become problem documents too.
+    .layer(middleware::from_fn(error::render_problems))
     .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let request_id = req
             .headers()
