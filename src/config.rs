@@ -88,7 +88,7 @@ pub struct WorkerSettings {
     pub query_qps: u32,
     pub status_poll_min_ms: u64,
     pub status_poll_max_ms: u64,
-    pub reconcile_window_s: u64,
+    pub reconcile_margin_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -166,7 +166,7 @@ impl Default for WorkerSettings {
             query_qps: 90,
             status_poll_min_ms: 1_000,
             status_poll_max_ms: 30_000,
-            reconcile_window_s: 300,
+            reconcile_margin_s: 120,
         }
     }
 }
@@ -226,7 +226,12 @@ impl Settings {
             );
             figment = figment.merge(Toml::file(file));
         }
-        let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        // Empty values count as unset (compose files pass `${VAR:-}` through).
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
         if let Some(url) = lookup("DATABASE_URL") {
             figment = figment.merge(("database.url", url));
         }

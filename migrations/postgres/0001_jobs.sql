@@ -72,3 +72,11 @@ CREATE TABLE idempotency_keys (
 );
 
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+-- Token buckets for upstream calls, shared by every replica: all of them together stay under
+-- MPS's per-account limits (50 submits/s, 100 queries/s).
+CREATE TABLE upstream_budget (
+    name        TEXT PRIMARY KEY,
+    tokens      DOUBLE PRECISION NOT NULL,
+    refilled_at TIMESTAMPTZ NOT NULL
+);

@@ -68,3 +68,9 @@ CREATE TABLE idempotency_keys (
 );
 
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+CREATE TABLE upstream_budget (
+    name        TEXT PRIMARY KEY,
+    tokens      REAL NOT NULL,
+    refilled_at INTEGER NOT NULL
+);

@@ -245,6 +245,21 @@ pub trait Store: Send + Sync + 'static {
     async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()>;
     async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()>;
 
+    /// Takes up to `want` tokens from the shared bucket `name` (refilled at `rate` per second,
+    /// holding at most `burst`); returns how many were granted (possibly 0).
+    async fn acquire_budget(
+        &self,
+        name: &str,
+        want: u32,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u32>;
+
+    /// Wakes `wake` whenever another replica queues a job (Postgres `LISTEN`); a no-op where
+    /// there is only one process.
+    fn spawn_job_listener(&self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
+
     /// Earliest time any outbox entry or poll is due (for the worker's sleep).
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
     async fn job_counts(&self) -> StoreResult<JobCounts>;
@@ -268,6 +283,21 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Resu
 
 pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, v: Value) -> StoreResult<T> {
     serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Token bucket arithmetic shared by both backends: (granted, tokens left, refill time).
+pub(crate) fn take_tokens(
+    tokens: f64,
+    refilled_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    want: u32,
+    rate: f64,
+    burst: f64,
+) -> (u32, f64, DateTime<Utc>) {
+    let elapsed = (now - refilled_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+    let available = (tokens + elapsed * rate).min(burst);
+    let granted = (available.floor().max(0.0) as u32).min(want);
+    (granted, available - f64::from(granted), now.max(refilled_at))
 }
 
 pub(crate) fn parse_state(s: &str) -> StoreResult<JobState> {

@@ -485,6 +485,61 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn acquire_budget(
+        &self,
+        name: &str,
+        want: u32,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u32> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO upstream_budget (name, tokens, refilled_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(burst)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT tokens, refilled_at FROM upstream_budget WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (granted, left, at) =
+            take_tokens(row.try_get("tokens")?, row.try_get("refilled_at")?, now, want, rate, burst);
+        sqlx::query("UPDATE upstream_budget SET tokens = $2, refilled_at = $3 WHERE name = $1")
+            .bind(name)
+            .bind(left)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(granted)
+    }
+
+    fn spawn_job_listener(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+                            tracing::warn!(error = %e, "LISTEN failed; relying on polling");
+                        } else {
+                            while listener.recv().await.is_ok() {
+                                wake.notify_one();
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot open a LISTEN connection"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let row = sqlx::query(
             "SELECT LEAST( \

@@ -540,6 +540,46 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn acquire_budget(
+        &self,
+        name: &str,
+        want: u32,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u32> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO upstream_budget (name, tokens, refilled_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(burst)
+        .bind(t(now))
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT tokens, refilled_at FROM upstream_budget WHERE name = ?1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (granted, left, at) = take_tokens(
+            row.try_get("tokens")?,
+            micros_to_time(row.try_get("refilled_at")?),
+            now,
+            want,
+            rate,
+            burst,
+        );
+        sqlx::query("UPDATE upstream_budget SET tokens = ?2, refilled_at = ?3 WHERE name = ?1")
+            .bind(name)
+            .bind(left)
+            .bind(t(at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(granted)
+    }
+
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let a: Option<i64> = sqlx::query_scalar(
             "SELECT min(max(due_at, COALESCE(lease_expires_at, due_at))) FROM job_outbox",
