@@ -31,6 +31,8 @@ pub struct Settings {
     pub emulator: EmbeddedEmulatorSettings,
     pub worker: WorkerSettings,
     pub idempotency: IdempotencySettings,
+    pub auth: AuthSettings,
+    pub limits: LimitsSettings,
     pub log: LogSettings,
 }
 
@@ -42,6 +44,8 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// How long `POST /v1/snapshot-jobs` waits for the first dispatch before answering 202 `queued`.
     pub submit_wait_ms: u64,
+    /// Browser origins allowed by CORS (e.g. `https://upload.example.com`); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -99,6 +103,27 @@ pub struct IdempotencySettings {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Require `Authorization: Bearer <token>` on every `/v1` route.
+    pub enabled: bool,
+    /// Base64 of 32 random bytes; encrypts team secrets at rest.
+    pub master_key: Option<Secret>,
+    /// Used when `master_key` is unset: read, or created on first use (single instance).
+    pub master_key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Requests per second per team on `/v1` (per replica), with this burst.
+    pub team_requests_per_second: u32,
+    pub team_burst: u32,
+    /// Jobs per team not yet final; more answer 429.
+    pub team_max_active_jobs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` or `json`.
     pub format: String,
@@ -113,6 +138,7 @@ impl Default for HttpSettings {
             request_timeout_ms: 15_000,
             body_limit_bytes: 64 * 1024,
             submit_wait_ms: 2_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -177,6 +203,26 @@ impl Default for IdempotencySettings {
     }
 }
 
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            master_key: None,
+            master_key_file: "data/master.key".into(),
+        }
+    }
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            team_requests_per_second: 100,
+            team_burst: 200,
+            team_max_active_jobs: 10_000,
+        }
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
@@ -196,6 +242,8 @@ impl Default for Settings {
             emulator: EmbeddedEmulatorSettings::default(),
             worker: WorkerSettings::default(),
             idempotency: IdempotencySettings::default(),
+            auth: AuthSettings::default(),
+            limits: LimitsSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -275,6 +323,10 @@ impl Settings {
         anyhow::ensure!(
             self.mps.access_key_id.is_some() == self.mps.access_key_secret.is_some(),
             "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
+        );
+        anyhow::ensure!(
+            self.limits.team_requests_per_second > 0 && self.limits.team_burst > 0,
+            "limits.team_requests_per_second and limits.team_burst must be > 0"
         );
         anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
         anyhow::ensure!(

@@ -9,10 +9,12 @@
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod emulator;
 pub mod http;
+pub mod metrics;
 pub mod mps;
 pub mod secret;
 pub mod store;

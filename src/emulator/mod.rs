@@ -1,1 +1,250 @@
-//! A local MPS emulator that speaks MPS's wire protocol for the snapshot actions.
+//! A local MPS that speaks MPS's wire protocol for `SubmitSnapshotJob` and
+//! `QuerySnapshotJobList`: the same signatures (v1 and ACS3), response shapes, string-typed
+//! numbers, error bodies and codes (API.md §1 to §5), plus fault injection for tests and
+//! benchmarks. `snapgate emulator` runs it alone; `snapgate serve` embeds it when no MPS key is
+//! configured.
+//!
+//! - `auth.rs`: signature, timestamp and nonce checks.
+//! - `jobs.rs`: the job ledger, the config checks MPS makes, and each job's life.
+//! - `rpc.rs`: the two actions and MPS's error bodies.
+
+mod auth;
+mod jobs;
+mod rpc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub use rpc::EmulatorState;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// An accepted key pair, `ID:SECRET` (repeatable; default `testid:testsecret`).
+    #[arg(long = "access-key", value_name = "ID:SECRET")]
+    pub access_keys: Vec<String>,
+    /// Fraction of calls answered `Throttling.User`.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Fraction of calls answered `ServiceUnavailable` (503).
+    #[arg(long, default_value_t = 0.0)]
+    pub unavailable_rate: f64,
+    /// Added to every answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction of accepted submits whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_response_rate: f64,
+    /// Time from `Submitted` to `Snapshoting`.
+    #[arg(long, default_value_t = 200)]
+    pub start_ms: u64,
+    /// Time from `Submitted` to `Success`.
+    #[arg(long, default_value_t = 1000)]
+    pub process_ms: u64,
+    /// Per-account submit limit per second (0: none); beyond it `Throttling.User`.
+    #[arg(long, default_value_t = 0)]
+    pub submit_qps: u32,
+    /// Per-account query limit per second (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub query_qps: u32,
+    /// Duration assumed for every input video.
+    #[arg(long, default_value_t = 60)]
+    pub video_duration_s: u64,
+    /// Seed for fault injection (deterministic runs).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct EmulatorConfig {
+    pub listen: SocketAddr,
+    pub access_keys: Vec<(String, String)>,
+    pub throttle_rate: f64,
+    pub unavailable_rate: f64,
+    pub latency_ms: u64,
+    pub drop_response_rate: f64,
+    pub start_ms: u64,
+    pub process_ms: u64,
+    pub submit_qps: u32,
+    pub query_qps: u32,
+    pub video_duration_s: u64,
+    pub seed: Option<u64>,
+}
+
+impl std::fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.access_keys.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("EmulatorConfig")
+            .field("listen", &self.listen)
+            .field("access_key_ids", &ids)
+            .field("throttle_rate", &self.throttle_rate)
+            .field("unavailable_rate", &self.unavailable_rate)
+            .field("latency_ms", &self.latency_ms)
+            .field("drop_response_rate", &self.drop_response_rate)
+            .field("start_ms", &self.start_ms)
+            .field("process_ms", &self.process_ms)
+            .field("submit_qps", &self.submit_qps)
+            .field("query_qps", &self.query_qps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".parse().expect("valid"),
+            access_keys: vec![("testid".into(), "testsecret".into())],
+            throttle_rate: 0.0,
+            unavailable_rate: 0.0,
+            latency_ms: 0,
+            drop_response_rate: 0.0,
+            start_ms: 200,
+            process_ms: 1000,
+            submit_qps: 0,
+            query_qps: 0,
+            video_duration_s: 60,
+            seed: None,
+        }
+    }
+}
+
+impl TryFrom<EmulatorArgs> for EmulatorConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: EmulatorArgs) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        for k in &a.access_keys {
+            let (id, secret) = k
+                .split_once(':')
+                .filter(|(i, s)| !i.is_empty() && !s.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--access-key takes ID:SECRET"))?;
+            keys.push((id.to_string(), secret.to_string()));
+        }
+        if keys.is_empty() {
+            keys.push(("testid".into(), "testsecret".into()));
+        }
+        for (name, rate) in [
+            ("--throttle-rate", a.throttle_rate),
+            ("--unavailable-rate", a.unavailable_rate),
+            ("--drop-response-rate", a.drop_response_rate),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&rate),
+                "{name} must be between 0 and 1"
+            );
+        }
+        Ok(Self {
+            listen: a.listen,
+            access_keys: keys,
+            throttle_rate: a.throttle_rate,
+            unavailable_rate: a.unavailable_rate,
+            latency_ms: a.latency_ms,
+            drop_response_rate: a.drop_response_rate,
+            start_ms: a.start_ms,
+            process_ms: a.process_ms.max(a.start_ms),
+            submit_qps: a.submit_qps,
+            query_qps: a.query_qps,
+            video_duration_s: a.video_duration_s,
+            seed: a.seed,
+        })
+    }
+}
+
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmulatorHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Set on each request: lets a handler close its connection without answering.
+#[derive(Clone)]
+pub(crate) struct DropConnection(pub Arc<Notify>);
+
+pub fn router(state: Arc<EmulatorState>) -> Router {
+    Router::new()
+        .route("/", get(rpc::handle).post(rpc::handle))
+        .route("/_emulator/jobs", get(rpc::list_ledger))
+        .route("/_emulator/stats", get(rpc::stats))
+        .with_state(state)
+}
+
+/// Binds and serves in a background task. Connections are served one by one with hyper so that
+/// the "dropped response" fault can really close a connection with no answer.
+pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(Arc::new(EmulatorState::new(config)));
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "emulator accept failed");
+                        continue;
+                    }
+                },
+                _ = token.cancelled() => break,
+            };
+            let app = app.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let kill = Arc::new(Notify::new());
+                let marker = DropConnection(kill.clone());
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(marker.clone());
+                        app.clone().oneshot(req.map(axum::body::Body::new))
+                    },
+                );
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    // Dropping the connection future closes the socket: no answer at all.
+                    _ = kill.notified() => {}
+                    _ = token.cancelled() => {}
+                }
+            });
+        }
+    });
+    Ok(EmulatorHandle { addr, stop, task })
+}
+
+/// `snapgate emulator`: serves until Ctrl-C or SIGTERM.
+pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
+    let config = EmulatorConfig::try_from(args)?;
+    tracing::info!(?config, "starting the MPS emulator");
+    let handle = spawn(config).await?;
+    tracing::info!(url = %handle.url(), "MPS emulator listening");
+    crate::app::shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}

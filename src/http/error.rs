@@ -40,6 +40,14 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyKeyInProgress,
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("too many requests")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("too many jobs in flight")]
+    QuotaExceeded { limit: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -81,6 +89,11 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +109,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -116,6 +133,16 @@ impl ApiError {
             ApiError::PayloadTooLarge => "the request body is larger than this gateway accepts".into(),
             ApiError::IdempotencyKeyReused => "this Idempotency-Key was already used with a different request body; use a new key for a new job".into(),
             ApiError::IdempotencyKeyInProgress => "the first request with this Idempotency-Key is still being processed; retry shortly".into(),
+            // Never which part was wrong (missing, malformed, unknown or revoked).
+            ApiError::Unauthorized => "send a valid API token as `Authorization: Bearer <token>`".into(),
+            ApiError::Forbidden => "this needs an admin key".into(),
+            ApiError::RateLimited { retry_after } => format!(
+                "this team is sending requests too fast; retry after {} s",
+                retry_after.as_secs().max(1)
+            ),
+            ApiError::QuotaExceeded { limit } => format!(
+                "this team already has {limit} jobs in flight; wait for some to finish"
+            ),
             // Never the cause: it goes to the log, with the request id.
             ApiError::Internal(_) => "an internal error occurred; report the request_id".into(),
         }
@@ -148,6 +175,24 @@ struct PendingProblem(std::sync::Arc<std::sync::Mutex<Option<ApiError>>>);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status().into_response();
+        match &self {
+            ApiError::Unauthorized => {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"snapgate\""),
+                );
+            }
+            ApiError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::QuotaExceeded { .. } => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
+            _ => {}
+        }
         res.extensions_mut()
             .insert(PendingProblem(std::sync::Arc::new(std::sync::Mutex::new(
                 Some(self),

@@ -172,6 +172,7 @@ fn job_response(
         res.headers_mut().insert(header::LOCATION, v);
     }
     if replayed {
+        metrics::counter!("snapgate_idempotent_replays_total").increment(1);
         res.headers_mut()
             .insert(REPLAY_HEADER, HeaderValue::from_static("true"));
     }
@@ -202,7 +203,10 @@ fn status_for(state: JobState) -> StatusCode {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid job, every violation listed; or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Team rate limit or in-flight quota reached (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 pub async fn create_job(
     State(state): State<AppState>,
@@ -233,6 +237,11 @@ pub async fn create_job(
     let value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let (request, warnings) = domain::validate_request(&value).map_err(ApiError::Validation)?;
+    let limit = state.settings.limits.team_max_active_jobs;
+    if state.store.count_active_jobs(&caller.team).await? >= limit {
+        metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
+        return Err(ApiError::QuotaExceeded { limit });
+    }
 
     let now = store::now();
     let id = JobId::new();
@@ -345,8 +354,11 @@ async fn wait_for_dispatch(
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, body = JobResource),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -382,8 +394,11 @@ pub struct MpsResponseEntry {
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, body = Vec<MpsResponseEntry>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 pub async fn list_mps_responses(
     State(state): State<AppState>,
@@ -439,7 +454,10 @@ fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, JobId)> {
     responses(
         (status = 200, body = JobList),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 pub async fn list_jobs(
     State(state): State<AppState>,

@@ -1,17 +1,19 @@
 //! The REST API: router, middleware stack, caller extraction. One file per resource.
 
+pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::{HeaderName, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -21,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::domain::DEFAULT_TEAM;
+pub use auth::Caller;
 pub use error::{ApiError, Problem};
 
 #[derive(OpenApi)]
@@ -30,26 +32,41 @@ pub use error::{ApiError, Problem};
         title = "snapgate",
         description = "A gateway for Alibaba Cloud MPS snapshot jobs: validated, recorded, delivered exactly once, tracked."
     ),
-    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"))
+    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)")),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
-/// Who is calling. Until team credentials exist, every caller is the default team.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub team: String,
-    pub admin: bool,
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Caller {
-            team: DEFAULT_TEAM.to_string(),
-            admin: false,
-        })
-    }
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// The routes and the OpenAPI document, registered together so they cannot drift apart.
@@ -58,6 +75,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::list_mps_responses))
+        .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()
@@ -68,7 +86,8 @@ pub fn router(state: AppState) -> Router {
     let openapi = std::sync::Arc::new(openapi);
     let x_request_id = HeaderName::from_static("x-request-id");
     let http = &state.settings.http;
-    api.route(
+    api.route("/metrics", axum::routing::get(admin::metrics))
+    .route(
         "/openapi.json",
         axum::routing::get(move || {
             let doc = openapi.clone();
@@ -86,14 +105,16 @@ pub fn router(state: AppState) -> Router {
     }))
     // Outside the layers above, so their bare error answers become problem documents too.
     .layer(middleware::from_fn(error::render_problems))
+    .layer(middleware::from_fn(crate::metrics::track_http))
     .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let request_id = req
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, team = tracing::field::Empty)
     }))
+    .layer(cors(&http.cors_origins))
     .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
     .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
     .with_state(state)

@@ -158,6 +158,18 @@ pub struct MpsResponseRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// A team's API key as stored (the token only as its hash, the secret only encrypted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub access_key_id: String,
+    pub team: String,
+    pub admin: bool,
+    pub token_hash: String,
+    pub secret_ciphertext: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// Counts for operations.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct JobCounts {
@@ -260,6 +272,23 @@ pub trait Store: Send + Sync + 'static {
     /// there is only one process.
     fn spawn_job_listener(&self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
 
+    /// Creates a team; false if it already exists.
+    async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn team_exists(&self, name: &str) -> StoreResult<bool>;
+    /// Stores a new key; its team must exist.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key at once; false if unknown or already revoked.
+    async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// The active (not revoked) key with this token hash.
+    async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// MPS error codes recorded since `since`, with counts, most frequent first.
+    async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>>;
+    /// The shared upstream buckets: (name, tokens, last refill).
+    async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>>;
+    /// Jobs of `team` not yet final (for the in-flight quota).
+    async fn count_active_jobs(&self, team: &str) -> StoreResult<u64>;
+
     /// Earliest time any outbox entry or poll is due (for the worker's sleep).
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
     async fn job_counts(&self) -> StoreResult<JobCounts>;
@@ -297,7 +326,11 @@ pub(crate) fn take_tokens(
     let elapsed = (now - refilled_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
     let available = (tokens + elapsed * rate).min(burst);
     let granted = (available.floor().max(0.0) as u32).min(want);
-    (granted, available - f64::from(granted), now.max(refilled_at))
+    (
+        granted,
+        available - f64::from(granted),
+        now.max(refilled_at),
+    )
 }
 
 pub(crate) fn parse_state(s: &str) -> StoreResult<JobState> {

@@ -89,6 +89,21 @@ fn idempotency_from_row(row: &PgRow) -> StoreResult<IdempotencyRecord> {
     })
 }
 
+fn key_from_row(r: &PgRow) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        access_key_id: r.try_get("access_key_id")?,
+        team: r.try_get("team")?,
+        admin: r.try_get("admin")?,
+        token_hash: r.try_get("token_hash")?,
+        secret_ciphertext: r.try_get("secret_ciphertext")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const KEY_COLUMNS: &str =
+    "access_key_id, team, admin, token_hash, secret_ciphertext, created_at, revoked_at";
+
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("serializable")
 }
@@ -503,12 +518,20 @@ impl Store for PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT tokens, refilled_at FROM upstream_budget WHERE name = $1 FOR UPDATE")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (granted, left, at) =
-            take_tokens(row.try_get("tokens")?, row.try_get("refilled_at")?, now, want, rate, burst);
+        let row = sqlx::query(
+            "SELECT tokens, refilled_at FROM upstream_budget WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (granted, left, at) = take_tokens(
+            row.try_get("tokens")?,
+            row.try_get("refilled_at")?,
+            now,
+            want,
+            rate,
+            burst,
+        );
         sqlx::query("UPDATE upstream_budget SET tokens = $2, refilled_at = $3 WHERE name = $1")
             .bind(name)
             .bind(left)
@@ -538,6 +561,112 @@ impl Store for PgStore {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "INSERT INTO teams (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn team_exists(&self, name: &str) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM teams WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    async fn create_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&k.access_key_id)
+        .bind(&k.team)
+        .bind(k.admin)
+        .bind(&k.token_hash)
+        .bind(&k.secret_ciphertext)
+        .bind(k.created_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY team, created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE access_key_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(access_key_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT code, count(*) AS n FROM mps_responses WHERE code IS NOT NULL AND received_at >= $1 \
+             GROUP BY code ORDER BY n DESC, code",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("code")?, r.try_get::<i64, _>("n")? as u64)))
+            .collect()
+    }
+
+    async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>> {
+        let rows =
+            sqlx::query("SELECT name, tokens, refilled_at FROM upstream_budget ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("tokens")?,
+                    r.try_get("refilled_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn count_active_jobs(&self, team: &str) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE team = $1 AND state IN ('queued', 'submitted', 'snapshotting')",
+        )
+        .bind(team)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {

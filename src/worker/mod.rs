@@ -1,12 +1,29 @@
-//! Background work: the dispatcher (claims queued jobs and submits them to MPS) and the status
-//! poller (asks MPS about in-flight jobs). A handler never calls MPS: it writes to the store and
-//! nudges the worker through [`WorkerSignals`].
+//! Background work: the dispatcher (claims queued jobs and submits them to MPS, `dispatch.rs`)
+//! and the status poller (asks MPS about in-flight jobs, `poll.rs`). A handler never calls MPS:
+//! it writes to the store and nudges the worker through [`WorkerSignals`].
+//!
+//! Exactly-once delivery rests on three things:
+//! 1. the job and its outbox entry are written in one transaction (store);
+//! 2. a claim is a lease, and every result is recorded only if the lease is still ours;
+//! 3. an attempt whose outcome is unknown (timeout, lost answer, crashed replica) is followed by
+//!    reconciliation — looking the job up on MPS by its id in `UserData` — never by a blind retry.
+
+mod dispatch;
+pub mod mps_params;
+mod poll;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use rand::Rng;
 use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
 
+use crate::config::{Settings, WorkerSettings};
 use crate::domain::JobId;
+use crate::mps::client::MpsApi;
+use crate::store::{self, DynStore};
 
 /// In-process wake-ups between the API and the worker. Across replicas, Postgres
 /// `LISTEN/NOTIFY` does the same job.
@@ -25,4 +42,193 @@ impl Default for WorkerSignals {
             dispatched: broadcast::channel(1024).0,
         }
     }
+}
+
+/// Names of the shared upstream budgets (token buckets in the store).
+const SUBMIT_BUDGET: &str = "mps.submit";
+const QUERY_BUDGET: &str = "mps.query";
+
+pub struct Worker {
+    store: DynStore,
+    mps: Arc<dyn MpsApi>,
+    cfg: WorkerSettings,
+    default_pipeline: Option<String>,
+    signals: WorkerSignals,
+    owner: String,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RoundReport {
+    pub dispatched: usize,
+    pub polled: usize,
+}
+
+impl Worker {
+    pub fn new(
+        store: DynStore,
+        mps: Arc<dyn MpsApi>,
+        settings: &Settings,
+        signals: WorkerSignals,
+    ) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "snapgate".into());
+        let owner = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            store,
+            mps,
+            cfg: settings.worker.clone(),
+            default_pipeline: settings.mps.pipeline_id.clone(),
+            signals,
+            owner,
+        }
+    }
+
+    /// This worker's lease owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// One dispatch round and one poll round.
+    pub async fn run_once(&self) -> anyhow::Result<RoundReport> {
+        Ok(RoundReport {
+            dispatched: self.dispatch_round().await?,
+            polled: self.poll_round().await?,
+        })
+    }
+
+    /// Drives rounds until no job has anything left to do (tests): every job delivered and
+    /// final. Sleeps only until the next due time the store reports.
+    pub async fn run_until_idle(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let report = self.run_once().await?;
+            if report.dispatched + report.polled > 0 {
+                continue;
+            }
+            let Some(due) = self.store.next_due().await? else {
+                return Ok(());
+            };
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "worker not idle after {limit:?}"
+            );
+            tokio::time::sleep(until(due).min(Duration::from_millis(200))).await;
+        }
+    }
+
+    /// Runs the dispatcher and the poller until `shutdown`, then gives back unfinished claims.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.store.spawn_job_listener(self.signals.wake.clone());
+        let dispatcher = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.dispatch_loop(shutdown).await })
+        };
+        let poller = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.poll_loop(shutdown).await })
+        };
+        let _ = tokio::join!(dispatcher, poller);
+        match self.store.release_dispatch(&self.owner).await {
+            Ok(n) => tracing::info!(released = n, owner = %self.owner, "worker stopped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release claims; their leases will expire")
+            }
+        }
+    }
+
+    async fn dispatch_loop(&self, shutdown: CancellationToken) {
+        let mut last_purge: Option<tokio::time::Instant> = None;
+        while !shutdown.is_cancelled() {
+            if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+                last_purge = Some(tokio::time::Instant::now());
+                match self.store.purge_idempotency_keys(store::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+                    Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+                }
+            }
+            let sleep = match self.dispatch_round().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => self.idle_sleep().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatch round failed");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.signals.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn poll_loop(&self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let sleep = match self.poll_round().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => self.idle_sleep().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll round failed");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Until the next due time, within [10 ms, idle_poll_ms] (the polling fallback).
+    async fn idle_sleep(&self) -> Duration {
+        let max = Duration::from_millis(self.cfg.idle_poll_ms);
+        match self.store.next_due().await {
+            Ok(Some(due)) => until(due).clamp(Duration::from_millis(10), max),
+            _ => max,
+        }
+    }
+
+    /// Waits for `n` tokens of a shared upstream budget.
+    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
+        let rate = f64::from(qps);
+        // A tenth of a second's worth: smooth, so no one-second window exceeds the limit.
+        let burst = (rate / 10.0).max(1.0);
+        let mut missing = n;
+        while missing > 0 {
+            let got = self
+                .store
+                .acquire_budget(name, missing, rate, burst, store::now())
+                .await?;
+            missing -= got;
+            if missing > 0 {
+                let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exponential backoff with equal jitter: half fixed, half random.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.cfg.backoff_base_ms.max(1);
+        let exp = base.saturating_mul(1u64 << attempt.min(20).saturating_sub(1));
+        let capped = exp.min(self.cfg.backoff_max_ms.max(base));
+        let half = capped / 2;
+        Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
+    }
+}
+
+fn until(t: DateTime<Utc>) -> Duration {
+    (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }

@@ -51,9 +51,10 @@ pub async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-/// Settings for a test app: port 0, no waiting unless the test asks.
+/// Settings for a test app: port 0, authentication off (tests/access.rs covers it).
 pub fn test_settings() -> Settings {
     let mut s = Settings::default();
     s.http.listen = "127.0.0.1:0".into();
+    s.auth.enabled = false;
     s
 }

@@ -1,0 +1,305 @@
+//! The emulator's job ledger: the checks MPS makes on `Input` and `SnapshotConfig` (API.md §1.2
+//! to §1.5), and each job's life, computed from its age: `Submitted` → `Snapshoting` →
+//! `Success` (or `Fail` for an input key containing `fail`). `Count` follows the config and the
+//! assumed video duration; `TileCount` is the number of sprite images, ceil(Count / cells).
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::rpc::Fault;
+use crate::mps::sign::percent_decode;
+
+pub struct Job {
+    pub id: String,
+    pub created: Instant,
+    pub creation_time: DateTime<Utc>,
+    pub pipeline_id: String,
+    pub user_data: String,
+    pub input: Value,
+    pub config: Value,
+    pub sync: bool,
+    pub count: u64,
+    pub tile_count: Option<u64>,
+    pub failure: Option<(&'static str, &'static str)>,
+}
+
+impl Job {
+    pub fn state(&self, start_ms: u64, process_ms: u64) -> &'static str {
+        let age = self.created.elapsed().as_millis() as u64;
+        if self.sync || age >= process_ms {
+            if self.failure.is_some() {
+                "Fail"
+            } else {
+                "Success"
+            }
+        } else if age >= start_ms {
+            "Snapshoting"
+        } else {
+            "Submitted"
+        }
+    }
+
+    /// The `SnapshotJob` object MPS returns (every scalar a string).
+    pub fn to_json(&self, start_ms: u64, process_ms: u64) -> Value {
+        let state = self.state(start_ms, process_ms);
+        let done = state == "Success";
+        let mut j = json!({
+            "Id": self.id,
+            "State": state,
+            "CreationTime": self.creation_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "PipelineId": self.pipeline_id,
+            "UserData": self.user_data,
+            "Input": self.input,
+            "SnapshotConfig": self.config,
+            "Count": if done { self.count.to_string() } else { "0".to_string() },
+        });
+        if let Some(t) = self.tile_count {
+            j["TileCount"] = json!(if done { t.to_string() } else { "0".to_string() });
+        }
+        if state == "Fail" {
+            if let Some((code, message)) = self.failure {
+                j["Code"] = json!(code);
+                j["Message"] = json!(message);
+            }
+        }
+        j
+    }
+}
+
+fn parse_json_object(name: &str, raw: &str) -> Result<Map<String, Value>, Fault> {
+    let v: Value = serde_json::from_str(raw).map_err(|_| {
+        Fault::bad(
+            "InvalidParameter.JsonFormatInvalid",
+            format!("The parameter \"{name}\" is not a valid JSON."),
+        )
+    })?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(Fault::bad(
+            "InvalidParameter.JsonObjectFormatInvalid",
+            format!("The parameter \"{name}\" must be a JSON object."),
+        )),
+    }
+}
+
+/// A value MPS documents as a string holding an integer; JSON numbers are accepted too.
+fn int(cfg: &Map<String, Value>, name: &str) -> Result<Option<i64>, Fault> {
+    match cfg.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| nf(name)),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| nf(name)),
+        _ => Err(nf(name)),
+    }
+}
+
+fn nf(name: &str) -> Fault {
+    Fault::bad(
+        "InvalidParameter.NumberFormatInvalid",
+        format!("The parameter \"{name}\" is not a valid number."),
+    )
+}
+
+fn range(name: &str, v: Option<i64>, lo: i64, hi: i64) -> Result<Option<i64>, Fault> {
+    match v {
+        Some(x) if x < lo || x > hi => Err(Fault::bad(
+            "InvalidParameter.OutOfRange",
+            format!("The parameter \"{name}\" is out of range [{lo}, {hi}]."),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks an OSS file object (`Input`, `OutputFile`, `TileOutputFile`); returns the decoded key.
+fn oss_file(name: &str, m: &Map<String, Value>) -> Result<String, Fault> {
+    let field = |f: &str| {
+        m.get(f)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Fault::bad(
+                    "InvalidParameter.NullValue",
+                    format!("The parameter \"{name}.{f}\" cannot be null."),
+                )
+            })
+    };
+    let bucket = field("Bucket")?;
+    let location = field("Location")?;
+    let object = field("Object")?;
+    let b = bucket.as_bytes();
+    if !(3..=63).contains(&b.len())
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        || b[0] == b'-'
+        || b[b.len() - 1] == b'-'
+    {
+        return Err(Fault::bad(
+            "InvalidParameter.BucketNameInvalid",
+            format!("The bucket name \"{bucket}\" is invalid."),
+        ));
+    }
+    if !location.starts_with("oss-") || location.len() < 5 {
+        return Err(Fault::bad(
+            "InvalidParameter.LocationInvalid",
+            format!("The location \"{location}\" is invalid."),
+        ));
+    }
+    let key = percent_decode(object).ok_or_else(|| {
+        Fault::bad(
+            "InvalidParameter.ObjectKeyInvalid",
+            "The object key is not properly URL-encoded.",
+        )
+    })?;
+    if key.is_empty() || key.len() > 1023 || key.contains(['\r', '\n']) {
+        return Err(Fault::bad(
+            "InvalidParameter.ObjectKeyInvalid",
+            "The object key must be 1 to 1023 bytes of UTF-8 without CR or LF.",
+        ));
+    }
+    Ok(key)
+}
+
+fn object<'a>(
+    cfg: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a Map<String, Value>>, Fault> {
+    match cfg.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        _ => Err(Fault::bad(
+            "InvalidParameter.JsonObjectFormatInvalid",
+            format!("\"{name}\" must be a JSON object."),
+        )),
+    }
+}
+
+/// Every scalar as a string, as MPS echoes configs back.
+fn stringify(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), stringify(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(stringify).collect()),
+        other => other.clone(),
+    }
+}
+
+pub struct NewJob {
+    pub input: Value,
+    pub config: Value,
+    pub sync: bool,
+    pub count: u64,
+    pub tile_count: Option<u64>,
+    pub failure: Option<(&'static str, &'static str)>,
+}
+
+/// Checks a `SubmitSnapshotJob` the way MPS does and works out what the job will produce.
+pub fn check_submit(
+    input_raw: &str,
+    config_raw: &str,
+    video_duration_s: u64,
+) -> Result<NewJob, Fault> {
+    let input = parse_json_object("Input", input_raw)?;
+    let input_key = oss_file("Input", &input)?;
+    let cfg = parse_json_object("SnapshotConfig", config_raw)?;
+    let output = object(&cfg, "OutputFile")?.ok_or_else(|| {
+        Fault::bad(
+            "InvalidParameter.NullValue",
+            "The parameter \"SnapshotConfig.OutputFile\" cannot be null.",
+        )
+    })?;
+    let output_key = oss_file("OutputFile", output)?;
+    let time = range("Time", int(&cfg, "Time")?, 0, i64::MAX)?.unwrap_or(0);
+    let interval = range("Interval", int(&cfg, "Interval")?, 0, i64::MAX)?;
+    let num = range("Num", int(&cfg, "Num")?, 1, i64::MAX)?;
+    range("Width", int(&cfg, "Width")?, 8, 4096)?;
+    range("Height", int(&cfg, "Height")?, 8, 4096)?;
+    range("BlackLevel", int(&cfg, "BlackLevel")?, 30, 100)?;
+    if let Some(ft) = cfg.get("FrameType").and_then(Value::as_str) {
+        if !matches!(ft.to_ascii_lowercase().as_str(), "normal" | "intra") {
+            return Err(Fault::bad(
+                "InvalidParameter.OutOfRange",
+                "FrameType must be normal or intra.",
+            ));
+        }
+    }
+    let sync = num.is_none() && interval.is_none();
+    let multi = match num {
+        Some(n) => n > 1,
+        None => interval.is_some(),
+    };
+    if multi && !output_key.contains("{Count}") {
+        return Err(Fault::bad(
+            "InvalidParameter.OutOfRange",
+            "OutputFile.Object must contain {Count} when several snapshots are taken.",
+        ));
+    }
+    // Snapshots the video yields (API.md §1.4).
+    let duration_ms = video_duration_s.saturating_mul(1000) as i64;
+    let count: u64 = if time > duration_ms {
+        0
+    } else {
+        match (num, interval) {
+            (None, None) | (Some(1), _) => 1,
+            (Some(n), Some(0)) => n as u64,
+            (Some(n), i) => {
+                let step = i.unwrap_or(10).max(1) * 1000;
+                (n as u64).min(((duration_ms - time) / step) as u64 + 1)
+            }
+            (None, Some(0)) => 1,
+            (None, Some(i)) => ((duration_ms - time) / (i * 1000)) as u64 + 1,
+        }
+    };
+    let tile_count = match object(&cfg, "TileOut")? {
+        None => None,
+        Some(tile) => {
+            let lines = range("TileOut.Lines", int(tile, "Lines")?, 1, 1000)?.unwrap_or(10);
+            let columns = range("TileOut.Columns", int(tile, "Columns")?, 1, 1000)?.unwrap_or(10);
+            let tile_out = object(&cfg, "TileOutputFile")?.ok_or_else(|| {
+                Fault::bad(
+                    "InvalidParameter.NullValue",
+                    "The parameter \"SnapshotConfig.TileOutputFile\" cannot be null.",
+                )
+            })?;
+            let tile_key = oss_file("TileOutputFile", tile_out)?;
+            let cells = (lines * columns) as u64;
+            let several = match num {
+                Some(n) => n as u64 > cells,
+                None => interval.is_some(),
+            };
+            if several && !tile_key.contains("{TileCount}") {
+                return Err(Fault::bad(
+                    "InvalidParameter.OutOfRange",
+                    "TileOutputFile.Object must contain {TileCount} when several sprites are produced.",
+                ));
+            }
+            Some(count.div_ceil(cells).max(1))
+        }
+    };
+    let failure = if input_key.contains("fail") {
+        Some((
+            "InvalidParameter.ResourceNotFound",
+            "The resource operated cannot be found.",
+        ))
+    } else if count == 0 {
+        Some((
+            "InvalidParameter.ResourceContentBad",
+            "The snapshot time is beyond the end of the video.",
+        ))
+    } else {
+        None
+    };
+    Ok(NewJob {
+        input: stringify(&Value::Object(input)),
+        config: stringify(&Value::Object(cfg)),
+        sync,
+        count,
+        tile_count,
+        failure,
+    })
+}

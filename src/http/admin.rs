@@ -1,0 +1,143 @@
+//! Operations views: `/metrics` (Prometheus) and the admin-only `GET /v1/admin/stats`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, Problem};
+use super::Caller;
+use crate::app::AppState;
+use crate::store;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamStateCount {
+    pub team: String,
+    pub state: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorCodeCount {
+    pub code: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BudgetUse {
+    /// `mps.submit` or `mps.query`.
+    pub name: String,
+    /// Configured calls per second, shared by all replicas.
+    pub qps: u32,
+    /// Tokens left in the bucket right now (a tenth of a second's worth at most).
+    pub tokens_left: f64,
+    pub last_taken_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Jobs per team and state.
+    pub jobs: Vec<TeamStateCount>,
+    /// Totals per state, all teams.
+    pub totals: std::collections::BTreeMap<String, u64>,
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    pub oldest_queued_age_s: Option<f64>,
+    pub oldest_in_flight_at: Option<DateTime<Utc>>,
+    pub oldest_in_flight_age_s: Option<f64>,
+    /// MPS error codes received in the last hour.
+    pub mps_error_codes_last_hour: Vec<ErrorCodeCount>,
+    pub upstream_budget: Vec<BudgetUse>,
+}
+
+fn age(t: Option<DateTime<Utc>>) -> Option<f64> {
+    t.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
+}
+
+/// Gateway-wide counts for operators (admin keys only).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stats",
+    tag = "admin",
+    responses(
+        (status = 200, body = Stats),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Stats>, ApiError> {
+    if !caller.admin && state.settings.auth.enabled {
+        return Err(ApiError::Forbidden);
+    }
+    let counts = state.store.job_counts().await?;
+    let mut totals = std::collections::BTreeMap::new();
+    for (_, st, n) in &counts.by_state {
+        *totals.entry(st.clone()).or_insert(0) += n;
+    }
+    let codes = state
+        .store
+        .mps_error_codes_since(store::now() - chrono::Duration::hours(1))
+        .await?;
+    let budgets = state.store.budgets().await?;
+    let w = &state.settings.worker;
+    Ok(Json(Stats {
+        jobs: counts
+            .by_state
+            .into_iter()
+            .map(|(team, state, count)| TeamStateCount { team, state, count })
+            .collect(),
+        totals,
+        oldest_queued_age_s: age(counts.oldest_queued),
+        oldest_queued_at: counts.oldest_queued,
+        oldest_in_flight_age_s: age(counts.oldest_in_flight),
+        oldest_in_flight_at: counts.oldest_in_flight,
+        mps_error_codes_last_hour: codes
+            .into_iter()
+            .map(|(code, count)| ErrorCodeCount { code, count })
+            .collect(),
+        upstream_budget: budgets
+            .into_iter()
+            .map(|(name, tokens, at)| BudgetUse {
+                qps: if name.ends_with("submit") {
+                    w.submit_qps
+                } else {
+                    w.query_qps
+                },
+                name,
+                tokens_left: (tokens * 100.0).round() / 100.0,
+                last_taken_at: at,
+            })
+            .collect(),
+    }))
+}
+
+/// Prometheus exposition. Job gauges are read from the store at scrape time.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(counts) = state.store.job_counts().await {
+        let mut totals = std::collections::BTreeMap::new();
+        for (_, st, n) in &counts.by_state {
+            *totals.entry(st.clone()).or_insert(0u64) += n;
+        }
+        for st in crate::domain::JobState::ALL {
+            let n = totals.get(st.as_str()).copied().unwrap_or(0);
+            metrics::gauge!("snapgate_jobs", "state" => st.as_str()).set(n as f64);
+        }
+        metrics::gauge!("snapgate_queued_jobs")
+            .set(totals.get("queued").copied().unwrap_or(0) as f64);
+        metrics::gauge!("snapgate_oldest_queued_job_age_seconds")
+            .set(age(counts.oldest_queued).unwrap_or(0.0));
+        metrics::gauge!("snapgate_oldest_in_flight_job_age_seconds")
+            .set(age(counts.oldest_in_flight).unwrap_or(0.0));
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::handle().render(),
+    )
+}

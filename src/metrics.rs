@@ -1,0 +1,62 @@
+//! Prometheus metrics (the `metrics` facade and its Prometheus exporter). Counters and
+//! histograms are recorded where things happen; gauges about jobs are read from the store when
+//! `/metrics` is scraped, so every replica reports the same truth.
+//!
+//! Names: `snapgate_http_requests_total{method,route,status}`,
+//! `snapgate_http_request_duration_seconds{method,route}`, `snapgate_jobs{state}`,
+//! `snapgate_queued_jobs`, `snapgate_oldest_queued_job_age_seconds`,
+//! `snapgate_mps_calls_total{action,code}`, `snapgate_mps_call_duration_seconds{action}`,
+//! `snapgate_retries_total{code}`, `snapgate_reconciliations_total{outcome}`,
+//! `snapgate_idempotent_replays_total`, `snapgate_rejected_requests_total{reason}`.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once (the `metrics` facade is global by design) and
+/// returns the handle that renders the exposition text.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &buckets)
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// Counts and times every HTTP request by route template (not raw path: bounded labels).
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("snapgate_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("snapgate_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
+
+/// Records one MPS call.
+pub fn mps_call(action: &'static str, code: &str, started: Instant) {
+    metrics::counter!("snapgate_mps_calls_total", "action" => action, "code" => code.to_string())
+        .increment(1);
+    metrics::histogram!("snapgate_mps_call_duration_seconds", "action" => action)
+        .record(started.elapsed().as_secs_f64());
+}

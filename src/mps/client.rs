@@ -1,0 +1,357 @@
+//! The MPS RPC client: POST `/` with every parameter in the query and an empty body, exactly as
+//! the official SDKs send it; a fresh nonce and timestamp on every attempt.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{
+    classify_code, ErrorClass, MpsError, CONNECT_FAILED, INVALID_RESPONSE, OUTCOME_UNKNOWN,
+};
+use super::sign;
+use super::wire::{
+    ListQuery, MpsErrorBody, QuerySnapshotJobListResponse, SubmitParams, SubmitSnapshotJobResponse,
+};
+use crate::secret::Secret;
+
+pub const API_VERSION: &str = "2014-06-18";
+
+/// A parsed answer plus what MPS sent, verbatim.
+#[derive(Debug, Clone)]
+pub struct MpsResponse<T> {
+    pub body: T,
+    pub raw: Value,
+    pub request_id: String,
+    pub http_status: u16,
+}
+
+/// The two snapshot actions, behind a trait so tests and the emulator can stand in.
+#[async_trait]
+pub trait MpsApi: Send + Sync + 'static {
+    async fn submit_snapshot_job(
+        &self,
+        p: &SubmitParams,
+    ) -> Result<MpsResponse<SubmitSnapshotJobResponse>, MpsError>;
+    /// By 1 to 10 ids.
+    async fn query_snapshot_jobs(
+        &self,
+        ids: &[String],
+    ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError>;
+    /// One page of jobs by pipeline, state and creation window.
+    async fn list_snapshot_jobs(
+        &self,
+        q: &ListQuery,
+    ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError>;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMethod {
+    /// HMAC-SHA1, `SignatureVersion=1.0`: what the classic SDKs send.
+    #[default]
+    V1,
+    /// ACS3-HMAC-SHA256 in an `Authorization` header: the new SDKs' default.
+    Acs3,
+}
+
+#[derive(Debug, Clone)]
+pub struct MpsClientConfig {
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+    pub signature: SignatureMethod,
+    pub region_id: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// `https://mts.<region>.aliyuncs.com`.
+pub fn regional_endpoint(region: &str) -> String {
+    format!("https://mts.{region}.aliyuncs.com")
+}
+
+pub struct MpsClient {
+    http: reqwest::Client,
+    cfg: MpsClientConfig,
+    host: String,
+}
+
+impl std::fmt::Debug for MpsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MpsClient").field("cfg", &self.cfg).finish()
+    }
+}
+
+fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl MpsClient {
+    pub fn new(cfg: MpsClientConfig) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(&cfg.endpoint)
+            .map_err(|e| anyhow::anyhow!("mps endpoint {:?} is not a URL: {e}", cfg.endpoint))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => anyhow::bail!("mps endpoint has no host"),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("snapgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, cfg, host })
+    }
+
+    fn url(&self, query: &BTreeMap<String, String>) -> String {
+        let q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+            .collect();
+        format!(
+            "{}/?{}",
+            self.cfg.endpoint.trim_end_matches('/'),
+            q.join("&")
+        )
+    }
+
+    /// Signs and sends one action; every attempt gets a new nonce and timestamp.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        api: BTreeMap<String, String>,
+    ) -> Result<MpsResponse<T>, MpsError> {
+        let secret = self.cfg.access_key_secret.expose();
+        let (request, client_sts) = match self.cfg.signature {
+            SignatureMethod::V1 => {
+                let mut params = api;
+                params.insert("Action".into(), action.into());
+                params.insert("Version".into(), API_VERSION.into());
+                params.insert("Format".into(), "JSON".into());
+                params.insert("AccessKeyId".into(), self.cfg.access_key_id.clone());
+                params.insert("SignatureMethod".into(), "HMAC-SHA1".into());
+                params.insert("SignatureVersion".into(), "1.0".into());
+                params.insert("SignatureNonce".into(), sign::new_nonce());
+                params.insert("Timestamp".into(), sign::timestamp_now());
+                if let Some(r) = &self.cfg.region_id {
+                    params.insert("RegionId".into(), r.clone());
+                }
+                let sts = sign::string_to_sign_v1("POST", &params);
+                let signature = sign::sign_v1(secret, &sts);
+                let mut url = self.url(&params);
+                url.push_str("&Signature=");
+                url.push_str(&sign::percent_encode(&signature));
+                (self.http.post(url), sts)
+            }
+            SignatureMethod::Acs3 => {
+                let mut headers = BTreeMap::new();
+                headers.insert("host".to_string(), self.host.clone());
+                headers.insert("x-acs-action".to_string(), action.to_string());
+                headers.insert("x-acs-version".to_string(), API_VERSION.to_string());
+                headers.insert("x-acs-date".to_string(), sign::timestamp_now());
+                headers.insert("x-acs-signature-nonce".to_string(), sign::new_nonce());
+                headers.insert(
+                    "x-acs-content-sha256".to_string(),
+                    sign::EMPTY_BODY_SHA256.to_string(),
+                );
+                headers.insert("accept".to_string(), "application/json".to_string());
+                let cr = sign::canonical_request_acs3(
+                    "POST",
+                    "/",
+                    &api,
+                    &headers,
+                    sign::EMPTY_BODY_SHA256,
+                );
+                let sts = sign::string_to_sign_acs3(&cr);
+                let signature = sign::sign_acs3(secret, &sts);
+                let auth = sign::authorization_acs3(&self.cfg.access_key_id, &headers, &signature);
+                let mut req = self.http.post(self.url(&api));
+                for (k, v) in &headers {
+                    if k != "host" {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                }
+                (req.header("authorization", auth), sts)
+            }
+        };
+        let response = request
+            .header("content-length", "0")
+            .send()
+            .await
+            .map_err(|e| transport_error(action, &e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("x-acs-retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let bytes = response.bytes().await.map_err(|e| {
+            MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: answer cut short: {e}"))
+        })?;
+        let raw: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) if (200..300).contains(&status) => {
+                return Err(MpsError::transport(
+                    INVALID_RESPONSE,
+                    format!("{action}: HTTP {status} with a body that is not JSON"),
+                ));
+            }
+            Err(_) => {
+                let mut e = MpsError::transport(
+                    "UnknownError",
+                    format!("{action}: HTTP {status} with a body that is not JSON"),
+                );
+                e.http_status = Some(status);
+                e.class = if status >= 500 {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Fatal
+                };
+                return Err(e);
+            }
+        };
+        if !(200..300).contains(&status)
+            || raw.get("Code").is_some()
+                && raw.get("SnapshotJob").is_none()
+                && raw.get("SnapshotJobList").is_none()
+        {
+            let body: MpsErrorBody = serde_json::from_value(raw.clone()).unwrap_or_default();
+            let code = body.code.clone().unwrap_or_else(|| format!("Http{status}"));
+            let mut class = classify_code(&code);
+            if body.code.is_none() && status >= 500 {
+                class = ErrorClass::Retryable;
+            }
+            let message = body.message.clone().unwrap_or_default();
+            if code == "SignatureDoesNotMatch" {
+                let server_sts = message
+                    .split("server string to sign is:")
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim();
+                tracing::warn!(action, client_string_to_sign = %client_sts, server_string_to_sign = %server_sts,
+                    same = client_sts == server_sts,
+                    "SignatureDoesNotMatch: equal strings mean a wrong secret, different ones a canonicalization difference");
+            }
+            return Err(MpsError {
+                class,
+                code,
+                message,
+                http_status: Some(status),
+                request_id: body.request_id,
+                host_id: body.host_id,
+                recommend: body.recommend,
+                raw: Some(raw),
+                retry_after,
+            });
+        }
+        let body: T = serde_json::from_value(raw.clone()).map_err(|e| {
+            MpsError::transport(
+                INVALID_RESPONSE,
+                format!("{action}: unexpected answer shape: {e}"),
+            )
+        })?;
+        let request_id = raw
+            .get("RequestId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        tracing::debug!(action, mps_request_id = %request_id, status, "MPS answered");
+        Ok(MpsResponse {
+            body,
+            raw,
+            request_id,
+            http_status: status,
+        })
+    }
+}
+
+/// Before the request was written: retryable. After: the outcome is unknown.
+fn transport_error(action: &str, e: &reqwest::Error) -> MpsError {
+    if e.is_connect() || e.is_builder() {
+        MpsError::transport(CONNECT_FAILED, format!("{action}: could not connect: {e}"))
+    } else if e.is_timeout() {
+        MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: no answer in time"))
+    } else {
+        MpsError::transport(
+            OUTCOME_UNKNOWN,
+            format!("{action}: connection lost before the answer: {e}"),
+        )
+    }
+}
+
+#[async_trait]
+impl MpsApi for MpsClient {
+    async fn submit_snapshot_job(
+        &self,
+        p: &SubmitParams,
+    ) -> Result<MpsResponse<SubmitSnapshotJobResponse>, MpsError> {
+        let mut q = BTreeMap::new();
+        q.insert("Input".to_string(), p.input.clone());
+        q.insert("SnapshotConfig".to_string(), p.snapshot_config.clone());
+        if let Some(v) = &p.pipeline_id {
+            q.insert("PipelineId".to_string(), v.clone());
+        }
+        if let Some(v) = &p.user_data {
+            q.insert("UserData".to_string(), v.clone());
+        }
+        self.call("SubmitSnapshotJob", q).await
+    }
+
+    async fn query_snapshot_jobs(
+        &self,
+        ids: &[String],
+    ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError> {
+        if ids.is_empty() || ids.len() > 10 {
+            let mut e = MpsError::transport(
+                "InvalidParameter.OutOfRange",
+                "QuerySnapshotJobList takes 1 to 10 ids",
+            );
+            e.class = ErrorClass::Fatal;
+            return Err(e);
+        }
+        let mut q = BTreeMap::new();
+        q.insert("SnapshotJobIds".to_string(), ids.join(","));
+        self.call("QuerySnapshotJobList", q).await
+    }
+
+    async fn list_snapshot_jobs(
+        &self,
+        l: &ListQuery,
+    ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError> {
+        let mut q = BTreeMap::new();
+        if let Some(v) = &l.pipeline_id {
+            q.insert("PipelineId".to_string(), v.clone());
+        }
+        if let Some(v) = &l.state {
+            q.insert("State".to_string(), v.clone());
+        }
+        if let Some(t) = l.created_from {
+            q.insert("StartOfJobCreatedTimeRange".to_string(), format_time(t));
+        }
+        if let Some(t) = l.created_to {
+            q.insert("EndOfJobCreatedTimeRange".to_string(), format_time(t));
+        }
+        if let Some(v) = &l.next_page_token {
+            q.insert("NextPageToken".to_string(), v.clone());
+        }
+        if let Some(n) = l.maximum_page_size {
+            q.insert("MaximumPageSize".to_string(), n.to_string());
+        }
+        self.call("QuerySnapshotJobList", q).await
+    }
+}
+
+/// Finds a job by id in a list answer's raw body.
+pub fn raw_job(raw: &Value, id: &str) -> Option<Value> {
+    raw.pointer("/SnapshotJobList/SnapshotJob")?
+        .as_array()?
+        .iter()
+        .find(|j| j.get("Id").and_then(Value::as_str) == Some(id))
+        .cloned()
+}

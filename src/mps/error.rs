@@ -1,0 +1,123 @@
+//! MPS errors and their classification, by `Code` (not HTTP status: the docs disagree on
+//! statuses, API.md §4.3).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Safe to send again: MPS said so (throttling, unavailable) or the request never left.
+    Retryable,
+    /// MPS rejected the request; sending it again would fail again.
+    Fatal,
+    /// The request may have reached MPS and created a job: reconcile before any resubmission.
+    OutcomeUnknown,
+}
+
+#[derive(Debug, Clone)]
+pub struct MpsError {
+    pub class: ErrorClass,
+    pub code: String,
+    pub message: String,
+    pub http_status: Option<u16>,
+    pub request_id: Option<String>,
+    pub host_id: Option<String>,
+    pub recommend: Option<String>,
+    /// The error body as MPS sent it, when there was one.
+    pub raw: Option<Value>,
+    /// From `x-acs-retry-after` (milliseconds) on throttling answers.
+    pub retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for MpsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(r) = &self.request_id {
+            write!(f, " (RequestId {r})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for MpsError {}
+
+/// Synthetic codes for failures with no MPS answer.
+pub const CONNECT_FAILED: &str = "Transport.ConnectFailed";
+pub const OUTCOME_UNKNOWN: &str = "Transport.OutcomeUnknown";
+pub const INVALID_RESPONSE: &str = "Transport.InvalidResponse";
+
+/// Classifies an MPS error code.
+pub fn classify_code(code: &str) -> ErrorClass {
+    match code {
+        "Throttling"
+        | "ServiceUnavailable"
+        | "InternalError"
+        | "UnknownError"
+        | "TransientNetWorkError"
+        | CONNECT_FAILED => ErrorClass::Retryable,
+        // Every attempt is signed anew with a fresh nonce, so sending again is safe.
+        "SignatureNonceUsed" => ErrorClass::Retryable,
+        c if c.starts_with("Throttling.") => ErrorClass::Retryable,
+        OUTCOME_UNKNOWN | INVALID_RESPONSE => ErrorClass::OutcomeUnknown,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+impl MpsError {
+    pub fn transport(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            class: classify_code(code),
+            code: code.to_string(),
+            message: message.into(),
+            http_status: None,
+            request_id: None,
+            host_id: None,
+            recommend: None,
+            raw: None,
+            retry_after: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_code() {
+        use ErrorClass::*;
+        for (code, class) in [
+            ("Throttling", Retryable),
+            ("Throttling.User", Retryable),
+            ("Throttling.Api", Retryable),
+            ("ServiceUnavailable", Retryable),
+            ("InternalError", Retryable),
+            ("UnknownError", Retryable),
+            ("TransientNetWorkError", Retryable),
+            (CONNECT_FAILED, Retryable),
+            (OUTCOME_UNKNOWN, OutcomeUnknown),
+            (INVALID_RESPONSE, OutcomeUnknown),
+            ("SignatureDoesNotMatch", Fatal),
+            ("IncompleteSignature", Fatal),
+            ("SignatureNonceUsed", Retryable),
+            ("InvalidTimeStamp.Expired", Fatal),
+            ("InvalidTimeStamp.Format", Fatal),
+            ("IllegalTimestamp", Fatal),
+            ("InvalidAccessKeyId.NotFound", Fatal),
+            ("Forbidden.RAM", Fatal),
+            ("Forbidden", Fatal),
+            ("MissingParameter", Fatal),
+            ("InvalidParameter", Fatal),
+            ("InvalidParameter.JsonFormatInvalid", Fatal),
+            ("InvalidParameter.ResourceNotFound", Fatal),
+            ("InvalidParameter.UUIDFormatInvalid", Fatal),
+            ("PermissionDenied.ResourceAccess", Fatal),
+            ("UnsupportedOperation", Fatal),
+            ("SnapshotTimeOut", Fatal),
+            ("EntityNotExist.Role", Fatal),
+        ] {
+            assert_eq!(classify_code(code), class, "{code}");
+        }
+    }
+}

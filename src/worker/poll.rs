@@ -1,0 +1,109 @@
+//! Status refresh: in-flight jobs are batched into `QuerySnapshotJobList` calls of up to 10 ids.
+//! Jobs due soon ride along with jobs due now, so calls are full more often.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::dispatch::update_from;
+use super::{after, Worker, QUERY_BUDGET};
+use crate::mps::client::raw_job;
+use crate::store::{self, Job, MpsResponseRecord};
+
+/// MPS answers at most 10 ids per call (API.md §2.1).
+const IDS_PER_QUERY: usize = 10;
+const QUERIES_PER_ROUND: usize = 5;
+
+impl Worker {
+    pub(super) async fn poll_round(&self) -> anyhow::Result<usize> {
+        let now = store::now();
+        let ride_along = chrono::Duration::milliseconds(self.cfg.status_poll_min_ms as i64 / 2);
+        let lease_until = now + chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
+        let jobs = self
+            .store
+            .claim_polls(
+                now + ride_along,
+                lease_until,
+                (IDS_PER_QUERY * QUERIES_PER_ROUND) as u32,
+            )
+            .await?;
+        let n = jobs.len();
+        let chunks: Vec<Vec<Job>> = jobs.chunks(IDS_PER_QUERY).map(<[Job]>::to_vec).collect();
+        futures::stream::iter(chunks)
+            .for_each_concurrent(QUERIES_PER_ROUND, |chunk| async move {
+                if let Err(e) = self.poll_chunk(&chunk).await {
+                    tracing::warn!(error = %e, "status refresh failed; the jobs come due again after the lease");
+                }
+            })
+            .await;
+        Ok(n)
+    }
+
+    async fn poll_chunk(&self, jobs: &[Job]) -> anyhow::Result<()> {
+        let ids: Vec<String> = jobs.iter().filter_map(|j| j.mps.job_id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1)
+            .await?;
+        let started = std::time::Instant::now();
+        let result = self.mps.query_snapshot_jobs(&ids).await;
+        crate::metrics::mps_call(
+            "QuerySnapshotJobList",
+            result
+                .as_ref()
+                .map(|_| "Success")
+                .unwrap_or_else(|e| e.code.as_str()),
+            started,
+        );
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let wait = e.retry_after.unwrap_or_else(|| self.backoff(2));
+                tracing::warn!(code = %e.code, mps_request_id = e.request_id.as_deref().unwrap_or("-"), "QuerySnapshotJobList failed");
+                for j in jobs {
+                    self.store.postpone_poll(j.id, after(wait)).await?;
+                }
+                return Ok(());
+            }
+        };
+        let mut history = Vec::new();
+        for job in jobs {
+            let Some(mps_id) = job.mps.job_id.as_deref() else {
+                continue;
+            };
+            let Some(found) = resp.body.jobs.iter().find(|s| s.id == mps_id) else {
+                tracing::warn!(job_id = %job.id, mps_job_id = mps_id, mps_request_id = %resp.request_id, "MPS does not know this job id; polling slowly");
+                self.store
+                    .postpone_poll(
+                        job.id,
+                        after(Duration::from_millis(self.cfg.status_poll_max_ms)),
+                    )
+                    .await?;
+                continue;
+            };
+            let raw = raw_job(&resp.raw, mps_id);
+            let update = update_from(
+                found,
+                raw.clone(),
+                &resp.request_id,
+                self.poll_interval(job),
+            );
+            if update.state != job.state {
+                tracing::info!(job_id = %job.id, team = %job.team, mps_job_id = mps_id, mps_request_id = %resp.request_id, state = update.state.as_str(), "job state changed");
+            }
+            self.store.record_poll(job.id, &update).await?;
+            history.push(MpsResponseRecord {
+                job_id: job.id,
+                action: "QuerySnapshotJobList".into(),
+                request_id: Some(resp.request_id.clone()),
+                code: found.code.clone().filter(|c| !c.is_empty()),
+                body: raw.unwrap_or(Value::Null),
+                received_at: store::now(),
+            });
+        }
+        self.store.append_mps_responses(&history).await?;
+        Ok(())
+    }
+}

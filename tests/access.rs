@@ -1,0 +1,348 @@
+//! Team access on Postgres: authentication, isolation, revocation across replicas, limits,
+//! CORS, and the operator views (`/v1/admin/stats`, `/metrics`).
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use snapgate::app::Application;
+use snapgate::auth::{issue_key, IssuedKey, MasterKey};
+use snapgate::config::Settings;
+use snapgate::store::DynStore;
+
+fn master() -> MasterKey {
+    MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([42u8; 32])).unwrap()
+}
+
+async fn key(store: &DynStore, team: &str, admin: bool) -> IssuedKey {
+    store
+        .create_team(team, snapgate::store::now())
+        .await
+        .unwrap();
+    issue_key(store, &master(), team, admin).await.unwrap()
+}
+
+async fn spawn(store: DynStore, tweak: impl FnOnce(&mut Settings)) -> String {
+    let mut settings = common::test_settings();
+    settings.auth.enabled = true;
+    settings.http.submit_wait_ms = 0;
+    tweak(&mut settings);
+    let app = Application::with_parts(settings, store, None)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    base
+}
+
+fn body() -> Value {
+    json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.mp4"},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.jpg"}
+    })
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(base: &str, token: Option<&str>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn post(&self, body: &Value, key: Option<&str>) -> reqwest::Response {
+        let mut r = self
+            .req(reqwest::Method::POST, "/v1/snapshot-jobs")
+            .json(body);
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.req(reqwest::Method::GET, path).send().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn every_v1_route_needs_a_valid_token_and_says_nothing_more() {
+    let (store, _g) = common::pg_store().await;
+    let k = key(&store, "alpha", false).await;
+    let base = spawn(store.clone(), |_| {}).await;
+    let anonymous = Client::new(&base, None);
+    let wrong = Client::new(&base, Some("sgt_notarealtokenatallxxxxxxxxxxxxxxxxxxxxxx"));
+    let mut details = Vec::new();
+    for c in [&anonymous, &wrong] {
+        for res in [
+            c.post(&body(), None).await,
+            c.get("/v1/snapshot-jobs").await,
+            c.get("/v1/snapshot-jobs/0190a0b0-0000-7000-8000-000000000000")
+                .await,
+            c.get("/v1/admin/stats").await,
+        ] {
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            assert!(res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"));
+            let p: Value = res.json().await.unwrap();
+            assert_eq!(p["code"], "unauthorized");
+            details.push(p["detail"].as_str().unwrap().to_string());
+        }
+    }
+    details.dedup();
+    assert_eq!(details.len(), 1, "one answer whatever was wrong");
+    // Scheme other than Bearer, or the secret instead of the token: same 401.
+    let res = reqwest::Client::new()
+        .get(format!("{base}/v1/snapshot-jobs"))
+        .header("authorization", format!("Basic {}", k.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = Client::new(&base, Some(&k.access_key_secret))
+        .get("/v1/snapshot-jobs")
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Open routes stay open.
+    for path in ["/healthz", "/readyz", "/openapi.json", "/metrics"] {
+        assert_eq!(anonymous.get(path).await.status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(
+        Client::new(&base, Some(&k.token))
+            .get("/v1/snapshot-jobs")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn teams_see_only_their_own_jobs_and_admins_see_all() {
+    let (store, _g) = common::pg_store().await;
+    let a = key(&store, "alpha", false).await;
+    let b = key(&store, "beta", false).await;
+    let root = key(&store, "ops", true).await;
+    let base = spawn(store.clone(), |_| {}).await;
+    let (ca, cb, cr) = (
+        Client::new(&base, Some(&a.token)),
+        Client::new(&base, Some(&b.token)),
+        Client::new(&base, Some(&root.token)),
+    );
+    let job: Value = ca
+        .post(&body(), Some("same-key"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["team"], "alpha");
+    let id = job["id"].as_str().unwrap();
+    // Another team's job does not exist for you (404, not 403).
+    let res = cb.get(&format!("/v1/snapshot-jobs/{id}")).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        cb.get(&format!("/v1/snapshot-jobs/{id}/mps-responses"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let list: Value = cb.get("/v1/snapshot-jobs").await.json().await.unwrap();
+    assert_eq!(list["jobs"], json!([]));
+    // Idempotency keys are per team: beta's "same-key" is a new job.
+    let other: Value = cb
+        .post(&body(), Some("same-key"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(other["id"], job["id"]);
+    // Only admins may name a team; an admin sees every team.
+    assert_eq!(
+        cb.get("/v1/snapshot-jobs?team=alpha").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let all: Value = cr.get("/v1/snapshot-jobs").await.json().await.unwrap();
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2);
+    let alpha: Value = cr
+        .get("/v1/snapshot-jobs?team=alpha")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alpha["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cr.get(&format!("/v1/snapshot-jobs/{id}")).await.status(),
+        StatusCode::OK
+    );
+    // Admin stats: admins only.
+    assert_eq!(
+        ca.get("/v1/admin/stats").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let stats: Value = cr.get("/v1/admin/stats").await.json().await.unwrap();
+    assert_eq!(stats["totals"]["queued"], 2);
+    assert!(stats["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["team"] == "alpha" && r["count"] == 1));
+    assert!(stats["oldest_queued_age_s"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_at_once_on_every_replica() {
+    let (store, _g) = common::pg_store().await;
+    let k = key(&store, "alpha", false).await;
+    let replica1 = spawn(store.clone(), |_| {}).await;
+    let replica2 = spawn(store.clone(), |_| {}).await;
+    for base in [&replica1, &replica2] {
+        assert_eq!(
+            Client::new(base, Some(&k.token))
+                .get("/v1/snapshot-jobs")
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert!(store
+        .revoke_api_key(&k.access_key_id, snapgate::store::now())
+        .await
+        .unwrap());
+    for base in [&replica1, &replica2] {
+        assert_eq!(
+            Client::new(base, Some(&k.token))
+                .get("/v1/snapshot-jobs")
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(!store
+        .revoke_api_key(&k.access_key_id, snapgate::store::now())
+        .await
+        .unwrap());
+    // The database holds neither the token nor the secret in clear.
+    let keys = store.list_api_keys().await.unwrap();
+    let row = format!("{:?}", keys);
+    assert!(!row.contains(&k.token) && !row.contains(&k.access_key_secret));
+    assert_eq!(
+        master()
+            .decrypt(&keys[0].secret_ciphertext)
+            .unwrap()
+            .expose(),
+        k.access_key_secret
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_quota_and_cors() {
+    let (store, _g) = common::pg_store().await;
+    let k = key(&store, "alpha", false).await;
+    let other = key(&store, "beta", false).await;
+    let base = spawn(store.clone(), |s| {
+        s.limits.team_requests_per_second = 1;
+        s.limits.team_burst = 3;
+        s.limits.team_max_active_jobs = 2;
+        s.http.cors_origins = vec!["https://upload.example.com".into()];
+    })
+    .await;
+    let c = Client::new(&base, Some(&k.token));
+    assert_eq!(c.post(&body(), None).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(c.post(&body(), None).await.status(), StatusCode::ACCEPTED);
+    let res = c.post(&body(), None).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "quota_exceeded");
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let secs: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 1);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "rate_limited");
+    // Another team is not affected.
+    assert_eq!(
+        Client::new(&base, Some(&other.token))
+            .get("/v1/snapshot-jobs")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.get("/v1/snapshot-jobs").await.status(), StatusCode::OK);
+    // CORS: the configured origin is allowed, others are not.
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{base}/v1/snapshot-jobs"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+    };
+    let ok = preflight("https://upload.example.com").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://upload.example.com"
+    );
+    let no = preflight("https://evil.example.com").await.unwrap();
+    assert!(no.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_jobs_by_state() {
+    let (store, _g) = common::pg_store().await;
+    let k = key(&store, "alpha", false).await;
+    let base = spawn(store.clone(), |_| {}).await;
+    let c = Client::new(&base, Some(&k.token));
+    assert_eq!(c.post(&body(), None).await.status(), StatusCode::ACCEPTED);
+    c.get("/v1/snapshot-jobs/0190a0b0-0000-7000-8000-000000000000")
+        .await;
+    let text = c.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"snapgate_http_requests_total{method="POST",route="/v1/snapshot-jobs",status="202"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/v1/snapshot-jobs/{id}",status="404""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("snapgate_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"snapgate_jobs{state="queued"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("snapgate_queued_jobs 1"), "{text}");
+    assert!(
+        text.contains("snapgate_oldest_queued_job_age_seconds"),
+        "{text}"
+    );
+}

@@ -1,0 +1,312 @@
+//! Delivery end to end: REST API → store → worker → signed HTTP → the emulator, and back.
+//! Faults are injected by the emulator; the ledger (`/_emulator/jobs`) is used to count MPS jobs
+//! per gateway job: exactly one, whatever happened.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use snapgate::app::Application;
+use snapgate::config::Settings;
+use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
+use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
+use snapgate::secret::Secret;
+use snapgate::store::DynStore;
+
+const KEY_ID: &str = "testid";
+const SECRET: &str = "testsecret";
+pub const PIPELINE: &str = "9bad3801a2c561c22c4df9c6abcd0000";
+
+async fn emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
+    let mut cfg = EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_keys: vec![(KEY_ID.into(), SECRET.into())],
+        start_ms: 50,
+        process_ms: 300,
+        ..EmulatorConfig::default()
+    };
+    tweak(&mut cfg);
+    emulator::spawn(cfg).await.unwrap()
+}
+
+fn client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
+    Arc::new(
+        MpsClient::new(MpsClientConfig {
+            endpoint: url.to_string(),
+            access_key_id: KEY_ID.into(),
+            access_key_secret: Secret::new(secret),
+            signature: SignatureMethod::V1,
+            region_id: Some("cn-shanghai".into()),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(timeout_ms),
+        })
+        .unwrap(),
+    )
+}
+
+fn fast_worker(s: &mut Settings) {
+    s.worker.backoff_base_ms = 20;
+    s.worker.backoff_max_ms = 400;
+    s.worker.status_poll_min_ms = 100;
+    s.worker.status_poll_max_ms = 500;
+    s.worker.idle_poll_ms = 100;
+    s.worker.max_attempts = 30;
+    s.worker.submit_qps = 1000;
+    s.worker.query_qps = 1000;
+}
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn app(store: DynStore, mps: Arc<dyn MpsApi>, tweak: impl FnOnce(&mut Settings)) -> App {
+    let mut settings = common::test_settings();
+    fast_worker(&mut settings);
+    tweak(&mut settings);
+    let app = Application::with_parts(settings, store, Some(mps))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    App {
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn job_body(i: usize) -> Value {
+    json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": format!("uploads/clip {i}.mp4")},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": format!("thumbs/{i}/{{Count}}.jpg")},
+        "time_ms": 1000, "interval_s": 2, "num": 3,
+        "sprite": {"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": format!("sprites/{i}.jpg")}, "lines": 2, "columns": 2},
+        "pipeline_id": PIPELINE,
+        "user_data": format!("job {i}")
+    })
+}
+
+impl App {
+    async fn submit(&self, body: &Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}/v1/snapshot-jobs", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.json().await.unwrap())
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/snapshot-jobs/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if job["state"] == "succeeded" || job["state"] == "failed" {
+                return job;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {id} not final after {limit:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every MPS job the emulator accepted, counted per gateway job id (the UserData prefix).
+async fn emulator_ledger(url: &str) -> HashMap<String, usize> {
+    let v: Value = reqwest::get(format!("{url}/_emulator/jobs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut per_job = HashMap::new();
+    for j in v["jobs"].as_array().unwrap() {
+        let ud = j["UserData"].as_str().unwrap_or_default();
+        *per_job
+            .entry(ud.chars().take(36).collect::<String>())
+            .or_insert(0) += 1;
+    }
+    per_job
+}
+
+async fn a_job_goes_all_the_way_to_succeeded(store: DynStore) {
+    let emu = emulator(|_| {}).await;
+    let app = app(store, client(&emu.url(), SECRET, 5_000), |_| {}).await;
+    let (status, job) = app.submit(&job_body(1)).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "accepted within the wait budget: {job}"
+    );
+    assert_eq!(job["state"], "submitted");
+    let mps_id = job["mps"]["job_id"].as_str().unwrap().to_string();
+    assert_eq!(mps_id.len(), 32);
+    let id = job["id"].as_str().unwrap();
+    let done = app.wait_final(id, Duration::from_secs(15)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["mps"]["state"], "Success");
+    assert_eq!(done["mps"]["count"], 3);
+    assert_eq!(done["mps"]["tile_count"], 1);
+    assert_eq!(done["mps"]["response"]["Id"], mps_id.as_str());
+    assert_eq!(done["attempts"], 1);
+    // What MPS received: the raw key URL-encoded, the gateway id in UserData.
+    let jobs: Value = reqwest::get(format!("{}/_emulator/jobs", emu.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = &jobs["jobs"][0];
+    assert_eq!(sent["UserData"], format!("{id}-job 1"));
+    assert_eq!(sent["Input"]["Object"], "uploads%2Fclip%201.mp4");
+    let history: Value = app
+        .http
+        .get(format!("{}/v1/snapshot-jobs/{id}/mps-responses", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions[0], "SubmitSnapshotJob");
+    assert!(
+        actions[1..].iter().all(|a| *a == "QuerySnapshotJobList") && actions.len() >= 2,
+        "{actions:?}"
+    );
+    assert_eq!(emulator_ledger(&emu.url()).await.get(id), Some(&1));
+}
+
+async fn mps_failure_and_fatal_errors_end_failed(store: DynStore) {
+    let emu = emulator(|_| {}).await;
+    // The emulator fails jobs whose input key contains "fail".
+    let app_ok = app(store.clone(), client(&emu.url(), SECRET, 5_000), |_| {}).await;
+    let mut body = job_body(2);
+    body["input"]["object"] = json!("uploads/will-fail.mp4");
+    let (_, job) = app_ok.submit(&body).await;
+    let done = app_ok
+        .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(15))
+        .await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["mps"]["state"], "Fail");
+    assert!(
+        done["mps"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("InvalidParameter"),
+        "{done}"
+    );
+    // A wrong secret is fatal: failed at once with MPS's code, never retried.
+    let app_bad = app(store, client(&emu.url(), "wrong-secret", 5_000), |_| {}).await;
+    let (status, job) = app_bad.submit(&job_body(3)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["last_error"]["code"], "SignatureDoesNotMatch");
+    assert_eq!(job["mps"]["code"], "SignatureDoesNotMatch");
+}
+
+async fn retryable_errors_exhaust_attempts(store: DynStore) {
+    let emu = emulator(|c| c.unavailable_rate = 1.0).await;
+    let app = app(store, client(&emu.url(), SECRET, 5_000), |s| {
+        s.worker.max_attempts = 3
+    })
+    .await;
+    let (status, job) = app.submit(&job_body(4)).await;
+    assert!(status == StatusCode::ACCEPTED || status == StatusCode::CREATED);
+    let done = app
+        .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(15))
+        .await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["attempts"], 3);
+    assert_eq!(done["last_error"]["code"], "ServiceUnavailable");
+    assert!(emulator_ledger(&emu.url()).await.is_empty());
+}
+
+/// The proof: throttling, 5xx, latency and dropped responses, N jobs through the API,
+/// all succeed, exactly one MPS job each.
+async fn faults_never_lose_or_duplicate_jobs(store: DynStore) {
+    let emu = emulator(|c| {
+        c.throttle_rate = 0.2;
+        c.unavailable_rate = 0.1;
+        c.drop_response_rate = 0.25;
+        c.latency_ms = 5;
+        c.seed = Some(7);
+    })
+    .await;
+    let app = app(store, client(&emu.url(), SECRET, 2_000), |s| {
+        s.http.submit_wait_ms = 0
+    })
+    .await;
+    let n = 40;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (status, job) = app.submit(&job_body(i)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    let start = Instant::now();
+    for id in &ids {
+        let done = app.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    let ledger = emulator_ledger(&emu.url()).await;
+    let duplicates: usize = ledger.values().map(|c| c - 1).sum();
+    for id in &ids {
+        assert_eq!(
+            ledger.get(id),
+            Some(&1),
+            "job {id}: {:?} MPS jobs",
+            ledger.get(id)
+        );
+    }
+    assert_eq!(ledger.len(), n);
+    let stats: Value = reqwest::get(format!("{}/_emulator/stats", emu.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!(
+        "faults: {n} jobs, drained in {:?}, duplicates {duplicates}, lost 0, emulator calls {}",
+        start.elapsed(),
+        stats["calls"]
+    );
+}
+
+macro_rules! on_both {
+    ($($name:ident),*) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _g) = crate::common::pg_store().await; super::$name(s).await; } )* }
+    };
+}
+
+on_both!(
+    a_job_goes_all_the_way_to_succeeded,
+    mps_failure_and_fatal_errors_end_failed,
+    retryable_errors_exhaust_attempts,
+    faults_never_lose_or_duplicate_jobs
+);
