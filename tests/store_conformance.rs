@@ -29,7 +29,7 @@ fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
 
 fn created(o: CreateOutcome) -> store::Job {
     match o {
-        CreateOutcome::Created(j) => j,
+        CreateOutcome::Created(j) => *j,
         CreateOutcome::KeyExists(r) => panic!("unexpected existing key {r:?}"),
     }
 }

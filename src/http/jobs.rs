@@ -260,7 +260,7 @@ pub async fn create_job(
     };
     let mut dispatched = state.signals.dispatched.subscribe();
     let job = match state.store.create_job(new, idem).await? {
-        CreateOutcome::Created(job) => job,
+        CreateOutcome::Created(job) => *job,
         CreateOutcome::KeyExists(record) => {
             if Some(&record.fingerprint) != fp.as_ref() {
                 return Err(ApiError::IdempotencyKeyReused);

@@ -111,7 +111,7 @@ pub struct IdempotencyRecord {
 
 #[derive(Debug)]
 pub enum CreateOutcome {
-    Created(Job),
+    Created(Box<Job>),
     /// The team already used this idempotency key; nothing was written.
     KeyExists(IdempotencyRecord),
 }

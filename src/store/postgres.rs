@@ -186,7 +186,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(CreateOutcome::Created(created))
+        Ok(CreateOutcome::Created(Box::new(created)))
     }
 
     async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>> {

@@ -202,7 +202,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(CreateOutcome::Created(created))
+        Ok(CreateOutcome::Created(Box::new(created)))
     }
 
     async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>> {
