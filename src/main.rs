@@ -56,7 +56,10 @@ enum KeyCommand {
 fn init_logging(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(settings.log.level.clone()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout carries command output (e.g. `key create` JSON).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if settings.log.format == "json" {
         builder.json().flatten_event(true).init();
     } else {
