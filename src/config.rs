@@ -22,6 +22,22 @@ pub const CONFIG_DIR_VAR: &str = "SNAPGATE_CONFIG_DIR";
 pub const ALIBABA_KEY_ID_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
 pub const ALIBABA_KEY_SECRET_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
 
+/// Keys whose values are text: environment values for them are never parsed as numbers.
+const STRING_KEYS: &[&str] = &[
+    "http.listen",
+    "database.url",
+    "mps.endpoint",
+    "mps.region",
+    "mps.pipeline_id",
+    "mps.access_key_id",
+    "mps.access_key_secret",
+    "mps.signature",
+    "auth.master_key",
+    "auth.master_key_file",
+    "log.format",
+    "log.level",
+];
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -294,7 +310,12 @@ impl Settings {
         for (key, value) in &vars {
             if let Some(path) = key.strip_prefix("SNAPGATE__") {
                 let path = path.to_lowercase().replace("__", ".");
-                let value: figment::value::Value = value.parse().expect("infallible");
+                // Text keys stay text even when they look like numbers (a secret "0123").
+                let value: figment::value::Value = if STRING_KEYS.contains(&path.as_str()) {
+                    value.clone().into()
+                } else {
+                    value.parse().expect("infallible")
+                };
                 figment = figment.merge((path, value));
             }
         }
@@ -400,6 +421,31 @@ mod tests {
         assert_eq!(s.worker.max_attempts, 3);
         assert!(s.has_mps_credentials());
         assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn env_values_parse_as_lists_and_numeric_looking_secrets_stay_strings() {
+        let vars = vec![
+            (
+                "SNAPGATE__HTTP__CORS_ORIGINS".to_string(),
+                "[\"https://a.example\", \"https://b.example\"]".to_string(),
+            ),
+            (
+                "SNAPGATE__MPS__ACCESS_KEY_ID".to_string(),
+                "12345".to_string(),
+            ),
+            (
+                "SNAPGATE__MPS__ACCESS_KEY_SECRET".to_string(),
+                "0123".to_string(),
+            ),
+        ];
+        let s = Settings::load_from(&config_dir(), None, vars).unwrap();
+        assert_eq!(
+            s.http.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(s.mps.access_key_id.as_deref(), Some("12345"));
+        assert_eq!(s.mps.access_key_secret.unwrap().expose(), "0123");
     }
 
     #[test]
