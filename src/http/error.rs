@@ -156,6 +156,18 @@ impl ApiError {
             ApiError::Validation(v) | ApiError::BadQuery(v) => v,
             _ => Vec::new(),
         };
+        Problem::new(status, code, detail, request_id, errors)
+    }
+}
+
+impl Problem {
+    fn new(
+        status: StatusCode,
+        code: String,
+        detail: String,
+        request_id: Option<String>,
+        errors: Vec<Violation>,
+    ) -> Self {
         Problem {
             type_: format!("https://snapgate.dev/problems/{}", code.replace('_', "-")),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
@@ -255,15 +267,7 @@ pub async fn render_problems(req: Request, next: Next) -> Response {
                 return res;
             }
             let (code, detail) = generic_error(status);
-            Problem {
-                type_: format!("https://snapgate.dev/problems/{}", code.replace('_', "-")),
-                title: status.canonical_reason().unwrap_or("Error").to_string(),
-                status: status.as_u16(),
-                detail,
-                code,
-                request_id,
-                errors: Vec::new(),
-            }
+            Problem::new(status, code, detail, request_id, Vec::new())
         }
     };
     let body = serde_json::to_vec(&problem).expect("serializable");

@@ -86,13 +86,7 @@ impl Worker {
                         update.mps.response.clone(),
                     )
                     .await;
-                    if self
-                        .store
-                        .complete_dispatch(&self.owner, job.id, &update)
-                        .await?
-                    {
-                        let _ = self.signals.dispatched.send(job.id);
-                    }
+                    self.complete(job, &update).await?;
                     return Ok(());
                 }
                 Ok(None) if claim.attempts >= self.cfg.max_attempts => {
@@ -102,13 +96,7 @@ impl Worker {
                         at: store::now(),
                     });
                     tracing::warn!(code = %error.code, "giving up: not on MPS and attempts exhausted");
-                    if self
-                        .store
-                        .fail_dispatch(&self.owner, job.id, &error)
-                        .await?
-                    {
-                        let _ = self.signals.dispatched.send(job.id);
-                    }
+                    self.fail(job, &error).await?;
                     return Ok(());
                 }
                 Ok(None) => {
@@ -169,13 +157,7 @@ impl Worker {
                     Some(resp.raw.clone()),
                 )
                 .await;
-                if self
-                    .store
-                    .complete_dispatch(&self.owner, job.id, &update)
-                    .await?
-                {
-                    let _ = self.signals.dispatched.send(job.id);
-                } else {
+                if !self.complete(job, &update).await? {
                     tracing::warn!("lease lost before the result was recorded; the next claimer will reconcile");
                 }
             }
@@ -206,23 +188,11 @@ impl Worker {
         match e.class {
             ErrorClass::Fatal => {
                 tracing::warn!(code = %e.code, mps_request_id = %request_id, "MPS rejected the job");
-                if self
-                    .store
-                    .fail_dispatch(&self.owner, job.id, &error)
-                    .await?
-                {
-                    let _ = self.signals.dispatched.send(job.id);
-                }
+                self.fail(job, &error).await?;
             }
             ErrorClass::Retryable if attempt >= self.cfg.max_attempts => {
                 tracing::warn!(code = %e.code, mps_request_id = %request_id, attempt, "retryable error, attempts exhausted");
-                if self
-                    .store
-                    .fail_dispatch(&self.owner, job.id, &error)
-                    .await?
-                {
-                    let _ = self.signals.dispatched.send(job.id);
-                }
+                self.fail(job, &error).await?;
             }
             ErrorClass::Retryable => {
                 metrics::counter!("snapgate_retries_total", "code" => e.code.clone()).increment(1);
@@ -292,6 +262,26 @@ impl Worker {
             }
         }
         Ok(None)
+    }
+
+    /// Records that MPS has the job (and wakes a waiting POST).
+    async fn complete(&self, job: &Job, update: &MpsUpdate) -> anyhow::Result<bool> {
+        let done = self
+            .store
+            .complete_dispatch(&self.owner, job.id, update)
+            .await?;
+        if done {
+            let _ = self.signals.dispatched.send(job.id);
+        }
+        Ok(done)
+    }
+
+    /// Records that the job failed for good (and wakes a waiting POST).
+    async fn fail(&self, job: &Job, error: &JobError) -> anyhow::Result<()> {
+        if self.store.fail_dispatch(&self.owner, job.id, error).await? {
+            let _ = self.signals.dispatched.send(job.id);
+        }
+        Ok(())
     }
 
     /// Keeps one MPS response in the job's history; a failure here is logged, not fatal.
