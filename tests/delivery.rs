@@ -200,14 +200,14 @@ async fn a_job_goes_all_the_way_to_succeeded(store: DynStore) {
     assert_eq!(emulator_ledger(&emu.url()).await.get(id), Some(&1));
 }
 
-async fn mps_failure_and_fatal_errors_end_failed(store: DynStore) {
+async fn mps_failures_end_failed_with_mps_code(store: DynStore) {
     let emu = emulator(|_| {}).await;
     // The emulator fails jobs whose input key contains "fail".
-    let app_ok = app(store.clone(), client(&emu.url(), SECRET, 5_000), |_| {}).await;
+    let app = app(store, client(&emu.url(), SECRET, 5_000), |_| {}).await;
     let mut body = job_body(2);
     body["input"]["object"] = json!("uploads/will-fail.mp4");
-    let (_, job) = app_ok.submit(&body).await;
-    let done = app_ok
+    let (_, job) = app.submit(&body).await;
+    let done = app
         .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(15))
         .await;
     assert_eq!(done["state"], "failed");
@@ -219,14 +219,21 @@ async fn mps_failure_and_fatal_errors_end_failed(store: DynStore) {
             .starts_with("InvalidParameter"),
         "{done}"
     );
-    // A wrong secret is fatal: failed at once with MPS's code, never retried.
-    let app_bad = app(store, client(&emu.url(), "wrong-secret", 5_000), |_| {}).await;
-    let (status, job) = app_bad.submit(&job_body(3)).await;
+    assert!(done["mps"]["message"].is_string());
+}
+
+/// A wrong secret is fatal: failed at once with MPS's code, never retried. (Its own database:
+/// a healthy replica on the same database would rightly deliver the job.)
+async fn fatal_errors_fail_at_once(store: DynStore) {
+    let emu = emulator(|_| {}).await;
+    let app = app(store, client(&emu.url(), "wrong-secret", 5_000), |_| {}).await;
+    let (status, job) = app.submit(&job_body(3)).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["attempts"], 1);
     assert_eq!(job["last_error"]["code"], "SignatureDoesNotMatch");
     assert_eq!(job["mps"]["code"], "SignatureDoesNotMatch");
+    assert!(emulator_ledger(&emu.url()).await.is_empty());
 }
 
 async fn retryable_errors_exhaust_attempts(store: DynStore) {
@@ -306,7 +313,8 @@ macro_rules! on_both {
 
 on_both!(
     a_job_goes_all_the_way_to_succeeded,
-    mps_failure_and_fatal_errors_end_failed,
+    mps_failures_end_failed_with_mps_code,
+    fatal_errors_fail_at_once,
     retryable_errors_exhaust_attempts,
     faults_never_lose_or_duplicate_jobs
 );
