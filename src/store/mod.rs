@@ -79,6 +79,8 @@ pub struct Job {
     pub attempts: u32,
     pub last_error: Option<JobError>,
     pub mps: MpsStatus,
+    /// When MPS accepted the job.
+    pub submitted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]

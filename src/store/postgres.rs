@@ -19,7 +19,7 @@ pub const NOTIFY_CHANNEL: &str = "snapgate_jobs";
 
 const JOB_COLUMNS: &str = "id, team, state, request, warnings, created_at, updated_at, attempts, \
     last_error, mps_job_id, mps_state, mps_request_id, mps_count, mps_tile_count, mps_code, \
-    mps_message, mps_response";
+    mps_message, mps_response, submitted_at";
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -72,6 +72,7 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
             message: row.try_get("mps_message")?,
             response: row.try_get("mps_response")?,
         },
+        submitted_at: row.try_get("submitted_at")?,
     })
 }
 

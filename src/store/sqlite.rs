@@ -20,7 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 const JOB_COLUMNS: &str = "id, team, state, request, warnings, created_at, updated_at, attempts, \
     last_error, mps_job_id, mps_state, mps_request_id, mps_count, mps_tile_count, mps_code, \
-    mps_message, mps_response";
+    mps_message, mps_response, submitted_at";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -84,6 +84,9 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
             message: row.try_get("mps_message")?,
             response: opt_json(row, "mps_response")?,
         },
+        submitted_at: row
+            .try_get::<Option<i64>, _>("submitted_at")?
+            .map(micros_to_time),
     })
 }
 

@@ -77,7 +77,8 @@ impl Worker {
                     metrics::counter!("snapgate_reconciliations_total", "outcome" => "adopted")
                         .increment(1);
                     tracing::info!(mps_job_id = %found.id, mps_request_id = %request_id, "reconciled: MPS already has this job; adopting it");
-                    let update = update_from(&found, raw, &request_id, self.poll_interval(job));
+                    let update =
+                        update_from(&found, raw, &request_id, self.poll_interval(store::now()));
                     self.record(
                         job,
                         "QuerySnapshotJobList",
@@ -146,7 +147,7 @@ impl Worker {
                     &resp.body.snapshot_job,
                     raw,
                     &resp.request_id,
-                    self.poll_interval(job),
+                    self.poll_interval(store::now()),
                 );
                 tracing::info!(mps_job_id = %resp.body.snapshot_job.id, mps_request_id = %resp.request_id, mps_state = %resp.body.snapshot_job.state, "MPS accepted the job");
                 self.record(
@@ -307,14 +308,36 @@ impl Worker {
         }
     }
 
-    /// Status refresh cadence: soon after submit, slower as the job ages.
-    pub(super) fn poll_interval(&self, job: &Job) -> Duration {
-        let age = (chrono::Utc::now() - job.created_at)
+    /// Status refresh cadence for a job MPS accepted at `submitted`: the first poll when MPS
+    /// usually finishes (learned from the jobs seen so far; `status_poll_min_ms` until then),
+    /// later ones slower as the job ages, within [status_poll_min_ms, status_poll_max_ms].
+    pub(super) fn poll_interval(&self, submitted: chrono::DateTime<chrono::Utc>) -> Duration {
+        let min = Duration::from_millis(self.cfg.status_poll_min_ms);
+        let max =
+            Duration::from_millis(self.cfg.status_poll_max_ms.max(self.cfg.status_poll_min_ms));
+        let age = (chrono::Utc::now() - submitted)
             .to_std()
             .unwrap_or_default();
-        (age / 4).clamp(
-            Duration::from_millis(self.cfg.status_poll_min_ms),
-            Duration::from_millis(self.cfg.status_poll_max_ms.max(self.cfg.status_poll_min_ms)),
-        )
+        let expected = Duration::from_millis(
+            self.expected_duration_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let wait = if age < expected {
+            expected - age
+        } else {
+            age / 4
+        };
+        wait.clamp(min, max)
+    }
+
+    /// Learns how long MPS takes from submit to a final state (moving average).
+    pub(super) fn observe_duration(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let took = took
+            .as_millis()
+            .min(u128::from(self.cfg.status_poll_max_ms)) as u64;
+        let old = self.expected_duration_ms.load(Relaxed);
+        let new = if old == 0 { took } else { (old * 4 + took) / 5 };
+        self.expected_duration_ms.store(new, Relaxed);
     }
 }

@@ -55,6 +55,8 @@ pub struct Worker {
     default_pipeline: Option<String>,
     signals: WorkerSignals,
     owner: String,
+    /// Learned time MPS takes from submit to a final state, in ms (0: not known yet).
+    expected_duration_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What one round did.
@@ -84,6 +86,7 @@ impl Worker {
             default_pipeline: settings.mps.pipeline_id.clone(),
             signals,
             owner,
+            expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -84,12 +84,20 @@ impl Worker {
                 continue;
             };
             let raw = raw_job(&resp.raw, mps_id);
+            let submitted = job.submitted_at.unwrap_or(job.created_at);
             let update = update_from(
                 found,
                 raw.clone(),
                 &resp.request_id,
-                self.poll_interval(job),
+                self.poll_interval(submitted),
             );
+            if update.state.is_final() {
+                self.observe_duration(
+                    (chrono::Utc::now() - submitted)
+                        .to_std()
+                        .unwrap_or_default(),
+                );
+            }
             if update.state != job.state {
                 tracing::info!(job_id = %job.id, team = %job.team, mps_job_id = mps_id, mps_request_id = %resp.request_id, state = update.state.as_str(), "job state changed");
             }
