@@ -277,6 +277,10 @@ async fn claims_are_exclusive_and_leases_expire(s: DynStore) {
     assert_eq!(job.mps.job_id.as_deref(), Some("m1"));
     assert_eq!(job.mps.request_id.as_deref(), Some("REQ-1"));
     assert!(
+        job.submitted_at.is_some_and(|t| t >= now),
+        "submitted_at is recorded"
+    );
+    assert!(
         !s.complete_dispatch("c", id, &accepted("m1")).await.unwrap(),
         "only once"
     );
