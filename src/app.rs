@@ -83,6 +83,15 @@ impl Application {
         if settings.database.migrate_on_start {
             store.migrate().await.context("running migrations")?;
         }
+        if settings.auth.enabled {
+            let active = store
+                .list_api_keys()
+                .await
+                .map(|keys| keys.iter().any(|k| k.revoked_at.is_none()));
+            if let Ok(false) = active {
+                tracing::warn!("no API keys yet: every /v1 request will answer 401; create one with `snapgate key create --team default`");
+            }
+        }
         Self::with_store(settings, store).await
     }
 
