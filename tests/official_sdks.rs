@@ -1,0 +1,127 @@
+//! Real clients no one here wrote: the official Alibaba Cloud Python SDKs (legacy
+//! aliyun-python-sdk-core + mts with signature v1; alibabacloud-mts20140618 with its default
+//! ACS3 signature, and with v1) against the emulator over HTTP. The venv is created from PyPI on
+//! first run under `target/sdk-venv`; a failing install fails the test (never a skip).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use snapgate::emulator::{self, EmulatorConfig};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The venv, built once: into a temporary folder, renamed into place when complete, so
+/// concurrent test processes never see half of one.
+fn venv() -> PathBuf {
+    let target = Path::new(ROOT).join("target");
+    let venv = target.join("sdk-venv");
+    let requirements = Path::new(ROOT).join("tests/official_sdks/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(venv.join("installed.txt"))
+        .ok()
+        .as_deref()
+        == Some(wanted.as_str())
+    {
+        return venv;
+    }
+    let tmp = target.join(format!("sdk-venv.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&target).unwrap();
+    run(Command::new("python3").arg("-m").arg("venv").arg(&tmp));
+    run(Command::new(tmp.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements));
+    std::fs::write(tmp.join("installed.txt"), &wanted).unwrap();
+    let _ = std::fs::remove_dir_all(&venv);
+    if std::fs::rename(&tmp, &venv).is_err() {
+        // Another process finished first; use its venv.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    // Moved venvs keep working when their python is called directly (scripts' shebangs would not).
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_cannot_tell_the_emulator_from_mps() {
+    let venv = venv();
+    let emu = emulator::spawn(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_keys: vec![("testid".into(), "testsecret".into())],
+        start_ms: 50,
+        process_ms: 300,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let endpoint = emu.addr().to_string();
+    let python = venv.join("bin/python");
+    let script = Path::new(ROOT).join("tests/official_sdks/sdk_clients.py");
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new(python)
+            .arg(script)
+            .args(["--endpoint", &endpoint]))
+    })
+    .await
+    .unwrap();
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    println!("{summary}");
+    for client in ["legacy-v1", "tea-acs3", "tea-v1"] {
+        let r = &summary[client];
+        assert_eq!(r["submitted"], true, "{client}: {r}");
+        assert_eq!(r["succeeded"], true, "{client}: {r}");
+        assert_eq!(
+            r["count"], "3",
+            "{client}: Count is a string, as MPS sends it"
+        );
+        assert_eq!(
+            r["wrong_secret_code"], "SignatureDoesNotMatch",
+            "{client}: {r}"
+        );
+    }
+    // The legacy SDK saw the emulator's string-to-sign equal its own.
+    assert_eq!(
+        summary["legacy-v1"]["server_string_to_sign_identical"],
+        true
+    );
+
+    let jobs: Value = reqwest::get(format!("{}/_emulator/jobs", emu.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut user_data: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["UserData"].as_str().unwrap())
+        .collect();
+    user_data.sort();
+    assert_eq!(user_data, ["sdk-legacy", "sdk-tea-acs3", "sdk-tea-v2"]);
+    let stats: Value = reqwest::get(format!("{}/_emulator/stats", emu.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["calls"]["(unauthenticated)"]["SignatureDoesNotMatch"],
+        3
+    );
+    assert_eq!(stats["calls"]["SubmitSnapshotJob"]["Success"], 3);
+    emu.shutdown().await;
+}
