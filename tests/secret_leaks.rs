@@ -1,0 +1,248 @@
+//! Secrets never leak: the whole product runs with distinctive secrets (the MPS key, a wrong MPS
+//! key, a team's secret and token) while every log line at DEBUG is captured; then no log line,
+//! response (body or header) or database row may contain any of them.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use snapgate::app::Application;
+use snapgate::auth::{issue_key, MasterKey};
+use snapgate::emulator::{self, EmulatorConfig};
+use snapgate::mps::client::{MpsClient, MpsClientConfig, SignatureMethod};
+use snapgate::secret::Secret;
+use sqlx::Row;
+
+const MPS_SECRET: &str = "MPS-CANARY-7f3a9c1e5d";
+const WRONG_SECRET: &str = "WRONG-CANARY-2b8e4d6f0a";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn body() -> Value {
+    json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "in/a.mp4"},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "out/{Count}.jpg"},
+        "num": 2, "interval_s": 1, "pipeline_id": "9bad3801a2c561c22c4df9c6abcd0000"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_a_response_or_the_database() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let (store, db_url) = common::pg_store().await;
+    let master =
+        MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
+            .unwrap();
+    store
+        .create_team("alpha", snapgate::store::now())
+        .await
+        .unwrap();
+    let team = issue_key(&store, &master, "alpha", false).await.unwrap();
+    let admin = issue_key(&store, &master, "alpha", true).await.unwrap();
+    let revoked = issue_key(&store, &master, "alpha", false).await.unwrap();
+    store
+        .revoke_api_key(&revoked.access_key_id, snapgate::store::now())
+        .await
+        .unwrap();
+    let canaries = [
+        MPS_SECRET.to_string(),
+        WRONG_SECRET.to_string(),
+        team.access_key_secret.clone(),
+        team.token.clone(),
+        admin.access_key_secret.clone(),
+        admin.token.clone(),
+        revoked.token.clone(),
+    ];
+
+    let emu = emulator::spawn(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_keys: vec![("LTAIcanary".into(), MPS_SECRET.into())],
+        start_ms: 20,
+        process_ms: 100,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = |secret: &str| {
+        Arc::new(
+            MpsClient::new(MpsClientConfig {
+                endpoint: emu.url(),
+                access_key_id: "LTAIcanary".into(),
+                access_key_secret: Secret::new(secret),
+                signature: SignatureMethod::V1,
+                region_id: None,
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(5),
+            })
+            .unwrap(),
+        )
+    };
+    let mut settings = common::test_settings();
+    settings.auth.enabled = true;
+    settings.mps.access_key_id = Some("LTAIcanary".into());
+    settings.mps.access_key_secret = Some(Secret::new(MPS_SECRET));
+    settings.worker.status_poll_min_ms = 50;
+    tracing::debug!(?settings, "settings in use");
+    let app = Application::with_parts(settings.clone(), store.clone(), Some(client(MPS_SECRET)))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    // A second replica whose MPS secret is wrong: SignatureDoesNotMatch is logged with both
+    // strings-to-sign, never with the secret.
+    let (other_store, _other_db) = common::pg_store().await;
+    other_store
+        .create_team("alpha", snapgate::store::now())
+        .await
+        .unwrap();
+    let other_key = issue_key(&other_store, &master, "alpha", false)
+        .await
+        .unwrap();
+    let wrong = Application::with_parts(settings, other_store, Some(client(WRONG_SECRET)))
+        .await
+        .unwrap();
+    let wrong_base = format!("http://{}", wrong.local_addr());
+    tokio::spawn(wrong.run_until(std::future::pending()));
+
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    let keep = |res: reqwest::Response| async move {
+        let headers = format!("{:?}", res.headers());
+        let text = res.text().await.unwrap();
+        format!("{headers}\n{text}")
+    };
+    let post = http
+        .post(format!("{base}/v1/snapshot-jobs"))
+        .bearer_auth(&team.token)
+        .json(&body())
+        .send()
+        .await
+        .unwrap();
+    let job: Value = serde_json::from_str(keep(post).await.lines().last().unwrap()).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    for _ in 0..100 {
+        let r = http
+            .get(format!("{base}/v1/snapshot-jobs/{id}"))
+            .bearer_auth(&team.token)
+            .send()
+            .await
+            .unwrap();
+        let text = keep(r).await;
+        let done = text.contains("\"state\":\"succeeded\"");
+        answers.push(text);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        answers.last().unwrap().contains("succeeded"),
+        "the job went through"
+    );
+    for req in [
+        http.get(format!("{base}/v1/snapshot-jobs"))
+            .bearer_auth(&team.token),
+        http.get(format!("{base}/v1/snapshot-jobs/{id}/mps-responses"))
+            .bearer_auth(&team.token),
+        http.get(format!("{base}/v1/admin/stats"))
+            .bearer_auth(&admin.token),
+        http.get(format!("{base}/v1/admin/stats"))
+            .bearer_auth(&team.token),
+        http.get(format!("{base}/v1/snapshot-jobs"))
+            .bearer_auth(&revoked.token),
+        http.get(format!("{base}/v1/snapshot-jobs"))
+            .header("authorization", format!("Basic {}", team.token)),
+        http.get(format!("{base}/v1/snapshot-jobs"))
+            .bearer_auth(&team.access_key_secret),
+        http.post(format!("{base}/v1/snapshot-jobs"))
+            .bearer_auth(&team.token)
+            .json(&json!({"input": 1})),
+        http.post(format!("{base}/v1/snapshot-jobs"))
+            .bearer_auth(&team.token)
+            .header("content-type", "application/json")
+            .body("{oops"),
+        http.get(format!("{base}/metrics")),
+        http.get(format!("{base}/openapi.json")),
+        http.post(format!("{wrong_base}/v1/snapshot-jobs"))
+            .bearer_auth(&other_key.token)
+            .json(&body()),
+    ] {
+        answers.push(keep(req.send().await.unwrap()).await);
+    }
+    assert!(
+        answers.last().unwrap().contains("SignatureDoesNotMatch"),
+        "{}",
+        answers.last().unwrap()
+    );
+
+    // Every row of every table, as text.
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut rows = Vec::new();
+    for t in &tables {
+        for r in sqlx::query(&format!("SELECT row_to_json(x)::text AS j FROM {t} x"))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        {
+            rows.push(r.get::<String, _>("j"));
+        }
+    }
+    assert!(
+        rows.iter().any(|r| r.contains(&team.access_key_id)),
+        "the dump reads the key table"
+    );
+
+    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(log_text.contains("job recorded"), "logs were captured");
+    assert!(
+        log_text.contains("SignatureDoesNotMatch"),
+        "the signature failure was logged"
+    );
+    for c in &canaries {
+        assert!(!log_text.contains(c.as_str()), "a secret reached the logs");
+        for a in &answers {
+            assert!(!a.contains(c.as_str()), "a secret reached a response: {a}");
+        }
+        for r in &rows {
+            assert!(
+                !r.contains(c.as_str()),
+                "a secret reached the database: {r}"
+            );
+        }
+    }
+    println!(
+        "secret leaks: {} log bytes, {} responses, {} database rows in {} tables checked against {} secrets: none found",
+        log_text.len(),
+        answers.len(),
+        rows.len(),
+        tables.len(),
+        canaries.len()
+    );
+}
