@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
-use crate::http::auth::TeamLimiter;
+use crate::http::auth::{ActiveJobs, TeamLimiter};
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
@@ -25,6 +25,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub signals: WorkerSignals,
     pub limiter: Arc<TeamLimiter>,
+    pub active_jobs: Arc<ActiveJobs>,
 }
 
 pub struct Application {
@@ -130,6 +131,7 @@ impl Application {
             settings: Arc::new(settings),
             signals,
             limiter,
+            active_jobs: Arc::new(ActiveJobs::default()),
         };
         Ok(Self {
             listener,

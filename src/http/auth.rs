@@ -99,3 +99,43 @@ impl TeamLimiter {
         }
     }
 }
+
+/// Per-team count of jobs in flight, read from the store at most once a second per team (and
+/// counted up locally in between), so the quota check does not count a long queue on every POST.
+/// The quota is therefore soft by up to a second of other replicas' submissions.
+pub struct ActiveJobs {
+    counts: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl Default for ActiveJobs {
+    fn default() -> Self {
+        Self {
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ActiveJobs {
+    const FRESH: Duration = Duration::from_secs(1);
+
+    /// The cached count if fresh.
+    pub fn cached(&self, team: &str) -> Option<u64> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .get(team)
+            .filter(|(_, at)| at.elapsed() < Self::FRESH)
+            .map(|(n, _)| *n)
+    }
+
+    pub fn set(&self, team: &str, n: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.insert(team.to_string(), (n, Instant::now()));
+    }
+
+    pub fn add_one(&self, team: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, _)) = counts.get_mut(team) {
+            *n += 1;
+        }
+    }
+}

@@ -286,7 +286,15 @@ pub async fn create_job(
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let (request, warnings) = domain::validate_request(&value).map_err(ApiError::Validation)?;
     let limit = state.settings.limits.team_max_active_jobs;
-    if state.store.count_active_jobs(&caller.team).await? >= limit {
+    let active = match state.active_jobs.cached(&caller.team) {
+        Some(n) => n,
+        None => {
+            let n = state.store.count_active_jobs(&caller.team).await?;
+            state.active_jobs.set(&caller.team, n);
+            n
+        }
+    };
+    if active >= limit {
         metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
         return Err(ApiError::QuotaExceeded { limit });
     }
@@ -339,6 +347,7 @@ pub async fn create_job(
             ));
         }
     };
+    state.active_jobs.add_one(&caller.team);
     tracing::info!(job_id = %job.id, team = %job.team, "job recorded");
     state.signals.wake.notify_one();
 
