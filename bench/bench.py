@@ -138,7 +138,7 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def wrk(path, script, c, extra_env=None):
     env = dict(os.environ, **(extra_env or {}))
-    out = subprocess.run(["wrk", "-t2", f"-c{c}", f"-d{DURATION}s", "--latency", "-s", os.path.join(ROOT, "bench", script),
+    out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{DURATION}s", "--latency", "-s", os.path.join(ROOT, "bench", script),
                           f"http://127.0.0.1:{GW_PORT}{path}"], capture_output=True, text=True, env=env, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
