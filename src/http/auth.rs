@@ -100,42 +100,62 @@ impl TeamLimiter {
     }
 }
 
-/// Per-team count of jobs in flight, read from the store at most once a second per team (and
-/// counted up locally in between), so the quota check does not count a long queue on every POST.
-/// The quota is therefore soft by up to a second of other replicas' submissions.
+/// Per-team count of jobs in flight, read from the store at most once a second per team and
+/// counted up locally in between, so the quota check does not count a long queue on every POST.
+/// A stale count is still used while one request refreshes it (no stampede of counts when it
+/// expires). The quota is therefore soft by about a second of submissions.
+#[derive(Default)]
 pub struct ActiveJobs {
-    counts: Mutex<HashMap<String, (u64, Instant)>>,
+    counts: Mutex<HashMap<String, ActiveCount>>,
 }
 
-impl Default for ActiveJobs {
-    fn default() -> Self {
-        Self {
-            counts: Mutex::new(HashMap::new()),
-        }
-    }
+struct ActiveCount {
+    n: u64,
+    at: Instant,
+    refreshing: bool,
+}
+
+/// What the caller should do about a team's count.
+pub enum ActiveLookup {
+    /// Use this count.
+    Fresh(u64),
+    /// Use this count, and refresh it (this caller was chosen to).
+    Stale(u64),
+    /// No count yet: read it.
+    Missing,
 }
 
 impl ActiveJobs {
     const FRESH: Duration = Duration::from_secs(1);
 
-    /// The cached count if fresh.
-    pub fn cached(&self, team: &str) -> Option<u64> {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts
-            .get(team)
-            .filter(|(_, at)| at.elapsed() < Self::FRESH)
-            .map(|(n, _)| *n)
+    pub fn lookup(&self, team: &str) -> ActiveLookup {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(team) {
+            None => ActiveLookup::Missing,
+            Some(c) if c.at.elapsed() < Self::FRESH || c.refreshing => ActiveLookup::Fresh(c.n),
+            Some(c) => {
+                c.refreshing = true;
+                ActiveLookup::Stale(c.n)
+            }
+        }
     }
 
     pub fn set(&self, team: &str, n: u64) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.insert(team.to_string(), (n, Instant::now()));
+        counts.insert(
+            team.to_string(),
+            ActiveCount {
+                n,
+                at: Instant::now(),
+                refreshing: false,
+            },
+        );
     }
 
     pub fn add_one(&self, team: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((n, _)) = counts.get_mut(team) {
-            *n += 1;
+        if let Some(c) = counts.get_mut(team) {
+            c.n += 1;
         }
     }
 }

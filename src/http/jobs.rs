@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::ActiveLookup;
 use super::error::{ApiError, Problem};
 use super::Caller;
 use crate::app::AppState;
@@ -286,9 +287,27 @@ pub async fn create_job(
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let (request, warnings) = domain::validate_request(&value).map_err(ApiError::Validation)?;
     let limit = state.settings.limits.team_max_active_jobs;
-    let active = match state.active_jobs.cached(&caller.team) {
-        Some(n) => n,
-        None => {
+    let active = match state.active_jobs.lookup(&caller.team) {
+        ActiveLookup::Fresh(n) => n,
+        ActiveLookup::Stale(n) => {
+            // Refresh off the request path; this request uses the count it has.
+            let (store, active_jobs, team) = (
+                state.store.clone(),
+                state.active_jobs.clone(),
+                caller.team.clone(),
+            );
+            tokio::spawn(async move {
+                match store.count_active_jobs(&team).await {
+                    Ok(n) => active_jobs.set(&team, n),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "counting jobs in flight failed");
+                        active_jobs.set(&team, n);
+                    }
+                }
+            });
+            n
+        }
+        ActiveLookup::Missing => {
             let n = state.store.count_active_jobs(&caller.team).await?;
             state.active_jobs.set(&caller.team, n);
             n
