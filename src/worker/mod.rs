@@ -201,8 +201,8 @@ impl Worker {
     /// Waits for `n` tokens of a shared upstream budget.
     async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
         let rate = f64::from(qps);
-        // A tenth of a second's worth: smooth, so no one-second window exceeds the limit.
-        let burst = (rate / 10.0).max(1.0);
+        // A twentieth of a second's worth: smooth, so no one-second window exceeds the limit.
+        let burst = (rate / 20.0).max(1.0);
         let mut missing = n;
         while missing > 0 {
             let got = self

@@ -20,14 +20,20 @@ impl Worker {
         let now = store::now();
         let ride_along = chrono::Duration::milliseconds(self.cfg.status_poll_min_ms as i64 / 2);
         let lease_until = now + chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
-        let jobs = self
+        // Jobs due now, then top the last batch up to 10 ids with jobs due soon: every query
+        // is as full as it can be, and a round never runs for jobs that are merely due soon.
+        let mut jobs = self
             .store
-            .claim_polls(
-                now + ride_along,
-                lease_until,
-                (IDS_PER_QUERY * QUERIES_PER_ROUND) as u32,
-            )
+            .claim_polls(now, lease_until, (IDS_PER_QUERY * QUERIES_PER_ROUND) as u32)
             .await?;
+        let room = (IDS_PER_QUERY - jobs.len() % IDS_PER_QUERY) % IDS_PER_QUERY;
+        if !jobs.is_empty() && room > 0 {
+            jobs.extend(
+                self.store
+                    .claim_polls(now + ride_along, lease_until, room as u32)
+                    .await?,
+            );
+        }
         let n = jobs.len();
         let chunks: Vec<Vec<Job>> = jobs.chunks(IDS_PER_QUERY).map(<[Job]>::to_vec).collect();
         futures::stream::iter(chunks)
