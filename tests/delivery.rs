@@ -304,6 +304,43 @@ async fn faults_never_lose_or_duplicate_jobs(store: DynStore) {
     );
 }
 
+/// The worker driven synchronously, no HTTP and no polling of the API: record jobs in the store,
+/// run rounds until nothing is left to do, then every job is final and delivered once.
+async fn worker_runs_until_idle(store: DynStore) {
+    let emu = emulator(|c| c.drop_response_rate = 0.3).await;
+    let mut settings = common::test_settings();
+    fast_worker(&mut settings);
+    let worker = snapgate::worker::Worker::new(
+        store.clone(),
+        client(&emu.url(), SECRET, 2_000),
+        &settings,
+        snapgate::worker::WorkerSignals::default(),
+    );
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (request, warnings) = snapgate::domain::validate_request(&job_body(i)).unwrap();
+        let job = snapgate::store::NewJob {
+            id: snapgate::domain::JobId::new(),
+            team: "t".into(),
+            request,
+            warnings,
+            created_at: snapgate::store::now(),
+        };
+        ids.push(job.id);
+        store.create_job(job, None).await.unwrap();
+    }
+    worker
+        .run_until_idle(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ledger = emulator_ledger(&emu.url()).await;
+    for id in ids {
+        let job = store.get_job(None, id).await.unwrap().unwrap();
+        assert_eq!(job.state, snapgate::domain::JobState::Succeeded, "{job:?}");
+        assert_eq!(ledger.get(&id.to_string()), Some(&1));
+    }
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
@@ -313,6 +350,7 @@ macro_rules! on_both {
 
 on_both!(
     a_job_goes_all_the_way_to_succeeded,
+    worker_runs_until_idle,
     mps_failures_end_failed_with_mps_code,
     fatal_errors_fail_at_once,
     retryable_errors_exhaust_attempts,

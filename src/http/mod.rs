@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
     ))
     .layer(CatchPanicLayer::custom(|_| {
         // The panic message may hold data; it stays out of the answer (logged by the hook).
-        StatusCode::INTERNAL_SERVER_ERROR.into_response_ext()
+        axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
     }))
     // Outside the layers above, so their bare error answers become problem documents too.
     .layer(middleware::from_fn(error::render_problems))
@@ -118,14 +118,4 @@ pub fn router(state: AppState) -> Router {
     .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
     .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
     .with_state(state)
-}
-
-trait IntoResponseExt {
-    fn into_response_ext(self) -> axum::response::Response;
-}
-
-impl IntoResponseExt for StatusCode {
-    fn into_response_ext(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }
