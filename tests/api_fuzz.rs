@@ -8,67 +8,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
 use snapgate::app::Application;
 use snapgate::auth::{issue_key, MasterKey};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Built once into a temporary folder, renamed into place when complete.
-fn venv() -> PathBuf {
-    let target = Path::new(ROOT).join("target");
-    let venv = target.join("fuzz-venv");
-    let requirements = Path::new(ROOT).join("tests/fuzz/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(venv.join("installed.txt"))
-        .ok()
-        .as_deref()
-        == Some(wanted.as_str())
-    {
-        return venv;
-    }
-    let tmp = target.join(format!("fuzz-venv.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&target).unwrap();
-    run_ok(Command::new("python3").arg("-m").arg("venv").arg(&tmp));
-    run_ok(
-        Command::new(tmp.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements),
-    );
-    std::fs::write(tmp.join("installed.txt"), &wanted).unwrap();
-    let _ = std::fs::remove_dir_all(&venv);
-    if std::fs::rename(&tmp, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    venv
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_contract_violation() {
-    let venv = venv();
+    let venv = common::python_venv("fuzz-venv", "tests/fuzz/requirements.txt");
     let (store, _dir) = common::sqlite_store().await;
     let master =
         MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([5u8; 32]))

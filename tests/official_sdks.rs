@@ -3,7 +3,9 @@
 //! ACS3 signature, and with v1) against the emulator over HTTP. The venv is created from PyPI on
 //! first run under `target/sdk-venv`; a failing install fails the test (never a skip).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -24,40 +26,9 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The venv, built once: into a temporary folder, renamed into place when complete, so
-/// concurrent test processes never see half of one.
-fn venv() -> PathBuf {
-    let target = Path::new(ROOT).join("target");
-    let venv = target.join("sdk-venv");
-    let requirements = Path::new(ROOT).join("tests/official_sdks/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(venv.join("installed.txt"))
-        .ok()
-        .as_deref()
-        == Some(wanted.as_str())
-    {
-        return venv;
-    }
-    let tmp = target.join(format!("sdk-venv.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&target).unwrap();
-    run(Command::new("python3").arg("-m").arg("venv").arg(&tmp));
-    run(Command::new(tmp.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements));
-    std::fs::write(tmp.join("installed.txt"), &wanted).unwrap();
-    let _ = std::fs::remove_dir_all(&venv);
-    if std::fs::rename(&tmp, &venv).is_err() {
-        // Another process finished first; use its venv.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    // Moved venvs keep working when their python is called directly (scripts' shebangs would not).
-    venv
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_cannot_tell_the_emulator_from_mps() {
-    let venv = venv();
+    let venv = common::python_venv("sdk-venv", "tests/official_sdks/requirements.txt");
     let emu = emulator::spawn(EmulatorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         access_keys: vec![("testid".into(), "testsecret".into())],

@@ -58,3 +58,62 @@ pub fn test_settings() -> Settings {
     s.auth.enabled = false;
     s
 }
+
+fn run_ok(cmd: &mut std::process::Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Python venv under `target/NAME` with `requirements` (a path under the repository)
+/// installed from PyPI; built once, into a temporary folder renamed into place when complete, so
+/// concurrent test processes never see half of one. Call its python directly: a moved venv's
+/// entry-point scripts still point at the temporary path. A failed install fails the test.
+pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target");
+    let venv = target.join(name);
+    let requirements = root.join(requirements);
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(venv.join("installed.txt"))
+        .ok()
+        .as_deref()
+        == Some(wanted.as_str())
+    {
+        return venv;
+    }
+    let tmp = target.join(format!("{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&target).unwrap();
+    run_ok(
+        std::process::Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&tmp),
+    );
+    run_ok(
+        std::process::Command::new(tmp.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements),
+    );
+    std::fs::write(tmp.join("installed.txt"), &wanted).unwrap();
+    let _ = std::fs::remove_dir_all(&venv);
+    if std::fs::rename(&tmp, &venv).is_err() {
+        // Another test process finished first: use its venv.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    venv
+}
