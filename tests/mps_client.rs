@@ -296,6 +296,49 @@ async fn errors_are_classified_by_code_and_by_what_is_known() {
         (ErrorClass::OutcomeUnknown, "Transport.InvalidResponse")
     );
 
+    // A proxy's 5xx without MPS's body: the request may have reached MPS.
+    let gateway_html = serve(Router::new().route(
+        "/",
+        axum::routing::any(|| async { (StatusCode::GATEWAY_TIMEOUT, "<html>504</html>") }),
+    ))
+    .await;
+    let e = client(&gateway_html, SignatureMethod::V1, 2000)
+        .submit_snapshot_job(&params())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.class, e.http_status),
+        (ErrorClass::OutcomeUnknown, Some(504))
+    );
+    let no_code = serve(answer(
+        StatusCode::BAD_GATEWAY,
+        json!({"error": "upstream"}),
+    ))
+    .await;
+    let e = client(&no_code, SignatureMethod::V1, 2000)
+        .submit_snapshot_job(&params())
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::OutcomeUnknown);
+
+    // Throttling answers may say when to come back (x-acs-retry-after, milliseconds).
+    let later = serve(Router::new().route(
+        "/",
+        axum::routing::any(|| async {
+            (
+                StatusCode::BAD_REQUEST,
+                [("x-acs-retry-after", "1500")],
+                axum::Json(json!({"RequestId": "R", "Code": "Throttling.Api", "Message": "m"})),
+            )
+        }),
+    ))
+    .await;
+    let e = client(&later, SignatureMethod::V1, 2000)
+        .submit_snapshot_job(&params())
+        .await
+        .unwrap_err();
+    assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
+
     // More than 10 ids is refused before sending.
     let ids: Vec<String> = (0..11).map(|i| format!("{i:032x}")).collect();
     let e = client(&throttled, SignatureMethod::V1, 2000)

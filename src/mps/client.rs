@@ -208,8 +208,10 @@ impl MpsClient {
                     format!("{action}: HTTP {status} with a body that is not JSON"),
                 );
                 e.http_status = Some(status);
+                // A 5xx page without MPS's body comes from a proxy or load balancer in front of
+                // MPS: the request may have reached MPS, so nothing is sent again before a lookup.
                 e.class = if status >= 500 {
-                    ErrorClass::Retryable
+                    ErrorClass::OutcomeUnknown
                 } else {
                     ErrorClass::Fatal
                 };
@@ -225,7 +227,7 @@ impl MpsClient {
             let code = body.code.clone().unwrap_or_else(|| format!("Http{status}"));
             let mut class = classify_code(&code);
             if body.code.is_none() && status >= 500 {
-                class = ErrorClass::Retryable;
+                class = ErrorClass::OutcomeUnknown;
             }
             let message = body.message.clone().unwrap_or_default();
             if code == "SignatureDoesNotMatch" {
@@ -234,7 +236,8 @@ impl MpsClient {
                     .nth(1)
                     .unwrap_or("")
                     .trim();
-                tracing::warn!(action, client_string_to_sign = %client_sts, server_string_to_sign = %server_sts,
+                tracing::warn!(action, mps_request_id = body.request_id.as_deref().unwrap_or("-"),
+                    client_string_to_sign = %client_sts, server_string_to_sign = %server_sts,
                     same = client_sts == server_sts,
                     "SignatureDoesNotMatch: equal strings mean a wrong secret, different ones a canonicalization difference");
             }
@@ -273,7 +276,12 @@ impl MpsClient {
 
 /// Before the request was written: retryable. After: the outcome is unknown.
 fn transport_error(action: &str, e: &reqwest::Error) -> MpsError {
-    if e.is_connect() || e.is_builder() {
+    if e.is_builder() {
+        // The request could not even be built: sending it again cannot help.
+        let mut err = MpsError::transport("Transport.InvalidRequest", format!("{action}: {e}"));
+        err.class = ErrorClass::Fatal;
+        err
+    } else if e.is_connect() {
         MpsError::transport(CONNECT_FAILED, format!("{action}: could not connect: {e}"))
     } else if e.is_timeout() {
         MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: no answer in time"))

@@ -50,16 +50,16 @@ pub const INVALID_RESPONSE: &str = "Transport.InvalidResponse";
 /// Classifies an MPS error code.
 pub fn classify_code(code: &str) -> ErrorClass {
     match code {
-        "Throttling"
-        | "ServiceUnavailable"
-        | "InternalError"
-        | "UnknownError"
-        | "TransientNetWorkError"
-        | CONNECT_FAILED => ErrorClass::Retryable,
-        // Every attempt is signed anew with a fresh nonce, so sending again is safe.
-        "SignatureNonceUsed" => ErrorClass::Retryable,
+        // MPS refused the request before doing anything, or it never left.
+        "Throttling" | "ServiceUnavailable" | "TransientNetWorkError" | CONNECT_FAILED => {
+            ErrorClass::Retryable
+        }
         c if c.starts_with("Throttling.") => ErrorClass::Retryable,
-        OUTCOME_UNKNOWN | INVALID_RESPONSE => ErrorClass::OutcomeUnknown,
+        // Retried too, but only after a lookup: MPS may have done the work before failing
+        // (API.md §4.3 warns about InternalError on Submit), and since every attempt carries a
+        // fresh nonce, SignatureNonceUsed means this very request already arrived once.
+        "InternalError" | "UnknownError" | "SignatureNonceUsed" | OUTCOME_UNKNOWN
+        | INVALID_RESPONSE => ErrorClass::OutcomeUnknown,
         _ => ErrorClass::Fatal,
     }
 }
@@ -92,15 +92,15 @@ mod tests {
             ("Throttling.User", Retryable),
             ("Throttling.Api", Retryable),
             ("ServiceUnavailable", Retryable),
-            ("InternalError", Retryable),
-            ("UnknownError", Retryable),
+            ("InternalError", OutcomeUnknown),
+            ("UnknownError", OutcomeUnknown),
             ("TransientNetWorkError", Retryable),
             (CONNECT_FAILED, Retryable),
             (OUTCOME_UNKNOWN, OutcomeUnknown),
             (INVALID_RESPONSE, OutcomeUnknown),
             ("SignatureDoesNotMatch", Fatal),
             ("IncompleteSignature", Fatal),
-            ("SignatureNonceUsed", Retryable),
+            ("SignatureNonceUsed", OutcomeUnknown),
             ("InvalidTimeStamp.Expired", Fatal),
             ("InvalidTimeStamp.Format", Fatal),
             ("IllegalTimestamp", Fatal),
