@@ -149,7 +149,12 @@ fn integer(
                 None
             }
             None => {
+                // A whole number written as a float (640.0, 1e3) is that integer, as JSON
+                // Schema says; beyond 2^53 a float no longer names one integer exactly.
                 let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() == 0.0 && f.is_finite() && f >= min as f64 && f <= max as f64 {
+                    return Some(f as u64);
+                }
                 if f.fract() == 0.0 && f.is_finite() {
                     cx.err(field, "out_of_range", format!("must be {range}"));
                 } else {

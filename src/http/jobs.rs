@@ -188,6 +188,22 @@ pub struct ListParams {
     pub team: Option<String>,
 }
 
+/// The `Idempotency-Key` header, as documented.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyHeader {
+    /// Makes retries safe: the same key and body replay the first answer (kept
+    /// `idempotency.ttl_hours`). 1 to 255 visible ASCII characters, no spaces.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    idempotency_key: Option<String>,
+}
+
 fn fingerprint(request: &JobRequest) -> String {
     let canonical = serde_json::to_vec(request).expect("serializable");
     hex::encode(Sha256::digest(canonical))
@@ -243,7 +259,7 @@ fn status_for(state: JobState) -> StatusCode {
     path = "/v1/snapshot-jobs",
     tag = "jobs",
     request_body(content = CreateJobBody, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body replay the first answer (24 h).")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "MPS accepted the job within the wait budget", body = JobResource),
         (status = 202, description = "Recorded; not yet accepted by MPS", body = JobResource),
