@@ -12,21 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
-use crate::http::auth::{ActiveJobs, TeamLimiter};
+use crate::http::AppState;
+use crate::limits::TeamLimiter;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
+use crate::submit::{SubmitConfig, SubmitService};
 use crate::worker::{Worker, WorkerSignals};
-
-/// What every handler gets.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: DynStore,
-    pub settings: Arc<Settings>,
-    pub signals: WorkerSignals,
-    pub limiter: Arc<TeamLimiter>,
-    pub active_jobs: Arc<ActiveJobs>,
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -126,12 +118,16 @@ impl Application {
             settings.limits.team_requests_per_second,
             settings.limits.team_burst,
         ));
+        let submit = Arc::new(SubmitService::new(
+            store.clone(),
+            signals,
+            SubmitConfig::from_settings(&settings),
+        ));
         let state = AppState {
             store,
             settings: Arc::new(settings),
-            signals,
+            submit,
             limiter,
-            active_jobs: Arc::new(ActiveJobs::default()),
         };
         Ok(Self {
             listener,
@@ -182,27 +178,4 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received");
 }

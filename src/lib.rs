@@ -10,12 +10,16 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod emulator;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod mps;
 pub mod secret;
+pub mod shutdown;
 pub mod store;
+pub mod submit;
 pub mod worker;

@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let app = snapgate::app::Application::build(settings).await?;
-            app.run_until(snapgate::app::shutdown_signal()).await
+            app.run_until(snapgate::shutdown::signal()).await
         }
         Command::Migrate => {
             let store = snapgate::store::connect(&settings.database).await?;

@@ -1,4 +1,5 @@
-//! A string that must never be printed: `Debug` and `Display` redact it, and it has no `Serialize`.
+//! A string that must never be printed (`Debug` and `Display` redact it, and it has no
+//! `Serialize`), and the constant-time comparison every secret check uses.
 
 use serde::Deserialize;
 
@@ -27,6 +28,12 @@ impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// Compares secrets (signatures, token hashes) in constant time.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub fn verify(
 ) -> Result<Verified, Fault> {
     let secret_of = |id: &str| {
         keys.iter()
-            .find(|(k, _)| sign::constant_time_eq(k.as_bytes(), id.as_bytes()))
+            .find(|(k, _)| crate::secret::constant_time_eq(k.as_bytes(), id.as_bytes()))
             .map(|(_, s)| s.clone())
             .ok_or_else(|| {
                 Fault::status(
@@ -153,7 +153,7 @@ pub fn verify(
         let cr = sign::canonical_request_acs3(method, "/", &params, &signed, &hashed);
         let sts = sign::string_to_sign_acs3(&cr);
         let expected = sign::sign_acs3(&secret, &sts);
-        if !sign::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+        if !crate::secret::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
             return Err(Fault::bad(
                 "SignatureDoesNotMatch",
                 format!("Specified signature is not matched with our calculation. server string to sign is:{sts}"),
@@ -197,7 +197,7 @@ pub fn verify(
     signed.remove("Signature");
     let sts = sign::string_to_sign_v1(method, &signed);
     let expected = sign::sign_v1(&secret, &sts);
-    if !sign::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+    if !crate::secret::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
         return Err(Fault::bad(
             "SignatureDoesNotMatch",
             format!("Specified signature is not matched with our calculation. server string to sign is:{sts}"),

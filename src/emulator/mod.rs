@@ -244,7 +244,7 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     tracing::info!(?config, "starting the MPS emulator");
     let handle = spawn(config).await?;
     tracing::info!(url = %handle.url(), "MPS emulator listening");
-    crate::app::shutdown_signal().await;
+    crate::shutdown::signal().await;
     handle.shutdown().await;
     Ok(())
 }

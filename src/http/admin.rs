@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
+use super::AppState;
 use super::Caller;
-use crate::app::AppState;
 use crate::store;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -13,7 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use axum::extract::rejection::JsonRejection;
+
 use crate::domain::Violation;
+use crate::submit::SubmitError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -50,6 +53,36 @@ pub enum ApiError {
     QuotaExceeded { limit: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge
+            }
+            // The parser's own words (line and column), without axum's preamble.
+            JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.body_text()),
+            ),
+            other => ApiError::MalformedJson(other.body_text()),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Invalid(v) => ApiError::Validation(v),
+            SubmitError::KeyReused => ApiError::IdempotencyKeyReused,
+            SubmitError::KeyInProgress => ApiError::IdempotencyKeyInProgress,
+            SubmitError::QuotaExceeded { limit } => ApiError::QuotaExceeded { limit },
+            SubmitError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<crate::store::StoreError> for ApiError {

@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use super::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

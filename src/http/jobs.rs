@@ -1,13 +1,10 @@
 //! `/v1/snapshot-jobs`: submit a job, read one, list them.
 //!
-//! Where a request goes: `create_job` validates the body completely, records the job, its outbox
-//! entry and idempotency key in one transaction, nudges the dispatcher, then waits a short budget
-//! for MPS to accept the job. It never calls MPS itself.
+//! `create_job` is an adapter: it parses the HTTP request (content type, JSON, the
+//! `Idempotency-Key` header), hands it to [`crate::submit::SubmitService`] — where every rule of
+//! accepting a job lives — and renders the outcome. It never calls MPS itself.
 
-use std::time::Duration;
-
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,17 +12,14 @@ use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::ActiveLookup;
 use super::error::{ApiError, Problem};
+use super::AppState;
 use super::Caller;
-use crate::app::AppState;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
-use crate::store::{
-    self, CreateOutcome, Job, JobError, JobFilter, MpsStatus, NewIdempotencyKey, NewJob,
-};
+use crate::store::{Job, JobFilter};
+use crate::submit::{IdempotencyKey, Submitted};
 
 /// The header marking a replayed idempotent response.
 pub const REPLAY_HEADER: &str = "idempotent-replayed";
@@ -44,10 +38,37 @@ pub struct JobResource {
     /// The normalized request: defaults filled in, exactly what is sent to MPS.
     pub request: JobRequest,
     pub warnings: Vec<Warning>,
-    pub mps: MpsStatus,
+    pub mps: MpsStatusResource,
     /// Submission attempts made so far.
     pub attempts: u32,
-    pub last_error: Option<JobError>,
+    pub last_error: Option<JobErrorResource>,
+}
+
+/// What MPS last said about a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = MpsStatus)]
+pub struct MpsStatusResource {
+    pub job_id: Option<String>,
+    /// MPS's own state: `Submitted`, `Snapshoting`, `Success` or `Fail`.
+    pub state: Option<String>,
+    pub request_id: Option<String>,
+    pub count: Option<u64>,
+    pub tile_count: Option<u64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<serde_json::Value>,
+}
+
+/// Why a delivery attempt failed, as kept in `last_error`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = JobError)]
+pub struct JobErrorResource {
+    /// MPS error code (e.g. `Throttling.User`) or a snapgate code (`Transport.OutcomeUnknown`).
+    pub code: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
 }
 
 impl From<Job> for JobResource {
@@ -60,9 +81,22 @@ impl From<Job> for JobResource {
             updated_at: j.updated_at,
             request: j.request,
             warnings: j.warnings,
-            mps: j.mps,
+            mps: MpsStatusResource {
+                job_id: j.mps.job_id,
+                state: j.mps.state,
+                request_id: j.mps.request_id,
+                count: j.mps.count,
+                tile_count: j.mps.tile_count,
+                code: j.mps.code,
+                message: j.mps.message,
+                response: j.mps.response,
+            },
             attempts: j.attempts,
-            last_error: j.last_error,
+            last_error: j.last_error.map(|e| JobErrorResource {
+                code: e.code,
+                message: e.message,
+                at: e.at,
+            }),
         }
     }
 }
@@ -204,12 +238,7 @@ struct IdempotencyHeader {
     idempotency_key: Option<String>,
 }
 
-fn fingerprint(request: &JobRequest) -> String {
-    let canonical = serde_json::to_vec(request).expect("serializable");
-    hex::encode(Sha256::digest(canonical))
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -223,34 +252,27 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             "must be 1 to 255 printable ASCII characters without spaces",
         ));
     }
-    Ok(Some(s.to_string()))
+    Ok(Some(IdempotencyKey(s.to_string())))
 }
 
-fn job_response(
-    status: StatusCode,
-    body: &serde_json::Value,
-    id: &str,
-    replayed: bool,
-) -> Response {
-    let mut res = (status, Json(body)).into_response();
+/// 201 once MPS has the job (or it already ended), 202 while it is still queued; `Location`
+/// names the job either way.
+fn job_response(submitted: Submitted) -> Response {
+    let status = if submitted.delivered() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let id = submitted.job.id;
+    let mut res = (status, Json(JobResource::from(submitted.job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/snapshot-jobs/{id}")) {
         res.headers_mut().insert(header::LOCATION, v);
     }
-    if replayed {
-        metrics::counter!("snapgate_idempotent_replays_total").increment(1);
+    if submitted.replayed {
         res.headers_mut()
             .insert(REPLAY_HEADER, HeaderValue::from_static("true"));
     }
     res
-}
-
-/// 202 while MPS has not accepted the job yet, 201 once it has (or it already ended).
-fn status_for(state: JobState) -> StatusCode {
-    if state == JobState::Queued {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
-    }
 }
 
 /// Submit a snapshot job.
@@ -277,165 +299,20 @@ pub async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::MalformedJson(e.body_text())
-        }
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let (request, warnings) = domain::validate_request(&value).map_err(ApiError::Validation)?;
-    let limit = state.settings.limits.team_max_active_jobs;
-    let active = match state.active_jobs.lookup(&caller.team) {
-        ActiveLookup::Fresh(n) => n,
-        ActiveLookup::Stale(n) => {
-            // Refresh off the request path; this request uses the count it has.
-            let (store, active_jobs, team) = (
-                state.store.clone(),
-                state.active_jobs.clone(),
-                caller.team.clone(),
-            );
-            tokio::spawn(async move {
-                match store.count_active_jobs(&team).await {
-                    Ok(n) => active_jobs.set(&team, n),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "counting jobs in flight failed");
-                        active_jobs.set(&team, n);
-                    }
-                }
-            });
-            n
-        }
-        ActiveLookup::Missing => {
-            let n = state.store.count_active_jobs(&caller.team).await?;
-            state.active_jobs.set(&caller.team, n);
-            n
-        }
-    };
-    if active >= limit {
-        metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
-        return Err(ApiError::QuotaExceeded { limit });
-    }
-
-    let now = store::now();
-    let id = JobId::new();
-    let idem = key.as_ref().map(|k| NewIdempotencyKey {
-        key: k.clone(),
-        fingerprint: fingerprint(&request),
-        expires_at: now + chrono::Duration::hours(state.settings.idempotency.ttl_hours as i64),
-    });
-    let fp = idem.as_ref().map(|i| i.fingerprint.clone());
-    let new = NewJob {
-        id,
-        team: caller.team.clone(),
-        request,
-        warnings,
-        created_at: now,
-    };
-    let mut dispatched = state.signals.dispatched.subscribe();
-    let job = match state.store.create_job(new, idem).await? {
-        CreateOutcome::Created(job) => *job,
-        CreateOutcome::KeyExists(record) => {
-            if Some(&record.fingerprint) != fp.as_ref() {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            if let (Some(status), Some(body)) = (record.response_status, &record.response_body) {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return Ok(job_response(status, body, &record.job_id.to_string(), true));
-            }
-            // Still being answered, unless the first request died before storing its answer.
-            let abandoned_after = chrono::Duration::milliseconds(
-                state.settings.http.submit_wait_ms as i64
-                    + state.settings.http.request_timeout_ms as i64,
-            );
-            if now - record.created_at < abandoned_after {
-                return Err(ApiError::IdempotencyKeyInProgress);
-            }
-            let job = state
-                .store
-                .get_job(Some(&caller.team), record.job_id)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            let body = serde_json::to_value(JobResource::from(job.clone())).expect("serializable");
-            return Ok(job_response(
-                status_for(job.state),
-                &body,
-                &job.id.to_string(),
-                true,
-            ));
-        }
-    };
-    state.active_jobs.add_one(&caller.team);
-    tracing::info!(job_id = %job.id, team = %job.team, "job recorded");
-    state.signals.wake.notify_one();
-
-    let job = wait_for_dispatch(&state, job, &mut dispatched).await?;
-    let status = status_for(job.state);
-    let body = serde_json::to_value(JobResource::from(job.clone())).expect("serializable");
-    if let Some(k) = &key {
-        state
-            .store
-            .complete_idempotency_key(&caller.team, k, status.as_u16(), &body)
-            .await?;
-    }
-    Ok(job_response(status, &body, &job.id.to_string(), false))
-}
-
-/// Waits up to `http.submit_wait_ms` for the dispatcher (this replica's, or another's) to move
-/// the job out of `queued`.
-async fn wait_for_dispatch(
-    state: &AppState,
-    job: Job,
-    dispatched: &mut tokio::sync::broadcast::Receiver<JobId>,
-) -> Result<Job, ApiError> {
-    let budget = Duration::from_millis(state.settings.http.submit_wait_ms);
-    if budget.is_zero() || !state.settings.worker.enabled {
-        return Ok(job);
-    }
-    let deadline = tokio::time::Instant::now() + budget;
-    let id = job.id;
-    loop {
-        // Another replica may dispatch it: look at the store now and then, not only for events.
-        let tick = tokio::time::sleep(Duration::from_millis(100).min(budget));
-        tokio::select! {
-            ev = dispatched.recv() => match ev {
-                Ok(done) if done == id => break,
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    tokio::time::sleep_until(deadline).await;
-                }
-            },
-            _ = tick => {}
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-        if let Some(j) = state.store.get_job(None, id).await? {
-            if j.state != JobState::Queued {
-                return Ok(j);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-    }
-    Ok(state.store.get_job(None, id).await?.unwrap_or(job))
+    let Json(body) = body?;
+    let submitted = state
+        .submit
+        .submit(
+            &caller.team,
+            &body,
+            key.as_ref(),
+            state.submit.default_wait(),
+        )
+        .await?;
+    Ok(job_response(submitted))
 }
 
 /// Read one job.

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
+mod state;
 
 use std::time::Duration;
 
@@ -22,9 +23,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 pub use auth::Caller;
 pub use error::{ApiError, Problem};
+pub use state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -209,14 +209,6 @@ pub fn new_nonce() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Compares without an early exit (signatures, token hashes).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,24 +1,31 @@
-//! Persistence: one [`Store`] trait, implemented for Postgres (production, several replicas) and
-//! SQLite (the embedded single-instance default). `tests/store_conformance.rs` runs the same suite
-//! against both, which is what keeps them from drifting apart.
+//! Persistence: one [`Store`] made of a trait per concern (jobs, dispatch, idempotency, keys,
+//! budget), implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `sql.rs`)
+//! for Postgres (production, several replicas) and SQLite (the embedded single-instance
+//! default). What truly differs per database — connecting, claims with `SKIP LOCKED`,
+//! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
+//! the same suite against both.
 //!
-//! Where a job is claimed: [`Store::claim_dispatch`] (submission) and [`Store::claim_polls`]
-//! (status refresh).
+//! Where a job is claimed: [`DispatchStore::claim_dispatch`] (submission) and
+//! [`DispatchStore::claim_polls`] (status refresh), in `postgres.rs` / `sqlite.rs`.
 
+mod codec;
+mod db;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::domain::{JobId, JobRequest, JobState, Warning};
 
+pub use crate::clock::now;
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,17 +40,8 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The current time at the precision both databases keep (microseconds).
-pub fn now() -> DateTime<Utc> {
-    micros_to_time(Utc::now().timestamp_micros())
-}
-
-pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
-    Utc.timestamp_micros(micros).single().unwrap_or_default()
-}
-
 /// Why a delivery attempt failed, as kept in `last_error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
     /// MPS error code (e.g. `Throttling.User`) or a snapgate code (`Transport.OutcomeUnknown`).
     pub code: String,
@@ -52,7 +50,7 @@ pub struct JobError {
 }
 
 /// What MPS last said about a job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MpsStatus {
     pub job_id: Option<String>,
     /// MPS's own state: `Submitted`, `Snapshoting`, `Success` or `Fail`.
@@ -63,7 +61,6 @@ pub struct MpsStatus {
     pub code: Option<String>,
     pub message: Option<String>,
     /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
-    #[schema(value_type = Option<Object>)]
     pub response: Option<Value>,
 }
 
@@ -173,21 +170,29 @@ pub struct ApiKeyRecord {
 }
 
 /// Counts for operations.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct JobCounts {
     pub by_state: Vec<(String, String, u64)>,
     pub oldest_queued: Option<DateTime<Utc>>,
     pub oldest_in_flight: Option<DateTime<Utc>>,
 }
 
+/// Everything a process needs from its database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    JobStore + DispatchStore + IdempotencyStore + KeyStore + BudgetStore + Send + Sync + 'static
+{
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
+}
 
-    /// Writes the job, its outbox entry and (if given) its idempotency key in one transaction.
+/// Jobs as teams see them.
+#[async_trait]
+pub trait JobStore {
+    /// Writes the job (queued for dispatch) and, if given, its idempotency key in one
+    /// transaction. An existing key wins: nothing is written and the key's record is returned.
     async fn create_job(
         &self,
         job: NewJob,
@@ -198,23 +203,18 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
     async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>>;
+    /// Jobs of `team` not yet final (for the in-flight quota).
+    async fn count_active_jobs(&self, team: &str) -> StoreResult<u64>;
+    async fn job_counts(&self) -> StoreResult<JobCounts>;
+    /// MPS error codes recorded since `since`, with counts, most frequent first.
+    async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>>;
+}
 
-    async fn get_idempotency_key(
-        &self,
-        team: &str,
-        key: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>>;
-    async fn complete_idempotency_key(
-        &self,
-        team: &str,
-        key: &str,
-        status: u16,
-        body: &Value,
-    ) -> StoreResult<()>;
-    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64>;
-
-    /// Claims up to `limit` due outbox entries whose lease is free or expired, leasing them to
-    /// `owner` until `lease_until`, and marks the attempt as started.
+/// The worker's side: claims, outcomes, status refreshes.
+#[async_trait]
+pub trait DispatchStore {
+    /// Claims up to `limit` due jobs whose lease is free or expired, leasing them to `owner`
+    /// until `lease_until`, and marks the attempt as started.
     async fn claim_dispatch(
         &self,
         owner: &str,
@@ -222,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>>;
-    /// MPS accepted the job (or reconciliation found it): record it and drop the outbox entry.
+    /// MPS accepted the job (or reconciliation found it): record it; it leaves the queue.
     /// Guarded by the lease: returns false (and changes nothing) if `owner` lost it.
     async fn complete_dispatch(
         &self,
@@ -258,22 +258,34 @@ pub trait Store: Send + Sync + 'static {
     /// Postpones a poll (the query failed).
     async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()>;
     async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()>;
-
-    /// Takes up to `want` tokens from the shared bucket `name` (refilled at `rate` per second,
-    /// holding at most `burst`); returns how many were granted (possibly 0).
-    async fn acquire_budget(
-        &self,
-        name: &str,
-        want: u32,
-        rate: f64,
-        burst: f64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u32>;
-
+    /// Earliest time any dispatch or poll is due (for the worker's sleep).
+    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
     /// Wakes `wake` whenever another replica queues a job (Postgres `LISTEN`); a no-op where
     /// there is only one process.
-    fn spawn_job_listener(&self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
+    fn spawn_job_listener(&self, _wake: Arc<tokio::sync::Notify>) {}
+}
 
+/// Idempotency keys (written by [`JobStore::create_job`]).
+#[async_trait]
+pub trait IdempotencyStore {
+    async fn get_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+    async fn complete_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+        status: u16,
+        body: &Value,
+    ) -> StoreResult<()>;
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Teams and their API keys.
+#[async_trait]
+pub trait KeyStore {
     /// Creates a team; false if it already exists.
     async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     async fn team_exists(&self, name: &str) -> StoreResult<bool>;
@@ -284,16 +296,23 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// The active (not revoked) key with this token hash.
     async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
-    /// MPS error codes recorded since `since`, with counts, most frequent first.
-    async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>>;
+}
+
+/// Token buckets shared by every replica (the upstream MPS budget).
+#[async_trait]
+pub trait BudgetStore {
+    /// Takes up to `want` tokens from the shared bucket `name` (refilled at `rate` per second,
+    /// holding at most `burst`); returns how many were granted (possibly 0).
+    async fn acquire_budget(
+        &self,
+        name: &str,
+        want: u32,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u32>;
     /// The shared upstream buckets: (name, tokens, last refill).
     async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>>;
-    /// Jobs of `team` not yet final (for the in-flight quota).
-    async fn count_active_jobs(&self, team: &str) -> StoreResult<u64>;
-
-    /// Earliest time any outbox entry or poll is due (for the worker's sleep).
-    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
-    async fn job_counts(&self) -> StoreResult<JobCounts>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -310,10 +329,6 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Resu
             "database.url must start with postgres:// or sqlite:// (got a different scheme)"
         )
     }
-}
-
-pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, v: Value) -> StoreResult<T> {
-    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 /// Token bucket arithmetic shared by both backends: (granted, tokens left, refill time).
@@ -333,8 +348,4 @@ pub(crate) fn take_tokens(
         available - f64::from(granted),
         now.max(refilled_at),
     )
-}
-
-pub(crate) fn parse_state(s: &str) -> StoreResult<JobState> {
-    JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s}")))
 }

@@ -1,114 +1,24 @@
-//! The embedded store for a single instance: a SQLite file, one connection (so every transaction
-//! is serialized and a claim cannot race another), WAL journal. Times are INTEGER microseconds.
-//! Several processes on one SQLite file are not supported: use Postgres for replicas.
+//! What only SQLite does: the embedded store for a single instance — a file, one connection (so
+//! every transaction is serialized and a claim cannot race another), WAL journal. Several
+//! processes on one SQLite file are not supported: use Postgres for replicas.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-use uuid::Uuid;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::*;
+use super::db::{Pool, Stmt};
+use super::sql::{job_columns, ClaimRow, JobRow, SqlStore};
+use super::StoreResult;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-const JOB_COLUMNS: &str = "id, team, state, request, warnings, created_at, updated_at, attempts, \
-    last_error, mps_job_id, mps_state, mps_request_id, mps_count, mps_tile_count, mps_code, \
-    mps_message, mps_response, submitted_at";
-
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
-
-fn t(v: DateTime<Utc>) -> i64 {
-    v.timestamp_micros()
-}
-
-fn ot(v: Option<DateTime<Utc>>) -> Option<i64> {
-    v.map(t)
-}
-
-fn text(v: &Value) -> String {
-    v.to_string()
-}
-
-fn json_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("serializable")
-}
-
-fn opt_json(row: &SqliteRow, col: &str) -> StoreResult<Option<Value>> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
-        .transpose()
-}
-
-fn uuid(row: &SqliteRow, col: &str) -> StoreResult<JobId> {
-    let s: String = row.try_get(col)?;
-    Uuid::parse_str(&s)
-        .map(JobId)
-        .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    let count: Option<i64> = row.try_get("mps_count")?;
-    let tile_count: Option<i64> = row.try_get("mps_tile_count")?;
-    Ok(Job {
-        id: uuid(row, "id")?,
-        team: row.try_get("team")?,
-        state: parse_state(row.try_get("state")?)?,
-        request: parse_json("request", opt_json(row, "request")?.unwrap_or(Value::Null))?,
-        warnings: parse_json(
-            "warnings",
-            opt_json(row, "warnings")?.unwrap_or(Value::Null),
-        )?,
-        created_at: micros_to_time(row.try_get("created_at")?),
-        updated_at: micros_to_time(row.try_get("updated_at")?),
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        last_error: opt_json(row, "last_error")?
-            .map(|v| parse_json("last_error", v))
-            .transpose()?,
-        mps: MpsStatus {
-            job_id: row.try_get("mps_job_id")?,
-            state: row.try_get("mps_state")?,
-            request_id: row.try_get("mps_request_id")?,
-            count: count.map(|c| c as u64),
-            tile_count: tile_count.map(|c| c as u64),
-            code: row.try_get("mps_code")?,
-            message: row.try_get("mps_message")?,
-            response: opt_json(row, "mps_response")?,
-        },
-        submitted_at: row
-            .try_get::<Option<i64>, _>("submitted_at")?
-            .map(micros_to_time),
-    })
-}
-
-fn key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
-    Ok(ApiKeyRecord {
-        access_key_id: r.try_get("access_key_id")?,
-        team: r.try_get("team")?,
-        admin: r.try_get("admin")?,
-        token_hash: r.try_get("token_hash")?,
-        secret_ciphertext: r.try_get("secret_ciphertext")?,
-        created_at: micros_to_time(r.try_get("created_at")?),
-        revoked_at: r
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(micros_to_time),
-    })
-}
-
-const KEY_COLUMNS: &str =
-    "access_key_id, team, admin, token_hash, secret_ciphertext, created_at, revoked_at";
+/// Opens the embedded store.
+pub struct SqliteStore;
 
 impl SqliteStore {
-    pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<Self> {
+    pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<SqlStore> {
         let options = SqliteConnectOptions::from_str(&settings.url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -130,624 +40,72 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(SqlStore {
+            pool: Pool::Sqlite(pool),
+        })
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn create_job(
-        &self,
-        job: NewJob,
-        idempotency: Option<NewIdempotencyKey>,
-    ) -> StoreResult<CreateOutcome> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) \
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?5) RETURNING {JOB_COLUMNS}"
-        ))
-        .bind(job.id.to_string())
-        .bind(&job.team)
-        .bind(json_text(&job.request))
-        .bind(json_text(&job.warnings))
-        .bind(t(job.created_at))
-        .fetch_one(&mut *tx)
-        .await?;
-        let created = job_from_row(&row)?;
-        sqlx::query("INSERT INTO job_outbox (job_id, due_at) VALUES (?1, ?2)")
-            .bind(job.id.to_string())
-            .bind(t(job.created_at))
-            .execute(&mut *tx)
-            .await?;
-        if let Some(k) = &idempotency {
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE team = ?1 AND key = ?2 AND expires_at < ?3",
-            )
-            .bind(&job.team)
-            .bind(&k.key)
-            .bind(t(job.created_at))
-            .execute(&mut *tx)
-            .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (team, key, fingerprint, job_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            )
-            .bind(&job.team)
-            .bind(&k.key)
-            .bind(&k.fingerprint)
-            .bind(job.id.to_string())
-            .bind(t(job.created_at))
-            .bind(t(k.expires_at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                tx.rollback().await?;
-                let existing = self
-                    .get_idempotency_key(&job.team, &k.key)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
-                return Ok(CreateOutcome::KeyExists(existing));
-            }
-        }
-        tx.commit().await?;
-        Ok(CreateOutcome::Created(Box::new(created)))
-    }
-
-    async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND (?2 IS NULL OR team = ?2)"
-        ))
-        .bind(id.to_string())
-        .bind(team)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
-    }
-
-    async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1"));
-        if let Some(team) = &f.team {
-            q.push(" AND team = ").push_bind(team.clone());
-        }
-        if let Some(state) = f.state {
-            q.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(v) = f.created_after {
-            q.push(" AND created_at > ").push_bind(t(v));
-        }
-        if let Some(v) = f.created_before {
-            q.push(" AND created_at < ").push_bind(t(v));
-        }
-        if let Some((v, id)) = f.before {
-            q.push(" AND (created_at, id) < (")
-                .push_bind(t(v))
-                .push(", ")
-                .push_bind(id.to_string())
-                .push(")");
-        }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(f.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(job_from_row).collect()
-    }
-
-    async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>> {
-        let rows = sqlx::query(
-            "SELECT job_id, action, request_id, code, body, received_at FROM mps_responses \
-             WHERE job_id = ?1 ORDER BY id",
+/// SQLite's `RETURNING` shows only new values, so the claim reads the due rows first; the single
+/// connection makes the read and the update one serialized step.
+pub(super) async fn claim_dispatch(
+    pool: &Pool,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<Vec<ClaimRow>> {
+    let mut tx = pool.begin().await?;
+    let mut conn = tx.conn();
+    let claimed: Vec<ClaimRow> = conn
+        .fetch_all(
+            Stmt::new(format!(
+                "SELECT {}, attempts AS prior_attempts, attempt_started_at AS prev_started FROM jobs \
+                 WHERE due_at <= $1 AND (lease_expires_at IS NULL OR lease_expires_at < $1) \
+                 ORDER BY due_at LIMIT $2",
+                job_columns(None)
+            ))
+            .bind(now)
+            .bind(limit),
         )
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MpsResponseRecord {
-                    job_id: uuid(r, "job_id")?,
-                    action: r.try_get("action")?,
-                    request_id: r.try_get("request_id")?,
-                    code: r.try_get("code")?,
-                    body: opt_json(r, "body")?.unwrap_or(Value::Null),
-                    received_at: micros_to_time(r.try_get("received_at")?),
-                })
-            })
-            .collect()
-    }
-
-    async fn get_idempotency_key(
-        &self,
-        team: &str,
-        key: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
-            "SELECT team, key, fingerprint, job_id, response_status, response_body, created_at \
-             FROM idempotency_keys WHERE team = ?1 AND key = ?2",
+    if !claimed.is_empty() {
+        let mut update = Stmt::new(
+            "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+             attempt_started_at = COALESCE(attempt_started_at, $3) WHERE id IN (",
         )
-        .bind(team)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                team: r.try_get("team")?,
-                key: r.try_get("key")?,
-                fingerprint: r.try_get("fingerprint")?,
-                job_id: uuid(&r, "job_id")?,
-                response_status: r
-                    .try_get::<Option<i64>, _>("response_status")?
-                    .map(|s| s as u16),
-                response_body: opt_json(&r, "response_body")?,
-                created_at: micros_to_time(r.try_get("created_at")?),
-            })
-        })
-        .transpose()
-    }
-
-    async fn complete_idempotency_key(
-        &self,
-        team: &str,
-        key: &str,
-        status: u16,
-        body: &Value,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET response_status = ?3, response_body = ?4 \
-             WHERE team = ?1 AND key = ?2 AND response_status IS NULL",
-        )
-        .bind(team)
-        .bind(key)
-        .bind(i64::from(status))
-        .bind(text(body))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(
-            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < ?1")
-                .bind(t(now))
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
-    async fn claim_dispatch(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<DispatchClaim>> {
-        let mut tx = self.pool.begin().await?;
-        let due = sqlx::query(
-            "SELECT job_id, attempts, attempt_started_at FROM job_outbox \
-             WHERE due_at <= ?1 AND (lease_expires_at IS NULL OR lease_expires_at < ?1) \
-             ORDER BY due_at LIMIT ?2",
-        )
-        .bind(t(now))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut claims = Vec::with_capacity(due.len());
-        for r in &due {
-            let id: String = r.try_get("job_id")?;
-            sqlx::query(
-                "UPDATE job_outbox SET lease_owner = ?1, lease_expires_at = ?2, attempts = attempts + 1, \
-                 attempt_started_at = COALESCE(attempt_started_at, ?3) WHERE job_id = ?4",
-            )
-            .bind(owner)
-            .bind(t(lease_until))
-            .bind(t(now))
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
-                .bind(&id)
-                .fetch_one(&mut *tx)
-                .await?;
-            claims.push(DispatchClaim {
-                job: job_from_row(&row)?,
-                attempts: r.try_get::<i64, _>("attempts")? as u32,
-                attempt_started_at: r
-                    .try_get::<Option<i64>, _>("attempt_started_at")?
-                    .map(micros_to_time),
-            });
-        }
-        tx.commit().await?;
-        Ok(claims)
-    }
-
-    async fn complete_dispatch(&self, owner: &str, id: JobId, u: &MpsUpdate) -> StoreResult<bool> {
-        let now = t(now());
-        let mut tx = self.pool.begin().await?;
-        let attempts: Option<i64> = sqlx::query_scalar(
-            "DELETE FROM job_outbox WHERE job_id = ?1 AND lease_owner = ?2 RETURNING attempts",
-        )
-        .bind(id.to_string())
         .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(attempts) = attempts else {
-            return Ok(false);
-        };
-        sqlx::query(
-            "UPDATE jobs SET state = ?2, attempts = ?3, updated_at = ?4, submitted_at = ?4, \
-                 finished_at = CASE WHEN ?2 IN ('succeeded', 'failed') THEN ?4 END, \
-                 next_poll_at = ?5, mps_job_id = ?6, mps_state = ?7, mps_request_id = ?8, \
-                 mps_count = ?9, mps_tile_count = ?10, mps_code = ?11, mps_message = ?12, mps_response = ?13 \
-             WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(u.state.as_str())
-        .bind(attempts)
+        .bind(lease_until)
+        .bind(now);
+        for (i, c) in claimed.iter().enumerate() {
+            update
+                .push(if i == 0 { "" } else { ", " })
+                .push_bind(c.job_id());
+        }
+        update.push(")");
+        conn.execute(update).await?;
+    }
+    drop(conn);
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+pub(super) async fn claim_polls(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<Vec<JobRow>> {
+    pool.fetch_all(
+        Stmt::new(format!(
+            "UPDATE jobs SET next_poll_at = $2, polls = polls + 1 WHERE id IN \
+                 (SELECT id FROM jobs WHERE next_poll_at <= $1 ORDER BY next_poll_at LIMIT $3) \
+             RETURNING {}",
+            job_columns(None)
+        ))
         .bind(now)
-        .bind(ot(u.next_poll_at))
-        .bind(&u.mps.job_id)
-        .bind(&u.mps.state)
-        .bind(&u.mps.request_id)
-        .bind(u.mps.count.map(|c| c as i64))
-        .bind(u.mps.tile_count.map(|c| c as i64))
-        .bind(&u.mps.code)
-        .bind(&u.mps.message)
-        .bind(u.mps.response.as_ref().map(text))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn retry_dispatch(
-        &self,
-        owner: &str,
-        id: JobId,
-        error: &JobError,
-        due_at: DateTime<Utc>,
-        outcome_unknown: bool,
-    ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let attempts: Option<i64> = sqlx::query_scalar(
-            "UPDATE job_outbox SET due_at = ?3, lease_owner = NULL, lease_expires_at = NULL, \
-                 attempt_started_at = CASE WHEN ?4 THEN attempt_started_at END \
-             WHERE job_id = ?1 AND lease_owner = ?2 RETURNING attempts",
-        )
-        .bind(id.to_string())
-        .bind(owner)
-        .bind(t(due_at))
-        .bind(outcome_unknown)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(attempts) = attempts else {
-            return Ok(false);
-        };
-        sqlx::query(
-            "UPDATE jobs SET attempts = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(attempts)
-        .bind(json_text(error))
-        .bind(t(now()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn fail_dispatch(&self, owner: &str, id: JobId, error: &JobError) -> StoreResult<bool> {
-        let now = t(now());
-        let mut tx = self.pool.begin().await?;
-        let attempts: Option<i64> = sqlx::query_scalar(
-            "DELETE FROM job_outbox WHERE job_id = ?1 AND lease_owner = ?2 RETURNING attempts",
-        )
-        .bind(id.to_string())
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(attempts) = attempts else {
-            return Ok(false);
-        };
-        sqlx::query(
-            "UPDATE jobs SET state = 'failed', attempts = ?2, last_error = ?3, updated_at = ?4, \
-                 finished_at = ?4, mps_code = COALESCE(mps_code, ?5), mps_message = COALESCE(mps_message, ?6) \
-             WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(attempts)
-        .bind(json_text(error))
-        .bind(now)
-        .bind(&error.code)
-        .bind(&error.message)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn release_dispatch(&self, owner: &str) -> StoreResult<u64> {
-        Ok(sqlx::query(
-            "UPDATE job_outbox SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?1",
-        )
-        .bind(owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
-    async fn claim_polls(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(&format!(
-            "UPDATE jobs SET next_poll_at = ?2, polls = polls + 1 WHERE id IN \
-                 (SELECT id FROM jobs WHERE next_poll_at <= ?1 ORDER BY next_poll_at LIMIT ?3) \
-             RETURNING {JOB_COLUMNS}"
-        ))
-        .bind(t(now))
-        .bind(t(lease_until))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
-    }
-
-    async fn record_poll(&self, id: JobId, u: &MpsUpdate) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET state = ?2, updated_at = ?3, \
-                 finished_at = CASE WHEN ?2 IN ('succeeded', 'failed') THEN ?3 END, \
-                 next_poll_at = ?4, mps_state = ?5, mps_request_id = ?6, mps_count = ?7, \
-                 mps_tile_count = ?8, mps_code = ?9, mps_message = ?10, mps_response = ?11 \
-             WHERE id = ?1 AND state NOT IN ('succeeded', 'failed')",
-        )
-        .bind(id.to_string())
-        .bind(u.state.as_str())
-        .bind(t(now()))
-        .bind(ot(u.next_poll_at))
-        .bind(&u.mps.state)
-        .bind(&u.mps.request_id)
-        .bind(u.mps.count.map(|c| c as i64))
-        .bind(u.mps.tile_count.map(|c| c as i64))
-        .bind(&u.mps.code)
-        .bind(&u.mps.message)
-        .bind(u.mps.response.as_ref().map(text))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET next_poll_at = ?2 WHERE id = ?1 AND next_poll_at IS NOT NULL")
-            .bind(id.to_string())
-            .bind(t(next_poll_at))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO mps_responses (job_id, action, request_id, code, body, received_at) ",
-        );
-        q.push_values(records, |mut b, r| {
-            b.push_bind(r.job_id.to_string())
-                .push_bind(r.action.clone())
-                .push_bind(r.request_id.clone())
-                .push_bind(r.code.clone())
-                .push_bind(text(&r.body))
-                .push_bind(t(r.received_at));
-        });
-        q.build().execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn acquire_budget(
-        &self,
-        name: &str,
-        want: u32,
-        rate: f64,
-        burst: f64,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u32> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO upstream_budget (name, tokens, refilled_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(burst)
-        .bind(t(now))
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT tokens, refilled_at FROM upstream_budget WHERE name = ?1")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (granted, left, at) = take_tokens(
-            row.try_get("tokens")?,
-            micros_to_time(row.try_get("refilled_at")?),
-            now,
-            want,
-            rate,
-            burst,
-        );
-        sqlx::query("UPDATE upstream_budget SET tokens = ?2, refilled_at = ?3 WHERE name = ?1")
-            .bind(name)
-            .bind(left)
-            .bind(t(at))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(granted)
-    }
-
-    async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-        Ok(sqlx::query(
-            "INSERT INTO teams (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(t(now))
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    async fn team_exists(&self, name: &str) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT 1 FROM teams WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
-    }
-
-    async fn create_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-        ))
-        .bind(&k.access_key_id)
-        .bind(&k.team)
-        .bind(k.admin)
-        .bind(&k.token_hash)
-        .bind(&k.secret_ciphertext)
-        .bind(t(k.created_at))
-        .bind(ot(k.revoked_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY team, created_at"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-        Ok(sqlx::query(
-            "UPDATE api_keys SET revoked_at = ?2 WHERE access_key_id = ?1 AND revoked_at IS NULL",
-        )
-        .bind(access_key_id)
-        .bind(t(now))
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = ?1 AND revoked_at IS NULL"
-        ))
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(key_from_row).transpose()
-    }
-
-    async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>> {
-        let rows = sqlx::query(
-            "SELECT code, count(*) AS n FROM mps_responses WHERE code IS NOT NULL AND received_at >= ?1 \
-             GROUP BY code ORDER BY n DESC, code",
-        )
-        .bind(t(since))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("code")?, r.try_get::<i64, _>("n")? as u64)))
-            .collect()
-    }
-
-    async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>> {
-        let rows =
-            sqlx::query("SELECT name, tokens, refilled_at FROM upstream_budget ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("name")?,
-                    r.try_get("tokens")?,
-                    micros_to_time(r.try_get("refilled_at")?),
-                ))
-            })
-            .collect()
-    }
-
-    async fn count_active_jobs(&self, team: &str) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE team = ?1 AND state IN ('queued', 'submitted', 'snapshotting')",
-        )
-        .bind(team)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
-    }
-
-    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let a: Option<i64> = sqlx::query_scalar(
-            "SELECT min(max(due_at, COALESCE(lease_expires_at, due_at))) FROM job_outbox",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let b: Option<i64> =
-            sqlx::query_scalar("SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(micros_to_time))
-    }
-
-    async fn job_counts(&self) -> StoreResult<JobCounts> {
-        let rows = sqlx::query(
-            "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut counts = JobCounts::default();
-        for r in &rows {
-            counts.by_state.push((
-                r.try_get("team")?,
-                r.try_get("state")?,
-                r.try_get::<i64, _>("n")? as u64,
-            ));
-        }
-        let q: Option<i64> =
-            sqlx::query_scalar("SELECT min(created_at) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.pool)
-                .await?;
-        let f: Option<i64> = sqlx::query_scalar(
-            "SELECT min(created_at) FROM jobs WHERE state IN ('submitted', 'snapshotting')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        counts.oldest_queued = q.map(micros_to_time);
-        counts.oldest_in_flight = f.map(micros_to_time);
-        Ok(counts)
-    }
+        .bind(lease_until)
+        .bind(limit),
+    )
+    .await
 }

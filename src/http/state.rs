@@ -1,0 +1,18 @@
+//! What every handler gets: one [`AppState`], passed with axum's `State`.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::limits::TeamLimiter;
+use crate::store::DynStore;
+use crate::submit::SubmitService;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub settings: Arc<Settings>,
+    /// The one way a job is created.
+    pub submit: Arc<SubmitService>,
+    /// Per-team request rate.
+    pub limiter: Arc<TeamLimiter>,
+}

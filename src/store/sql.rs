@@ -1,0 +1,873 @@
+//! Every statement the two databases share, written once: row types, column lists, the list
+//! query builder, and the [`Store`] traits implemented for [`SqlStore`]. The few statements that
+//! differ (claims, `NOTIFY`) are delegated to `postgres.rs` and `sqlite.rs`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+
+use super::codec::{DbId, DbTime};
+use super::db::{Conn, Dialect, Pool, Stmt};
+use super::{postgres, sqlite, *};
+use crate::domain::{JobId, JobRequest, JobState, Warning};
+
+/// The columns of a [`JobRow`], in order.
+pub(super) const JOB_COLUMNS: &[&str] = &[
+    "id",
+    "team",
+    "state",
+    "request",
+    "warnings",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "last_error",
+    "mps_job_id",
+    "mps_state",
+    "mps_request_id",
+    "mps_count",
+    "mps_tile_count",
+    "mps_code",
+    "mps_message",
+    "mps_response",
+    "submitted_at",
+];
+
+/// The job columns as a select list, each prefixed by `table.` when given.
+pub(super) fn job_columns(table: Option<&str>) -> String {
+    JOB_COLUMNS
+        .iter()
+        .map(|c| match table {
+            Some(t) => format!("{t}.{c}"),
+            None => (*c).to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(FromRow)]
+pub(super) struct JobRow {
+    id: DbId,
+    team: String,
+    state: String,
+    request: Json<JobRequest>,
+    warnings: Json<Vec<Warning>>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    attempts: i32,
+    last_error: Option<Json<JobError>>,
+    mps_job_id: Option<String>,
+    mps_state: Option<String>,
+    mps_request_id: Option<String>,
+    mps_count: Option<i64>,
+    mps_tile_count: Option<i64>,
+    mps_code: Option<String>,
+    mps_message: Option<String>,
+    mps_response: Option<Json<Value>>,
+    submitted_at: Option<DbTime>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> StoreResult<Job> {
+        Ok(Job {
+            id: JobId(r.id.0),
+            state: JobState::parse(&r.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown state {}", r.state)))?,
+            team: r.team,
+            request: r.request.0,
+            warnings: r.warnings.0,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            attempts: r.attempts as u32,
+            last_error: r.last_error.map(|j| j.0),
+            mps: MpsStatus {
+                job_id: r.mps_job_id,
+                state: r.mps_state,
+                request_id: r.mps_request_id,
+                count: r.mps_count.map(|c| c as u64),
+                tile_count: r.mps_tile_count.map(|c| c as u64),
+                code: r.mps_code,
+                message: r.mps_message,
+                response: r.mps_response.map(|j| j.0),
+            },
+            submitted_at: r.submitted_at.map(|t| t.0),
+        })
+    }
+}
+
+pub(super) fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// A claimed job with what the queue knew before the claim.
+#[derive(FromRow)]
+pub(super) struct ClaimRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    prior_attempts: i32,
+    prev_started: Option<DbTime>,
+}
+
+impl ClaimRow {
+    pub(super) fn job_id(&self) -> DbId {
+        self.job.id
+    }
+}
+
+impl TryFrom<ClaimRow> for DispatchClaim {
+    type Error = StoreError;
+
+    fn try_from(r: ClaimRow) -> StoreResult<DispatchClaim> {
+        Ok(DispatchClaim {
+            job: r.job.try_into()?,
+            attempts: r.prior_attempts as u32,
+            attempt_started_at: r.prev_started.map(|t| t.0),
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct IdempotencyRow {
+    team: String,
+    key: String,
+    fingerprint: String,
+    job_id: DbId,
+    response_status: Option<i32>,
+    response_body: Option<Json<Value>>,
+    created_at: DbTime,
+}
+
+const IDEMPOTENCY_COLUMNS: &str =
+    "team, key, fingerprint, job_id, response_status, response_body, created_at";
+
+impl From<IdempotencyRow> for IdempotencyRecord {
+    fn from(r: IdempotencyRow) -> Self {
+        IdempotencyRecord {
+            team: r.team,
+            key: r.key,
+            fingerprint: r.fingerprint,
+            job_id: JobId(r.job_id.0),
+            response_status: r.response_status.map(|s| s as u16),
+            response_body: r.response_body.map(|j| j.0),
+            created_at: r.created_at.0,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct KeyRow {
+    access_key_id: String,
+    team: String,
+    admin: bool,
+    token_hash: String,
+    secret_ciphertext: String,
+    created_at: DbTime,
+    revoked_at: Option<DbTime>,
+}
+
+const KEY_COLUMNS: &str =
+    "access_key_id, team, admin, token_hash, secret_ciphertext, created_at, revoked_at";
+
+impl From<KeyRow> for ApiKeyRecord {
+    fn from(r: KeyRow) -> Self {
+        ApiKeyRecord {
+            access_key_id: r.access_key_id,
+            team: r.team,
+            admin: r.admin,
+            token_hash: r.token_hash,
+            secret_ciphertext: r.secret_ciphertext,
+            created_at: r.created_at.0,
+            revoked_at: r.revoked_at.map(|t| t.0),
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct ResponseRow {
+    job_id: DbId,
+    action: String,
+    request_id: Option<String>,
+    code: Option<String>,
+    body: Json<Value>,
+    received_at: DbTime,
+}
+
+#[derive(FromRow)]
+struct CodeCount {
+    code: String,
+    n: i64,
+}
+
+#[derive(FromRow)]
+struct StateCount {
+    team: String,
+    state: String,
+    n: i64,
+}
+
+#[derive(FromRow)]
+struct Oldest {
+    queued: Option<DbTime>,
+    in_flight: Option<DbTime>,
+}
+
+#[derive(FromRow)]
+struct Due {
+    dispatch: Option<DbTime>,
+    poll: Option<DbTime>,
+}
+
+#[derive(FromRow)]
+struct Bucket {
+    name: String,
+    tokens: f64,
+    refilled_at: DbTime,
+}
+
+#[derive(FromRow)]
+struct Count {
+    n: i64,
+}
+
+#[derive(FromRow)]
+struct Found {
+    #[allow(dead_code)]
+    found: i32,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("serializable")
+}
+
+/// A job's MPS status columns, bound from `$first` on: `mps_state`, `mps_request_id`,
+/// `mps_count`, `mps_tile_count`, `mps_code`, `mps_message`, `mps_response`.
+fn bind_mps(stmt: Stmt, m: &MpsStatus) -> Stmt {
+    stmt.bind(m.state.clone())
+        .bind(m.request_id.clone())
+        .bind(m.count.map(|c| c as i64))
+        .bind(m.tile_count.map(|c| c as i64))
+        .bind(m.code.clone())
+        .bind(m.message.clone())
+        .bind(m.response.clone())
+}
+
+/// The store over either database.
+#[derive(Clone)]
+pub struct SqlStore {
+    pub(super) pool: Pool,
+}
+
+impl SqlStore {
+    pub(super) fn dialect(&self) -> Dialect {
+        self.pool.dialect()
+    }
+
+    /// Closes every connection (tests that drop a database).
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    /// Inserts the job and its idempotency key on `conn` (inside the create transaction).
+    async fn insert_job(
+        conn: &mut Conn<'_>,
+        job: &NewJob,
+        idempotency: Option<&NewIdempotencyKey>,
+    ) -> StoreResult<Result<JobRow, ()>> {
+        let row: JobRow = conn
+            .fetch_one(
+                Stmt::new(format!(
+                    "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at) \
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5) RETURNING {}",
+                    job_columns(None)
+                ))
+                .bind(job.id)
+                .bind(&job.team)
+                .bind(json(&job.request))
+                .bind(json(&job.warnings))
+                .bind(job.created_at),
+            )
+            .await?;
+        if let Some(k) = idempotency {
+            conn.execute(
+                Stmt::new(
+                    "DELETE FROM idempotency_keys WHERE team = $1 AND key = $2 AND expires_at < $3",
+                )
+                .bind(&job.team)
+                .bind(&k.key)
+                .bind(job.created_at),
+            )
+            .await?;
+            // The primary key is the lock: a concurrent request with the same key waits here
+            // until the first commits, then inserts nothing.
+            let inserted = conn
+                .execute(
+                    Stmt::new(
+                        "INSERT INTO idempotency_keys (team, key, fingerprint, job_id, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&job.team)
+                    .bind(&k.key)
+                    .bind(&k.fingerprint)
+                    .bind(job.id)
+                    .bind(job.created_at)
+                    .bind(k.expires_at),
+                )
+                .await?;
+            if inserted == 0 {
+                return Ok(Err(()));
+            }
+        }
+        Ok(Ok(row))
+    }
+
+    /// Ends a dispatch under the lease: `set` is the job's new column values, written only while
+    /// `owner` still holds the lease. Returns whether it did.
+    async fn end_dispatch(&self, owner: &str, id: JobId, set: Stmt) -> StoreResult<bool> {
+        let mut stmt = set;
+        stmt.push(", lease_owner = NULL, lease_expires_at = NULL WHERE id = ")
+            .push_bind(id)
+            .push(" AND lease_owner = ")
+            .push_bind(owner)
+            .push(" AND state = 'queued'");
+        Ok(self.pool.execute(stmt).await? == 1)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Postgres => "postgres",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        match &self.pool {
+            Pool::Postgres(p) => postgres::MIGRATOR.run(p).await?,
+            Pool::Sqlite(p) => sqlite::MIGRATOR.run(p).await?,
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.pool.execute(Stmt::new("SELECT 1")).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn create_job(
+        &self,
+        job: NewJob,
+        idempotency: Option<NewIdempotencyKey>,
+    ) -> StoreResult<CreateOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let row = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref()).await?;
+        let Ok(row) = row else {
+            tx.rollback().await?;
+            let key = idempotency.expect("a conflict needs a key");
+            let existing = self
+                .get_idempotency_key(&job.team, &key.key)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
+            return Ok(CreateOutcome::KeyExists(existing));
+        };
+        if self.dialect() == Dialect::Postgres {
+            postgres::notify_job(&mut tx.conn(), job.id).await?;
+        }
+        tx.commit().await?;
+        Ok(CreateOutcome::Created(Box::new(row.try_into()?)))
+    }
+
+    async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>> {
+        self.pool
+            .fetch_optional::<JobRow>(
+                Stmt::new(format!(
+                    "SELECT {} FROM jobs WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR team = $2)",
+                    job_columns(None)
+                ))
+                .bind(id)
+                .bind(team),
+            )
+            .await?
+            .map(Job::try_from)
+            .transpose()
+    }
+
+    async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
+        let mut q = Stmt::new(format!(
+            "SELECT {} FROM jobs WHERE 1 = 1",
+            job_columns(None)
+        ));
+        if let Some(team) = &f.team {
+            q.push(" AND team = ").push_bind(team);
+        }
+        if let Some(state) = f.state {
+            q.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(t) = f.created_after {
+            q.push(" AND created_at > ").push_bind(t);
+        }
+        if let Some(t) = f.created_before {
+            q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some((t, id)) = f.before {
+            q.push(" AND (created_at, id) < (")
+                .push_bind(t)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(f.limit);
+        jobs(self.pool.fetch_all(q).await?)
+    }
+
+    async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>> {
+        let rows: Vec<ResponseRow> = self
+            .pool
+            .fetch_all(
+                Stmt::new(
+                    "SELECT job_id, action, request_id, code, body, received_at FROM mps_responses \
+                     WHERE job_id = $1 ORDER BY id",
+                )
+                .bind(id),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| MpsResponseRecord {
+                job_id: JobId(r.job_id.0),
+                action: r.action,
+                request_id: r.request_id,
+                code: r.code,
+                body: r.body.0,
+                received_at: r.received_at.0,
+            })
+            .collect())
+    }
+
+    async fn count_active_jobs(&self, team: &str) -> StoreResult<u64> {
+        let c: Count = self
+            .pool
+            .fetch_one(
+                Stmt::new(
+                    "SELECT count(*) AS n FROM jobs WHERE team = $1 \
+                     AND state IN ('queued', 'submitted', 'snapshotting')",
+                )
+                .bind(team),
+            )
+            .await?;
+        Ok(c.n as u64)
+    }
+
+    async fn job_counts(&self) -> StoreResult<JobCounts> {
+        let rows: Vec<StateCount> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
+            ))
+            .await?;
+        let oldest: Oldest = self
+            .pool
+            .fetch_one(Stmt::new(
+                "SELECT (SELECT min(created_at) FROM jobs WHERE state = 'queued') AS queued, \
+                        (SELECT min(created_at) FROM jobs WHERE state IN ('submitted', 'snapshotting')) AS in_flight",
+            ))
+            .await?;
+        Ok(JobCounts {
+            by_state: rows
+                .into_iter()
+                .map(|r| (r.team, r.state, r.n as u64))
+                .collect(),
+            oldest_queued: oldest.queued.map(|t| t.0),
+            oldest_in_flight: oldest.in_flight.map(|t| t.0),
+        })
+    }
+
+    async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<CodeCount> = self
+            .pool
+            .fetch_all(
+                Stmt::new(
+                    "SELECT code, count(*) AS n FROM mps_responses \
+                     WHERE code IS NOT NULL AND received_at >= $1 GROUP BY code ORDER BY n DESC, code",
+                )
+                .bind(since),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.code, r.n as u64)).collect())
+    }
+}
+
+#[async_trait]
+impl DispatchStore for SqlStore {
+    async fn claim_dispatch(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<DispatchClaim>> {
+        let rows = match self.dialect() {
+            Dialect::Postgres => {
+                postgres::claim_dispatch(&self.pool, owner, now, lease_until, limit).await?
+            }
+            Dialect::Sqlite => {
+                sqlite::claim_dispatch(&self.pool, owner, now, lease_until, limit).await?
+            }
+        };
+        rows.into_iter().map(DispatchClaim::try_from).collect()
+    }
+
+    async fn complete_dispatch(&self, owner: &str, id: JobId, u: &MpsUpdate) -> StoreResult<bool> {
+        let now = now();
+        let set = Stmt::new(
+            "UPDATE jobs SET state = $1, updated_at = $2, submitted_at = $2, due_at = NULL, \
+             attempt_started_at = NULL, \
+             finished_at = CASE WHEN $1 IN ('succeeded', 'failed') THEN $2 END, \
+             next_poll_at = $3, mps_job_id = $4, mps_state = $5, mps_request_id = $6, \
+             mps_count = $7, mps_tile_count = $8, mps_code = $9, mps_message = $10, \
+             mps_response = $11",
+        )
+        .bind(u.state.as_str())
+        .bind(now)
+        .bind(u.next_poll_at)
+        .bind(u.mps.job_id.clone());
+        self.end_dispatch(owner, id, bind_mps(set, &u.mps)).await
+    }
+
+    async fn retry_dispatch(
+        &self,
+        owner: &str,
+        id: JobId,
+        error: &JobError,
+        due_at: DateTime<Utc>,
+        outcome_unknown: bool,
+    ) -> StoreResult<bool> {
+        let set = Stmt::new(
+            "UPDATE jobs SET due_at = $1, last_error = $2, updated_at = $3, \
+             attempt_started_at = CASE WHEN $4 THEN attempt_started_at END",
+        )
+        .bind(due_at)
+        .bind(json(error))
+        .bind(now())
+        .bind(outcome_unknown);
+        self.end_dispatch(owner, id, set).await
+    }
+
+    async fn fail_dispatch(&self, owner: &str, id: JobId, error: &JobError) -> StoreResult<bool> {
+        let set = Stmt::new(
+            "UPDATE jobs SET state = 'failed', due_at = NULL, attempt_started_at = NULL, \
+             last_error = $1, updated_at = $2, finished_at = $2, \
+             mps_code = COALESCE(mps_code, $3), mps_message = COALESCE(mps_message, $4)",
+        )
+        .bind(json(error))
+        .bind(now())
+        .bind(&error.code)
+        .bind(&error.message);
+        self.end_dispatch(owner, id, set).await
+    }
+
+    async fn release_dispatch(&self, owner: &str) -> StoreResult<u64> {
+        self.pool
+            .execute(
+                Stmt::new(
+                    "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
+                )
+                .bind(owner),
+            )
+            .await
+    }
+
+    async fn claim_polls(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let rows = match self.dialect() {
+            Dialect::Postgres => postgres::claim_polls(&self.pool, now, lease_until, limit).await?,
+            Dialect::Sqlite => sqlite::claim_polls(&self.pool, now, lease_until, limit).await?,
+        };
+        jobs(rows)
+    }
+
+    async fn record_poll(&self, id: JobId, u: &MpsUpdate) -> StoreResult<()> {
+        let stmt = Stmt::new(
+            "UPDATE jobs SET state = $2, updated_at = $3, \
+             finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN $3 END, \
+             next_poll_at = $4, mps_state = $5, mps_request_id = $6, mps_count = $7, \
+             mps_tile_count = $8, mps_code = $9, mps_message = $10, mps_response = $11 \
+             WHERE id = $1 AND state NOT IN ('succeeded', 'failed')",
+        )
+        .bind(id)
+        .bind(u.state.as_str())
+        .bind(now())
+        .bind(u.next_poll_at);
+        self.pool.execute(bind_mps(stmt, &u.mps)).await?;
+        Ok(())
+    }
+
+    async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()> {
+        self.pool
+            .execute(
+                Stmt::new(
+                    "UPDATE jobs SET next_poll_at = $2 WHERE id = $1 AND next_poll_at IS NOT NULL",
+                )
+                .bind(id)
+                .bind(next_poll_at),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut q = Stmt::new(
+            "INSERT INTO mps_responses (job_id, action, request_id, code, body, received_at) VALUES ",
+        );
+        for (i, r) in records.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" })
+                .push_bind(r.job_id)
+                .push(", ")
+                .push_bind(&r.action)
+                .push(", ")
+                .push_bind(r.request_id.clone())
+                .push(", ")
+                .push_bind(r.code.clone())
+                .push(", ")
+                .push_bind(&r.body)
+                .push(", ")
+                .push_bind(r.received_at)
+                .push(")");
+        }
+        self.pool.execute(q).await?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let due: Due = self
+            .pool
+            .fetch_one(Stmt::new(
+                "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
+                         FROM jobs WHERE due_at IS NOT NULL) AS dispatch, \
+                        (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL) AS poll",
+            ))
+            .await?;
+        Ok(match (due.dispatch, due.poll) {
+            (Some(a), Some(b)) => Some(a.min(b).0),
+            (a, b) => a.or(b).map(|t| t.0),
+        })
+    }
+
+    fn spawn_job_listener(&self, wake: Arc<tokio::sync::Notify>) {
+        if let Pool::Postgres(pool) = &self.pool {
+            postgres::spawn_job_listener(pool.clone(), wake);
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqlStore {
+    async fn get_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        Ok(self
+            .pool
+            .fetch_optional::<IdempotencyRow>(
+                Stmt::new(format!(
+                    "SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE team = $1 AND key = $2"
+                ))
+                .bind(team)
+                .bind(key),
+            )
+            .await?
+            .map(Into::into))
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        team: &str,
+        key: &str,
+        status: u16,
+        body: &Value,
+    ) -> StoreResult<()> {
+        self.pool
+            .execute(
+                Stmt::new(
+                    "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
+                     WHERE team = $1 AND key = $2 AND response_status IS NULL",
+                )
+                .bind(team)
+                .bind(key)
+                .bind(i64::from(status))
+                .bind(body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.pool
+            .execute(Stmt::new("DELETE FROM idempotency_keys WHERE expires_at < $1").bind(now))
+            .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let n = self
+            .pool
+            .execute(
+                Stmt::new(
+                    "INSERT INTO teams (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(now),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn team_exists(&self, name: &str) -> StoreResult<bool> {
+        Ok(self
+            .pool
+            .fetch_optional::<Found>(
+                Stmt::new("SELECT 1 AS found FROM teams WHERE name = $1").bind(name),
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn create_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
+        self.pool
+            .execute(
+                Stmt::new(format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(&k.access_key_id)
+                .bind(&k.team)
+                .bind(k.admin)
+                .bind(&k.token_hash)
+                .bind(&k.secret_ciphertext)
+                .bind(k.created_at)
+                .bind(k.revoked_at),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows: Vec<KeyRow> = self
+            .pool
+            .fetch_all(Stmt::new(format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY team, created_at"
+            )))
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let n = self
+            .pool
+            .execute(
+                Stmt::new(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE access_key_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(access_key_id)
+                .bind(now),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        Ok(self
+            .pool
+            .fetch_optional::<KeyRow>(
+                Stmt::new(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL"
+                ))
+                .bind(token_hash),
+            )
+            .await?
+            .map(Into::into))
+    }
+}
+
+#[async_trait]
+impl BudgetStore for SqlStore {
+    async fn acquire_budget(
+        &self,
+        name: &str,
+        want: u32,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u32> {
+        let mut tx = self.pool.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute(
+            Stmt::new(
+                "INSERT INTO upstream_budget (name, tokens, refilled_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(burst)
+            .bind(now),
+        )
+        .await?;
+        // Postgres locks the row; SQLite's single connection already serializes the transaction.
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let row: Bucket = conn
+            .fetch_one(
+                Stmt::new(format!(
+                    "SELECT name, tokens, refilled_at FROM upstream_budget WHERE name = $1{lock}"
+                ))
+                .bind(name),
+            )
+            .await?;
+        let (granted, left, at) =
+            take_tokens(row.tokens, row.refilled_at.0, now, want, rate, burst);
+        conn.execute(
+            Stmt::new("UPDATE upstream_budget SET tokens = $2, refilled_at = $3 WHERE name = $1")
+                .bind(name)
+                .bind(left)
+                .bind(at),
+        )
+        .await?;
+        drop(conn);
+        tx.commit().await?;
+        Ok(granted)
+    }
+
+    async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>> {
+        let rows: Vec<Bucket> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "SELECT name, tokens, refilled_at FROM upstream_budget ORDER BY name",
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|b| (b.name, b.tokens, b.refilled_at.0))
+            .collect())
+    }
+}

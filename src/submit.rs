@@ -1,0 +1,287 @@
+//! Where a job is created: the one submit path behind every entry point (the REST API, the
+//! MPS-compatible endpoint, upload callbacks). [`SubmitService::submit`] owns every rule of
+//! accepting a job, in this order:
+//!
+//! 1. validate the request completely (every violation listed);
+//! 2. idempotency first: a key already used answers with its job (a replay), or says the first
+//!    request is still being answered, or that the key came with another body — before any quota
+//!    check, so a retry is never refused for a limit its first try passed;
+//! 3. the team's in-flight quota;
+//! 4. record the job, queued for dispatch, with its idempotency key in one transaction;
+//! 5. wake the dispatcher, and optionally wait a short budget for MPS to accept the job.
+//!
+//! Entry points are adapters: they parse their transport, call `submit`, and render the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::domain::{self, JobId, JobRequest, JobState, Violation};
+use crate::limits::{ActiveJobs, ActiveLookup};
+use crate::store::{
+    CreateOutcome, DynStore, IdempotencyRecord, Job, NewIdempotencyKey, NewJob, StoreError,
+};
+use crate::worker::WorkerSignals;
+
+/// How long a submit may wait for MPS to accept the job before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Answer as soon as the job is recorded.
+    No,
+    /// Wait up to this long for MPS's job id.
+    UpTo(Duration),
+}
+
+/// The rules' settings, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct SubmitConfig {
+    pub max_active_jobs: u64,
+    pub idempotency_ttl: chrono::Duration,
+    /// Whether a dispatcher runs anywhere for this store (else waiting is pointless).
+    pub worker_enabled: bool,
+    pub default_wait: Wait,
+}
+
+impl SubmitConfig {
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        let wait_ms = s.http.submit_wait_ms;
+        Self {
+            max_active_jobs: s.limits.team_max_active_jobs,
+            idempotency_ttl: chrono::Duration::hours(s.idempotency.ttl_hours as i64),
+            worker_enabled: s.worker.enabled,
+            default_wait: if wait_ms == 0 {
+                Wait::No
+            } else {
+                Wait::UpTo(Duration::from_millis(wait_ms))
+            },
+        }
+    }
+}
+
+/// A job accepted (now or by an earlier request with the same key).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: Job,
+    /// An earlier request with the same idempotency key created this job.
+    pub replayed: bool,
+}
+
+impl Submitted {
+    /// MPS has the job (or it already ended): the entry point answers "created".
+    pub fn delivered(&self) -> bool {
+        self.job.state != JobState::Queued
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the job request is not valid")]
+    Invalid(Vec<Violation>),
+    #[error("the idempotency key was used with a different request")]
+    KeyReused,
+    #[error("the first request with this idempotency key is still being answered")]
+    KeyInProgress,
+    #[error("the team has {limit} jobs in flight")]
+    QuotaExceeded { limit: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An idempotency key as the entry point received it (already checked for its form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(pub String);
+
+pub struct SubmitService {
+    store: DynStore,
+    signals: WorkerSignals,
+    active: Arc<ActiveJobs>,
+    cfg: SubmitConfig,
+}
+
+impl SubmitService {
+    pub fn new(store: DynStore, signals: WorkerSignals, cfg: SubmitConfig) -> Self {
+        Self {
+            store,
+            signals,
+            active: Arc::new(ActiveJobs::default()),
+            cfg,
+        }
+    }
+
+    pub fn default_wait(&self) -> Wait {
+        self.cfg.default_wait
+    }
+
+    /// Accepts a job request (the REST body shape) for `team`.
+    pub async fn submit(
+        &self,
+        team: &str,
+        body: &Value,
+        key: Option<&IdempotencyKey>,
+        wait: Wait,
+    ) -> Result<Submitted, SubmitError> {
+        let (request, warnings) = domain::validate_request(body).map_err(SubmitError::Invalid)?;
+        let fingerprint = fingerprint(&request);
+        if let Some(k) = key {
+            if let Some(existing) = self.store.get_idempotency_key(team, &k.0).await? {
+                return self.replay(team, existing, &fingerprint).await;
+            }
+        }
+        self.check_quota(team).await?;
+
+        let now = clock::now();
+        let new = NewJob {
+            id: JobId::new(),
+            team: team.to_string(),
+            request,
+            warnings,
+            created_at: now,
+        };
+        let idem = key.map(|k| NewIdempotencyKey {
+            key: k.0.clone(),
+            fingerprint: fingerprint.clone(),
+            expires_at: now + self.cfg.idempotency_ttl,
+        });
+        let mut dispatched = self.signals.dispatched.subscribe();
+        let job = match self.store.create_job(new, idem).await? {
+            CreateOutcome::Created(job) => *job,
+            // A concurrent request with the same key won the race.
+            CreateOutcome::KeyExists(existing) => {
+                return self.replay(team, existing, &fingerprint).await
+            }
+        };
+        self.active.add_one(team);
+        tracing::info!(job_id = %job.id, team = %job.team, "job recorded");
+        self.signals.wake.notify_one();
+        let job = self.wait_for_dispatch(job, wait, &mut dispatched).await?;
+        Ok(Submitted {
+            job,
+            replayed: false,
+        })
+    }
+
+    /// The answer to a request whose idempotency key is already taken.
+    async fn replay(
+        &self,
+        team: &str,
+        existing: IdempotencyRecord,
+        fingerprint: &str,
+    ) -> Result<Submitted, SubmitError> {
+        if existing.fingerprint != fingerprint {
+            return Err(SubmitError::KeyReused);
+        }
+        let job = self
+            .store
+            .get_job(Some(team), existing.job_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("idempotency key without its job".into()))?;
+        // The first request answers once MPS has the job or its wait is over; until then a
+        // retry is told to come back.
+        let waited = clock::now() - existing.created_at;
+        if job.state == JobState::Queued && self.cfg.worker_enabled && waited < self.first_wait() {
+            return Err(SubmitError::KeyInProgress);
+        }
+        metrics::counter!("snapgate_idempotent_replays_total").increment(1);
+        Ok(Submitted {
+            job,
+            replayed: true,
+        })
+    }
+
+    /// How long a first request may still be waiting for MPS: its answer comes by then at the
+    /// latest (or never, if it crashed: then the job as it is now is the answer).
+    fn first_wait(&self) -> chrono::Duration {
+        match self.cfg.default_wait {
+            Wait::No => chrono::Duration::zero(),
+            Wait::UpTo(d) => chrono::Duration::from_std(d).unwrap_or_default(),
+        }
+    }
+
+    /// The team's in-flight quota, from a count read at most once a second.
+    async fn check_quota(&self, team: &str) -> Result<(), SubmitError> {
+        let active = match self.active.lookup(team) {
+            ActiveLookup::Fresh(n) => n,
+            ActiveLookup::Stale(n) => {
+                // Refresh off the request path; this request uses the count it has.
+                let store = self.store.clone();
+                let active = self.active.clone();
+                let team = team.to_string();
+                tokio::spawn(async move {
+                    match store.count_active_jobs(&team).await {
+                        Ok(fresh) => active.set(&team, fresh),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "counting jobs in flight failed");
+                            active.set(&team, n);
+                        }
+                    }
+                });
+                n
+            }
+            ActiveLookup::Missing => {
+                let n = self.store.count_active_jobs(team).await?;
+                self.active.set(team, n);
+                n
+            }
+        };
+        if active >= self.cfg.max_active_jobs {
+            metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
+            return Err(SubmitError::QuotaExceeded {
+                limit: self.cfg.max_active_jobs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits up to the budget for the dispatcher (this replica's, or another's) to move the job
+    /// out of `queued`.
+    async fn wait_for_dispatch(
+        &self,
+        job: Job,
+        wait: Wait,
+        dispatched: &mut tokio::sync::broadcast::Receiver<JobId>,
+    ) -> Result<Job, StoreError> {
+        let budget = match wait {
+            Wait::UpTo(d) if !d.is_zero() && self.cfg.worker_enabled => d,
+            _ => return Ok(job),
+        };
+        let deadline = tokio::time::Instant::now() + budget;
+        let id = job.id;
+        loop {
+            // Another replica may dispatch it: look at the store now and then, not only for events.
+            let tick = tokio::time::sleep(Duration::from_millis(100).min(budget));
+            tokio::select! {
+                ev = dispatched.recv() => match ev {
+                    Ok(done) if done == id => break,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep_until(deadline).await;
+                    }
+                },
+                _ = tick => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            if let Some(j) = self.store.get_job(None, id).await? {
+                if j.state != JobState::Queued {
+                    return Ok(j);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(self.store.get_job(None, id).await?.unwrap_or(job))
+    }
+}
+
+/// What makes two requests "the same body" for an idempotency key: the normalized request.
+fn fingerprint(request: &JobRequest) -> String {
+    let canonical = serde_json::to_vec(request).expect("serializable");
+    hex::encode(Sha256::digest(canonical))
+}
+
+/// Shared handle for the application state.
+pub type DynSubmit = Arc<SubmitService>;
