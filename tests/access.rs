@@ -3,18 +3,18 @@
 
 mod common;
 
+use common::TestApp;
+
 use std::time::Duration;
 
-use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::Settings;
 use snapgate::store::DynStore;
 
 fn master() -> MasterKey {
-    MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([42u8; 32])).unwrap()
+    common::app::master_key()
 }
 
 async fn key(store: &DynStore, team: &str, admin: bool) -> IssuedKey {
@@ -25,17 +25,15 @@ async fn key(store: &DynStore, team: &str, admin: bool) -> IssuedKey {
     issue_key(store, &master(), team, admin).await.unwrap()
 }
 
-async fn spawn(store: DynStore, tweak: impl FnOnce(&mut Settings)) -> String {
-    let mut settings = common::test_settings();
-    settings.auth.enabled = true;
-    settings.http.submit_wait_ms = 0;
-    tweak(&mut settings);
-    let app = Application::with_parts(settings, store, None)
+async fn spawn(store: DynStore, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    TestApp::builder(store)
+        .settings(|s| {
+            s.auth.enabled = true;
+            s.http.submit_wait_ms = 0;
+            tweak(s);
+        })
+        .start()
         .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    base
 }
 
 fn body() -> Value {
@@ -45,55 +43,17 @@ fn body() -> Value {
     })
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(base: &str, token: Option<&str>) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: base.to_string(),
-            token: token.map(str::to_string),
-        }
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-
-    async fn post(&self, body: &Value, key: Option<&str>) -> reqwest::Response {
-        let mut r = self
-            .req(reqwest::Method::POST, "/v1/snapshot-jobs")
-            .json(body);
-        if let Some(k) = key {
-            r = r.header("Idempotency-Key", k);
-        }
-        r.send().await.unwrap()
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.req(reqwest::Method::GET, path).send().await.unwrap()
-    }
-}
-
 #[tokio::test]
 async fn every_v1_route_needs_a_valid_token_and_says_nothing_more() {
     let (store, _g) = common::pg_store().await;
     let k = key(&store, "alpha", false).await;
     let base = spawn(store.clone(), |_| {}).await;
-    let anonymous = Client::new(&base, None);
-    let wrong = Client::new(&base, Some("sgt_notarealtokenatallxxxxxxxxxxxxxxxxxxxxxx"));
+    let anonymous = base.with_token(None);
+    let wrong = base.with_token(Some("sgt_notarealtokenatallxxxxxxxxxxxxxxxxxxxxxx"));
     let mut details = Vec::new();
     for c in [&anonymous, &wrong] {
         for res in [
-            c.post(&body(), None).await,
+            c.post_job(&body(), None).await,
             c.get("/v1/snapshot-jobs").await,
             c.get("/v1/snapshot-jobs/0190a0b0-0000-7000-8000-000000000000")
                 .await,
@@ -113,13 +73,14 @@ async fn every_v1_route_needs_a_valid_token_and_says_nothing_more() {
     assert_eq!(details.len(), 1, "one answer whatever was wrong");
     // Scheme other than Bearer, or the secret instead of the token: same 401.
     let res = reqwest::Client::new()
-        .get(format!("{base}/v1/snapshot-jobs"))
+        .get(base.url("/v1/snapshot-jobs"))
         .header("authorization", format!("Basic {}", k.token))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    let res = Client::new(&base, Some(&k.access_key_secret))
+    let res = base
+        .with_token(Some(&k.access_key_secret))
         .get("/v1/snapshot-jobs")
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
@@ -128,7 +89,7 @@ async fn every_v1_route_needs_a_valid_token_and_says_nothing_more() {
         assert_eq!(anonymous.get(path).await.status(), StatusCode::OK, "{path}");
     }
     assert_eq!(
-        Client::new(&base, Some(&k.token))
+        base.with_token(Some(&k.token))
             .get("/v1/snapshot-jobs")
             .await
             .status(),
@@ -144,12 +105,12 @@ async fn teams_see_only_their_own_jobs_and_admins_see_all() {
     let root = key(&store, "ops", true).await;
     let base = spawn(store.clone(), |_| {}).await;
     let (ca, cb, cr) = (
-        Client::new(&base, Some(&a.token)),
-        Client::new(&base, Some(&b.token)),
-        Client::new(&base, Some(&root.token)),
+        base.with_token(Some(&a.token)),
+        base.with_token(Some(&b.token)),
+        base.with_token(Some(&root.token)),
     );
     let job: Value = ca
-        .post(&body(), Some("same-key"))
+        .post_job(&body(), Some("same-key"))
         .await
         .json()
         .await
@@ -169,7 +130,7 @@ async fn teams_see_only_their_own_jobs_and_admins_see_all() {
     assert_eq!(list["jobs"], json!([]));
     // Idempotency keys are per team: beta's "same-key" is a new job.
     let other: Value = cb
-        .post(&body(), Some("same-key"))
+        .post_job(&body(), Some("same-key"))
         .await
         .json()
         .await
@@ -216,7 +177,7 @@ async fn revoked_keys_stop_at_once_on_every_replica() {
     let replica2 = spawn(store.clone(), |_| {}).await;
     for base in [&replica1, &replica2] {
         assert_eq!(
-            Client::new(base, Some(&k.token))
+            base.with_token(Some(&k.token))
                 .get("/v1/snapshot-jobs")
                 .await
                 .status(),
@@ -229,7 +190,7 @@ async fn revoked_keys_stop_at_once_on_every_replica() {
         .unwrap());
     for base in [&replica1, &replica2] {
         assert_eq!(
-            Client::new(base, Some(&k.token))
+            base.with_token(Some(&k.token))
                 .get("/v1/snapshot-jobs")
                 .await
                 .status(),
@@ -265,10 +226,16 @@ async fn rate_limit_quota_and_cors() {
         s.http.cors_origins = vec!["https://upload.example.com".into()];
     })
     .await;
-    let c = Client::new(&base, Some(&k.token));
-    assert_eq!(c.post(&body(), None).await.status(), StatusCode::ACCEPTED);
-    assert_eq!(c.post(&body(), None).await.status(), StatusCode::ACCEPTED);
-    let res = c.post(&body(), None).await;
+    let c = base.with_token(Some(&k.token));
+    assert_eq!(
+        c.post_job(&body(), None).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.post_job(&body(), None).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let res = c.post_job(&body(), None).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "quota_exceeded");
@@ -283,7 +250,7 @@ async fn rate_limit_quota_and_cors() {
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "rate_limited");
     // Another team is not affected.
     assert_eq!(
-        Client::new(&base, Some(&other.token))
+        base.with_token(Some(&other.token))
             .get("/v1/snapshot-jobs")
             .await
             .status(),
@@ -294,7 +261,7 @@ async fn rate_limit_quota_and_cors() {
     // CORS: the configured origin is allowed, others are not.
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
-        http.request(reqwest::Method::OPTIONS, format!("{base}/v1/snapshot-jobs"))
+        http.request(reqwest::Method::OPTIONS, base.url("/v1/snapshot-jobs"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header(
@@ -317,8 +284,11 @@ async fn metrics_count_requests_by_route_and_jobs_by_state() {
     let (store, _g) = common::pg_store().await;
     let k = key(&store, "alpha", false).await;
     let base = spawn(store.clone(), |_| {}).await;
-    let c = Client::new(&base, Some(&k.token));
-    assert_eq!(c.post(&body(), None).await.status(), StatusCode::ACCEPTED);
+    let c = base.with_token(Some(&k.token));
+    assert_eq!(
+        c.post_job(&body(), None).await.status(),
+        StatusCode::ACCEPTED
+    );
     c.get("/v1/snapshot-jobs/0190a0b0-0000-7000-8000-000000000000")
         .await;
     let text = c.get("/metrics").await.text().await.unwrap();

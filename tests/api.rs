@@ -3,33 +3,18 @@
 
 mod common;
 
+use common::TestApp;
+
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::config::Settings;
 use snapgate::store::DynStore;
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn spawn(store: DynStore, tweak: impl FnOnce(&mut Settings)) -> App {
-    let mut settings = common::test_settings();
-    settings.worker.enabled = false;
-    tweak(&mut settings);
+async fn spawn(store: DynStore, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     // No worker in this process: jobs stay queued (like a replica whose worker runs elsewhere).
-    let app = Application::with_parts(settings, store, None)
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    App {
-        base,
-        http: reqwest::Client::new(),
-    }
+    TestApp::builder(store).settings(tweak).start().await
 }
 
 fn example() -> Value {
@@ -49,27 +34,6 @@ fn example() -> Value {
     })
 }
 
-impl App {
-    async fn post(&self, body: &Value, key: Option<&str>) -> reqwest::Response {
-        let mut req = self
-            .http
-            .post(format!("{}/v1/snapshot-jobs", self.base))
-            .json(body);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
 fn assert_problem(res: &reqwest::Response, status: StatusCode) {
     assert_eq!(res.status(), status);
     assert_eq!(
@@ -80,7 +44,7 @@ fn assert_problem(res: &reqwest::Response, status: StatusCode) {
 
 async fn submit_then_read_back(store: DynStore) {
     let app = spawn(store, |_| {}).await;
-    let res = app.post(&example(), None).await;
+    let res = app.post_job(&example(), None).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     let job: Value = res.json().await.unwrap();
@@ -127,7 +91,7 @@ async fn invalid_requests_list_every_violation(store: DynStore) {
     body["pipeline_id"] = json!("NOT-HEX");
     body["input"]["location"] = json!("cn-shanghai");
     body["surprise"] = json!(true);
-    let res = app.post(&body, None).await;
+    let res = app.post_job(&body, None).await;
     assert_problem(&res, StatusCode::UNPROCESSABLE_ENTITY);
     let request_id = res.headers()["x-request-id"].to_str().unwrap().to_string();
     let p: Value = res.json().await.unwrap();
@@ -203,7 +167,7 @@ async fn bad_bodies_are_4xx_never_5xx(store: DynStore) {
         .await
         .unwrap();
     assert_problem(&res, StatusCode::METHOD_NOT_ALLOWED);
-    let res = app.post(&example(), Some("has space")).await;
+    let res = app.post_job(&example(), Some("has space")).await;
     assert_problem(&res, StatusCode::BAD_REQUEST);
 }
 
@@ -226,7 +190,7 @@ async fn list_filters_and_pages(store: DynStore) {
     let app = spawn(store, |_| {}).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let job: Value = app.post(&example(), None).await.json().await.unwrap();
+        let job: Value = app.post_job(&example(), None).await.json().await.unwrap();
         ids.push(job["id"].as_str().unwrap().to_string());
     }
     ids.reverse();
@@ -280,17 +244,17 @@ async fn list_filters_and_pages(store: DynStore) {
 
 async fn idempotency_replays_rejects_and_serializes(store: DynStore) {
     let app = spawn(store, |_| {}).await;
-    let first = app.post(&example(), Some("key-1")).await;
+    let first = app.post_job(&example(), Some("key-1")).await;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first: Value = first.json().await.unwrap();
-    let again = app.post(&example(), Some("key-1")).await;
+    let again = app.post_job(&example(), Some("key-1")).await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
     let mut other = example();
     other["num"] = json!(4);
-    let res = app.post(&other, Some("key-1")).await;
+    let res = app.post_job(&other, Some("key-1")).await;
     assert_problem(&res, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         res.json::<Value>().await.unwrap()["code"],
@@ -347,7 +311,7 @@ async fn in_progress_key_answers_409(store: DynStore) {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = app.post(&example(), Some("slow")).await;
+    let second = app.post_job(&example(), Some("slow")).await;
     assert_problem(&second, StatusCode::CONFLICT);
     assert_eq!(
         second.json::<Value>().await.unwrap()["code"],
@@ -355,7 +319,7 @@ async fn in_progress_key_answers_409(store: DynStore) {
     );
     let first = first.await.unwrap();
     assert_eq!(first.status(), StatusCode::ACCEPTED);
-    let third = app.post(&example(), Some("slow")).await;
+    let third = app.post_job(&example(), Some("slow")).await;
     assert_eq!(third.headers()["idempotent-replayed"], "true");
 }
 
@@ -391,6 +355,129 @@ on_both!(
 /// operation is routed, the request schema and the validator know the same fields, and the
 /// document matches the reviewed snapshot in tests/snapshots/openapi.json
 /// (regenerate with `UPDATE_SNAPSHOTS=1 cargo test --test api`).
+/// Every range and pattern the document publishes is the one the validator enforces: each
+/// bound accepted and its neighbour refused, each pattern agreeing with the validator on samples.
+fn published_rules_are_the_validators(doc: &Value) {
+    use snapgate::domain::validate_request;
+    let schemas = &doc["components"]["schemas"];
+    let field_errors = |body: &Value, field: &str| -> Vec<String> {
+        match validate_request(body) {
+            Ok(_) => vec![],
+            Err(v) => v
+                .into_iter()
+                .filter(|e| e.field == field)
+                .map(|e| e.code)
+                .collect(),
+        }
+    };
+    let mut base = example();
+    base["sprite"]["output"]["object"] = json!("sprites/{TileCount}.jpg");
+    let mut checked = 0;
+    for (schema, prefix) in [("CreateJobBody", ""), ("SpriteBody", "/sprite")] {
+        for (name, prop) in schemas[schema]["properties"].as_object().unwrap() {
+            let (Some(min), Some(max)) = (prop["minimum"].as_u64(), prop["maximum"].as_u64())
+            else {
+                continue;
+            };
+            let field = format!("{prefix}/{name}");
+            let with = |v: u64| {
+                let mut b = base.clone();
+                let target = if prefix.is_empty() {
+                    &mut b
+                } else {
+                    &mut b["sprite"]
+                };
+                target[name.as_str()] = json!(v);
+                // Keep single-snapshot rules out of the way of `num`'s own bounds.
+                b
+            };
+            for ok in [min, max] {
+                assert!(
+                    field_errors(&with(ok), &field).is_empty(),
+                    "{field} = {ok} must be accepted"
+                );
+            }
+            if min > 0 {
+                assert_eq!(
+                    field_errors(&with(min - 1), &field),
+                    ["out_of_range"],
+                    "{field} = {}",
+                    min - 1
+                );
+            }
+            assert_eq!(
+                field_errors(&with(max + 1), &field),
+                ["out_of_range"],
+                "{field} = {}",
+                max + 1
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 13, "every integer field publishes its range");
+    let samples: &[(&str, &str, &[&str])] = &[
+        (
+            "OssObjectBody",
+            "/input/location",
+            &[
+                "oss-cn-shanghai",
+                "cn-shanghai",
+                "oss-",
+                "oss-a--b",
+                "OSS-CN",
+            ],
+        ),
+        (
+            "OssObjectBody",
+            "/input/bucket",
+            &["media", "me", "-media", "media-", "Media", "a1-b2"],
+        ),
+        (
+            "OssObjectBody",
+            "/input/object",
+            &["a.mp4", "/a.mp4", "\\a", "a\nb", "dir/a b.mp4"],
+        ),
+        (
+            "CreateJobBody",
+            "/pipeline_id",
+            &[
+                "9bad3801a2c561c22c4df9c6abcd0000",
+                "9BAD3801A2C561C22C4DF9C6ABCD0000",
+                "abc",
+            ],
+        ),
+        (
+            "SpriteBody",
+            "/sprite/color",
+            &["black", "BlAcK", "#00ff00", "#00ff0", "pink", "Random"],
+        ),
+    ];
+    for (schema, field, values) in samples {
+        let name = field.rsplit('/').next().unwrap();
+        let pattern = schemas[*schema]["properties"][name]["pattern"]
+            .as_str()
+            .unwrap();
+        let re = regex::Regex::new(pattern).unwrap();
+        for v in *values {
+            let mut b = base.clone();
+            let parts: Vec<&str> = field.trim_start_matches('/').split('/').collect();
+            let mut target = &mut b;
+            for p in &parts[..parts.len() - 1] {
+                target = &mut target[*p];
+            }
+            target[name] = json!(v);
+            let valid = !field_errors(&b, field)
+                .iter()
+                .any(|c| c == "invalid_format" || c == "invalid_characters");
+            assert_eq!(
+                re.is_match(v),
+                valid,
+                "{field} = {v:?}: pattern {pattern} and validator disagree"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn openapi_matches_the_router_and_the_validator() {
     let (store, _g) = common::sqlite_store().await;
@@ -440,6 +527,7 @@ async fn openapi_matches_the_router_and_the_validator() {
     use snapgate::domain::validate::{SPRITE_FIELDS, TOP_FIELDS};
     assert_eq!(props("CreateJobBody"), sorted(TOP_FIELDS));
     assert_eq!(props("SpriteBody"), sorted(SPRITE_FIELDS));
+    published_rules_are_the_validators(&doc);
 
     let snapshot =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/openapi.json");

@@ -4,48 +4,28 @@
 
 mod common;
 
+use common::TestApp;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::config::Settings;
-use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
-use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
-use snapgate::secret::Secret;
+use snapgate::emulator::{EmulatorConfig, EmulatorHandle};
+use snapgate::mps::client::MpsApi;
 use snapgate::store::DynStore;
 
-const KEY_ID: &str = "testid";
-const SECRET: &str = "testsecret";
+const SECRET: &str = common::app::EMU_SECRET;
 pub const PIPELINE: &str = "9bad3801a2c561c22c4df9c6abcd0000";
 
 async fn emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
-    let mut cfg = EmulatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        access_keys: vec![(KEY_ID.into(), SECRET.into())],
-        start_ms: 50,
-        process_ms: 300,
-        ..EmulatorConfig::default()
-    };
-    tweak(&mut cfg);
-    emulator::spawn(cfg).await.unwrap()
+    common::app::test_emulator(tweak).await
 }
 
 fn client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
-    Arc::new(
-        MpsClient::new(MpsClientConfig {
-            endpoint: url.to_string(),
-            access_key_id: KEY_ID.into(),
-            access_key_secret: Secret::new(secret),
-            signature: SignatureMethod::V1,
-            region_id: Some("cn-shanghai".into()),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_millis(timeout_ms),
-        })
-        .unwrap(),
-    )
+    common::app::mps_client(url, secret, timeout_ms)
 }
 
 fn fast_worker(s: &mut Settings) {
@@ -59,24 +39,15 @@ fn fast_worker(s: &mut Settings) {
     s.worker.query_qps = 1000;
 }
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn app(store: DynStore, mps: Arc<dyn MpsApi>, tweak: impl FnOnce(&mut Settings)) -> App {
-    let mut settings = common::test_settings();
-    fast_worker(&mut settings);
-    tweak(&mut settings);
-    let app = Application::with_parts(settings, store, Some(mps))
+async fn app(store: DynStore, mps: Arc<dyn MpsApi>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    TestApp::builder(store)
+        .mps(mps)
+        .settings(|s| {
+            fast_worker(s);
+            tweak(s);
+        })
+        .start()
         .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    App {
-        base,
-        http: reqwest::Client::new(),
-    }
 }
 
 fn job_body(i: usize) -> Value {
@@ -90,24 +61,22 @@ fn job_body(i: usize) -> Value {
     })
 }
 
-impl App {
+/// What the delivery tests ask of the app.
+trait Delivery {
+    async fn submit(&self, body: &Value) -> (StatusCode, Value);
+    async fn job(&self, id: &str) -> Value;
+    async fn wait_final(&self, id: &str, limit: Duration) -> Value;
+}
+
+impl Delivery for TestApp {
     async fn submit(&self, body: &Value) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{}/v1/snapshot-jobs", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let res = self.post_job(body, None).await;
         (res.status(), res.json().await.unwrap())
     }
 
     async fn job(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/snapshot-jobs/{id}", self.base))
-            .send()
+        self.get(&format!("/v1/snapshot-jobs/{id}"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap()
@@ -175,7 +144,11 @@ async fn a_job_goes_all_the_way_to_succeeded(store: DynStore) {
         .await
         .unwrap();
     let sent = &jobs["jobs"][0];
-    assert_eq!(sent["UserData"], format!("{id}-job 1"));
+    assert_eq!(
+        sent["UserData"],
+        id.to_string(),
+        "only the gateway id goes to MPS"
+    );
     assert_eq!(sent["Input"]["Object"], "uploads%2Fclip%201.mp4");
     let history: Value = app
         .http

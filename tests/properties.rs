@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use snapgate::domain::validate::{OSS_FIELDS, SPRITE_FIELDS, TOP_FIELDS, USER_DATA_MAX};
+use snapgate::domain::user_data::USER_DATA_MAX;
+use snapgate::domain::validate::{OSS_FIELDS, SPRITE_FIELDS, TOP_FIELDS};
 use snapgate::domain::{validate_request, JobRequest};
 use snapgate::mps::sign::{
     authorization_acs3, parse_acs3_authorization, percent_decode, percent_encode,

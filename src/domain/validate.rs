@@ -6,15 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::job::{FrameType, JobRequest, OssObject, SpriteSpec, Violation, Warning, WebVttSpec};
-
-/// Bytes of MPS `UserData` the gateway keeps for its own job id (36-char UUID and a `-`).
-pub const USER_DATA_RESERVED: usize = 37;
-/// MPS's `UserData` limit (API.md §1.2).
-pub const MPS_USER_DATA_MAX: usize = 1024;
-/// What is left for the team's `user_data`.
-pub const USER_DATA_MAX: usize = MPS_USER_DATA_MAX - USER_DATA_RESERVED;
-/// The largest integer a JSON number carries exactly; bigger values are refused, not rounded.
-const MAX_SAFE: u64 = (1 << 53) - 1;
+use super::rules::{self, Range, COLOR_KEYWORDS, MPS_USER_DATA_MAX};
+use super::user_data::{USER_DATA_MAX, USER_DATA_RESERVED};
 
 pub const TOP_FIELDS: &[&str] = &[
     "input",
@@ -52,9 +45,6 @@ const PLACEHOLDERS: &[&str] = &[
     "{SnapshotTime}",
     "{Count}",
     "{TileCount}",
-];
-const COLOR_KEYWORDS: &[&str] = &[
-    "black", "white", "red", "green", "blue", "yellow", "gray", "grey", "random",
 ];
 
 struct Ctx {
@@ -131,15 +121,15 @@ fn integer(
     map: &Map<String, Value>,
     ptr: &str,
     name: &str,
-    min: u64,
-    max: u64,
+    bounds: Range,
 ) -> Option<u64> {
+    let Range { min, max } = bounds;
     let v = member(map, name)?;
     let field = format!("{ptr}/{name}");
     let range = format!("an integer from {min} to {max}");
     match v {
         Value::Number(n) => match n.as_u64() {
-            Some(x) if (min..=max).contains(&x) => Some(x),
+            Some(x) if bounds.contains(x) => Some(x),
             Some(_) => {
                 cx.err(field, "out_of_range", format!("must be {range}"));
                 None
@@ -221,29 +211,6 @@ fn required<'a>(
     v
 }
 
-fn is_location(s: &str) -> bool {
-    let Some(region) = s.strip_prefix("oss-") else {
-        return false;
-    };
-    !region.is_empty()
-        && region.split('-').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-}
-
-/// OSS bucket naming rules: 3 to 63 of `a-z 0-9 -`, starting and ending with a letter or digit.
-fn is_bucket(s: &str) -> bool {
-    let b = s.as_bytes();
-    (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
     let map = object(cx, v, ptr, OSS_FIELDS)?;
     let location =
@@ -251,7 +218,7 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
     let bucket = required(cx, map, ptr, "bucket").and_then(|_| string(cx, map, ptr, "bucket"));
     let key = required(cx, map, ptr, "object").and_then(|_| string(cx, map, ptr, "object"));
     if let Some(l) = location {
-        if !is_location(l) {
+        if !rules::is_location(l) {
             cx.err(
                 format!("{ptr}/location"),
                 "invalid_format",
@@ -260,7 +227,7 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
         }
     }
     if let Some(b) = bucket {
-        if !is_bucket(b) {
+        if !rules::is_bucket(b) {
             cx.err(
                 format!("{ptr}/bucket"),
                 "invalid_format",
@@ -270,13 +237,20 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
     }
     if let Some(k) = key {
         let field = format!("{ptr}/object");
-        if k.is_empty() || k.len() > 1023 {
-            cx.err(&field, "invalid_length", "must be 1 to 1023 bytes of UTF-8");
+        if k.is_empty() || k.len() > rules::OBJECT_KEY_MAX_BYTES {
+            cx.err(
+                &field,
+                "invalid_length",
+                format!(
+                    "must be 1 to {} bytes of UTF-8",
+                    rules::OBJECT_KEY_MAX_BYTES
+                ),
+            );
         }
-        if k.contains(['\r', '\n']) {
+        if k.contains(rules::OBJECT_KEY_FORBIDDEN) {
             cx.err(&field, "invalid_characters", "must not contain CR or LF");
         }
-        if k.starts_with('/') || k.starts_with('\\') {
+        if k.starts_with(rules::OBJECT_KEY_FORBIDDEN_FIRST) {
             cx.err(
                 &field,
                 "invalid_format",
@@ -312,12 +286,6 @@ fn check_placeholders(cx: &mut Ctx, key: &str, field: &str, allowed: &[&str]) {
     }
 }
 
-fn is_color(s: &str) -> bool {
-    let lower = s.to_ascii_lowercase();
-    COLOR_KEYWORDS.contains(&lower.as_str())
-        || (s.len() == 7 && s.starts_with('#') && s[1..].bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// `UserData` characters: MPS documents letters (Chinese included), digits and hyphens, not
 /// starting with a special character; spaces, `_` and `.` are accepted by MPS in practice (the
 /// SDK vectors send `user data+1`), so snapgate allows those too. See the README.
@@ -338,16 +306,16 @@ fn sprite(cx: &mut Ctx, v: &Value) -> Option<SpriteSpec> {
     let ptr = "/sprite";
     let map = object(cx, v, ptr, SPRITE_FIELDS)?;
     let output = required(cx, map, ptr, "output").and_then(|o| oss_object(cx, o, "/sprite/output"));
-    let lines = integer(cx, map, ptr, "lines", 1, 1000);
-    let columns = integer(cx, map, ptr, "columns", 1, 1000);
-    let cell_width = integer(cx, map, ptr, "cell_width", 8, 4096);
-    let cell_height = integer(cx, map, ptr, "cell_height", 8, 4096);
-    let margin = integer(cx, map, ptr, "margin", 0, 4096);
-    let padding = integer(cx, map, ptr, "padding", 0, 4096);
-    let cell_step = integer(cx, map, ptr, "cell_step", 1, 100_000);
+    let lines = integer(cx, map, ptr, "lines", rules::GRID);
+    let columns = integer(cx, map, ptr, "columns", rules::GRID);
+    let cell_width = integer(cx, map, ptr, "cell_width", rules::DIMENSION);
+    let cell_height = integer(cx, map, ptr, "cell_height", rules::DIMENSION);
+    let margin = integer(cx, map, ptr, "margin", rules::SPACING);
+    let padding = integer(cx, map, ptr, "padding", rules::SPACING);
+    let cell_step = integer(cx, map, ptr, "cell_step", rules::CELL_STEP);
     let color = string(cx, map, ptr, "color");
     if let Some(c) = color {
-        if !is_color(c) {
+        if !rules::is_color(c) {
             cx.err(
                 "/sprite/color",
                 "invalid_format",
@@ -386,12 +354,12 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
     let input = required(&mut cx, map, "", "input").and_then(|v| oss_object(&mut cx, v, "/input"));
     let output =
         required(&mut cx, map, "", "output").and_then(|v| oss_object(&mut cx, v, "/output"));
-    let time_ms = integer(&mut cx, map, "", "time_ms", 0, MAX_SAFE);
-    let interval_s = integer(&mut cx, map, "", "interval_s", 0, MAX_SAFE);
-    let num = integer(&mut cx, map, "", "num", 1, MAX_SAFE);
-    let width = integer(&mut cx, map, "", "width", 8, 4096);
-    let height = integer(&mut cx, map, "", "height", 8, 4096);
-    let black_level = integer(&mut cx, map, "", "black_level", 30, 100);
+    let time_ms = integer(&mut cx, map, "", "time_ms", rules::TIME_MS);
+    let interval_s = integer(&mut cx, map, "", "interval_s", rules::INTERVAL_S);
+    let num = integer(&mut cx, map, "", "num", rules::NUM);
+    let width = integer(&mut cx, map, "", "width", rules::DIMENSION);
+    let height = integer(&mut cx, map, "", "height", rules::DIMENSION);
+    let black_level = integer(&mut cx, map, "", "black_level", rules::BLACK_LEVEL);
     let frame_type = match string(&mut cx, map, "", "frame_type") {
         None => Some(FrameType::Intra),
         Some("normal") => Some(FrameType::Normal),
@@ -414,7 +382,7 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
     });
     let pipeline_id = string(&mut cx, map, "", "pipeline_id");
     if let Some(p) = pipeline_id {
-        if !super::is_mps_id(p) {
+        if !rules::is_mps_id(p) {
             cx.err(
                 "/pipeline_id",
                 "invalid_format",

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, Problem};
 use super::AppState;
 use super::Caller;
-use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
+use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
 use crate::store::{Job, JobFilter};
 use crate::submit::{IdempotencyKey, Submitted};
 
@@ -99,103 +99,6 @@ impl From<Job> for JobResource {
             }),
         }
     }
-}
-
-/// The job request body. Only `input` and `output` are required; object keys are raw.
-/// (Documentation schema: the body is validated field by field so that every violation is
-/// reported; `tests/api.rs` checks this schema and the validator know the same fields.) Rules
-/// that JSON Schema cannot state are listed in the README: `{Count}`/`{TileCount}` placeholders
-/// when several outputs can result, `webvtt.sprite` needing `sprite`, `user_data` characters,
-/// object keys counted in UTF-8 bytes.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct CreateJobBody {
-    pub input: OssObjectBody,
-    pub output: OssObjectBody,
-    /// Milliseconds (MPS `Time`). Default 0.
-    #[schema(example = 2000, minimum = 0, maximum = 9007199254740991_u64)]
-    pub time_ms: Option<u64>,
-    /// Seconds (MPS `Interval`); 0 spreads `num` evenly.
-    #[schema(example = 2, minimum = 0, maximum = 9007199254740991_u64)]
-    pub interval_s: Option<u64>,
-    /// Number of snapshots.
-    #[schema(example = 3, minimum = 1, maximum = 9007199254740991_u64)]
-    pub num: Option<u64>,
-    #[schema(minimum = 8, maximum = 4096)]
-    pub width: Option<u32>,
-    #[schema(minimum = 8, maximum = 4096)]
-    pub height: Option<u32>,
-    /// `normal` or `intra` (default).
-    pub frame_type: Option<domain::job::FrameType>,
-    #[schema(minimum = 30, maximum = 100)]
-    pub black_level: Option<u32>,
-    pub sprite: Option<SpriteBody>,
-    pub webvtt: Option<WebVttBody>,
-    /// MPS pipeline id.
-    #[schema(pattern = "^[0-9a-f]{32}$")]
-    pub pipeline_id: Option<String>,
-    /// Letters, digits, spaces, `-`, `_`, `.`, starting with a letter or digit; at most 987 bytes.
-    #[schema(min_length = 1, max_length = 987)]
-    pub user_data: Option<String>,
-}
-
-/// An OSS object in a request.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct OssObjectBody {
-    /// OSS location, `oss-<region>`.
-    #[schema(example = "oss-cn-shanghai", pattern = "^oss-[a-z0-9]+(-[a-z0-9]+)*$")]
-    pub location: String,
-    /// OSS bucket name.
-    #[schema(example = "media", pattern = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
-    pub bucket: String,
-    /// Raw object key (1 to 1023 UTF-8 bytes, no CR/LF, not starting with `/` or `\`).
-    #[schema(
-        example = "uploads/clip 01.mp4",
-        min_length = 1,
-        max_length = 1023,
-        pattern = "^[^/\\\\\r\n][^\r\n]*$"
-    )]
-    pub object: String,
-}
-
-/// WebVTT output.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct WebVttBody {
-    /// Tile the thumbnails into the sprite (needs `sprite`).
-    pub sprite: Option<bool>,
-}
-
-/// Sprite settings in a request; all but `output` have defaults.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct SpriteBody {
-    pub output: OssObjectBody,
-    #[schema(minimum = 1, maximum = 1000)]
-    pub lines: Option<u32>,
-    #[schema(minimum = 1, maximum = 1000)]
-    pub columns: Option<u32>,
-    #[schema(minimum = 8, maximum = 4096)]
-    pub cell_width: Option<u32>,
-    #[schema(minimum = 8, maximum = 4096)]
-    pub cell_height: Option<u32>,
-    #[schema(minimum = 0, maximum = 4096)]
-    pub margin: Option<u32>,
-    #[schema(minimum = 0, maximum = 4096)]
-    pub padding: Option<u32>,
-    /// `#RRGGBB`, `random` or a colour keyword (black, white, red, green, blue, yellow, gray, grey).
-    #[schema(
-        pattern = "^(#[0-9A-Fa-f]{6}|[Rr]andom|[Bb]lack|[Ww]hite|[Rr]ed|[Gg]reen|[Bb]lue|[Yy]ellow|[Gg]ray|[Gg]rey|BLACK|WHITE|RED|GREEN|BLUE|YELLOW|GRAY|GREY|RANDOM)$"
-    )]
-    pub color: Option<String>,
-    pub keep_cells: Option<bool>,
-    #[schema(minimum = 1, maximum = 100000)]
-    pub cell_step: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -280,7 +183,7 @@ fn job_response(submitted: Submitted) -> Response {
     post,
     path = "/v1/snapshot-jobs",
     tag = "jobs",
-    request_body(content = CreateJobBody, content_type = "application/json"),
+    request_body(content = super::schema::CreateJobBody, content_type = "application/json"),
     params(IdempotencyHeader),
     responses(
         (status = 201, description = "MPS accepted the job within the wait budget", body = JobResource),

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod schema;
 mod state;
 
 use std::time::Duration;
@@ -72,14 +73,17 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// The routes and the OpenAPI document, registered together so they cannot drift apart.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::list_mps_responses))
         .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes: their schemas are in the document only now.
+    utoipa::Modify::modify(&schema::RequestRules, &mut doc);
+    (router, doc)
 }
 
 pub fn router(state: AppState) -> Router {

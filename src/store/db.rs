@@ -200,6 +200,14 @@ impl Stmt {
         self
     }
 
+    /// The same arguments under other SQL (a statement that differs per database).
+    pub fn with_sql(&self, sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            args: self.args.clone(),
+        }
+    }
+
     pub fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
         self

@@ -11,6 +11,7 @@
 mod codec;
 mod db;
 mod postgres;
+mod rows;
 mod sql;
 mod sqlite;
 
@@ -24,9 +25,30 @@ use serde_json::Value;
 use crate::domain::{JobId, JobRequest, JobState, Warning};
 
 pub use crate::clock::now;
-pub use postgres::PgStore;
+pub use postgres::NOTIFY_CHANNEL;
 pub use sql::SqlStore;
-pub use sqlite::SqliteStore;
+
+/// Opens the production store (Postgres).
+pub struct PgStore;
+
+impl PgStore {
+    pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<SqlStore> {
+        SqlStore::connect_postgres(settings).await
+    }
+
+    pub fn from_pool(pool: sqlx::PgPool) -> SqlStore {
+        SqlStore::from_pg_pool(pool)
+    }
+}
+
+/// Opens the embedded store (SQLite).
+pub struct SqliteStore;
+
+impl SqliteStore {
+    pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<SqlStore> {
+        SqlStore::connect_sqlite(settings).await
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

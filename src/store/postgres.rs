@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use super::db::{Conn, Pool, Stmt};
-use super::sql::{job_columns, ClaimRow, JobRow, SqlStore};
+use super::rows::{job_columns, ClaimRow};
 use super::StoreResult;
 use crate::domain::JobId;
 
@@ -18,73 +17,41 @@ pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// The channel new jobs are announced on.
 pub const NOTIFY_CHANNEL: &str = "snapgate_jobs";
 
-/// Opens the production store.
-pub struct PgStore;
-
-impl PgStore {
-    pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<SqlStore> {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-            .connect(&settings.url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
-        Ok(Self::from_pool(pool))
-    }
-
-    pub fn from_pool(pool: PgPool) -> SqlStore {
-        SqlStore {
-            pool: Pool::Postgres(pool),
-        }
-    }
+pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<Pool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect(&settings.url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
+    Ok(Pool::Postgres(pool))
 }
 
-pub(super) async fn claim_dispatch(
-    pool: &Pool,
-    owner: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: u32,
-) -> StoreResult<Vec<ClaimRow>> {
-    pool.fetch_all(
-        Stmt::new(format!(
-            "WITH due AS ( \
-                 SELECT id, attempts AS prior_attempts, attempt_started_at AS prev_started FROM jobs \
-                 WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
-                 ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             UPDATE jobs j SET lease_owner = $1, lease_expires_at = $3, attempts = j.attempts + 1, \
-                 attempt_started_at = COALESCE(j.attempt_started_at, $2) \
-             FROM due WHERE j.id = due.id \
-             RETURNING {}, due.prior_attempts, due.prev_started",
-            job_columns(Some("j"))
-        ))
-        .bind(owner)
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit),
-    )
-    .await
+/// Claims due jobs for submission: `$1` owner, `$2` now, `$3` lease end, `$4` limit.
+pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<ClaimRow>> {
+    let sql = format!(
+        "WITH due AS ( \
+             SELECT id, attempts AS prior_attempts, attempt_started_at AS prev_started FROM jobs \
+             WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+             ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         UPDATE jobs j SET lease_owner = $1, lease_expires_at = $3, attempts = j.attempts + 1, \
+             attempt_started_at = COALESCE(j.attempt_started_at, $2) \
+         FROM due WHERE j.id = due.id \
+         RETURNING {}, due.prior_attempts, due.prev_started",
+        job_columns(Some("j"))
+    );
+    pool.fetch_all(claim.with_sql(sql)).await
 }
 
-pub(super) async fn claim_polls(
-    pool: &Pool,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: u32,
-) -> StoreResult<Vec<JobRow>> {
-    pool.fetch_all(
-        Stmt::new(format!(
-            "WITH due AS (SELECT id FROM jobs WHERE next_poll_at <= $1 \
-                 ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             UPDATE jobs j SET next_poll_at = $2, polls = j.polls + 1 FROM due WHERE j.id = due.id \
-             RETURNING {}",
-            job_columns(Some("j"))
-        ))
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit),
+/// Claims jobs due for a status refresh: `$1` now, `$2` lease end, `$3` limit.
+pub(super) fn claim_polls_sql() -> String {
+    format!(
+        "WITH due AS (SELECT id FROM jobs WHERE next_poll_at <= $1 \
+             ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE jobs j SET next_poll_at = $2, polls = j.polls + 1 FROM due WHERE j.id = due.id \
+         RETURNING {}",
+        job_columns(Some("j"))
     )
-    .await
 }
 
 /// Announces a queued job inside its create transaction (delivered on commit).

@@ -12,125 +12,9 @@ use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
 use super::db::{Conn, Dialect, Pool, Stmt};
+use super::rows::{job_columns, jobs, JobRow};
 use super::{postgres, sqlite, *};
-use crate::domain::{JobId, JobRequest, JobState, Warning};
-
-/// The columns of a [`JobRow`], in order.
-pub(super) const JOB_COLUMNS: &[&str] = &[
-    "id",
-    "team",
-    "state",
-    "request",
-    "warnings",
-    "created_at",
-    "updated_at",
-    "attempts",
-    "last_error",
-    "mps_job_id",
-    "mps_state",
-    "mps_request_id",
-    "mps_count",
-    "mps_tile_count",
-    "mps_code",
-    "mps_message",
-    "mps_response",
-    "submitted_at",
-];
-
-/// The job columns as a select list, each prefixed by `table.` when given.
-pub(super) fn job_columns(table: Option<&str>) -> String {
-    JOB_COLUMNS
-        .iter()
-        .map(|c| match table {
-            Some(t) => format!("{t}.{c}"),
-            None => (*c).to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[derive(FromRow)]
-pub(super) struct JobRow {
-    id: DbId,
-    team: String,
-    state: String,
-    request: Json<JobRequest>,
-    warnings: Json<Vec<Warning>>,
-    created_at: DbTime,
-    updated_at: DbTime,
-    attempts: i32,
-    last_error: Option<Json<JobError>>,
-    mps_job_id: Option<String>,
-    mps_state: Option<String>,
-    mps_request_id: Option<String>,
-    mps_count: Option<i64>,
-    mps_tile_count: Option<i64>,
-    mps_code: Option<String>,
-    mps_message: Option<String>,
-    mps_response: Option<Json<Value>>,
-    submitted_at: Option<DbTime>,
-}
-
-impl TryFrom<JobRow> for Job {
-    type Error = StoreError;
-
-    fn try_from(r: JobRow) -> StoreResult<Job> {
-        Ok(Job {
-            id: JobId(r.id.0),
-            state: JobState::parse(&r.state)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown state {}", r.state)))?,
-            team: r.team,
-            request: r.request.0,
-            warnings: r.warnings.0,
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-            attempts: r.attempts as u32,
-            last_error: r.last_error.map(|j| j.0),
-            mps: MpsStatus {
-                job_id: r.mps_job_id,
-                state: r.mps_state,
-                request_id: r.mps_request_id,
-                count: r.mps_count.map(|c| c as u64),
-                tile_count: r.mps_tile_count.map(|c| c as u64),
-                code: r.mps_code,
-                message: r.mps_message,
-                response: r.mps_response.map(|j| j.0),
-            },
-            submitted_at: r.submitted_at.map(|t| t.0),
-        })
-    }
-}
-
-pub(super) fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
-    rows.into_iter().map(Job::try_from).collect()
-}
-
-/// A claimed job with what the queue knew before the claim.
-#[derive(FromRow)]
-pub(super) struct ClaimRow {
-    #[sqlx(flatten)]
-    job: JobRow,
-    prior_attempts: i32,
-    prev_started: Option<DbTime>,
-}
-
-impl ClaimRow {
-    pub(super) fn job_id(&self) -> DbId {
-        self.job.id
-    }
-}
-
-impl TryFrom<ClaimRow> for DispatchClaim {
-    type Error = StoreError;
-
-    fn try_from(r: ClaimRow) -> StoreResult<DispatchClaim> {
-        Ok(DispatchClaim {
-            job: r.job.try_into()?,
-            attempts: r.prior_attempts as u32,
-            attempt_started_at: r.prev_started.map(|t| t.0),
-        })
-    }
-}
+use crate::domain::JobId;
 
 #[derive(FromRow)]
 struct IdempotencyRow {
@@ -260,10 +144,34 @@ fn bind_mps(stmt: Stmt, m: &MpsStatus) -> Stmt {
 /// The store over either database.
 #[derive(Clone)]
 pub struct SqlStore {
-    pub(super) pool: Pool,
+    pool: Pool,
 }
 
 impl SqlStore {
+    /// Opens the production store.
+    pub async fn connect_postgres(
+        settings: &crate::config::DatabaseSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool: postgres::connect(settings).await?,
+        })
+    }
+
+    pub fn from_pg_pool(pool: sqlx::PgPool) -> Self {
+        Self {
+            pool: Pool::Postgres(pool),
+        }
+    }
+
+    /// Opens the embedded store.
+    pub async fn connect_sqlite(
+        settings: &crate::config::DatabaseSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool: sqlite::connect(settings).await?,
+        })
+    }
+
     pub(super) fn dialect(&self) -> Dialect {
         self.pool.dialect()
     }
@@ -517,13 +425,14 @@ impl DispatchStore for SqlStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>> {
+        let claim = Stmt::default()
+            .bind(owner)
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit);
         let rows = match self.dialect() {
-            Dialect::Postgres => {
-                postgres::claim_dispatch(&self.pool, owner, now, lease_until, limit).await?
-            }
-            Dialect::Sqlite => {
-                sqlite::claim_dispatch(&self.pool, owner, now, lease_until, limit).await?
-            }
+            Dialect::Postgres => postgres::claim_dispatch(&self.pool, claim).await?,
+            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim).await?,
         };
         rows.into_iter().map(DispatchClaim::try_from).collect()
     }
@@ -594,10 +503,14 @@ impl DispatchStore for SqlStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Job>> {
-        let rows = match self.dialect() {
-            Dialect::Postgres => postgres::claim_polls(&self.pool, now, lease_until, limit).await?,
-            Dialect::Sqlite => sqlite::claim_polls(&self.pool, now, lease_until, limit).await?,
+        let sql = match self.dialect() {
+            Dialect::Postgres => postgres::claim_polls_sql(),
+            Dialect::Sqlite => sqlite::claim_polls_sql(),
         };
+        let rows: Vec<JobRow> = self
+            .pool
+            .fetch_all(Stmt::new(sql).bind(now).bind(lease_until).bind(limit))
+            .await?;
         jobs(rows)
     }
 
@@ -853,7 +766,6 @@ impl BudgetStore for SqlStore {
                 .bind(at),
         )
         .await?;
-        drop(conn);
         tx.commit().await?;
         Ok(granted)
     }

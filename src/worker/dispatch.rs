@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::{after, mps_params, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
-use crate::domain::JobState;
+use crate::domain::{user_data, JobState};
 use crate::mps::client::raw_job;
 use crate::mps::error::{ErrorClass, MpsError};
 use crate::mps::wire::{ListQuery, SnapshotJob};
@@ -222,7 +222,6 @@ impl Worker {
         started: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<(SnapshotJob, Option<Value>, String)>, MpsError> {
         let margin = chrono::Duration::seconds(self.cfg.reconcile_margin_s as i64);
-        let prefix = job.id.to_string();
         let mut query = ListQuery {
             pipeline_id: job
                 .request
@@ -252,7 +251,7 @@ impl Worker {
             if let Some(found) = resp.body.jobs.iter().find(|j| {
                 j.user_data
                     .as_deref()
-                    .is_some_and(|u| u.starts_with(&prefix))
+                    .is_some_and(|u| user_data::belongs_to(u, job.id))
             }) {
                 let raw = raw_job(&resp.raw, &found.id);
                 return Ok(Some((found.clone(), raw, resp.request_id.clone())));

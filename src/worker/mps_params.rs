@@ -6,21 +6,12 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::domain::{JobId, JobRequest, OssObject};
+use crate::domain::{user_data, JobId, JobRequest, OssObject};
 use crate::mps::sign::percent_encode;
 use crate::mps::wire::SubmitParams;
 
 fn oss(o: &OssObject) -> Value {
     json!({"Bucket": o.bucket, "Location": o.location, "Object": percent_encode(&o.object)})
-}
-
-/// MPS `UserData`: the gateway job id, then the team's own data. Reconciliation finds a job on
-/// MPS by this prefix.
-pub fn user_data(id: JobId, request: &JobRequest) -> String {
-    match &request.user_data {
-        Some(u) => format!("{id}-{u}"),
-        None => id.to_string(),
-    }
 }
 
 pub fn snapshot_config(r: &JobRequest) -> Value {
@@ -78,7 +69,7 @@ pub fn submit_params(id: JobId, r: &JobRequest, default_pipeline: Option<&str>) 
             .pipeline_id
             .clone()
             .or_else(|| default_pipeline.map(str::to_string)),
-        user_data: Some(user_data(id, r)),
+        user_data: Some(user_data::for_mps(id)),
     }
 }
 
@@ -123,7 +114,10 @@ mod tests {
             p.pipeline_id.as_deref(),
             Some("0123456789abcdef0123456789abcdef")
         );
-        assert_eq!(p.user_data, Some(format!("{id}-team x")));
-        assert!(p.user_data.unwrap().len() <= 1024);
+        assert_eq!(
+            p.user_data,
+            Some(id.to_string()),
+            "the team's text stays in snapgate"
+        );
     }
 }

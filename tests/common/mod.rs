@@ -2,6 +2,10 @@
 //! Postgres tests FAIL (never skip) when Postgres cannot be reached.
 #![allow(dead_code)]
 
+pub mod app;
+#[allow(unused_imports)]
+pub use app::TestApp;
+
 use std::sync::Arc;
 
 use snapgate::config::{DatabaseSettings, Settings};

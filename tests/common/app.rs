@@ -1,0 +1,185 @@
+//! One way for every test to run snapgate in-process: [`TestApp`] starts the app on port 0 with
+//! a store, settings and (optionally) an MPS client or an emulator of its own, hands out team
+//! keys and an HTTP client, and stops the app through its real graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+use snapgate::app::Application;
+use snapgate::auth::{issue_key, IssuedKey, MasterKey};
+use snapgate::config::Settings;
+use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
+use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
+use snapgate::secret::Secret;
+use snapgate::store::DynStore;
+
+pub const EMU_KEY_ID: &str = "testid";
+pub const EMU_SECRET: &str = "testsecret";
+
+/// The master key test apps encrypt team secrets with.
+pub fn master_key() -> MasterKey {
+    MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([42u8; 32])).unwrap()
+}
+
+/// An emulator on port 0 accepting `testid:testsecret`, with fast job life times.
+pub async fn test_emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
+    let mut cfg = EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_keys: vec![(EMU_KEY_ID.into(), EMU_SECRET.into())],
+        start_ms: 50,
+        process_ms: 300,
+        ..EmulatorConfig::default()
+    };
+    tweak(&mut cfg);
+    emulator::spawn(cfg).await.unwrap()
+}
+
+/// A v1-signing MPS client for an emulator at `url`.
+pub fn mps_client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
+    Arc::new(
+        MpsClient::new(MpsClientConfig {
+            endpoint: url.to_string(),
+            access_key_id: EMU_KEY_ID.into(),
+            access_key_secret: Secret::new(secret),
+            signature: SignatureMethod::V1,
+            region_id: Some("cn-shanghai".into()),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(timeout_ms),
+        })
+        .unwrap(),
+    )
+}
+
+/// A running app.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: DynStore,
+    /// Sent with every request made through [`TestApp::req`] when set.
+    pub token: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct TestAppBuilder {
+    store: DynStore,
+    settings: Settings,
+    mps: Option<Arc<dyn MpsApi>>,
+}
+
+impl TestAppBuilder {
+    pub fn settings(mut self, tweak: impl FnOnce(&mut Settings)) -> Self {
+        tweak(&mut self.settings);
+        self
+    }
+
+    /// Runs a worker in the app, talking to MPS through `mps`.
+    pub fn mps(mut self, mps: Arc<dyn MpsApi>) -> Self {
+        self.settings.worker.enabled = true;
+        self.mps = Some(mps);
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let app = Application::with_parts(self.settings, self.store.clone(), self.mps)
+            .await
+            .unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Stops on `stop()`; a TestApp merely dropped keeps serving until the test ends.
+        let task = tokio::spawn(app.run_until(async move {
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }));
+        TestApp {
+            base,
+            http: reqwest::Client::new(),
+            store: self.store,
+            token: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+impl TestApp {
+    /// An app on `store` with the test settings (`common::test_settings`): no worker, auth off.
+    pub fn builder(store: DynStore) -> TestAppBuilder {
+        let mut settings = super::test_settings();
+        settings.worker.enabled = false;
+        settings.auth.master_key = Some(Secret::new(
+            base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+        ));
+        TestAppBuilder {
+            store,
+            settings,
+            mps: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with this app's token, if any.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.req(reqwest::Method::GET, path).send().await.unwrap()
+    }
+
+    /// `POST /v1/snapshot-jobs` with an optional `Idempotency-Key`.
+    pub async fn post_job(&self, body: &Value, key: Option<&str>) -> reqwest::Response {
+        let mut r = self
+            .req(reqwest::Method::POST, "/v1/snapshot-jobs")
+            .json(body);
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Creates `team` if needed and issues it a key (encrypted with [`master_key`]).
+    pub async fn key(&self, team: &str, admin: bool) -> IssuedKey {
+        self.store
+            .create_team(team, snapgate::store::now())
+            .await
+            .unwrap();
+        issue_key(&self.store, &master_key(), team, admin)
+            .await
+            .unwrap()
+    }
+
+    /// The same app seen with another token.
+    pub fn with_token(&self, token: Option<&str>) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            store: self.store.clone(),
+            token: token.map(str::to_string),
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM: in-flight requests finish, the worker gives back its
+    /// claims. Returns what `run_until` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
