@@ -2,6 +2,7 @@
 //! the worker turns them into MPS parameters.
 
 pub mod job;
+pub mod outputs;
 pub mod validate;
 
 pub use job::{JobId, JobRequest, JobState, OssObject, SpriteSpec, Violation, Warning, WebVttSpec};
