@@ -2,6 +2,7 @@
 //! the worker turns them into MPS parameters.
 
 pub mod job;
+pub mod outputs;
 pub mod rules;
 pub mod user_data;
 pub mod validate;

@@ -3,18 +3,35 @@
 //! `Success` (or `Fail` for an input key containing `fail`). `Count` follows the config and the
 //! assumed video duration; `TileCount` is the number of sprite images, ceil(Count / cells).
 
-use std::time::Instant;
-
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::rpc::Fault;
 use crate::mps::sign::percent_decode;
 
+/// Why a job failed: MPS's `Code` and `Message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One job of the ledger, as persisted in the state directory (one JSON line each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
-    pub created: Instant,
-    pub creation_time: DateTime<Utc>,
+    /// Wall-clock creation time in Unix milliseconds: ages survive a restart.
+    pub created_ms: i64,
     pub pipeline_id: String,
     pub user_data: String,
     pub input: Value,
@@ -22,19 +39,44 @@ pub struct Job {
     pub sync: bool,
     pub count: u64,
     pub tile_count: Option<u64>,
-    pub failure: Option<(&'static str, &'static str)>,
+    pub failure: Option<Failure>,
+}
+
+/// The emulator's timing of a simulated job.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub start_ms: u64,
+    pub process_ms: u64,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 impl Job {
-    pub fn state(&self, start_ms: u64, process_ms: u64) -> &'static str {
-        let age = self.created.elapsed().as_millis() as u64;
-        if self.sync || age >= process_ms {
+    pub fn creation_time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.created_ms).unwrap_or_default()
+    }
+
+    fn age_ms(&self, now_ms: i64) -> u64 {
+        now_ms.saturating_sub(self.created_ms).max(0) as u64
+    }
+
+    /// Whether `QuerySnapshotJobList` shows the job yet (MPS lists a new job only after a while).
+    pub fn listed(&self, now_ms: i64, list_delay_ms: u64) -> bool {
+        self.age_ms(now_ms) >= list_delay_ms
+    }
+
+    pub fn state(&self, now_ms: i64, t: Timing) -> &'static str {
+        let age = self.age_ms(now_ms);
+        if self.sync || age >= t.process_ms {
             if self.failure.is_some() {
                 "Fail"
             } else {
                 "Success"
             }
-        } else if age >= start_ms {
+        } else if age >= t.start_ms {
             "Snapshoting"
         } else {
             "Submitted"
@@ -42,13 +84,13 @@ impl Job {
     }
 
     /// The `SnapshotJob` object MPS returns (every scalar a string).
-    pub fn to_json(&self, start_ms: u64, process_ms: u64) -> Value {
-        let state = self.state(start_ms, process_ms);
+    pub fn to_json(&self, now_ms: i64, t: Timing) -> Value {
+        let state = self.state(now_ms, t);
         let done = state == "Success";
         let mut j = json!({
             "Id": self.id,
             "State": state,
-            "CreationTime": self.creation_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "CreationTime": self.creation_time().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "PipelineId": self.pipeline_id,
             "UserData": self.user_data,
             "Input": self.input,
@@ -59,9 +101,9 @@ impl Job {
             j["TileCount"] = json!(if done { t.to_string() } else { "0".to_string() });
         }
         if state == "Fail" {
-            if let Some((code, message)) = self.failure {
-                j["Code"] = json!(code);
-                j["Message"] = json!(message);
+            if let Some(f) = &self.failure {
+                j["Code"] = json!(f.code);
+                j["Message"] = json!(f.message);
             }
         }
         j
@@ -195,7 +237,7 @@ pub struct NewJob {
     pub sync: bool,
     pub count: u64,
     pub tile_count: Option<u64>,
-    pub failure: Option<(&'static str, &'static str)>,
+    pub failure: Option<Failure>,
 }
 
 /// Checks a `SubmitSnapshotJob` the way MPS does and works out what the job will produce.
@@ -282,12 +324,12 @@ pub fn check_submit(
         }
     };
     let failure = if input_key.contains("fail") {
-        Some((
+        Some(Failure::new(
             "InvalidParameter.ResourceNotFound",
             "The resource operated cannot be found.",
         ))
     } else if count == 0 {
-        Some((
+        Some(Failure::new(
             "InvalidParameter.ResourceContentBad",
             "The snapshot time is beyond the end of the video.",
         ))

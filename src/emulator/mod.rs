@@ -7,12 +7,18 @@
 //! - `auth.rs`: signature, timestamp and nonce checks.
 //! - `jobs.rs`: the job ledger, the config checks MPS makes, and each job's life.
 //! - `rpc.rs`: the two actions and MPS's error bodies.
+//! - `faults.rs`: faults settable at run time (`/_emulator/faults`): listing delay, slow,
+//!   dropped, throttled and unavailable answers.
+//! - `ledger.rs`: the job ledger on disk (`--state-dir`), so jobs survive a restart.
 
 mod auth;
+mod faults;
 mod jobs;
+mod ledger;
 mod rpc;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -63,6 +69,18 @@ pub struct EmulatorArgs {
     /// Seed for fault injection (deterministic runs).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Time after its creation before a job shows in `QuerySnapshotJobList` (by id or listing).
+    #[arg(long, default_value_t = 0)]
+    pub list_delay_ms: u64,
+    /// Fraction of successful calls answered only after `--slow-ms`.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_rate: f64,
+    /// How long a slow answer waits (the work, e.g. creating the job, is already done).
+    #[arg(long, default_value_t = 5000)]
+    pub slow_ms: u64,
+    /// Keep the job ledger in this directory (`jobs.jsonl`) so jobs survive a restart.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -79,6 +97,16 @@ pub struct EmulatorConfig {
     pub query_qps: u32,
     pub video_duration_s: u64,
     pub seed: Option<u64>,
+    /// Time after its creation before a job is visible to `QuerySnapshotJobList`, by id (until
+    /// then it is in `NonExistSnapshotJobIds`) and by pipeline/time window. Settable at run time
+    /// through `POST /_emulator/faults`.
+    pub list_delay_ms: u64,
+    /// Fraction of successful calls answered only after `slow_ms`.
+    pub slow_rate: f64,
+    /// The wait of a slow answer (also for `slow_next_*` set through `/_emulator/faults`).
+    pub slow_ms: u64,
+    /// Where the job ledger is kept (`jobs.jsonl`); `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -95,6 +123,10 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("process_ms", &self.process_ms)
             .field("submit_qps", &self.submit_qps)
             .field("query_qps", &self.query_qps)
+            .field("list_delay_ms", &self.list_delay_ms)
+            .field("slow_rate", &self.slow_rate)
+            .field("slow_ms", &self.slow_ms)
+            .field("state_dir", &self.state_dir)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +146,10 @@ impl Default for EmulatorConfig {
             query_qps: 0,
             video_duration_s: 60,
             seed: None,
+            list_delay_ms: 0,
+            slow_rate: 0.0,
+            slow_ms: 5000,
+            state_dir: None,
         }
     }
 }
@@ -137,6 +173,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             ("--throttle-rate", a.throttle_rate),
             ("--unavailable-rate", a.unavailable_rate),
             ("--drop-response-rate", a.drop_response_rate),
+            ("--slow-rate", a.slow_rate),
         ] {
             anyhow::ensure!(
                 (0.0..=1.0).contains(&rate),
@@ -156,6 +193,10 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             query_qps: a.query_qps,
             video_duration_s: a.video_duration_s,
             seed: a.seed,
+            list_delay_ms: a.list_delay_ms,
+            slow_rate: a.slow_rate,
+            slow_ms: a.slow_ms,
+            state_dir: a.state_dir,
         })
     }
 }
@@ -190,6 +231,10 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         .route("/", get(rpc::handle).post(rpc::handle))
         .route("/_emulator/jobs", get(rpc::list_ledger))
         .route("/_emulator/stats", get(rpc::stats))
+        .route(
+            "/_emulator/faults",
+            get(faults::get_faults).post(faults::set_faults),
+        )
         .with_state(state)
 }
 
@@ -198,7 +243,7 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
 pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(Arc::new(EmulatorState::new(config)));
+    let app = router(Arc::new(EmulatorState::new(config)?));
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(async move {

@@ -17,7 +17,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::auth::{self, Nonces};
-use super::jobs::{self, Job};
+use super::faults::{take, Faults};
+use super::jobs::{self, Job, Timing};
+use super::ledger::LedgerFile;
 use super::{DropConnection, EmulatorConfig};
 
 const HOST_ID: &str = "mts.cn-shanghai.aliyuncs.com";
@@ -92,6 +94,8 @@ impl Window {
 struct Inner {
     jobs: Vec<Job>,
     by_id: HashMap<String, usize>,
+    ledger: Option<LedgerFile>,
+    faults: Faults,
     nonces: Nonces,
     rng: StdRng,
     submit_window: Window,
@@ -99,29 +103,59 @@ struct Inner {
     calls: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+impl Inner {
+    fn push(&mut self, job: Job) {
+        if let Some(l) = &mut self.ledger {
+            l.append(&job);
+        }
+        self.by_id.insert(job.id.clone(), self.jobs.len());
+        self.jobs.push(job);
+    }
+}
+
 pub struct EmulatorState {
     config: EmulatorConfig,
+    timing: Timing,
     inner: Mutex<Inner>,
 }
 
 impl EmulatorState {
-    pub fn new(config: EmulatorConfig) -> Self {
+    /// The state, with the jobs of `config.state_dir` reloaded when one is set.
+    pub fn new(config: EmulatorConfig) -> anyhow::Result<Self> {
         let rng = match config.seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),
         };
-        Self {
-            config,
+        let (ledger, jobs) = match &config.state_dir {
+            Some(dir) => {
+                let (l, jobs) = LedgerFile::open(dir)?;
+                (Some(l), jobs)
+            }
+            None => (None, Vec::new()),
+        };
+        let by_id = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.clone(), i))
+            .collect();
+        Ok(Self {
+            timing: Timing {
+                start_ms: config.start_ms,
+                process_ms: config.process_ms,
+            },
             inner: Mutex::new(Inner {
-                jobs: Vec::new(),
-                by_id: HashMap::new(),
+                jobs,
+                by_id,
+                ledger,
+                faults: Faults::from_config(&config),
                 nonces: Nonces::default(),
                 rng,
                 submit_window: Window::default(),
                 query_window: Window::default(),
                 calls: BTreeMap::new(),
             }),
-        }
+            config,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -136,6 +170,21 @@ impl EmulatorState {
             .or_default()
             .entry(outcome.to_string())
             .or_default() += 1;
+    }
+
+    pub(crate) fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    pub(crate) fn update_faults(
+        &self,
+        f: impl FnOnce(&mut Faults) -> Result<(), String>,
+    ) -> Result<Faults, String> {
+        let mut inner = self.lock();
+        let mut next = inner.faults.clone();
+        f(&mut next)?;
+        inner.faults = next.clone();
+        Ok(next)
     }
 }
 
@@ -182,17 +231,21 @@ pub async fn handle(
     let action = verified.action.clone();
     let outcome = serve(&state, &verified, drop_conn.is_some()).await;
     match outcome {
-        Ok(Answer::Json(v)) => {
-            state.count(&action, "Success");
-            Json(v).into_response()
-        }
-        Ok(Answer::Drop) => {
-            state.count(&action, "Dropped");
-            if let Some(Extension(DropConnection(kill))) = drop_conn {
-                kill.notify_one();
+        Ok(Answer { body, slow, drop }) => {
+            if let Some(wait) = slow {
+                tracing::info!(action = %action, wait_ms = wait.as_millis() as u64, "emulator: slow answer");
+                tokio::time::sleep(wait).await;
             }
-            // The connection is being closed; this answer is never written.
-            std::future::pending::<Response>().await
+            if drop {
+                state.count(&action, "Dropped");
+                if let Some(Extension(DropConnection(kill))) = drop_conn {
+                    kill.notify_one();
+                }
+                // The connection is being closed; this answer is never written.
+                return std::future::pending::<Response>().await;
+            }
+            state.count(&action, "Success");
+            Json(body).into_response()
         }
         Err(f) => {
             state.count(&action, f.code);
@@ -201,14 +254,30 @@ pub async fn handle(
     }
 }
 
-enum Answer {
-    Json(Value),
-    Drop,
+/// A successful answer, and how it is delivered.
+struct Answer {
+    body: Value,
+    /// Answer only after this long.
+    slow: Option<Duration>,
+    /// Close the connection instead of answering.
+    drop: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Submit,
+    Query,
+    Other,
 }
 
 async fn serve(state: &EmulatorState, v: &auth::Verified, can_drop: bool) -> Result<Answer, Fault> {
     let cfg = &state.config;
-    let (throttled, unavailable, drop) = {
+    let kind = match v.action.as_str() {
+        "SubmitSnapshotJob" => Kind::Submit,
+        "QuerySnapshotJobList" => Kind::Query,
+        _ => Kind::Other,
+    };
+    let (throttled, unavailable, random_drop) = {
         let mut inner = state.lock();
         if !inner.nonces.insert(&v.nonce) {
             return Err(Fault::bad(
@@ -216,15 +285,27 @@ async fn serve(state: &EmulatorState, v: &auth::Verified, can_drop: bool) -> Res
                 "Specified signature nonce was used already.",
             ));
         }
-        let admitted = match v.action.as_str() {
-            "SubmitSnapshotJob" => inner.submit_window.admit(cfg.submit_qps),
-            "QuerySnapshotJobList" => inner.query_window.admit(cfg.query_qps),
-            _ => true,
+        let admitted = match kind {
+            Kind::Submit => inner.submit_window.admit(cfg.submit_qps),
+            Kind::Query => inner.query_window.admit(cfg.query_qps),
+            Kind::Other => true,
         };
-        let throttled = !admitted || inner.rng.gen_bool(cfg.throttle_rate.clamp(0.0, 1.0));
-        let unavailable = inner.rng.gen_bool(cfg.unavailable_rate.clamp(0.0, 1.0));
-        let drop = can_drop && inner.rng.gen_bool(cfg.drop_response_rate.clamp(0.0, 1.0));
-        (throttled, unavailable, drop)
+        let mut throttled = !admitted || inner.rng.gen_bool(cfg.throttle_rate.clamp(0.0, 1.0));
+        let mut unavailable = inner.rng.gen_bool(cfg.unavailable_rate.clamp(0.0, 1.0));
+        let random_drop = can_drop && inner.rng.gen_bool(cfg.drop_response_rate.clamp(0.0, 1.0));
+        let f = &mut inner.faults;
+        match kind {
+            Kind::Submit if !throttled && !unavailable => {
+                throttled = take(&mut f.throttle_next_submits);
+                unavailable = !throttled && take(&mut f.unavailable_next_submits);
+            }
+            Kind::Query if !throttled && !unavailable => {
+                throttled = take(&mut f.throttle_next_queries);
+                unavailable = !throttled && take(&mut f.unavailable_next_queries);
+            }
+            _ => {}
+        }
+        (throttled, unavailable, random_drop)
     };
     if throttled {
         return Err(Fault::bad(
@@ -239,22 +320,39 @@ async fn serve(state: &EmulatorState, v: &auth::Verified, can_drop: bool) -> Res
             "The request has failed due to a temporary failure of the server.",
         ));
     }
-    match v.action.as_str() {
-        "SubmitSnapshotJob" => {
-            let answer = submit(state, &v.params)?;
-            Ok(if drop {
-                Answer::Drop
-            } else {
-                Answer::Json(answer)
-            })
+    let body = match kind {
+        Kind::Submit => submit(state, &v.params)?,
+        Kind::Query => query(state, &v.params)?,
+        Kind::Other => {
+            return Err(Fault::status(
+                404,
+                "InvalidAction.NotFound",
+                format!(
+                    "Specified api is not found, please check your url and method: {}",
+                    v.action
+                ),
+            ))
         }
-        "QuerySnapshotJobList" => query(state, &v.params).map(Answer::Json),
-        other => Err(Fault::status(
-            404,
-            "InvalidAction.NotFound",
-            format!("Specified api is not found, please check your url and method: {other}"),
-        )),
-    }
+    };
+    // The work is done (a submit's job exists): now decide how the answer travels.
+    let mut inner = state.lock();
+    let random_slow = {
+        let rate = inner.faults.slow_rate.clamp(0.0, 1.0);
+        inner.rng.gen_bool(rate)
+    };
+    let f = &mut inner.faults;
+    let slow = random_slow
+        || match kind {
+            Kind::Submit => take(&mut f.slow_next_submits),
+            Kind::Query => take(&mut f.slow_next_queries),
+            Kind::Other => false,
+        };
+    let drop = kind == Kind::Submit && can_drop && (take(&mut f.drop_next_submits) || random_drop);
+    Ok(Answer {
+        body,
+        slow: slow.then(|| Duration::from_millis(f.slow_ms)),
+        drop,
+    })
 }
 
 fn submit(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
@@ -276,10 +374,10 @@ fn submit(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, 
         ));
     }
     let new = jobs::check_submit(input, config, cfg.video_duration_s)?;
+    let now = jobs::now_ms();
     let job = Job {
         id: uuid::Uuid::new_v4().simple().to_string(),
-        created: Instant::now(),
-        creation_time: Utc::now(),
+        created_ms: now,
         pipeline_id: pipeline,
         user_data,
         input: new.input,
@@ -289,11 +387,8 @@ fn submit(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, 
         tile_count: new.tile_count,
         failure: new.failure,
     };
-    let body = json!({"RequestId": request_id(), "SnapshotJob": job.to_json(cfg.start_ms, cfg.process_ms)});
-    let mut inner = state.lock();
-    let idx = inner.jobs.len();
-    inner.by_id.insert(job.id.clone(), idx);
-    inner.jobs.push(job);
+    let body = json!({"RequestId": request_id(), "SnapshotJob": job.to_json(now, state.timing)});
+    state.lock().push(job);
     Ok(body)
 }
 
@@ -312,16 +407,25 @@ fn parse_time(name: &str, v: Option<&String>) -> Result<Option<chrono::DateTime<
         .transpose()
 }
 
+/// MPS's paging limits for `QuerySnapshotJobList` without ids (API.md §2.1, PYPI-3):
+/// `MaximumPageSize` in [1, 300], default 30.
+pub const DEFAULT_PAGE_SIZE: usize = 30;
+pub const MAX_PAGE_SIZE: usize = 300;
+/// At most 10 ids in `SnapshotJobIds`.
+pub const MAX_QUERY_IDS: usize = 10;
+
 fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
-    let cfg = &state.config;
+    let t = state.timing;
+    let now = jobs::now_ms();
     let inner = state.lock();
+    let delay = inner.faults.list_delay_ms;
     if let Some(ids) = p.get("SnapshotJobIds").filter(|s| !s.is_empty()) {
         let ids: Vec<&str> = ids
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        if ids.len() > 10 {
+        if ids.len() > MAX_QUERY_IDS {
             return Err(Fault::bad(
                 "InvalidParameter.OutOfRange",
                 "SnapshotJobIds takes at most 10 ids.",
@@ -330,9 +434,10 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for id in ids {
-            match inner.by_id.get(id) {
-                Some(&i) => found.push(inner.jobs[i].to_json(cfg.start_ms, cfg.process_ms)),
-                None => missing.push(id.to_string()),
+            match inner.by_id.get(id).map(|&i| &inner.jobs[i]) {
+                Some(job) if job.listed(now, delay) => found.push(job.to_json(now, t)),
+                // Not (yet) visible to queries: MPS reports it as unknown.
+                _ => missing.push(id.to_string()),
             }
         }
         let mut body =
@@ -351,56 +456,71 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         "EndOfJobCreatedTimeRange",
         p.get("EndOfJobCreatedTimeRange"),
     )?;
-    let size = match p.get("MaximumPageSize") {
-        None => 30,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=300).contains(&n) => n,
-            _ => {
+    let size = match p.get("MaximumPageSize").filter(|s| !s.is_empty()) {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.trim().parse::<i64>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE as i64).contains(&n) => n as usize,
+            Ok(_) => {
                 return Err(Fault::bad(
                     "InvalidParameter.OutOfRange",
-                    "MaximumPageSize must be 1 to 300.",
+                    format!(
+                        "The parameter \"MaximumPageSize\" is out of range [1, {MAX_PAGE_SIZE}]."
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(Fault::bad(
+                    "InvalidParameter.NumberFormatInvalid",
+                    "The parameter \"MaximumPageSize\" is not a valid number.",
                 ))
             }
         },
     };
-    let offset = match p.get("NextPageToken").filter(|s| !s.is_empty()) {
-        None => 0,
-        Some(t) => usize::from_str_radix(t, 16)
+    // The token is a cursor: the ledger position to continue below. Jobs created meanwhile sit
+    // above it, so a listing in progress neither repeats nor skips a job.
+    let before = match p.get("NextPageToken").filter(|s| !s.is_empty()) {
+        None => inner.jobs.len(),
+        Some(tok) => usize::from_str_radix(tok, 16)
             .ok()
-            .filter(|_| t.len() == 32)
+            .filter(|c| tok.len() == 32 && *c <= inner.jobs.len())
             .ok_or_else(|| Fault::bad("InvalidParameter.Format", "NextPageToken is invalid."))?,
     };
     let pipeline = p.get("PipelineId").filter(|s| !s.is_empty());
     let state_filter = p.get("State").filter(|s| !s.is_empty());
-    let matching: Vec<Value> = inner
-        .jobs
+    let matching: Vec<(usize, &Job)> = inner.jobs[..before]
         .iter()
+        .enumerate()
         .rev()
-        .filter(|j| pipeline.is_none_or(|pl| &j.pipeline_id == pl))
-        .filter(|j| from.is_none_or(|f| j.creation_time.timestamp() >= f.timestamp()))
-        .filter(|j| to.is_none_or(|t| j.creation_time.timestamp() <= t.timestamp()))
-        .filter(|j| state_filter.is_none_or(|s| j.state(cfg.start_ms, cfg.process_ms) == s))
-        .skip(offset)
+        .filter(|(_, j)| j.listed(now, delay))
+        .filter(|(_, j)| pipeline.is_none_or(|pl| &j.pipeline_id == pl))
+        .filter(|(_, j)| from.is_none_or(|f| j.creation_time().timestamp() >= f.timestamp()))
+        .filter(|(_, j)| to.is_none_or(|t| j.creation_time().timestamp() <= t.timestamp()))
+        .filter(|(_, j)| state_filter.is_none_or(|s| j.state(now, t) == s))
         .take(size + 1)
-        .map(|j| j.to_json(cfg.start_ms, cfg.process_ms))
         .collect();
     let more = matching.len() > size;
-    let page: Vec<Value> = matching.into_iter().take(size).collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .take(size)
+        .map(|(_, j)| j.to_json(now, t))
+        .collect();
     let mut body = json!({"RequestId": request_id(), "SnapshotJobList": {"SnapshotJob": page}});
     if more {
-        body["NextPageToken"] = json!(format!("{:032x}", offset + size));
+        let last = matching[size - 1].0;
+        body["NextPageToken"] = json!(format!("{last:032x}"));
     }
     Ok(body)
 }
 
-/// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped).
+/// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped, and those
+/// not yet listed), oldest first.
 pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
-    let cfg = &state.config;
+    let now = jobs::now_ms();
     let inner = state.lock();
     let jobs: Vec<Value> = inner
         .jobs
         .iter()
-        .map(|j| j.to_json(cfg.start_ms, cfg.process_ms))
+        .map(|j| j.to_json(now, state.timing))
         .collect();
     Json(json!({ "jobs": jobs }))
 }

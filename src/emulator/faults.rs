@@ -1,0 +1,132 @@
+//! Faults MPS can show, settable while the emulator runs: `GET /_emulator/faults` reads them,
+//! `POST /_emulator/faults` with a JSON object sets any of them (fields left out are kept).
+//!
+//! Counters (`*_next_*`) make tests deterministic: the next N calls of that kind get the fault,
+//! then the counter is spent. Rates are random (seeded by `--seed`).
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `list_delay_ms` | a new job appears in `QuerySnapshotJobList` (by id or by pipeline) only this long after its creation |
+//! | `slow_ms` | how long a slow answer waits (after the work is done: a slow submit has already created its job) |
+//! | `slow_rate` | fraction of successful calls answered slowly |
+//! | `slow_next_submits` / `slow_next_queries` | the next N successful submits (jobs created) / queries are answered slowly |
+//! | `drop_next_submits` | the next N submits create their job, then the connection closes with no answer |
+//! | `throttle_next_submits` / `throttle_next_queries` | the next N calls answer `Throttling.User` (400), nothing done |
+//! | `unavailable_next_submits` / `unavailable_next_queries` | the next N calls answer `ServiceUnavailable` (503), nothing done |
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::rpc::EmulatorState;
+use super::EmulatorConfig;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    pub list_delay_ms: u64,
+    pub slow_ms: u64,
+    pub slow_rate: f64,
+    pub slow_next_submits: u64,
+    pub slow_next_queries: u64,
+    pub drop_next_submits: u64,
+    pub throttle_next_submits: u64,
+    pub throttle_next_queries: u64,
+    pub unavailable_next_submits: u64,
+    pub unavailable_next_queries: u64,
+}
+
+/// A partial update: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsUpdate {
+    list_delay_ms: Option<u64>,
+    slow_ms: Option<u64>,
+    slow_rate: Option<f64>,
+    slow_next_submits: Option<u64>,
+    slow_next_queries: Option<u64>,
+    drop_next_submits: Option<u64>,
+    throttle_next_submits: Option<u64>,
+    throttle_next_queries: Option<u64>,
+    unavailable_next_submits: Option<u64>,
+    unavailable_next_queries: Option<u64>,
+}
+
+impl Faults {
+    pub fn from_config(c: &EmulatorConfig) -> Self {
+        Self {
+            list_delay_ms: c.list_delay_ms,
+            slow_ms: c.slow_ms,
+            slow_rate: c.slow_rate,
+            ..Self::default()
+        }
+    }
+
+    fn apply(&mut self, u: FaultsUpdate) -> Result<(), String> {
+        if let Some(r) = u.slow_rate {
+            if !(0.0..=1.0).contains(&r) {
+                return Err("slow_rate must be between 0 and 1".into());
+            }
+            self.slow_rate = r;
+        }
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = u.$f { self.$f = v; } )* };
+        }
+        set!(
+            list_delay_ms,
+            slow_ms,
+            slow_next_submits,
+            slow_next_queries,
+            drop_next_submits,
+            throttle_next_submits,
+            throttle_next_queries,
+            unavailable_next_submits,
+            unavailable_next_queries
+        );
+        Ok(())
+    }
+}
+
+/// Spends one unit of a counter; true if there was one.
+pub fn take(counter: &mut u64) -> bool {
+    if *counter > 0 {
+        *counter -= 1;
+        true
+    } else {
+        false
+    }
+}
+
+/// `GET /_emulator/faults`.
+pub async fn get_faults(State(state): State<Arc<EmulatorState>>) -> Json<Faults> {
+    Json(state.faults())
+}
+
+/// `POST /_emulator/faults`: sets the fields given, answers the new settings.
+pub async fn set_faults(
+    State(state): State<Arc<EmulatorState>>,
+    body: Result<Json<FaultsUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let update = match body {
+        Ok(Json(u)) => u,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.body_text()})),
+            )
+                .into_response()
+        }
+    };
+    match state.update_faults(|f| f.apply(update)) {
+        Ok(f) => {
+            tracing::info!(faults = ?f, "emulator faults changed");
+            Json(f).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
+}
