@@ -123,11 +123,13 @@ impl Application {
             signals,
             SubmitConfig::from_settings(&settings),
         ));
+        let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
         let state = AppState {
             store,
             settings: Arc::new(settings),
             submit,
             limiter,
+            mps_health,
         };
         Ok(Self {
             listener,

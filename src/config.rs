@@ -109,6 +109,9 @@ pub struct WorkerSettings {
     pub status_poll_min_ms: u64,
     pub status_poll_max_ms: u64,
     pub reconcile_margin_s: u64,
+    pub list_visibility_ms: u64,
+    pub job_deadline_s: u64,
+    pub not_found_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -209,6 +212,9 @@ impl Default for WorkerSettings {
             status_poll_min_ms: 1_000,
             status_poll_max_ms: 30_000,
             reconcile_margin_s: 120,
+            list_visibility_ms: 10_000,
+            job_deadline_s: 86_400,
+            not_found_timeout_s: 600,
         }
     }
 }

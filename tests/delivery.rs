@@ -37,6 +37,8 @@ fn fast_worker(s: &mut Settings) {
     s.worker.max_attempts = 30;
     s.worker.submit_qps = 1000;
     s.worker.query_qps = 1000;
+    // The emulator lists a new job at once unless a test delays it.
+    s.worker.list_visibility_ms = 0;
 }
 
 async fn app(store: DynStore, mps: Arc<dyn MpsApi>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
@@ -197,15 +199,54 @@ async fn mps_failures_end_failed_with_mps_code(store: DynStore) {
 
 /// A wrong secret is fatal: failed at once with MPS's code, never retried. (Its own database:
 /// a healthy replica on the same database would rightly deliver the job.)
-async fn fatal_errors_fail_at_once(store: DynStore) {
+async fn a_wrong_gateway_secret_pauses_dispatch_and_keeps_jobs_queued(store: DynStore) {
     let emu = emulator(|_| {}).await;
-    let app = app(store, client(&emu.url(), "wrong-secret", 5_000), |_| {}).await;
-    let (status, job) = app.submit(&job_body(3)).await;
-    assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(job["state"], "failed", "{job}");
-    assert_eq!(job["attempts"], 1);
-    assert_eq!(job["last_error"]["code"], "SignatureDoesNotMatch");
-    assert_eq!(job["mps"]["code"], "SignatureDoesNotMatch");
+    let app = app(store, client(&emu.url(), "wrong-secret", 5_000), |s| {
+        s.http.submit_wait_ms = 0
+    })
+    .await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            let (status, job) = app.submit(&job_body(i)).await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+            v.push(job["id"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    // The worker's first call is refused: dispatch pauses and readiness says why.
+    let ready = loop {
+        let r = app.get("/readyz").await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break r.json::<Value>().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ready["mps"]["trouble"], "credentials", "{ready}");
+    assert_eq!(ready["mps"]["code"], "SignatureDoesNotMatch");
+    for id in &ids {
+        let job = app.job(id).await;
+        assert_eq!(job["state"], "queued", "the job is not at fault: {job}");
+        if let Some(e) = job["last_error"].as_object() {
+            assert_eq!(e["code"], "SignatureDoesNotMatch");
+            let m = e["message"].as_str().unwrap();
+            assert!(
+                !m.contains("string to sign") && !m.contains(common::app::EMU_KEY_ID),
+                "{m}"
+            );
+        }
+        let history: Value = app
+            .get(&format!("/v1/snapshot-jobs/{id}/mps-responses"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            history,
+            json!([]),
+            "the gateway's own error is not the job's history"
+        );
+    }
     assert!(emulator_ledger(&emu.url()).await.is_empty());
 }
 
@@ -325,7 +366,7 @@ on_both!(
     a_job_goes_all_the_way_to_succeeded,
     worker_runs_until_idle,
     mps_failures_end_failed_with_mps_code,
-    fatal_errors_fail_at_once,
+    a_wrong_gateway_secret_pauses_dispatch_and_keeps_jobs_queued,
     retryable_errors_exhaust_attempts,
     faults_never_lose_or_duplicate_jobs
 );

@@ -215,7 +215,8 @@ async fn errors_are_classified_by_code_and_by_what_is_known() {
         .unwrap_err();
     assert_eq!(
         (e.class, e.code.as_str()),
-        (ErrorClass::Fatal, "SignatureDoesNotMatch")
+        (ErrorClass::Gateway, "SignatureDoesNotMatch"),
+        "the gateway's own credentials: dispatch pauses, no job fails"
     );
 
     let unavailable = serve(answer(
@@ -245,7 +246,12 @@ async fn errors_are_classified_by_code_and_by_what_is_known() {
     .unwrap_err();
     assert_eq!(
         (e.class, e.code.as_str()),
-        (ErrorClass::Retryable, "Transport.ConnectFailed")
+        (ErrorClass::Unreachable, "Transport.ConnectFailed")
+    );
+    assert!(
+        !e.message.contains("Signature") && !e.message.contains("AccessKeyId"),
+        "a transport error never carries the signed URL: {}",
+        e.message
     );
 
     // Sent, but no answer in time: the outcome is unknown.

@@ -242,35 +242,52 @@ async fn claims_are_exclusive_and_leases_expire(s: DynStore) {
     assert_eq!(ids.len(), 5, "no job claimed twice");
     assert!(a
         .iter()
-        .all(|c| c.attempts == 0 && c.attempt_started_at.is_none()));
+        .all(|c| c.attempts == 0 && c.attempt_started_at.is_none() && c.key.job_id == c.job.id));
     assert!(s
         .claim_dispatch("c", now, lease, 10)
         .await
         .unwrap()
         .is_empty());
-    // b crashes; after its lease expires, c takes over and learns an attempt had started.
+    // b starts its attempts (the pipeline it sends is kept), then crashes; after its lease
+    // expires, c takes over and learns that an attempt had started, and with which pipeline.
+    for claim in &b {
+        assert!(s
+            .begin_attempt(&claim.key, lease, Some("0123456789abcdef0123456789abcdef"))
+            .await
+            .unwrap());
+    }
     let later = lease + Duration::seconds(1);
     let c = s
         .claim_dispatch("c", later, later + Duration::seconds(30), 10)
         .await
         .unwrap();
     assert_eq!(c.len(), 5, "every expired lease is taken over");
-    assert!(c
+    let started: Vec<_> = c
         .iter()
-        .all(|x| x.attempts == 1 && x.attempt_started_at == Some(now)));
-    // The old owner can no longer record anything.
-    let id = b[0].job.id;
-    assert!(!s.complete_dispatch("b", id, &accepted("m1")).await.unwrap());
-    assert!(!s
-        .retry_dispatch("b", id, &err("X"), now, false)
-        .await
-        .unwrap());
-    assert!(!s.fail_dispatch("b", id, &err("X")).await.unwrap());
+        .filter(|x| x.attempt_started_at.is_some())
+        .collect();
+    assert_eq!(started.len(), 2, "only b's attempts had started");
+    assert!(started.iter().all(|x| x.attempts == 1
+        && x.pipeline_sent.as_deref() == Some("0123456789abcdef0123456789abcdef")));
+    // The old claim can no longer start, renew or record anything.
+    let old = &b[0].key;
+    let id = old.job_id;
+    assert!(!s.begin_attempt(old, later, None).await.unwrap());
+    assert!(!s.renew_lease(old, later).await.unwrap());
+    assert!(!s.confirm_absent(old).await.unwrap());
+    assert!(!s.complete_dispatch(old, &accepted("m1")).await.unwrap());
+    assert!(!s.retry_dispatch(old, &err("X"), now, false).await.unwrap());
+    assert!(!s.fail_dispatch(old, &err("X")).await.unwrap());
     assert_eq!(
         s.get_job(None, id).await.unwrap().unwrap().state,
         JobState::Queued
     );
-    assert!(s.complete_dispatch("c", id, &accepted("m1")).await.unwrap());
+    let new = c.iter().find(|x| x.job.id == id).unwrap().key;
+    assert!(s
+        .renew_lease(&new, later + Duration::seconds(60))
+        .await
+        .unwrap());
+    assert!(s.complete_dispatch(&new, &accepted("m1")).await.unwrap());
     let job = s.get_job(None, id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Submitted);
     assert_eq!(job.attempts, 2);
@@ -281,21 +298,65 @@ async fn claims_are_exclusive_and_leases_expire(s: DynStore) {
         "submitted_at is recorded"
     );
     assert!(
-        !s.complete_dispatch("c", id, &accepted("m1")).await.unwrap(),
+        !s.complete_dispatch(&new, &accepted("m1")).await.unwrap(),
         "only once"
     );
+    assert!(
+        !s.adopt_submitted(id, &accepted("m2")).await.unwrap(),
+        "an answer arriving under a lost claim never replaces a recorded MPS job"
+    );
     assert_eq!(s.release_dispatch("c").await.unwrap(), 4);
+}
+
+async fn a_lost_claim_still_records_what_mps_answered(s: DynStore) {
+    let now = store::now();
+    let j = created(s.create_job(new_job("t", now), None).await.unwrap());
+    let lease = now + Duration::seconds(30);
+    let first = s
+        .claim_dispatch("a", now, lease, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(s.begin_attempt(&first.key, lease, None).await.unwrap());
+    let later = lease + Duration::seconds(1);
+    let second = s
+        .claim_dispatch("b", later, later + Duration::seconds(30), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_ne!(first.key, second.key);
+    // The first replica's MPS call answers after it lost the claim: its complete is refused,
+    // but the answer is adopted since no MPS job is recorded yet...
+    assert!(!s
+        .complete_dispatch(&first.key, &accepted("m1"))
+        .await
+        .unwrap());
+    assert!(s.adopt_submitted(j.id, &accepted("m1")).await.unwrap());
+    // ...and the second claimer can no longer start an attempt of its own.
+    assert!(!s
+        .begin_attempt(&second.key, later + Duration::seconds(30), None)
+        .await
+        .unwrap());
+    let job = s.get_job(None, j.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Submitted);
+    assert_eq!(job.mps.job_id.as_deref(), Some("m1"));
+    assert_eq!(
+        s.release_dispatch("b").await.unwrap(),
+        0,
+        "the adoption freed the lease"
+    );
 }
 
 async fn retry_keeps_or_clears_the_unknown_outcome(s: DynStore) {
     let now = store::now();
     let j = created(s.create_job(new_job("t", now), None).await.unwrap());
     let lease = now + Duration::seconds(30);
-    s.claim_dispatch("w", now, lease, 1).await.unwrap();
+    let c = s.claim_dispatch("w", now, lease, 1).await.unwrap();
+    assert!(s.begin_attempt(&c[0].key, lease, None).await.unwrap());
     // A definite failure (throttled): the next attempt need not reconcile.
     let due = now + Duration::seconds(2);
     assert!(s
-        .retry_dispatch("w", j.id, &err("Throttling.User"), due, false)
+        .retry_dispatch(&c[0].key, &err("Throttling.User"), due, false)
         .await
         .unwrap());
     assert!(
@@ -313,20 +374,33 @@ async fn retry_keeps_or_clears_the_unknown_outcome(s: DynStore) {
         c[0].job.last_error.as_ref().unwrap().code,
         "Throttling.User"
     );
-    // An unknown outcome: the next claimer is told when the attempt started.
+    // An unknown outcome: the next claimer is told when the attempt started, until a lookup
+    // confirms it created nothing.
+    assert!(s.begin_attempt(&c[0].key, lease, None).await.unwrap());
     assert!(s
-        .retry_dispatch("w", j.id, &err("Transport.OutcomeUnknown"), due, true)
+        .retry_dispatch(&c[0].key, &err("Transport.OutcomeUnknown"), due, true)
         .await
         .unwrap());
     let c = s.claim_dispatch("w2", due, lease, 1).await.unwrap();
-    assert_eq!(c[0].attempt_started_at, Some(due));
+    let started = c[0].attempt_started_at.expect("the mark stays");
+    assert!(
+        started >= now - Duration::seconds(5),
+        "marked by the database clock"
+    );
     assert!(s
-        .fail_dispatch("w2", j.id, &err("InvalidParameter"))
+        .retry_dispatch(&c[0].key, &err("Snapgate.LookupTooEarly"), due, true)
+        .await
+        .unwrap());
+    let c = s.claim_dispatch("w2", due, lease, 1).await.unwrap();
+    assert_eq!(c[0].attempt_started_at, Some(started), "still unsettled");
+    assert!(s.confirm_absent(&c[0].key).await.unwrap());
+    assert!(s
+        .fail_dispatch(&c[0].key, &err("InvalidParameter"))
         .await
         .unwrap());
     let job = s.get_job(None, j.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.attempts, 3);
+    assert_eq!(job.attempts, 4);
     assert_eq!(job.mps.code.as_deref(), Some("InvalidParameter"));
     assert!(s
         .claim_dispatch(
@@ -340,15 +414,54 @@ async fn retry_keeps_or_clears_the_unknown_outcome(s: DynStore) {
         .is_empty());
 }
 
+async fn in_flight_jobs_end_by_deadline_or_not_found(s: DynStore) {
+    let now = store::now();
+    let j = created(s.create_job(new_job("t", now), None).await.unwrap());
+    let c = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 1)
+        .await
+        .unwrap();
+    assert!(s
+        .complete_dispatch(&c[0].key, &accepted("m"))
+        .await
+        .unwrap());
+    let first = s.poll_not_found(j.id, now).await.unwrap();
+    let again = s.poll_not_found(j.id, now).await.unwrap();
+    assert_eq!(first, again, "the clock starts at the first miss");
+    assert_eq!(s.count_active_jobs("t").await.unwrap(), 1);
+    assert!(s
+        .fail_in_flight(j.id, &err("mps_job_not_found"))
+        .await
+        .unwrap());
+    assert!(
+        !s.fail_in_flight(j.id, &err("mps_job_not_found"))
+            .await
+            .unwrap(),
+        "once"
+    );
+    let job = s.get_job(None, j.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.last_error.unwrap().code, "mps_job_not_found");
+    assert_eq!(
+        s.count_active_jobs("t").await.unwrap(),
+        0,
+        "the quota is freed"
+    );
+    assert_eq!(s.next_due().await.unwrap(), None, "no more polls");
+    let t = s.clock().await.unwrap();
+    assert!((t - store::now()).num_seconds().abs() < 5);
+}
+
 async fn polls_are_claimed_recorded_and_never_regress(s: DynStore) {
     let now = store::now();
     let j = created(s.create_job(new_job("t", now), None).await.unwrap());
-    s.claim_dispatch("w", now, now + Duration::seconds(30), 1)
+    let c = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 1)
         .await
         .unwrap();
     let mut up = accepted("mps-1");
     up.next_poll_at = Some(now + Duration::seconds(1));
-    s.complete_dispatch("w", j.id, &up).await.unwrap();
+    s.complete_dispatch(&c[0].key, &up).await.unwrap();
     assert!(s
         .claim_polls(now, now + Duration::seconds(30), 10)
         .await
@@ -430,10 +543,11 @@ async fn polls_are_claimed_recorded_and_never_regress(s: DynStore) {
 async fn postponed_polls_wait(s: DynStore) {
     let now = store::now();
     let j = created(s.create_job(new_job("t", now), None).await.unwrap());
-    s.claim_dispatch("w", now, now + Duration::seconds(30), 1)
+    let c = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 1)
         .await
         .unwrap();
-    s.complete_dispatch("w", j.id, &accepted("m"))
+    s.complete_dispatch(&c[0].key, &accepted("m"))
         .await
         .unwrap();
     s.postpone_poll(j.id, now + Duration::seconds(60))
@@ -502,6 +616,8 @@ macro_rules! conformance {
                 retry_keeps_or_clears_the_unknown_outcome,
                 polls_are_claimed_recorded_and_never_regress,
                 postponed_polls_wait,
+                a_lost_claim_still_records_what_mps_answered,
+                in_flight_jobs_end_by_deadline_or_not_found,
                 concurrent_claimers_never_share_a_job
             );
         }

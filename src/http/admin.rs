@@ -50,6 +50,10 @@ pub struct Stats {
     /// MPS error codes received in the last hour.
     pub mps_error_codes_last_hour: Vec<ErrorCodeCount>,
     pub upstream_budget: Vec<BudgetUse>,
+    /// The gateway's access to MPS (this replica's view): an outage or refused credentials
+    /// pause dispatch; the code says which.
+    #[schema(value_type = Object)]
+    pub mps: crate::worker::health::HealthView,
 }
 
 fn age(t: Option<DateTime<Utc>>) -> Option<f64> {
@@ -115,6 +119,7 @@ pub async fn get_stats(
                 last_taken_at: at,
             })
             .collect(),
+        mps: state.mps_health.view(),
     }))
 }
 

@@ -1,4 +1,8 @@
-//! `/healthz` (the process is up) and `/readyz` (the store answers).
+//! `/healthz` (the process is up) and `/readyz`: the store answers within a second, and MPS does
+//! not refuse the gateway's credentials. An MPS outage alone keeps the replica ready (jobs are
+//! still accepted and queued) and shows as `mps.ok = false`.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::worker::health::Trouble;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -15,6 +20,10 @@ pub struct Health {
     /// The store backend: `postgres` or `sqlite`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// The gateway's access to MPS, as this replica's worker last saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub mps: Option<crate::worker::health::HealthView>,
 }
 
 /// Liveness: the process answers.
@@ -23,6 +32,7 @@ pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         store: None,
+        mps: None,
     })
 }
 
@@ -35,23 +45,30 @@ pub async fn healthz() -> Json<Health> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let backend = Some(state.store.backend().to_string());
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok".into(),
-                store: backend,
-            }),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "unavailable".into(),
-                    store: backend,
-                }),
-            )
+    let mps = state.mps_health.view();
+    let store_ok = match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: the store failed");
+            false
         }
-    }
+        Err(_) => {
+            tracing::warn!("readiness check: the store did not answer within 1 s");
+            false
+        }
+    };
+    let ready = store_ok && mps.trouble != Some(Trouble::Credentials);
+    let (status, word) = if ready {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (
+        status,
+        Json(Health {
+            status: word.into(),
+            store: backend,
+            mps: Some(mps),
+        }),
+    )
 }

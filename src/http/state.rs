@@ -6,6 +6,7 @@ use crate::config::Settings;
 use crate::limits::TeamLimiter;
 use crate::store::DynStore;
 use crate::submit::SubmitService;
+use crate::worker::health::MpsHealth;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,4 +16,6 @@ pub struct AppState {
     pub submit: Arc<SubmitService>,
     /// Per-team request rate.
     pub limiter: Arc<TeamLimiter>,
+    /// The gateway's access to MPS (this replica's worker's view; always fine without one).
+    pub mps_health: Arc<MpsHealth>,
 }

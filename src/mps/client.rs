@@ -183,7 +183,7 @@ impl MpsClient {
             .header("content-length", "0")
             .send()
             .await
-            .map_err(|e| transport_error(action, &e))?;
+            .map_err(|e| transport_error(action, e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -208,9 +208,10 @@ impl MpsClient {
                     format!("{action}: HTTP {status} with a body that is not JSON"),
                 );
                 e.http_status = Some(status);
-                // A 5xx page without MPS's body comes from a proxy or load balancer in front of
-                // MPS: the request may have reached MPS, so nothing is sent again before a lookup.
-                e.class = if status >= 500 {
+                // A 5xx page, or a proxy's 408/429, without MPS's body comes from a proxy or
+                // load balancer in front of MPS: the request may have reached MPS, so nothing is
+                // sent again before a lookup.
+                e.class = if status >= 500 || status == 408 || status == 429 {
                     ErrorClass::OutcomeUnknown
                 } else {
                     ErrorClass::Fatal
@@ -274,8 +275,10 @@ impl MpsClient {
     }
 }
 
-/// Before the request was written: retryable. After: the outcome is unknown.
-fn transport_error(action: &str, e: &reqwest::Error) -> MpsError {
+/// Before the request was written: retryable. After: the outcome is unknown. The message never
+/// carries the URL: it holds the gateway's AccessKeyId and signature.
+fn transport_error(action: &str, e: reqwest::Error) -> MpsError {
+    let e = e.without_url();
     if e.is_builder() {
         // The request could not even be built: sending it again cannot help.
         let mut err = MpsError::transport("Transport.InvalidRequest", format!("{action}: {e}"));

@@ -13,6 +13,12 @@ pub enum ErrorClass {
     Fatal,
     /// The request may have reached MPS and created a job: reconcile before any resubmission.
     OutcomeUnknown,
+    /// MPS could not be reached at all (nothing was sent): an outage, not the job's fault.
+    /// Dispatch pauses as a whole and jobs stay queued.
+    Unreachable,
+    /// MPS refused the gateway itself (its key, its signature, its clock): a misconfiguration,
+    /// not the job's fault. Dispatch pauses, `/readyz` reports it, jobs stay queued.
+    Gateway,
 }
 
 #[derive(Debug, Clone)]
@@ -51,9 +57,18 @@ pub const INVALID_RESPONSE: &str = "Transport.InvalidResponse";
 pub fn classify_code(code: &str) -> ErrorClass {
     match code {
         // MPS refused the request before doing anything, or it never left.
-        "Throttling" | "ServiceUnavailable" | "TransientNetWorkError" | CONNECT_FAILED => {
-            ErrorClass::Retryable
-        }
+        "Throttling" | "ServiceUnavailable" | "TransientNetWorkError" => ErrorClass::Retryable,
+        CONNECT_FAILED => ErrorClass::Unreachable,
+        "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "InvalidAccessKeyId"
+        | "InvalidAccessKeyId.NotFound"
+        | "InvalidAccessKeyId.Inactive"
+        | "Forbidden.AccessKeyDisabled"
+        | "Forbidden.RAM"
+        | "InvalidTimeStamp.Expired"
+        | "InvalidTimeStamp.Format"
+        | "IllegalTimestamp" => ErrorClass::Gateway,
         c if c.starts_with("Throttling.") => ErrorClass::Retryable,
         // Retried too, but only after a lookup: MPS may have done the work before failing
         // (API.md §4.3 warns about InternalError on Submit), and since every attempt carries a
@@ -95,17 +110,17 @@ mod tests {
             ("InternalError", OutcomeUnknown),
             ("UnknownError", OutcomeUnknown),
             ("TransientNetWorkError", Retryable),
-            (CONNECT_FAILED, Retryable),
+            (CONNECT_FAILED, Unreachable),
             (OUTCOME_UNKNOWN, OutcomeUnknown),
             (INVALID_RESPONSE, OutcomeUnknown),
-            ("SignatureDoesNotMatch", Fatal),
-            ("IncompleteSignature", Fatal),
+            ("SignatureDoesNotMatch", Gateway),
+            ("IncompleteSignature", Gateway),
             ("SignatureNonceUsed", OutcomeUnknown),
-            ("InvalidTimeStamp.Expired", Fatal),
-            ("InvalidTimeStamp.Format", Fatal),
-            ("IllegalTimestamp", Fatal),
-            ("InvalidAccessKeyId.NotFound", Fatal),
-            ("Forbidden.RAM", Fatal),
+            ("InvalidTimeStamp.Expired", Gateway),
+            ("InvalidTimeStamp.Format", Gateway),
+            ("IllegalTimestamp", Gateway),
+            ("InvalidAccessKeyId.NotFound", Gateway),
+            ("Forbidden.RAM", Gateway),
             ("Forbidden", Fatal),
             ("MissingParameter", Fatal),
             ("InvalidParameter", Fatal),

@@ -262,6 +262,17 @@ pub enum Dialect {
     Sqlite,
 }
 
+impl Dialect {
+    /// The database's current time as an SQL expression (a time column's type).
+    pub fn now(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "clock_timestamp()",
+            // Microseconds since the epoch, as SQLite's time columns hold them.
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub enum Pool {
     Postgres(PgPool),

@@ -152,11 +152,22 @@ pub struct JobFilter {
 /// A job claimed for submission, with what the outbox knows about earlier attempts.
 #[derive(Debug, Clone)]
 pub struct DispatchClaim {
+    pub key: ClaimKey,
     pub job: Job,
     /// Attempts already made (before this one).
     pub attempts: u32,
     /// Set when an earlier attempt may have created an MPS job (timeout, lost answer, crash).
     pub attempt_started_at: Option<DateTime<Utc>>,
+    /// The pipeline that earlier attempt sent to MPS.
+    pub pipeline_sent: Option<String>,
+}
+
+/// One claim of one job: every write of a dispatch attempt is fenced by it, so a replica whose
+/// lease expired mid-call cannot overwrite what the next claimer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimKey {
+    pub job_id: JobId,
+    pub token: uuid::Uuid,
 }
 
 /// An MPS answer about one job, to be recorded.
@@ -244,26 +255,41 @@ pub trait DispatchStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>>;
-    /// MPS accepted the job (or reconciliation found it): record it; it leaves the queue.
-    /// Guarded by the lease: returns false (and changes nothing) if `owner` lost it.
-    async fn complete_dispatch(
+    /// Starts an attempt under the claim, right before MPS is called: marks it started (if no
+    /// earlier attempt's outcome is pending), records the pipeline sent and extends the lease.
+    /// False if the claim is no longer this one's (lease expired and taken, or the job moved on):
+    /// then MPS must not be called.
+    async fn begin_attempt(
         &self,
-        owner: &str,
-        id: JobId,
-        update: &MpsUpdate,
+        claim: &ClaimKey,
+        lease_until: DateTime<Utc>,
+        pipeline: Option<&str>,
     ) -> StoreResult<bool>;
+    /// Extends the lease while an MPS call is in flight; false if the claim was lost.
+    async fn renew_lease(&self, claim: &ClaimKey, lease_until: DateTime<Utc>) -> StoreResult<bool>;
+    /// A lookup confirmed that no earlier attempt created an MPS job: clears the marker.
+    async fn confirm_absent(&self, claim: &ClaimKey) -> StoreResult<bool>;
+    /// MPS accepted the job (or reconciliation found it): record it; it leaves the queue.
+    /// Fenced by the claim: returns false (and changes nothing) if it was lost.
+    async fn complete_dispatch(&self, claim: &ClaimKey, update: &MpsUpdate) -> StoreResult<bool>;
+    /// Records an MPS acceptance whatever the claim, if the job is still queued and no MPS job is
+    /// recorded for it (a replica that lost its claim mid-call keeps what MPS answered). False
+    /// if the job already has an MPS job or left the queue.
+    async fn adopt_submitted(&self, id: JobId, update: &MpsUpdate) -> StoreResult<bool>;
     /// The attempt failed but may be retried at `due_at`. `outcome_unknown` keeps the
     /// attempt marked as started, so the next claimer reconciles before resubmitting.
     async fn retry_dispatch(
         &self,
-        owner: &str,
-        id: JobId,
+        claim: &ClaimKey,
         error: &JobError,
         due_at: DateTime<Utc>,
         outcome_unknown: bool,
     ) -> StoreResult<bool>;
     /// Delivery failed for good: the job becomes `failed`.
-    async fn fail_dispatch(&self, owner: &str, id: JobId, error: &JobError) -> StoreResult<bool>;
+    async fn fail_dispatch(&self, claim: &ClaimKey, error: &JobError) -> StoreResult<bool>;
+    /// Ends a job that MPS accepted but that can no longer finish (deadline, MPS lost it):
+    /// `failed` with `error`, no more polls. False if it was already final.
+    async fn fail_in_flight(&self, id: JobId, error: &JobError) -> StoreResult<bool>;
     /// Gives back every lease `owner` holds (graceful shutdown).
     async fn release_dispatch(&self, owner: &str) -> StoreResult<u64>;
 
@@ -279,6 +305,15 @@ pub trait DispatchStore {
     async fn record_poll(&self, id: JobId, update: &MpsUpdate) -> StoreResult<()>;
     /// Postpones a poll (the query failed).
     async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()>;
+    /// MPS did not list this job: postpones its poll and returns since when MPS has not known it.
+    async fn poll_not_found(
+        &self,
+        id: JobId,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>>;
+    /// The database's clock: what leases, budgets and deadlines are compared with, so that
+    /// replicas with different clocks agree.
+    async fn clock(&self) -> StoreResult<DateTime<Utc>>;
     async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()>;
     /// Earliest time any dispatch or poll is due (for the worker's sleep).
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;

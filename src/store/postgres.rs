@@ -27,7 +27,8 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
     Ok(Pool::Postgres(pool))
 }
 
-/// Claims due jobs for submission: `$1` owner, `$2` now, `$3` lease end, `$4` limit.
+/// Claims due jobs for submission: `$1` owner, `$2` now, `$3` lease end, `$4` limit, `$5` the
+/// claim token.
 pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<ClaimRow>> {
     let sql = format!(
         "WITH due AS ( \
@@ -35,9 +36,9 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
              WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
              ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
          UPDATE jobs j SET lease_owner = $1, lease_expires_at = $3, attempts = j.attempts + 1, \
-             attempt_started_at = COALESCE(j.attempt_started_at, $2) \
+             claim_token = $5 \
          FROM due WHERE j.id = due.id \
-         RETURNING {}, due.prior_attempts, due.prev_started",
+         RETURNING {}, j.claim_token, due.prior_attempts, due.prev_started, j.mps_pipeline_id",
         job_columns(Some("j"))
     );
     pool.fetch_all(claim.with_sql(sql)).await

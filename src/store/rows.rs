@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
-use super::{DispatchClaim, Job, JobError, MpsStatus, StoreError, StoreResult};
+use super::{ClaimKey, DispatchClaim, Job, JobError, MpsStatus, StoreError, StoreResult};
 use crate::domain::{JobId, JobRequest, JobState, Warning};
 
 /// The columns of a [`JobRow`], in order.
@@ -104,8 +104,10 @@ pub(super) fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
 pub struct ClaimRow {
     #[sqlx(flatten)]
     job: JobRow,
+    claim_token: Option<DbId>,
     prior_attempts: i32,
     prev_started: Option<DbTime>,
+    mps_pipeline_id: Option<String>,
 }
 
 impl ClaimRow {
@@ -118,10 +120,18 @@ impl TryFrom<ClaimRow> for DispatchClaim {
     type Error = StoreError;
 
     fn try_from(r: ClaimRow) -> StoreResult<DispatchClaim> {
+        let token = r
+            .claim_token
+            .ok_or_else(|| StoreError::Corrupt("a claim without its token".into()))?;
         Ok(DispatchClaim {
+            key: ClaimKey {
+                job_id: JobId(r.job.id.0),
+                token: token.0,
+            },
             job: r.job.try_into()?,
             attempts: r.prior_attempts as u32,
             attempt_started_at: r.prev_started.map(|t| t.0),
+            pipeline_sent: r.mps_pipeline_id,
         })
     }
 }

@@ -115,6 +115,11 @@ struct Bucket {
 }
 
 #[derive(FromRow)]
+struct Since {
+    since: DbTime,
+}
+
+#[derive(FromRow)]
 struct Count {
     n: i64,
 }
@@ -139,6 +144,23 @@ fn bind_mps(stmt: Stmt, m: &MpsStatus) -> Stmt {
         .bind(m.code.clone())
         .bind(m.message.clone())
         .bind(m.response.clone())
+}
+
+/// The columns of a job MPS has accepted (state, times, MPS status); the caller adds its guard.
+fn accepted_columns(u: &MpsUpdate) -> Stmt {
+    let set = Stmt::new(
+        "UPDATE jobs SET state = $1, updated_at = $2, submitted_at = $2, due_at = NULL, \
+         attempt_started_at = NULL, \
+         finished_at = CASE WHEN $1 IN ('succeeded', 'failed') THEN $2 END, \
+         next_poll_at = $3, mps_job_id = $4, mps_state = $5, mps_request_id = $6, \
+         mps_count = $7, mps_tile_count = $8, mps_code = $9, mps_message = $10, \
+         mps_response = $11",
+    )
+    .bind(u.state.as_str())
+    .bind(now())
+    .bind(u.next_poll_at)
+    .bind(u.mps.job_id.clone());
+    bind_mps(set, &u.mps)
 }
 
 /// The store over either database.
@@ -234,15 +256,28 @@ impl SqlStore {
         Ok(Ok(row))
     }
 
-    /// Ends a dispatch under the lease: `set` is the job's new column values, written only while
-    /// `owner` still holds the lease. Returns whether it did.
-    async fn end_dispatch(&self, owner: &str, id: JobId, set: Stmt) -> StoreResult<bool> {
+    /// Ends a dispatch under the claim: `set` is the job's new column values, written only
+    /// while the claim is still this one. Returns whether it was.
+    async fn end_dispatch(&self, claim: &ClaimKey, set: Stmt) -> StoreResult<bool> {
         let mut stmt = set;
-        stmt.push(", lease_owner = NULL, lease_expires_at = NULL WHERE id = ")
-            .push_bind(id)
-            .push(" AND lease_owner = ")
-            .push_bind(owner)
+        stmt.push(", lease_owner = NULL, lease_expires_at = NULL, claim_token = NULL WHERE id = ")
+            .push_bind(claim.job_id)
+            .push(" AND claim_token = ")
+            .push_bind(claim.token)
             .push(" AND state = 'queued'");
+        Ok(self.pool.execute(stmt).await? == 1)
+    }
+
+    /// Writes `set` while the claim is still held (its lease not expired by the database's
+    /// clock).
+    async fn under_claim(&self, claim: &ClaimKey, set: Stmt) -> StoreResult<bool> {
+        let mut stmt = set;
+        stmt.push(" WHERE id = ")
+            .push_bind(claim.job_id)
+            .push(" AND claim_token = ")
+            .push_bind(claim.token)
+            .push(" AND state = 'queued' AND lease_expires_at >= ")
+            .push(self.dialect().now());
         Ok(self.pool.execute(stmt).await? == 1)
     }
 }
@@ -429,7 +464,8 @@ impl DispatchStore for SqlStore {
             .bind(owner)
             .bind(now)
             .bind(lease_until)
-            .bind(limit);
+            .bind(limit)
+            .bind(uuid::Uuid::new_v4());
         let rows = match self.dialect() {
             Dialect::Postgres => postgres::claim_dispatch(&self.pool, claim).await?,
             Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim).await?,
@@ -437,27 +473,70 @@ impl DispatchStore for SqlStore {
         rows.into_iter().map(DispatchClaim::try_from).collect()
     }
 
-    async fn complete_dispatch(&self, owner: &str, id: JobId, u: &MpsUpdate) -> StoreResult<bool> {
-        let now = now();
-        let set = Stmt::new(
-            "UPDATE jobs SET state = $1, updated_at = $2, submitted_at = $2, due_at = NULL, \
-             attempt_started_at = NULL, \
-             finished_at = CASE WHEN $1 IN ('succeeded', 'failed') THEN $2 END, \
-             next_poll_at = $3, mps_job_id = $4, mps_state = $5, mps_request_id = $6, \
-             mps_count = $7, mps_tile_count = $8, mps_code = $9, mps_message = $10, \
-             mps_response = $11",
+    async fn begin_attempt(
+        &self,
+        claim: &ClaimKey,
+        lease_until: DateTime<Utc>,
+        pipeline: Option<&str>,
+    ) -> StoreResult<bool> {
+        let set = Stmt::new(format!(
+            "UPDATE jobs SET attempt_started_at = COALESCE(attempt_started_at, {}), \
+             lease_expires_at = $1, mps_pipeline_id = $2",
+            self.dialect().now()
+        ))
+        .bind(lease_until)
+        .bind(pipeline);
+        self.under_claim(claim, set).await
+    }
+
+    async fn renew_lease(&self, claim: &ClaimKey, lease_until: DateTime<Utc>) -> StoreResult<bool> {
+        let set = Stmt::new("UPDATE jobs SET lease_expires_at = $1").bind(lease_until);
+        self.under_claim(claim, set).await
+    }
+
+    async fn confirm_absent(&self, claim: &ClaimKey) -> StoreResult<bool> {
+        self.under_claim(
+            claim,
+            Stmt::new("UPDATE jobs SET attempt_started_at = NULL"),
         )
-        .bind(u.state.as_str())
-        .bind(now)
-        .bind(u.next_poll_at)
-        .bind(u.mps.job_id.clone());
-        self.end_dispatch(owner, id, bind_mps(set, &u.mps)).await
+        .await
+    }
+
+    async fn adopt_submitted(&self, id: JobId, u: &MpsUpdate) -> StoreResult<bool> {
+        let mut stmt = accepted_columns(u);
+        stmt.push(", lease_owner = NULL, lease_expires_at = NULL, claim_token = NULL WHERE id = ")
+            .push_bind(id)
+            .push(" AND state = 'queued' AND mps_job_id IS NULL");
+        Ok(self.pool.execute(stmt).await? == 1)
+    }
+
+    async fn fail_in_flight(&self, id: JobId, error: &JobError) -> StoreResult<bool> {
+        let n = self
+            .pool
+            .execute(
+                Stmt::new(
+                    "UPDATE jobs SET state = 'failed', next_poll_at = NULL, last_error = $2, \
+                     updated_at = $3, finished_at = $3, mps_code = COALESCE(mps_code, $4), \
+                     mps_message = COALESCE(mps_message, $5) \
+                     WHERE id = $1 AND state IN ('submitted', 'snapshotting')",
+                )
+                .bind(id)
+                .bind(json(error))
+                .bind(now())
+                .bind(&error.code)
+                .bind(&error.message),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn complete_dispatch(&self, claim: &ClaimKey, u: &MpsUpdate) -> StoreResult<bool> {
+        self.end_dispatch(claim, accepted_columns(u)).await
     }
 
     async fn retry_dispatch(
         &self,
-        owner: &str,
-        id: JobId,
+        claim: &ClaimKey,
         error: &JobError,
         due_at: DateTime<Utc>,
         outcome_unknown: bool,
@@ -470,10 +549,10 @@ impl DispatchStore for SqlStore {
         .bind(json(error))
         .bind(now())
         .bind(outcome_unknown);
-        self.end_dispatch(owner, id, set).await
+        self.end_dispatch(claim, set).await
     }
 
-    async fn fail_dispatch(&self, owner: &str, id: JobId, error: &JobError) -> StoreResult<bool> {
+    async fn fail_dispatch(&self, claim: &ClaimKey, error: &JobError) -> StoreResult<bool> {
         let set = Stmt::new(
             "UPDATE jobs SET state = 'failed', due_at = NULL, attempt_started_at = NULL, \
              last_error = $1, updated_at = $2, finished_at = $2, \
@@ -483,7 +562,7 @@ impl DispatchStore for SqlStore {
         .bind(now())
         .bind(&error.code)
         .bind(&error.message);
-        self.end_dispatch(owner, id, set).await
+        self.end_dispatch(claim, set).await
     }
 
     async fn release_dispatch(&self, owner: &str) -> StoreResult<u64> {
@@ -519,7 +598,8 @@ impl DispatchStore for SqlStore {
             "UPDATE jobs SET state = $2, updated_at = $3, \
              finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN $3 END, \
              next_poll_at = $4, mps_state = $5, mps_request_id = $6, mps_count = $7, \
-             mps_tile_count = $8, mps_code = $9, mps_message = $10, mps_response = $11 \
+             mps_tile_count = $8, mps_code = $9, mps_message = $10, mps_response = $11, \
+             not_found_since = NULL \
              WHERE id = $1 AND state NOT IN ('succeeded', 'failed')",
         )
         .bind(id)
@@ -541,6 +621,37 @@ impl DispatchStore for SqlStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn poll_not_found(
+        &self,
+        id: JobId,
+        next_poll_at: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        let since: Since = self
+            .pool
+            .fetch_one(
+                Stmt::new(format!(
+                    "UPDATE jobs SET next_poll_at = $2, not_found_since = COALESCE(not_found_since, {}) \
+                     WHERE id = $1 RETURNING not_found_since AS since",
+                    self.dialect().now()
+                ))
+                .bind(id)
+                .bind(next_poll_at),
+            )
+            .await?;
+        Ok(since.since.0)
+    }
+
+    async fn clock(&self) -> StoreResult<DateTime<Utc>> {
+        let t: Since = self
+            .pool
+            .fetch_one(Stmt::new(format!(
+                "SELECT {} AS since",
+                self.dialect().now()
+            )))
+            .await?;
+        Ok(t.since.0)
     }
 
     async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()> {

@@ -38,7 +38,8 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
     Ok(Pool::Sqlite(pool))
 }
 
-/// Claims due jobs for submission (`$1` owner, `$2` now, `$3` lease end, `$4` limit). SQLite's
+/// Claims due jobs for submission (`$1` owner, `$2` now, `$3` lease end, `$4` limit, `$5` the
+/// claim token). SQLite's
 /// `RETURNING` shows only new values, so the claim reads the due rows first; the single
 /// connection makes the read and the update one serialized step. (SQLite leaves arguments a
 /// statement does not name unused, so both statements take the claim's arguments.)
@@ -47,7 +48,8 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
     let mut conn = tx.conn();
     let claimed: Vec<ClaimRow> = conn
         .fetch_all(claim.with_sql(format!(
-            "SELECT {}, attempts AS prior_attempts, attempt_started_at AS prev_started FROM jobs \
+            "SELECT {}, $5 AS claim_token, attempts AS prior_attempts, \
+                 attempt_started_at AS prev_started, mps_pipeline_id FROM jobs \
              WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
              ORDER BY due_at LIMIT $4",
             job_columns(None)
@@ -56,8 +58,7 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
     if !claimed.is_empty() {
         let mut update = claim.with_sql(
             "UPDATE jobs SET lease_owner = $1, lease_expires_at = $3, attempts = attempts + 1, \
-             attempt_started_at = COALESCE(attempt_started_at, $2) \
-             WHERE id IN (",
+             claim_token = $5 WHERE id IN (",
         );
         for (i, c) in claimed.iter().enumerate() {
             update

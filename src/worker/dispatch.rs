@@ -1,8 +1,20 @@
-//! Where a job is claimed and submitted: claim due outbox entries with a lease (short
-//! transaction), call MPS outside any transaction, record the outcome guarded by the lease.
+//! Where a job is claimed and submitted: claim due jobs with a lease (short transaction), look
+//! an earlier attempt up if its outcome is unknown, start the attempt under the claim, call MPS
+//! outside any transaction while renewing the lease, record the outcome fenced by the claim.
+//!
+//! The rules that keep a job from reaching MPS twice:
+//! - an attempt is marked started (and the pipeline it sends recorded) right before the call,
+//!   only while the claim still holds; a lost claim means no call;
+//! - the lease is renewed while the call is in flight, so no other replica claims it meanwhile;
+//! - the mark stays until a lookup has settled that attempt: found (adopted) or absent — and a
+//!   miss counts as absent only once MPS would list the job (`worker.list_visibility_ms` after
+//!   the attempt's timeout), only if every page of the attempt's time window was read;
+//! - an answer that arrives after the claim was lost is still recorded if the job has no MPS job
+//!   yet.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 use tracing::Instrument;
@@ -12,12 +24,16 @@ use crate::domain::{user_data, JobState};
 use crate::mps::client::raw_job;
 use crate::mps::error::{ErrorClass, MpsError};
 use crate::mps::wire::{ListQuery, SnapshotJob};
-use crate::store::{self, DispatchClaim, Job, JobError, MpsResponseRecord, MpsStatus, MpsUpdate};
+use crate::store::{
+    self, ClaimKey, DispatchClaim, Job, JobError, MpsResponseRecord, MpsStatus, MpsUpdate,
+};
 
 /// Claims are processed this many at a time.
 const CONCURRENCY: usize = 16;
-/// Reconciliation reads at most this many pages.
-const MAX_RECONCILE_PAGES: usize = 50;
+/// A lookup reads at most this many pages of the attempt's time window; more means "unknown".
+const MAX_LOOKUP_PAGES: usize = 50;
+/// MPS's largest page (API.md §2.2).
+const LOOKUP_PAGE_SIZE: u32 = 100;
 
 /// What MPS says about a job, as a store update.
 pub(super) fn update_from(
@@ -43,9 +59,49 @@ pub(super) fn update_from(
     }
 }
 
+/// What a lookup of an earlier attempt found.
+enum Lookup {
+    Found(Box<SnapshotJob>, Option<Value>, String),
+    /// Every page of the attempt's window was read, late enough for MPS to list the job.
+    Absent,
+    /// Not settled: ask again at `retry_at`.
+    Unknown {
+        error: JobError,
+        retry_at: DateTime<Utc>,
+    },
+}
+
+/// A job error as teams see it: a stable code and a plain message. Faults of the gateway's own
+/// access to MPS are described, not quoted (MPS's text names the gateway's key and its
+/// string-to-sign; that goes to the log only).
+fn job_error(e: &MpsError) -> JobError {
+    let message = match e.class {
+        ErrorClass::Gateway => "MPS refuses snapgate's own credentials or clock; the job stays queued until an operator fixes it".to_string(),
+        ErrorClass::Unreachable => "snapgate cannot reach MPS right now; the job stays queued".to_string(),
+        _ => e.message.clone(),
+    };
+    JobError {
+        code: e.code.clone(),
+        message,
+        at: store::now(),
+    }
+}
+
+fn snapgate_error(code: &str, message: impl Into<String>) -> JobError {
+    JobError {
+        code: code.into(),
+        message: message.into(),
+        at: store::now(),
+    }
+}
+
 impl Worker {
     pub(super) async fn dispatch_round(&self) -> anyhow::Result<usize> {
-        let now = store::now();
+        if let Some(pause) = self.health.paused_for() {
+            tracing::debug!(pause_ms = pause.as_millis() as u64, "dispatch paused");
+            return Ok(0);
+        }
+        let now = self.store.clock().await?;
         let lease_until = now + chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
         let claims = self
             .store
@@ -60,7 +116,7 @@ impl Worker {
                     team = %claim.job.team,
                     attempt = claim.attempts + 1
                 );
-                if let Err(e) = self.process(claim).instrument(span).await {
+                if let Err(e) = self.process(claim, now).instrument(span).await {
                     // The lease will expire and the job will be claimed again.
                     tracing::error!(error = %e, "recording a dispatch outcome failed");
                 }
@@ -69,11 +125,27 @@ impl Worker {
         Ok(n)
     }
 
-    async fn process(&self, claim: DispatchClaim) -> anyhow::Result<()> {
+    async fn process(&self, claim: DispatchClaim, now: DateTime<Utc>) -> anyhow::Result<()> {
         let job = &claim.job;
+        let key = &claim.key;
+        let deadline = job.created_at + chrono::Duration::seconds(self.cfg.job_deadline_s as i64);
+        if now >= deadline && claim.attempt_started_at.is_none() {
+            tracing::warn!("deadline passed before MPS accepted the job");
+            let error = snapgate_error(
+                "deadline_exceeded",
+                format!(
+                    "MPS did not accept the job within worker.job_deadline_s ({} s)",
+                    self.cfg.job_deadline_s
+                ),
+            );
+            return self.fail(key, &error).await;
+        }
         if let Some(started) = claim.attempt_started_at {
-            match self.reconcile(job, started).await {
-                Ok(Some((found, raw, request_id))) => {
+            match self
+                .lookup(job, started, claim.pipeline_sent.as_deref(), now)
+                .await
+            {
+                Lookup::Found(found, raw, request_id) => {
                     metrics::counter!("snapgate_reconciliations_total", "outcome" => "adopted")
                         .increment(1);
                     tracing::info!(mps_job_id = %found.id, mps_request_id = %request_id, "reconciled: MPS already has this job; adopting it");
@@ -87,39 +159,33 @@ impl Worker {
                         update.mps.response.clone(),
                     )
                     .await;
-                    self.complete(job, &update).await?;
+                    self.complete(key, &update).await?;
                     return Ok(());
                 }
-                Ok(None) if claim.attempts >= self.cfg.max_attempts => {
-                    let error = job.last_error.clone().unwrap_or_else(|| JobError {
-                        code: "Snapgate.AttemptsExhausted".into(),
-                        message: "delivery attempts exhausted".into(),
-                        at: store::now(),
-                    });
-                    tracing::warn!(code = %error.code, "giving up: not on MPS and attempts exhausted");
-                    self.fail(job, &error).await?;
-                    return Ok(());
-                }
-                Ok(None) => {
+                Lookup::Absent => {
                     metrics::counter!("snapgate_reconciliations_total", "outcome" => "not_found")
                         .increment(1);
-                    tracing::info!("reconciled: MPS does not have this job; submitting")
+                    if !self.store.confirm_absent(key).await? {
+                        tracing::info!("claim lost during the lookup; the next claimer goes on");
+                        return Ok(());
+                    }
+                    tracing::info!("reconciled: MPS does not have this job; submitting");
                 }
-                Err(e) => {
-                    metrics::counter!("snapgate_reconciliations_total", "outcome" => "error")
+                Lookup::Unknown { error, retry_at } => {
+                    metrics::counter!("snapgate_reconciliations_total", "outcome" => "unknown")
                         .increment(1);
-                    tracing::warn!(code = %e.code, "reconciliation failed; will try again before any resubmission");
-                    let error = JobError {
-                        code: e.code.clone(),
-                        message: e.message.clone(),
-                        at: store::now(),
-                    };
-                    let due = after(
-                        e.retry_after
-                            .unwrap_or_else(|| self.backoff(claim.attempts + 1)),
-                    );
+                    if now >= deadline {
+                        // Still unsettled at the deadline: the job may exist on MPS, so it is
+                        // failed only with a code that says so.
+                        let error = snapgate_error(
+                            "deadline_exceeded",
+                            format!("an earlier attempt's outcome could not be settled before the deadline ({}: {})", error.code, error.message),
+                        );
+                        return self.fail(key, &error).await;
+                    }
+                    tracing::info!(code = %error.code, retry_at = %retry_at, "earlier attempt not settled; looking again before any resubmission");
                     self.store
-                        .retry_dispatch(&self.owner, job.id, &error, due, true)
+                        .retry_dispatch(key, &error, retry_at, true)
                         .await?;
                     return Ok(());
                 }
@@ -130,8 +196,19 @@ impl Worker {
             .await?;
         let params =
             mps_params::submit_params(job.id, &job.request, self.default_pipeline.as_deref());
+        let lease_until = self.lease_from_now().await?;
+        if !self
+            .store
+            .begin_attempt(key, lease_until, params.pipeline_id.as_deref())
+            .await?
+        {
+            tracing::info!("claim lost before the call; not calling MPS");
+            return Ok(());
+        }
         let started = std::time::Instant::now();
-        let result = self.mps.submit_snapshot_job(&params).await;
+        let (result, kept) = self
+            .holding(key, self.mps.submit_snapshot_job(&params))
+            .await;
         crate::metrics::mps_call(
             "SubmitSnapshotJob",
             result
@@ -140,6 +217,7 @@ impl Worker {
                 .unwrap_or_else(|e| e.code.as_str()),
             started,
         );
+        let pause = self.health.observe(&result);
         match result {
             Ok(resp) => {
                 let raw = resp.raw.get("SnapshotJob").cloned();
@@ -158,24 +236,62 @@ impl Worker {
                     Some(resp.raw.clone()),
                 )
                 .await;
-                if !self.complete(job, &update).await? {
-                    tracing::warn!("lease lost before the result was recorded; the next claimer will reconcile");
+                if !kept {
+                    tracing::warn!(
+                        "the lease was lost during the call; recording MPS's answer anyway"
+                    );
                 }
+                self.complete(key, &update).await?;
             }
-            Err(e) => self.on_submit_error(&claim, e).await?,
+            Err(e) => self.on_submit_error(&claim, e, pause).await?,
         }
         Ok(())
     }
 
-    async fn on_submit_error(&self, claim: &DispatchClaim, e: MpsError) -> anyhow::Result<()> {
+    async fn lease_from_now(&self) -> anyhow::Result<DateTime<Utc>> {
+        Ok(self.store.clock().await? + chrono::Duration::milliseconds(self.cfg.lease_ms as i64))
+    }
+
+    /// Runs an MPS call while renewing the claim's lease; says whether the claim held throughout.
+    async fn holding<T>(
+        &self,
+        key: &ClaimKey,
+        call: impl std::future::Future<Output = T>,
+    ) -> (T, bool) {
+        let every = Duration::from_millis((self.cfg.lease_ms / 3).max(10));
+        tokio::pin!(call);
+        let mut kept = true;
+        loop {
+            tokio::select! {
+                out = &mut call => return (out, kept),
+                _ = tokio::time::sleep(every), if kept => {
+                    let renewed = match self.lease_from_now().await {
+                        Ok(until) => self.store.renew_lease(key, until).await.unwrap_or(false),
+                        Err(_) => false,
+                    };
+                    if !renewed {
+                        tracing::warn!("could not renew the lease during the MPS call");
+                        kept = false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_submit_error(
+        &self,
+        claim: &DispatchClaim,
+        e: MpsError,
+        pause: Option<Duration>,
+    ) -> anyhow::Result<()> {
         let job = &claim.job;
+        let key = &claim.key;
         let attempt = claim.attempts + 1;
-        let error = JobError {
-            code: e.code.clone(),
-            message: e.message.clone(),
-            at: store::now(),
-        };
-        if let Some(raw) = &e.raw {
+        let error = job_error(&e);
+        let request_id = e.request_id.as_deref().unwrap_or("-");
+        // MPS's answer about the job goes into its history; an answer about the gateway itself
+        // (its key, its signature) does not belong to any job: it goes to the log.
+        if let (Some(raw), false) = (&e.raw, e.class == ErrorClass::Gateway) {
             self.record(
                 job,
                 "SubmitSnapshotJob",
@@ -185,101 +301,148 @@ impl Worker {
             )
             .await;
         }
-        let request_id = e.request_id.as_deref().unwrap_or("-");
         match e.class {
             ErrorClass::Fatal => {
                 tracing::warn!(code = %e.code, mps_request_id = %request_id, "MPS rejected the job");
-                self.fail(job, &error).await?;
+                self.fail(key, &error).await?;
             }
             ErrorClass::Retryable if attempt >= self.cfg.max_attempts => {
                 tracing::warn!(code = %e.code, mps_request_id = %request_id, attempt, "retryable error, attempts exhausted");
-                self.fail(job, &error).await?;
+                self.fail(key, &error).await?;
             }
             ErrorClass::Retryable => {
                 metrics::counter!("snapgate_retries_total", "code" => e.code.clone()).increment(1);
                 let wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt));
                 tracing::info!(code = %e.code, mps_request_id = %request_id, attempt, retry_in_ms = wait.as_millis() as u64, "retryable error");
                 self.store
-                    .retry_dispatch(&self.owner, job.id, &error, after(wait), false)
+                    .retry_dispatch(key, &error, after(wait), false)
+                    .await?;
+            }
+            ErrorClass::Unreachable | ErrorClass::Gateway => {
+                // Nothing was created (MPS never got the request, or refused the gateway
+                // outright); the whole dispatch pauses, so the job waits without counting.
+                let wait = pause.unwrap_or_else(|| self.backoff(attempt));
+                tracing::debug!(code = %e.code, mps_request_id = %request_id, message = %e.message, "MPS unavailable to the gateway; job stays queued");
+                self.store
+                    .retry_dispatch(key, &error, after(wait), false)
                     .await?;
             }
             ErrorClass::OutcomeUnknown => {
                 metrics::counter!("snapgate_retries_total", "code" => e.code.clone()).increment(1);
-                let wait = self.backoff(attempt);
-                tracing::warn!(code = %e.code, attempt, "outcome unknown; will reconcile before any resubmission");
+                tracing::warn!(code = %e.code, attempt, "outcome unknown; will look the job up before any resubmission");
+                let retry_at = self.settle_time(store::now());
                 self.store
-                    .retry_dispatch(&self.owner, job.id, &error, after(wait), true)
+                    .retry_dispatch(key, &error, retry_at, true)
                     .await?;
             }
         }
         Ok(())
     }
 
-    /// Looks for this job on MPS, created around `started`, by its id in `UserData`.
-    async fn reconcile(
+    /// When a lookup of an attempt started at `started` can first trust a miss.
+    fn settle_time(&self, started: DateTime<Utc>) -> DateTime<Utc> {
+        started
+            + chrono::Duration::from_std(self.mps_timeout).unwrap_or_default()
+            + chrono::Duration::milliseconds(self.cfg.list_visibility_ms as i64)
+    }
+
+    /// Looks for the MPS job an attempt started at `started` may have created, by its gateway id
+    /// in `UserData`, on the pipeline that attempt sent, created within the attempt's window.
+    async fn lookup(
         &self,
         job: &Job,
-        started: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<(SnapshotJob, Option<Value>, String)>, MpsError> {
+        started: DateTime<Utc>,
+        pipeline_sent: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Lookup {
         let margin = chrono::Duration::seconds(self.cfg.reconcile_margin_s as i64);
+        let settled_at = self.settle_time(started);
+        let attempt_end =
+            started + chrono::Duration::from_std(self.mps_timeout).unwrap_or_default();
         let mut query = ListQuery {
-            pipeline_id: job
-                .request
-                .pipeline_id
-                .clone()
+            pipeline_id: pipeline_sent
+                .map(str::to_string)
+                .or_else(|| job.request.pipeline_id.clone())
                 .or_else(|| self.default_pipeline.clone()),
             state: None,
             created_from: Some(started - margin),
-            created_to: Some(store::now() + margin),
+            created_to: Some(attempt_end + margin),
             next_page_token: None,
-            maximum_page_size: Some(100),
+            maximum_page_size: Some(LOOKUP_PAGE_SIZE),
         };
-        for _ in 0..MAX_RECONCILE_PAGES {
+        let unknown = |code: &str, message: String, retry_at: DateTime<Utc>| Lookup::Unknown {
+            error: snapgate_error(code, message),
+            retry_at,
+        };
+        for _ in 0..MAX_LOOKUP_PAGES {
             if let Err(e) = self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1).await {
                 tracing::warn!(error = %e, "budget unavailable");
             }
-            let started = std::time::Instant::now();
+            let t = std::time::Instant::now();
             let resp = self.mps.list_snapshot_jobs(&query).await;
             crate::metrics::mps_call(
                 "QuerySnapshotJobList",
                 resp.as_ref()
                     .map(|_| "Success")
                     .unwrap_or_else(|e| e.code.as_str()),
-                started,
+                t,
             );
-            let resp = resp?;
+            let pause = self.health.observe(&resp);
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    let wait = pause.or(e.retry_after).unwrap_or_else(|| self.backoff(2));
+                    return Lookup::Unknown {
+                        error: job_error(&e),
+                        retry_at: after(wait),
+                    };
+                }
+            };
             if let Some(found) = resp.body.jobs.iter().find(|j| {
                 j.user_data
                     .as_deref()
                     .is_some_and(|u| user_data::belongs_to(u, job.id))
             }) {
                 let raw = raw_job(&resp.raw, &found.id);
-                return Ok(Some((found.clone(), raw, resp.request_id.clone())));
+                return Lookup::Found(Box::new(found.clone()), raw, resp.request_id.clone());
             }
             match resp.body.next_page_token.filter(|t| !t.is_empty()) {
                 Some(token) if !resp.body.jobs.is_empty() => query.next_page_token = Some(token),
-                _ => return Ok(None),
+                _ if now < settled_at => {
+                    return unknown(
+                        "Snapgate.LookupTooEarly",
+                        "MPS may not list the job yet; looking again".into(),
+                        settled_at,
+                    )
+                }
+                _ => return Lookup::Absent,
             }
         }
-        Ok(None)
+        unknown(
+            "Snapgate.LookupIncomplete",
+            format!("more than {MAX_LOOKUP_PAGES} pages of MPS jobs in the attempt's window; looking again"),
+            after(self.backoff(3)),
+        )
     }
 
-    /// Records that MPS has the job (and wakes a waiting POST).
-    async fn complete(&self, job: &Job, update: &MpsUpdate) -> anyhow::Result<bool> {
-        let done = self
-            .store
-            .complete_dispatch(&self.owner, job.id, update)
-            .await?;
+    /// Records that MPS has the job (and wakes a waiting POST). Under a lost claim, records it
+    /// still if nobody recorded an MPS job for it yet.
+    async fn complete(&self, key: &ClaimKey, update: &MpsUpdate) -> anyhow::Result<()> {
+        let done = self.store.complete_dispatch(key, update).await?
+            || self.store.adopt_submitted(key.job_id, update).await?;
         if done {
-            let _ = self.signals.dispatched.send(job.id);
+            let _ = self.signals.dispatched.send(key.job_id);
+        } else {
+            metrics::counter!("snapgate_duplicate_mps_jobs_total").increment(1);
+            tracing::error!(mps_job_id = update.mps.job_id.as_deref().unwrap_or("-"), "MPS answered for a job that already has another MPS job recorded: an orphaned MPS job (kept in the job's responses)");
         }
-        Ok(done)
+        Ok(())
     }
 
     /// Records that the job failed for good (and wakes a waiting POST).
-    async fn fail(&self, job: &Job, error: &JobError) -> anyhow::Result<()> {
-        if self.store.fail_dispatch(&self.owner, job.id, error).await? {
-            let _ = self.signals.dispatched.send(job.id);
+    async fn fail(&self, key: &ClaimKey, error: &JobError) -> anyhow::Result<()> {
+        if self.store.fail_dispatch(key, error).await? {
+            let _ = self.signals.dispatched.send(key.job_id);
         }
         Ok(())
     }

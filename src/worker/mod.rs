@@ -9,6 +9,7 @@
 //!    reconciliation — looking the job up on MPS by its id in `UserData` — never by a blind retry.
 
 mod dispatch;
+pub mod health;
 pub mod mps_params;
 mod poll;
 
@@ -55,6 +56,9 @@ pub struct Worker {
     default_pipeline: Option<String>,
     signals: WorkerSignals,
     owner: String,
+    /// MPS's request timeout: an attempt's answer comes within it, or never.
+    mps_timeout: Duration,
+    health: Arc<health::MpsHealth>,
     /// Learned time MPS takes from submit to a final state, in ms (0: not known yet).
     expected_duration_ms: std::sync::atomic::AtomicU64,
 }
@@ -86,6 +90,8 @@ impl Worker {
             default_pipeline: settings.mps.pipeline_id.clone(),
             signals,
             owner,
+            mps_timeout: Duration::from_millis(settings.mps.request_timeout_ms),
+            health: Arc::new(health::MpsHealth::default()),
             expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -93,6 +99,25 @@ impl Worker {
     /// This worker's lease owner name.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// What this worker knows of its access to MPS.
+    pub fn health(&self) -> Arc<health::MpsHealth> {
+        self.health.clone()
+    }
+
+    /// Says at start which MPS this worker talks to, and checks the credentials once with a
+    /// cheap signed call (a status query for an id that does not exist).
+    pub async fn check_mps(&self) {
+        let result = self
+            .mps
+            .query_snapshot_jobs(&["00000000000000000000000000000000".to_string()])
+            .await;
+        match &result {
+            Ok(_) => tracing::info!("MPS answers and accepts the gateway's credentials"),
+            Err(e) => tracing::warn!(code = %e.code, "MPS check at start failed"),
+        }
+        self.health.observe(&result);
     }
 
     /// One dispatch round and one poll round.
@@ -126,6 +151,7 @@ impl Worker {
     /// Runs the dispatcher and the poller until `shutdown`, then gives back unfinished claims.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         self.store.spawn_job_listener(self.signals.wake.clone());
+        self.check_mps().await;
         let dispatcher = {
             let me = self.clone();
             let shutdown = shutdown.clone();
@@ -191,6 +217,9 @@ impl Worker {
 
     /// Until the next due time, within [10 ms, idle_poll_ms] (the polling fallback).
     async fn idle_sleep(&self) -> Duration {
+        if let Some(pause) = self.health.paused_for() {
+            return pause;
+        }
         let max = Duration::from_millis(self.cfg.idle_poll_ms);
         match self.store.next_due().await {
             Ok(Some(due)) => until(due).clamp(Duration::from_millis(10), max),

@@ -1,23 +1,37 @@
 //! Status refresh: in-flight jobs are batched into `QuerySnapshotJobList` calls of up to 10 ids.
 //! Jobs due soon ride along with jobs due now, so calls are full more often.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use serde_json::Value;
 
 use super::dispatch::update_from;
 use super::{after, Worker, QUERY_BUDGET};
 use crate::mps::client::raw_job;
-use crate::store::{self, Job, MpsResponseRecord};
+use crate::store::{self, Job, JobError, MpsResponseRecord};
 
 /// MPS answers at most 10 ids per call (API.md §2.1).
 const IDS_PER_QUERY: usize = 10;
 const QUERIES_PER_ROUND: usize = 5;
 
 impl Worker {
+    /// Ends a job MPS accepted but that will not finish: failed with its own code.
+    async fn end_in_flight(&self, job: &Job, code: &str, message: String) -> anyhow::Result<()> {
+        let error = JobError {
+            code: code.into(),
+            message,
+            at: store::now(),
+        };
+        if self.store.fail_in_flight(job.id, &error).await? {
+            tracing::warn!(job_id = %job.id, team = %job.team, code, "job failed: {}", error.message);
+        }
+        Ok(())
+    }
+
     pub(super) async fn poll_round(&self) -> anyhow::Result<usize> {
-        let now = store::now();
+        if self.health.paused_for().is_some() {
+            return Ok(0);
+        }
+        let now = self.store.clock().await?;
         let ride_along = chrono::Duration::milliseconds(self.cfg.status_poll_min_ms as i64 / 2);
         let lease_until = now + chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
         // Jobs due now, then top the last batch up to 10 ids with jobs due soon: every query
@@ -35,6 +49,24 @@ impl Worker {
             );
         }
         let n = jobs.len();
+        let deadline = chrono::Duration::seconds(self.cfg.job_deadline_s as i64);
+        let mut live = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if now - job.created_at >= deadline {
+                self.end_in_flight(
+                    &job,
+                    "deadline_exceeded",
+                    format!(
+                        "the job was not final within worker.job_deadline_s ({} s)",
+                        self.cfg.job_deadline_s
+                    ),
+                )
+                .await?;
+            } else {
+                live.push(job);
+            }
+        }
+        let jobs = live;
         let chunks: Vec<Vec<Job>> = jobs.chunks(IDS_PER_QUERY).map(<[Job]>::to_vec).collect();
         futures::stream::iter(chunks)
             .for_each_concurrent(QUERIES_PER_ROUND, |chunk| async move {
@@ -63,11 +95,14 @@ impl Worker {
                 .unwrap_or_else(|e| e.code.as_str()),
             started,
         );
+        let pause = self.health.observe(&result);
         let resp = match result {
             Ok(r) => r,
             Err(e) => {
-                let wait = e.retry_after.unwrap_or_else(|| self.backoff(2));
-                tracing::warn!(code = %e.code, mps_request_id = e.request_id.as_deref().unwrap_or("-"), "QuerySnapshotJobList failed");
+                let wait = pause.or(e.retry_after).unwrap_or_else(|| self.backoff(2));
+                if pause.is_none() {
+                    tracing::warn!(code = %e.code, mps_request_id = e.request_id.as_deref().unwrap_or("-"), jobs = jobs.len(), "QuerySnapshotJobList failed");
+                }
                 for j in jobs {
                     self.store.postpone_poll(j.id, after(wait)).await?;
                 }
@@ -80,13 +115,20 @@ impl Worker {
                 continue;
             };
             let Some(found) = resp.body.jobs.iter().find(|s| s.id == mps_id) else {
-                tracing::warn!(job_id = %job.id, mps_job_id = mps_id, mps_request_id = %resp.request_id, "MPS does not know this job id; polling slowly");
-                self.store
-                    .postpone_poll(
+                // MPS may list a new job late; one it never lists ends after a while.
+                let since = self
+                    .store
+                    .poll_not_found(
                         job.id,
-                        after(Duration::from_millis(self.cfg.status_poll_max_ms)),
+                        after(self.poll_interval(job.submitted_at.unwrap_or(job.created_at))),
                     )
                     .await?;
+                let missing = (chrono::Utc::now() - since).num_seconds();
+                if missing >= self.cfg.not_found_timeout_s as i64 {
+                    self.end_in_flight(job, "mps_job_not_found", format!("MPS has not known job {mps_id} for {missing} s (worker.not_found_timeout_s)")).await?;
+                } else {
+                    tracing::debug!(job_id = %job.id, mps_job_id = mps_id, mps_request_id = %resp.request_id, missing_s = missing, "MPS does not list this job id (yet)");
+                }
                 continue;
             };
             let raw = raw_job(&resp.raw, mps_id);

@@ -1,0 +1,5 @@
+-- Claim tokens, the pipeline sent, and the not-found clock (see migrations/postgres/0004_claim_tokens.sql).
+
+ALTER TABLE jobs ADD COLUMN claim_token TEXT;
+ALTER TABLE jobs ADD COLUMN mps_pipeline_id TEXT;
+ALTER TABLE jobs ADD COLUMN not_found_since INTEGER;
