@@ -12,6 +12,7 @@ use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::mps::client::SignatureMethod;
 use crate::secret::Secret;
 
 /// Environment variable that selects `config/<env>.toml` (for example `production`).
@@ -81,8 +82,9 @@ pub struct MpsSettings {
     pub pipeline_id: Option<String>,
     pub access_key_id: Option<String>,
     pub access_key_secret: Option<Secret>,
-    /// `v1` (HMAC-SHA1, what the classic SDKs send) or `acs3` (ACS3-HMAC-SHA256).
-    pub signature: String,
+    /// `v1` (HMAC-SHA1, what the classic SDKs send) or `acs3` (ACS3-HMAC-SHA256); any other
+    /// value is a configuration error at start.
+    pub signature: SignatureMethod,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
 }
@@ -178,7 +180,7 @@ impl Default for MpsSettings {
             pipeline_id: None,
             access_key_id: None,
             access_key_secret: None,
-            signature: "v1".into(),
+            signature: SignatureMethod::V1,
             connect_timeout_ms: 3_000,
             request_timeout_ms: 10_000,
         }
@@ -331,10 +333,6 @@ impl Settings {
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be `text` or `json`"
         );
-        anyhow::ensure!(
-            matches!(self.mps.signature.as_str(), "v1" | "acs3"),
-            "mps.signature must be `v1` or `acs3`"
-        );
         if let Some(p) = &self.mps.pipeline_id {
             anyhow::ensure!(
                 crate::domain::is_mps_id(p),
@@ -446,6 +444,21 @@ mod tests {
         );
         assert_eq!(s.mps.access_key_id.as_deref(), Some("12345"));
         assert_eq!(s.mps.access_key_secret.unwrap().expose(), "0123");
+    }
+
+    #[test]
+    fn mps_signature_is_an_enum_and_an_unknown_value_is_refused() {
+        let var = |v: &str| vec![("SNAPGATE__MPS__SIGNATURE".to_string(), v.to_string())];
+        let s = Settings::load_from(&config_dir(), None, var("acs3")).unwrap();
+        assert_eq!(s.mps.signature, SignatureMethod::Acs3);
+        for bad in ["v2", "ACS3", "hmac-sha1", "1", ""] {
+            let err = format!(
+                "{:#}",
+                Settings::load_from(&config_dir(), None, var(bad)).unwrap_err()
+            );
+            assert!(err.contains("signature"), "{bad}: {err}");
+            assert!(err.contains("v1") && err.contains("acs3"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -490,6 +490,26 @@ async fn concurrent_claimers_never_share_a_job(s: DynStore) {
     assert_eq!(all.len(), 60);
 }
 
+async fn teams_are_created_once_and_listed_by_name(s: DynStore) {
+    let now = snapgate::store::now();
+    assert!(s.create_team("zeta", now).await.unwrap());
+    assert!(s.create_team("alpha", now).await.unwrap());
+    assert!(
+        !s.create_team("alpha", now).await.unwrap(),
+        "already exists"
+    );
+    let names: Vec<String> = s
+        .list_teams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    // `default` comes with the migrations.
+    assert_eq!(names, ["alpha", "default", "zeta"]);
+    assert!(s.team_exists("zeta").await.unwrap());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -502,7 +522,8 @@ macro_rules! conformance {
                 retry_keeps_or_clears_the_unknown_outcome,
                 polls_are_claimed_recorded_and_never_regress,
                 postponed_polls_wait,
-                concurrent_claimers_never_share_a_job
+                concurrent_claimers_never_share_a_job,
+                teams_are_created_once_and_listed_by_name
             );
         }
     };

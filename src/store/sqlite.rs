@@ -620,6 +620,20 @@ impl Store for SqliteStore {
             .is_some())
     }
 
+    async fn list_teams(&self) -> StoreResult<Vec<TeamRecord>> {
+        let rows = sqlx::query("SELECT name, created_at FROM teams ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TeamRecord {
+                    name: r.try_get("name")?,
+                    created_at: micros_to_time(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
     async fn create_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
