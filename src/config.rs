@@ -299,13 +299,17 @@ impl Settings {
                 .map(|(_, v)| v.clone())
         };
         if let Some(url) = lookup("DATABASE_URL") {
-            figment = figment.merge(("database.url", url));
+            figment = figment.merge(EnvValue::new("DATABASE_URL", "database.url", url));
         }
         if let Some(id) = lookup(ALIBABA_KEY_ID_VAR) {
-            figment = figment.merge(("mps.access_key_id", id));
+            figment = figment.merge(EnvValue::new(ALIBABA_KEY_ID_VAR, "mps.access_key_id", id));
         }
         if let Some(secret) = lookup(ALIBABA_KEY_SECRET_VAR) {
-            figment = figment.merge(("mps.access_key_secret", secret));
+            figment = figment.merge(EnvValue::new(
+                ALIBABA_KEY_SECRET_VAR,
+                "mps.access_key_secret",
+                secret,
+            ));
         }
         // `SNAPGATE__SECTION__KEY=value` sets `section.key`; values parse like figment's `Env`
         // provider (numbers, booleans, strings). Read from the given set so tests are hermetic.
@@ -318,7 +322,7 @@ impl Settings {
                 } else {
                     value.parse().expect("infallible")
                 };
-                figment = figment.merge((path, value));
+                figment = figment.merge(EnvValue::new(key, &path, value));
             }
         }
         let settings: Settings = figment
@@ -368,6 +372,38 @@ impl Settings {
             Some(e) => e.trim_end_matches('/').to_string(),
             None => format!("https://mts.{}.aliyuncs.com", self.mps.region),
         }
+    }
+}
+
+/// One value from an environment variable, named after it, so that a bad value is reported as
+/// `for key "mps.signature" in environment variable SNAPGATE__MPS__SIGNATURE` (a bare
+/// `(key, value)` pair would be named after its Rust type).
+struct EnvValue {
+    var: String,
+    key: String,
+    value: figment::value::Value,
+}
+
+impl EnvValue {
+    fn new(var: &str, key: &str, value: impl Into<figment::value::Value>) -> Self {
+        Self {
+            var: var.to_string(),
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+}
+
+impl figment::Provider for EnvValue {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("environment variable {}", self.var))
+            .interpolater(|_profile, keys| keys.join("."))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        figment::providers::Serialized::global(&self.key, &self.value).data()
     }
 }
 
@@ -458,6 +494,10 @@ mod tests {
             );
             assert!(err.contains("signature"), "{bad}: {err}");
             assert!(err.contains("v1") && err.contains("acs3"), "{bad}: {err}");
+            assert!(
+                err.contains("\"mps.signature\" in environment variable SNAPGATE__MPS__SIGNATURE"),
+                "names the key and where it came from: {err}"
+            );
         }
     }
 

@@ -177,6 +177,7 @@ fn an_unknown_mps_signature_refuses_to_start() {
         .unwrap();
     let line = one_line_error(&out);
     assert!(line.contains("mps.signature"), "{line}");
+    assert!(line.contains("SNAPGATE__MPS__SIGNATURE"), "{line}");
     assert!(line.contains("`v1`") && line.contains("`acs3`"), "{line}");
     // Nothing was started: no database file either.
     assert!(!sb.dir.path().join("snapgate.db").exists());
