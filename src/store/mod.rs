@@ -161,7 +161,7 @@ pub struct MpsResponseRecord {
 }
 
 /// A team as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TeamRecord {
     pub name: String,
     pub created_at: DateTime<Utc>,
