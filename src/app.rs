@@ -14,7 +14,7 @@ use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::AppState;
 use crate::limits::TeamLimiter;
-use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
+use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
 use crate::submit::{SubmitConfig, SubmitService};
@@ -33,10 +33,6 @@ pub struct Application {
 pub async fn mps_backend(
     settings: &Settings,
 ) -> anyhow::Result<(Arc<dyn MpsApi>, Option<EmulatorHandle>)> {
-    let signature = match settings.mps.signature.as_str() {
-        "acs3" => SignatureMethod::Acs3,
-        _ => SignatureMethod::V1,
-    };
     let (endpoint, key_id, secret, emulator) = if settings.has_mps_credentials() {
         (
             settings.mps_endpoint(),
@@ -62,7 +58,7 @@ pub async fn mps_backend(
         endpoint,
         access_key_id: key_id,
         access_key_secret: secret,
-        signature,
+        signature: settings.mps.signature,
         region_id: Some(settings.mps.region.clone()),
         connect_timeout: ms(settings.mps.connect_timeout_ms),
         request_timeout: ms(settings.mps.request_timeout_ms),

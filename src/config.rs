@@ -12,6 +12,7 @@ use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::mps::client::SignatureMethod;
 use crate::secret::Secret;
 
 /// Environment variable that selects `config/<env>.toml` (for example `production`).
@@ -81,8 +82,9 @@ pub struct MpsSettings {
     pub pipeline_id: Option<String>,
     pub access_key_id: Option<String>,
     pub access_key_secret: Option<Secret>,
-    /// `v1` (HMAC-SHA1, what the classic SDKs send) or `acs3` (ACS3-HMAC-SHA256).
-    pub signature: String,
+    /// `v1` (HMAC-SHA1, what the classic SDKs send) or `acs3` (ACS3-HMAC-SHA256); any other
+    /// value is a configuration error at start.
+    pub signature: SignatureMethod,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
 }
@@ -181,7 +183,7 @@ impl Default for MpsSettings {
             pipeline_id: None,
             access_key_id: None,
             access_key_secret: None,
-            signature: "v1".into(),
+            signature: SignatureMethod::V1,
             connect_timeout_ms: 3_000,
             request_timeout_ms: 10_000,
         }
@@ -303,13 +305,17 @@ impl Settings {
                 .map(|(_, v)| v.clone())
         };
         if let Some(url) = lookup("DATABASE_URL") {
-            figment = figment.merge(("database.url", url));
+            figment = figment.merge(EnvValue::new("DATABASE_URL", "database.url", url));
         }
         if let Some(id) = lookup(ALIBABA_KEY_ID_VAR) {
-            figment = figment.merge(("mps.access_key_id", id));
+            figment = figment.merge(EnvValue::new(ALIBABA_KEY_ID_VAR, "mps.access_key_id", id));
         }
         if let Some(secret) = lookup(ALIBABA_KEY_SECRET_VAR) {
-            figment = figment.merge(("mps.access_key_secret", secret));
+            figment = figment.merge(EnvValue::new(
+                ALIBABA_KEY_SECRET_VAR,
+                "mps.access_key_secret",
+                secret,
+            ));
         }
         // `SNAPGATE__SECTION__KEY=value` sets `section.key`; values parse like figment's `Env`
         // provider (numbers, booleans, strings). Read from the given set so tests are hermetic.
@@ -322,7 +328,7 @@ impl Settings {
                 } else {
                     value.parse().expect("infallible")
                 };
-                figment = figment.merge((path, value));
+                figment = figment.merge(EnvValue::new(key, &path, value));
             }
         }
         let settings: Settings = figment
@@ -336,10 +342,6 @@ impl Settings {
         anyhow::ensure!(
             matches!(self.log.format.as_str(), "text" | "json"),
             "log.format must be `text` or `json`"
-        );
-        anyhow::ensure!(
-            matches!(self.mps.signature.as_str(), "v1" | "acs3"),
-            "mps.signature must be `v1` or `acs3`"
         );
         if let Some(p) = &self.mps.pipeline_id {
             anyhow::ensure!(
@@ -376,6 +378,38 @@ impl Settings {
             Some(e) => e.trim_end_matches('/').to_string(),
             None => format!("https://mts.{}.aliyuncs.com", self.mps.region),
         }
+    }
+}
+
+/// One value from an environment variable, named after it, so that a bad value is reported as
+/// `for key "mps.signature" in environment variable SNAPGATE__MPS__SIGNATURE` (a bare
+/// `(key, value)` pair would be named after its Rust type).
+struct EnvValue {
+    var: String,
+    key: String,
+    value: figment::value::Value,
+}
+
+impl EnvValue {
+    fn new(var: &str, key: &str, value: impl Into<figment::value::Value>) -> Self {
+        Self {
+            var: var.to_string(),
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+}
+
+impl figment::Provider for EnvValue {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("environment variable {}", self.var))
+            .interpolater(|_profile, keys| keys.join("."))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        figment::providers::Serialized::global(&self.key, &self.value).data()
     }
 }
 
@@ -452,6 +486,25 @@ mod tests {
         );
         assert_eq!(s.mps.access_key_id.as_deref(), Some("12345"));
         assert_eq!(s.mps.access_key_secret.unwrap().expose(), "0123");
+    }
+
+    #[test]
+    fn mps_signature_is_an_enum_and_an_unknown_value_is_refused() {
+        let var = |v: &str| vec![("SNAPGATE__MPS__SIGNATURE".to_string(), v.to_string())];
+        let s = Settings::load_from(&config_dir(), None, var("acs3")).unwrap();
+        assert_eq!(s.mps.signature, SignatureMethod::Acs3);
+        for bad in ["v2", "ACS3", "hmac-sha1", "1", ""] {
+            let err = format!(
+                "{:#}",
+                Settings::load_from(&config_dir(), None, var(bad)).unwrap_err()
+            );
+            assert!(err.contains("signature"), "{bad}: {err}");
+            assert!(err.contains("v1") && err.contains("acs3"), "{bad}: {err}");
+            assert!(
+                err.contains("\"mps.signature\" in environment variable SNAPGATE__MPS__SIGNATURE"),
+                "names the key and where it came from: {err}"
+            );
+        }
     }
 
     #[test]

@@ -232,7 +232,7 @@ async fn no_secret_leaks_from_built_apps_the_cli_or_misplaced_tokens() {
         s.mps.endpoint = Some(emu.url());
         s.mps.access_key_id = Some(MPS_KEY_ID.into());
         s.mps.access_key_secret = Some(Secret::new(secret));
-        s.mps.signature = "acs3".into();
+        s.mps.signature = snapgate::mps::client::SignatureMethod::Acs3;
         s.worker.status_poll_min_ms = 50;
         s.http.submit_wait_ms = 2_000;
         s

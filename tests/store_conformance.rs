@@ -604,6 +604,26 @@ async fn concurrent_claimers_never_share_a_job(s: DynStore) {
     assert_eq!(all.len(), 60);
 }
 
+async fn teams_are_created_once_and_listed_by_name(s: DynStore) {
+    let now = snapgate::store::now();
+    assert!(s.create_team("zeta", now).await.unwrap());
+    assert!(s.create_team("alpha", now).await.unwrap());
+    assert!(
+        !s.create_team("alpha", now).await.unwrap(),
+        "already exists"
+    );
+    let names: Vec<String> = s
+        .list_teams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    // `default` comes with the migrations.
+    assert_eq!(names, ["alpha", "default", "zeta"]);
+    assert!(s.team_exists("zeta").await.unwrap());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -618,7 +638,8 @@ macro_rules! conformance {
                 postponed_polls_wait,
                 a_lost_claim_still_records_what_mps_answered,
                 in_flight_jobs_end_by_deadline_or_not_found,
-                concurrent_claimers_never_share_a_job
+                concurrent_claimers_never_share_a_job,
+                teams_are_created_once_and_listed_by_name
             );
         }
     };

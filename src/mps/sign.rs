@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -23,48 +24,37 @@ pub enum SignError {
     MalformedAuthorization(&'static str),
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
+/// Every byte but RFC 3986's unreserved `A-Z a-z 0-9 - _ . ~` is escaped (non-ASCII always is).
+const RFC3986_RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// RFC 3986 percent-encoding: UTF-8 bytes, only `A-Z a-z 0-9 - _ . ~` left as they are, every
 /// other byte as `%XX` with upper-case hex (space is `%20`, never `+`).
 pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if is_unreserved(b) {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
-    }
-    out
+    utf8_percent_encode(s, RFC3986_RESERVED).to_string()
 }
 
 /// Strict `%XX` decoding to UTF-8; `None` on a malformed escape or invalid UTF-8. `+` stays `+`
 /// (form decoding, where `+` is a space, is the caller's business).
 pub fn percent_decode(s: &str) -> Option<String> {
+    // The crate passes a malformed escape (`%zz`, `%4`, `%+A`) through as text; refuse it first.
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            // Both must be hex digits (`from_str_radix` alone would take "+A").
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
 }
 
 /// `k=v` pairs, sorted by the raw name in byte order, each side percent-encoded, joined by `&`.

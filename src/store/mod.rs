@@ -190,6 +190,13 @@ pub struct MpsResponseRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// A team as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRecord {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A team's API key as stored (the token only as its hash, the secret only encrypted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRecord {
@@ -346,6 +353,8 @@ pub trait KeyStore {
     /// Creates a team; false if it already exists.
     async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     async fn team_exists(&self, name: &str) -> StoreResult<bool>;
+    /// Every team, by name.
+    async fn list_teams(&self) -> StoreResult<Vec<TeamRecord>>;
     /// Stores a new key; its team must exist.
     async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;

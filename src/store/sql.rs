@@ -115,6 +115,12 @@ struct Bucket {
 }
 
 #[derive(FromRow)]
+struct TeamRow {
+    name: String,
+    created_at: DbTime,
+}
+
+#[derive(FromRow)]
 struct Since {
     since: DbTime,
 }
@@ -196,6 +202,14 @@ impl SqlStore {
 
     pub(super) fn dialect(&self) -> Dialect {
         self.pool.dialect()
+    }
+
+    /// The Postgres pool, for tests and tools that inspect the server itself.
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p),
+            Pool::Sqlite(_) => None,
+        }
     }
 
     /// Closes every connection (tests that drop a database).
@@ -775,6 +789,22 @@ impl KeyStore for SqlStore {
             )
             .await?
             .is_some())
+    }
+
+    async fn list_teams(&self) -> StoreResult<Vec<TeamRecord>> {
+        let rows: Vec<TeamRow> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "SELECT name, created_at FROM teams ORDER BY name",
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TeamRecord {
+                name: r.name,
+                created_at: r.created_at.0,
+            })
+            .collect())
     }
 
     async fn create_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
