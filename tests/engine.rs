@@ -297,6 +297,17 @@ async fn intra_frames_land_on_keyframes_and_duplicates_lower_the_count() {
         media::dimensions(&e.path("media", "dup/00001.jpg")),
         (1280, 720)
     );
+    // A single intra snapshot past the end takes the nearest (last) keyframe.
+    let job = submit(
+        &e.emu,
+        "in/clip.mp4",
+        json!({"OutputFile": out("late.jpg"), "Time": "40000", "FrameType": "intra"}),
+    )
+    .await;
+    assert_eq!(job["State"], "Success", "sync: {job}");
+    let (_, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
+    assert_eq!(times(&manifest), [28000]);
+    assert_same_frame(&e.path("media", "late.jpg"), &video, 28000, (1280, 720));
     e.emu.shutdown().await;
 }
 
@@ -532,18 +543,36 @@ async fn a_restart_in_the_middle_of_a_job_finishes_it() {
     )
     .await;
     let id = job["Id"].as_str().unwrap().to_string();
+    let second = submit(
+        &emu,
+        "in/clip.mp4",
+        json!({"OutputFile": out("r2/{Count}.jpg"), "Time": "0", "Interval": "10", "Num": "2", "FrameType": "normal"}),
+    )
+    .await;
+    let second = second["Id"].as_str().unwrap().to_string();
+    // One engine slot: while the first job runs, the second waits `Submitted`.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v: Value = reqwest::get(format!("{}/_emulator/jobs/{id}", emu.url()))
+        let v: Value = reqwest::get(format!("{}/_emulator/jobs", emu.url()))
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        if v["State"] == "Snapshoting" {
+        let states: Vec<&str> = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["State"].as_str().unwrap())
+            .collect();
+        if states == ["Snapshoting", "Submitted"] {
             break;
         }
-        assert_eq!(v["State"], "Submitted", "{v}");
+        assert_eq!(
+            states,
+            ["Submitted", "Submitted"],
+            "bounded to one at a time"
+        );
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -561,6 +590,8 @@ async fn a_restart_in_the_middle_of_a_job_finishes_it() {
     for k in 1..=30 {
         assert!(oss.path().join(format!("media/r/{k:05}.jpg")).exists());
     }
+    let (job, _) = wait_final(&emu, &second).await;
+    assert_eq!(job["Count"], "2", "{job}");
     emu.shutdown().await;
     // And once more: a finished job stays finished, with its outputs.
     let emu = emulator::spawn(cfg()).await.unwrap();

@@ -1,6 +1,7 @@
 //! The RPC endpoint: parameters from the query (and a form body), authentication, faults, then
 //! `SubmitSnapshotJob` or `QuerySnapshotJobList`, answered in MPS's JSON shapes (API.md §1.6,
-//! §2.2) or MPS's error body (§4.2).
+//! §2.2) or MPS's error body (§4.2). Also the emulator's shared state: the job ledger (durable
+//! with a state directory), the runtime faults, and the hand-over of jobs to the local engine.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
