@@ -410,17 +410,12 @@ async fn sprites_have_the_documented_geometry_and_the_storyboard_covers_the_vide
             // A cell of the first sheet (second row) and of the last sheet.
             let sprite = e.path("media", &format!("sb/{url}"));
             let cell = media::gray_image(&sprite, Some((*x, *y, *w, *h)));
-            let reference = media::reference_frame(&video, t, cell_size(*w, *h));
+            let reference = media::reference_frame(&video, t, (*w, *h));
             let d = media::mean_abs_diff(&cell, &reference);
             assert!(d < 6.0, "cue {i} shows another picture (diff {d:.2})");
         }
     }
-    // A storyboard JSON file is not an MPS output: nothing else was written.
     e.emu.shutdown().await;
-}
-
-fn cell_size(w: u32, h: u32) -> (u32, u32) {
-    (w, h)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
