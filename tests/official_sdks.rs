@@ -4,6 +4,8 @@
 //! first run under `target/sdk-venv`; a failing install fails the test (never a skip).
 
 mod common;
+#[path = "support/media.rs"]
+mod media;
 
 use std::path::Path;
 use std::process::Command;
@@ -94,5 +96,50 @@ async fn official_sdks_cannot_tell_the_emulator_from_mps() {
         3
     );
     assert_eq!(stats["calls"]["SubmitSnapshotJob"]["Success"], 3);
+    emu.shutdown().await;
+}
+
+/// The same SDK runs against the local engine: the jobs read real inputs from the local object
+/// store and write real JPEGs where MPS would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_get_real_files_from_the_local_engine() {
+    media::require_ffmpeg();
+    let venv = common::python_venv("sdk-venv", "tests/official_sdks/requirements.txt");
+    let oss = tempfile::tempdir().unwrap();
+    let clip = media::small_video();
+    let tags = ["legacy", "tea-acs3", "tea-v2"];
+    for tag in tags {
+        let dir = oss.path().join("media/in");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&clip, dir.join(format!("{tag} clip.mp4"))).unwrap();
+    }
+    let emu = emulator::spawn(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        oss_dir: Some(oss.path().to_path_buf()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let endpoint = emu.addr().to_string();
+    let python = venv.join("bin/python");
+    let script = Path::new(ROOT).join("tests/official_sdks/sdk_clients.py");
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new(python)
+            .arg(script)
+            .args(["--endpoint", &endpoint]))
+    })
+    .await
+    .unwrap();
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    for client in ["legacy-v1", "tea-acs3", "tea-v1"] {
+        assert_eq!(summary[client]["succeeded"], true, "{client}: {summary}");
+        assert_eq!(summary[client]["count"], "3", "{client}: {summary}");
+    }
+    for tag in tags {
+        for n in 1..=3 {
+            let path = oss.path().join(format!("media/out/{tag}/{n:05}.jpg"));
+            assert_eq!(media::dimensions(&path), (320, 180), "{}", path.display());
+        }
+    }
     emu.shutdown().await;
 }

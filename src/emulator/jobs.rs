@@ -1,13 +1,19 @@
-//! The emulator's job ledger: the checks MPS makes on `Input` and `SnapshotConfig` (API.md §1.2
-//! to §1.5), and each job's life, computed from its age: `Submitted` → `Snapshoting` →
-//! `Success` (or `Fail` for an input key containing `fail`). `Count` follows the config and the
-//! assumed video duration; `TileCount` is the number of sprite images, ceil(Count / cells).
+//! The emulator's jobs: the checks MPS makes on `Input` and `SnapshotConfig` (API.md §1.2 to
+//! §1.5), the request in the domain's terms, and each job's life.
+//!
+//! A job run by the local engine is `Submitted` until the engine takes it, `Snapshoting` while it
+//! works, then `Success` or `Fail` with what really happened. A simulated job (no local store or
+//! no ffmpeg) lives by its wall-clock age: `Submitted` → `Snapshoting` → `Success` (or `Fail` for
+//! an input key containing `fail`), with `Count` and `TileCount` (the number of sprite images)
+//! predicted by `domain::outputs` for the assumed video duration.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::rpc::Fault;
+use crate::domain::job::{FrameType, JobRequest, OssObject, SpriteSpec, WebVttSpec};
+use crate::domain::outputs::{self, Known, OutputManifest};
 use crate::mps::sign::percent_decode;
 
 /// Why a job failed: MPS's `Code` and `Message`.
@@ -40,6 +46,21 @@ pub struct Job {
     pub count: u64,
     pub tile_count: Option<u64>,
     pub failure: Option<Failure>,
+    /// The request in the domain's terms (what the engine runs).
+    #[serde(default)]
+    pub request: Option<JobRequest>,
+    /// Run by the local engine (else simulated from its age).
+    #[serde(default)]
+    pub engine: bool,
+    /// The local engine has finished it.
+    #[serde(default)]
+    pub done: bool,
+    /// What it produced (engine), or would produce (simulated).
+    #[serde(default)]
+    pub outputs: Option<OutputManifest>,
+    /// The local engine is working on it now (not persisted: a restart runs it again).
+    #[serde(skip)]
+    pub running: bool,
 }
 
 /// The emulator's timing of a simulated job.
@@ -69,6 +90,14 @@ impl Job {
     }
 
     pub fn state(&self, now_ms: i64, t: Timing) -> &'static str {
+        if self.engine {
+            return match (self.done, self.running) {
+                (true, _) if self.failure.is_some() => "Fail",
+                (true, _) => "Success",
+                (false, true) => "Snapshoting",
+                (false, false) => "Submitted",
+            };
+        }
         let age = self.age_ms(now_ms);
         if self.sync || age >= t.process_ms {
             if self.failure.is_some() {
@@ -238,6 +267,10 @@ pub struct NewJob {
     pub count: u64,
     pub tile_count: Option<u64>,
     pub failure: Option<Failure>,
+    /// The request in the domain's terms (keys decoded, defaults filled).
+    pub request: JobRequest,
+    /// What the job yields when simulated.
+    pub simulated: OutputManifest,
 }
 
 /// Checks a `SubmitSnapshotJob` the way MPS does and works out what the job will produce.
@@ -281,27 +314,16 @@ pub fn check_submit(
             "OutputFile.Object must contain {Count} when several snapshots are taken.",
         ));
     }
-    // Snapshots the video yields (API.md §1.4).
-    let duration_ms = video_duration_s.saturating_mul(1000) as i64;
-    let count: u64 = if time > duration_ms {
-        0
-    } else {
-        match (num, interval) {
-            (None, None) | (Some(1), _) => 1,
-            (Some(n), Some(0)) => n as u64,
-            (Some(n), i) => {
-                let step = i.unwrap_or(10).max(1) * 1000;
-                (n as u64).min(((duration_ms - time) / step) as u64 + 1)
-            }
-            (None, Some(0)) => 1,
-            (None, Some(i)) => ((duration_ms - time) / (i * 1000)) as u64 + 1,
-        }
-    };
-    let tile_count = match object(&cfg, "TileOut")? {
+    let sprite = match object(&cfg, "TileOut")? {
         None => None,
         Some(tile) => {
             let lines = range("TileOut.Lines", int(tile, "Lines")?, 1, 1000)?.unwrap_or(10);
             let columns = range("TileOut.Columns", int(tile, "Columns")?, 1, 1000)?.unwrap_or(10);
+            let cell_width = range("TileOut.CellWidth", int(tile, "CellWidth")?, 1, 4096)?;
+            let cell_height = range("TileOut.CellHeight", int(tile, "CellHeight")?, 1, 4096)?;
+            let margin = range("TileOut.Margin", int(tile, "Margin")?, 0, 4096)?.unwrap_or(0);
+            let padding = range("TileOut.Padding", int(tile, "Padding")?, 0, 4096)?.unwrap_or(0);
+            let cell_step = range("TileOut.CellSelStep", int(tile, "CellSelStep")?, 1, 100_000)?;
             let tile_out = object(&cfg, "TileOutputFile")?.ok_or_else(|| {
                 Fault::bad(
                     "InvalidParameter.NullValue",
@@ -320,9 +342,63 @@ pub fn check_submit(
                     "TileOutputFile.Object must contain {TileCount} when several sprites are produced.",
                 ));
             }
-            Some(count.div_ceil(cells).max(1))
+            Some(SpriteSpec {
+                output: oss_object(tile_out, tile_key),
+                lines: lines as u32,
+                columns: columns as u32,
+                cell_width: cell_width.map(|x| x as u32),
+                cell_height: cell_height.map(|x| x as u32),
+                margin: margin as u32,
+                padding: padding as u32,
+                color: text(tile, "Color").unwrap_or_else(|| "black".into()),
+                keep_cells: text(tile, "IsKeepCellPic")
+                    .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
+                cell_step: cell_step.map(|x| x as u32),
+            })
         }
     };
+    let webvtt = text(&cfg, "Format")
+        .filter(|f| f.eq_ignore_ascii_case("vtt"))
+        .map(|_| WebVttSpec {
+            sprite: object(&cfg, "SubOut")
+                .ok()
+                .flatten()
+                .and_then(|s| text(s, "IsSptFrag"))
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        });
+    let frame_type = match text(&cfg, "FrameType").map(|f| f.to_ascii_lowercase()) {
+        Some(f) if f == "normal" => FrameType::Normal,
+        _ => FrameType::Intra,
+    };
+    let request = JobRequest {
+        input: oss_object(&input, input_key.clone()),
+        output: oss_object(output, output_key),
+        time_ms: time as u64,
+        interval_s: interval.map(|x| x as u64),
+        num: num.map(|x| x as u64),
+        width: int(&cfg, "Width")?.map(|x| x as u32),
+        height: int(&cfg, "Height")?.map(|x| x as u32),
+        frame_type,
+        black_level: int(&cfg, "BlackLevel")?.map(|x| x as u32),
+        sprite,
+        webvtt,
+        pipeline_id: None,
+        user_data: None,
+    };
+    // What a simulated job yields on a video of the assumed duration (API.md §1.4).
+    let mut simulated = outputs::predict(
+        &request,
+        &Known {
+            duration_ms: Some(video_duration_s.saturating_mul(1000)),
+            ..Known::default()
+        },
+    );
+    simulated.simulated = true;
+    let count = simulated.snapshots.len() as u64;
+    let tile_count = request
+        .sprite
+        .as_ref()
+        .map(|_| (simulated.sprites.len() as u64).max(1));
     let failure = if input_key.contains("fail") {
         Some(Failure::new(
             "InvalidParameter.ResourceNotFound",
@@ -343,5 +419,32 @@ pub fn check_submit(
         count,
         tile_count,
         failure,
+        request,
+        simulated,
     })
+}
+
+/// A string value (MPS echoes every scalar as a string; numbers and booleans accepted).
+fn text(m: &Map<String, Value>, name: &str) -> Option<String> {
+    match m.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The domain's view of an OSS file object: the key decoded.
+fn oss_object(m: &Map<String, Value>, key: String) -> OssObject {
+    let field = |f: &str| {
+        m.get(f)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    OssObject {
+        location: field("Location"),
+        bucket: field("Bucket"),
+        object: key,
+    }
 }

@@ -10,11 +10,17 @@
 //! - `faults.rs`: faults settable at run time (`/_emulator/faults`): listing delay, slow,
 //!   dropped, throttled and unavailable answers.
 //! - `ledger.rs`: the job ledger on disk (`--state-dir`), so jobs survive a restart.
+//! - `oss.rs`: a local object store (`--oss-dir`, a folder per bucket), also served over HTTP
+//!   as OSS path-style `PUT`/`GET`/`HEAD /<bucket>/<key>`.
+//! - `engine.rs`: the local engine: with a local store and ffmpeg on the PATH, jobs really run
+//!   and write their snapshots, sprites and WebVTT into the store.
 
 mod auth;
+mod engine;
 mod faults;
 mod jobs;
 mod ledger;
+mod oss;
 mod rpc;
 
 use std::net::SocketAddr;
@@ -81,6 +87,16 @@ pub struct EmulatorArgs {
     /// Keep the job ledger in this directory (`jobs.jsonl`) so jobs survive a restart.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A local object store: `DIR/<bucket>/<key>` is object `<key>`; jobs read their input and
+    /// write their outputs there (with ffmpeg), and `/<bucket>/<key>` serves it over HTTP.
+    #[arg(long, value_name = "DIR")]
+    pub oss_dir: Option<PathBuf>,
+    /// How many jobs the local engine runs at once.
+    #[arg(long, default_value_t = 2)]
+    pub engine_jobs: usize,
+    /// Simulate jobs even when ffmpeg is available (no images are made).
+    #[arg(long)]
+    pub no_ffmpeg: bool,
 }
 
 #[derive(Clone)]
@@ -107,6 +123,12 @@ pub struct EmulatorConfig {
     pub slow_ms: u64,
     /// Where the job ledger is kept (`jobs.jsonl`); `None`: in memory only.
     pub state_dir: Option<PathBuf>,
+    /// The local object store's root (a folder per bucket); `None`: no store, jobs simulated.
+    pub oss_dir: Option<PathBuf>,
+    /// Jobs the local engine runs at once.
+    pub engine_jobs: usize,
+    /// Use ffmpeg/ffprobe when found on the PATH (with `oss_dir`); `false`: always simulate.
+    pub ffmpeg: bool,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -127,6 +149,9 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("slow_rate", &self.slow_rate)
             .field("slow_ms", &self.slow_ms)
             .field("state_dir", &self.state_dir)
+            .field("oss_dir", &self.oss_dir)
+            .field("engine_jobs", &self.engine_jobs)
+            .field("ffmpeg", &self.ffmpeg)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +175,9 @@ impl Default for EmulatorConfig {
             slow_rate: 0.0,
             slow_ms: 5000,
             state_dir: None,
+            oss_dir: None,
+            engine_jobs: 2,
+            ffmpeg: true,
         }
     }
 }
@@ -197,6 +225,9 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             slow_rate: a.slow_rate,
             slow_ms: a.slow_ms,
             state_dir: a.state_dir,
+            oss_dir: a.oss_dir,
+            engine_jobs: a.engine_jobs.max(1),
+            ffmpeg: !a.no_ffmpeg,
         })
     }
 }
@@ -230,6 +261,12 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
     Router::new()
         .route("/", get(rpc::handle).post(rpc::handle))
         .route("/_emulator/jobs", get(rpc::list_ledger))
+        .route("/_emulator/jobs/{id}", get(rpc::get_ledger_job))
+        // The local object store, path-style (answers 404 when there is none).
+        .route(
+            "/{bucket}/{*key}",
+            get(oss::get_object).put(oss::put_object),
+        )
         .route("/_emulator/stats", get(rpc::stats))
         .route(
             "/_emulator/faults",
@@ -243,8 +280,10 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
 pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(Arc::new(EmulatorState::new(config)?));
-    let stop = CancellationToken::new();
+    let state = Arc::new(EmulatorState::new(config)?);
+    state.resume();
+    let stop = state.stop.clone();
+    let app = router(state);
     let token = stop.clone();
     let task = tokio::spawn(async move {
         loop {

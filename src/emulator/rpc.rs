@@ -1,6 +1,7 @@
 //! The RPC endpoint: parameters from the query (and a form body), authentication, faults, then
 //! `SubmitSnapshotJob` or `QuerySnapshotJobList`, answered in MPS's JSON shapes (API.md §1.6,
-//! §2.2) or MPS's error body (§4.2).
+//! §2.2) or MPS's error body (§4.2). Also the emulator's shared state: the job ledger (durable
+//! with a state directory), the runtime faults, and the hand-over of jobs to the local engine.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,14 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::auth::{self, Nonces};
+use super::engine::{self, Engine, Outcome};
 use super::faults::{take, Faults};
+use super::jobs::Failure;
 use super::jobs::{self, Job, Timing};
 use super::ledger::LedgerFile;
+use super::oss::LocalOss;
 use super::{DropConnection, EmulatorConfig};
+use tokio_util::sync::CancellationToken;
 
 const HOST_ID: &str = "mts.cn-shanghai.aliyuncs.com";
 
@@ -117,6 +122,11 @@ pub struct EmulatorState {
     config: EmulatorConfig,
     timing: Timing,
     inner: Mutex<Inner>,
+    oss: Option<LocalOss>,
+    /// The local engine, when there is a local store and ffmpeg.
+    engine: Option<Engine>,
+    /// Cancelled at shutdown: engine work stops (and runs again after a restart).
+    pub(crate) stop: CancellationToken,
 }
 
 impl EmulatorState {
@@ -138,7 +148,29 @@ impl EmulatorState {
             .enumerate()
             .map(|(i, j)| (j.id.clone(), i))
             .collect();
+        let oss = config.oss_dir.clone().map(LocalOss::new);
+        let engine = match &oss {
+            None => {
+                tracing::info!("no local object store (--oss-dir): snapshot jobs are simulated");
+                None
+            }
+            Some(_) if !config.ffmpeg => {
+                tracing::info!("the local engine is off: snapshot jobs are simulated");
+                None
+            }
+            Some(o) if engine::available() => {
+                tracing::info!(oss_dir = %o.root().display(), parallel = config.engine_jobs, "local engine on: snapshot jobs run with ffmpeg");
+                Some(Engine::new(o.clone(), config.engine_jobs))
+            }
+            Some(_) => {
+                tracing::warn!("ffmpeg and ffprobe are not on the PATH: snapshot jobs are simulated and no images are written (install Debian's ffmpeg package for real outputs)");
+                None
+            }
+        };
         Ok(Self {
+            oss,
+            engine,
+            stop: CancellationToken::new(),
             timing: Timing {
                 start_ms: config.start_ms,
                 process_ms: config.process_ms,
@@ -170,6 +202,118 @@ impl EmulatorState {
             .or_default()
             .entry(outcome.to_string())
             .or_default() += 1;
+    }
+
+    pub(crate) fn oss(&self) -> Option<&LocalOss> {
+        self.oss.as_ref()
+    }
+
+    /// Starts (after a restart: resumes) the local engine's work on every unfinished job. A
+    /// job that needs the engine when there is none any more fails: it never hangs.
+    pub(crate) fn resume(self: &Arc<Self>) {
+        let pending: Vec<String> = self
+            .lock()
+            .jobs
+            .iter()
+            .filter(|j| j.engine && !j.done)
+            .map(|j| j.id.clone())
+            .collect();
+        if !pending.is_empty() {
+            tracing::info!(
+                jobs = pending.len(),
+                "resuming the local engine's unfinished jobs"
+            );
+        }
+        for id in pending {
+            if self.engine.is_some() {
+                self.spawn_engine(id);
+            } else {
+                self.finish(
+                    &id,
+                    Outcome {
+                        manifest: None,
+                        failure: Some(Failure::new(
+                            "InternalError",
+                            "The job was started by the local engine, which is no longer available.",
+                        )),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Runs a job on the local engine in the background (bounded by its permits).
+    fn spawn_engine(self: &Arc<Self>, id: String) -> tokio::task::JoinHandle<()> {
+        let st = self.clone();
+        tokio::spawn(async move {
+            let Some(engine) = st.engine.as_ref() else {
+                return;
+            };
+            let request = {
+                let inner = st.lock();
+                inner
+                    .by_id
+                    .get(&id)
+                    .and_then(|&i| inner.jobs[i].request.clone())
+            };
+            let request = match request {
+                Some(r) => r,
+                None => {
+                    st.finish(
+                        &id,
+                        Outcome {
+                            manifest: None,
+                            failure: Some(Failure::new("InternalError", "The job has no request.")),
+                        },
+                    );
+                    return;
+                }
+            };
+            let work = async {
+                let _permit = engine.permit().await;
+                st.set_running(&id, true);
+                tracing::debug!(job = %id, "local engine: job started");
+                engine.run(&id, &request).await
+            };
+            let outcome = tokio::select! {
+                o = work => o,
+                _ = st.stop.cancelled() => {
+                    st.set_running(&id, false);
+                    return;
+                }
+            };
+            st.finish(&id, outcome);
+        })
+    }
+
+    fn set_running(&self, id: &str, running: bool) {
+        let mut inner = self.lock();
+        if let Some(&i) = inner.by_id.get(id) {
+            inner.jobs[i].running = running;
+        }
+    }
+
+    /// Records what the engine did, durably.
+    fn finish(&self, id: &str, o: Outcome) {
+        let mut inner = self.lock();
+        let Some(&i) = inner.by_id.get(id) else {
+            return;
+        };
+        let job = &mut inner.jobs[i];
+        job.running = false;
+        job.done = true;
+        job.failure = o.failure;
+        let sprites = job.request.as_ref().is_some_and(|r| r.sprite.is_some());
+        if let Some(m) = &o.manifest {
+            job.count = m.snapshots.len() as u64;
+            job.tile_count = sprites.then_some(m.sprites.len() as u64);
+            tracing::info!(job = %id, count = job.count, tile_count = ?job.tile_count, "local engine: job done");
+        }
+        job.outputs = o.manifest;
+        let job = job.clone();
+        if let Some(l) = &mut inner.ledger {
+            l.append(&job);
+        }
     }
 
     pub(crate) fn faults(&self) -> Faults {
@@ -270,7 +414,11 @@ enum Kind {
     Other,
 }
 
-async fn serve(state: &EmulatorState, v: &auth::Verified, can_drop: bool) -> Result<Answer, Fault> {
+async fn serve(
+    state: &Arc<EmulatorState>,
+    v: &auth::Verified,
+    can_drop: bool,
+) -> Result<Answer, Fault> {
     let cfg = &state.config;
     let kind = match v.action.as_str() {
         "SubmitSnapshotJob" => Kind::Submit,
@@ -321,7 +469,7 @@ async fn serve(state: &EmulatorState, v: &auth::Verified, can_drop: bool) -> Res
         ));
     }
     let body = match kind {
-        Kind::Submit => submit(state, &v.params)?,
+        Kind::Submit => submit(state, &v.params).await?,
         Kind::Query => query(state, &v.params)?,
         Kind::Other => {
             return Err(Fault::status(
@@ -355,7 +503,7 @@ async fn serve(state: &EmulatorState, v: &auth::Verified, can_drop: bool) -> Res
     })
 }
 
-fn submit(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
+async fn submit(state: &Arc<EmulatorState>, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
     let cfg = &state.config;
     let input = p.get("Input").ok_or_else(|| Fault::bad("MissingParameter", "The input parameter \"Input\" that is mandatory for processing this request is not supplied."))?;
     let config = p.get("SnapshotConfig").ok_or_else(|| Fault::bad("MissingParameter", "The input parameter \"SnapshotConfig\" that is mandatory for processing this request is not supplied."))?;
@@ -375,6 +523,7 @@ fn submit(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, 
     }
     let new = jobs::check_submit(input, config, cfg.video_duration_s)?;
     let now = jobs::now_ms();
+    let real = state.engine.is_some();
     let job = Job {
         id: uuid::Uuid::new_v4().simple().to_string(),
         created_ms: now,
@@ -383,14 +532,44 @@ fn submit(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, 
         input: new.input,
         config: new.config,
         sync: new.sync,
-        count: new.count,
-        tile_count: new.tile_count,
-        failure: new.failure,
+        count: if real { 0 } else { new.count },
+        tile_count: if real {
+            new.tile_count.map(|_| 0)
+        } else {
+            new.tile_count
+        },
+        failure: if real { None } else { new.failure },
+        outputs: (!real).then_some(new.simulated),
+        request: Some(new.request),
+        engine: real,
+        done: false,
+        running: false,
     };
+    let id = job.id.clone();
+    let sync = job.sync;
     let body = json!({"RequestId": request_id(), "SnapshotJob": job.to_json(now, state.timing)});
     state.lock().push(job);
-    Ok(body)
+    if !real {
+        return Ok(body);
+    }
+    let task = state.spawn_engine(id.clone());
+    if !sync {
+        return Ok(body);
+    }
+    // Sync mode: the image exists when MPS answers, within 5 s (API.md §1.4).
+    if tokio::time::timeout(SYNC_TIMEOUT, task).await.is_err() {
+        return Err(Fault::bad(
+            "SnapshotTimeOut",
+            "The snapshot took longer than the synchronous limit; use asynchronous mode (set Num or Interval).",
+        ));
+    }
+    let inner = state.lock();
+    let job = &inner.jobs[inner.by_id[&id]];
+    Ok(json!({"RequestId": request_id(), "SnapshotJob": job.to_json(jobs::now_ms(), state.timing)}))
 }
+
+/// MPS's limit for a synchronous snapshot.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn parse_time(name: &str, v: Option<&String>) -> Result<Option<chrono::DateTime<Utc>>, Fault> {
     v.filter(|s| !s.is_empty())
@@ -520,9 +699,37 @@ pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value>
     let jobs: Vec<Value> = inner
         .jobs
         .iter()
-        .map(|j| j.to_json(now, state.timing))
+        .map(|j| {
+            let mut v = j.to_json(now, state.timing);
+            v["Emulator"] = emulator_view(j);
+            v
+        })
         .collect();
     Json(json!({ "jobs": jobs }))
+}
+
+/// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
+fn emulator_view(j: &Job) -> Value {
+    json!({
+        "engine": if j.engine { "ffmpeg" } else { "simulated" },
+        "outputs": j.outputs,
+    })
+}
+
+/// `GET /_emulator/jobs/{id}`: one job, MPS's fields plus `Emulator` (its output manifest).
+pub async fn get_ledger_job(
+    State(state): State<Arc<EmulatorState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let inner = state.lock();
+    match inner.by_id.get(&id).map(|&i| &inner.jobs[i]) {
+        Some(j) => {
+            let mut v = j.to_json(jobs::now_ms(), state.timing);
+            v["Emulator"] = emulator_view(j);
+            Json(v).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such job"}))).into_response(),
+    }
 }
 
 /// `GET /_emulator/stats`: calls by action and outcome code.
