@@ -126,6 +126,7 @@ impl Application {
             submit,
             limiter,
             mps_health,
+            counts: Arc::default(),
         };
         Ok(Self {
             listener,

@@ -114,6 +114,7 @@ pub struct WorkerSettings {
     pub list_visibility_ms: u64,
     pub job_deadline_s: u64,
     pub not_found_timeout_s: u64,
+    pub lookup_max_pages: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -217,6 +218,7 @@ impl Default for WorkerSettings {
             list_visibility_ms: 10_000,
             job_deadline_s: 86_400,
             not_found_timeout_s: 600,
+            lookup_max_pages: 50,
         }
     }
 }
@@ -364,6 +366,21 @@ impl Settings {
         );
         anyhow::ensure!(self.worker.submit_qps > 0, "worker.submit_qps must be > 0");
         anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
+        for origin in &self.http.cors_origins {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let ok = origin == "*"
+                || host.is_some_and(|h| {
+                    !h.is_empty()
+                        && !h.contains(['/', ' ', '*'])
+                        && axum::http::HeaderValue::from_str(origin).is_ok()
+                });
+            anyhow::ensure!(
+                ok,
+                "http.cors_origins: {origin:?} is not an origin (scheme://host[:port], or \"*\")"
+            );
+        }
         Ok(())
     }
 
@@ -504,6 +521,28 @@ mod tests {
                 err.contains("\"mps.signature\" in environment variable SNAPGATE__MPS__SIGNATURE"),
                 "names the key and where it came from: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_a_star() {
+        let mut s = Settings::default();
+        for good in [
+            vec!["*"],
+            vec!["https://app.example.com", "http://localhost:3000"],
+        ] {
+            s.http.cors_origins = good.iter().map(|o| o.to_string()).collect();
+            assert!(s.validate().is_ok(), "{good:?}");
+        }
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "https://*.example.com",
+            "https://",
+            "",
+        ] {
+            s.http.cors_origins = vec![bad.to_string()];
+            assert!(s.validate().is_err(), "{bad:?} must be refused");
         }
     }
 

@@ -7,7 +7,10 @@
 //! `snapgate_queued_jobs`, `snapgate_oldest_queued_job_age_seconds`,
 //! `snapgate_mps_calls_total{action,code}`, `snapgate_mps_call_duration_seconds{action}`,
 //! `snapgate_retries_total{code}`, `snapgate_reconciliations_total{outcome}`,
-//! `snapgate_idempotent_replays_total`, `snapgate_rejected_requests_total{reason}`.
+//! `snapgate_idempotent_replays_total`, `snapgate_rejected_requests_total{reason}`,
+//! `snapgate_mps_up` (0 while dispatch is paused for an outage or refused credentials),
+//! `snapgate_duplicate_mps_jobs_total`. Label values are bounded: route templates, the standard
+//! HTTP methods (others count as `other`), MPS codes.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -44,10 +47,20 @@ pub async fn track_http(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // Bounded: the standard methods, everything else as `other`.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
-    metrics::counter!("snapgate_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("snapgate_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("snapgate_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     res

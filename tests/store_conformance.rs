@@ -604,6 +604,37 @@ async fn concurrent_claimers_never_share_a_job(s: DynStore) {
     assert_eq!(all.len(), 60);
 }
 
+async fn claims_are_fair_across_teams(s: DynStore) {
+    let base = store::now() - Duration::minutes(5);
+    for i in 0..40 {
+        s.create_job(new_job("big", base + Duration::milliseconds(i)), None)
+            .await
+            .unwrap();
+    }
+    let small = created(
+        s.create_job(new_job("small", base + Duration::seconds(10)), None)
+            .await
+            .unwrap(),
+    );
+    let now = store::now();
+    let batch = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 8)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 8);
+    assert!(
+        batch.iter().any(|c| c.job.id == small.id),
+        "a small team's job is not held behind a big team's backlog"
+    );
+    let big: Vec<_> = batch.iter().filter(|c| c.job.team == "big").collect();
+    assert_eq!(big.len(), 7);
+    assert!(
+        big.iter()
+            .all(|c| c.job.created_at < base + Duration::milliseconds(7)),
+        "within a team, its oldest jobs first"
+    );
+}
+
 async fn teams_are_created_once_and_listed_by_name(s: DynStore) {
     let now = snapgate::store::now();
     assert!(s.create_team("zeta", now).await.unwrap());
@@ -639,7 +670,8 @@ macro_rules! conformance {
                 a_lost_claim_still_records_what_mps_answered,
                 in_flight_jobs_end_by_deadline_or_not_found,
                 concurrent_claimers_never_share_a_job,
-                teams_are_created_once_and_listed_by_name
+                teams_are_created_once_and_listed_by_name,
+                claims_are_fair_across_teams
             );
         }
     };

@@ -8,3 +8,6 @@ ALTER TABLE jobs
     ADD COLUMN claim_token     UUID,
     ADD COLUMN mps_pipeline_id TEXT,
     ADD COLUMN not_found_since TIMESTAMPTZ;
+
+-- Claims take each team's oldest due jobs in turn (fair scheduling across teams).
+CREATE INDEX jobs_team_due ON jobs (team, due_at) WHERE due_at IS NOT NULL;

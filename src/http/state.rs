@@ -18,4 +18,6 @@ pub struct AppState {
     pub limiter: Arc<TeamLimiter>,
     /// The gateway's access to MPS (this replica's worker's view; always fine without one).
     pub mps_health: Arc<MpsHealth>,
+    /// Job counts for `/metrics`, read at most every few seconds.
+    pub counts: Arc<super::admin::CountsCache>,
 }

@@ -28,13 +28,31 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
 }
 
 /// Claims due jobs for submission: `$1` owner, `$2` now, `$3` lease end, `$4` limit, `$5` the
-/// claim token.
+/// claim token. Fair across teams: the teams with due jobs are found by a loose index scan, each
+/// offers its oldest due jobs (locked with `SKIP LOCKED`), and the batch takes every team's
+/// first job before any team's second, so one team's backlog never delays another's job by
+/// more than a round.
 pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<ClaimRow>> {
     let sql = format!(
-        "WITH due AS ( \
-             SELECT id, attempts AS prior_attempts, attempt_started_at AS prev_started FROM jobs \
-             WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
-             ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        "WITH RECURSIVE teams_due AS ( \
+             (SELECT team FROM jobs WHERE due_at IS NOT NULL ORDER BY team LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT j.team FROM jobs j WHERE j.due_at IS NOT NULL AND j.team > t.team \
+                     ORDER BY j.team LIMIT 1) \
+             FROM teams_due t WHERE t.team IS NOT NULL), \
+         offered AS ( \
+             SELECT o.* FROM teams_due t CROSS JOIN LATERAL ( \
+                 SELECT id, team, due_at, attempts AS prior_attempts, \
+                        attempt_started_at AS prev_started FROM jobs \
+                 WHERE team = t.team AND due_at <= $2 \
+                   AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+                 ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) o \
+             WHERE t.team IS NOT NULL), \
+         due AS ( \
+             SELECT id, prior_attempts, prev_started FROM ( \
+                 SELECT *, row_number() OVER (PARTITION BY team ORDER BY due_at) AS turn \
+                 FROM offered) r \
+             ORDER BY turn, due_at LIMIT $4) \
          UPDATE jobs j SET lease_owner = $1, lease_expires_at = $3, attempts = j.attempts + 1, \
              claim_token = $5 \
          FROM due WHERE j.id = due.id \
@@ -66,10 +84,18 @@ pub(super) async fn notify_job(conn: &mut Conn<'_>, id: JobId) -> StoreResult<()
     Ok(())
 }
 
+/// Listens on a connection of its own (a one-connection pool with the same options), so the
+/// listener never holds one of the store's connections: `max_connections = 1` still serves
+/// requests.
 pub(super) fn spawn_job_listener(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
     tokio::spawn(async move {
         loop {
-            match sqlx::postgres::PgListener::connect_with(&pool).await {
+            match sqlx::postgres::PgListener::connect_with(&own).await {
                 Ok(mut listener) => {
                     if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
                         tracing::warn!(error = %e, "LISTEN failed; relying on polling");

@@ -39,7 +39,7 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
 }
 
 /// Claims due jobs for submission (`$1` owner, `$2` now, `$3` lease end, `$4` limit, `$5` the
-/// claim token). SQLite's
+/// claim token), fair across teams (every team's first due job before any team's second). SQLite's
 /// `RETURNING` shows only new values, so the claim reads the due rows first; the single
 /// connection makes the read and the update one serialized step. (SQLite leaves arguments a
 /// statement does not name unused, so both statements take the claim's arguments.)
@@ -49,9 +49,11 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
     let claimed: Vec<ClaimRow> = conn
         .fetch_all(claim.with_sql(format!(
             "SELECT {}, $5 AS claim_token, attempts AS prior_attempts, \
-                 attempt_started_at AS prev_started, mps_pipeline_id FROM jobs \
-             WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
-             ORDER BY due_at LIMIT $4",
+                 attempt_started_at AS prev_started, mps_pipeline_id FROM ( \
+                 SELECT *, row_number() OVER (PARTITION BY team ORDER BY due_at) AS turn \
+                 FROM jobs \
+                 WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2)) \
+             ORDER BY turn, due_at LIMIT $4",
             job_columns(None)
         )))
         .await?;

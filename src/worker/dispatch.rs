@@ -30,8 +30,6 @@ use crate::store::{
 
 /// Claims are processed this many at a time.
 const CONCURRENCY: usize = 16;
-/// A lookup reads at most this many pages of the attempt's time window; more means "unknown".
-const MAX_LOOKUP_PAGES: usize = 50;
 /// MPS's largest page (API.md §2.2).
 const LOOKUP_PAGE_SIZE: u32 = 100;
 
@@ -374,7 +372,8 @@ impl Worker {
             error: snapgate_error(code, message),
             retry_at,
         };
-        for _ in 0..MAX_LOOKUP_PAGES {
+        let max_pages = self.cfg.lookup_max_pages.max(1);
+        for _ in 0..max_pages {
             if let Err(e) = self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1).await {
                 tracing::warn!(error = %e, "budget unavailable");
             }
@@ -420,7 +419,9 @@ impl Worker {
         }
         unknown(
             "Snapgate.LookupIncomplete",
-            format!("more than {MAX_LOOKUP_PAGES} pages of MPS jobs in the attempt's window; looking again"),
+            format!(
+                "more than {max_pages} pages of MPS jobs in the attempt's window; looking again"
+            ),
             after(self.backoff(3)),
         )
     }

@@ -83,6 +83,13 @@ impl TestAppBuilder {
     }
 
     pub async fn start(self) -> TestApp {
+        // `SNAPGATE_TEST_LOG=snapgate=debug cargo nextest run ...` shows the app's log.
+        if let Ok(filter) = std::env::var("SNAPGATE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let app = Application::with_parts(self.settings, self.store.clone(), self.mps)
             .await
             .unwrap();
