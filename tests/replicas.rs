@@ -39,15 +39,9 @@ fn log_file(name: &str) -> std::fs::File {
 }
 
 fn start_emulator(port: u16) -> Proc {
-    let child = Command::new(BIN)
-        .args([
-            "emulator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--access-key",
-            "testid:testsecret",
-        ])
-        .args([
+    start_emulator_with(
+        port,
+        &[
             "--start-ms",
             "50",
             "--process-ms",
@@ -58,7 +52,20 @@ fn start_emulator(port: u16) -> Proc {
             "0.1",
             "--throttle-rate",
             "0.1",
+        ],
+    )
+}
+
+fn start_emulator_with(port: u16, faults: &[&str]) -> Proc {
+    let child = Command::new(BIN)
+        .args([
+            "emulator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--access-key",
+            "testid:testsecret",
         ])
+        .args(faults)
         .stdout(Stdio::null())
         .stderr(log_file("emulator"))
         .spawn()
@@ -98,6 +105,7 @@ fn start_gateway(name: &str, port: u16, db: &str, emulator: u16) -> Proc {
         .env("SNAPGATE__WORKER__MAX_ATTEMPTS", "50")
         .env("SNAPGATE__WORKER__SUBMIT_QPS", "200")
         .env("SNAPGATE__WORKER__QUERY_QPS", "400")
+        .env("SNAPGATE__WORKER__LIST_VISIBILITY_MS", "1500")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log_file(name))
@@ -265,5 +273,178 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(a);
+}
+
+/// The soak: two replicas on one Postgres and one emulator showing every fault at once — new
+/// jobs listed late, 20% throttling, 5% 503s, 5% answers lost after the job was created, one
+/// answer slower than the lease — while replica a is SIGKILLed and restarted twice. Lost 0,
+/// duplicates 0 (MPS jobs per gateway id in the emulator's ledger), every job final.
+/// `SNAPGATE_SOAK_JOBS` sets the size (CI runs 300; the figures in the README are for 5,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soak_under_every_fault_with_two_kills() {
+    let total: usize = std::env::var("SNAPGATE_SOAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let (store, db) = common::pg_store().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let emu_port = free_port();
+    let _emu = start_emulator_with(
+        emu_port,
+        &[
+            "--start-ms",
+            "50",
+            "--process-ms",
+            "300",
+            "--latency-ms",
+            "5",
+            "--list-delay-ms",
+            "800",
+            "--throttle-rate",
+            "0.2",
+            "--unavailable-rate",
+            "0.05",
+            "--drop-response-rate",
+            "0.05",
+            "--seed",
+            "7",
+        ],
+    );
+    let emu = format!("http://127.0.0.1:{emu_port}");
+    wait_ready(&http, &format!("{emu}/_emulator/jobs")).await;
+    // One answer slower than the lease (2 s).
+    http.post(format!("{emu}/_emulator/faults"))
+        .json(&json!({"slow_next_submits": 1, "slow_ms": 3000}))
+        .send()
+        .await
+        .unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = start_gateway("soak-a", pa, &db, emu_port);
+    let _b = start_gateway("soak-b", pb, &db, emu_port);
+    wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
+    wait_ready(&http, &format!("http://127.0.0.1:{pb}/readyz")).await;
+
+    let start = Instant::now();
+    let mut acknowledged = Vec::new();
+    let waves = 4;
+    let per_wave = total.div_ceil(waves);
+    for wave in 0..waves {
+        let mut tasks = Vec::new();
+        for i in wave * per_wave..((wave + 1) * per_wave).min(total) {
+            let http = http.clone();
+            // A client as they should be written: an Idempotency-Key, and a retry on the other
+            // replica when one does not answer (as a load balancer would route it).
+            let ports = if i % 2 == 0 { [pa, pb] } else { [pb, pa] };
+            tasks.push(tokio::spawn(async move {
+                for attempt in 0..6 {
+                    let port = ports[attempt % 2];
+                    let res = http
+                        .post(format!("http://127.0.0.1:{port}/v1/snapshot-jobs"))
+                        .header("Idempotency-Key", format!("soak-{i}"))
+                        .json(&body(i))
+                        .send()
+                        .await;
+                    if let Ok(res) = res {
+                        if res.status().is_success() {
+                            let v: Value = res.json().await.ok()?;
+                            return v["id"].as_str().map(str::to_string);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None
+            }));
+            if (wave == 1 || wave == 2) && i == wave * per_wave + per_wave / 2 {
+                a.child.kill().unwrap();
+                a.child.wait().unwrap();
+            }
+        }
+        for t in tasks {
+            if let Some(id) = t.await.unwrap() {
+                acknowledged.push(id);
+            }
+        }
+        if wave == 1 || wave == 2 {
+            a = start_gateway(&format!("soak-a{wave}"), pa, &db, emu_port);
+            wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
+        }
+    }
+    // Every job in the database — acknowledged or recorded while its answer was lost in a
+    // kill — ends final.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let pending = store.count_active_jobs("default").await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} jobs not final");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drained = start.elapsed();
+    let ledger: Value = http
+        .get(format!("{emu}/_emulator/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    for j in ledger["jobs"].as_array().unwrap() {
+        let id: String = j["UserData"].as_str().unwrap().chars().take(36).collect();
+        *per_job.entry(id).or_default() += 1;
+    }
+    let duplicates: usize = per_job.values().map(|n| n - 1).sum();
+    let mut lost = 0;
+    let mut failed = 0;
+    for id in &acknowledged {
+        if per_job.get(id) != Some(&1) {
+            lost += 1;
+        }
+        let v: Value = http
+            .get(format!("http://127.0.0.1:{pb}/v1/snapshot-jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] != "succeeded" {
+            failed += 1;
+        }
+    }
+    let stats: Value = http
+        .get(format!("{emu}/_emulator/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let faults: Value = http
+        .get(format!("{emu}/_emulator/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!(
+        "soak: {total} posted, {} acknowledged, {} MPS jobs, duplicates {duplicates}, lost {lost}, not succeeded {failed}, drained in {drained:?}, emulator {stats}",
+        acknowledged.len(),
+        per_job.len()
+    );
+    assert_eq!(faults["slow_next_submits"], 0, "the slow answer happened");
+    assert_eq!(duplicates, 0, "duplicate MPS jobs");
+    assert_eq!(lost, 0, "acknowledged jobs without exactly one MPS job");
+    assert_eq!(failed, 0, "acknowledged jobs that did not succeed");
+    assert!(
+        acknowledged.len() * 10 >= total * 9,
+        "most POSTs acknowledged"
+    );
     drop(a);
 }
