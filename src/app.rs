@@ -54,6 +54,9 @@ pub async fn mps_backend(
         tracing::warn!(url = %handle.url(), "no MPS access key configured: using the built-in MPS emulator (set ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET for real MPS)");
         (handle.url(), key_id, Secret::new(secret), Some(handle))
     };
+    if emulator.is_none() {
+        tracing::info!(%endpoint, signature = ?settings.mps.signature, "MPS endpoint");
+    }
     let client = MpsClient::new(MpsClientConfig {
         endpoint,
         access_key_id: key_id,

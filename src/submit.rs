@@ -8,7 +8,9 @@
 //!    check, so a retry is never refused for a limit its first try passed;
 //! 3. the team's in-flight quota;
 //! 4. record the job, queued for dispatch, with its idempotency key in one transaction;
-//! 5. wake the dispatcher, and optionally wait a short budget for MPS to accept the job.
+//! 5. wake the dispatcher, and optionally wait a short budget for MPS to accept the job — only
+//!    when the dispatcher can send it at once (no backlog, not paused): a POST never waits
+//!    behind other jobs.
 //!
 //! Entry points are adapters: they parse their transport, call `submit`, and render the outcome.
 
@@ -247,6 +249,14 @@ impl SubmitService {
             Wait::UpTo(d) if !d.is_zero() && self.cfg.worker_enabled => d,
             _ => return Ok(job),
         };
+        // Behind a backlog the MPS id would come long after the budget: answer at once.
+        if self
+            .signals
+            .backlog
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(job);
+        }
         let deadline = tokio::time::Instant::now() + budget;
         let id = job.id;
         loop {

@@ -95,8 +95,10 @@ fn snapgate_error(code: &str, message: impl Into<String>) -> JobError {
 
 impl Worker {
     pub(super) async fn dispatch_round(&self) -> anyhow::Result<usize> {
+        let backlog = &self.signals.backlog;
         if let Some(pause) = self.health.paused_for() {
             tracing::debug!(pause_ms = pause.as_millis() as u64, "dispatch paused");
+            backlog.store(true, std::sync::atomic::Ordering::Relaxed);
             return Ok(0);
         }
         let now = self.store.clock().await?;
@@ -106,6 +108,10 @@ impl Worker {
             .claim_dispatch(&self.owner, now, lease_until, self.cfg.batch_size)
             .await?;
         let n = claims.len();
+        backlog.store(
+            n as u32 >= self.cfg.batch_size,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         futures::stream::iter(claims)
             .for_each_concurrent(CONCURRENCY, |claim| async move {
                 let span = tracing::info_span!(

@@ -34,6 +34,9 @@ pub struct WorkerSignals {
     pub wake: Arc<Notify>,
     /// A job left `queued` (MPS accepted it, or it failed): the waiting POST can answer.
     pub dispatched: broadcast::Sender<JobId>,
+    /// The dispatcher has more than it can send at once (a full batch, or dispatch paused): a
+    /// POST then answers 202 at once instead of waiting behind the backlog.
+    pub backlog: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for WorkerSignals {
@@ -41,6 +44,7 @@ impl Default for WorkerSignals {
         Self {
             wake: Arc::new(Notify::new()),
             dispatched: broadcast::channel(1024).0,
+            backlog: Arc::default(),
         }
     }
 }
