@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::MasterKeySlot;
 use crate::config::Settings;
 use crate::limits::TeamLimiter;
 use crate::store::DynStore;
@@ -15,4 +16,8 @@ pub struct AppState {
     pub submit: Arc<SubmitService>,
     /// Per-team request rate.
     pub limiter: Arc<TeamLimiter>,
+    /// Decrypts team secrets for the MPS-compatible endpoint's signature checks.
+    pub master_key: Arc<MasterKeySlot>,
+    /// When this replica last purged expired nonces (the MPS-compatible endpoint).
+    pub nonce_purge: Arc<super::mps_rpc::PurgeClock>,
 }

@@ -176,6 +176,11 @@ impl SqlStore {
         self.pool.dialect()
     }
 
+    /// For the traits implemented in other files of `store/` (`rpc.rs`).
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Closes every connection (tests that drop a database).
     pub async fn close(&self) {
         self.pool.close().await
