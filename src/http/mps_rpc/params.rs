@@ -373,9 +373,10 @@ pub fn submit_body(p: &BTreeMap<String, String>) -> Result<Value, RpcError> {
     if let Err(violations) = domain::validate_request(&body) {
         for v in violations {
             let field = mps_field(&v.field);
+            let within = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}."));
             let covered = all
                 .iter()
-                .any(|p| field.starts_with(&p.field) || p.field.starts_with(&field));
+                .any(|p| within(&field, &p.field) || within(&p.field, &field));
             if !covered {
                 all.push(Problem {
                     field,
