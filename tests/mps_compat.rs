@@ -375,7 +375,7 @@ async fn replays_clocks_limits_and_paging_answer_as_mps() {
         "{m}"
     );
     // More than 10 ids.
-    let many = vec![p1[0].as_str(); 11].join(",");
+    let many = [p1[0].as_str(); 11].join(",");
     let q = [("SnapshotJobIds", many.as_str())];
     let c = V1Call::new("QuerySnapshotJobList", &q, id, secret);
     let (st, e) = answer(c.request(&http, &app.base).send().await.unwrap()).await;
