@@ -181,6 +181,19 @@ impl std::fmt::Debug for IssuedKey {
     }
 }
 
+impl IssuedKey {
+    /// The three lines a team changes in its MPS SDK code (the MPS guide's Python sample) to run
+    /// it against snapgate at `endpoint`. The secret is named, not repeated: it is shown once.
+    pub fn mps_sdk_lines(&self, endpoint: &str) -> String {
+        format!(
+            "access_key_id = '{}'\n\
+             access_key_secret = '<the access_key_secret printed above>'\n\
+             client.add_endpoint('cn-shanghai', 'Mts', '{endpoint}')  # snapgate's host:port (Tea SDK: Config(endpoint='{endpoint}'))",
+            self.access_key_id
+        )
+    }
+}
+
 /// Issues a new key for an existing team.
 pub async fn issue_key(
     store: &DynStore,

@@ -119,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
                     let key = snapgate::auth::issue_key(&store, &master, &team, admin).await?;
                     eprintln!("Store the secret and the token now: they are not shown again.");
                     println!("{}", serde_json::to_string_pretty(&key)?);
+                    eprintln!(
+                        "\nMPS SDK code runs unchanged against snapgate's MPS-compatible endpoint (/) once three lines change:\n{}",
+                        key.mps_sdk_lines(&settings.http.listen)
+                    );
                 }
                 KeyCommand::List => {
                     for k in store.list_api_keys().await? {
