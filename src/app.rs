@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::MasterKeySlot;
 use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::AppState;
@@ -125,6 +126,8 @@ impl Application {
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
         let state = AppState {
             store,
+            master_key: Arc::new(MasterKeySlot::new(&settings.auth)),
+            nonce_purge: Arc::default(),
             settings: Arc::new(settings),
             submit,
             limiter,

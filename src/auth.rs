@@ -103,6 +103,44 @@ impl MasterKey {
     }
 }
 
+/// The master key as the request path needs it (the MPS-compatible endpoint decrypts a team's
+/// secret with it to check a signature): loaded on first use and then kept. Unlike
+/// [`MasterKey::load`] it never creates a key file, so a server that has issued no key yet has
+/// no side effect on disk, and a key file written later by `snapgate key create` is picked up.
+pub struct MasterKeySlot {
+    settings: AuthSettings,
+    key: std::sync::OnceLock<std::sync::Arc<MasterKey>>,
+}
+
+impl std::fmt::Debug for MasterKeySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKeySlot([redacted])")
+    }
+}
+
+impl MasterKeySlot {
+    pub fn new(settings: &AuthSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> anyhow::Result<std::sync::Arc<MasterKey>> {
+        if let Some(k) = self.key.get() {
+            return Ok(k.clone());
+        }
+        let s = &self.settings;
+        anyhow::ensure!(
+            s.master_key.is_some() || Path::new(&s.master_key_file).exists(),
+            "no master key: set auth.master_key, or create {} with `snapgate key create`",
+            s.master_key_file
+        );
+        let key = MasterKey::load(s)?;
+        Ok(self.key.get_or_init(|| std::sync::Arc::new(key)).clone())
+    }
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -140,6 +178,19 @@ impl std::fmt::Debug for IssuedKey {
             .field("team", &self.team)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
+    }
+}
+
+impl IssuedKey {
+    /// The three lines a team changes in its MPS SDK code (the MPS guide's Python sample) to run
+    /// it against snapgate at `endpoint`. The secret is named, not repeated: it is shown once.
+    pub fn mps_sdk_lines(&self, endpoint: &str) -> String {
+        format!(
+            "access_key_id = '{}'\n\
+             access_key_secret = '<the access_key_secret printed above>'\n\
+             client.add_endpoint('cn-shanghai', 'Mts', '{endpoint}')  # snapgate's host:port (Tea SDK: Config(endpoint='{endpoint}'))",
+            self.access_key_id
+        )
     }
 }
 

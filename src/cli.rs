@@ -278,6 +278,10 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     let key = snapgate::auth::issue_key(&store, &master, &team, admin).await?;
                     eprintln!("Store the secret and the token now: they are not shown again.");
                     print_json(&key)?;
+                    eprintln!(
+                        "\nMPS SDK code runs unchanged against snapgate's MPS-compatible endpoint (/) once three lines change:\n{}",
+                        key.mps_sdk_lines(&settings.http.listen)
+                    );
                 }
                 KeyCommand::List { json } => {
                     let keys: Vec<KeyView> = store

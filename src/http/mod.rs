@@ -1,10 +1,12 @@
-//! The REST API: router, middleware stack, caller extraction. One file per resource.
+//! The REST API: router, middleware stack, caller extraction. One file per resource; and at `/`
+//! the MPS-compatible endpoint (`mps_rpc/`, MPS's own RPC protocol, not in the OpenAPI document).
 
 pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod mps_rpc;
 pub mod schema;
 mod state;
 
@@ -98,6 +100,10 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let http = &state.settings.http;
     api.route("/metrics", axum::routing::get(admin::metrics))
+    .route(
+        "/",
+        axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),
+    )
     .route(
         "/openapi.json",
         axum::routing::get(move || {

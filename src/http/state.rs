@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::MasterKeySlot;
 use crate::config::Settings;
 use crate::limits::TeamLimiter;
 use crate::store::DynStore;
@@ -20,4 +21,8 @@ pub struct AppState {
     pub mps_health: Arc<MpsHealth>,
     /// Job counts for `/metrics`, read at most every few seconds.
     pub counts: Arc<super::admin::CountsCache>,
+    /// Decrypts team secrets for the MPS-compatible endpoint's signature checks.
+    pub master_key: Arc<MasterKeySlot>,
+    /// When this replica last purged expired nonces (the MPS-compatible endpoint).
+    pub nonce_purge: Arc<super::mps_rpc::PurgeClock>,
 }

@@ -1,5 +1,6 @@
 //! Persistence: one [`Store`] made of a trait per concern (jobs, dispatch, idempotency, keys,
-//! budget), implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `sql.rs`)
+//! budget; and in `rpc.rs` the MPS-compatible endpoint's nonces, key-by-id and job lookups),
+//! implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `sql.rs`)
 //! for Postgres (production, several replicas) and SQLite (the embedded single-instance
 //! default). What truly differs per database — connecting, claims with `SKIP LOCKED`,
 //! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
@@ -12,6 +13,7 @@ mod codec;
 mod db;
 mod postgres;
 mod rows;
+mod rpc;
 mod sql;
 mod sqlite;
 
@@ -26,6 +28,7 @@ use crate::domain::{JobId, JobRequest, JobState, Warning};
 
 pub use crate::clock::now;
 pub use postgres::NOTIFY_CHANNEL;
+pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
 pub use sql::SqlStore;
 
 /// Opens the production store (Postgres).
@@ -220,7 +223,17 @@ pub struct JobCounts {
 /// Everything a process needs from its database.
 #[async_trait]
 pub trait Store:
-    JobStore + DispatchStore + IdempotencyStore + KeyStore + BudgetStore + Send + Sync + 'static
+    JobStore
+    + DispatchStore
+    + IdempotencyStore
+    + KeyStore
+    + BudgetStore
+    + NonceStore
+    + AccessKeyStore
+    + JobLookupStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;

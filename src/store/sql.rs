@@ -212,6 +212,11 @@ impl SqlStore {
         }
     }
 
+    /// For the traits implemented in other files of `store/` (`rpc.rs`).
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Closes every connection (tests that drop a database).
     pub async fn close(&self) {
         self.pool.close().await

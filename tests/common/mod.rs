@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod mps_rpc;
 #[allow(unused_imports)]
 pub use app::TestApp;
 

@@ -1,0 +1,350 @@
+//! The MPS-compatible endpoint: MPS's own RPC protocol (`SubmitSnapshotJob`,
+//! `QuerySnapshotJobList`, API.md §1 to §4) on the API's listener at `/`, the path the official
+//! SDKs call, so that a team's existing MPS code only changes its endpoint and key pair.
+//!
+//! An adapter like `http/jobs.rs::create_job`: it parses the transport (query or form
+//! parameters, a v1 or ACS3 signature: `auth.rs`; MPS's parameter shapes: `params.rs`), calls
+//! [`crate::submit::SubmitService::submit`] — where every rule of accepting a job lives — or reads
+//! the store, and renders MPS's JSON shapes (`render.rs`) or MPS's error body ([`RpcError`]).
+//! A query never calls MPS: the worker's stored answers are the source. The ids a team gets are
+//! snapgate's job ids (UUIDs), the same ones `GET /v1/snapshot-jobs/{id}` takes.
+//!
+//! Not in the OpenAPI document (it is MPS's protocol, documented by MPS and in the README).
+
+mod auth;
+mod params;
+mod render;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::{json, Value};
+
+pub use auth::PurgeClock;
+
+use super::AppState;
+use crate::domain::{JobId, JobState};
+use crate::mps::verify::AuthError;
+use crate::store::PipelineJobFilter;
+use crate::submit::SubmitError;
+
+/// `SnapshotJobIds` takes at most this many ids (API.md §2.1).
+pub const MAX_QUERY_IDS: usize = 10;
+/// `MaximumPageSize`: default and range (API.md §2.1, PYPI-3).
+const DEFAULT_PAGE_SIZE: u32 = 30;
+const MAX_PAGE_SIZE: u32 = 300;
+/// The only API version snapgate answers (Mts `2014-06-18`).
+pub const VERSION: &str = "2014-06-18";
+
+/// An MPS error answer: `{"RequestId","HostId","Code","Message"}` with MPS's HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// Authentication, as the shared verifier (`mps/verify.rs`) words it.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// A request MPS would refuse, with MPS's code.
+    #[error("{code}: {message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("unknown action {0}")]
+    UnknownAction(String),
+    /// The team's request rate or in-flight quota (`Throttling.User`).
+    #[error("throttled: {message}")]
+    Throttled {
+        retry_after: Duration,
+        message: String,
+    },
+    /// The cause goes to the log, never to the client.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl RpcError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        RpcError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            RpcError::Auth(e) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            RpcError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            RpcError::UnknownAction(_) => StatusCode::NOT_FOUND,
+            // MPS answers throttling with 400 (API.md §4.3, DOC 48054).
+            RpcError::Throttled { .. } => StatusCode::BAD_REQUEST,
+            RpcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            RpcError::Auth(e) => e.code,
+            RpcError::Invalid { code, .. } => code,
+            RpcError::UnknownAction(_) => "InvalidAction.NotFound",
+            RpcError::Throttled { .. } => "Throttling.User",
+            RpcError::Internal(_) => "InternalError",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            RpcError::Auth(e) => e.message.clone(),
+            RpcError::Invalid { message, .. } => message.clone(),
+            RpcError::UnknownAction(a) => format!(
+                "Specified api is not found, please check your url and method: {a} (snapgate answers SubmitSnapshotJob and QuerySnapshotJobList)"
+            ),
+            RpcError::Throttled { message, .. } => {
+                format!("Request was denied due to user flow control: {message}")
+            }
+            RpcError::Internal(_) => "The request processing has failed due to some unknown error, exception or failure.".into(),
+        }
+    }
+
+    fn into_response(self, request_id: &str, host: &str) -> Response {
+        if let RpcError::Internal(cause) = &self {
+            tracing::error!(request_id, error = ?cause, "internal error (MPS-compatible endpoint)");
+        }
+        let body = json!({
+            "RequestId": request_id,
+            "HostId": host,
+            "Code": self.code(),
+            "Message": self.message(),
+        });
+        let mut res = (self.status(), Json(body)).into_response();
+        if let RpcError::Throttled { retry_after, .. } = &self {
+            // The Tea SDK reads `x-acs-retry-after` (milliseconds) into ThrottlingException.
+            let ms = retry_after.as_millis().max(1) as u64;
+            res.headers_mut()
+                .insert("x-acs-retry-after", HeaderValue::from(ms));
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+impl From<crate::store::StoreError> for RpcError {
+    fn from(e: crate::store::StoreError) -> Self {
+        RpcError::Internal(e.into())
+    }
+}
+
+/// `GET /` and `POST /`: one MPS RPC call.
+pub async fn mps_rpc(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("snapgate")
+        .to_string();
+    match serve(&state, &method, &uri, &headers, &body, &request_id).await {
+        Ok(mut answer) => {
+            answer["RequestId"] = json!(request_id);
+            Json(answer).into_response()
+        }
+        Err(e) => {
+            metrics::counter!("snapgate_mps_rpc_errors_total", "code" => e.code()).increment(1);
+            e.into_response(&request_id, &host)
+        }
+    }
+}
+
+async fn serve(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Value, RpcError> {
+    let call = auth::authenticate(state, method, uri, headers, body).await?;
+    let span = tracing::Span::current();
+    span.record("team", call.team.as_str());
+    tracing::debug!(action = %call.action, access_key_id = %call.access_key_id, request_id, "MPS RPC call");
+    match call.action.as_str() {
+        "SubmitSnapshotJob" => submit_snapshot_job(state, &call.team, &call.params).await,
+        "QuerySnapshotJobList" => query_snapshot_job_list(state, &call.team, &call.params).await,
+        other => Err(RpcError::UnknownAction(other.chars().take(64).collect())),
+    }
+}
+
+/// The gateway's default pipeline: jobs that name none go there.
+fn default_pipeline(state: &AppState) -> Option<&str> {
+    state.settings.mps.pipeline_id.as_deref()
+}
+
+async fn submit_snapshot_job(
+    state: &AppState,
+    team: &str,
+    p: &BTreeMap<String, String>,
+) -> Result<Value, RpcError> {
+    let body = params::submit_body(p)?;
+    let submitted = state
+        .submit
+        .submit(team, &body, None, state.submit.default_wait())
+        .await
+        .map_err(|e| match e {
+            SubmitError::Invalid(violations) => params::invalid(&violations),
+            SubmitError::QuotaExceeded { limit } => RpcError::Throttled {
+                retry_after: Duration::from_secs(5),
+                message: format!("this team already has {limit} jobs in flight"),
+            },
+            SubmitError::Store(e) => e.into(),
+            // No idempotency key is passed (MPS has none).
+            e @ (SubmitError::KeyReused | SubmitError::KeyInProgress) => {
+                RpcError::Internal(e.into())
+            }
+        })?;
+    Ok(json!({
+        "SnapshotJob": render::snapshot_job(&submitted.job, default_pipeline(state)),
+    }))
+}
+
+fn parse_time(name: &str, v: &str, errors: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%SZ") {
+        Ok(t) => Some(t.and_utc()),
+        Err(_) => {
+            errors.push(format!("{name}: must be UTC yyyy-MM-ddTHH:mm:ssZ"));
+            None
+        }
+    }
+}
+
+/// MPS states as gateway states (a queued job shows `Submitted`).
+fn states_for(mps_state: &str) -> Option<Vec<JobState>> {
+    Some(match mps_state {
+        "Submitted" => vec![JobState::Queued, JobState::Submitted],
+        "Snapshoting" | "Snapshotting" => vec![JobState::Snapshotting],
+        "Success" => vec![JobState::Succeeded],
+        "Fail" => vec![JobState::Failed],
+        _ => return None,
+    })
+}
+
+async fn query_snapshot_job_list(
+    state: &AppState,
+    team: &str,
+    p: &BTreeMap<String, String>,
+) -> Result<Value, RpcError> {
+    let default = default_pipeline(state);
+    let get = |name: &str| p.get(name).map(String::as_str).filter(|s| !s.is_empty());
+    if let Some(ids) = get("SnapshotJobIds") {
+        let asked: Vec<&str> = ids
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if asked.len() > MAX_QUERY_IDS {
+            return Err(RpcError::invalid(
+                "InvalidParameter.OutOfRange",
+                format!(
+                    "SnapshotJobIds: at most {MAX_QUERY_IDS} ids, comma-separated (got {})",
+                    asked.len()
+                ),
+            ));
+        }
+        let parsed: Vec<JobId> = asked.iter().filter_map(|s| JobId::parse(s)).collect();
+        let found = state.store.jobs_by_ids(team, &parsed).await?;
+        let mut list = Vec::new();
+        let mut missing = Vec::new();
+        for id in asked {
+            match JobId::parse(id).and_then(|j| found.iter().find(|f| f.id == j)) {
+                Some(job) => list.push(render::snapshot_job(job, default)),
+                // Unknown, malformed, or another team's: the same answer for all three.
+                None => missing.push(id.to_string()),
+            }
+        }
+        let mut answer = json!({"SnapshotJobList": {"SnapshotJob": list}});
+        if !missing.is_empty() {
+            answer["NonExistSnapshotJobIds"] = json!({ "String": missing });
+        }
+        return Ok(answer);
+    }
+
+    // A page of the team's jobs, newest first, by pipeline, state and creation window.
+    let mut errors = Vec::new();
+    let mut filter = PipelineJobFilter {
+        team: team.to_string(),
+        limit: DEFAULT_PAGE_SIZE,
+        ..PipelineJobFilter::default()
+    };
+    if let Some(pl) = get("PipelineId") {
+        if !crate::domain::is_mps_id(pl) {
+            errors.push(
+                "PipelineId: must be an MPS pipeline id, 32 lower-case hex characters".into(),
+            );
+        }
+        filter.include_unset_pipeline = default == Some(pl);
+        filter.pipeline_id = Some(pl.to_string());
+    }
+    if let Some(s) = get("State") {
+        match states_for(s) {
+            Some(states) => filter.states = states,
+            None => errors.push("State: must be Submitted, Snapshoting, Success or Fail".into()),
+        }
+    }
+    if let Some(t) = get("StartOfJobCreatedTimeRange") {
+        filter.created_from = parse_time("StartOfJobCreatedTimeRange", t, &mut errors);
+    }
+    if let Some(t) = get("EndOfJobCreatedTimeRange") {
+        // Whole seconds on the wire: the end second is included entirely.
+        filter.created_to = parse_time("EndOfJobCreatedTimeRange", t, &mut errors)
+            .map(|t| t + chrono::Duration::microseconds(999_999));
+    }
+    if let Some(n) = get("MaximumPageSize") {
+        match n.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => filter.limit = n,
+            _ => errors.push(format!(
+                "MaximumPageSize: must be an integer from 1 to {MAX_PAGE_SIZE}"
+            )),
+        }
+    }
+    if let Some(token) = get("NextPageToken") {
+        // The token is the last job of the previous page (its id as 32 hex characters).
+        let last = match JobId::parse(token).filter(|_| token.len() == 32) {
+            Some(id) => state.store.get_job(Some(team), id).await?,
+            None => None,
+        };
+        match last {
+            Some(j) => filter.before = Some((j.created_at, j.id)),
+            None => errors.push("NextPageToken: is not a token this endpoint returned".into()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(params::invalid_messages("InvalidParameter", &errors));
+    }
+    let size = filter.limit as usize;
+    filter.limit += 1;
+    let mut jobs = state.store.list_pipeline_jobs(&filter).await?;
+    let more = jobs.len() > size;
+    jobs.truncate(size);
+    let list: Vec<Value> = jobs
+        .iter()
+        .map(|j| render::snapshot_job(j, default))
+        .collect();
+    let mut answer = json!({"SnapshotJobList": {"SnapshotJob": list}});
+    if more {
+        if let Some(last) = jobs.last() {
+            answer["NextPageToken"] = json!(last.id.0.simple().to_string());
+        }
+    }
+    Ok(answer)
+}

@@ -1,0 +1,403 @@
+//! Where a signature is checked: MPS's request authentication (API.md §3, §4.3), the one
+//! implementation used by the local emulator (`emulator/auth.rs`) and by snapgate's own
+//! MPS-compatible endpoint (`http/mps_rpc/`). Both algorithms come from `sign.rs`, so signing and
+//! verifying cannot drift apart.
+//!
+//! Two steps, because the secret lives in different places (a list in the emulator, the store
+//! and the master key in snapgate): [`parse`] reads the request without a secret — the key id,
+//! action, nonce, timestamp (±15 minutes) and the server's string-to-sign — and
+//! [`Unverified::verify`] then checks the signature with the secret the caller looked up. Nonce
+//! reuse is the caller's check (memory in the emulator, the database in snapgate), made only
+//! after the signature verified so that nobody can burn another client's nonces.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use super::sign;
+
+/// Timestamps are accepted this far from the server's clock, and a nonce may not be reused
+/// within it.
+pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// An MPS error answer about authentication: HTTP status, MPS code, MPS message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AuthError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AuthError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `MissingParameter`, with MPS's sentence.
+    pub fn missing(name: &str) -> Self {
+        Self::bad(
+            "MissingParameter",
+            format!("The input parameter \"{name}\" that is mandatory for processing this request is not supplied."),
+        )
+    }
+
+    /// No key with this AccessKeyId (404, as the emulator has always answered; some Alibaba
+    /// tables say 400 — SDKs classify by code, not status).
+    pub fn key_not_found() -> Self {
+        Self {
+            status: 404,
+            code: "InvalidAccessKeyId.NotFound",
+            message: "Specified access key is not found.".into(),
+        }
+    }
+
+    /// The key exists but is disabled (revoked).
+    pub fn key_inactive() -> Self {
+        Self::bad(
+            "InvalidAccessKeyId.Inactive",
+            "Specified access key is disabled.",
+        )
+    }
+
+    pub fn nonce_used() -> Self {
+        Self::bad(
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        )
+    }
+
+    fn incomplete(message: impl Into<String>) -> Self {
+        Self::bad("IncompleteSignature", message)
+    }
+}
+
+/// Which of the two signatures the request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureKind {
+    /// `Signature` parameter, HMAC-SHA1, `SignatureVersion=1.0`.
+    V1,
+    /// `Authorization: ACS3-HMAC-SHA256 …`.
+    Acs3,
+}
+
+/// The common parameters of a v1 request, removed from [`Verified::params`].
+pub const COMMON: &[&str] = &[
+    "Action",
+    "Version",
+    "Format",
+    "AccessKeyId",
+    "SignatureMethod",
+    "SignatureVersion",
+    "SignatureNonce",
+    "Timestamp",
+    "Signature",
+    "SignatureType",
+    "RegionId",
+    "SecurityToken",
+];
+
+/// Headers an ACS3 request must sign (API.md §3.4).
+const ACS3_REQUIRED: &[&str] = &[
+    "host",
+    "x-acs-action",
+    "x-acs-date",
+    "x-acs-signature-nonce",
+    "x-acs-version",
+];
+
+/// Every query and form-body parameter, decoded. Form decoding: the Tea SDK sends spaces as `+`,
+/// the legacy SDK as `%20`; both mean a space, and a literal `+` arrives as `%2B`.
+pub fn collect_params(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> BTreeMap<String, String> {
+    let mut params: BTreeMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let is_form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        params.extend(form_urlencoded::parse(body).into_owned());
+    }
+    params
+}
+
+/// A request read and canonicalized, its signature not yet checked.
+#[derive(Debug, Clone)]
+pub struct Unverified {
+    pub kind: SignatureKind,
+    pub action: String,
+    pub access_key_id: String,
+    pub nonce: String,
+    /// The request's own time (`Timestamp` / `x-acs-date`).
+    pub timestamp: DateTime<Utc>,
+    /// The API version the client asked for (`Version` / `x-acs-version`).
+    pub version: Option<String>,
+    /// Every parameter (v1: common ones included).
+    params: BTreeMap<String, String>,
+    /// What the client sent as its signature.
+    given: String,
+    /// What the server signs: quoted back in `SignatureDoesNotMatch`.
+    string_to_sign: String,
+}
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub kind: SignatureKind,
+    pub action: String,
+    pub access_key_id: String,
+    pub nonce: String,
+    pub timestamp: DateTime<Utc>,
+    pub version: Option<String>,
+    /// The API parameters (the common v1 parameters removed).
+    pub params: BTreeMap<String, String>,
+    /// v1's `Format` (`JSON`, `json`, `XML`), when sent.
+    pub format: Option<String>,
+}
+
+fn check_timestamp(ts: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, AuthError> {
+    let ts = ts.ok_or_else(|| AuthError::bad("IllegalTimestamp", "The input parameter \"Timestamp\" that is mandatory for processing this request is not supplied."))?;
+    let t = NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%SZ")
+        .map_err(|_| {
+            AuthError::bad(
+                "InvalidTimeStamp.Format",
+                "Specified time stamp or date value is not well formatted.",
+            )
+        })?
+        .and_utc();
+    let skew = (now - t).num_seconds().unsigned_abs();
+    if skew > WINDOW.as_secs() {
+        return Err(AuthError::bad(
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
+    }
+    Ok(t)
+}
+
+/// Reads a request: which signature, which key, the action, nonce and timestamp (refused outside
+/// ±[`WINDOW`] of `now`), and the server's string-to-sign. `params` are every query and form
+/// parameter, decoded ([`collect_params`]).
+pub fn parse(
+    method: &str,
+    headers: &HeaderMap,
+    params: BTreeMap<String, String>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Unverified, AuthError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(authz) = header("authorization").filter(|v| v.starts_with("ACS3-")) {
+        let auth = sign::parse_acs3_authorization(authz).map_err(|_| {
+            AuthError::incomplete("The request signature does not conform to Aliyun standards.")
+        })?;
+        let action = header("x-acs-action")
+            .ok_or_else(|| AuthError::missing("Action"))?
+            .to_string();
+        let timestamp = check_timestamp(header("x-acs-date"), now)?;
+        let body_hash = sign::sha256_hex(body);
+        if header("x-acs-content-sha256").is_some_and(|h| h != body_hash) {
+            return Err(AuthError::incomplete(
+                "x-acs-content-sha256 does not match the body.",
+            ));
+        }
+        let mut signed = BTreeMap::new();
+        for name in &auth.signed_headers {
+            let value = header(name)
+                .ok_or_else(|| AuthError::incomplete(format!("signed header {name} is missing")))?;
+            signed.insert(name.to_ascii_lowercase(), value.to_string());
+        }
+        for required in ACS3_REQUIRED {
+            if !signed.contains_key(*required) {
+                return Err(AuthError::incomplete(format!(
+                    "header {required} must be signed"
+                )));
+            }
+        }
+        let hashed = header("x-acs-content-sha256")
+            .unwrap_or(&body_hash)
+            .to_string();
+        let cr = sign::canonical_request_acs3(method, "/", &params, &signed, &hashed);
+        return Ok(Unverified {
+            kind: SignatureKind::Acs3,
+            action,
+            access_key_id: auth.access_key_id,
+            nonce: header("x-acs-signature-nonce")
+                .unwrap_or_default()
+                .to_string(),
+            timestamp,
+            version: header("x-acs-version").map(str::to_string),
+            params,
+            given: auth.signature,
+            string_to_sign: sign::string_to_sign_acs3(&cr),
+        });
+    }
+
+    let action = params
+        .get("Action")
+        .cloned()
+        .ok_or_else(|| AuthError::missing("Action"))?;
+    let access_key_id = params
+        .get("AccessKeyId")
+        .cloned()
+        .ok_or_else(|| AuthError::missing("AccessKeyId"))?;
+    let given = params
+        .get("Signature")
+        .cloned()
+        .ok_or_else(|| AuthError::missing("Signature"))?;
+    let timestamp = check_timestamp(params.get("Timestamp").map(String::as_str), now)?;
+    if params.get("SignatureMethod").map(String::as_str) != Some("HMAC-SHA1") {
+        return Err(AuthError::bad(
+            "InvalidParameter",
+            "SignatureMethod must be HMAC-SHA1.",
+        ));
+    }
+    let nonce = params
+        .get("SignatureNonce")
+        .cloned()
+        .ok_or_else(|| AuthError::missing("SignatureNonce"))?;
+    let mut signed = params.clone();
+    signed.remove("Signature");
+    Ok(Unverified {
+        kind: SignatureKind::V1,
+        action,
+        access_key_id,
+        nonce,
+        timestamp,
+        version: params.get("Version").cloned(),
+        string_to_sign: sign::string_to_sign_v1(method, &signed),
+        params,
+        given,
+    })
+}
+
+impl Unverified {
+    /// The string-to-sign the server computed (no secret in it).
+    pub fn string_to_sign(&self) -> &str {
+        &self.string_to_sign
+    }
+
+    /// Checks the signature with the key's secret (constant-time comparison).
+    /// `SignatureDoesNotMatch` quotes the server's string-to-sign, as MPS does (API.md §4.2).
+    pub fn verify(self, access_key_secret: &str) -> Result<Verified, AuthError> {
+        let expected = match self.kind {
+            SignatureKind::V1 => sign::sign_v1(access_key_secret, &self.string_to_sign),
+            SignatureKind::Acs3 => sign::sign_acs3(access_key_secret, &self.string_to_sign),
+        };
+        if !crate::secret::constant_time_eq(expected.as_bytes(), self.given.as_bytes()) {
+            return Err(AuthError::bad(
+                "SignatureDoesNotMatch",
+                format!(
+                    "Specified signature is not matched with our calculation. server string to sign is:{}",
+                    self.string_to_sign
+                ),
+            ));
+        }
+        let (params, format) = match self.kind {
+            SignatureKind::V1 => {
+                let format = self.params.get("Format").cloned();
+                let api = self
+                    .params
+                    .into_iter()
+                    .filter(|(k, _)| !COMMON.contains(&k.as_str()))
+                    .collect();
+                (api, format)
+            }
+            SignatureKind::Acs3 => (self.params, None),
+        };
+        Ok(Verified {
+            kind: self.kind,
+            action: self.action,
+            access_key_id: self.access_key_id,
+            nonce: self.nonce,
+            timestamp: self.timestamp,
+            version: self.version,
+            params,
+            format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_params(secret: &str, method: &str, ts: &str) -> BTreeMap<String, String> {
+        let mut p: BTreeMap<String, String> = [
+            ("Action", "QuerySnapshotJobList"),
+            ("Version", "2014-06-18"),
+            ("Format", "JSON"),
+            ("AccessKeyId", "id"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignatureNonce", "n-1"),
+            ("Timestamp", ts),
+            ("SnapshotJobIds", "a,b"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let sig = sign::sign_v1(secret, &sign::string_to_sign_v1(method, &p));
+        p.insert("Signature".into(), sig);
+        p
+    }
+
+    #[test]
+    fn v1_round_trip_and_errors() {
+        let now = Utc::now();
+        let ts = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let p = v1_params("s", "POST", &ts);
+        let u = parse("POST", &HeaderMap::new(), p.clone(), b"", now).unwrap();
+        assert_eq!(u.access_key_id, "id");
+        let v = u.verify("s").unwrap();
+        assert_eq!(v.action, "QuerySnapshotJobList");
+        assert_eq!(v.params.keys().collect::<Vec<_>>(), ["SnapshotJobIds"]);
+        assert_eq!(v.format.as_deref(), Some("JSON"));
+
+        let e = parse("POST", &HeaderMap::new(), p.clone(), b"", now)
+            .unwrap()
+            .verify("other")
+            .unwrap_err();
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+        assert!(e.message.contains("server string to sign is:POST&%2F&"));
+        // The method is signed.
+        let e = parse("GET", &HeaderMap::new(), p, b"", now)
+            .unwrap()
+            .verify("s")
+            .unwrap_err();
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+
+        let old = (now - chrono::Duration::minutes(16))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let e = parse(
+            "POST",
+            &HeaderMap::new(),
+            v1_params("s", "POST", &old),
+            b"",
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "InvalidTimeStamp.Expired");
+        let mut p = v1_params("s", "POST", &ts);
+        p.remove("SignatureNonce");
+        let e = parse("POST", &HeaderMap::new(), p, b"", now).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (400, "MissingParameter"),
+            "{}",
+            e.message
+        );
+    }
+}
