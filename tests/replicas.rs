@@ -330,6 +330,8 @@ async fn soak_under_every_fault_with_two_kills() {
 
     let start = Instant::now();
     let mut acknowledged = Vec::new();
+    // 64 clients at a time.
+    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let waves = 4;
     let per_wave = total.div_ceil(waves);
     for wave in 0..waves {
@@ -339,7 +341,9 @@ async fn soak_under_every_fault_with_two_kills() {
             // A client as they should be written: an Idempotency-Key, and a retry on the other
             // replica when one does not answer (as a load balancer would route it).
             let ports = if i % 2 == 0 { [pa, pb] } else { [pb, pa] };
+            let permit = clients.clone().acquire_owned().await.unwrap();
             tasks.push(tokio::spawn(async move {
+                let _permit = permit;
                 for attempt in 0..6 {
                     let port = ports[attempt % 2];
                     let res = http

@@ -388,11 +388,12 @@ async fn retry_keeps_or_clears_the_unknown_outcome(s: DynStore) {
         "marked by the database clock"
     );
     assert!(s
-        .retry_dispatch(&c[0].key, &err("Snapgate.LookupTooEarly"), due, true)
+        .defer_lookup(&c[0].key, &err("Snapgate.LookupTooEarly"), due)
         .await
         .unwrap());
     let c = s.claim_dispatch("w2", due, lease, 1).await.unwrap();
     assert_eq!(c[0].attempt_started_at, Some(started), "still unsettled");
+    assert_eq!(c[0].attempts, 2, "a lookup is not counted as an attempt");
     assert!(s.confirm_absent(&c[0].key).await.unwrap());
     assert!(s
         .fail_dispatch(&c[0].key, &err("InvalidParameter"))
@@ -400,7 +401,7 @@ async fn retry_keeps_or_clears_the_unknown_outcome(s: DynStore) {
         .unwrap());
     let job = s.get_job(None, j.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.attempts, 4);
+    assert_eq!(job.attempts, 3);
     assert_eq!(job.mps.code.as_deref(), Some("InvalidParameter"));
     assert!(s
         .claim_dispatch(

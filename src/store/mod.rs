@@ -305,6 +305,14 @@ pub trait DispatchStore {
         due_at: DateTime<Utc>,
         outcome_unknown: bool,
     ) -> StoreResult<bool>;
+    /// A lookup could not settle an earlier attempt: ask again at `due_at`, the attempt still
+    /// marked. A lookup is not a submission attempt, so it does not count as one.
+    async fn defer_lookup(
+        &self,
+        claim: &ClaimKey,
+        error: &JobError,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Delivery failed for good: the job becomes `failed`.
     async fn fail_dispatch(&self, claim: &ClaimKey, error: &JobError) -> StoreResult<bool>;
     /// Ends a job that MPS accepted but that can no longer finish (deadline, MPS lost it):

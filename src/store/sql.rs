@@ -571,6 +571,22 @@ impl DispatchStore for SqlStore {
         self.end_dispatch(claim, set).await
     }
 
+    async fn defer_lookup(
+        &self,
+        claim: &ClaimKey,
+        error: &JobError,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let set = Stmt::new(
+            "UPDATE jobs SET due_at = $1, last_error = $2, updated_at = $3, \
+             attempts = attempts - 1",
+        )
+        .bind(due_at)
+        .bind(json(error))
+        .bind(now());
+        self.end_dispatch(claim, set).await
+    }
+
     async fn fail_dispatch(&self, claim: &ClaimKey, error: &JobError) -> StoreResult<bool> {
         let set = Stmt::new(
             "UPDATE jobs SET state = 'failed', due_at = NULL, attempt_started_at = NULL, \

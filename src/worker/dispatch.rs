@@ -30,6 +30,8 @@ use crate::store::{
 
 /// Claims are processed this many at a time.
 const CONCURRENCY: usize = 16;
+/// Tries per lookup page when MPS answers with a retryable error.
+const PAGE_TRIES: u32 = 5;
 /// MPS's largest page (API.md §2.2).
 const LOOKUP_PAGE_SIZE: u32 = 100;
 
@@ -188,9 +190,7 @@ impl Worker {
                         return self.fail(key, &error).await;
                     }
                     tracing::info!(code = %error.code, retry_at = %retry_at, "earlier attempt not settled; looking again before any resubmission");
-                    self.store
-                        .retry_dispatch(key, &error, retry_at, true)
-                        .await?;
+                    self.store.defer_lookup(key, &error, retry_at).await?;
                     return Ok(());
                 }
             }
@@ -380,27 +380,37 @@ impl Worker {
         };
         let max_pages = self.cfg.lookup_max_pages.max(1);
         for _ in 0..max_pages {
-            if let Err(e) = self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1).await {
-                tracing::warn!(error = %e, "budget unavailable");
-            }
-            let t = std::time::Instant::now();
-            let resp = self.mps.list_snapshot_jobs(&query).await;
-            crate::metrics::mps_call(
-                "QuerySnapshotJobList",
-                resp.as_ref()
-                    .map(|_| "Success")
-                    .unwrap_or_else(|e| e.code.as_str()),
-                t,
-            );
-            let pause = self.health.observe(&resp);
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    let wait = pause.or(e.retry_after).unwrap_or_else(|| self.backoff(2));
-                    return Lookup::Unknown {
-                        error: job_error(&e),
-                        retry_at: after(wait),
-                    };
+            // A page MPS throttles or answers 503 for is asked again (a few times, with
+            // backoff): a long lookup must not start over for one busy answer.
+            let mut tries = 0;
+            let resp = loop {
+                tries += 1;
+                if let Err(e) = self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1).await {
+                    tracing::warn!(error = %e, "budget unavailable");
+                }
+                let t = std::time::Instant::now();
+                let resp = self.mps.list_snapshot_jobs(&query).await;
+                crate::metrics::mps_call(
+                    "QuerySnapshotJobList",
+                    resp.as_ref()
+                        .map(|_| "Success")
+                        .unwrap_or_else(|e| e.code.as_str()),
+                    t,
+                );
+                let pause = self.health.observe(&resp);
+                match resp {
+                    Ok(r) => break r,
+                    Err(e) if e.class == ErrorClass::Retryable && tries < PAGE_TRIES => {
+                        let wait = e.retry_after.unwrap_or_else(|| self.backoff(tries));
+                        tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+                    }
+                    Err(e) => {
+                        let wait = pause.or(e.retry_after).unwrap_or_else(|| self.backoff(2));
+                        return Lookup::Unknown {
+                            error: job_error(&e),
+                            retry_at: after(wait),
+                        };
+                    }
                 }
             };
             if let Some(found) = resp.body.jobs.iter().find(|j| {
