@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use chrono::Utc;
 
-use super::rpc::Fault;
+use super::error::Fault;
 use crate::mps::verify::{self, WINDOW};
 
 /// Nonces seen in the last 15 minutes (bounded: old ones are dropped as new ones arrive).

@@ -1,5 +1,7 @@
 //! Faults MPS can show, settable while the emulator runs: `GET /_emulator/faults` reads them,
-//! `POST /_emulator/faults` with a JSON object sets any of them (fields left out are kept).
+//! `POST /_emulator/faults` with a JSON object sets any of them (fields left out are kept). This
+//! file holds the settings and their update; the endpoints are in `control.rs`, and `rpc.rs`
+//! spends the counters.
 //!
 //! Counters (`*_next_*`) make tests deterministic: the next N calls of that kind get the fault,
 //! then the counter is spent. Rates are random (seeded by `--seed`).
@@ -14,17 +16,9 @@
 //! | `throttle_next_submits` / `throttle_next_queries` | the next N calls answer `Throttling.User` (400), nothing done |
 //! | `unavailable_next_submits` / `unavailable_next_queries` | the next N calls answer `ServiceUnavailable` (503), nothing done |
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::rpc::EmulatorState;
-use super::EmulatorConfig;
+use super::config::EmulatorConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +61,7 @@ impl Faults {
         }
     }
 
-    fn apply(&mut self, u: FaultsUpdate) -> Result<(), String> {
+    pub(super) fn apply(&mut self, u: FaultsUpdate) -> Result<(), String> {
         if let Some(r) = u.slow_rate {
             if !(0.0..=1.0).contains(&r) {
                 return Err("slow_rate must be between 0 and 1".into());
@@ -99,34 +93,5 @@ pub fn take(counter: &mut u64) -> bool {
         true
     } else {
         false
-    }
-}
-
-/// `GET /_emulator/faults`.
-pub async fn get_faults(State(state): State<Arc<EmulatorState>>) -> Json<Faults> {
-    Json(state.faults())
-}
-
-/// `POST /_emulator/faults`: sets the fields given, answers the new settings.
-pub async fn set_faults(
-    State(state): State<Arc<EmulatorState>>,
-    body: Result<Json<FaultsUpdate>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let update = match body {
-        Ok(Json(u)) => u,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": e.body_text()})),
-            )
-                .into_response()
-        }
-    };
-    match state.update_faults(|f| f.apply(update)) {
-        Ok(f) => {
-            tracing::info!(faults = ?f, "emulator faults changed");
-            Json(f).into_response()
-        }
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
     }
 }

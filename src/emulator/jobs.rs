@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::rpc::Fault;
+use super::error::Fault;
 use crate::domain::job::{FrameType, JobRequest, OssObject, SpriteSpec, WebVttSpec};
 use crate::domain::outputs::{self, Known, OutputManifest};
 use crate::mps::sign::percent_decode;

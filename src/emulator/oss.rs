@@ -12,7 +12,6 @@
 //! sees half an object.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -21,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::rpc::EmulatorState;
 use crate::mps::sign::percent_decode;
 
 /// Temporary files live here, beside the buckets (not a valid bucket name).
@@ -177,14 +175,20 @@ fn locate(oss: &LocalOss, uri: &Uri) -> Result<(String, String, PathBuf), (&'sta
     }
 }
 
+/// What the object routes are served with: the store, `None` when there is none (`--oss-dir`
+/// not set: every object route answers 404). Taken from the emulator's state (`state.rs`), so
+/// this file does not depend on it.
+#[derive(Clone)]
+pub struct OssRoutes(pub Option<LocalOss>);
+
 /// `PUT /<bucket>/<key>`: stores the body.
 pub async fn put_object(
-    State(state): State<Arc<EmulatorState>>,
+    State(OssRoutes(oss)): State<OssRoutes>,
     method: Method,
     uri: Uri,
     body: Body,
 ) -> Response {
-    let Some(oss) = state.oss() else {
+    let Some(oss) = oss.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let (bucket, key, path) = match locate(oss, &uri) {
@@ -232,11 +236,11 @@ pub async fn put_object(
 
 /// `GET` and `HEAD /<bucket>/<key>`.
 pub async fn get_object(
-    State(state): State<Arc<EmulatorState>>,
+    State(OssRoutes(oss)): State<OssRoutes>,
     method: Method,
     uri: Uri,
 ) -> Response {
-    let Some(oss) = state.oss() else {
+    let Some(oss) = oss.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let (bucket, key, path) = match locate(oss, &uri) {

@@ -1,11 +1,11 @@
-//! The RPC endpoint: parameters from the query (and a form body), authentication, faults, then
-//! `SubmitSnapshotJob` or `QuerySnapshotJobList`, answered in MPS's JSON shapes (API.md §1.6,
-//! §2.2) or MPS's error body (§4.2). Also the emulator's shared state: the job ledger (durable
-//! with a state directory), the runtime faults, and the hand-over of jobs to the local engine.
+//! The RPC endpoint, an adapter: parameters from the query (and a form body, read by
+//! `mps::verify::collect_params`, the same as snapgate's MPS-compatible endpoint), authentication,
+//! faults, then `SubmitSnapshotJob` or `QuerySnapshotJobList` on the shared state
+//! (`state.rs`), answered in MPS's JSON shapes (API.md §1.6, §2.2) or MPS's error body (§4.2).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,43 +13,18 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{NaiveDateTime, Utc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
-use super::auth::{self, Nonces};
-use super::engine::{self, Engine, Outcome};
-use super::faults::{take, Faults};
-use super::jobs::Failure;
-use super::jobs::{self, Job, Timing};
-use super::ledger::LedgerFile;
-use super::oss::LocalOss;
-use super::{DropConnection, EmulatorConfig};
-use tokio_util::sync::CancellationToken;
+use super::auth;
+use super::error::Fault;
+use super::faults::take;
+use super::jobs::{self, Job};
+use super::state::EmulatorState;
+use crate::mps::verify::collect_params;
 
 const HOST_ID: &str = "mts.cn-shanghai.aliyuncs.com";
-
-/// An MPS error answer.
-#[derive(Debug)]
-pub struct Fault {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Fault {
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::status(400, code, message)
-    }
-
-    pub fn status(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 fn request_id() -> String {
     uuid::Uuid::new_v4().to_string().to_uppercase()
@@ -71,286 +46,9 @@ fn error_response(f: &Fault) -> Response {
         .into_response()
 }
 
-/// Calls within the last second, for the per-account QPS limits.
-#[derive(Default)]
-struct Window(VecDeque<Instant>);
-
-impl Window {
-    fn admit(&mut self, qps: u32) -> bool {
-        if qps == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        while self
-            .0
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            self.0.pop_front();
-        }
-        if self.0.len() as u32 >= qps {
-            return false;
-        }
-        self.0.push_back(now);
-        true
-    }
-}
-
-struct Inner {
-    jobs: Vec<Job>,
-    by_id: HashMap<String, usize>,
-    ledger: Option<LedgerFile>,
-    faults: Faults,
-    nonces: Nonces,
-    rng: StdRng,
-    submit_window: Window,
-    query_window: Window,
-    calls: BTreeMap<String, BTreeMap<String, u64>>,
-}
-
-impl Inner {
-    fn push(&mut self, job: Job) {
-        if let Some(l) = &mut self.ledger {
-            l.append(&job);
-        }
-        self.by_id.insert(job.id.clone(), self.jobs.len());
-        self.jobs.push(job);
-    }
-}
-
-pub struct EmulatorState {
-    config: EmulatorConfig,
-    timing: Timing,
-    inner: Mutex<Inner>,
-    oss: Option<LocalOss>,
-    /// The local engine, when there is a local store and ffmpeg.
-    engine: Option<Engine>,
-    /// Cancelled at shutdown: engine work stops (and runs again after a restart).
-    pub(crate) stop: CancellationToken,
-}
-
-impl EmulatorState {
-    /// The state, with the jobs of `config.state_dir` reloaded when one is set.
-    pub fn new(config: EmulatorConfig) -> anyhow::Result<Self> {
-        let rng = match config.seed {
-            Some(s) => StdRng::seed_from_u64(s),
-            None => StdRng::from_entropy(),
-        };
-        let (ledger, jobs) = match &config.state_dir {
-            Some(dir) => {
-                let (l, jobs) = LedgerFile::open(dir)?;
-                (Some(l), jobs)
-            }
-            None => (None, Vec::new()),
-        };
-        let by_id = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (j.id.clone(), i))
-            .collect();
-        let oss = config.oss_dir.clone().map(LocalOss::new);
-        let engine = match &oss {
-            None => {
-                tracing::info!("no local object store (--oss-dir): snapshot jobs are simulated");
-                None
-            }
-            Some(_) if !config.ffmpeg => {
-                tracing::info!("the local engine is off: snapshot jobs are simulated");
-                None
-            }
-            Some(o) if engine::available() => {
-                tracing::info!(oss_dir = %o.root().display(), parallel = config.engine_jobs, "local engine on: snapshot jobs run with ffmpeg");
-                Some(Engine::new(o.clone(), config.engine_jobs))
-            }
-            Some(_) => {
-                tracing::warn!("ffmpeg and ffprobe are not on the PATH: snapshot jobs are simulated and no images are written (install Debian's ffmpeg package for real outputs)");
-                None
-            }
-        };
-        Ok(Self {
-            oss,
-            engine,
-            stop: CancellationToken::new(),
-            timing: Timing {
-                start_ms: config.start_ms,
-                process_ms: config.process_ms,
-            },
-            inner: Mutex::new(Inner {
-                jobs,
-                by_id,
-                ledger,
-                faults: Faults::from_config(&config),
-                nonces: Nonces::default(),
-                rng,
-                submit_window: Window::default(),
-                query_window: Window::default(),
-                calls: BTreeMap::new(),
-            }),
-            config,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn count(&self, action: &str, outcome: &str) {
-        *self
-            .lock()
-            .calls
-            .entry(action.to_string())
-            .or_default()
-            .entry(outcome.to_string())
-            .or_default() += 1;
-    }
-
-    pub(crate) fn oss(&self) -> Option<&LocalOss> {
-        self.oss.as_ref()
-    }
-
-    /// Starts (after a restart: resumes) the local engine's work on every unfinished job. A
-    /// job that needs the engine when there is none any more fails: it never hangs.
-    pub(crate) fn resume(self: &Arc<Self>) {
-        let pending: Vec<String> = self
-            .lock()
-            .jobs
-            .iter()
-            .filter(|j| j.engine && !j.done)
-            .map(|j| j.id.clone())
-            .collect();
-        if !pending.is_empty() {
-            tracing::info!(
-                jobs = pending.len(),
-                "resuming the local engine's unfinished jobs"
-            );
-        }
-        for id in pending {
-            if self.engine.is_some() {
-                self.spawn_engine(id);
-            } else {
-                self.finish(
-                    &id,
-                    Outcome {
-                        manifest: None,
-                        failure: Some(Failure::new(
-                            "InternalError",
-                            "The job was started by the local engine, which is no longer available.",
-                        )),
-                    },
-                );
-            }
-        }
-    }
-
-    /// Runs a job on the local engine in the background (bounded by its permits).
-    fn spawn_engine(self: &Arc<Self>, id: String) -> tokio::task::JoinHandle<()> {
-        let st = self.clone();
-        tokio::spawn(async move {
-            let Some(engine) = st.engine.as_ref() else {
-                return;
-            };
-            let request = {
-                let inner = st.lock();
-                inner
-                    .by_id
-                    .get(&id)
-                    .and_then(|&i| inner.jobs[i].request.clone())
-            };
-            let request = match request {
-                Some(r) => r,
-                None => {
-                    st.finish(
-                        &id,
-                        Outcome {
-                            manifest: None,
-                            failure: Some(Failure::new("InternalError", "The job has no request.")),
-                        },
-                    );
-                    return;
-                }
-            };
-            let work = async {
-                let _permit = engine.permit().await;
-                st.set_running(&id, true);
-                tracing::debug!(job = %id, "local engine: job started");
-                engine.run(&id, &request).await
-            };
-            let outcome = tokio::select! {
-                o = work => o,
-                _ = st.stop.cancelled() => {
-                    st.set_running(&id, false);
-                    return;
-                }
-            };
-            st.finish(&id, outcome);
-        })
-    }
-
-    fn set_running(&self, id: &str, running: bool) {
-        let mut inner = self.lock();
-        if let Some(&i) = inner.by_id.get(id) {
-            inner.jobs[i].running = running;
-        }
-    }
-
-    /// Records what the engine did, durably.
-    fn finish(&self, id: &str, o: Outcome) {
-        let mut inner = self.lock();
-        let Some(&i) = inner.by_id.get(id) else {
-            return;
-        };
-        let job = &mut inner.jobs[i];
-        job.running = false;
-        job.done = true;
-        job.failure = o.failure;
-        let sprites = job.request.as_ref().is_some_and(|r| r.sprite.is_some());
-        if let Some(m) = &o.manifest {
-            job.count = m.snapshots.len() as u64;
-            job.tile_count = sprites.then_some(m.sprites.len() as u64);
-            tracing::info!(job = %id, count = job.count, tile_count = ?job.tile_count, "local engine: job done");
-        }
-        job.outputs = o.manifest;
-        let job = job.clone();
-        if let Some(l) = &mut inner.ledger {
-            l.append(&job);
-        }
-    }
-
-    pub(crate) fn faults(&self) -> Faults {
-        self.lock().faults.clone()
-    }
-
-    pub(crate) fn update_faults(
-        &self,
-        f: impl FnOnce(&mut Faults) -> Result<(), String>,
-    ) -> Result<Faults, String> {
-        let mut inner = self.lock();
-        let mut next = inner.faults.clone();
-        f(&mut next)?;
-        inner.faults = next.clone();
-        Ok(next)
-    }
-}
-
-fn collect_params(
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> BTreeMap<String, String> {
-    // Form decoding: the Tea SDK sends spaces as '+', the legacy SDK as %20; both mean a space.
-    let mut params: BTreeMap<String, String> =
-        form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let is_form = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        params.extend(form_urlencoded::parse(body).into_owned());
-    }
-    params
-}
+/// Set on each request: lets a handler close its connection without answering.
+#[derive(Clone)]
+pub(crate) struct DropConnection(pub Arc<Notify>);
 
 pub async fn handle(
     State(state): State<Arc<EmulatorState>>,
@@ -689,51 +387,4 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         body["NextPageToken"] = json!(format!("{last:032x}"));
     }
     Ok(body)
-}
-
-/// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped, and those
-/// not yet listed), oldest first.
-pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
-    let now = jobs::now_ms();
-    let inner = state.lock();
-    let jobs: Vec<Value> = inner
-        .jobs
-        .iter()
-        .map(|j| {
-            let mut v = j.to_json(now, state.timing);
-            v["Emulator"] = emulator_view(j);
-            v
-        })
-        .collect();
-    Json(json!({ "jobs": jobs }))
-}
-
-/// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
-fn emulator_view(j: &Job) -> Value {
-    json!({
-        "engine": if j.engine { "ffmpeg" } else { "simulated" },
-        "outputs": j.outputs,
-    })
-}
-
-/// `GET /_emulator/jobs/{id}`: one job, MPS's fields plus `Emulator` (its output manifest).
-pub async fn get_ledger_job(
-    State(state): State<Arc<EmulatorState>>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Response {
-    let inner = state.lock();
-    match inner.by_id.get(&id).map(|&i| &inner.jobs[i]) {
-        Some(j) => {
-            let mut v = j.to_json(jobs::now_ms(), state.timing);
-            v["Emulator"] = emulator_view(j);
-            Json(v).into_response()
-        }
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such job"}))).into_response(),
-    }
-}
-
-/// `GET /_emulator/stats`: calls by action and outcome code.
-pub async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
-    let inner = state.lock();
-    Json(json!({ "calls": inner.calls, "jobs": inner.jobs.len() }))
 }

@@ -1,0 +1,91 @@
+//! The emulator's own endpoints under `/_emulator/`, for tests and benchmarks (not MPS's API):
+//! the job ledger (`jobs`, `jobs/{id}`), call counters (`stats`) and the runtime faults
+//! (`faults`, whose fields `faults.rs` describes).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::faults::{Faults, FaultsUpdate};
+use super::jobs::{self, Job};
+use super::state::EmulatorState;
+
+/// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped, and those
+/// not yet listed), oldest first.
+pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
+    let now = jobs::now_ms();
+    let inner = state.lock();
+    let jobs: Vec<Value> = inner
+        .jobs
+        .iter()
+        .map(|j| {
+            let mut v = j.to_json(now, state.timing);
+            v["Emulator"] = emulator_view(j);
+            v
+        })
+        .collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+/// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
+fn emulator_view(j: &Job) -> Value {
+    json!({
+        "engine": if j.engine { "ffmpeg" } else { "simulated" },
+        "outputs": j.outputs,
+    })
+}
+
+/// `GET /_emulator/jobs/{id}`: one job, MPS's fields plus `Emulator` (its output manifest).
+pub async fn get_ledger_job(
+    State(state): State<Arc<EmulatorState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let inner = state.lock();
+    match inner.by_id.get(&id).map(|&i| &inner.jobs[i]) {
+        Some(j) => {
+            let mut v = j.to_json(jobs::now_ms(), state.timing);
+            v["Emulator"] = emulator_view(j);
+            Json(v).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such job"}))).into_response(),
+    }
+}
+
+/// `GET /_emulator/stats`: calls by action and outcome code.
+pub async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
+    let inner = state.lock();
+    Json(json!({ "calls": inner.calls, "jobs": inner.jobs.len() }))
+}
+
+/// `GET /_emulator/faults`.
+pub async fn get_faults(State(state): State<Arc<EmulatorState>>) -> Json<Faults> {
+    Json(state.faults())
+}
+
+/// `POST /_emulator/faults`: sets the fields given, answers the new settings.
+pub async fn set_faults(
+    State(state): State<Arc<EmulatorState>>,
+    body: Result<Json<FaultsUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let update = match body {
+        Ok(Json(u)) => u,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.body_text()})),
+            )
+                .into_response()
+        }
+    };
+    match state.update_faults(|f| f.apply(update)) {
+        Ok(f) => {
+            tracing::info!(faults = ?f, "emulator faults changed");
+            Json(f).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
+}
