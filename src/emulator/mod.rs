@@ -13,7 +13,8 @@
 //! - `oss.rs`: a local object store (`--oss-dir`, a folder per bucket), also served over HTTP
 //!   as OSS path-style `PUT`/`GET`/`HEAD /<bucket>/<key>`.
 //! - `engine.rs`: the local engine: with a local store and ffmpeg on the PATH, jobs really run
-//!   and write their snapshots, sprites and WebVTT into the store.
+//!   and write their snapshots, sprites and WebVTT into the store. Queries answer a final job
+//!   with an extra `Emulator` object holding its output manifest (real MPS has none).
 
 mod auth;
 mod engine;
@@ -35,6 +36,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+pub use engine::{probe, Probe};
+pub use oss::LocalOss;
 pub use rpc::EmulatorState;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -614,7 +614,7 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         let mut missing = Vec::new();
         for id in ids {
             match inner.by_id.get(id).map(|&i| &inner.jobs[i]) {
-                Some(job) if job.listed(now, delay) => found.push(job.to_json(now, t)),
+                Some(job) if job.listed(now, delay) => found.push(with_outputs(job, now, t)),
                 // Not (yet) visible to queries: MPS reports it as unknown.
                 _ => missing.push(id.to_string()),
             }
@@ -681,7 +681,7 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
     let page: Vec<Value> = matching
         .iter()
         .take(size)
-        .map(|(_, j)| j.to_json(now, t))
+        .map(|(_, j)| with_outputs(j, now, t))
         .collect();
     let mut body = json!({"RequestId": request_id(), "SnapshotJobList": {"SnapshotJob": page}});
     if more {
@@ -706,6 +706,18 @@ pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value>
         })
         .collect();
     Json(json!({ "jobs": jobs }))
+}
+
+/// A `SnapshotJob` as queries answer it: MPS's fields, plus the emulator's own `Emulator`
+/// object (how the job is made and its output manifest) once the job is final. Real MPS has no
+/// such field; clients ignore it, and snapgate keeps it with the response, so a job run by the
+/// local engine reports its real outputs (times, keys, sizes) and a simulated one says so.
+fn with_outputs(j: &Job, now_ms: i64, t: Timing) -> Value {
+    let mut v = j.to_json(now_ms, t);
+    if matches!(v["State"].as_str(), Some("Success" | "Fail")) {
+        v["Emulator"] = emulator_view(j);
+    }
+    v
 }
 
 /// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
