@@ -202,9 +202,22 @@ impl OutputService {
             return Some(m);
         }
         let count = job.mps.count?;
+        // Snapshots every `step` from `time_ms`: `count` of them end before `time_ms +
+        // count·step`, so the plan need not be listed to its cap and cut (a list of jobs stays
+        // cheap). The times themselves are unchanged.
+        let r = &job.request;
+        let step_ms = match (r.num, r.interval_s) {
+            (Some(n), _) if n <= 1 => None,
+            (_, Some(0)) => None,
+            (_, Some(i)) => Some(i.saturating_mul(1000)),
+            (Some(_), None) => Some(outputs::DEFAULT_INTERVAL_S * 1000),
+            (None, None) => None,
+        };
+        let duration_ms = step_ms.map(|s| r.time_ms.saturating_add(count.saturating_mul(s)));
         Some(outputs::predict(
-            &job.request,
+            r,
             &Known {
+                duration_ms,
                 count: Some(count),
                 tile_count: job.mps.tile_count,
                 ..Known::default()
@@ -321,6 +334,98 @@ fn end_after_last(r: &JobRequest, m: &OutputManifest) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{validate_request, JobId};
+    use crate::store::MpsStatus;
+    use serde_json::json;
+
+    fn job(body: serde_json::Value, mps: MpsStatus) -> Job {
+        let (request, warnings) = validate_request(&body).unwrap();
+        Job {
+            id: JobId::new(),
+            team: "default".into(),
+            state: JobState::Succeeded,
+            request,
+            warnings,
+            created_at: crate::clock::now(),
+            updated_at: crate::clock::now(),
+            attempts: 1,
+            last_error: None,
+            mps,
+            submitted_at: None,
+        }
+    }
+
+    fn presigned() -> OutputService {
+        OutputService::new(
+            Links::Oss {
+                presign: Some(Presigner {
+                    access_key_id: "LTAI5tEXAMPLE".into(),
+                    access_key_secret: Secret::new("EXAMPLESECRETKEY0123456789abcdef"),
+                    ttl_s: 600,
+                }),
+            },
+            None,
+        )
+    }
+
+    /// Real MPS: only `Count` and `TileCount` are reported; everything else is predicted, and
+    /// an open-ended interval is listed only to the count.
+    #[tokio::test]
+    async fn real_mps_manifest_is_predicted_from_the_count() {
+        let o = |k: &str| json!({"location": "oss-cn-shanghai", "bucket": "media", "object": k});
+        let j = job(
+            json!({"input": o("v/a.mp4"), "output": o("t/{Count}.jpg"), "time_ms": 500, "interval_s": 5,
+                   "width": 160, "height": 90,
+                   "sprite": {"output": o("s/{TileCount}.jpg"), "lines": 1, "columns": 2}}),
+            MpsStatus {
+                count: Some(3),
+                tile_count: Some(2),
+                state: Some("Success".into()),
+                response: Some(json!({"Id": "x", "State": "Success", "Count": "3"})),
+                ..MpsStatus::default()
+            },
+        );
+        let svc = presigned();
+        let m = svc.manifest(&j).unwrap();
+        assert!(m.predicted && !m.simulated);
+        assert_eq!(Basis::of(&m), Basis::Predicted);
+        let times: Vec<Option<u64>> = m.snapshots.iter().map(|s| s.time_ms).collect();
+        assert_eq!(times, [Some(500), Some(5500), Some(10_500)]);
+        assert_eq!(m.sprites.len(), 2);
+        let url = svc.url(m.snapshots[0].file.as_ref().unwrap());
+        assert!(
+            url.starts_with("https://media.oss-cn-shanghai.aliyuncs.com/t/00001.jpg?OSSAccessKeyId=LTAI5tEXAMPLE&Expires="),
+            "{url}"
+        );
+        // The storyboard: presigned sheet URLs, the end one interval after the last snapshot.
+        let sb = svc.storyboard(&j, None, CueUrls::Absolute).await.unwrap();
+        assert_eq!(sb.duration, 15.5);
+        assert!(
+            sb.tiles[2].url.contains("/s/00002.jpg?OSSAccessKeyId="),
+            "{sb:?}"
+        );
+        assert_eq!((sb.tiles[1].x, sb.tiles[1].y), (160, 0));
+        let rel = svc
+            .storyboard(&j, Some(12_000), CueUrls::Relative)
+            .await
+            .unwrap();
+        assert_eq!(rel.tiles[0].url, "00001.jpg");
+        assert_eq!(rel.tiles[2].end, 12.0);
+        // Not succeeded, no count, no sprite.
+        let mut queued = j.clone();
+        queued.state = JobState::Snapshotting;
+        assert!(svc.manifest(&queued).is_none());
+        assert_eq!(
+            svc.storyboard(&queued, None, CueUrls::Absolute).await,
+            Err(StoryboardError::NotSucceeded(JobState::Snapshotting))
+        );
+        let mut plain = j.clone();
+        plain.request.sprite = None;
+        assert_eq!(
+            svc.storyboard(&plain, None, CueUrls::Absolute).await,
+            Err(StoryboardError::NoSprite)
+        );
+    }
 
     /// The notes' vectors (`shared/notes/uploads-notifications-storyboards.md` §2.4), verified
     /// there with PyPI `oss2` 2.19.1 `Bucket.sign_url`.
