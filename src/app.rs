@@ -1,6 +1,8 @@
 //! Wiring: [`Application::build`] opens the store, runs migrations if configured, picks the MPS
-//! backend (real MPS, or the in-process emulator when no key is configured), starts the worker
-//! and binds the listener.
+//! backend (real MPS, or the in-process emulator when no key is configured: on
+//! `emulator.listen`, with its local object store in `emulator.oss_dir` and its job ledger in
+//! `emulator.state_dir`), says where outputs are linked (real OSS, or that local store), starts
+//! the worker and binds the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::AppState;
 use crate::limits::TeamLimiter;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
+use crate::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigner};
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
 use crate::submit::{SubmitConfig, SubmitService};
@@ -44,15 +47,30 @@ pub async fn mps_backend(
     } else {
         let key_id = format!("emu{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let secret = uuid::Uuid::new_v4().simple().to_string();
+        let e = &settings.emulator;
+        let dir = |d: &str| -> anyhow::Result<Option<std::path::PathBuf>> {
+            if d.is_empty() {
+                return Ok(None);
+            }
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {d}"))?;
+            Ok(Some(d.into()))
+        };
         let config = EmulatorConfig {
-            listen: "127.0.0.1:0".parse().expect("valid"),
+            listen: e.listen.parse().context("emulator.listen")?,
             access_keys: vec![(key_id.clone(), secret.clone())],
-            start_ms: settings.emulator.start_ms,
-            process_ms: settings.emulator.process_ms,
+            start_ms: e.start_ms,
+            process_ms: e.process_ms.max(e.start_ms),
+            oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
+            state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
             ..EmulatorConfig::default()
         };
-        let handle = crate::emulator::spawn(config).await?;
-        tracing::warn!(url = %handle.url(), "no MPS access key configured: using the built-in MPS emulator (set ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET for real MPS)");
+        let handle = crate::emulator::spawn(config).await.with_context(|| {
+            format!(
+                "cannot start the built-in MPS emulator on {} (emulator.listen, SNAPGATE__EMULATOR__LISTEN; \"127.0.0.1:0\" picks a free port)",
+                e.listen
+            )
+        })?;
+        tracing::warn!(url = %handle.url(), oss_dir = %e.oss_dir, state_dir = %e.state_dir, "no MPS access key configured: using the built-in MPS emulator (set ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET for real MPS)");
         (handle.url(), key_id, Secret::new(secret), Some(handle))
     };
     if emulator.is_none() {
@@ -68,6 +86,23 @@ pub async fn mps_backend(
         request_timeout: ms(settings.mps.request_timeout_ms),
     })?;
     Ok((Arc::new(client), emulator))
+}
+
+/// Outputs on real OSS: public URLs, presigned with the MPS key when `outputs.presign_ttl_s` > 0.
+fn oss_outputs(settings: &Settings) -> OutputService {
+    let presign = match (
+        settings.outputs.presign_ttl_s,
+        &settings.mps.access_key_id,
+        &settings.mps.access_key_secret,
+    ) {
+        (ttl, Some(id), Some(secret)) if ttl > 0 => Some(Presigner {
+            access_key_id: id.clone(),
+            access_key_secret: secret.clone(),
+            ttl_s: ttl,
+        }),
+        _ => None,
+    };
+    OutputService::new(Links::Oss { presign }, None)
 }
 
 impl Application {
@@ -95,18 +130,39 @@ impl Application {
         } else {
             (None, None)
         };
-        let mut app = Self::with_parts(settings, store, mps).await?;
+        let outputs = match &emulator {
+            // The embedded emulator's local store: its files are the outputs.
+            Some(handle) if !settings.emulator.oss_dir.is_empty() => {
+                let probe: Arc<dyn InputProbe> =
+                    Arc::new(LocalStoreProbe::new(&settings.emulator.oss_dir));
+                OutputService::new(Links::Local { base: handle.url() }, Some(probe))
+            }
+            _ => oss_outputs(&settings),
+        };
+        let mut app = Self::with_outputs(settings, store, mps, outputs).await?;
         app.emulator = emulator;
         Ok(app)
     }
 
     /// Builds with an explicit MPS client (tests point it at their own emulator). With `None`,
-    /// no worker runs in this process.
+    /// no worker runs in this process. Outputs are linked on real OSS.
     pub async fn with_parts(
         settings: Settings,
         store: DynStore,
         mps: Option<Arc<dyn MpsApi>>,
     ) -> anyhow::Result<Self> {
+        let outputs = oss_outputs(&settings);
+        Self::with_outputs(settings, store, mps, outputs).await
+    }
+
+    /// Builds with an explicit MPS client and output links.
+    pub async fn with_outputs(
+        settings: Settings,
+        store: DynStore,
+        mps: Option<Arc<dyn MpsApi>>,
+        outputs: OutputService,
+    ) -> anyhow::Result<Self> {
+        let outputs = Arc::new(outputs);
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
@@ -122,6 +178,7 @@ impl Application {
             store.clone(),
             signals,
             SubmitConfig::from_settings(&settings),
+            outputs.clone(),
         ));
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
         let state = AppState {
@@ -130,6 +187,7 @@ impl Application {
             nonce_purge: Arc::default(),
             settings: Arc::new(settings),
             submit,
+            outputs,
             limiter,
             mps_health,
             counts: Arc::default(),

@@ -33,6 +33,9 @@ const STRING_KEYS: &[&str] = &[
     "mps.access_key_id",
     "mps.access_key_secret",
     "mps.signature",
+    "emulator.listen",
+    "emulator.oss_dir",
+    "emulator.state_dir",
     "auth.master_key",
     "auth.master_key_file",
     "log.format",
@@ -46,6 +49,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub mps: MpsSettings,
     pub emulator: EmbeddedEmulatorSettings,
+    pub outputs: OutputsSettings,
     pub worker: WorkerSettings,
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
@@ -94,6 +98,23 @@ pub struct MpsSettings {
 pub struct EmbeddedEmulatorSettings {
     pub start_ms: u64,
     pub process_ms: u64,
+    /// Where the in-process emulator listens: its MPS endpoint and its local object store
+    /// (`/<bucket>/<key>`), whose URLs the jobs' manifests give. A fixed port keeps those URLs
+    /// valid across restarts; `127.0.0.1:0` picks a free one.
+    pub listen: String,
+    /// The local object store: `<oss_dir>/<bucket>/<key>` is object `<key>`; with ffmpeg on the
+    /// PATH, jobs really run there. Empty: no store, jobs are simulated.
+    pub oss_dir: String,
+    /// The emulator's job ledger, so its jobs survive a restart of `serve`. Empty: in memory.
+    pub state_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputsSettings {
+    /// Output URLs on real OSS are presigned (OSS V1 query signature, with the MPS access key)
+    /// for this many seconds. 0: plain `https://<bucket>.<location>.aliyuncs.com/<key>` URLs.
+    pub presign_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -196,7 +217,17 @@ impl Default for EmbeddedEmulatorSettings {
         Self {
             start_ms: 200,
             process_ms: 1_000,
+            listen: "127.0.0.1:8081".into(),
+            oss_dir: "data/oss".into(),
+            state_dir: "data/emulator".into(),
         }
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for OutputsSettings {
+    fn default() -> Self {
+        Self { presign_ttl_s: 0 }
     }
 }
 
@@ -266,6 +297,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             mps: MpsSettings::default(),
             emulator: EmbeddedEmulatorSettings::default(),
+            outputs: OutputsSettings::default(),
             worker: WorkerSettings::default(),
             idempotency: IdempotencySettings::default(),
             auth: AuthSettings::default(),
@@ -381,6 +413,10 @@ impl Settings {
                 "http.cors_origins: {origin:?} is not an origin (scheme://host[:port], or \"*\")"
             );
         }
+        anyhow::ensure!(
+            self.emulator.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "emulator.listen must be an address such as 127.0.0.1:8081"
+        );
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod mps;
+pub mod outputs;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

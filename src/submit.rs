@@ -13,6 +13,9 @@
 //!    behind other jobs.
 //!
 //! Entry points are adapters: they parse their transport, call `submit`, and render the outcome.
+//!
+//! [`SubmitService::preview`] is the dry run: the same validation, then what `submit` would
+//! lead to — the exact MPS parameters, the predicted outputs — with nothing recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +24,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::clock;
-use crate::domain::{self, JobId, JobRequest, JobState, Violation};
+use crate::domain::outputs::OutputManifest;
+use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
 use crate::limits::{ActiveJobs, ActiveLookup};
+use crate::mps::wire::SubmitParams;
+use crate::outputs::OutputService;
 use crate::store::{
     CreateOutcome, DynStore, IdempotencyRecord, Job, NewIdempotencyKey, NewJob, StoreError,
 };
@@ -45,6 +51,8 @@ pub struct SubmitConfig {
     /// Whether a dispatcher runs anywhere for this store (else waiting is pointless).
     pub worker_enabled: bool,
     pub default_wait: Wait,
+    /// `mps.pipeline_id`: the pipeline of jobs that name none.
+    pub default_pipeline: Option<String>,
 }
 
 impl SubmitConfig {
@@ -59,6 +67,7 @@ impl SubmitConfig {
             } else {
                 Wait::UpTo(Duration::from_millis(wait_ms))
             },
+            default_pipeline: s.mps.pipeline_id.clone(),
         }
     }
 }
@@ -92,6 +101,39 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// Where a dry run's input duration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationSource {
+    /// `duration_ms` in the request.
+    Request,
+    /// `ffprobe` of the input on the local store.
+    Probe,
+}
+
+impl DurationSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurationSource::Request => "request",
+            DurationSource::Probe => "probe",
+        }
+    }
+}
+
+/// What a job request would lead to, with nothing recorded.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// The normalized request.
+    pub request: JobRequest,
+    pub warnings: Vec<Warning>,
+    /// `SubmitSnapshotJob`'s own parameters, exactly as the worker would send them (the
+    /// `UserData` names a job id made for this preview; a real submit gets its own).
+    pub params: SubmitParams,
+    pub duration_ms: Option<u64>,
+    pub duration_source: Option<DurationSource>,
+    /// `None` when the outputs cannot be listed (an open-ended interval and no duration).
+    pub outputs: Option<OutputManifest>,
+}
+
 /// An idempotency key as the entry point received it (already checked for its form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(pub String);
@@ -101,16 +143,85 @@ pub struct SubmitService {
     signals: WorkerSignals,
     active: Arc<ActiveJobs>,
     cfg: SubmitConfig,
+    outputs: Arc<OutputService>,
 }
 
+/// The body field a dry run takes besides the job request: the input's duration.
+pub const DURATION_FIELD: &str = "duration_ms";
+
 impl SubmitService {
-    pub fn new(store: DynStore, signals: WorkerSignals, cfg: SubmitConfig) -> Self {
+    pub fn new(
+        store: DynStore,
+        signals: WorkerSignals,
+        cfg: SubmitConfig,
+        outputs: Arc<OutputService>,
+    ) -> Self {
         Self {
             store,
             signals,
             active: Arc::new(ActiveJobs::default()),
             cfg,
+            outputs,
         }
+    }
+
+    /// The dry run of [`SubmitService::submit`]: validates `body` (the REST body shape; it may
+    /// also carry `duration_ms`, the input's duration), records nothing, checks no quota or
+    /// idempotency key, and answers what MPS would be sent and what would come out. The
+    /// duration is `duration_ms` (an argument wins over the body's), else probed on the local
+    /// store when the input is there.
+    pub async fn preview(
+        &self,
+        body: &Value,
+        duration_ms: Option<u64>,
+    ) -> Result<Preview, SubmitError> {
+        let mut body = body.clone();
+        let mut errors = Vec::new();
+        let from_body = match body.as_object_mut().and_then(|m| m.remove(DURATION_FIELD)) {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(d) => Some(d),
+                None => {
+                    errors.push(Violation {
+                        field: format!("/{DURATION_FIELD}"),
+                        code: "out_of_range".into(),
+                        message: "must be the input's duration in ms, an integer >= 0".into(),
+                    });
+                    None
+                }
+            },
+        };
+        let (request, warnings) = match domain::validate_request(&body) {
+            Ok(ok) => ok,
+            Err(mut v) => {
+                v.extend(errors);
+                return Err(SubmitError::Invalid(v));
+            }
+        };
+        if !errors.is_empty() {
+            return Err(SubmitError::Invalid(errors));
+        }
+        let (duration_ms, duration_source) = match duration_ms.or(from_body) {
+            Some(d) => (Some(d), Some(DurationSource::Request)),
+            None => match self.outputs.probe_duration(&request.input).await {
+                Some(d) => (Some(d), Some(DurationSource::Probe)),
+                None => (None, None),
+            },
+        };
+        let params = crate::worker::mps_params::submit_params(
+            JobId::new(),
+            &request,
+            self.cfg.default_pipeline.as_deref(),
+        );
+        let outputs = self.outputs.predict(&request, duration_ms);
+        Ok(Preview {
+            request,
+            warnings,
+            params,
+            duration_ms,
+            duration_source,
+            outputs,
+        })
     }
 
     pub fn default_wait(&self) -> Wait {

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::faults::{Faults, FaultsUpdate};
-use super::jobs::{self, Job};
+use super::jobs;
 use super::state::EmulatorState;
 
 /// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped, and those
@@ -24,19 +24,11 @@ pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value>
         .iter()
         .map(|j| {
             let mut v = j.to_json(now, state.timing);
-            v["Emulator"] = emulator_view(j);
+            v["Emulator"] = j.emulator_view();
             v
         })
         .collect();
     Json(json!({ "jobs": jobs }))
-}
-
-/// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
-fn emulator_view(j: &Job) -> Value {
-    json!({
-        "engine": if j.engine { "ffmpeg" } else { "simulated" },
-        "outputs": j.outputs,
-    })
 }
 
 /// `GET /_emulator/jobs/{id}`: one job, MPS's fields plus `Emulator` (its output manifest).
@@ -48,7 +40,7 @@ pub async fn get_ledger_job(
     match inner.by_id.get(&id).map(|&i| &inner.jobs[i]) {
         Some(j) => {
             let mut v = j.to_json(jobs::now_ms(), state.timing);
-            v["Emulator"] = emulator_view(j);
+            v["Emulator"] = j.emulator_view();
             Json(v).into_response()
         }
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such job"}))).into_response(),

@@ -112,6 +112,25 @@ impl Job {
         }
     }
 
+    /// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
+    pub fn emulator_view(&self) -> Value {
+        serde_json::json!({
+            "engine": if self.engine { "ffmpeg" } else { "simulated" },
+            "outputs": self.outputs,
+        })
+    }
+
+    /// A `SnapshotJob` as queries answer it: MPS's fields, plus the emulator's own `Emulator`
+    /// object once the job is final. Real MPS has no such field; clients ignore it, and snapgate
+    /// keeps it with the response, so a job run by the local engine reports its real outputs.
+    pub fn to_query_json(&self, now_ms: i64, t: Timing) -> Value {
+        let mut v = self.to_json(now_ms, t);
+        if matches!(v["State"].as_str(), Some("Success" | "Fail")) {
+            v["Emulator"] = self.emulator_view();
+        }
+        v
+    }
+
     /// The `SnapshotJob` object MPS returns (every scalar a string).
     pub fn to_json(&self, now_ms: i64, t: Timing) -> Value {
         let state = self.state(now_ms, t);

@@ -15,7 +15,8 @@
 //! - `oss.rs`: a local object store (`--oss-dir`, a folder per bucket), also served over HTTP
 //!   as OSS path-style `PUT`/`GET`/`HEAD /<bucket>/<key>`.
 //! - `engine.rs`: the local engine: with a local store and ffmpeg on the PATH, jobs really run
-//!   and write their snapshots, sprites and WebVTT into the store.
+//!   and write their snapshots, sprites and WebVTT into the store. Queries answer a final job
+//!   with an extra `Emulator` object holding its output manifest (real MPS has none).
 //! - `state.rs`: `EmulatorState`, the shared state: the ledger, faults, nonces, QPS windows,
 //!   call counters, and the hand-over of jobs to the engine.
 //! - `rpc.rs`: the MPS RPC endpoint (`/`), an adapter: the two actions and MPS's error bodies.
@@ -45,6 +46,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub use config::{EmulatorArgs, EmulatorConfig};
+pub use engine::{probe, Probe};
+pub use oss::LocalOss;
 pub use state::EmulatorState;
 
 pub struct EmulatorHandle {

@@ -312,7 +312,7 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         let mut missing = Vec::new();
         for id in ids {
             match inner.by_id.get(id).map(|&i| &inner.jobs[i]) {
-                Some(job) if job.listed(now, delay) => found.push(job.to_json(now, t)),
+                Some(job) if job.listed(now, delay) => found.push(job.to_query_json(now, t)),
                 // Not (yet) visible to queries: MPS reports it as unknown.
                 _ => missing.push(id.to_string()),
             }
@@ -379,7 +379,7 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
     let page: Vec<Value> = matching
         .iter()
         .take(size)
-        .map(|(_, j)| j.to_json(now, t))
+        .map(|(_, j)| j.to_query_json(now, t))
         .collect();
     let mut body = json!({"RequestId": request_id(), "SnapshotJobList": {"SnapshotJob": page}});
     if more {

@@ -37,6 +37,10 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    #[error("no storyboard")]
+    NoStoryboard(String),
+    #[error("the job has not succeeded")]
+    JobNotSucceeded { state: crate::domain::JobState },
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("this Idempotency-Key was used with a different request body")]
@@ -119,7 +123,8 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoStoryboard(_) => StatusCode::NOT_FOUND,
+            ApiError::JobNotSucceeded { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -139,6 +144,8 @@ impl ApiError {
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::BadHeader { .. } => "invalid_header",
             ApiError::NotFound => "not_found",
+            ApiError::NoStoryboard(_) => "storyboard_not_available",
+            ApiError::JobNotSucceeded { .. } => "job_not_succeeded",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
@@ -163,6 +170,11 @@ impl ApiError {
             ApiError::BadQuery(_) => "some query parameters are not valid; see `errors`".into(),
             ApiError::BadHeader { header, message } => format!("{header}: {message}"),
             ApiError::NotFound => "no such resource".into(),
+            ApiError::NoStoryboard(why) => format!("this job has no storyboard: {why}"),
+            ApiError::JobNotSucceeded { state } => format!(
+                "the job is {}; a storyboard exists once it has succeeded",
+                state.as_str()
+            ),
             ApiError::PayloadTooLarge => "the request body is larger than this gateway accepts".into(),
             ApiError::IdempotencyKeyReused => "this Idempotency-Key was already used with a different request body; use a new key for a new job".into(),
             ApiError::IdempotencyKeyInProgress => "the first request with this Idempotency-Key is still being processed; retry shortly".into(),

@@ -1,8 +1,9 @@
-//! `/v1/snapshot-jobs`: submit a job, read one, list them.
+//! `/v1/snapshot-jobs`: submit a job (or dry-run one), read one, list them.
 //!
 //! `create_job` is an adapter: it parses the HTTP request (content type, JSON, the
-//! `Idempotency-Key` header), hands it to [`crate::submit::SubmitService`] — where every rule of
-//! accepting a job lives — and renders the outcome. It never calls MPS itself.
+//! `Idempotency-Key` header, `?dry_run=true`), hands it to [`crate::submit::SubmitService`] —
+//! where every rule of accepting a job lives — and renders the outcome. It never calls MPS
+//! itself. A job's `outputs` come from [`crate::outputs::OutputService`].
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -15,11 +16,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
+use super::outputs::OutputsResource;
 use super::AppState;
 use super::Caller;
 use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
+use crate::outputs::OutputService;
 use crate::store::{Job, JobFilter};
-use crate::submit::{IdempotencyKey, Submitted};
+use crate::submit::{IdempotencyKey, Preview, Submitted};
 
 /// The header marking a replayed idempotent response.
 pub const REPLAY_HEADER: &str = "idempotent-replayed";
@@ -42,6 +45,9 @@ pub struct JobResource {
     /// Submission attempts made so far.
     pub attempts: u32,
     pub last_error: Option<JobErrorResource>,
+    /// What the job produced, once it has succeeded: every snapshot, sprite sheet and WebVTT
+    /// file with its key and URL (`source` and `predicted` say how each value is known).
+    pub outputs: Option<OutputsResource>,
 }
 
 /// What MPS last said about a job.
@@ -71,8 +77,11 @@ pub struct JobErrorResource {
     pub at: DateTime<Utc>,
 }
 
-impl From<Job> for JobResource {
-    fn from(j: Job) -> Self {
+impl JobResource {
+    pub fn new(j: Job, outputs: &OutputService) -> Self {
+        let manifest = outputs
+            .manifest(&j)
+            .map(|m| OutputsResource::new(&m, outputs));
         JobResource {
             id: j.id,
             team: j.team,
@@ -97,6 +106,7 @@ impl From<Job> for JobResource {
                 message: e.message,
                 at: e.at,
             }),
+            outputs: manifest,
         }
     }
 }
@@ -160,14 +170,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 
 /// 201 once MPS has the job (or it already ended), 202 while it is still queued; `Location`
 /// names the job either way.
-fn job_response(submitted: Submitted) -> Response {
+fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
     let status = if submitted.delivered() {
         StatusCode::CREATED
     } else {
         StatusCode::ACCEPTED
     };
     let id = submitted.job.id;
-    let mut res = (status, Json(JobResource::from(submitted.job))).into_response();
+    let mut res = (status, Json(JobResource::new(submitted.job, outputs))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/snapshot-jobs/{id}")) {
         res.headers_mut().insert(header::LOCATION, v);
     }
@@ -178,14 +188,133 @@ fn job_response(submitted: Submitted) -> Response {
     res
 }
 
-/// Submit a snapshot job.
+/// `SubmitSnapshotJob`'s own parameters, named and valued exactly as sent (the common
+/// parameters, the signature and the key are added by the client).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[schema(as = MpsSubmitParams)]
+pub struct MpsParamsResource {
+    /// `SubmitSnapshotJob`.
+    pub action: String,
+    /// The `Input` JSON text (object key URL-encoded).
+    pub input: String,
+    /// The `SnapshotConfig` JSON text.
+    pub snapshot_config: String,
+    pub pipeline_id: Option<String>,
+    /// The gateway job id MPS is given; a real submit gets a new id.
+    pub user_data: Option<String>,
+}
+
+/// What submitting the request would do, with nothing recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = DryRun)]
+pub struct DryRunResource {
+    /// Always `true`: nothing was recorded or sent.
+    pub dry_run: bool,
+    /// The normalized request.
+    pub request: JobRequest,
+    pub warnings: Vec<Warning>,
+    pub mps: MpsParamsResource,
+    /// The input's duration the prediction used.
+    pub duration_ms: Option<u64>,
+    /// `request` (`duration_ms` given) or `probe` (ffprobe on the local store); `null`: unknown.
+    pub duration_source: Option<String>,
+    /// The predicted snapshot times, ms (`null` entries: not knowable without the duration).
+    pub snapshot_times_ms: Option<Vec<Option<u64>>>,
+    /// The predicted outputs; `null` when they cannot be listed (snapshots every `interval_s`
+    /// to an end that is unknown without the duration).
+    pub outputs: Option<OutputsResource>,
+}
+
+impl DryRunResource {
+    fn new(p: Preview, outputs: &OutputService) -> Self {
+        DryRunResource {
+            dry_run: true,
+            mps: MpsParamsResource {
+                action: "SubmitSnapshotJob".into(),
+                input: p.params.input,
+                snapshot_config: p.params.snapshot_config,
+                pipeline_id: p.params.pipeline_id,
+                user_data: p.params.user_data,
+            },
+            duration_ms: p.duration_ms,
+            duration_source: p.duration_source.map(|s| s.as_str().to_string()),
+            snapshot_times_ms: p
+                .outputs
+                .as_ref()
+                .map(|m| m.snapshots.iter().map(|s| s.time_ms).collect()),
+            outputs: p.outputs.as_ref().map(|m| OutputsResource::new(m, outputs)),
+            request: p.request,
+            warnings: p.warnings,
+        }
+    }
+}
+
+/// The query of `POST /v1/snapshot-jobs`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct CreateParams {
+    /// `true`: record nothing, answer 200 with the MPS parameters and predicted outputs.
+    dry_run: Option<bool>,
+    /// Dry run: the input's duration in ms (default: probed on the local store; also
+    /// accepted as `duration_ms` in the body).
+    duration_ms: Option<u64>,
+}
+
+fn create_params(params: &[(String, String)]) -> Result<(bool, Option<u64>), ApiError> {
+    let mut errors = Vec::new();
+    let (mut dry_run, mut duration) = (false, None);
+    for (name, value) in params {
+        let mut bad = |code: &str, message: &str| {
+            errors.push(Violation {
+                field: format!("/{name}"),
+                code: code.into(),
+                message: message.into(),
+            })
+        };
+        match name.as_str() {
+            "dry_run" => match value.as_str() {
+                "true" => dry_run = true,
+                "false" => dry_run = false,
+                _ => bad("invalid_value", "must be true or false"),
+            },
+            "duration_ms" => match value.parse::<u64>() {
+                Ok(d) => duration = Some(d),
+                Err(_) => bad(
+                    "out_of_range",
+                    "must be the input's duration in ms, an integer >= 0",
+                ),
+            },
+            _ => bad(
+                "unknown_parameter",
+                "unknown query parameter; expected dry_run, duration_ms",
+            ),
+        }
+    }
+    if duration.is_some() && !dry_run {
+        errors.push(Violation {
+            field: "/duration_ms".into(),
+            code: "needs_dry_run".into(),
+            message: "is only taken with dry_run=true".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok((dry_run, duration))
+    } else {
+        Err(ApiError::BadQuery(errors))
+    }
+}
+
+/// Submit a snapshot job (or, with `dry_run=true`, see what it would do).
 #[utoipa::path(
     post,
     path = "/v1/snapshot-jobs",
     tag = "jobs",
     request_body(content = super::schema::CreateJobBody, content_type = "application/json"),
-    params(IdempotencyHeader),
+    params(IdempotencyHeader, CreateParams),
     responses(
+        (status = 200, description = "Dry run: nothing recorded", body = DryRunResource),
         (status = 201, description = "MPS accepted the job within the wait budget", body = JobResource),
         (status = 202, description = "Recorded; not yet accepted by MPS", body = JobResource),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
@@ -202,10 +331,16 @@ pub async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let (dry_run, duration_ms) = create_params(&params)?;
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
+    if dry_run {
+        let preview = state.submit.preview(&body, duration_ms).await?;
+        return Ok(Json(DryRunResource::new(preview, &state.outputs)).into_response());
+    }
     let submitted = state
         .submit
         .submit(
@@ -215,7 +350,7 @@ pub async fn create_job(
             state.submit.default_wait(),
         )
         .await?;
-    Ok(job_response(submitted))
+    Ok(job_response(submitted, &state.outputs))
 }
 
 /// Read one job.
@@ -244,7 +379,7 @@ pub async fn get_job(
         .get_job(team, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(job.into()))
+    Ok(Json(JobResource::new(job, &state.outputs)))
 }
 
 /// One MPS response kept for a job.
@@ -398,7 +533,10 @@ pub async fn list_jobs(
         None
     };
     Ok(Json(JobList {
-        jobs: jobs.into_iter().map(JobResource::from).collect(),
+        jobs: jobs
+            .into_iter()
+            .map(|j| JobResource::new(j, &state.outputs))
+            .collect(),
         next_cursor,
     }))
 }

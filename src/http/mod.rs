@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod mps_rpc;
+pub mod outputs;
 pub mod schema;
 mod state;
 
@@ -85,6 +86,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::list_mps_responses))
+        .routes(routes!(outputs::get_storyboard_vtt))
+        .routes(routes!(outputs::get_storyboard_json))
         .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::MasterKeySlot;
 use crate::config::Settings;
 use crate::limits::TeamLimiter;
+use crate::outputs::OutputService;
 use crate::store::DynStore;
 use crate::submit::SubmitService;
 use crate::worker::health::MpsHealth;
@@ -15,6 +16,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The one way a job is created.
     pub submit: Arc<SubmitService>,
+    /// Where a job's outputs are (manifests, storyboards, URLs).
+    pub outputs: Arc<OutputService>,
     /// Per-team request rate.
     pub limiter: Arc<TeamLimiter>,
     /// The gateway's access to MPS (this replica's worker's view; always fine without one).

@@ -61,6 +61,11 @@ pub fn test_settings() -> Settings {
     let mut s = Settings::default();
     s.http.listen = "127.0.0.1:0".into();
     s.auth.enabled = false;
+    // An embedded emulator (no MPS key) on a free port, in memory, simulating: tests that want
+    // its local store and ledger set their own temporary folders.
+    s.emulator.listen = "127.0.0.1:0".into();
+    s.emulator.oss_dir = String::new();
+    s.emulator.state_dir = String::new();
     s
 }
 

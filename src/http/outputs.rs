@@ -1,0 +1,275 @@
+//! A job's outputs in the API: the manifest's own schema (`outputs` of a job, and of a dry run),
+//! and the storyboard routes `GET /v1/snapshot-jobs/{id}/storyboard.vtt` and `/storyboard.json`.
+//!
+//! The handlers are adapters: they parse the query, ask [`crate::outputs::OutputService`] — where
+//! manifests, links and storyboards are made — and render its answer (WebVTT, or the Mux/imgix
+//! JSON shape served as exactly `application/json`, as Vidstack requires).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, Problem};
+use super::{AppState, Caller};
+use crate::domain::outputs::{OutputManifest, Storyboard};
+use crate::domain::{JobId, OssObject, Violation};
+use crate::outputs::{Basis, CueUrls, OutputService, StoryboardError};
+
+/// An output object and where to fetch it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = OutputFile)]
+pub struct OutputFileResource {
+    pub location: String,
+    pub bucket: String,
+    /// The expanded, raw object key (placeholders replaced, not URL-encoded).
+    pub object: String,
+    /// `https://<bucket>.<location>.aliyuncs.com/<key>` on OSS (presigned when
+    /// `outputs.presign_ttl_s` is set), or the embedded emulator's local store URL.
+    pub url: String,
+}
+
+/// One snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SnapshotOutput)]
+pub struct SnapshotResource {
+    /// The `{Count}` number, from 1.
+    pub count: u64,
+    /// `null` when single images are not kept (`sprite.keep_cells = false`).
+    pub file: Option<OutputFileResource>,
+    /// Time in the input, ms (`null` when it cannot be known).
+    pub time_ms: Option<u64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// One sprite sheet: `rows` × `columns` cells of `cell_width` × `cell_height`, `margin` around
+/// the grid and `padding` between cells; the pixel size is `2·margin + columns·cell_width +
+/// (columns − 1)·padding` wide, rows alike (a partial last sheet keeps the full grid).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SpriteSheetOutput)]
+pub struct SpriteSheetResource {
+    /// The `{TileCount}` number, from 1.
+    pub count: u64,
+    pub file: OutputFileResource,
+    pub rows: u32,
+    pub columns: u32,
+    pub cell_width: Option<u32>,
+    pub cell_height: Option<u32>,
+    pub margin: u32,
+    pub padding: u32,
+    pub color: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The `count` of each snapshot in its cells, in cell order (row-major).
+    pub snapshots: Vec<u64>,
+}
+
+/// Everything a job produced (or, in a dry run, would produce).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Outputs)]
+pub struct OutputsResource {
+    /// `local_engine`: the embedded emulator ran the job with ffmpeg and reported every value;
+    /// `predicted`: worked out from the request and MPS's `Count`/`TileCount` (real MPS reports
+    /// no times, keys or sizes), or in a dry run from the input's duration;
+    /// `emulator_simulated`: the emulator had no engine, no file exists.
+    pub source: String,
+    /// Times, keys and sizes are predicted, not reported.
+    pub predicted: bool,
+    /// No file exists (the emulator simulated the job).
+    pub simulated: bool,
+    pub snapshots: Vec<SnapshotResource>,
+    pub sprites: Vec<SpriteSheetResource>,
+    /// The WebVTT file MPS writes (`webvtt` requested).
+    pub webvtt: Option<OutputFileResource>,
+}
+
+impl OutputsResource {
+    pub fn new(m: &OutputManifest, links: &OutputService) -> Self {
+        let file = |o: &OssObject| OutputFileResource {
+            location: o.location.clone(),
+            bucket: o.bucket.clone(),
+            object: o.object.clone(),
+            url: links.url(o),
+        };
+        OutputsResource {
+            source: Basis::of(m).as_str().to_string(),
+            predicted: m.predicted,
+            simulated: m.simulated,
+            snapshots: m
+                .snapshots
+                .iter()
+                .map(|s| SnapshotResource {
+                    count: s.count,
+                    file: s.file.as_ref().map(file),
+                    time_ms: s.time_ms,
+                    width: s.width,
+                    height: s.height,
+                })
+                .collect(),
+            sprites: m
+                .sprites
+                .iter()
+                .map(|s| SpriteSheetResource {
+                    count: s.count,
+                    file: file(&s.file),
+                    rows: s.rows,
+                    columns: s.columns,
+                    cell_width: s.cell_width,
+                    cell_height: s.cell_height,
+                    margin: s.margin,
+                    padding: s.padding,
+                    color: s.color.clone(),
+                    width: s.width,
+                    height: s.height,
+                    snapshots: s
+                        .snapshots
+                        .iter()
+                        .filter_map(|&i| m.snapshots.get(i).map(|x| x.count))
+                        .collect(),
+                })
+                .collect(),
+            webvtt: m.webvtt.as_ref().map(file),
+        }
+    }
+}
+
+/// The storyboard routes' query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct StoryboardParams {
+    /// `absolute` (default): full image URLs; `relative`: relative to the job's WebVTT object
+    /// (or `storyboard.vtt` beside the first sprite), for a VTT stored next to the sprites.
+    #[param(pattern = "^(absolute|relative)$")]
+    pub urls: Option<String>,
+    /// The video's duration in ms: the last cue's end. Default: probed on the local store, else
+    /// the last snapshot's time plus one interval.
+    pub duration_ms: Option<u64>,
+}
+
+fn parse_params(params: &[(String, String)]) -> Result<(CueUrls, Option<u64>), ApiError> {
+    let mut errors = Vec::new();
+    let mut urls = CueUrls::Absolute;
+    let mut duration = None;
+    for (name, value) in params {
+        let field = format!("/{name}");
+        let mut bad = |code: &str, message: &str| {
+            errors.push(Violation {
+                field: field.clone(),
+                code: code.into(),
+                message: message.into(),
+            })
+        };
+        match name.as_str() {
+            "urls" => match value.as_str() {
+                "absolute" => urls = CueUrls::Absolute,
+                "relative" => urls = CueUrls::Relative,
+                _ => bad("invalid_value", "must be absolute or relative"),
+            },
+            "duration_ms" => match value.parse::<u64>() {
+                Ok(d) if d > 0 => duration = Some(d),
+                _ => bad(
+                    "out_of_range",
+                    "must be the video's duration in ms, an integer > 0",
+                ),
+            },
+            _ => bad(
+                "unknown_parameter",
+                "unknown query parameter; expected urls, duration_ms",
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok((urls, duration))
+    } else {
+        Err(ApiError::BadQuery(errors))
+    }
+}
+
+async fn storyboard_of(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &[(String, String)],
+) -> Result<Storyboard, ApiError> {
+    let id = JobId::parse(id).ok_or(ApiError::NotFound)?;
+    let (urls, duration) = parse_params(params)?;
+    let team = (!caller.admin).then_some(caller.team.as_str());
+    let job = state
+        .store
+        .get_job(team, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state
+        .outputs
+        .storyboard(&job, duration, urls)
+        .await
+        .map_err(|e| match e {
+            StoryboardError::NoSprite => {
+                ApiError::NoStoryboard("the job has no sprite (`sprite` in the request)".into())
+            }
+            StoryboardError::NotSucceeded(s) => ApiError::JobNotSucceeded { state: s },
+            StoryboardError::Unknown(why) => ApiError::NoStoryboard(why.into()),
+        })
+}
+
+/// A job's storyboard as WebVTT: one `url#xywh=x,y,w,h` cue per sprite cell (JW Player, Plyr,
+/// video.js, Vidstack, Bitmovin), contiguous from 0 to the video's end, times `HH:MM:SS.mmm`.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot-jobs/{id}/storyboard.vtt",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id"), StoryboardParams),
+    responses(
+        (status = 200, description = "WebVTT thumbnails", body = String, content_type = "text/vtt"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or it has no sprite", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_storyboard_vtt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let sb = storyboard_of(&state, &caller, &id, &params).await?;
+    let mut res = sb.to_webvtt().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/vtt; charset=utf-8"),
+    );
+    Ok(res)
+}
+
+/// A job's storyboard as JSON, Mux's and imgix's shape (`url`, `tile_width`, `tile_height`,
+/// `duration` in s, `tiles[{start, x, y}]`) with each tile's `end`, `url`, `width` and `height`.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot-jobs/{id}/storyboard.json",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id"), StoryboardParams),
+    responses(
+        (status = 200, body = Storyboard),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or it has no sprite", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_storyboard_json(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Storyboard>, ApiError> {
+    Ok(Json(storyboard_of(&state, &caller, &id, &params).await?))
+}
