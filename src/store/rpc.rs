@@ -203,15 +203,7 @@ impl JobLookupStore for SqlStore {
         if let Some(t) = f.created_to {
             q.push(" AND created_at <= ").push_bind(t);
         }
-        if let Some((t, id)) = f.before {
-            q.push(" AND (created_at, id) < (")
-                .push_bind(t)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(f.limit);
+        super::sql::push_page(&mut q, f.before, f.limit);
         jobs(self.pool().fetch_all::<JobRow>(q).await?)
     }
 }

@@ -169,6 +169,20 @@ fn accepted_columns(u: &MpsUpdate) -> Stmt {
     bind_mps(set, &u.mps)
 }
 
+/// The end of every job list query: keyset paging, newest first (`(created_at, id)` strictly
+/// before the cursor), at most `limit` rows.
+pub(super) fn push_page(q: &mut Stmt, before: Option<(DateTime<Utc>, JobId)>, limit: u32) {
+    if let Some((t, id)) = before {
+        q.push(" AND (created_at, id) < (")
+            .push_bind(t)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+}
+
 /// The store over either database.
 #[derive(Clone)]
 pub struct SqlStore {
@@ -381,15 +395,7 @@ impl JobStore for SqlStore {
         if let Some(t) = f.created_before {
             q.push(" AND created_at < ").push_bind(t);
         }
-        if let Some((t, id)) = f.before {
-            q.push(" AND (created_at, id) < (")
-                .push_bind(t)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(f.limit);
+        push_page(&mut q, f.before, f.limit);
         jobs(self.pool.fetch_all(q).await?)
     }
 
