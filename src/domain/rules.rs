@@ -43,6 +43,9 @@ pub const SPACING: Range = Range::new(0, 4096);
 /// `TileOut` `CellSelStep`.
 pub const CELL_STEP: Range = Range::new(1, 100_000);
 
+/// A video duration given in a query (`duration_ms`): what the documented `int64` holds.
+pub const DURATION_MS: Range = Range::new(0, i64::MAX as u64);
+
 /// The integer fields of the request body, with their ranges.
 pub const BODY_INTEGERS: &[(&str, Range)] = &[
     ("time_ms", TIME_MS),

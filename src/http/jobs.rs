@@ -280,8 +280,8 @@ fn create_params(params: &[(String, String)]) -> Result<(bool, Option<u64>), Api
                 _ => bad("invalid_value", "must be true or false"),
             },
             "duration_ms" => match value.parse::<u64>() {
-                Ok(d) => duration = Some(d),
-                Err(_) => bad(
+                Ok(d) if crate::domain::rules::DURATION_MS.contains(d) => duration = Some(d),
+                _ => bad(
                     "out_of_range",
                     "must be the input's duration in ms, an integer >= 0",
                 ),

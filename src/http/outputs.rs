@@ -170,7 +170,9 @@ fn parse_params(params: &[(String, String)]) -> Result<(CueUrls, Option<u64>), A
                 _ => bad("invalid_value", "must be absolute or relative"),
             },
             "duration_ms" => match value.parse::<u64>() {
-                Ok(d) if d > 0 => duration = Some(d),
+                Ok(d) if d > 0 && crate::domain::rules::DURATION_MS.contains(d) => {
+                    duration = Some(d)
+                }
                 _ => bad(
                     "out_of_range",
                     "must be the video's duration in ms, an integer > 0",
