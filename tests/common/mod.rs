@@ -86,6 +86,10 @@ fn run_ok(cmd: &mut std::process::Command) {
 /// concurrent test processes never see half of one. Call its python directly: a moved venv's
 /// entry-point scripts still point at the temporary path. A failed install fails the test.
 pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
+    // Tests of one binary are threads of one process: one of them builds, the others wait
+    // (the temporary folder is named by process, so two threads must not share it).
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = root.join("target");
     let venv = target.join(name);

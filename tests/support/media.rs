@@ -61,11 +61,16 @@ fn cached(name: &str, args: &[String]) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let tmp = dir.join(format!("{name}-{tag}.tmp{}.mp4", std::process::id()));
+    // Unique per process *and* thread: `cargo test` runs a binary's tests as threads of one
+    // process, and two of them may make the same fixture at once.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}-{tag}.tmp{}-{seq}.mp4", std::process::id()));
     run(Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
         .arg(&tmp));
+    // rename is atomic: whichever writer comes last replaces an identical file.
     std::fs::rename(&tmp, &path).unwrap();
     path
 }
