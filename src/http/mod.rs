@@ -21,6 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -80,6 +81,41 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
+/// The access log: one INFO line per request when its answer is ready (`request served`, with
+/// `status` and `latency_ms`), inside a span that carries the method, the route (the matched
+/// pattern, so ids stay out of the field and its values stay few; the raw path only for
+/// unmatched requests), the request id and, once authenticated, the team. Headers are never
+/// logged (the `Authorization` header is marked sensitive as well, in `router`).
+fn access_log() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&Request) -> tracing::Span + Clone,
+    (),
+    impl Fn(&axum::response::Response, Duration, &tracing::Span) + Clone,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|req: &Request| {
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_else(|| req.uri().path().to_string());
+            tracing::info_span!("request", method = %req.method(), route, request_id, team = tracing::field::Empty)
+        })
+        .on_request(())
+        .on_response(|res: &axum::response::Response, latency: Duration, _: &tracing::Span| {
+            tracing::info!(
+                status = res.status().as_u16(),
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                "request served"
+            );
+        })
+}
+
 /// The routes and the OpenAPI document, registered together so they cannot drift apart.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -103,41 +139,39 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let http = &state.settings.http;
     api.route("/metrics", axum::routing::get(admin::metrics))
-    .route(
-        "/",
-        axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),
-    )
-    .route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = openapi.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
-    .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_millis(http.request_timeout_ms),
-    ))
-    .layer(CatchPanicLayer::custom(|_| {
-        // The panic message may hold data; it stays out of the answer (logged by the hook).
-        axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
-    }))
-    // Outside the layers above, so their bare error answers become problem documents too.
-    .layer(middleware::from_fn(error::render_problems))
-    .layer(middleware::from_fn(crate::metrics::track_http))
-    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, team = tracing::field::Empty)
-    }))
-    .layer(cors(&http.cors_origins))
-    .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-    .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-    .with_state(state)
+        .route(
+            "/",
+            axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),
+        )
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(http.request_timeout_ms),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message may hold data; it stays out of the answer (logged by the hook).
+            axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
+        }))
+        // Outside the layers above, so their bare error answers become problem documents too.
+        .layer(middleware::from_fn(error::render_problems))
+        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(access_log())
+        .layer(cors(&http.cors_origins))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        // Outermost: no layer's debug output, log or error may show a credential.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .with_state(state)
 }
 
 #[cfg(test)]
