@@ -359,8 +359,11 @@ async fn json_logs_carry_the_access_log_and_the_promised_fields() {
         })
         .collect();
     let has = |f: &[(String, Value)], k: &str, v: &str| {
-        f.iter()
-            .any(|(key, x)| key == k && (x.as_str() == Some(v) || x.to_string() == v))
+        f.iter().any(|(key, x)| {
+            key == k
+                && (x.as_str() == Some(v)
+                    || x.as_u64().map(|n| n.to_string()).as_deref() == Some(v))
+        })
     };
     let served: Vec<_> = all
         .iter()

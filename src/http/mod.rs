@@ -86,34 +86,26 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// pattern, so ids stay out of the field and its values stay few; the raw path only for
 /// unmatched requests), the request id and, once authenticated, the team. Headers are never
 /// logged (the `Authorization` header is marked sensitive as well, in `router`).
-fn access_log() -> TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    impl Fn(&Request) -> tracing::Span + Clone,
-    (),
-    impl Fn(&axum::response::Response, Duration, &tracing::Span) + Clone,
-> {
-    TraceLayer::new_for_http()
-        .make_span_with(|req: &Request| {
-            let request_id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            let route = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|m| m.as_str().to_string())
-                .unwrap_or_else(|| req.uri().path().to_string());
-            tracing::info_span!("request", method = %req.method(), route, request_id, team = tracing::field::Empty)
-        })
-        .on_request(())
-        .on_response(|res: &axum::response::Response, latency: Duration, _: &tracing::Span| {
-            tracing::info!(
-                status = res.status().as_u16(),
-                latency_ms = latency.as_secs_f64() * 1000.0,
-                "request served"
-            );
-        })
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    tracing::info_span!("request", method = %req.method(), route, request_id, team = tracing::field::Empty)
+}
+
+fn log_response(res: &axum::response::Response, latency: Duration, _: &tracing::Span) {
+    tracing::info!(
+        status = res.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request served"
+    );
 }
 
 /// The routes and the OpenAPI document, registered together so they cannot drift apart.
@@ -162,7 +154,14 @@ pub fn router(state: AppState) -> Router {
         // Outside the layers above, so their bare error answers become problem documents too.
         .layer(middleware::from_fn(error::render_problems))
         .layer(middleware::from_fn(crate::metrics::track_http))
-        .layer(access_log())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span as fn(&Request) -> tracing::Span)
+                .on_request(())
+                .on_response(
+                    log_response as fn(&axum::response::Response, Duration, &tracing::Span),
+                ),
+        )
         .layer(cors(&http.cors_origins))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
