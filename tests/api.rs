@@ -195,9 +195,16 @@ async fn list_filters_and_pages(store: DynStore) {
     }
     ids.reverse();
     let mut seen = Vec::new();
-    let mut url = "/v1/snapshot-jobs?limit=2".to_string();
+    // Followed by the `Link` header, which keeps the other parameters, and checked against
+    // `next_cursor`.
+    let mut url = "/v1/snapshot-jobs?state=queued&limit=2".to_string();
     loop {
-        let page: Value = app.get(&url).await.json().await.unwrap();
+        let res = app.get(&url).await;
+        let link = res
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Value = res.json().await.unwrap();
         seen.extend(
             page["jobs"]
                 .as_array()
@@ -206,11 +213,36 @@ async fn list_filters_and_pages(store: DynStore) {
                 .map(|j| j["id"].as_str().unwrap().to_string()),
         );
         match page["next_cursor"].as_str() {
-            Some(c) => url = format!("/v1/snapshot-jobs?limit=2&cursor={c}"),
-            None => break,
+            Some(c) => {
+                let link = link.expect("a Link header next to next_cursor");
+                let expected =
+                    format!("</v1/snapshot-jobs?state=queued&limit=2&cursor={c}>; rel=\"next\"");
+                assert_eq!(link, expected);
+                url = link[1..link.find('>').unwrap()].to_string();
+            }
+            None => {
+                assert_eq!(link, None);
+                break;
+            }
         }
     }
     assert_eq!(seen, ids);
+    // A parameter given twice is refused, not silently the last one.
+    let res = app.get("/v1/snapshot-jobs?state=queued&state=failed").await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["errors"][0]["field"], "/state", "{p}");
+    assert_eq!(p["errors"][0]["code"], "repeated", "{p}");
+    // An admin listing a team that does not exist is told so.
+    let authed = spawn(app.store.clone(), |s| s.auth.enabled = true).await;
+    let admin = authed.key("ops", true).await;
+    let res = authed
+        .with_token(Some(&admin.token))
+        .get("/v1/snapshot-jobs?team=no-such-team")
+        .await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["errors"][0]["code"], "unknown_team", "{p}");
     let page: Value = app
         .get("/v1/snapshot-jobs?state=succeeded")
         .await

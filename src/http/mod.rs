@@ -75,6 +75,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers([
             header::LOCATION,
             header::RETRY_AFTER,
+            header::LINK,
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("idempotent-replayed"),
         ])
