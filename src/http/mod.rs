@@ -76,6 +76,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::LOCATION,
             header::RETRY_AFTER,
             header::LINK,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("idempotent-replayed"),
         ])
@@ -153,6 +155,7 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
         }))
         // Outside the layers above, so their bare error answers become problem documents too.
+        .layer(middleware::from_fn(auth::rate_limit_headers))
         .layer(middleware::from_fn(error::render_problems))
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(
