@@ -510,6 +510,38 @@ fn published_rules_are_the_validators(doc: &Value) {
     }
 }
 
+/// `/docs` is Swagger UI on the served document, every file from the binary itself: the page
+/// loads nothing from another origin.
+#[tokio::test]
+async fn docs_are_served_from_the_binary() {
+    let (store, _g) = common::sqlite_store().await;
+    let app = spawn(store, |_| {}).await;
+    let res = app.get("/docs").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("/openapi.json"), "{page}");
+    let refs = regex::Regex::new(r#"(?:src|href)="([^"]+)""#).unwrap();
+    let mut assets = 0;
+    for c in refs.captures_iter(&page) {
+        let url = &c[1];
+        assert!(!url.contains("//"), "the page loads {url} from elsewhere");
+        let path = if url.starts_with('/') {
+            url.to_string()
+        } else {
+            format!("/docs/{}", url.trim_start_matches("./"))
+        };
+        let res = app.get(&path).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(!res.bytes().await.unwrap().is_empty(), "{path}");
+        assets += 1;
+    }
+    assert!(assets >= 2, "the page names its script and style: {page}");
+}
+
 #[tokio::test]
 async fn openapi_matches_the_router_and_the_validator() {
     let (store, _g) = common::sqlite_store().await;

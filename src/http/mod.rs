@@ -145,6 +145,15 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        // Interactive docs from the same document: Swagger UI's files are embedded in the binary.
+        .merge(
+            swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+                uri_prefix: "/docs",
+                api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
+                title: Some("snapgate API"),
+            })
+            .with_state::<AppState>(()),
+        )
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
