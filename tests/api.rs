@@ -365,6 +365,62 @@ async fn health_and_readiness(store: DynStore) {
     assert_eq!(r.json::<Value>().await.unwrap()["store"], backend);
 }
 
+/// A poller that sends back the `ETag` it got pays a `304` with no body while nothing changed,
+/// and gets the new answer as soon as something did.
+async fn etags_answer_304_until_the_answer_changes(store: DynStore) {
+    let app = spawn(store, |_| {}).await;
+    let job: Value = app.post_job(&example(), None).await.json().await.unwrap();
+    let path = format!("/v1/snapshot-jobs/{}", job["id"].as_str().unwrap());
+    let first = app.get(&path).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let tag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        tag.starts_with('"') && tag.ends_with('"') && tag.len() > 10,
+        "{tag}"
+    );
+    let body = first.bytes().await.unwrap();
+    let get_if = |path: String, inm: String| {
+        let app = &app;
+        async move {
+            app.req(reqwest::Method::GET, &path)
+                .header("if-none-match", inm)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let again = get_if(path.clone(), tag.clone()).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], tag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+    // Weak comparison, and a list of tags.
+    let again = get_if(path.clone(), format!("\"other\", W/{tag}")).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // Another tag: the whole answer, the same bytes.
+    let other = get_if(path.clone(), "\"stale\"".into()).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(other.bytes().await.unwrap(), body);
+    // The list changes when a job is added: its old tag no longer matches.
+    let list = app.get("/v1/snapshot-jobs").await;
+    let list_tag = list.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        get_if("/v1/snapshot-jobs".into(), list_tag.clone())
+            .await
+            .status(),
+        StatusCode::NOT_MODIFIED
+    );
+    app.post_job(&example(), None).await;
+    let changed = get_if("/v1/snapshot-jobs".into(), list_tag.clone()).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), list_tag);
+    // Errors carry no tag.
+    let missing = app
+        .get("/v1/snapshot-jobs/00000000-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().get("etag").is_none());
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
@@ -380,7 +436,8 @@ on_both!(
     list_filters_and_pages,
     idempotency_replays_rejects_and_serializes,
     in_progress_key_answers_409,
-    health_and_readiness
+    health_and_readiness,
+    etags_answer_304_until_the_answer_changes
 );
 
 /// The served OpenAPI document is generated from the handlers; this checks every documented

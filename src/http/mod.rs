@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+mod etag;
 pub mod health;
 pub mod jobs;
 pub mod mps_rpc;
@@ -71,11 +72,13 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            header::IF_NONE_MATCH,
         ])
         .expose_headers([
             header::LOCATION,
             header::RETRY_AFTER,
             header::LINK,
+            header::ETAG,
             HeaderName::from_static("ratelimit"),
             HeaderName::from_static("ratelimit-policy"),
             HeaderName::from_static("x-request-id"),
@@ -164,6 +167,7 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
         }))
         // Outside the layers above, so their bare error answers become problem documents too.
+        .layer(middleware::from_fn(etag::etag))
         .layer(middleware::from_fn(auth::rate_limit_headers))
         .layer(middleware::from_fn(error::render_problems))
         .layer(middleware::from_fn(crate::metrics::track_http))
