@@ -75,6 +75,20 @@ async fn official_sdks_run_unchanged_against_snapgate() {
     let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     println!("{}", serde_json::to_string_pretty(&s).unwrap());
 
+    // The dry-run header through the legacy SDK: the MPS parameters snapgate would send.
+    let d = &s["dry_run_legacy"];
+    assert!(d["error"].is_null(), "{d}");
+    assert_eq!(d["DryRun"]["dry_run"], true, "{d}");
+    assert_eq!(
+        d["DryRun"]["snapshot_times_ms"],
+        serde_json::json!([1000, 2000]),
+        "{d}"
+    );
+    assert_eq!(
+        d["DryRun"]["outputs"]["snapshots"][1]["file"]["object"], "dry/00002.jpg",
+        "{d}"
+    );
+
     // (1) The guide's sample: submitted, queried until Success, the team's UserData unchanged.
     let g = &s["guide_sample"];
     assert!(g["error"].is_null(), "{g}");
@@ -541,5 +555,95 @@ async fn with_auth_off_calls_are_the_default_teams() {
         .await
         .unwrap();
     assert_eq!(job["team"], "default");
+    app.stop().await.unwrap();
+}
+
+/// `x-snapgate-dry-run: true` on `SubmitSnapshotJob` answers the REST dry run (the MPS parameters
+/// that would be sent, the predicted outputs) and records nothing; invalid parameters still get
+/// every violation in one MPS error; a bad header value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_header_previews_and_records_nothing() {
+    let (store, _db) = common::pg_store().await;
+    let app = TestApp::builder(store.clone())
+        .settings(|s| s.auth.enabled = true)
+        .start()
+        .await;
+    let k = app.key("alpha", false).await;
+    let (id, secret) = (k.access_key_id.as_str(), k.access_key_secret.as_str());
+    let http = reqwest::Client::new();
+    let params = submit_params();
+
+    let call = V1Call::new("SubmitSnapshotJob", &params, id, secret);
+    let res = call
+        .request(&http, &app.base)
+        .header("x-snapgate-dry-run", "true")
+        .header("x-snapgate-duration-ms", "10000")
+        .send()
+        .await
+        .unwrap();
+    let (st, a) = answer(res).await;
+    assert_eq!(st, 200, "{a}");
+    assert!(a["RequestId"].is_string());
+    let dry = &a["DryRun"];
+    assert_eq!(dry["dry_run"], true, "{a}");
+    assert_eq!(dry["mps"]["Action"], "SubmitSnapshotJob");
+    assert_eq!(dry["mps"]["PipelineId"], PIPELINE);
+    assert!(
+        dry["mps"]["Input"]
+            .as_str()
+            .unwrap()
+            .contains("\"Object\":\"in%2Fa.mp4\""),
+        "the object key as MPS gets it: {a}"
+    );
+    assert_eq!(dry["duration_ms"], 10000);
+    assert_eq!(dry["snapshot_times_ms"], serde_json::json!([0]));
+    assert!(a.get("SnapshotJob").is_none());
+    // Nothing recorded for the team.
+    let jobs = store
+        .list_pipeline_jobs(&PipelineJobFilter {
+            team: "alpha".into(),
+            limit: 10,
+            ..PipelineJobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(jobs.is_empty(), "a dry run recorded {} job(s)", jobs.len());
+
+    // Invalid: every violation, as a real submit answers.
+    let bad = [
+        params[0],
+        (
+            "SnapshotConfig",
+            r#"{"OutputFile":{"Bucket":"m","Location":"x","Object":"o.jpg"},"Num":"0"}"#,
+        ),
+    ];
+    let call = V1Call::new("SubmitSnapshotJob", &bad, id, secret);
+    let res = call
+        .request(&http, &app.base)
+        .header("x-snapgate-dry-run", "true")
+        .send()
+        .await
+        .unwrap();
+    let (st, e) = answer(res).await;
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["Code"].as_str().unwrap().starts_with("InvalidParameter"),
+        "{e}"
+    );
+    assert!(e["Message"].as_str().unwrap().contains("rule(s)"), "{e}");
+
+    let call = V1Call::new("SubmitSnapshotJob", &params, id, secret);
+    let res = call
+        .request(&http, &app.base)
+        .header("x-snapgate-dry-run", "maybe")
+        .send()
+        .await
+        .unwrap();
+    let (st, e) = answer(res).await;
+    assert_eq!(
+        (st, e["Code"].as_str()),
+        (400, Some("InvalidParameter")),
+        "{e}"
+    );
     app.stop().await.unwrap();
 }

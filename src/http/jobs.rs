@@ -227,7 +227,7 @@ pub struct DryRunResource {
 }
 
 impl DryRunResource {
-    fn new(p: Preview, outputs: &OutputService) -> Self {
+    pub fn new(p: Preview, outputs: &OutputService) -> Self {
         DryRunResource {
             dry_run: true,
             mps: MpsParamsResource {

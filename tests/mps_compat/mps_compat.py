@@ -92,6 +92,22 @@ def legacy_error(endpoint, key_id, secret, tweak=None):
         return {"code": e.get_error_code(), "message": e.get_error_msg(), "status": e.get_http_status()}
 
 
+def legacy_dry_run(endpoint, key_id, secret):
+    """The legacy SDK with one custom header: snapgate's dry run (nothing recorded)."""
+    from aliyunsdkcore.client import AcsClient
+    from aliyunsdkmts.request.v20140618.SubmitSnapshotJobRequest import SubmitSnapshotJobRequest
+
+    client = AcsClient(key_id, secret, "cn-shanghai")
+    client.add_endpoint("cn-shanghai", "Mts", endpoint)
+    req = SubmitSnapshotJobRequest()
+    req.set_accept_format("json")
+    req.add_header("x-snapgate-dry-run", "true")
+    req.set_Input(json.dumps({"Location": "oss-cn-shanghai", "Bucket": "example-bucket", "Object": quote("dry/run.mp4")}))
+    req.set_SnapshotConfig(json.dumps({"OutputFile": {"Location": "oss-cn-shanghai", "Bucket": "example-bucket",
+                                                      "Object": quote("dry/{Count}.jpg")}, "Time": 1000, "Num": 2, "Interval": 1}))
+    return json.loads(client.do_action_with_exception(req))
+
+
 # --- (2) The Tea SDK, ACS3 (its default) and v1 ------------------------------------------------
 def tea(endpoint, key_id, secret, signature_algorithm):
     from alibabacloud_mts20140618.client import Client
@@ -170,6 +186,7 @@ def main():
             summary[name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
 
     run("guide_sample", lambda: guide_sample(a.endpoint, *key_a))
+    run("dry_run_legacy", lambda: legacy_dry_run(a.endpoint, *key_a))
     run("tea_acs3", lambda: tea(a.endpoint, *key_a, None))
     run("tea_v1", lambda: tea(a.endpoint, *key_a, "v2"))
     # (3) A wrong secret, with each SDK and each signature.

@@ -180,6 +180,9 @@ async fn serve(
     span.record("team", call.team.as_str());
     tracing::debug!(action = %call.action, access_key_id = %call.access_key_id, request_id, "MPS RPC call");
     match call.action.as_str() {
+        "SubmitSnapshotJob" if dry_run(headers)? => {
+            preview_snapshot_job(state, headers, &call.params).await
+        }
         "SubmitSnapshotJob" => submit_snapshot_job(state, &call.team, &call.params).await,
         "QuerySnapshotJobList" => query_snapshot_job_list(state, &call.team, &call.params).await,
         other => Err(RpcError::UnknownAction(other.chars().take(64).collect())),
@@ -189,6 +192,72 @@ async fn serve(
 /// The gateway's default pipeline: jobs that name none go there.
 fn default_pipeline(state: &AppState) -> Option<&str> {
     state.settings.mps.pipeline_id.as_deref()
+}
+
+/// `x-snapgate-dry-run: true` on `SubmitSnapshotJob`: the REST API's dry run for SDK code (set
+/// it as a custom header of the SDK's request); nothing is recorded or sent.
+const DRY_RUN_HEADER: &str = "x-snapgate-dry-run";
+/// The input's duration for the dry run's prediction, in ms (REST: `duration_ms`).
+const DURATION_HEADER: &str = "x-snapgate-duration-ms";
+
+fn dry_run(headers: &HeaderMap) -> Result<bool, RpcError> {
+    match headers
+        .get(DRY_RUN_HEADER)
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(RpcError::invalid(
+            "InvalidParameter",
+            format!("{DRY_RUN_HEADER}: must be true or false"),
+        )),
+    }
+}
+
+/// The dry run: `DryRun` holds what `POST /v1/snapshot-jobs?dry_run=true` answers (the MPS
+/// parameters that would be sent, predicted times and outputs, warnings).
+async fn preview_snapshot_job(
+    state: &AppState,
+    headers: &HeaderMap,
+    p: &BTreeMap<String, String>,
+) -> Result<Value, RpcError> {
+    let duration_ms = match headers.get(DURATION_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|d| *d <= crate::domain::rules::DURATION_MS.max)
+                .ok_or_else(|| {
+                    RpcError::invalid(
+                        "InvalidParameter",
+                        format!("{DURATION_HEADER}: must be the input's duration in ms, an integer >= 0"),
+                    )
+                })?,
+        ),
+    };
+    let body = params::submit_body(p)?;
+    let preview = state
+        .submit
+        .preview(&body, duration_ms)
+        .await
+        .map_err(submit_error)?;
+    let resource = super::jobs::DryRunResource::new(preview, &state.outputs);
+    Ok(json!({ "DryRun": resource }))
+}
+
+fn submit_error(e: SubmitError) -> RpcError {
+    match e {
+        SubmitError::Invalid(violations) => params::invalid(&violations),
+        SubmitError::QuotaExceeded { limit } => RpcError::Throttled {
+            retry_after: Duration::from_secs(5),
+            message: format!("this team already has {limit} jobs in flight"),
+        },
+        SubmitError::Store(e) => e.into(),
+        // No idempotency key is passed (MPS has none).
+        e @ (SubmitError::KeyReused | SubmitError::KeyInProgress) => RpcError::Internal(e.into()),
+    }
 }
 
 async fn submit_snapshot_job(
@@ -201,18 +270,7 @@ async fn submit_snapshot_job(
         .submit
         .submit(team, &body, None, state.submit.default_wait())
         .await
-        .map_err(|e| match e {
-            SubmitError::Invalid(violations) => params::invalid(&violations),
-            SubmitError::QuotaExceeded { limit } => RpcError::Throttled {
-                retry_after: Duration::from_secs(5),
-                message: format!("this team already has {limit} jobs in flight"),
-            },
-            SubmitError::Store(e) => e.into(),
-            // No idempotency key is passed (MPS has none).
-            e @ (SubmitError::KeyReused | SubmitError::KeyInProgress) => {
-                RpcError::Internal(e.into())
-            }
-        })?;
+        .map_err(submit_error)?;
     Ok(json!({
         "SnapshotJob": render::snapshot_job(&submitted.job, default_pipeline(state)),
     }))
