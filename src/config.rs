@@ -591,6 +591,13 @@ mod tests {
             s.http.cors_origins = vec![bad.to_string()];
             assert!(s.validate().is_err(), "{bad:?} must be refused");
         }
+        // The same rule for the embedded store's CORS origins.
+        s.http.cors_origins = Vec::new();
+        s.emulator.oss_cors_origins = vec!["http://127.0.0.1:8080".into()];
+        assert!(s.validate().is_ok());
+        s.emulator.oss_cors_origins = vec!["127.0.0.1:8080".into()];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("emulator.oss_cors_origins"), "{e}");
     }
 
     #[test]

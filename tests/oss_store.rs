@@ -313,6 +313,15 @@ struct Seen {
 
 /// A callback receiver on a free port answering `status` with `answer`.
 async fn receiver(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    slow_receiver(status, answer, 0).await
+}
+
+/// A receiver that answers only after `delay_ms`.
+async fn slow_receiver(
+    status: u16,
+    answer: &'static str,
+    delay_ms: u64,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let record = seen.clone();
     let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: String| {
@@ -326,6 +335,7 @@ async fn receiver(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<S
                 headers,
                 body,
             });
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             (
                 axum::http::StatusCode::from_u16(status).unwrap(),
                 [("content-type", "application/json")],
@@ -445,6 +455,32 @@ async fn failed_callback_answers_203_and_keeps_the_object() {
         assert!(body.contains(message), "{body}");
         assert!(store.file(&key).exists());
     }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // A 200 that is not JSON fails too (OSS relays only JSON).
+    let (base, seen) = receiver(200, "plain text").await;
+    let mut args = post_args(&store, "uploads/f/text.mp4", 9);
+    args["callback"] = json!({"url": format!("{base}/cb"), "body": "object=${object}", "body_type": "application/x-www-form-urlencoded"});
+    let out = py(args).await;
+    assert_eq!(out["status"], 203, "{out}");
+    assert!(
+        out["body"].as_str().unwrap().contains("not valid json"),
+        "{out}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(store.file("uploads/f/text.mp4").exists());
+    // OSS waits 5 s for the callback's answer, then fails the callback.
+    let (base, seen) = slow_receiver(200, r#"{"late":true}"#, 10_000).await;
+    let mut args = post_args(&store, "uploads/f/slow.mp4", 9);
+    args["callback"] = json!({"url": format!("{base}/cb"), "body": "object=${object}", "body_type": "application/x-www-form-urlencoded"});
+    let started = std::time::Instant::now();
+    let out = py(args).await;
+    assert_eq!(out["status"], 203, "{out}");
+    assert_eq!(xml_code(out["body"].as_str().unwrap()), "CallbackFailed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
