@@ -534,3 +534,49 @@ async fn cors_preflight_allows_only_the_configured_origin() {
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+/// A form whose fields before the file exceed 1 MiB is refused (the store keeps them in
+/// memory), and a body that is not multipart is `InvalidArgument`.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_or_malformed_forms_are_refused() {
+    let store = Store::start().await;
+    let boundary = "snapgate-test-boundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let form = |big: usize| {
+        let mut body = part("key", "uploads/big/x.txt");
+        body.push_str(&part("x:big", &"a".repeat(big)));
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n"
+        ));
+        body
+    };
+    let http = reqwest::Client::new();
+    let send = |body: String, content_type: String| {
+        http.post(store.bucket_url())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let multipart = format!("multipart/form-data; boundary={boundary}");
+    // Within the limit: stored (anonymous: the local bucket is public-read-write).
+    let ok = send(form(1000), multipart.clone()).await.unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        std::fs::read_to_string(store.file("uploads/big/x.txt")).unwrap(),
+        "hello"
+    );
+    std::fs::remove_file(store.file("uploads/big/x.txt")).unwrap();
+    let big = send(form(1024 * 1024 + 1), multipart).await.unwrap();
+    assert_eq!(big.status(), 400);
+    assert_eq!(xml_code(&big.text().await.unwrap()), "InvalidArgument");
+    assert!(!store.file("uploads/big/x.txt").exists());
+    let plain = send("key=a".into(), "application/x-www-form-urlencoded".into())
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    assert_eq!(xml_code(&plain.text().await.unwrap()), "InvalidArgument");
+}
