@@ -62,6 +62,7 @@ pub async fn mps_backend(
             process_ms: e.process_ms.max(e.start_ms),
             oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
+            oss_cors_origins: e.oss_cors_origins.clone(),
             ..EmulatorConfig::default()
         };
         let handle = crate::emulator::spawn(config).await.with_context(|| {
