@@ -6,6 +6,8 @@
 //! - `store/`: persistence (one trait, Postgres and SQLite backends).
 //! - `worker/`: the dispatcher (claims and submits jobs) and the status poller.
 //! - `mps/`: request signing, the MPS RPC client and its wire types.
+//! - `webhooks/`: signed webhooks to teams (endpoint rules, Standard Webhooks signing, the
+//!   guarded client, the delivery worker): `http` → `webhooks` → `store`.
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
 pub mod app;
@@ -23,4 +25,5 @@ pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod submit;
+pub mod webhooks;
 pub mod worker;
