@@ -243,6 +243,8 @@ fn endpoint_id(id: &str) -> Result<Uuid, ApiError> {
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookEndpointWithSecret),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad URL (or a private address), unknown event type; every violation listed", body = Problem, content_type = "application/problem+json"),
     ),
@@ -331,6 +333,8 @@ pub async fn get_webhook_endpoint(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
