@@ -429,6 +429,34 @@ async fn an_endpoint_failing_too_long_is_disabled_and_shown_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_answering_410_gone_is_disabled_at_once() {
+    let emulator = common::app::test_emulator(|_| {}).await;
+    let app = app(&emulator, |_| {}).await;
+    let rx = Receiver::start(&["410"]);
+    let (_, endpoint) =
+        create_endpoint(&app, &rx.url("127.0.0.1"), &["snapshot_job.succeeded"]).await;
+    let eid = endpoint["id"].as_str().unwrap();
+    let id = submit(&app, &job_body("uploads/g.mp4")).await;
+    wait_final(&app, &id).await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let start = Instant::now();
+    loop {
+        let ds = deliveries(&app, eid).await;
+        if ds.first().is_some_and(|d| d["state"] == "failed") {
+            assert_eq!(ds[0]["attempts"].as_array().unwrap().len(), 1, "no retry");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{ds:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, e) = json_of(app.get(&format!("/v1/webhook-endpoints/{eid}")).await).await;
+    assert_eq!(e["enabled"], false, "{e}");
+    assert_eq!(e["disabled_reason"], "failing");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.records().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_address_is_refused_unless_allowed() {
     let emulator = common::app::test_emulator(|_| {}).await;
     let app = app(&emulator, |s| s.webhooks.allow_private_networks = false).await;

@@ -5,7 +5,8 @@
 //! - 2xx is success; anything else (3xx included: redirects are not followed), a timeout, a
 //!   refused address or a connection error is a failure, retried after `webhooks.schedule_s[n]`
 //!   (or the receiver's larger `Retry-After`, capped at the schedule's largest step); after the
-//!   last step the delivery is `failed`.
+//!   last step the delivery is `failed`. A `410 Gone` fails it at once and disables the
+//!   endpoint (`failing`).
 //! - Every attempt of an event carries the same `webhook-id` (the event id); `webhook-timestamp`
 //!   is the attempt's own time (this host's clock, which receivers compare with theirs).
 //! - Ordering is not promised: deliveries are claimed by due time in batches and sent
@@ -136,6 +137,9 @@ impl DeliveryWorker {
     /// One round: claims due deliveries and attempts each once, concurrently. Returns how many
     /// were attempted.
     pub async fn round(&self) -> anyhow::Result<usize> {
+        // Started before the clock is read: `round_at + elapsed` is then never behind the
+        // database's time, so a retry is never due early.
+        let started = Instant::now();
         let now = self.store.clock().await?;
         let lease = chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
         let claims = self
@@ -143,7 +147,6 @@ impl DeliveryWorker {
             .claim_deliveries(&self.owner, now, now + lease, self.cfg.batch_size)
             .await?;
         let n = claims.len();
-        let started = Instant::now();
         let results =
             futures::future::join_all(claims.into_iter().map(|c| self.deliver(c, now, started)))
                 .await;
@@ -185,9 +188,11 @@ impl DeliveryWorker {
         };
         let made = c.attempts + 1;
         let ok = sent.status.is_some_and(|s| (200..300).contains(&s));
+        // `410 Gone`: the receiver says the endpoint is no more (Standard Webhooks).
+        let gone = sent.status == Some(410);
         let outcome = if ok {
             DeliveryOutcome::Succeeded
-        } else if disabled {
+        } else if disabled || gone {
             DeliveryOutcome::Failed
         } else {
             after_failure(&self.cfg.schedule_s, made, sent.retry_after, db_now())
@@ -200,8 +205,13 @@ impl DeliveryWorker {
             status = ?sent.status, error = ?sent.error, outcome = ?outcome,
             latency_ms = attempt.latency_ms, "webhook attempt"
         );
-        let disable_before = attempted_at
-            - chrono::Duration::seconds(self.cfg.disable_after_s.min(i64::MAX as u64 / 2) as i64);
+        // Failing since this time or earlier disables the endpoint (at once after a 410).
+        let disable_before = if gone {
+            attempted_at
+        } else {
+            attempted_at
+                - chrono::Duration::seconds(self.cfg.disable_after_s.min(i64::MAX as u64 / 2) as i64)
+        };
         if !self
             .store
             .finish_delivery(&c, &attempt, outcome, disable_before)
