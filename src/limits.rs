@@ -3,37 +3,88 @@
 //! count a long queue.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Per-team token buckets (per replica).
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+/// Per-team token buckets (per replica): `governor`'s keyed GCRA limiter, `per_second` tokens a
+/// second up to `burst`.
 pub struct TeamLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    limiter: RateLimiter<
+        String,
+        DefaultKeyedStateStore<String>,
+        DefaultClock,
+        StateInformationMiddleware,
+    >,
+    clock: DefaultClock,
+    per_second: u32,
+    burst: u32,
+}
+
+/// Where a team stands after a check: what the IETF `RateLimit` / `RateLimit-Policy` headers
+/// say (draft-ietf-httpapi-ratelimit-headers), for the team's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    /// The bucket's size: requests allowed at once.
+    pub quota: u32,
+    /// Seconds in which an empty bucket fills again.
+    pub window_s: u64,
+    /// Requests left now.
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (0 when it is).
+    pub reset_s: u64,
+}
+
+impl RateState {
+    /// `RateLimit-Policy` and `RateLimit`, as structured-field strings.
+    pub fn headers(&self) -> (String, String) {
+        (
+            format!("\"team\";q={};w={}", self.quota, self.window_s),
+            format!("\"team\";r={};t={}", self.remaining, self.reset_s),
+        )
+    }
 }
 
 impl TeamLimiter {
     pub fn new(per_second: u32, burst: u32) -> Self {
+        let per_second = per_second.max(1);
+        let burst = burst.max(1);
+        let quota = Quota::per_second(NonZeroU32::new(per_second).expect("at least 1"))
+            .allow_burst(NonZeroU32::new(burst).expect("at least 1"));
         Self {
-            rate: f64::from(per_second.max(1)),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            clock: DefaultClock::default(),
+            per_second,
+            burst,
         }
     }
 
-    /// Takes one token for `team`, or says how long until one is available.
-    pub fn check(&self, team: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, at) = buckets.entry(team.to_string()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+    fn state(&self, remaining: u32) -> RateState {
+        let secs = |n: u32| u64::from(n).div_ceil(u64::from(self.per_second));
+        RateState {
+            quota: self.burst,
+            window_s: secs(self.burst),
+            remaining,
+            reset_s: secs(self.burst - remaining.min(self.burst)),
+        }
+    }
+
+    /// Takes one token for `team`: where the team stands now, or how long until a token is
+    /// available (with the team's state for the headers of the refusal).
+    pub fn check(&self, team: &str) -> Result<RateState, (Duration, RateState)> {
+        match self.limiter.check_key(&team.to_string()) {
+            Ok(snapshot) => Ok(self.state(snapshot.remaining_burst_capacity())),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let mut state = self.state(0);
+                state.reset_s = state.reset_s.max(wait.as_secs_f64().ceil() as u64);
+                Err((wait, state))
+            }
         }
     }
 }
@@ -95,5 +146,38 @@ impl ActiveJobs {
         if let Some(c) = counts.get_mut(team) {
             c.n += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_counts_down_then_refuses_with_the_wait_and_teams_are_apart() {
+        let l = TeamLimiter::new(1, 3);
+        let left: Vec<u32> = (0..3).map(|_| l.check("a").unwrap().remaining).collect();
+        assert_eq!(left, [2, 1, 0]);
+        let (wait, state) = l.check("a").unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!((state.quota, state.window_s, state.remaining), (3, 3, 0));
+        assert!(state.reset_s >= 1);
+        assert_eq!(l.check("b").unwrap().remaining, 2);
+        assert_eq!(
+            RateState {
+                quota: 3,
+                window_s: 3,
+                remaining: 1,
+                reset_s: 2
+            }
+            .headers(),
+            (
+                "\"team\";q=3;w=3".to_string(),
+                "\"team\";r=1;t=2".to_string()
+            )
+        );
     }
 }

@@ -27,6 +27,21 @@ fn init_logging(settings: &Settings) {
     } else {
         builder.init();
     }
+    // A panic is an ERROR event in the log's own format (JSON lines stay parseable), with where
+    // it happened; axum's CatchPanicLayer keeps its message out of the HTTP answer.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(location, panic = payload, "panic");
+    }));
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -227,9 +227,15 @@ async fn rate_limit_quota_and_cors() {
     })
     .await;
     let c = base.with_token(Some(&k.token));
-    assert_eq!(
-        c.post_job(&body(), None).await.status(),
-        StatusCode::ACCEPTED
+    let res = c.post_job(&body(), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    // The IETF RateLimit headers: the team's bucket (3 at once, refilled in 3 s at 1/s) and
+    // what is left of it after this request (2, or 3 if a second has passed already).
+    assert_eq!(res.headers()["ratelimit-policy"], "\"team\";q=3;w=3");
+    let now = res.headers()["ratelimit"].to_str().unwrap().to_string();
+    assert!(
+        now.starts_with("\"team\";r=2;t=") || now.starts_with("\"team\";r=3;t="),
+        "{now}"
     );
     assert_eq!(
         c.post_job(&body(), None).await.status(),
@@ -247,6 +253,13 @@ async fn rate_limit_quota_and_cors() {
         .parse()
         .unwrap();
     assert!(secs >= 1);
+    let now = res.headers()["ratelimit"].to_str().unwrap().to_string();
+    let t: u64 = now
+        .strip_prefix("\"team\";r=0;t=")
+        .unwrap_or_else(|| panic!("{now}"))
+        .parse()
+        .unwrap();
+    assert!(t >= secs, "{now} vs Retry-After {secs}");
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "rate_limited");
     // Another team is not affected.
     assert_eq!(

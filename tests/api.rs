@@ -195,9 +195,16 @@ async fn list_filters_and_pages(store: DynStore) {
     }
     ids.reverse();
     let mut seen = Vec::new();
-    let mut url = "/v1/snapshot-jobs?limit=2".to_string();
+    // Followed by the `Link` header, which keeps the other parameters, and checked against
+    // `next_cursor`.
+    let mut url = "/v1/snapshot-jobs?state=queued&limit=2".to_string();
     loop {
-        let page: Value = app.get(&url).await.json().await.unwrap();
+        let res = app.get(&url).await;
+        let link = res
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Value = res.json().await.unwrap();
         seen.extend(
             page["jobs"]
                 .as_array()
@@ -206,11 +213,36 @@ async fn list_filters_and_pages(store: DynStore) {
                 .map(|j| j["id"].as_str().unwrap().to_string()),
         );
         match page["next_cursor"].as_str() {
-            Some(c) => url = format!("/v1/snapshot-jobs?limit=2&cursor={c}"),
-            None => break,
+            Some(c) => {
+                let link = link.expect("a Link header next to next_cursor");
+                let expected =
+                    format!("</v1/snapshot-jobs?state=queued&limit=2&cursor={c}>; rel=\"next\"");
+                assert_eq!(link, expected);
+                url = link[1..link.find('>').unwrap()].to_string();
+            }
+            None => {
+                assert_eq!(link, None);
+                break;
+            }
         }
     }
     assert_eq!(seen, ids);
+    // A parameter given twice is refused, not silently the last one.
+    let res = app.get("/v1/snapshot-jobs?state=queued&state=failed").await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["errors"][0]["field"], "/state", "{p}");
+    assert_eq!(p["errors"][0]["code"], "repeated", "{p}");
+    // An admin listing a team that does not exist is told so.
+    let authed = spawn(app.store.clone(), |s| s.auth.enabled = true).await;
+    let admin = authed.key("ops", true).await;
+    let res = authed
+        .with_token(Some(&admin.token))
+        .get("/v1/snapshot-jobs?team=no-such-team")
+        .await;
+    assert_problem(&res, StatusCode::BAD_REQUEST);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["errors"][0]["code"], "unknown_team", "{p}");
     let page: Value = app
         .get("/v1/snapshot-jobs?state=succeeded")
         .await
@@ -333,6 +365,62 @@ async fn health_and_readiness(store: DynStore) {
     assert_eq!(r.json::<Value>().await.unwrap()["store"], backend);
 }
 
+/// A poller that sends back the `ETag` it got pays a `304` with no body while nothing changed,
+/// and gets the new answer as soon as something did.
+async fn etags_answer_304_until_the_answer_changes(store: DynStore) {
+    let app = spawn(store, |_| {}).await;
+    let job: Value = app.post_job(&example(), None).await.json().await.unwrap();
+    let path = format!("/v1/snapshot-jobs/{}", job["id"].as_str().unwrap());
+    let first = app.get(&path).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let tag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        tag.starts_with('"') && tag.ends_with('"') && tag.len() > 10,
+        "{tag}"
+    );
+    let body = first.bytes().await.unwrap();
+    let get_if = |path: String, inm: String| {
+        let app = &app;
+        async move {
+            app.req(reqwest::Method::GET, &path)
+                .header("if-none-match", inm)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let again = get_if(path.clone(), tag.clone()).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], tag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+    // Weak comparison, and a list of tags.
+    let again = get_if(path.clone(), format!("\"other\", W/{tag}")).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // Another tag: the whole answer, the same bytes.
+    let other = get_if(path.clone(), "\"stale\"".into()).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(other.bytes().await.unwrap(), body);
+    // The list changes when a job is added: its old tag no longer matches.
+    let list = app.get("/v1/snapshot-jobs").await;
+    let list_tag = list.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        get_if("/v1/snapshot-jobs".into(), list_tag.clone())
+            .await
+            .status(),
+        StatusCode::NOT_MODIFIED
+    );
+    app.post_job(&example(), None).await;
+    let changed = get_if("/v1/snapshot-jobs".into(), list_tag.clone()).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), list_tag);
+    // Errors carry no tag.
+    let missing = app
+        .get("/v1/snapshot-jobs/00000000-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().get("etag").is_none());
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
@@ -348,7 +436,8 @@ on_both!(
     list_filters_and_pages,
     idempotency_replays_rejects_and_serializes,
     in_progress_key_answers_409,
-    health_and_readiness
+    health_and_readiness,
+    etags_answer_304_until_the_answer_changes
 );
 
 /// The served OpenAPI document is generated from the handlers; this checks every documented
@@ -476,6 +565,38 @@ fn published_rules_are_the_validators(doc: &Value) {
             );
         }
     }
+}
+
+/// `/docs` is Swagger UI on the served document, every file from the binary itself: the page
+/// loads nothing from another origin.
+#[tokio::test]
+async fn docs_are_served_from_the_binary() {
+    let (store, _g) = common::sqlite_store().await;
+    let app = spawn(store, |_| {}).await;
+    let res = app.get("/docs").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("/openapi.json"), "{page}");
+    let refs = regex::Regex::new(r#"(?:src|href)="([^"]+)""#).unwrap();
+    let mut assets = 0;
+    for c in refs.captures_iter(&page) {
+        let url = &c[1];
+        assert!(!url.contains("//"), "the page loads {url} from elsewhere");
+        let path = if url.starts_with('/') {
+            url.to_string()
+        } else {
+            format!("/docs/{}", url.trim_start_matches("./"))
+        };
+        let res = app.get(&path).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(!res.bytes().await.unwrap().is_empty(), "{path}");
+        assets += 1;
+    }
+    assert!(assets >= 2, "the page names its script and style: {page}");
 }
 
 #[tokio::test]

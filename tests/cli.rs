@@ -248,3 +248,158 @@ async fn output(mut cmd: Command) -> Output {
         .await
         .unwrap()
 }
+
+/// Every key of a JSON value, at any depth, with its value (a log line's own fields and those of
+/// its spans).
+fn fields(v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                out.push((k.clone(), x.clone()));
+                fields(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| fields(x, out)),
+        _ => {}
+    }
+}
+
+/// The real binary on its embedded default (SQLite, the built-in emulator) with JSON logs: every
+/// line parses; each request has one access-log line with its route pattern, status, latency,
+/// request id and team; the job's life carries `job_id`, `mps_job_id` and `mps_request_id`; and no
+/// header value (the bearer token) is ever printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_access_log_and_the_promised_fields() {
+    let sb = Sandbox::new();
+    sb.ok(&["team", "create", "logs"]);
+    let key: Value = serde_json::from_str(&sb.ok(&["key", "create", "--team", "logs"])).unwrap();
+    let token = key["token"].as_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = sb.cmd(&["serve"]);
+    cmd.env("SNAPGATE__LOG__FORMAT", "json")
+        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "snapgate serve did not become ready");
+    let body = serde_json::json!({
+        "input": {"bucket": "media", "location": "oss-cn-hangzhou", "object": "in/v.mp4"},
+        "output": {"bucket": "media", "location": "oss-cn-hangzhou", "object": "out/{Count}.jpg"},
+        "time_ms": 0
+    });
+    let r = http
+        .post(format!("{base}/v1/snapshot-jobs"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let job: Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut state = String::new();
+    for _ in 0..200 {
+        let j: Value = http
+            .get(format!("{base}/v1/snapshot-jobs/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state = j["state"].as_str().unwrap_or_default().to_string();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(state == "succeeded" || state == "failed", "state {state}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut s = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        child.wait().unwrap();
+        s
+    })
+    .await
+    .unwrap();
+
+    assert!(!out.contains(&token), "the bearer token reached the log");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let all: Vec<Vec<(String, Value)>> = lines
+        .iter()
+        .map(|l| {
+            let mut f = Vec::new();
+            fields(l, &mut f);
+            f
+        })
+        .collect();
+    let has = |f: &[(String, Value)], k: &str, v: &str| {
+        f.iter().any(|(key, x)| {
+            key == k
+                && (x.as_str() == Some(v)
+                    || x.as_u64().map(|n| n.to_string()).as_deref() == Some(v))
+        })
+    };
+    let served: Vec<_> = all
+        .iter()
+        .filter(|f| has(f, "message", "request served"))
+        .collect();
+    let post = served
+        .iter()
+        .find(|f| has(f, "request_id", &request_id))
+        .unwrap_or_else(|| panic!("no access-log line for the POST: {out}"));
+    assert!(has(post, "route", "/v1/snapshot-jobs"), "{post:?}");
+    assert!(has(post, "method", "POST"), "{post:?}");
+    assert!(has(post, "team", "logs"), "{post:?}");
+    assert!(
+        post.iter()
+            .any(|(k, v)| k == "status" && (v == 201 || v == 202)),
+        "{post:?}"
+    );
+    assert!(
+        post.iter()
+            .any(|(k, v)| k == "latency_ms" && v.as_f64().is_some_and(|x| x >= 0.0)),
+        "{post:?}"
+    );
+    // The GETs are logged by route pattern, never by the id in the path.
+    assert!(
+        served
+            .iter()
+            .any(|f| has(f, "route", "/v1/snapshot-jobs/{id}") && has(f, "status", "200")),
+        "{out}"
+    );
+    assert!(!served
+        .iter()
+        .any(|f| has(f, "route", &format!("/v1/snapshot-jobs/{id}"))));
+    for k in ["job_id", "mps_job_id", "mps_request_id"] {
+        assert!(
+            all.iter().any(|f| f.iter().any(|(key, _)| key == k)),
+            "no log line carries {k}: {out}"
+        );
+    }
+}

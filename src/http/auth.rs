@@ -2,14 +2,20 @@
 //! token's SHA-256 (revocation takes effect on the next request, on every replica), then the
 //! team's request rate is checked.
 
-use axum::extract::FromRequestParts;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
 
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::token_hash;
 use crate::domain::DEFAULT_TEAM;
+use crate::limits::RateState;
 use crate::secret::constant_time_eq;
 
 #[derive(Debug, Clone)]
@@ -55,11 +61,40 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         tracing::Span::current().record("team", caller.team.as_str());
-        state.limiter.check(&caller.team).map_err(|retry_after| {
+        let checked = state.limiter.check(&caller.team);
+        if let Some(slot) = parts.extensions.get::<RateSlot>() {
+            let now = match &checked {
+                Ok(s) | Err((_, s)) => *s,
+            };
+            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        }
+        checked.map_err(|(retry_after, _)| {
             metrics::counter!("snapgate_rejected_requests_total", "reason" => "rate_limit")
                 .increment(1);
             ApiError::RateLimited { retry_after }
         })?;
         Ok(caller)
     }
+}
+
+/// Where the caller's team stood at its rate check, carried from the extractor to the answer.
+#[derive(Clone, Default)]
+pub struct RateSlot(Arc<Mutex<Option<RateState>>>);
+
+/// `RateLimit-Policy` and `RateLimit` (IETF draft) on every answer to a rate-limited route —
+/// the ones that take a [`Caller`] —, next to `Retry-After` on a 429.
+pub async fn rate_limit_headers(mut req: Request, next: Next) -> Response {
+    let slot = RateSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut res = next.run(req).await;
+    let state = *slot.0.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = state {
+        let (policy, now) = state.headers();
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", now)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                res.headers_mut().insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    res
 }

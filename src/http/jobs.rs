@@ -463,7 +463,7 @@ fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, JobId)> {
     tag = "jobs",
     params(ListParams),
     responses(
-        (status = 200, body = JobList),
+        (status = 200, body = JobList, headers(("Link" = String, description = "`<...?cursor=...>; rel=\"next\"` when there is a next page (RFC 8288), the same URL as `next_cursor` with the other parameters kept"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 429, body = Problem, content_type = "application/problem+json"),
@@ -473,8 +473,9 @@ fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, JobId)> {
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<JobList>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let mut errors = Vec::new();
     let mut bad = |field: &str, code: &str, message: String| {
         errors.push(Violation {
@@ -489,8 +490,16 @@ pub async fn list_jobs(
         ..JobFilter::default()
     };
     let time = |v: &str| DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc));
-    for (name, value) in &params {
+    for (i, (name, value)) in params.iter().enumerate() {
         let field = format!("/{name}");
+        if params[..i].iter().any(|(n, _)| n == name) {
+            bad(
+                &field,
+                "repeated",
+                "is given more than once; give it once".into(),
+            );
+            continue;
+        }
         match name.as_str() {
             "state" => match JobState::parse(value) {
                 Some(s) => filter.state = Some(s),
@@ -523,6 +532,15 @@ pub async fn list_jobs(
     if !errors.is_empty() {
         return Err(ApiError::BadQuery(errors));
     }
+    if let (true, Some(team)) = (caller.admin, &filter.team) {
+        if !state.store.team_exists(team).await? {
+            return Err(ApiError::BadQuery(vec![Violation {
+                field: "/team".into(),
+                code: "unknown_team".into(),
+                message: format!("no team named {team:?}"),
+            }]));
+        }
+    }
     let limit = filter.limit;
     filter.limit = limit + 1;
     let mut jobs = state.store.list_jobs(&filter).await?;
@@ -532,11 +550,25 @@ pub async fn list_jobs(
     } else {
         None
     };
-    Ok(Json(JobList {
+    // RFC 8288: the next page as a link too, the same query with the new cursor.
+    let link = next_cursor.as_ref().map(|cursor| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params.iter().filter(|(n, _)| n != "cursor") {
+            query.append_pair(name, value);
+        }
+        query.append_pair("cursor", cursor);
+        format!("<{}?{}>; rel=\"next\"", uri.path(), query.finish())
+    });
+    let body = Json(JobList {
         jobs: jobs
             .into_iter()
             .map(|j| JobResource::new(j, &state.outputs))
             .collect(),
         next_cursor,
-    }))
+    });
+    let mut headers = HeaderMap::new();
+    if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LINK, link);
+    }
+    Ok((headers, body))
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+mod etag;
 pub mod health;
 pub mod jobs;
 pub mod mps_rpc;
@@ -22,6 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -72,14 +74,46 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            header::IF_NONE_MATCH,
         ])
         .expose_headers([
             header::LOCATION,
             header::RETRY_AFTER,
+            header::LINK,
+            header::ETAG,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(Duration::from_secs(600))
+}
+
+/// The access log: one INFO line per request when its answer is ready (`request served`, with
+/// `status` and `latency_ms`), inside a span that carries the method, the route (the matched
+/// pattern, so ids stay out of the field and its values stay few; the raw path only for
+/// unmatched requests), the request id and, once authenticated, the team. Headers are never
+/// logged (the `Authorization` header is marked sensitive as well, in `router`).
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    tracing::info_span!("request", method = %req.method(), route, request_id, team = tracing::field::Empty)
+}
+
+fn log_response(res: &axum::response::Response, latency: Duration, _: &tracing::Span) {
+    tracing::info!(
+        status = res.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request served"
+    );
 }
 
 /// The routes and the OpenAPI document, registered together so they cannot drift apart.
@@ -119,41 +153,57 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let http = &state.settings.http;
     api.route("/metrics", axum::routing::get(admin::metrics))
-    .route(
-        "/",
-        axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),
-    )
-    .route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = openapi.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
-    .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_millis(http.request_timeout_ms),
-    ))
-    .layer(CatchPanicLayer::custom(|_| {
-        // The panic message may hold data; it stays out of the answer (logged by the hook).
-        axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
-    }))
-    // Outside the layers above, so their bare error answers become problem documents too.
-    .layer(middleware::from_fn(error::render_problems))
-    .layer(middleware::from_fn(crate::metrics::track_http))
-    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, team = tracing::field::Empty)
-    }))
-    .layer(cors(&http.cors_origins))
-    .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-    .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-    .with_state(state)
+        .route(
+            "/",
+            axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),
+        )
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        // Interactive docs from the same document: Swagger UI's files are embedded in the binary.
+        .merge(
+            swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+                uri_prefix: "/docs",
+                api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
+                title: Some("snapgate API"),
+            })
+            .with_state::<AppState>(()),
+        )
+        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(http.request_timeout_ms),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message may hold data; it stays out of the answer (logged by the hook).
+            axum::response::IntoResponse::into_response(StatusCode::INTERNAL_SERVER_ERROR)
+        }))
+        // Outside the layers above, so their bare error answers become problem documents too.
+        .layer(middleware::from_fn(etag::etag))
+        .layer(middleware::from_fn(auth::rate_limit_headers))
+        .layer(middleware::from_fn(error::render_problems))
+        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span as fn(&Request) -> tracing::Span)
+                .on_request(())
+                .on_response(
+                    log_response as fn(&axum::response::Response, Duration, &tracing::Span),
+                ),
+        )
+        .layer(cors(&http.cors_origins))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        // Outermost: no layer's debug output, log or error may show a credential.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .with_state(state)
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ pub async fn authenticate(
             ));
         }
     }
-    state.limiter.check(&key.team).map_err(|retry_after| {
+    state.limiter.check(&key.team).map_err(|(retry_after, _)| {
         metrics::counter!("snapgate_rejected_requests_total", "reason" => "rate_limit")
             .increment(1);
         RpcError::Throttled {

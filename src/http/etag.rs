@@ -1,0 +1,72 @@
+//! `ETag` on every successful JSON read, and `If-None-Match` → `304 Not Modified`, so a poller
+//! pays a header, not a body, while its job has not changed. The tag is a hash of the answer's
+//! bytes (a strong validator: equal bytes, equal tag), computed after the handler, so it holds
+//! for any JSON route without each handler knowing about it.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+/// JSON answers are small (a job, a page of jobs); a larger one is passed on untagged.
+const MAX_TAGGED_BYTES: usize = 4 << 20;
+
+/// Does `If-None-Match` name `tag` (weak comparison, RFC 9110 §13.1.2)?
+fn matches(if_none_match: &str, tag: &str) -> bool {
+    if_none_match.trim() == "*"
+        || if_none_match
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == tag)
+}
+
+pub async fn etag(req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return next.run(req).await;
+    }
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let res = next.run(req).await;
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if res.status() != StatusCode::OK || !json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BYTES).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let digest = Sha256::digest(&bytes);
+    let tag = format!("\"{}\"", hex::encode(&digest[..16]));
+    parts
+        .headers
+        .insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex"));
+    if if_none_match.is_some_and(|inm| matches(&inm, &tag)) {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::CONTENT_TYPE);
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn if_none_match_lists_weak_tags_and_star() {
+        let tag = "\"abc\"";
+        assert!(super::matches("\"abc\"", tag));
+        assert!(super::matches("\"x\", W/\"abc\"", tag));
+        assert!(super::matches("*", tag));
+        assert!(!super::matches("\"abcd\"", tag));
+        assert!(!super::matches("abc", tag));
+    }
+}
