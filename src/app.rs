@@ -2,7 +2,7 @@
 //! backend (real MPS, or the in-process emulator when no key is configured: on
 //! `emulator.listen`, with its local object store in `emulator.oss_dir` and its job ledger in
 //! `emulator.state_dir`), says where outputs are linked (real OSS, or that local store), starts
-//! the worker and binds the listener.
+//! the worker and the webhook delivery worker (`webhooks.enabled`) and binds the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigne
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
 use crate::submit::{SubmitConfig, SubmitService};
+use crate::webhooks::{DeliveryWorker, WebhookService};
 use crate::worker::{Worker, WorkerSignals};
 
 pub struct Application {
@@ -30,6 +31,8 @@ pub struct Application {
     worker: Option<Arc<Worker>>,
     /// The in-process MPS emulator, when no MPS key is configured.
     emulator: Option<EmulatorHandle>,
+    /// Sends webhooks (`webhooks.enabled`).
+    deliveries: Option<Arc<DeliveryWorker>>,
 }
 
 /// The MPS backend `serve` uses: real MPS with the configured key, or else an in-process
@@ -182,9 +185,31 @@ impl Application {
             outputs.clone(),
         ));
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
+        let master_key = Arc::new(MasterKeySlot::new(&settings.auth));
+        let webhooks = Arc::new(WebhookService::new(
+            store.clone(),
+            settings.webhooks.clone(),
+            settings.auth.clone(),
+            master_key.clone(),
+        ));
+        let deliveries = if settings.webhooks.enabled {
+            // Job events' data is rendered by the REST API's job renderer.
+            let renderer = Arc::new(crate::http::webhooks::RestRenderer {
+                outputs: outputs.clone(),
+            });
+            Some(Arc::new(DeliveryWorker::new(
+                store.clone(),
+                settings.webhooks.clone(),
+                master_key.clone(),
+                renderer,
+            )?))
+        } else {
+            None
+        };
         let state = AppState {
             store,
-            master_key: Arc::new(MasterKeySlot::new(&settings.auth)),
+            master_key,
+            webhooks,
             nonce_purge: Arc::default(),
             settings: Arc::new(settings),
             submit,
@@ -198,6 +223,7 @@ impl Application {
             state,
             worker,
             emulator: None,
+            deliveries,
         })
     }
 
@@ -227,6 +253,10 @@ impl Application {
             let token = stop_worker.clone();
             tokio::spawn(w.run(token))
         });
+        let deliveries = self.deliveries.clone().map(|d| {
+            let token = stop_worker.clone();
+            tokio::spawn(d.run(token))
+        });
         // On shutdown: stop taking requests, let in-flight ones finish, then stop the worker
         // (it finishes its current calls and gives back unfinished claims).
         axum::serve(self.listener, router)
@@ -235,6 +265,9 @@ impl Application {
         stop_worker.cancel();
         if let Some(w) = worker {
             let _ = w.await;
+        }
+        if let Some(d) = deliveries {
+            let _ = d.await;
         }
         if let Some(e) = self.emulator {
             e.shutdown().await;

@@ -54,6 +54,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
     pub limits: LimitsSettings,
+    pub webhooks: WebhooksSettings,
     pub log: LogSettings,
 }
 
@@ -166,6 +167,33 @@ pub struct LimitsSettings {
     pub team_burst: u32,
     /// Jobs per team not yet final; more answer 429.
     pub team_max_active_jobs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Run the delivery worker in this process (every replica may).
+    pub enabled: bool,
+    /// Seconds to wait before each retry after a failed attempt; after the last, the delivery
+    /// is `failed`. The first attempt is immediate.
+    pub schedule_s: Vec<u64>,
+    /// After a rotation, the previous secret still signs (beside the new one) this long.
+    pub rotation_grace_s: u64,
+    /// An endpoint whose deliveries have failed (no success) for this long is disabled.
+    pub disable_after_s: u64,
+    /// Allow private, loopback and link-local destinations (tests, on-premises receivers).
+    pub allow_private_networks: bool,
+    /// Per attempt: connecting, sending and reading the answer.
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Bytes of a response body read (and kept as the attempt's snippet); the rest is dropped.
+    pub response_limit_bytes: usize,
+    /// Deliveries claimed per round.
+    pub batch_size: u32,
+    /// A claimed delivery's lease; must exceed `timeout_ms`.
+    pub lease_ms: u64,
+    /// How often an idle delivery worker looks for due deliveries.
+    pub poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -284,6 +312,24 @@ impl Default for LimitsSettings {
     }
 }
 
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule_s: vec![5, 300, 1_800, 7_200, 18_000, 36_000, 36_000],
+            rotation_grace_s: 86_400,
+            disable_after_s: 432_000,
+            allow_private_networks: false,
+            timeout_ms: 15_000,
+            connect_timeout_ms: 5_000,
+            response_limit_bytes: 1_024,
+            batch_size: 16,
+            lease_ms: 60_000,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
@@ -306,6 +352,7 @@ impl Default for Settings {
             idempotency: IdempotencySettings::default(),
             auth: AuthSettings::default(),
             limits: LimitsSettings::default(),
+            webhooks: WebhooksSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -404,6 +451,14 @@ impl Settings {
         anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
         check_origins("http.cors_origins", &self.http.cors_origins)?;
         check_origins("emulator.oss_cors_origins", &self.emulator.oss_cors_origins)?;
+        anyhow::ensure!(
+            self.webhooks.batch_size > 0,
+            "webhooks.batch_size must be > 0"
+        );
+        anyhow::ensure!(
+            self.webhooks.lease_ms > self.webhooks.timeout_ms,
+            "webhooks.lease_ms must exceed webhooks.timeout_ms (a lease outlives its attempt)"
+        );
         anyhow::ensure!(
             self.emulator.listen.parse::<std::net::SocketAddr>().is_ok(),
             "emulator.listen must be an address such as 127.0.0.1:8081"

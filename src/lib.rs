@@ -8,6 +8,8 @@
 //! - `mps/`: request signing, the MPS RPC client and its wire types.
 //! - `oss/`: OSS signing (V1, V4, PostObject policies, upload callbacks), for the gateway and the
 //!   emulator's object store alike.
+//! - `webhooks/`: signed webhooks to teams (endpoint rules, Standard Webhooks signing, the
+//!   guarded client, the delivery worker): `http` → `webhooks` → `store`.
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
 pub mod app;
@@ -26,4 +28,5 @@ pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod submit;
+pub mod webhooks;
 pub mod worker;

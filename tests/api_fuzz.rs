@@ -77,6 +77,9 @@ async fn schemathesis_finds_no_server_error_and_no_contract_violation() {
         "GET /v1/snapshot-jobs",
         "GET /v1/snapshot-jobs/{id}",
         "GET /v1/admin/stats",
+        "POST /v1/webhook-endpoints",
+        "GET /v1/webhook-endpoints",
+        "PATCH /v1/webhook-endpoints/{id}",
     ] {
         assert!(
             per_operation.get(op).copied().unwrap_or(0) > 0,

@@ -1,5 +1,5 @@
 //! Secrets never leak: the whole product runs with distinctive secrets (the MPS key, a wrong MPS
-//! key, a team's secret and token) while every log line at DEBUG is captured; then no log line,
+//! key, a team's secret and token, a webhook endpoint's secrets before and after a rotation) while every log line at DEBUG is captured; then no log line,
 //! response (body or header) or database row may contain any of them.
 
 mod common;
@@ -66,7 +66,7 @@ async fn no_secret_reaches_a_log_a_response_or_the_database() {
         .revoke_api_key(&revoked.access_key_id, snapgate::store::now())
         .await
         .unwrap();
-    let canaries = [
+    let mut canaries = vec![
         MPS_SECRET.to_string(),
         WRONG_SECRET.to_string(),
         team.access_key_secret.clone(),
@@ -133,6 +133,33 @@ async fn no_secret_reaches_a_log_a_response_or_the_database() {
         let text = res.text().await.unwrap();
         format!("{headers}\n{text}")
     };
+    // A webhook endpoint and a rotation: their secrets are shown once (these two answers are
+    // the only place they may appear), then signed with but never logged or stored in clear.
+    // The name does not resolve: every attempt fails (and is logged).
+    let created: Value = http
+        .post(format!("{base}/v1/webhook-endpoints"))
+        .bearer_auth(&team.token)
+        .json(&json!({"url": "https://hooks.snapgate-canary.invalid/x", "event_types": ["snapshot_job.succeeded"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoint = created["id"].as_str().unwrap().to_string();
+    canaries.push(created["secret"].as_str().unwrap().to_string());
+    let rotated: Value = http
+        .post(format!(
+            "{base}/v1/webhook-endpoints/{endpoint}/rotate-secret"
+        ))
+        .bearer_auth(&team.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    canaries.push(rotated["secret"].as_str().unwrap().to_string());
     let post = http
         .post(format!("{base}/v1/snapshot-jobs"))
         .bearer_auth(&team.token)
@@ -161,7 +188,31 @@ async fn no_secret_reaches_a_log_a_response_or_the_database() {
         answers.last().unwrap().contains("succeeded"),
         "the job went through"
     );
+    // The job's webhook was attempted (signed with both secrets, refused by DNS).
+    for _ in 0..100 {
+        let d = keep(
+            http.get(format!("{base}/v1/webhook-endpoints/{endpoint}/deliveries"))
+                .bearer_auth(&team.token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let attempted = d.contains("\"latency_ms\"");
+        answers.push(d);
+        if attempted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        answers.last().unwrap().contains("latency_ms"),
+        "the webhook was attempted: {}",
+        answers.last().unwrap()
+    );
     for req in [
+        http.get(format!("{base}/v1/webhook-endpoints"))
+            .bearer_auth(&team.token),
         http.get(format!("{base}/v1/snapshot-jobs"))
             .bearer_auth(&team.token),
         http.get(format!("{base}/v1/snapshot-jobs/{id}/mps-responses"))
@@ -221,6 +272,10 @@ async fn no_secret_reaches_a_log_a_response_or_the_database() {
 
     let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(log_text.contains("job recorded"), "logs were captured");
+    assert!(
+        log_text.contains("webhook attempt"),
+        "the webhook attempt was logged"
+    );
     assert!(
         log_text.contains("SignatureDoesNotMatch"),
         "the signature failure was logged"

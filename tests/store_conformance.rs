@@ -7,8 +7,9 @@ use chrono::Duration;
 use serde_json::json;
 use snapgate::domain::{validate_request, JobId, JobState};
 use snapgate::store::{
-    self, CreateOutcome, DynStore, JobError, JobFilter, MpsResponseRecord, MpsStatus, MpsUpdate,
-    NewIdempotencyKey, NewJob,
+    self, CreateOutcome, DeliveryAttempt, DeliveryOutcome, DynStore, JobError, JobFilter,
+    MpsResponseRecord, MpsStatus, MpsUpdate, NewIdempotencyKey, NewJob, NewWebhookEndpoint,
+    NewWebhookEvent, WebhookEndpointUpdate,
 };
 
 fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
@@ -656,6 +657,334 @@ async fn teams_are_created_once_and_listed_by_name(s: DynStore) {
     assert!(s.team_exists("zeta").await.unwrap());
 }
 
+fn endpoint(team: &str, types: &[&str]) -> NewWebhookEndpoint {
+    NewWebhookEndpoint {
+        id: uuid::Uuid::now_v7(),
+        team: team.into(),
+        url: "https://hooks.example.com/x".into(),
+        description: Some("d".into()),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        secret_ciphertext: "ct-1".into(),
+        created_at: store::now(),
+    }
+}
+
+fn types_of(events: &[store::WebhookEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+async fn webhook_events_commit_with_the_job_transitions(s: DynStore) {
+    let now = store::now();
+    s.create_team("t", now).await.unwrap();
+    s.create_team("other", now).await.unwrap();
+    let all = s
+        .create_webhook_endpoint(&endpoint(
+            "t",
+            &[
+                store::JOB_SUBMITTED,
+                store::JOB_SUCCEEDED,
+                store::JOB_FAILED,
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(all.event_types.len(), 3);
+    assert_eq!(all.disabled_at, None);
+    let failed_only = s
+        .create_webhook_endpoint(&endpoint("t", &[store::JOB_FAILED]))
+        .await
+        .unwrap();
+    let off = s
+        .create_webhook_endpoint(&endpoint("t", &[store::JOB_SUCCEEDED]))
+        .await
+        .unwrap();
+    let disable = WebhookEndpointUpdate {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    let off = s
+        .update_webhook_endpoint("t", off.id, &disable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(off.disabled_reason.as_deref(), Some("manual"));
+    s.create_webhook_endpoint(&endpoint("other", &[store::JOB_SUCCEEDED]))
+        .await
+        .unwrap();
+
+    // queued -> submitted (dispatch) -> succeeded (poll): two events, each delivered only to
+    // the enabled endpoints of the job's team that subscribe to it.
+    let j = created(s.create_job(new_job("t", now), None).await.unwrap());
+    assert!(s.job_webhook_events(j.id).await.unwrap().is_empty());
+    let c = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert!(s
+        .complete_dispatch(&c[0].key, &accepted("m-1"))
+        .await
+        .unwrap());
+    let events = s.job_webhook_events(j.id).await.unwrap();
+    assert_eq!(types_of(&events), [store::JOB_SUBMITTED]);
+    assert_eq!(events[0].team, "t");
+    assert!(events[0].id.starts_with("evt_"));
+    // The data is the job as the transition left it.
+    let as_job: store::Job = serde_json::from_value(events[0].data.clone()).unwrap();
+    assert_eq!(as_job, s.get_job(None, j.id).await.unwrap().unwrap());
+    let done = MpsUpdate {
+        state: JobState::Succeeded,
+        mps: MpsStatus {
+            job_id: Some("m-1".into()),
+            state: Some("Success".into()),
+            ..MpsStatus::default()
+        },
+        next_poll_at: None,
+    };
+    s.record_poll(j.id, &done).await.unwrap();
+    s.record_poll(j.id, &done).await.unwrap();
+    let events = s.job_webhook_events(j.id).await.unwrap();
+    assert_eq!(
+        types_of(&events),
+        [store::JOB_SUBMITTED, store::JOB_SUCCEEDED],
+        "a final job records nothing more"
+    );
+    assert_eq!(s.list_deliveries("t", all.id, 50).await.unwrap().len(), 2);
+    assert!(s
+        .list_deliveries("t", failed_only.id, 50)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.list_deliveries("t", off.id, 50).await.unwrap().is_empty());
+    assert!(
+        s.list_deliveries("other", all.id, 50)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another team sees none"
+    );
+
+    // A job that never reached MPS fails without `submitted`.
+    let k = created(s.create_job(new_job("t", now), None).await.unwrap());
+    let c = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert!(s.fail_dispatch(&c[0].key, &err("Gave.Up")).await.unwrap());
+    assert_eq!(
+        types_of(&s.job_webhook_events(k.id).await.unwrap()),
+        [store::JOB_FAILED]
+    );
+    assert_eq!(
+        s.list_deliveries("t", failed_only.id, 50)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // An in-flight job ended by its deadline: `failed`; a lookup that adopts a job: `submitted`.
+    let l = created(s.create_job(new_job("t", now), None).await.unwrap());
+    assert!(s.adopt_submitted(l.id, &accepted("m-3")).await.unwrap());
+    assert!(s
+        .fail_in_flight(l.id, &err("deadline_exceeded"))
+        .await
+        .unwrap());
+    assert!(!s
+        .fail_in_flight(l.id, &err("deadline_exceeded"))
+        .await
+        .unwrap());
+    assert_eq!(
+        types_of(&s.job_webhook_events(l.id).await.unwrap()),
+        [store::JOB_SUBMITTED, store::JOB_FAILED]
+    );
+    // Retries record nothing.
+    let m = created(s.create_job(new_job("t", now), None).await.unwrap());
+    let c = s
+        .claim_dispatch("w", now, now + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert!(s
+        .retry_dispatch(&c[0].key, &err("Throttling.User"), now, false)
+        .await
+        .unwrap());
+    assert!(s.job_webhook_events(m.id).await.unwrap().is_empty());
+    // Events not caused by a job: recorded in their own transaction.
+    let n = s
+        .record_webhook_event(&NewWebhookEvent::new(
+            "t",
+            store::UPLOAD_EXPIRED,
+            None,
+            json!({"upload": "u1"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "no endpoint subscribes to upload.expired");
+}
+
+async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s: DynStore) {
+    s.create_team("t", store::now()).await.unwrap();
+    let e = s
+        .create_webhook_endpoint(&endpoint("t", &[store::UPLOAD_EXPIRED]))
+        .await
+        .unwrap();
+    let event = NewWebhookEvent::new("t", store::UPLOAD_EXPIRED, None, json!({"upload": "u1"}));
+    assert_eq!(s.record_webhook_event(&event).await.unwrap(), 1);
+    let now = s.clock().await.unwrap();
+    assert_eq!(
+        s.get_webhook_event("t", &event.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        json!({"upload": "u1"})
+    );
+    assert!(s
+        .get_webhook_event("other", &event.id)
+        .await
+        .unwrap()
+        .is_none());
+    let lease = now + Duration::seconds(30);
+    let a = s.claim_deliveries("a", now, lease, 10).await.unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].attempts, 0);
+    assert_eq!(a[0].event.id, event.id);
+    assert_eq!(a[0].endpoint.id, e.id);
+    assert!(
+        s.claim_deliveries("b", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let attempt = |code: Option<u16>| DeliveryAttempt {
+        attempted_at: now,
+        status_code: code,
+        error: code.is_none().then(|| "timed out".to_string()),
+        latency_ms: 12,
+        response_snippet: code.map(|c| format!("answer {c}")),
+    };
+    let retry_at = now + Duration::seconds(5);
+    let far = now - Duration::days(1);
+    assert!(s
+        .finish_delivery(
+            &a[0],
+            &attempt(Some(500)),
+            DeliveryOutcome::Retry(retry_at),
+            far
+        )
+        .await
+        .unwrap());
+    assert!(
+        !s.finish_delivery(&a[0], &attempt(Some(500)), DeliveryOutcome::Failed, far)
+            .await
+            .unwrap(),
+        "a finished claim records nothing more"
+    );
+    let e1 = s.get_webhook_endpoint("t", e.id).await.unwrap().unwrap();
+    assert_eq!(e1.failing_since, Some(now));
+    assert_eq!(e1.disabled_at, None, "not failing long enough");
+    assert!(
+        s.claim_deliveries("b", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not yet due"
+    );
+    let b = s
+        .claim_deliveries("b", retry_at, retry_at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].attempts, 1);
+    // b crashes; after its lease, c takes over and b's claim is dead.
+    let later = retry_at + Duration::seconds(31);
+    let c = s
+        .claim_deliveries("c", later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    assert!(!s
+        .finish_delivery(&b[0], &attempt(Some(200)), DeliveryOutcome::Succeeded, far)
+        .await
+        .unwrap());
+    // Failing since `now`, and the threshold is later: disabled.
+    assert!(s
+        .finish_delivery(&c[0], &attempt(None), DeliveryOutcome::Failed, later)
+        .await
+        .unwrap());
+    let e2 = s.get_webhook_endpoint("t", e.id).await.unwrap().unwrap();
+    assert_eq!(e2.disabled_reason.as_deref(), Some("failing"));
+    assert!(e2.disabled_at.is_some());
+    let ds = s.list_deliveries("t", e.id, 10).await.unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].state, "failed");
+    assert_eq!(ds[0].event_type, store::UPLOAD_EXPIRED);
+    let codes: Vec<Option<u16>> = ds[0].attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), None]);
+    assert_eq!(ds[0].attempts[1].error.as_deref(), Some("timed out"));
+    assert_eq!(
+        ds[0].attempts[0].response_snippet.as_deref(),
+        Some("answer 500")
+    );
+    // Disabled: a replay goes nowhere; enabled again (failures forgotten): a new delivery.
+    assert_eq!(
+        s.replay_webhook_event("t", &event.id).await.unwrap(),
+        Some(vec![])
+    );
+    let enable = WebhookEndpointUpdate {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    let e3 = s
+        .update_webhook_endpoint("t", e.id, &enable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((e3.disabled_at, e3.failing_since), (None, None));
+    assert_eq!(
+        s.replay_webhook_event("t", &event.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.replay_webhook_event("other", &event.id).await.unwrap(),
+        None
+    );
+    let r = s
+        .claim_deliveries("d", later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!((r.len(), r[0].attempts), (1, 0));
+    assert!(s
+        .finish_delivery(&r[0], &attempt(Some(204)), DeliveryOutcome::Succeeded, far)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.list_deliveries("t", e.id, 10).await.unwrap()[0].state,
+        "succeeded"
+    );
+    // Rotation keeps the previous secret until the grace ends; leases are given back.
+    let rotated = s
+        .rotate_webhook_secret("t", e.id, "ct-2", later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.secret_ciphertext, "ct-2");
+    assert_eq!(rotated.previous_secret_ciphertext.as_deref(), Some("ct-1"));
+    assert_eq!(rotated.previous_secret_expires_at, Some(later));
+    assert!(s
+        .rotate_webhook_secret("other", e.id, "x", later)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(s.release_deliveries("d").await.unwrap(), 0);
+    assert!(!s.delete_webhook_endpoint("other", e.id).await.unwrap());
+    assert!(s.delete_webhook_endpoint("t", e.id).await.unwrap());
+    assert!(s.list_webhook_endpoints("t").await.unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -672,7 +1001,9 @@ macro_rules! conformance {
                 in_flight_jobs_end_by_deadline_or_not_found,
                 concurrent_claimers_never_share_a_job,
                 teams_are_created_once_and_listed_by_name,
-                claims_are_fair_across_teams
+                claims_are_fair_across_teams,
+                webhook_events_commit_with_the_job_transitions,
+                deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint
             );
         }
     };

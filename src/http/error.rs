@@ -161,10 +161,10 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(why) => format!("the request body is not valid JSON: {why}"),
             ApiError::UnsupportedMediaType => {
-                "send the job as JSON with `Content-Type: application/json`".into()
+                "send the body as JSON with `Content-Type: application/json`".into()
             }
             ApiError::Validation(errors) => format!(
-                "the job request breaks {} rule(s); see `errors`",
+                "the request breaks {} rule(s); see `errors`",
                 errors.len()
             ),
             ApiError::BadQuery(_) => "some query parameters are not valid; see `errors`".into(),

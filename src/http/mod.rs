@@ -11,6 +11,7 @@ pub mod mps_rpc;
 pub mod outputs;
 pub mod schema;
 mod state;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -39,7 +40,8 @@ pub use state::AppState;
         title = "snapgate",
         description = "A gateway for Alibaba Cloud MPS snapshot jobs: validated, recorded, delivered exactly once, tracked."
     ),
-    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)")),
+    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)"), (name = "webhooks", description = "Signed webhooks to the team (Standard Webhooks): endpoints, deliveries, replays. Every delivery's body is a `WebhookEventPayload`.")),
+    components(schemas(webhooks::WebhookEventPayload)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -67,7 +69,7 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -122,6 +124,20 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::list_mps_responses))
         .routes(routes!(outputs::get_storyboard_vtt))
         .routes(routes!(outputs::get_storyboard_json))
+        .routes(routes!(
+            webhooks::create_webhook_endpoint,
+            webhooks::list_webhook_endpoints
+        ))
+        .routes(routes!(
+            webhooks::get_webhook_endpoint,
+            webhooks::update_webhook_endpoint,
+            webhooks::delete_webhook_endpoint
+        ))
+        .routes(routes!(webhooks::enable_webhook_endpoint))
+        .routes(routes!(webhooks::disable_webhook_endpoint))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::list_webhook_deliveries))
+        .routes(routes!(webhooks::replay_event))
         .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

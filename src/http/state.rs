@@ -8,6 +8,7 @@ use crate::limits::TeamLimiter;
 use crate::outputs::OutputService;
 use crate::store::DynStore;
 use crate::submit::SubmitService;
+use crate::webhooks::WebhookService;
 use crate::worker::health::MpsHealth;
 
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct AppState {
     pub counts: Arc<super::admin::CountsCache>,
     /// Decrypts team secrets for the MPS-compatible endpoint's signature checks.
     pub master_key: Arc<MasterKeySlot>,
+    /// Webhook endpoints' rules (URLs, event types, secrets).
+    pub webhooks: Arc<WebhookService>,
     /// When this replica last purged expired nonces (the MPS-compatible endpoint).
     pub nonce_purge: Arc<super::mps_rpc::PurgeClock>,
 }

@@ -6,6 +6,9 @@
 //! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
 //! the same suite against both.
 //!
+//! Webhooks (`webhooks.rs`): endpoints, events and deliveries; every job transition below that
+//! moves a job to `submitted` or a final state records its events in the same transaction.
+//!
 //! Where a job is claimed: [`DispatchStore::claim_dispatch`] (submission) and
 //! [`DispatchStore::claim_polls`] (status refresh), in `postgres.rs` / `sqlite.rs`.
 
@@ -16,6 +19,7 @@ mod rows;
 mod rpc;
 mod sql;
 mod sqlite;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -30,6 +34,11 @@ pub use crate::clock::now;
 pub use postgres::NOTIFY_CHANNEL;
 pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
 pub use sql::SqlStore;
+pub use webhooks::{
+    new_event_id, DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord,
+    NewWebhookEndpoint, NewWebhookEvent, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent,
+    WebhookStore, EVENT_TYPES, JOB_FAILED, JOB_SUBMITTED, JOB_SUCCEEDED, UPLOAD_EXPIRED,
+};
 
 /// Opens the production store (Postgres).
 pub struct PgStore;
@@ -89,7 +98,9 @@ pub struct MpsStatus {
     pub response: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized as the data of the job's webhook events (`store/webhooks.rs`), rendered for
+/// teams by the REST API's job renderer when sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub team: String,
@@ -231,6 +242,7 @@ pub trait Store:
     + NonceStore
     + AccessKeyStore
     + JobLookupStore
+    + WebhookStore
     + Send
     + Sync
     + 'static

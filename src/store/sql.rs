@@ -13,7 +13,7 @@ use sqlx::FromRow;
 use super::codec::{DbId, DbTime};
 use super::db::{Conn, Dialect, Pool, Stmt};
 use super::rows::{job_columns, jobs, JobRow};
-use super::{postgres, sqlite, *};
+use super::{postgres, sqlite, webhooks, *};
 use crate::domain::JobId;
 
 #[derive(FromRow)]
@@ -290,15 +290,40 @@ impl SqlStore {
     }
 
     /// Ends a dispatch under the claim: `set` is the job's new column values, written only
-    /// while the claim is still this one. Returns whether it was.
-    async fn end_dispatch(&self, claim: &ClaimKey, set: Stmt) -> StoreResult<bool> {
+    /// while the claim is still this one. Returns whether it was. `emits`: the change can move
+    /// the job out of `queued` (then its webhook events are recorded with it).
+    async fn end_dispatch(&self, claim: &ClaimKey, set: Stmt, emits: bool) -> StoreResult<bool> {
         let mut stmt = set;
         stmt.push(", lease_owner = NULL, lease_expires_at = NULL, claim_token = NULL WHERE id = ")
             .push_bind(claim.job_id)
             .push(" AND claim_token = ")
             .push_bind(claim.token)
             .push(" AND state = 'queued'");
-        Ok(self.pool.execute(stmt).await? == 1)
+        if emits {
+            self.transition(stmt, true).await
+        } else {
+            Ok(self.pool.execute(stmt).await? == 1)
+        }
+    }
+
+    /// Runs a job transition (`stmt`: an UPDATE of at most one job, without `RETURNING`) and,
+    /// in the same transaction, records the webhook events it causes
+    /// (`webhooks::record_job_events`: `submitted` when it leaves `queued` for MPS, `succeeded`
+    /// or `failed` when it ends). Every transition to those states goes through here, whichever
+    /// path moves the job (dispatch, reconciliation, polling, deadlines, MNS), so an event
+    /// commits exactly when its change does. Returns whether a job changed.
+    async fn transition(&self, mut stmt: Stmt, from_queued: bool) -> StoreResult<bool> {
+        stmt.push(&format!(" RETURNING {}", job_columns(None)));
+        let mut tx = self.pool.begin().await?;
+        let row: Option<JobRow> = tx.conn().fetch_optional(stmt).await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let job = Job::try_from(row)?;
+        webhooks::record_job_events(&mut tx.conn(), &job, from_queued).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Writes `set` while the claim is still held (its lease not expired by the database's
@@ -532,31 +557,29 @@ impl DispatchStore for SqlStore {
         stmt.push(", lease_owner = NULL, lease_expires_at = NULL, claim_token = NULL WHERE id = ")
             .push_bind(id)
             .push(" AND state = 'queued' AND mps_job_id IS NULL");
-        Ok(self.pool.execute(stmt).await? == 1)
+        self.transition(stmt, true).await
     }
 
     async fn fail_in_flight(&self, id: JobId, error: &JobError) -> StoreResult<bool> {
-        let n = self
-            .pool
-            .execute(
-                Stmt::new(
-                    "UPDATE jobs SET state = 'failed', next_poll_at = NULL, last_error = $2, \
+        self.transition(
+            Stmt::new(
+                "UPDATE jobs SET state = 'failed', next_poll_at = NULL, last_error = $2, \
                      updated_at = $3, finished_at = $3, mps_code = COALESCE(mps_code, $4), \
                      mps_message = COALESCE(mps_message, $5) \
                      WHERE id = $1 AND state IN ('submitted', 'snapshotting')",
-                )
-                .bind(id)
-                .bind(json(error))
-                .bind(now())
-                .bind(&error.code)
-                .bind(&error.message),
             )
-            .await?;
-        Ok(n == 1)
+            .bind(id)
+            .bind(json(error))
+            .bind(now())
+            .bind(&error.code)
+            .bind(&error.message),
+            false,
+        )
+        .await
     }
 
     async fn complete_dispatch(&self, claim: &ClaimKey, u: &MpsUpdate) -> StoreResult<bool> {
-        self.end_dispatch(claim, accepted_columns(u)).await
+        self.end_dispatch(claim, accepted_columns(u), true).await
     }
 
     async fn retry_dispatch(
@@ -574,7 +597,7 @@ impl DispatchStore for SqlStore {
         .bind(json(error))
         .bind(now())
         .bind(outcome_unknown);
-        self.end_dispatch(claim, set).await
+        self.end_dispatch(claim, set, false).await
     }
 
     async fn defer_lookup(
@@ -590,7 +613,7 @@ impl DispatchStore for SqlStore {
         .bind(due_at)
         .bind(json(error))
         .bind(now());
-        self.end_dispatch(claim, set).await
+        self.end_dispatch(claim, set, false).await
     }
 
     async fn fail_dispatch(&self, claim: &ClaimKey, error: &JobError) -> StoreResult<bool> {
@@ -603,7 +626,7 @@ impl DispatchStore for SqlStore {
         .bind(now())
         .bind(&error.code)
         .bind(&error.message);
-        self.end_dispatch(claim, set).await
+        self.end_dispatch(claim, set, true).await
     }
 
     async fn release_dispatch(&self, owner: &str) -> StoreResult<u64> {
@@ -647,7 +670,7 @@ impl DispatchStore for SqlStore {
         .bind(u.state.as_str())
         .bind(now())
         .bind(u.next_poll_at);
-        self.pool.execute(bind_mps(stmt, &u.mps)).await?;
+        self.transition(bind_mps(stmt, &u.mps), false).await?;
         Ok(())
     }
 
