@@ -65,6 +65,13 @@ pub struct EmulatorArgs {
     /// Simulate jobs even when ffmpeg is available (no images are made).
     #[arg(long)]
     pub no_ffmpeg: bool,
+    /// An MNS queue of this name on the same listener, bound to every pipeline: each job that
+    /// ends publishes MPS's job message there (MNS's queue API, MNS signatures).
+    #[arg(long, value_name = "NAME")]
+    pub mns_queue: Option<String>,
+    /// The queue's visibility timeout: a received message not deleted comes back after it.
+    #[arg(long, default_value_t = 30_000)]
+    pub mns_visibility_ms: u64,
 }
 
 #[derive(Clone)]
@@ -97,6 +104,10 @@ pub struct EmulatorConfig {
     pub engine_jobs: usize,
     /// Use ffmpeg/ffprobe when found on the PATH (with `oss_dir`); `false`: always simulate.
     pub ffmpeg: bool,
+    /// The MNS queue jobs publish their end to; `None`: no queue.
+    pub mns_queue: Option<String>,
+    /// Its visibility timeout.
+    pub mns_visibility_ms: u64,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -120,6 +131,8 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("oss_dir", &self.oss_dir)
             .field("engine_jobs", &self.engine_jobs)
             .field("ffmpeg", &self.ffmpeg)
+            .field("mns_queue", &self.mns_queue)
+            .field("mns_visibility_ms", &self.mns_visibility_ms)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +159,8 @@ impl Default for EmulatorConfig {
             oss_dir: None,
             engine_jobs: 2,
             ffmpeg: true,
+            mns_queue: None,
+            mns_visibility_ms: 30_000,
         }
     }
 }
@@ -196,6 +211,8 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             oss_dir: a.oss_dir,
             engine_jobs: a.engine_jobs.max(1),
             ffmpeg: !a.no_ffmpeg,
+            mns_queue: a.mns_queue.filter(|q| !q.is_empty()),
+            mns_visibility_ms: a.mns_visibility_ms.max(1),
         })
     }
 }
