@@ -10,7 +10,9 @@
 //!   (the message came back since) answers `404 ReceiptHandleError`.
 //!
 //! Faults (`faults.rs`): lost, duplicated (the copy arrives `mns_delay_ms` later) and delayed
-//! messages. `GET /_emulator/mns` shows counters and the messages in the queue;
+//! messages. With a state directory the queue is durable, as MNS is (`mns-<queue>.jsonl`: one
+//! line per message put and per delete, compacted at start; a message received before a restart
+//! is visible again after it). `GET /_emulator/mns` shows counters and the messages in the queue;
 //! `POST /_emulator/mns/messages` enqueues any body (tests send stale or foreign messages).
 
 use std::collections::VecDeque;
@@ -63,6 +65,94 @@ struct QueueInner {
     messages: VecDeque<Queued>,
     seq: u64,
     stats: MnsStats,
+    log: Option<std::fs::File>,
+}
+
+/// One line of the queue's file.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LogRecord {
+    Put {
+        id: String,
+        body: String,
+        enqueue_ms: i64,
+        visible_at_ms: i64,
+    },
+    Del(String),
+}
+
+impl QueueInner {
+    fn append(&mut self, r: &LogRecord) {
+        use std::io::Write;
+        if let Some(f) = &mut self.log {
+            let mut line = serde_json::to_vec(r).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(e) = f.write_all(&line) {
+                tracing::error!(error = %e, "cannot append to the emulator's MNS queue file");
+            }
+        }
+    }
+}
+
+/// Replays and compacts `<dir>/mns-<name>.jsonl`: the messages not deleted, and the file
+/// opened for appending.
+fn open_log(
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(VecDeque<Queued>, std::fs::File)> {
+    use std::io::{BufRead, Write};
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("mns-{name}.jsonl"));
+    let mut live: Vec<Queued> = Vec::new();
+    if let Ok(f) = std::fs::File::open(&path) {
+        for line in std::io::BufReader::new(f).lines() {
+            // A torn last line is skipped.
+            match serde_json::from_str::<LogRecord>(&line?) {
+                Ok(LogRecord::Put {
+                    id,
+                    body,
+                    enqueue_ms,
+                    visible_at_ms,
+                }) => live.push(Queued {
+                    id,
+                    body,
+                    enqueue_ms,
+                    visible_at_ms,
+                    handle: None,
+                    dequeue_count: 0,
+                    first_dequeue_ms: None,
+                }),
+                Ok(LogRecord::Del(id)) => live.retain(|m| m.id != id),
+                Err(_) => {}
+            }
+        }
+    }
+    let tmp = dir.join(format!("mns-{name}.jsonl.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        for m in &live {
+            let r = LogRecord::Put {
+                id: m.id.clone(),
+                body: m.body.clone(),
+                enqueue_ms: m.enqueue_ms,
+                visible_at_ms: m.visible_at_ms,
+            };
+            let mut line = serde_json::to_vec(&r)?;
+            line.push(b'\n');
+            f.write_all(&line)?;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+    if !live.is_empty() {
+        tracing::info!(
+            queue = name,
+            messages = live.len(),
+            "emulator MNS queue reloaded"
+        );
+    }
+    Ok((live.into(), file))
 }
 
 pub struct MnsQueue {
@@ -73,13 +163,24 @@ pub struct MnsQueue {
 }
 
 impl MnsQueue {
-    pub fn new(name: String, visibility_ms: u64) -> Self {
-        Self {
+    /// The queue, durable in `state_dir` when one is given.
+    pub fn new(
+        name: String,
+        visibility_ms: u64,
+        state_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let mut inner = QueueInner::default();
+        if let Some(dir) = state_dir {
+            let (messages, file) = open_log(dir, &name)?;
+            inner.messages = messages;
+            inner.log = Some(file);
+        }
+        Ok(Self {
             name,
             visibility_ms,
-            inner: Mutex::default(),
+            inner: Mutex::new(inner),
             arrived: tokio::sync::Notify::new(),
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
@@ -97,6 +198,12 @@ impl MnsQueue {
         q.seq += 1;
         let id = format!("{:016X}{:016X}", now_ms(), q.seq);
         let now = now_ms();
+        q.append(&LogRecord::Put {
+            id: id.clone(),
+            body: body.clone(),
+            enqueue_ms: now,
+            visible_at_ms: now + delay_ms as i64,
+        });
         q.messages.push_back(Queued {
             id: id.clone(),
             body,
@@ -130,6 +237,7 @@ impl MnsQueue {
             messages,
             seq,
             stats,
+            ..
         } = &mut *q;
         let mut out = Vec::new();
         for m in messages.iter_mut().filter(|m| m.visible_at_ms <= now) {
@@ -194,7 +302,9 @@ impl MnsQueue {
             // Visible again: the handle expired with the visibility timeout.
             return Err(("MessageNotExist", "Message not exist."));
         }
-        q.messages.remove(i);
+        if let Some(m) = q.messages.remove(i) {
+            q.append(&LogRecord::Del(m.id));
+        }
         q.stats.deleted += 1;
         Ok(())
     }

@@ -113,7 +113,8 @@ impl EmulatorState {
         let mns = config
             .mns_queue
             .clone()
-            .map(|name| MnsQueue::new(name, config.mns_visibility_ms));
+            .map(|name| MnsQueue::new(name, config.mns_visibility_ms, config.state_dir.as_deref()))
+            .transpose()?;
         let notify_pending = if mns.is_some() {
             jobs.iter()
                 .filter(|j| !j.notified)
