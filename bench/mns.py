@@ -22,7 +22,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "snapgate")
+BIN = os.environ.get("SNAPGATE_BENCH_BIN", os.path.join(ROOT, "target", "release", "snapgate"))
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "snapgate_bench_mns"
 QUICK = "--quick" in sys.argv
@@ -116,9 +116,10 @@ def main():
     if LOSE:
         post_json(f"http://127.0.0.1:{EMU_PORT}/_emulator/faults", {"mns_lose_rate": LOSE})
     escaped = TEMPLATE.replace("'", "''")
-    psql("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) "
-         f"SELECT gen_random_uuid(), 'default', 'queued', '{escaped}'::jsonb, '[]', now(), now() FROM generate_series(1, {BACKLOG})")
-    psql("INSERT INTO job_outbox (job_id, due_at) SELECT id, created_at FROM jobs")
+    # Queued jobs: `due_at` set is the delivery queue (migrations/postgres/0003).
+    psql("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at) "
+         f"SELECT gen_random_uuid(), 'default', 'queued', '{escaped}'::jsonb, '[]', now(), now(), now() "
+         f"FROM generate_series(1, {BACKLOG})")
     gw = start("gateway", ["serve"], {
         "DATABASE_URL": f"{PG}/{DB}",
         "SNAPGATE__HTTP__LISTEN": f"127.0.0.1:{GW_PORT}",

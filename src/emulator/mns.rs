@@ -344,19 +344,23 @@ fn mns_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The queue this request names, after MNS's signature and date checks.
+/// Why a request was refused: status, MNS code, message.
+type Refusal = (StatusCode, &'static str, &'static str);
+
+/// The queue this request names, after MNS's signature and date checks; a refusal is answered
+/// with MNS's error body (`mns_error`).
 fn check<'a>(
     state: &'a EmulatorState,
     name: &str,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<&'a MnsQueue, Response> {
+) -> Result<&'a MnsQueue, Refusal> {
     let refuse = |status, code, message| {
         if let Some(q) = &state.mns {
             q.lock().stats.refused += 1;
         }
-        Err(mns_error(status, code, message))
+        Err((status, code, message))
     };
     let Some(queue) = state.mns.as_ref().filter(|q| q.name == name) else {
         return refuse(
@@ -433,7 +437,7 @@ pub async fn receive_messages(
 ) -> Response {
     let queue = match check(&state, &name, &method, &uri, &headers) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err((status, code, message)) => return mns_error(status, code, message),
     };
     let batch = query_param(&uri, "numOfMessages");
     let n = match batch.as_deref().map(str::parse::<u32>) {
@@ -503,7 +507,7 @@ pub async fn delete_message(
 ) -> Response {
     let queue = match check(&state, &name, &method, &uri, &headers) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err((status, code, message)) => return mns_error(status, code, message),
     };
     let Some(handle) = query_param(&uri, "ReceiptHandle") else {
         return mns_error(
