@@ -44,9 +44,16 @@ TEMPLATE = json.dumps({
     "webvtt": None, "pipeline_id": "9bad3801a2c561c22c4df9c6abcd0000", "user_data": "bench"})
 
 
-def psql(sql, db=DB):
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atqc", sql],
-                          check=True, capture_output=True, text=True).stdout.strip()
+def psql(sql, db=DB, tries=5):
+    for i in range(tries):
+        r = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atqc", sql],
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            return r.stdout.strip()
+        if i == tries - 1:
+            raise SystemExit(f"psql failed: {sql}: {r.stderr}")
+        # A busy shared machine: the server may refuse a connection for a moment.
+        time.sleep(1)
 
 
 def start(name, args, extra_env):

@@ -385,8 +385,6 @@ pub async fn get_job(
 /// One MPS response kept for a job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MpsResponseEntry {
-    /// `SubmitSnapshotJob` or `QuerySnapshotJobList` (an answer of MPS), or `MNS:Message` (a
-    /// job message MPS published on the MNS queue; `body` is MPS's message).
     pub action: String,
     pub request_id: Option<String>,
     pub code: Option<String>,
