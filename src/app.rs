@@ -1,8 +1,9 @@
 //! Wiring: [`Application::build`] opens the store, runs migrations if configured, picks the MPS
 //! backend (real MPS, or the in-process emulator when no key is configured: on
 //! `emulator.listen`, with its local object store in `emulator.oss_dir` and its job ledger in
-//! `emulator.state_dir`), says where outputs are linked (real OSS, or that local store), starts
-//! the worker and the webhook delivery worker (`webhooks.enabled`) and binds the listener.
+//! `emulator.state_dir`, and its own MNS queue when `mps.mns` is on), the MNS client, says where
+//! outputs are linked (real OSS, or that local store), starts the worker and the webhook
+//! delivery worker (`webhooks.enabled`) and binds the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::AppState;
 use crate::limits::TeamLimiter;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
+use crate::mps::mns::{MnsClient, MnsClientConfig};
 use crate::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigner};
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
@@ -36,10 +38,15 @@ pub struct Application {
 }
 
 /// The MPS backend `serve` uses: real MPS with the configured key, or else an in-process
-/// emulator with a random key of its own.
+/// emulator with a random key of its own; the MPS client, the emulator, and the MNS client when
+/// `mps.mns` is on (with the same key).
 pub async fn mps_backend(
     settings: &Settings,
-) -> anyhow::Result<(Arc<dyn MpsApi>, Option<EmulatorHandle>)> {
+) -> anyhow::Result<(
+    Arc<dyn MpsApi>,
+    Option<EmulatorHandle>,
+    Option<Arc<MnsClient>>,
+)> {
     let (endpoint, key_id, secret, emulator) = if settings.has_mps_credentials() {
         (
             settings.mps_endpoint(),
@@ -66,6 +73,10 @@ pub async fn mps_backend(
             oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
             oss_cors_origins: e.oss_cors_origins.clone(),
+            // Its own MNS queue, bound to every pipeline, when MNS is on.
+            mns_queue: settings
+                .mns_enabled()
+                .then(|| settings.mps.mns.queue.clone()),
             ..EmulatorConfig::default()
         };
         let handle = crate::emulator::spawn(config).await.with_context(|| {
@@ -80,6 +91,17 @@ pub async fn mps_backend(
     if emulator.is_none() {
         tracing::info!(%endpoint, signature = ?settings.mps.signature, "MPS endpoint");
     }
+    let mns = if settings.mns_enabled() {
+        let mns_endpoint = settings
+            .mps
+            .mns
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| endpoint.clone());
+        Some(mns_client(settings, mns_endpoint, &key_id, &secret)?)
+    } else {
+        None
+    };
     let client = MpsClient::new(MpsClientConfig {
         endpoint,
         access_key_id: key_id,
@@ -89,7 +111,28 @@ pub async fn mps_backend(
         connect_timeout: ms(settings.mps.connect_timeout_ms),
         request_timeout: ms(settings.mps.request_timeout_ms),
     })?;
-    Ok((Arc::new(client), emulator))
+    Ok((Arc::new(client), emulator, mns))
+}
+
+/// The MNS queue client of `mps.mns`, signing with the MPS key.
+pub fn mns_client(
+    settings: &Settings,
+    endpoint: String,
+    key_id: &str,
+    secret: &Secret,
+) -> anyhow::Result<Arc<MnsClient>> {
+    let m = &settings.mps.mns;
+    tracing::info!(%endpoint, queue = %m.queue, grace_s = settings.worker.mns_grace_s, "MPS job messages from MNS; polling only as the safety net");
+    Ok(Arc::new(MnsClient::new(MnsClientConfig {
+        endpoint,
+        queue: m.queue.clone(),
+        access_key_id: key_id.to_string(),
+        access_key_secret: secret.clone(),
+        wait_s: m.wait_s,
+        batch: m.batch,
+        connect_timeout: ms(settings.mps.connect_timeout_ms),
+        request_timeout: ms(settings.mps.request_timeout_ms),
+    })?))
 }
 
 /// Outputs on real OSS: public URLs, presigned with the MPS key when `outputs.presign_ttl_s` > 0.
@@ -128,11 +171,11 @@ impl Application {
     }
 
     pub async fn with_store(settings: Settings, store: DynStore) -> anyhow::Result<Self> {
-        let (mps, emulator) = if settings.worker.enabled {
-            let (mps, emulator) = mps_backend(&settings).await?;
-            (Some(mps), emulator)
+        let (mps, emulator, mns) = if settings.worker.enabled {
+            let (mps, emulator, mns) = mps_backend(&settings).await?;
+            (Some(mps), emulator, mns)
         } else {
-            (None, None)
+            (None, None, None)
         };
         let outputs = match &emulator {
             // The embedded emulator's local store: its files are the outputs.
@@ -143,28 +186,42 @@ impl Application {
             }
             _ => oss_outputs(&settings),
         };
-        let mut app = Self::with_outputs(settings, store, mps, outputs).await?;
+        let mut app = Self::with_outputs(settings, store, mps, outputs, mns).await?;
         app.emulator = emulator;
         Ok(app)
     }
 
     /// Builds with an explicit MPS client (tests point it at their own emulator). With `None`,
-    /// no worker runs in this process. Outputs are linked on real OSS.
+    /// no worker runs in this process. Outputs are linked on real OSS. MNS is on when
+    /// `mps.mns.endpoint` and `mps.mns.queue` are set, signed with `mps.access_key_*`.
     pub async fn with_parts(
         settings: Settings,
         store: DynStore,
         mps: Option<Arc<dyn MpsApi>>,
     ) -> anyhow::Result<Self> {
         let outputs = oss_outputs(&settings);
-        Self::with_outputs(settings, store, mps, outputs).await
+        let mns = match (
+            &settings.mps.mns.endpoint,
+            &settings.mps.access_key_id,
+            &settings.mps.access_key_secret,
+        ) {
+            (Some(endpoint), Some(id), Some(secret))
+                if mps.is_some() && !settings.mps.mns.queue.is_empty() =>
+            {
+                Some(mns_client(&settings, endpoint.clone(), id, secret)?)
+            }
+            _ => None,
+        };
+        Self::with_outputs(settings, store, mps, outputs, mns).await
     }
 
-    /// Builds with an explicit MPS client and output links.
+    /// Builds with an explicit MPS client, output links and (optionally) MNS client.
     pub async fn with_outputs(
         settings: Settings,
         store: DynStore,
         mps: Option<Arc<dyn MpsApi>>,
         outputs: OutputService,
+        mns: Option<Arc<MnsClient>>,
     ) -> anyhow::Result<Self> {
         let outputs = Arc::new(outputs);
         let listener = TcpListener::bind(&settings.http.listen)
@@ -172,8 +229,13 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
         crate::metrics::handle();
         let signals = WorkerSignals::default();
-        let worker =
-            mps.map(|mps| Arc::new(Worker::new(store.clone(), mps, &settings, signals.clone())));
+        let worker = mps.map(|mps| {
+            let w = Worker::new(store.clone(), mps, &settings, signals.clone());
+            Arc::new(match mns {
+                Some(client) => w.with_mns(client),
+                None => w,
+            })
+        });
         let limiter = Arc::new(TeamLimiter::new(
             settings.limits.team_requests_per_second,
             settings.limits.team_burst,

@@ -36,6 +36,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the emulator's many flags need no box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the REST API and the worker (the default configuration needs nothing else).
     #[command(after_help = CONFIG_HELP)]

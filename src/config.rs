@@ -33,6 +33,8 @@ const STRING_KEYS: &[&str] = &[
     "mps.access_key_id",
     "mps.access_key_secret",
     "mps.signature",
+    "mps.mns.endpoint",
+    "mps.mns.queue",
     "emulator.listen",
     "emulator.oss_dir",
     "emulator.state_dir",
@@ -92,6 +94,27 @@ pub struct MpsSettings {
     pub signature: SignatureMethod,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// MPS's job messages through an MNS queue (polling then only as the safety net).
+    pub mns: MnsSettings,
+}
+
+/// The MNS queue bound to the MPS pipelines (`[mps.mns]`). Used when `queue` is set and there
+/// is an endpoint: `endpoint`, or on the embedded default the built-in emulator's own queue.
+/// Signed with the MPS access key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MnsSettings {
+    /// `https://<account-id>.mns.<region>.aliyuncs.com`; unset: the embedded emulator's queue
+    /// (with real MPS and no endpoint, MNS is off).
+    pub endpoint: Option<String>,
+    /// The queue's name; empty: MNS off.
+    pub queue: String,
+    /// Long-poll wait of each `ReceiveMessage`, 1 to 30 s.
+    pub wait_s: u32,
+    /// Messages per receive, 1 to 16.
+    pub batch: u32,
+    /// Messages applied at once.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -140,6 +163,9 @@ pub struct WorkerSettings {
     pub job_deadline_s: u64,
     pub not_found_timeout_s: u64,
     pub lookup_max_pages: u32,
+    /// With MNS on: a job is first queried only this long after the time MPS is expected to
+    /// take (learned), so a job whose message was lost still ends.
+    pub mns_grace_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -239,6 +265,19 @@ impl Default for MpsSettings {
             signature: SignatureMethod::V1,
             connect_timeout_ms: 3_000,
             request_timeout_ms: 10_000,
+            mns: MnsSettings::default(),
+        }
+    }
+}
+
+impl Default for MnsSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            queue: "snapgate-mps".into(),
+            wait_s: 10,
+            batch: 16,
+            concurrency: 8,
         }
     }
 }
@@ -282,6 +321,7 @@ impl Default for WorkerSettings {
             job_deadline_s: 86_400,
             not_found_timeout_s: 600,
             lookup_max_pages: 50,
+            mns_grace_s: 15,
         }
     }
 }
@@ -459,6 +499,22 @@ impl Settings {
             self.webhooks.lease_ms > self.webhooks.timeout_ms,
             "webhooks.lease_ms must exceed webhooks.timeout_ms (a lease outlives its attempt)"
         );
+        let mns = &self.mps.mns;
+        anyhow::ensure!(
+            (1..=crate::mps::mns::MAX_WAIT_S).contains(&mns.wait_s),
+            "mps.mns.wait_s must be from 1 to 30"
+        );
+        anyhow::ensure!(
+            (1..=crate::mps::mns::MAX_BATCH).contains(&mns.batch),
+            "mps.mns.batch must be from 1 to 16"
+        );
+        anyhow::ensure!(mns.concurrency > 0, "mps.mns.concurrency must be > 0");
+        anyhow::ensure!(
+            mns.queue
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "mps.mns.queue must be letters, digits and '-'"
+        );
         anyhow::ensure!(
             self.emulator.listen.parse::<std::net::SocketAddr>().is_ok(),
             "emulator.listen must be an address such as 127.0.0.1:8081"
@@ -469,6 +525,12 @@ impl Settings {
     /// True when real MPS credentials are configured; otherwise `serve` embeds the emulator.
     pub fn has_mps_credentials(&self) -> bool {
         self.mps.access_key_id.is_some() && self.mps.access_key_secret.is_some()
+    }
+
+    /// Whether MNS is used: a queue name and an endpoint (or the embedded emulator's queue).
+    pub fn mns_enabled(&self) -> bool {
+        !self.mps.mns.queue.is_empty()
+            && (self.mps.mns.endpoint.is_some() || !self.has_mps_credentials())
     }
 
     /// The MPS base URL: the explicit endpoint, or the region's public endpoint.

@@ -9,8 +9,12 @@
 //! `snapgate_retries_total{code}`, `snapgate_reconciliations_total{outcome}`,
 //! `snapgate_idempotent_replays_total`, `snapgate_rejected_requests_total{reason}`,
 //! `snapgate_mps_up` (0 while dispatch is paused for an outage or refused credentials),
-//! `snapgate_duplicate_mps_jobs_total`. Label values are bounded: route templates, the standard
-//! HTTP methods (others count as `other`), MPS codes.
+//! `snapgate_duplicate_mps_jobs_total`, `snapgate_mns_messages_total{outcome}` (MNS job
+//! messages by what became of them: `applied`, `duplicate`, `unknown_job`, `other_mps_job`,
+//! `not_snapshot`, `not_final`, `malformed`, `not_yet_submitted`, `error`),
+//! `snapgate_mns_calls_total{action,code}` (MNS receives and deletes that failed, by code).
+//! Label values are bounded: route templates, the standard HTTP methods (others count as
+//! `other`), MPS and MNS codes.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -64,6 +68,17 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     metrics::histogram!("snapgate_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     res
+}
+
+/// Counts one MNS job message by its outcome (a fixed set: see the module docs).
+pub fn mns_message(outcome: &'static str) {
+    metrics::counter!("snapgate_mns_messages_total", "outcome" => outcome).increment(1);
+}
+
+/// Counts an MNS call that failed (`action` `ReceiveMessage` or `DeleteMessage`).
+pub fn mns_call_failed(action: &'static str, code: &str) {
+    metrics::counter!("snapgate_mns_calls_total", "action" => action, "code" => code.to_string())
+        .increment(1);
 }
 
 /// Records one MPS call.

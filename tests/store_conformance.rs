@@ -506,6 +506,10 @@ async fn polls_are_claimed_recorded_and_never_regress(s: DynStore) {
     .unwrap();
     // A late, stale answer does not move a final job back.
     s.record_poll(j.id, &accepted("mps-1")).await.unwrap();
+    // An MNS message names the job by its MPS id.
+    let by_mps = s.job_by_mps_job_id("mps-1").await.unwrap().unwrap();
+    assert_eq!(by_mps.id, j.id);
+    assert!(s.job_by_mps_job_id("mps-2").await.unwrap().is_none());
     let job = s.get_job(None, j.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.mps.count, Some(3));

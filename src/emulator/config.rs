@@ -72,6 +72,13 @@ pub struct EmulatorArgs {
     /// A browser origin the local store allows (CORS; repeatable; default `*`: any).
     #[arg(long = "oss-cors-origin", value_name = "ORIGIN")]
     pub oss_cors_origins: Vec<String>,
+    /// An MNS queue of this name on the same listener, bound to every pipeline: each job that
+    /// ends publishes MPS's job message there (MNS's queue API, MNS signatures).
+    #[arg(long, value_name = "NAME")]
+    pub mns_queue: Option<String>,
+    /// The queue's visibility timeout: a received message not deleted comes back after it.
+    #[arg(long, default_value_t = 30_000)]
+    pub mns_visibility_ms: u64,
 }
 
 #[derive(Clone)]
@@ -108,6 +115,10 @@ pub struct EmulatorConfig {
     pub oss_region: Option<String>,
     /// Browser origins the local store allows (CORS); `"*"`: any.
     pub oss_cors_origins: Vec<String>,
+    /// The MNS queue jobs publish their end to; `None`: no queue.
+    pub mns_queue: Option<String>,
+    /// Its visibility timeout.
+    pub mns_visibility_ms: u64,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -133,6 +144,8 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("ffmpeg", &self.ffmpeg)
             .field("oss_region", &self.oss_region)
             .field("oss_cors_origins", &self.oss_cors_origins)
+            .field("mns_queue", &self.mns_queue)
+            .field("mns_visibility_ms", &self.mns_visibility_ms)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +174,8 @@ impl Default for EmulatorConfig {
             ffmpeg: true,
             oss_region: None,
             oss_cors_origins: vec!["*".into()],
+            mns_queue: None,
+            mns_visibility_ms: 30_000,
         }
     }
 }
@@ -217,6 +232,8 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             } else {
                 a.oss_cors_origins
             },
+            mns_queue: a.mns_queue.filter(|q| !q.is_empty()),
+            mns_visibility_ms: a.mns_visibility_ms.max(1),
         })
     }
 }

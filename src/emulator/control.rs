@@ -24,7 +24,7 @@ pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value>
         .iter()
         .map(|j| {
             let mut v = j.to_json(now, state.timing);
-            v["Emulator"] = j.emulator_view();
+            v["Emulator"] = j.ledger_view(now, state.timing);
             v
         })
         .collect();
@@ -39,8 +39,9 @@ pub async fn get_ledger_job(
     let inner = state.lock();
     match inner.by_id.get(&id).map(|&i| &inner.jobs[i]) {
         Some(j) => {
-            let mut v = j.to_json(jobs::now_ms(), state.timing);
-            v["Emulator"] = j.emulator_view();
+            let now = jobs::now_ms();
+            let mut v = j.to_json(now, state.timing);
+            v["Emulator"] = j.ledger_view(now, state.timing);
             Json(v).into_response()
         }
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such job"}))).into_response(),

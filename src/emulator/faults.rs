@@ -15,6 +15,10 @@
 //! | `drop_next_submits` | the next N submits create their job, then the connection closes with no answer |
 //! | `throttle_next_submits` / `throttle_next_queries` | the next N calls answer `Throttling.User` (400), nothing done |
 //! | `unavailable_next_submits` / `unavailable_next_queries` | the next N calls answer `ServiceUnavailable` (503), nothing done |
+//! | `mns_lose_rate` / `mns_lose_next` | fraction of job messages (the next N) never published to the MNS queue |
+//! | `mns_duplicate_rate` / `mns_duplicate_next` | fraction of job messages (the next N) published twice, the copy `mns_delay_ms` later |
+//! | `mns_delay_rate` / `mns_delay_next` | fraction of job messages (the next N) visible only `mns_delay_ms` after the job ended |
+//! | `mns_delay_ms` | the delay of delayed messages and of duplicate copies |
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +37,13 @@ pub struct Faults {
     pub throttle_next_queries: u64,
     pub unavailable_next_submits: u64,
     pub unavailable_next_queries: u64,
+    pub mns_lose_rate: f64,
+    pub mns_lose_next: u64,
+    pub mns_duplicate_rate: f64,
+    pub mns_duplicate_next: u64,
+    pub mns_delay_rate: f64,
+    pub mns_delay_next: u64,
+    pub mns_delay_ms: u64,
 }
 
 /// A partial update: every field optional.
@@ -49,6 +60,13 @@ pub struct FaultsUpdate {
     throttle_next_queries: Option<u64>,
     unavailable_next_submits: Option<u64>,
     unavailable_next_queries: Option<u64>,
+    mns_lose_rate: Option<f64>,
+    mns_lose_next: Option<u64>,
+    mns_duplicate_rate: Option<f64>,
+    mns_duplicate_next: Option<u64>,
+    mns_delay_rate: Option<f64>,
+    mns_delay_next: Option<u64>,
+    mns_delay_ms: Option<u64>,
 }
 
 impl Faults {
@@ -57,16 +75,28 @@ impl Faults {
             list_delay_ms: c.list_delay_ms,
             slow_ms: c.slow_ms,
             slow_rate: c.slow_rate,
+            mns_delay_ms: 1000,
             ..Self::default()
         }
     }
 
     pub(super) fn apply(&mut self, u: FaultsUpdate) -> Result<(), String> {
-        if let Some(r) = u.slow_rate {
-            if !(0.0..=1.0).contains(&r) {
-                return Err("slow_rate must be between 0 and 1".into());
+        for (name, rate, field) in [
+            ("slow_rate", u.slow_rate, &mut self.slow_rate),
+            ("mns_lose_rate", u.mns_lose_rate, &mut self.mns_lose_rate),
+            (
+                "mns_duplicate_rate",
+                u.mns_duplicate_rate,
+                &mut self.mns_duplicate_rate,
+            ),
+            ("mns_delay_rate", u.mns_delay_rate, &mut self.mns_delay_rate),
+        ] {
+            if let Some(r) = rate {
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("{name} must be between 0 and 1"));
+                }
+                *field = r;
             }
-            self.slow_rate = r;
         }
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = u.$f { self.$f = v; } )* };
@@ -80,7 +110,11 @@ impl Faults {
             throttle_next_submits,
             throttle_next_queries,
             unavailable_next_submits,
-            unavailable_next_queries
+            unavailable_next_queries,
+            mns_lose_next,
+            mns_duplicate_next,
+            mns_delay_next,
+            mns_delay_ms
         );
         Ok(())
     }

@@ -61,6 +61,15 @@ pub struct Job {
     /// The local engine is working on it now (not persisted: a restart runs it again).
     #[serde(skip)]
     pub running: bool,
+    /// When the local engine finished it (Unix ms); a simulated job ends at its age.
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+    /// `QuerySnapshotJobList` calls that named it by id (not persisted).
+    #[serde(skip)]
+    pub queries: u64,
+    /// Its end was published to the MNS queue (or lost by a fault): never twice by itself.
+    #[serde(default)]
+    pub notified: bool,
 }
 
 /// The emulator's timing of a simulated job.
@@ -112,12 +121,61 @@ impl Job {
         }
     }
 
+    /// When it became final (Unix ms), if it is.
+    pub fn final_at_ms(&self, now_ms: i64, t: Timing) -> Option<i64> {
+        if self.engine {
+            return self
+                .done
+                .then(|| self.finished_ms.unwrap_or(self.created_ms));
+        }
+        if self.sync {
+            return Some(self.created_ms);
+        }
+        let at = self.created_ms + t.process_ms as i64;
+        (now_ms >= at).then_some(at)
+    }
+
     /// What the emulator knows beyond MPS's fields: how the job is made and its output manifest.
     pub fn emulator_view(&self) -> Value {
         serde_json::json!({
             "engine": if self.engine { "ffmpeg" } else { "simulated" },
             "outputs": self.outputs,
         })
+    }
+
+    /// The ledger's view (`/_emulator/jobs`): [`Job::emulator_view`] plus, for tests and
+    /// benchmarks, the queries that named the job, when it ended and whether MNS was told.
+    pub fn ledger_view(&self, now_ms: i64, t: Timing) -> Value {
+        let mut v = self.emulator_view();
+        v["queries"] = json!(self.queries);
+        v["finished_at_ms"] = json!(self.final_at_ms(now_ms, t));
+        v["notified"] = json!(self.notified);
+        v
+    }
+
+    /// The message MPS publishes to MNS when the job ends (API.md §5.2, notes §1.2): every key
+    /// in both casings, `Count` as a number, `code`/`msg` on failure; plus the emulator's
+    /// `Emulator` object (as in query answers), so a job ended by its message has its manifest.
+    pub fn to_notification(&self, now_ms: i64, t: Timing, request_id: &str) -> Value {
+        let q = self.to_json(now_ms, t);
+        let state = q["State"].clone();
+        let mut m = json!({
+            "jobId": self.id, "JobId": self.id,
+            "requestId": request_id, "RequestId": request_id,
+            "type": "Snapshot", "Type": "Snapshot",
+            "state": state, "State": state,
+            "userData": self.user_data, "UserData": self.user_data,
+            "Count": self.count,
+        });
+        if let Some(tc) = self.tile_count {
+            m["TileCount"] = json!(tc);
+        }
+        if let Some(f) = self.failure.as_ref().filter(|_| q["State"] == "Fail") {
+            m["code"] = json!(f.code);
+            m["msg"] = json!(f.message);
+        }
+        m["Emulator"] = self.emulator_view();
+        m
     }
 
     /// A `SnapshotJob` as queries answer it: MPS's fields, plus the emulator's own `Emulator`

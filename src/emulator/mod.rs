@@ -20,10 +20,14 @@
 //! - `engine.rs`: the local engine: with a local store and ffmpeg on the PATH, jobs really run
 //!   and write their snapshots, sprites and WebVTT into the store. Queries answer a final job
 //!   with an extra `Emulator` object holding its output manifest (real MPS has none).
+//! - `mns.rs`: the MNS queue (`--mns-queue`): jobs that end publish MPS's job message there;
+//!   MNS's `ReceiveMessage`/`DeleteMessage` with MNS signatures, visibility timeout, receipt
+//!   handles, and lost, duplicated and delayed messages as faults.
 //! - `state.rs`: `EmulatorState`, the shared state: the ledger, faults, nonces, QPS windows,
-//!   call counters, and the hand-over of jobs to the engine.
+//!   call counters, the hand-over of jobs to the engine, and publishing ended jobs to the queue.
 //! - `rpc.rs`: the MPS RPC endpoint (`/`), an adapter: the two actions and MPS's error bodies.
-//! - `control.rs`: the emulator's own endpoints (`/_emulator/jobs`, `stats`, `faults`).
+//! - `control.rs`: the emulator's own endpoints (`/_emulator/jobs`, `stats`, `faults`; the
+//!   queue's `/_emulator/mns` are in `mns.rs`).
 
 mod auth;
 mod config;
@@ -33,6 +37,7 @@ mod error;
 mod faults;
 mod jobs;
 mod ledger;
+mod mns;
 mod oss;
 mod oss_post;
 mod rpc;
@@ -102,6 +107,13 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         .route("/{bucket}/", bucket_routes())
         .route(oss::CALLBACK_PUB_KEY_PATH, get(oss::callback_pub_key))
         .route("/_emulator/stats", get(control::stats))
+        // MNS's queue API (a static first segment wins over the object routes' `{bucket}`).
+        .route(
+            "/queues/{name}/messages",
+            get(mns::receive_messages).delete(mns::delete_message),
+        )
+        .route("/_emulator/mns", get(mns::stats))
+        .route("/_emulator/mns/messages", axum::routing::post(mns::inject))
         .route(
             "/_emulator/faults",
             get(control::get_faults).post(control::set_faults),
@@ -133,6 +145,20 @@ pub async fn spawn(mut config: EmulatorConfig) -> anyhow::Result<EmulatorHandle>
     });
     let callback_pub_key_url = state.store.callback_pub_key_url();
     let stop = state.stop.clone();
+    if state.mns.is_some() {
+        // Jobs end by their age or in the engine: look for ended ones every 10 ms.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => st.publish_ended(),
+                    _ = st.stop.cancelled() => break,
+                }
+            }
+        });
+    }
     let app = router(state);
     let token = stop.clone();
     let task = tokio::spawn(async move {

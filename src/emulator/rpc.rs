@@ -242,6 +242,9 @@ async fn submit(state: &Arc<EmulatorState>, p: &BTreeMap<String, String>) -> Res
         engine: real,
         done: false,
         running: false,
+        finished_ms: None,
+        queries: 0,
+        notified: false,
     };
     let id = job.id.clone();
     let sync = job.sync;
@@ -294,7 +297,7 @@ pub const MAX_QUERY_IDS: usize = 10;
 fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
     let t = state.timing;
     let now = jobs::now_ms();
-    let inner = state.lock();
+    let mut inner = state.lock();
     let delay = inner.faults.list_delay_ms;
     if let Some(ids) = p.get("SnapshotJobIds").filter(|s| !s.is_empty()) {
         let ids: Vec<&str> = ids
@@ -311,6 +314,10 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for id in ids {
+            // Every query naming a job is counted on it (`Emulator.queries`).
+            if let Some(&i) = inner.by_id.get(id) {
+                inner.jobs[i].queries += 1;
+            }
             match inner.by_id.get(id).map(|&i| &inner.jobs[i]) {
                 Some(job) if job.listed(now, delay) => found.push(job.to_query_json(now, t)),
                 // Not (yet) visible to queries: MPS reports it as unknown.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRef;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Nonces;
@@ -19,6 +19,7 @@ use super::engine::{self, Engine, Outcome};
 use super::faults::Faults;
 use super::jobs::{Failure, Job, Timing};
 use super::ledger::LedgerFile;
+use super::mns::{MnsQueue, Publish};
 use super::oss::{LocalOss, OssRoutes, StoreContext};
 
 /// Calls within the last second, for the per-account QPS limits.
@@ -58,12 +59,18 @@ pub(super) struct Inner {
     pub(super) query_window: Window,
     /// Calls by action and outcome code (`/_emulator/stats`).
     pub(super) calls: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Jobs whose end is still to be published to the MNS queue (only with one).
+    notify_pending: Vec<String>,
+    notify: bool,
 }
 
 impl Inner {
     pub(super) fn push(&mut self, job: Job) {
         if let Some(l) = &mut self.ledger {
             l.append(&job);
+        }
+        if self.notify && !job.notified {
+            self.notify_pending.push(job.id.clone());
         }
         self.by_id.insert(job.id.clone(), self.jobs.len());
         self.jobs.push(job);
@@ -80,6 +87,8 @@ pub struct EmulatorState {
     pub(super) engine: Option<Engine>,
     /// Cancelled at shutdown: engine work stops (and runs again after a restart).
     pub(crate) stop: CancellationToken,
+    /// The MNS queue jobs publish their end to (`--mns-queue`).
+    pub(super) mns: Option<MnsQueue>,
 }
 
 impl EmulatorState {
@@ -102,6 +111,19 @@ impl EmulatorState {
             .map(|(i, j)| (j.id.clone(), i))
             .collect();
         let oss = config.oss_dir.clone().map(LocalOss::new);
+        let mns = config
+            .mns_queue
+            .clone()
+            .map(|name| MnsQueue::new(name, config.mns_visibility_ms, config.state_dir.as_deref()))
+            .transpose()?;
+        let notify_pending = if mns.is_some() {
+            jobs.iter()
+                .filter(|j| !j.notified)
+                .map(|j| j.id.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let engine = match &oss {
             None => {
                 tracing::info!("no local object store (--oss-dir): snapshot jobs are simulated");
@@ -138,7 +160,10 @@ impl EmulatorState {
                 submit_window: Window::default(),
                 query_window: Window::default(),
                 calls: BTreeMap::new(),
+                notify: mns.is_some(),
+                notify_pending,
             }),
+            mns,
             config,
         })
     }
@@ -251,6 +276,7 @@ impl EmulatorState {
         let job = &mut inner.jobs[i];
         job.running = false;
         job.done = true;
+        job.finished_ms = Some(super::jobs::now_ms());
         job.failure = o.failure;
         let sprites = job.request.as_ref().is_some_and(|r| r.sprite.is_some());
         if let Some(m) = &o.manifest {
@@ -262,6 +288,70 @@ impl EmulatorState {
         let job = job.clone();
         if let Some(l) = &mut inner.ledger {
             l.append(&job);
+        }
+    }
+
+    /// Publishes the end of every job that ended since the last call to the MNS queue, with
+    /// the MNS faults (lost, duplicated, delayed). Each job is published once (`notified`,
+    /// kept in the ledger).
+    pub(super) fn publish_ended(&self) {
+        let Some(queue) = &self.mns else {
+            return;
+        };
+        let now = super::jobs::now_ms();
+        let mut out = Vec::new();
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            if inner.notify_pending.is_empty() {
+                return;
+            }
+            let pending = std::mem::take(&mut inner.notify_pending);
+            for id in pending {
+                let Some(&i) = inner.by_id.get(&id) else {
+                    continue;
+                };
+                if inner.jobs[i].final_at_ms(now, self.timing).is_none() {
+                    inner.notify_pending.push(id);
+                    continue;
+                }
+                let f = &mut inner.faults;
+                let rng = &mut inner.rng;
+                let mut roll = |next: &mut u64, rate: f64| {
+                    super::faults::take(next) || rng.gen_bool(rate.clamp(0.0, 1.0))
+                };
+                let lost = roll(&mut f.mns_lose_next, f.mns_lose_rate);
+                let duplicated = !lost && roll(&mut f.mns_duplicate_next, f.mns_duplicate_rate);
+                let delayed = !lost && roll(&mut f.mns_delay_next, f.mns_delay_rate);
+                let delay_ms = f.mns_delay_ms;
+                let job = &mut inner.jobs[i];
+                job.notified = true;
+                let job = job.clone();
+                if let Some(l) = &mut inner.ledger {
+                    l.append(&job);
+                }
+                let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+                let body = job
+                    .to_notification(now, self.timing, &request_id)
+                    .to_string();
+                out.push((
+                    body,
+                    lost,
+                    duplicated,
+                    delayed.then_some(delay_ms),
+                    delay_ms,
+                ));
+            }
+        }
+        for (body, lost, duplicated, delay, copy_delay) in out {
+            if lost {
+                queue.count_lost();
+                continue;
+            }
+            if duplicated {
+                queue.enqueue(body.clone(), copy_delay, Publish::Duplicate);
+            }
+            queue.enqueue(body, delay.unwrap_or(0), Publish::Job);
         }
     }
 

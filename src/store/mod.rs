@@ -341,8 +341,11 @@ pub trait DispatchStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Job>>;
-    /// Records a status answer. Never moves a final job back.
+    /// Records a status answer (a query's, or an MNS job message's). Never moves a final job
+    /// back.
     async fn record_poll(&self, id: JobId, update: &MpsUpdate) -> StoreResult<()>;
+    /// The job MPS knows as `mps_job_id` (an MNS message names its job so).
+    async fn job_by_mps_job_id(&self, mps_job_id: &str) -> StoreResult<Option<Job>>;
     /// Postpones a poll (the query failed).
     async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()>;
     /// MPS did not list this job: postpones its poll and returns since when MPS has not known it.

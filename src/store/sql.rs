@@ -674,6 +674,20 @@ impl DispatchStore for SqlStore {
         Ok(())
     }
 
+    async fn job_by_mps_job_id(&self, mps_job_id: &str) -> StoreResult<Option<Job>> {
+        self.pool
+            .fetch_optional::<JobRow>(
+                Stmt::new(format!(
+                    "SELECT {} FROM jobs WHERE mps_job_id = $1",
+                    job_columns(None)
+                ))
+                .bind(mps_job_id),
+            )
+            .await?
+            .map(Job::try_from)
+            .transpose()
+    }
+
     async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()> {
         self.pool
             .execute(

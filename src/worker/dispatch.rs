@@ -490,6 +490,7 @@ impl Worker {
     /// Status refresh cadence for a job MPS accepted at `submitted`: the first poll when MPS
     /// usually finishes (learned from the jobs seen so far; `status_poll_min_ms` until then),
     /// later ones slower as the job ages, within [status_poll_min_ms, status_poll_max_ms].
+    /// With MNS on, no poll before `worker.mns_grace_s` past the expected end.
     pub(super) fn poll_interval(&self, submitted: chrono::DateTime<chrono::Utc>) -> Duration {
         let min = Duration::from_millis(self.cfg.status_poll_min_ms);
         let max =
@@ -506,7 +507,13 @@ impl Worker {
         } else {
             age / 4
         };
-        wait.clamp(min, max)
+        let wait = wait.clamp(min, max);
+        if self.mns.is_none() {
+            return wait;
+        }
+        // MNS announces the end: query only once the message is overdue (the safety net).
+        let overdue_at = expected + Duration::from_secs(self.cfg.mns_grace_s);
+        wait.max(overdue_at.saturating_sub(age))
     }
 
     /// Learns how long MPS takes from submit to a final state (moving average).

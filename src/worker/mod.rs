@@ -1,6 +1,8 @@
-//! Background work: the dispatcher (claims queued jobs and submits them to MPS, `dispatch.rs`)
-//! and the status poller (asks MPS about in-flight jobs, `poll.rs`). A handler never calls MPS:
-//! it writes to the store and nudges the worker through [`WorkerSignals`].
+//! Background work: the dispatcher (claims queued jobs and submits them to MPS, `dispatch.rs`),
+//! the status poller (asks MPS about in-flight jobs, `poll.rs`) and, with `mps.mns` on, the MNS
+//! consumer (applies the job messages MPS publishes, `mns.rs`; polling is then the safety net).
+//! A handler never calls MPS: it writes to the store and nudges the worker through
+//! [`WorkerSignals`].
 //!
 //! Exactly-once delivery rests on three things:
 //! 1. the job and its outbox entry are written in one transaction (store);
@@ -10,6 +12,7 @@
 
 mod dispatch;
 pub mod health;
+pub mod mns;
 pub mod mps_params;
 mod poll;
 
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Settings, WorkerSettings};
 use crate::domain::JobId;
 use crate::mps::client::MpsApi;
+use crate::mps::mns::MnsClient;
 use crate::store::{self, DynStore};
 
 /// In-process wake-ups between the API and the worker. Across replicas, Postgres
@@ -65,6 +69,9 @@ pub struct Worker {
     health: Arc<health::MpsHealth>,
     /// Learned time MPS takes from submit to a final state, in ms (0: not known yet).
     expected_duration_ms: std::sync::atomic::AtomicU64,
+    /// The MNS queue MPS announces job ends on (`mps.mns`); polling is then the safety net.
+    mns: Option<Arc<MnsClient>>,
+    mns_concurrency: usize,
 }
 
 /// What one round did.
@@ -97,7 +104,16 @@ impl Worker {
             mps_timeout: Duration::from_millis(settings.mps.request_timeout_ms),
             health: Arc::new(health::MpsHealth::default()),
             expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
+            mns: None,
+            mns_concurrency: settings.mps.mns.concurrency.max(1),
         }
+    }
+
+    /// Listens to MPS's job messages on this MNS queue; a job is then first queried only
+    /// `worker.mns_grace_s` past its expected end (the safety net for lost messages).
+    pub fn with_mns(mut self, client: Arc<MnsClient>) -> Self {
+        self.mns = Some(client);
+        self
     }
 
     /// This worker's lease owner name.
@@ -166,7 +182,15 @@ impl Worker {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { me.poll_loop(shutdown).await })
         };
+        let consumer = self.mns.clone().map(|client| {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.mns_loop(&client, shutdown).await })
+        });
         let _ = tokio::join!(dispatcher, poller);
+        if let Some(c) = consumer {
+            let _ = c.await;
+        }
         match self.store.release_dispatch(&self.owner).await {
             Ok(n) => tracing::info!(released = n, owner = %self.owner, "worker stopped"),
             Err(e) => {
