@@ -352,6 +352,7 @@ mod tests {
             last_error: None,
             mps,
             submitted_at: None,
+            preset: None,
         }
     }
 

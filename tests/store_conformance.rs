@@ -24,6 +24,7 @@ fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
         request,
         warnings,
         created_at: at,
+        preset: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod health;
 pub mod jobs;
 pub mod mps_rpc;
 pub mod outputs;
+pub mod presets;
 pub mod schema;
 mod state;
 
@@ -37,7 +38,7 @@ pub use state::AppState;
         title = "snapgate",
         description = "A gateway for Alibaba Cloud MPS snapshot jobs: validated, recorded, delivered exactly once, tracked."
     ),
-    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)")),
+    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)"), (name = "presets", description = "Named, versioned job requests"), (name = "uploads", description = "Browser uploads straight to OSS, and their jobs")),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -88,6 +89,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::list_mps_responses))
         .routes(routes!(outputs::get_storyboard_vtt))
         .routes(routes!(outputs::get_storyboard_json))
+        .routes(routes!(presets::create_preset, presets::list_presets))
+        .routes(routes!(presets::get_preset))
         .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -16,6 +16,7 @@ mod rows;
 mod rpc;
 mod sql;
 mod sqlite;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use crate::clock::now;
 pub use postgres::NOTIFY_CHANNEL;
 pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
 pub use sql::SqlStore;
+pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
 
 /// Opens the production store (Postgres).
 pub struct PgStore;
@@ -103,6 +105,8 @@ pub struct Job {
     pub mps: MpsStatus,
     /// When MPS accepted the job.
     pub submitted_at: Option<DateTime<Utc>>,
+    /// The preset (`name@version`) the request was resolved from.
+    pub preset: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +116,8 @@ pub struct NewJob {
     pub request: JobRequest,
     pub warnings: Vec<Warning>,
     pub created_at: DateTime<Utc>,
+    /// The preset (`name@version`) the request was resolved from.
+    pub preset: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +237,8 @@ pub trait Store:
     + NonceStore
     + AccessKeyStore
     + JobLookupStore
+    + PresetStore
+    + UploadStore
     + Send
     + Sync
     + 'static
