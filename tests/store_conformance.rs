@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Duration;
-use serde_json::json;
+use serde_json::{json, Value};
 use snapgate::domain::{validate_request, JobId, JobState};
 use snapgate::store::{
     self, CreateOutcome, DynStore, JobError, JobFilter, MpsResponseRecord, MpsStatus, MpsUpdate,
@@ -657,6 +657,146 @@ async fn teams_are_created_once_and_listed_by_name(s: DynStore) {
     assert!(s.team_exists("zeta").await.unwrap());
 }
 
+async fn presets_number_versions_and_find_a_body_again(s: DynStore) {
+    let now = store::now();
+    let a = json!({"output": {"location": "oss-cn-shanghai", "bucket": "m", "object": "a.jpg"}});
+    let b = json!({"output": {"location": "oss-cn-shanghai", "bucket": "m", "object": "b.jpg"}});
+    let (p1, new1) = s.create_preset("t", "thumbs", &a, "fa", now).await.unwrap();
+    assert_eq!((p1.version, new1), (1, true));
+    let (p2, new2) = s.create_preset("t", "thumbs", &b, "fb", now).await.unwrap();
+    assert_eq!((p2.version, new2), (2, true));
+    let (again, new3) = s.create_preset("t", "thumbs", &a, "fa", now).await.unwrap();
+    assert_eq!(
+        (again.version, new3),
+        (1, false),
+        "the same body is the version it already is"
+    );
+    // Another team numbers its own versions.
+    let (other, _) = s.create_preset("u", "thumbs", &b, "fb", now).await.unwrap();
+    assert_eq!(other.version, 1);
+    assert_eq!(
+        s.get_preset("t", "thumbs", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        b
+    );
+    assert_eq!(
+        s.get_preset("t", "thumbs", Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        a
+    );
+    assert!(s
+        .get_preset("t", "thumbs", Some(3))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.get_preset("v", "thumbs", None).await.unwrap().is_none());
+    let list: Vec<String> = s
+        .list_presets("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.reference())
+        .collect();
+    assert_eq!(list, ["thumbs@1", "thumbs@2"]);
+    // Racing creators of different bodies get different numbers.
+    let bodies: Vec<Value> = (0..8).map(|i| json!({"n": i})).collect();
+    let tasks: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let (s, body) = (s.clone(), body.clone());
+            tokio::spawn(async move {
+                s.create_preset("t", "race", &body, &format!("f{i}"), now)
+                    .await
+                    .unwrap()
+                    .0
+                    .version
+            })
+        })
+        .collect();
+    let mut versions: Vec<u32> = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<u32>>());
+}
+
+fn upload(id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>, ttl_s: i64) -> store::UploadRecord {
+    store::UploadRecord {
+        id,
+        team: "t".into(),
+        preset: "thumbs@1".into(),
+        filename: "clip.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 1234,
+        user_data: Some("u 1".into()),
+        location: "oss-cn-shanghai".into(),
+        bucket: "media".into(),
+        object_key: format!("uploads/t/{id}/clip.mp4"),
+        state: store::UploadState::Waiting,
+        token_hash: format!("hash-{id}"),
+        token_expires_at: now + chrono::Duration::hours(1),
+        uploaded_via: None,
+        job_id: None,
+        created_at: now,
+        expires_at: now + chrono::Duration::seconds(ttl_s),
+        updated_at: now,
+    }
+}
+
+async fn uploads_move_once_and_expire_in_one_place(s: DynStore) {
+    let now = s.clock().await.unwrap();
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let rec = upload(a, now, 3600);
+    s.create_upload(&rec).await.unwrap();
+    s.create_upload(&upload(b, now, -1)).await.unwrap();
+    assert_eq!(s.get_upload(a).await.unwrap().unwrap(), rec);
+    assert_eq!(
+        s.upload_by_token_hash(&rec.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a
+    );
+    assert!(s.upload_by_token_hash("nope").await.unwrap().is_none());
+    // Only the past-due waiting one expires, once.
+    assert_eq!(s.expire_uploads(now).await.unwrap(), vec![b]);
+    assert!(s.expire_uploads(now).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_upload(b).await.unwrap().unwrap().state,
+        store::UploadState::Expired
+    );
+    assert!(
+        !s.mark_uploaded(b, "complete", now).await.unwrap(),
+        "an expired intent stays expired"
+    );
+    // waiting -> uploaded happens once, whoever comes second is told so.
+    assert!(s.mark_uploaded(a, "callback", now).await.unwrap());
+    assert!(!s.mark_uploaded(a, "complete", now).await.unwrap());
+    let job = created(s.create_job(new_job("t", now), None).await.unwrap());
+    s.set_upload_job(a, job.id, now).await.unwrap();
+    let got = s.get_upload(a).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.uploaded_via.as_deref(), got.job_id),
+        (store::UploadState::Uploaded, Some("callback"), Some(job.id))
+    );
+    assert!(
+        s.expire_uploads(now + chrono::Duration::hours(2))
+            .await
+            .unwrap()
+            .is_empty(),
+        "an uploaded intent never expires"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -673,7 +813,9 @@ macro_rules! conformance {
                 in_flight_jobs_end_by_deadline_or_not_found,
                 concurrent_claimers_never_share_a_job,
                 teams_are_created_once_and_listed_by_name,
-                claims_are_fair_across_teams
+                claims_are_fair_across_teams,
+                presets_number_versions_and_find_a_body_again,
+                uploads_move_once_and_expire_in_one_place
             );
         }
     };
