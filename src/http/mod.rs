@@ -10,6 +10,7 @@ pub mod mps_rpc;
 pub mod outputs;
 pub mod presets;
 pub mod schema;
+pub mod uploads;
 mod state;
 
 use std::time::Duration;
@@ -91,6 +92,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(outputs::get_storyboard_json))
         .routes(routes!(presets::create_preset, presets::list_presets))
         .routes(routes!(presets::get_preset))
+        .routes(routes!(uploads::create_upload))
+        .routes(routes!(uploads::get_upload))
+        .routes(routes!(uploads::complete_upload))
+        .routes(routes!(uploads::upload_events))
+        .routes(routes!(uploads::get_upload_storyboard_vtt))
         .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -106,6 +112,10 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let http = &state.settings.http;
     api.route("/metrics", axum::routing::get(admin::metrics))
+    .route(crate::uploads::CALLBACK_PATH, axum::routing::post(uploads::oss_callback))
+    .route("/upload", axum::routing::get(uploads::upload_page))
+    .route("/upload/demo/presets", axum::routing::get(uploads::demo_presets))
+    .route("/upload/demo/intents", axum::routing::post(uploads::demo_intent))
     .route(
         "/",
         axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),
