@@ -133,12 +133,14 @@ fn upload_config(
         ttl: chrono::Duration::seconds(u.ttl_s as i64),
         token_ttl: chrono::Duration::seconds(u.token_ttl_s as i64),
         max_size_bytes: u.max_size_bytes,
-        callback_url: settings
-            .http
-            .public_url
-            .as_ref()
-            .map(|p| format!("{}{}", p.trim_end_matches('/'), crate::uploads::CALLBACK_PATH)),
-        local_pub_key_url: emulator.map(|h| h.callback_pub_key_url()),
+        callback_url: settings.http.public_url.as_ref().map(|p| {
+            format!(
+                "{}{}",
+                p.trim_end_matches('/'),
+                crate::uploads::CALLBACK_PATH
+            )
+        }),
+        local_pub_key_url: emulator.map(|h| format!("{}/TODO-oss-key-url", h.url())),
         creds,
     }
 }

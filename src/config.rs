@@ -473,7 +473,8 @@ impl Settings {
         }
         if let Some(u) = &self.http.public_url {
             anyhow::ensure!(
-                (u.starts_with("https://") || u.starts_with("http://")) && reqwest::Url::parse(u).is_ok(),
+                (u.starts_with("https://") || u.starts_with("http://"))
+                    && reqwest::Url::parse(u).is_ok(),
                 "http.public_url must be an http(s) URL such as https://snapgate.example.com"
             );
         }
@@ -482,7 +483,9 @@ impl Settings {
             "set both uploads.access_key_id and uploads.access_key_secret, or neither"
         );
         anyhow::ensure!(
-            self.uploads.ttl_s > 0 && self.uploads.token_ttl_s > 0 && self.uploads.max_size_bytes > 0,
+            self.uploads.ttl_s > 0
+                && self.uploads.token_ttl_s > 0
+                && self.uploads.max_size_bytes > 0,
             "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
         );
         anyhow::ensure!(

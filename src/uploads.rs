@@ -398,7 +398,11 @@ impl UploadService {
     /// `uploaded` and its job is made — once, whoever calls and however often.
     async fn land(&self, id: Uuid, via: &str) -> Result<UploadStatus, UploadError> {
         let now = self.store.clock().await?;
-        let upload = self.store.get_upload(id).await?.ok_or(UploadError::NotFound)?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
         if upload.state == UploadState::Waiting && upload.expires_at <= now {
             self.expire_due().await?;
         }
@@ -406,11 +410,17 @@ impl UploadService {
             tracing::info!(upload_id = %id, via, "upload landed");
             let _ = self.changed.send(id);
         }
-        let upload = self.store.get_upload(id).await?.ok_or(UploadError::NotFound)?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
         match upload.state {
             UploadState::Expired => return Err(UploadError::Expired),
             UploadState::Waiting => {
-                return Err(StoreError::Corrupt("an upload marked uploaded is waiting".into()).into())
+                return Err(
+                    StoreError::Corrupt("an upload marked uploaded is waiting".into()).into(),
+                )
             }
             UploadState::Uploaded => {}
         }
@@ -422,7 +432,11 @@ impl UploadService {
             Some(j) => j,
             None => self.make_job(&upload).await?,
         };
-        let upload = self.store.get_upload(id).await?.ok_or(UploadError::NotFound)?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
         Ok(UploadStatus {
             upload,
             job: Some(job),
@@ -469,7 +483,11 @@ impl UploadService {
     /// size (a signed `HEAD`), then the upload lands.
     pub async fn complete(&self, id: Uuid) -> Result<UploadStatus, UploadError> {
         let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
-        let upload = self.store.get_upload(id).await?.ok_or(UploadError::NotFound)?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
         if upload.job_id.is_some() {
             return self.land(id, VIA_COMPLETE).await;
         }
@@ -526,7 +544,11 @@ impl UploadService {
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| refuse("the body names no upload_id".into()))?;
-        let upload = self.store.get_upload(id).await?.ok_or(UploadError::NotFound)?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
         let (bucket, object, size) = (
             v.get("bucket").and_then(Value::as_str),
             v.get("object").and_then(Value::as_str),
@@ -700,14 +722,17 @@ fn job_targets(hub: &UploadHub, j: Result<JobId, broadcast::error::RecvError>) -
     }
 }
 
-/// The demo page's preset (`default` team, `storyboard`): eight thumbnails every 2 s, a 4 × 2
+/// The demo page's preset (`default` team, `storyboard`): eight thumbnails spread over the video, a 4 × 2
 /// sprite and its WebVTT, under keys named by the upload id. Created once (same body, same
 /// version).
-pub async fn ensure_demo_preset(store: &DynStore, u: &crate::config::UploadsSettings) -> Result<(), StoreError> {
+pub async fn ensure_demo_preset(
+    store: &DynStore,
+    u: &crate::config::UploadsSettings,
+) -> Result<(), StoreError> {
     let out = |key: &str| json!({"location": format!("oss-{}", u.region), "bucket": u.bucket, "object": key});
     let body = json!({
         "output": out("thumbs/{UploadId}/{Count}.jpg"),
-        "time_ms": 0, "interval_s": 2, "num": 8, "width": 320, "frame_type": "normal",
+        "time_ms": 0, "interval_s": 0, "num": 8, "width": 320, "frame_type": "normal",
         "sprite": {"output": out("sprites/{UploadId}/{TileCount}.jpg"),
                    "lines": 2, "columns": 4, "cell_width": 160, "cell_height": 90, "margin": 0, "padding": 2},
         "webvtt": {"sprite": true}
@@ -715,7 +740,13 @@ pub async fn ensure_demo_preset(store: &DynStore, u: &crate::config::UploadsSett
     debug_assert!(crate::presets::validate_preset(&body).is_ok());
     let now = store.clock().await?;
     store
-        .create_preset(crate::domain::DEFAULT_TEAM, "storyboard", &body, &crate::presets::fingerprint(&body), now)
+        .create_preset(
+            crate::domain::DEFAULT_TEAM,
+            "storyboard",
+            &body,
+            &crate::presets::fingerprint(&body),
+            now,
+        )
         .await?;
     Ok(())
 }

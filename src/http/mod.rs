@@ -10,8 +10,8 @@ pub mod mps_rpc;
 pub mod outputs;
 pub mod presets;
 pub mod schema;
-pub mod uploads;
 mod state;
+pub mod uploads;
 
 use std::time::Duration;
 

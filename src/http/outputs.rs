@@ -150,7 +150,9 @@ pub struct StoryboardParams {
     pub duration_ms: Option<u64>,
 }
 
-pub(super) fn parse_params(params: &[(String, String)]) -> Result<(CueUrls, Option<u64>), ApiError> {
+pub(super) fn parse_params(
+    params: &[(String, String)],
+) -> Result<(CueUrls, Option<u64>), ApiError> {
     let mut errors = Vec::new();
     let mut urls = CueUrls::Absolute;
     let mut duration = None;

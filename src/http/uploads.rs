@@ -54,7 +54,9 @@ impl FromRequestParts<AppState> for UploadAccess {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| rest.trim().to_string())
             });
         let token = header_token.or_else(|| query_token(parts));
         if let Some(t) = token.filter(|t| t.starts_with(crate::uploads::BROWSER_TOKEN_PREFIX)) {
@@ -176,10 +178,7 @@ impl UploadResource {
             created_at: u.created_at,
             expires_at: u.expires_at,
             uploaded_via: u.uploaded_via.clone(),
-            job: s
-                .job
-                .clone()
-                .map(|j| JobResource::new(j, &state.outputs)),
+            job: s.job.clone().map(|j| JobResource::new(j, &state.outputs)),
         }
     }
 }
@@ -213,11 +212,7 @@ fn intent_resource(c: CreatedUpload, state: &AppState) -> UploadIntentResource {
     UploadIntentResource {
         upload_id: id,
         upload: UploadResource::new(&status, state),
-        callback: c
-            .form
-            .fields
-            .iter()
-            .any(|(k, _)| k == "callback"),
+        callback: c.form.fields.iter().any(|(k, _)| k == "callback"),
         form: UploadForm {
             url: c.form.url,
             method: "POST".into(),
@@ -285,7 +280,11 @@ pub async fn create_upload(
     Ok(out)
 }
 
-async fn readable(state: &AppState, access: &UploadAccess, id: &str) -> Result<UploadStatus, ApiError> {
+async fn readable(
+    state: &AppState,
+    access: &UploadAccess,
+    id: &str,
+) -> Result<UploadStatus, ApiError> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     let status = state.uploads.status(id).await?.ok_or(ApiError::NotFound)?;
     if !access.may_read(&status) {
@@ -377,52 +376,49 @@ pub async fn upload_events(
     let rx = state.upload_hub.watch(s.upload.id).await?;
     let closing = state.upload_hub.closing();
     let st = state.clone();
-    let stream = futures::stream::unfold(
-        (rx, last, false),
-        move |(mut rx, mut last, done)| {
-            let st = st.clone();
-            let closing = closing.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    let cur = rx.borrow_and_update().clone();
-                    if let Some(s) = cur {
-                        let n = s.ordinal();
-                        if n > last {
-                            let body = UploadResource::new(&s, &st);
-                            let ev = Event::default()
-                                .id(n.to_string())
-                                .event("state")
-                                .json_data(&body)
-                                .expect("serializable");
-                            return Some((Ok::<_, Infallible>(ev), (rx, n, false)));
-                        }
-                        if s.is_final() {
-                            let outputs = body_outputs(&s, &st);
-                            if last < OUTPUTS_EVENT_ID {
-                                if let Some(o) = outputs {
-                                    let ev = Event::default()
-                                        .id(OUTPUTS_EVENT_ID.to_string())
-                                        .event("outputs")
-                                        .json_data(&o)
-                                        .expect("serializable");
-                                    last = OUTPUTS_EVENT_ID;
-                                    return Some((Ok(ev), (rx, last, true)));
-                                }
+    let stream = futures::stream::unfold((rx, last, false), move |(mut rx, mut last, done)| {
+        let st = st.clone();
+        let closing = closing.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let cur = rx.borrow_and_update().clone();
+                if let Some(s) = cur {
+                    let n = s.ordinal();
+                    if n > last {
+                        let body = UploadResource::new(&s, &st);
+                        let ev = Event::default()
+                            .id(n.to_string())
+                            .event("state")
+                            .json_data(&body)
+                            .expect("serializable");
+                        return Some((Ok::<_, Infallible>(ev), (rx, n, false)));
+                    }
+                    if s.is_final() {
+                        let outputs = body_outputs(&s, &st);
+                        if last < OUTPUTS_EVENT_ID {
+                            if let Some(o) = outputs {
+                                let ev = Event::default()
+                                    .id(OUTPUTS_EVENT_ID.to_string())
+                                    .event("outputs")
+                                    .json_data(&o)
+                                    .expect("serializable");
+                                last = OUTPUTS_EVENT_ID;
+                                return Some((Ok(ev), (rx, last, true)));
                             }
-                            return None;
                         }
+                        return None;
                     }
-                    tokio::select! {
-                        changed = rx.changed() => if changed.is_err() { return None },
-                        _ = closing.cancelled() => return None,
-                    }
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return None },
+                    _ = closing.cancelled() => return None,
                 }
             }
-        },
-    );
+        }
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -511,7 +507,11 @@ pub async fn demo_presets(State(state): State<AppState>) -> Result<Response, Api
         return Err(ApiError::NotFound);
     }
     let mut names: Vec<String> = Vec::new();
-    for p in state.store.list_presets(crate::domain::DEFAULT_TEAM).await? {
+    for p in state
+        .store
+        .list_presets(crate::domain::DEFAULT_TEAM)
+        .await?
+    {
         names.retain(|n| !n.starts_with(&format!("{}@", p.name)));
         names.push(p.reference());
     }

@@ -142,7 +142,10 @@ pub fn node_modules(name: &str, dir: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = root.join("target").join(name);
     let wanted = std::fs::read_to_string(root.join(dir).join("package.json")).unwrap();
-    if std::fs::read_to_string(target.join("package.json")).ok().as_deref() == Some(wanted.as_str())
+    if std::fs::read_to_string(target.join("package.json"))
+        .ok()
+        .as_deref()
+        == Some(wanted.as_str())
         && target.join("node_modules").is_dir()
     {
         return target;
