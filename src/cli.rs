@@ -44,7 +44,7 @@ pub enum Command {
     #[command(after_help = CONFIG_HELP)]
     Migrate,
     /// Run the local MPS emulator (SubmitSnapshotJob, QuerySnapshotJobList) on its own.
-    Emulator(snapgate::emulator::EmulatorArgs),
+    Emulator(Box<snapgate::emulator::EmulatorArgs>),
     /// Manage teams.
     #[command(subcommand)]
     Team(TeamCommand),

@@ -6,6 +6,8 @@
 //! - `store/`: persistence (one trait, Postgres and SQLite backends).
 //! - `worker/`: the dispatcher (claims and submits jobs) and the status poller.
 //! - `mps/`: request signing, the MPS RPC client and its wire types.
+//! - `oss/`: OSS signing (V1, V4, PostObject policies, upload callbacks), for the gateway and the
+//!   emulator's object store alike.
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
 pub mod app;
@@ -18,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod mps;
+pub mod oss;
 pub mod outputs;
 pub mod presets;
 pub mod secret;

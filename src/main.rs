@@ -41,7 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Emulator(args) => {
             // The emulator needs no snapgate configuration.
             init_logging(&Settings::default());
-            snapgate::emulator::run(args).await
+            snapgate::emulator::run(*args).await
         }
         command => {
             let settings = Settings::load()?;

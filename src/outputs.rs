@@ -7,7 +7,7 @@
 //!   and what MPS reported (`Count`, `TileCount`). Real MPS reports no times, keys or sizes, so
 //!   there every one of them is predicted and the manifest says `predicted`.
 //! - Links: real OSS (`https://<bucket>.<location>.aliyuncs.com/<key>`, optionally presigned
-//!   with the OSS V1 query signature), or the embedded emulator's local store (path-style
+//!   with the OSS V1 query signature, `oss::v1::Presigner`), or the embedded emulator's local store (path-style
 //!   `http://<emulator.listen>/<bucket>/<key>`).
 //! - Input durations (dry run, storyboards): `ffprobe` on the local store when the input is
 //!   there, behind [`InputProbe`] so tests can swap it.
@@ -15,14 +15,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-
 use crate::domain::outputs::{self, Known, OutputManifest, Storyboard, UrlStyle};
 use crate::domain::{JobRequest, JobState, OssObject};
-use crate::mps::sign::percent_encode;
-use crate::secret::Secret;
+pub use crate::oss::v1::Presigner;
 use crate::store::Job;
 
 /// Tells how long an input video is, when it can be known.
@@ -58,42 +53,6 @@ impl InputProbe for LocalStoreProbe {
                 None
             }
         }
-    }
-}
-
-/// OSS V1 query-string presigning (OSS docs, "Add signatures to a URL"): `Signature =
-/// base64(HMAC-SHA1(secret, VERB\nContent-MD5\nContent-Type\nExpires\n/<bucket>/<raw key>))`.
-#[derive(Debug, Clone)]
-pub struct Presigner {
-    pub access_key_id: String,
-    pub access_key_secret: Secret,
-    pub ttl_s: u64,
-}
-
-impl Presigner {
-    /// The signature of a request without Content-MD5 or OSS headers, as sent in the URL
-    /// (percent-encoded).
-    pub fn signature(&self, verb: &str, content_type: &str, expires: i64, o: &OssObject) -> String {
-        let to_sign = format!(
-            "{verb}\n\n{content_type}\n{expires}\n/{}/{}",
-            o.bucket, o.object
-        );
-        let mut mac = Hmac::<Sha1>::new_from_slice(self.access_key_secret.expose().as_bytes())
-            .expect("HMAC takes any key length");
-        mac.update(to_sign.as_bytes());
-        percent_encode(
-            &base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()),
-        )
-    }
-
-    /// A GET URL valid until `expires` (Unix seconds).
-    pub fn get_url(&self, o: &OssObject, expires: i64) -> String {
-        format!(
-            "{}?OSSAccessKeyId={}&Expires={expires}&Signature={}",
-            outputs::oss_url(o),
-            percent_encode(&self.access_key_id),
-            self.signature("GET", "", expires, o)
-        )
     }
 }
 
@@ -335,6 +294,7 @@ fn end_after_last(r: &JobRequest, m: &OutputManifest) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::domain::{validate_request, JobId};
+    use crate::secret::Secret;
     use crate::store::MpsStatus;
     use serde_json::json;
 
@@ -425,36 +385,6 @@ mod tests {
         assert_eq!(
             svc.storyboard(&plain, None, CueUrls::Absolute).await,
             Err(StoryboardError::NoSprite)
-        );
-    }
-
-    /// The notes' vectors (`shared/notes/uploads-notifications-storyboards.md` §2.4), verified
-    /// there with PyPI `oss2` 2.19.1 `Bucket.sign_url`.
-    #[test]
-    fn v1_presign_matches_oss2() {
-        let p = Presigner {
-            access_key_id: "LTAI5tEXAMPLE".into(),
-            access_key_secret: Secret::new("EXAMPLESECRETKEY0123456789abcdef"),
-            ttl_s: 3600,
-        };
-        let o = OssObject {
-            location: "oss-cn-hangzhou".into(),
-            bucket: "example-bucket".into(),
-            object: "uploads/team-a/a b.mp4".into(),
-        };
-        assert_eq!(
-            p.signature("PUT", "video/mp4", 1_704_114_000, &o),
-            "647d1nGyG9%2BcP6Q3W5296RvzGDY%3D"
-        );
-        assert_eq!(
-            p.signature("GET", "", 1_704_114_000, &o),
-            "XCI0Cbj6FFFRTAqyDlFqwmDPUx4%3D"
-        );
-        // oss2 writes the key's `/` as %2F; both name the same object, and the signature
-        // covers the raw key.
-        assert_eq!(
-            p.get_url(&o, 1_704_114_000),
-            "https://example-bucket.oss-cn-hangzhou.aliyuncs.com/uploads/team-a/a%20b.mp4?OSSAccessKeyId=LTAI5tEXAMPLE&Expires=1704114000&Signature=XCI0Cbj6FFFRTAqyDlFqwmDPUx4%3D"
         );
     }
 }

@@ -65,6 +65,13 @@ pub struct EmulatorArgs {
     /// Simulate jobs even when ffmpeg is available (no images are made).
     #[arg(long)]
     pub no_ffmpeg: bool,
+    /// The region V4 signatures on the local store must name (default: any, taken from the
+    /// request's credential: the local store stands for every region).
+    #[arg(long, value_name = "REGION")]
+    pub oss_region: Option<String>,
+    /// A browser origin the local store allows (CORS; repeatable; default `*`: any).
+    #[arg(long = "oss-cors-origin", value_name = "ORIGIN")]
+    pub oss_cors_origins: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -97,6 +104,10 @@ pub struct EmulatorConfig {
     pub engine_jobs: usize,
     /// Use ffmpeg/ffprobe when found on the PATH (with `oss_dir`); `false`: always simulate.
     pub ffmpeg: bool,
+    /// The region V4 signatures on the local store must name; `None`: the credential's own.
+    pub oss_region: Option<String>,
+    /// Browser origins the local store allows (CORS); `"*"`: any.
+    pub oss_cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -120,6 +131,8 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("oss_dir", &self.oss_dir)
             .field("engine_jobs", &self.engine_jobs)
             .field("ffmpeg", &self.ffmpeg)
+            .field("oss_region", &self.oss_region)
+            .field("oss_cors_origins", &self.oss_cors_origins)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +159,8 @@ impl Default for EmulatorConfig {
             oss_dir: None,
             engine_jobs: 2,
             ffmpeg: true,
+            oss_region: None,
+            oss_cors_origins: vec!["*".into()],
         }
     }
 }
@@ -196,6 +211,12 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             oss_dir: a.oss_dir,
             engine_jobs: a.engine_jobs.max(1),
             ffmpeg: !a.no_ffmpeg,
+            oss_region: a.oss_region.filter(|r| !r.is_empty()),
+            oss_cors_origins: if a.oss_cors_origins.is_empty() {
+                vec!["*".into()]
+            } else {
+                a.oss_cors_origins
+            },
         })
     }
 }

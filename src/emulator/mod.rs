@@ -13,7 +13,10 @@
 //! - `faults.rs`: faults settable at run time: listing delay, slow, dropped, throttled and
 //!   unavailable answers.
 //! - `oss.rs`: a local object store (`--oss-dir`, a folder per bucket), also served over HTTP
-//!   as OSS path-style `PUT`/`GET`/`HEAD /<bucket>/<key>`.
+//!   as OSS path-style `PUT`/`GET`/`HEAD /<bucket>/<key>` (signatures checked with
+//!   `crate::oss`, unsigned requests allowed), CORS, and the callback public key.
+//! - `oss_post.rs`: PostObject (`POST /<bucket>`: policy and signature checked with
+//!   `crate::oss::post_policy`) and the upload callback, signed with the emulator's RSA key.
 //! - `engine.rs`: the local engine: with a local store and ffmpeg on the PATH, jobs really run
 //!   and write their snapshots, sprites and WebVTT into the store. Queries answer a final job
 //!   with an extra `Emulator` object holding its output manifest (real MPS has none).
@@ -31,13 +34,15 @@ mod faults;
 mod jobs;
 mod ledger;
 mod oss;
+mod oss_post;
 mod rpc;
 mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -54,6 +59,7 @@ pub struct EmulatorHandle {
     addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    callback_pub_key_url: String,
 }
 
 impl EmulatorHandle {
@@ -63,6 +69,13 @@ impl EmulatorHandle {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL of the public key the local store signs upload callbacks with (what its
+    /// callbacks name in `x-oss-pub-key-url`): the `local` URL `oss::callback::pub_key_url_allowed`
+    /// accepts when snapgate runs this emulator itself.
+    pub fn callback_pub_key_url(&self) -> &str {
+        &self.callback_pub_key_url
     }
 
     pub async fn shutdown(self) {
@@ -79,8 +92,24 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         // The local object store, path-style (answers 404 when there is none).
         .route(
             "/{bucket}/{*key}",
-            get(oss::get_object).put(oss::put_object),
+            get(oss::get_object)
+                .put(oss::put_object)
+                .options(oss::preflight),
         )
+        // PostObject (uploads are as large as OSS allows: 5 GiB, checked by the policy).
+        .route(
+            "/{bucket}",
+            post(oss_post::post_object)
+                .options(oss::preflight)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/{bucket}/",
+            post(oss_post::post_object)
+                .options(oss::preflight)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(oss::CALLBACK_PUB_KEY_PATH, get(oss::callback_pub_key))
         .route("/_emulator/stats", get(control::stats))
         .route(
             "/_emulator/faults",
@@ -91,11 +120,19 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
 
 /// Binds and serves in a background task. Connections are served one by one with hyper so that
 /// the "dropped response" fault can really close a connection with no answer.
-pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
+pub async fn spawn(mut config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // The bound address (port 0 resolved): the store names its callback key URL with it.
+    config.listen = addr;
     let state = Arc::new(EmulatorState::new(config)?);
     state.resume();
+    // The callback key is made in the background now, ready before the first upload.
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        store.callback_key().await;
+    });
+    let callback_pub_key_url = state.store.callback_pub_key_url();
     let stop = state.stop.clone();
     let app = router(state);
     let token = stop.clone();
@@ -133,7 +170,12 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
             });
         }
     });
-    Ok(EmulatorHandle { addr, stop, task })
+    Ok(EmulatorHandle {
+        addr,
+        stop,
+        task,
+        callback_pub_key_url,
+    })
 }
 
 /// `snapgate emulator`: serves until Ctrl-C or SIGTERM.

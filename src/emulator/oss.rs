@@ -2,25 +2,38 @@
 //! `<oss_dir>/<bucket>/<key>` is object `<key>` of bucket `<bucket>`. The engine reads inputs
 //! and writes outputs there, and OSS's `PutObject`, `GetObject` and `HeadObject` work on
 //! path-style URLs on the emulator's own listener (`PUT|GET|HEAD /<bucket>/<key>`, the key
-//! percent-decoded), so curl and a browser can use it. The MPS RPC route is `/` alone, and
-//! `/_emulator/…` cannot be a bucket (`_` is not allowed in bucket names), so nothing clashes.
+//! percent-decoded), so curl, a browser and the official SDKs can use it; `POST /<bucket>` is
+//! PostObject (`oss_post.rs`). The MPS RPC route is `/` alone, and `/_emulator/…` cannot be a
+//! bucket (`_` is not allowed in bucket names), so nothing clashes.
 //!
-//! Local differences from OSS, on purpose: no authentication (it listens where the emulator
-//! does, normally loopback); a bucket is created by the first `PUT` into it; keys that cannot
-//! be a safe relative path (`..`, `.` or empty segments, a leading `/`, NUL) are refused with
-//! `InvalidObjectName`. Writes go to a temporary file renamed into place, so a reader never
-//! sees half an object.
+//! Signatures are checked with `crate::oss`, the code the gateway signs with: a request
+//! signed with V1 (`Authorization: OSS …`), a V1 presigned URL or V4
+//! (`Authorization: OSS4-HMAC-SHA256 …`) must carry a valid signature by one of the emulator's
+//! access keys (`--access-key`), else it is refused as OSS refuses it (`SignatureDoesNotMatch`,
+//! `InvalidAccessKeyId`, `RequestTimeTooSkewed`, `AccessDenied`, with OSS's XML body).
+//! **Unsigned requests are allowed**: every bucket acts as a *public-read-write* bucket, so
+//! curl, the engine and output links work without keys. CORS as a bucket's CORS rule would:
+//! the allowed origins (`--oss-cors-origin`, default `*`), preflights for POST/PUT/GET/HEAD.
+//!
+//! Other local differences from OSS, on purpose: a bucket is created by the first write into
+//! it; keys that cannot be a safe relative path (`..`, `.` or empty segments, a leading `/`,
+//! NUL) are refused with `InvalidObjectName`; no ACLs, versions, metadata or listing. Writes
+//! go to a temporary file renamed into place, so a reader never sees half an object.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::mps::sign::percent_decode;
+use crate::oss::ObjectRequest;
+use crate::secret::Secret;
 
 /// Temporary files live here, beside the buckets (not a valid bucket name).
 const TMP_DIR: &str = ".snapgate-tmp";
@@ -100,28 +113,143 @@ impl LocalOss {
     }
 }
 
-fn request_id() -> String {
+/// The emulator's own URL path of its callback public key (`x-oss-pub-key-url` names it).
+pub const CALLBACK_PUB_KEY_PATH: &str = "/_emulator/oss/callback_pub_key.pem";
+
+/// Bits of the emulator's callback key (OSS's own is 512; 1024 keeps every verifier happy
+/// while `oss::callback`'s unit tests cover 512-bit keys).
+const CALLBACK_KEY_BITS: usize = 1024;
+
+/// The RSA key the emulator signs upload callbacks with, made at start (in the background:
+/// key generation is slow in debug builds) and its public half in PEM.
+pub struct CallbackKey {
+    pub private: rsa::RsaPrivateKey,
+    pub public_pem: String,
+}
+
+/// What the object routes are served with, taken from the emulator's state (`state.rs`) so
+/// this file does not depend on it.
+pub struct StoreContext {
+    /// `None` when there is no store (`--oss-dir` not set: every object route answers 404).
+    pub store: Option<LocalOss>,
+    /// Access key id → secret: the emulator's keys.
+    keys: Vec<(String, String)>,
+    /// The region V4 signatures must name; `None`: the credential's.
+    pub(super) region: Option<String>,
+    cors_origins: Vec<String>,
+    /// `http://<listen>`: where the emulator is reached (for its callback key URL).
+    pub(super) public_url: String,
+    callback_key: tokio::sync::OnceCell<Arc<CallbackKey>>,
+    /// For upload callbacks: 5 s, no redirects (OSS's behaviour).
+    pub(super) http: reqwest::Client,
+}
+
+impl StoreContext {
+    pub fn new(config: &super::config::EmulatorConfig) -> Self {
+        let mut addr = config.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Self {
+            store: config.oss_dir.clone().map(LocalOss::new),
+            keys: config.access_keys.clone(),
+            region: config.oss_region.clone(),
+            cors_origins: config.oss_cors_origins.clone(),
+            public_url: format!("http://{addr}"),
+            callback_key: tokio::sync::OnceCell::new(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a plain HTTP client builds"),
+        }
+    }
+
+    pub fn secret_for(&self, id: &str) -> Option<Secret> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, s)| Secret::new(s.clone()))
+    }
+
+    /// The URL of the callback public key, as sent in `x-oss-pub-key-url`.
+    pub fn callback_pub_key_url(&self) -> String {
+        format!("{}{CALLBACK_PUB_KEY_PATH}", self.public_url)
+    }
+
+    /// The callback key (made once, off the async threads).
+    pub async fn callback_key(&self) -> Arc<CallbackKey> {
+        self.callback_key
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(|| {
+                    let private =
+                        rsa::RsaPrivateKey::new(&mut rand::thread_rng(), CALLBACK_KEY_BITS)
+                            .expect("RSA key generation");
+                    let public_pem = crate::oss::callback::public_key_pem(&private);
+                    Arc::new(CallbackKey {
+                        private,
+                        public_pem,
+                    })
+                })
+                .await
+                .expect("the key generation task does not panic")
+            })
+            .await
+            .clone()
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|o| o == "*" || o == origin)
+    }
+
+    /// Adds the CORS answer headers for a request from `origin` (none when not allowed).
+    pub(super) fn cors(&self, req: &HeaderMap, res: &mut Response) {
+        let Some(origin) = req.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return;
+        };
+        if !self.origin_allowed(origin) {
+            return;
+        }
+        let h = res.headers_mut();
+        let any = self.cors_origins.iter().any(|o| o == "*");
+        let value = if any { "*" } else { origin };
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        if !any {
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("ETag, x-oss-request-id, Content-Length, Last-Modified"),
+        );
+    }
+}
+
+pub(super) fn request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string().to_uppercase()
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// OSS's XML error answer (no body for `HEAD`; the code also in `x-oss-ec`-less form).
+pub(super) fn oss_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    method: &Method,
+) -> Response {
+    error_response(
+        &crate::oss::OssError::new(status.as_u16(), code, message),
+        method,
+    )
 }
 
-/// OSS's XML error body.
-fn oss_error(status: StatusCode, code: &str, message: &str, method: &Method) -> Response {
+pub(super) fn error_response(e: &crate::oss::OssError, method: &Method) -> Response {
     let rid = request_id();
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n  <Code>{code}</Code>\n  <Message>{}</Message>\n  <RequestId>{rid}</RequestId>\n  <HostId>localhost</HostId>\n</Error>\n",
-        xml_escape(message)
-    );
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut res = if method == Method::HEAD {
         status.into_response()
     } else {
-        (status, body).into_response()
+        (status, e.to_xml(&rid, "localhost")).into_response()
     };
     let h = res.headers_mut();
     h.insert(
@@ -134,7 +262,7 @@ fn oss_error(status: StatusCode, code: &str, message: &str, method: &Method) -> 
     res
 }
 
-fn content_type(key: &str) -> &'static str {
+pub(super) fn content_type(key: &str) -> &'static str {
     let ext = key.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "jpg" | "jpeg" => "image/jpeg",
@@ -142,6 +270,7 @@ fn content_type(key: &str) -> &'static str {
         "webp" => "image/webp",
         "vtt" => "text/vtt",
         "json" => "application/json",
+        "txt" => "text/plain",
         "mp4" | "m4v" => "video/mp4",
         "mov" => "video/quicktime",
         "webm" => "video/webm",
@@ -175,49 +304,122 @@ fn locate(oss: &LocalOss, uri: &Uri) -> Result<(String, String, PathBuf), (&'sta
     }
 }
 
-/// What the object routes are served with: the store, `None` when there is none (`--oss-dir`
-/// not set: every object route answers 404). Taken from the emulator's state (`state.rs`), so
-/// this file does not depend on it.
+/// The decoded query pairs of a request, in order.
+pub(super) fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Headers with lower-case names (the values that are not text are left out).
+fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Checks a request's signature, if it has one (unsigned: allowed, public-read-write).
+fn check_signature(
+    ctx: &StoreContext,
+    method: &Method,
+    bucket: &str,
+    key: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), crate::oss::OssError> {
+    let query = query_pairs(uri);
+    let headers = header_pairs(headers);
+    let r = ObjectRequest {
+        method: method.as_str(),
+        bucket,
+        key,
+        query: &query,
+        headers: &headers,
+    };
+    match crate::oss::verify_request(
+        &r,
+        &|id| ctx.secret_for(id),
+        ctx.region.as_deref(),
+        crate::clock::now(),
+    ) {
+        Ok(who) => {
+            tracing::debug!(?who, bucket, key, method = %method, "local OSS: request authenticated");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::info!(code = %e.code, bucket, key, method = %method, "local OSS: request refused");
+            Err(e)
+        }
+    }
+}
+
+/// The object routes' state.
 #[derive(Clone)]
-pub struct OssRoutes(pub Option<LocalOss>);
+pub struct OssRoutes(pub Arc<StoreContext>);
 
 /// `PUT /<bucket>/<key>`: stores the body.
 pub async fn put_object(
-    State(OssRoutes(oss)): State<OssRoutes>,
+    State(OssRoutes(ctx)): State<OssRoutes>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(oss) = oss.as_ref() else {
+    let mut res = put(&ctx, &method, &uri, &headers, body).await;
+    ctx.cors(&headers, &mut res);
+    res
+}
+
+async fn put(
+    ctx: &StoreContext,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(oss) = ctx.store.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let (bucket, key, path) = match locate(oss, &uri) {
+    let (bucket, key, path) = match locate(oss, uri) {
         Ok(x) => x,
-        Err((code, msg)) => return oss_error(StatusCode::BAD_REQUEST, code, &msg, &method),
+        Err((code, msg)) => return oss_error(StatusCode::BAD_REQUEST, code, &msg, method),
     };
+    if let Err(e) = check_signature(ctx, method, &bucket, &key, uri, headers) {
+        return error_response(&e, method);
+    }
     let tmp = oss.tmp_path(&format!("put-{}", uuid::Uuid::new_v4().simple()));
     let written = async {
         tokio::fs::create_dir_all(tmp.parent().expect("has a parent")).await?;
         let mut file = tokio::fs::File::create(&tmp).await?;
         let mut stream = body.into_data_stream();
         let mut size = 0u64;
+        let mut md5 = Md5::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(std::io::Error::other)?;
             size += chunk.len() as u64;
+            md5.update(&chunk);
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
         drop(file);
         oss.commit(&tmp, &bucket, &key).await?;
-        anyhow::Ok(size)
+        anyhow::Ok((size, etag(md5)))
     }
     .await;
     match written {
-        Ok(size) => {
+        Ok((size, etag)) => {
             tracing::debug!(bucket = %bucket, key = %key, size, path = %path.display(), "local OSS: object stored");
             let mut res = StatusCode::OK.into_response();
+            let h = res.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id()) {
-                res.headers_mut().insert("x-oss-request-id", v);
+                h.insert("x-oss-request-id", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+                h.insert(header::ETAG, v);
             }
             res
         }
@@ -228,25 +430,40 @@ pub async fn put_object(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 "The object could not be stored.",
-                &method,
+                method,
             )
         }
     }
 }
 
+/// OSS's ETag of a simple upload: the MD5, upper-case hex (sent in quotes).
+pub(super) fn etag(md5: Md5) -> String {
+    hex::encode_upper(md5.finalize())
+}
+
 /// `GET` and `HEAD /<bucket>/<key>`.
 pub async fn get_object(
-    State(OssRoutes(oss)): State<OssRoutes>,
+    State(OssRoutes(ctx)): State<OssRoutes>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
-    let Some(oss) = oss.as_ref() else {
+    let mut res = get(&ctx, &method, &uri, &headers).await;
+    ctx.cors(&headers, &mut res);
+    res
+}
+
+async fn get(ctx: &StoreContext, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    let Some(oss) = ctx.store.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let (bucket, key, path) = match locate(oss, &uri) {
+    let (bucket, key, path) = match locate(oss, uri) {
         Ok(x) => x,
-        Err((code, msg)) => return oss_error(StatusCode::BAD_REQUEST, code, &msg, &method),
+        Err((code, msg)) => return oss_error(StatusCode::BAD_REQUEST, code, &msg, method),
     };
+    if let Err(e) = check_signature(ctx, method, &bucket, &key, uri, headers) {
+        return error_response(&e, method);
+    }
     let meta = match tokio::fs::metadata(&path).await {
         Ok(m) if m.is_file() => m,
         _ => {
@@ -259,14 +476,14 @@ pub async fn get_object(
                     StatusCode::NOT_FOUND,
                     "NoSuchKey",
                     "The specified key does not exist.",
-                    &method,
+                    method,
                 )
             } else {
                 oss_error(
                     StatusCode::NOT_FOUND,
                     "NoSuchBucket",
                     "The specified bucket does not exist.",
-                    &method,
+                    method,
                 )
             };
         }
@@ -291,7 +508,7 @@ pub async fn get_object(
                     StatusCode::NOT_FOUND,
                     "NoSuchKey",
                     "The specified key does not exist.",
-                    &method,
+                    method,
                 )
             }
         }
@@ -309,9 +526,55 @@ pub async fn get_object(
             h.insert(header::LAST_MODIFIED, v);
         }
     }
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        h.insert("x-oss-request-id", v);
+    }
+    res
+}
+
+/// `OPTIONS` on a bucket or object: the CORS preflight, as a bucket CORS rule answers it
+/// (`403 AccessForbidden` for an origin or method that is not allowed).
+pub async fn preflight(State(OssRoutes(ctx)): State<OssRoutes>, headers: HeaderMap) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let method = headers
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|m| m.to_str().ok());
+    let allowed = matches!(
+        (origin, method),
+        (Some(o), Some("POST" | "PUT" | "GET" | "HEAD")) if ctx.origin_allowed(o)
+    );
+    if !allowed {
+        return oss_error(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+            &Method::OPTIONS,
+        );
+    }
+    let mut res = StatusCode::OK.into_response();
+    ctx.cors(&headers, &mut res);
+    let h = res.headers_mut();
     h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, PUT, GET, HEAD"),
+    );
+    if let Some(req_headers) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers.clone());
+    }
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    res
+}
+
+/// `GET /_emulator/oss/callback_pub_key.pem`: the public key upload callbacks are signed with.
+pub async fn callback_pub_key(State(OssRoutes(ctx)): State<OssRoutes>) -> Response {
+    let key = ctx.callback_key().await;
+    let mut res = key.public_pem.clone().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
     );
     res
 }

@@ -19,7 +19,7 @@ use super::engine::{self, Engine, Outcome};
 use super::faults::Faults;
 use super::jobs::{Failure, Job, Timing};
 use super::ledger::LedgerFile;
-use super::oss::{LocalOss, OssRoutes};
+use super::oss::{LocalOss, OssRoutes, StoreContext};
 
 /// Calls within the last second, for the per-account QPS limits.
 #[derive(Default)]
@@ -74,7 +74,8 @@ pub struct EmulatorState {
     pub(super) config: EmulatorConfig,
     pub(super) timing: Timing,
     inner: Mutex<Inner>,
-    oss: Option<LocalOss>,
+    /// The object routes' context: the store, keys, CORS, the callback key.
+    pub(super) store: Arc<StoreContext>,
     /// The local engine, when there is a local store and ffmpeg.
     pub(super) engine: Option<Engine>,
     /// Cancelled at shutdown: engine work stops (and runs again after a restart).
@@ -120,7 +121,7 @@ impl EmulatorState {
             }
         };
         Ok(Self {
-            oss,
+            store: Arc::new(StoreContext::new(&config)),
             engine,
             stop: CancellationToken::new(),
             timing: Timing {
@@ -283,6 +284,6 @@ impl EmulatorState {
 /// The object routes see only the store.
 impl FromRef<Arc<EmulatorState>> for OssRoutes {
     fn from_ref(state: &Arc<EmulatorState>) -> Self {
-        OssRoutes(state.oss.clone())
+        OssRoutes(state.store.clone())
     }
 }
