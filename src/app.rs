@@ -65,6 +65,8 @@ pub async fn mps_backend(
             process_ms: e.process_ms.max(e.start_ms),
             oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
+            // Browser uploads are signed for `uploads.region`: the store checks that scope.
+            oss_region: Some(settings.uploads.region.clone()),
             ..EmulatorConfig::default()
         };
         let handle = crate::emulator::spawn(config).await.with_context(|| {
@@ -140,7 +142,7 @@ fn upload_config(
                 crate::uploads::CALLBACK_PATH
             )
         }),
-        local_pub_key_url: emulator.map(|h| format!("{}/TODO-oss-key-url", h.url())),
+        local_pub_key_url: emulator.map(|h| h.callback_pub_key_url().to_string()),
         creds,
     }
 }

@@ -483,13 +483,13 @@ impl UploadService {
     /// size (a signed `HEAD`), then the upload lands.
     pub async fn complete(&self, id: Uuid) -> Result<UploadStatus, UploadError> {
         let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
-        let upload = self
-            .store
-            .get_upload(id)
-            .await?
-            .ok_or(UploadError::NotFound)?;
+        // Read through `status`: an intent past its expiry is expired first.
+        let upload = self.status(id).await?.ok_or(UploadError::NotFound)?.upload;
         if upload.job_id.is_some() {
             return self.land(id, VIA_COMPLETE).await;
+        }
+        if upload.state == UploadState::Expired {
+            return Err(UploadError::Expired);
         }
         let found = crate::oss::v4::head_object(
             &self.http,
