@@ -47,13 +47,18 @@ async fn the_upload_page_uploads_a_video_and_shows_its_thumbnails() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("upload-page.png");
     let _ = std::fs::remove_file(&shot);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/upload.mjs");
+    // ES modules resolve `playwright-core` next to the script: run a copy in the npm folder.
+    let script = node.join("upload.mjs");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/upload.mjs"),
+        &script,
+    )
+    .unwrap();
     let run = tokio::process::Command::new("node")
         .arg(&script)
         .arg(&base)
         .arg(&video)
         .arg(&shot)
-        .env("NODE_PATH", node.join("node_modules"))
         .env("CHROMIUM", &chromium)
         .current_dir(&node)
         .output();
@@ -65,7 +70,10 @@ async fn the_upload_page_uploads_a_video_and_shows_its_thumbnails() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
         .unwrap_or_else(|e| panic!("no report from the browser ({e}):\n{stdout}\n{stderr}"));
-    assert!(seen["error"].is_null(), "the page failed: {seen}\n{stderr}");
+    assert!(
+        seen.is_object() && seen["error"].is_null(),
+        "the page failed: {seen}\n{stdout}\n{stderr}"
+    );
     assert_eq!(seen["state"], "succeeded", "{seen}");
     let thumbs = seen["thumbs"].as_array().unwrap();
     assert_eq!(

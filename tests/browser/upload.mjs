@@ -13,7 +13,7 @@ try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
   page.on("console", (m) => console.error("[page]", m.text()));
   await page.goto(base + "/upload");
-  await page.waitForSelector("#preset option");
+  await page.waitForSelector("#preset option", { state: "attached" });
   await page.setInputFiles("#file", video);
   await page.click("#go");
   await page.waitForFunction(() => document.getElementById("progress").value === 100, null, { timeout: 60000 });
