@@ -168,17 +168,18 @@ impl SubmitService {
         }
     }
 
-    /// The dry run of [`SubmitService::submit`]: validates `body` (the REST body shape; it may
+    /// The dry run of [`SubmitService::submit`]: resolves a preset, validates `body` (the REST body shape; it may
     /// also carry `duration_ms`, the input's duration), records nothing, checks no quota or
     /// idempotency key, and answers what MPS would be sent and what would come out. The
     /// duration is `duration_ms` (an argument wins over the body's), else probed on the local
     /// store when the input is there.
     pub async fn preview(
         &self,
+        team: &str,
         body: &Value,
         duration_ms: Option<u64>,
     ) -> Result<Preview, SubmitError> {
-        let mut body = body.clone();
+        let (mut body, _) = self.resolve(team, body, None).await?;
         let mut errors = Vec::new();
         let from_body = match body.as_object_mut().and_then(|m| m.remove(DURATION_FIELD)) {
             None => None,

@@ -341,7 +341,10 @@ pub async fn create_job(
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     if dry_run {
-        let preview = state.submit.preview(&body, duration_ms).await?;
+        let preview = state
+            .submit
+            .preview(&caller.team, &body, duration_ms)
+            .await?;
         return Ok(Json(DryRunResource::new(preview, &state.outputs)).into_response());
     }
     let submitted = state
