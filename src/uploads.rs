@@ -43,6 +43,9 @@ pub const BROWSER_TOKEN_PREFIX: &str = "sgu_";
 /// `via` of a landing learned from OSS's callback, or from the browser's `complete`.
 pub const VIA_CALLBACK: &str = "callback";
 pub const VIA_COMPLETE: &str = "complete";
+/// An upload landed this long ago without a job is healed (the landing's own request makes it
+/// within milliseconds; this is for a process that stopped in between).
+pub const LANDED_GRACE_S: i64 = 5;
 /// The path OSS calls back.
 pub const CALLBACK_PATH: &str = "/callbacks/oss";
 
@@ -375,6 +378,21 @@ impl UploadService {
         Ok(ids)
     }
 
+    /// Makes the jobs of uploads that landed but got none (the process that marked them
+    /// stopped in between): nothing that landed is lost. Returns how many it made.
+    pub async fn heal_landed(&self) -> Result<usize, UploadError> {
+        let now = self.store.clock().await?;
+        let stale = self
+            .store
+            .landed_without_job(now - chrono::Duration::seconds(LANDED_GRACE_S), 32)
+            .await?;
+        for u in &stale {
+            tracing::warn!(upload_id = %u.id, "an upload landed without its job: making it now");
+            self.make_job(u).await?;
+        }
+        Ok(stale.len())
+    }
+
     /// The upload with its job, as it is now (an intent past its expiry is expired first).
     pub async fn status(&self, id: Uuid) -> Result<Option<UploadStatus>, StoreError> {
         let Some(mut upload) = self.store.get_upload(id).await? else {
@@ -698,6 +716,9 @@ impl UploadHub {
                 _ = timer.tick() => {
                     if let Err(e) = self.service.expire_due().await {
                         tracing::warn!(error = %e, "expiring upload intents failed");
+                    }
+                    if let Err(e) = self.service.heal_landed().await {
+                        tracing::warn!(error = %e, "making the jobs of landed uploads failed");
                     }
                     self.watched_ids(None)
                 }

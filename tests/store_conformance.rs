@@ -781,8 +781,26 @@ async fn uploads_move_once_and_expire_in_one_place(s: DynStore) {
     // waiting -> uploaded happens once, whoever comes second is told so.
     assert!(s.mark_uploaded(a, "callback", now).await.unwrap());
     assert!(!s.mark_uploaded(a, "complete", now).await.unwrap());
+    // Landed without its job (a process stopped in between): found once past the grace.
+    assert!(
+        s.landed_without_job(now, 10).await.unwrap().is_empty(),
+        "not before the grace"
+    );
+    let later = now + chrono::Duration::seconds(10);
+    let stale: Vec<uuid::Uuid> = s
+        .landed_without_job(later, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(stale, vec![a]);
     let job = created(s.create_job(new_job("t", now), None).await.unwrap());
     s.set_upload_job(a, job.id, now).await.unwrap();
+    assert!(
+        s.landed_without_job(later, 10).await.unwrap().is_empty(),
+        "it has its job now"
+    );
     let got = s.get_upload(a).await.unwrap().unwrap();
     assert_eq!(
         (got.state, got.uploaded_via.as_deref(), got.job_id),

@@ -1008,3 +1008,38 @@ async fn an_intent_is_checked_before_anything_is_uploaded() {
     );
     e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_landed_without_its_job_gets_it() {
+    // The window: a process marked the upload `uploaded` and stopped before making the job.
+    let video = media::small_video();
+    let e = env(|_| {}).await;
+    let i = e.intent(&video).await;
+    let (id, tok) = (
+        i["upload_id"].as_str().unwrap(),
+        i["browser_token"].as_str().unwrap(),
+    );
+    let uuid = uuid::Uuid::parse_str(id).unwrap();
+    let now = e.app_store.clock().await.unwrap();
+    assert!(e
+        .app_store
+        .mark_uploaded(uuid, "complete", now)
+        .await
+        .unwrap());
+    assert_eq!(e.status(id, tok).await.1["state"], "uploaded");
+    assert_eq!(e.job_count().await, 0);
+    // The hub's tick finds it past the grace and makes its job, once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let (_, u) = e.status(id, tok).await;
+        if !u["job"].is_null() {
+            break u["job"].clone();
+        }
+        assert!(Instant::now() < deadline, "never healed: {u}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["preset"], "story@1");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(e.job_count().await, 1);
+    e.stop().await;
+}

@@ -129,6 +129,13 @@ pub trait UploadStore {
     /// The one expiry transition: every `waiting` upload whose intent expired by `now` (the
     /// database's clock) becomes `expired`; returns their ids.
     async fn expire_uploads(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
+    /// Uploads that landed (`uploaded`) before `before` but have no job: the process that
+    /// marked them stopped before making it. At most `limit`, oldest first.
+    async fn landed_without_job(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>>;
 }
 
 #[derive(FromRow)]
@@ -388,6 +395,25 @@ impl UploadStore for SqlStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn landed_without_job(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>> {
+        let rows: Vec<UploadRow> = self
+            .pool()
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'uploaded' AND job_id IS NULL \
+                     AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+                ))
+                .bind(before)
+                .bind(limit),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
     async fn expire_uploads(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
