@@ -67,6 +67,7 @@ pub async fn mps_backend(
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
             // Browser uploads are signed for `uploads.region`: the store checks that scope.
             oss_region: Some(settings.uploads.region.clone()),
+            oss_cors_origins: e.oss_cors_origins.clone(),
             ..EmulatorConfig::default()
         };
         let handle = crate::emulator::spawn(config).await.with_context(|| {

@@ -119,6 +119,9 @@ pub struct EmbeddedEmulatorSettings {
     pub oss_dir: String,
     /// The emulator's job ledger, so its jobs survive a restart of `serve`. Empty: in memory.
     pub state_dir: String,
+    /// Browser origins the local object store allows (CORS for PostObject uploads and reads
+    /// from a page); `"*"`: any.
+    pub oss_cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -277,6 +280,7 @@ impl Default for EmbeddedEmulatorSettings {
             listen: "127.0.0.1:8081".into(),
             oss_dir: "data/oss".into(),
             state_dir: "data/emulator".into(),
+            oss_cors_origins: vec!["*".into()],
         }
     }
 }
@@ -456,21 +460,8 @@ impl Settings {
         );
         anyhow::ensure!(self.worker.submit_qps > 0, "worker.submit_qps must be > 0");
         anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
-        for origin in &self.http.cors_origins {
-            let host = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            let ok = origin == "*"
-                || host.is_some_and(|h| {
-                    !h.is_empty()
-                        && !h.contains(['/', ' ', '*'])
-                        && axum::http::HeaderValue::from_str(origin).is_ok()
-                });
-            anyhow::ensure!(
-                ok,
-                "http.cors_origins: {origin:?} is not an origin (scheme://host[:port], or \"*\")"
-            );
-        }
+        check_origins("http.cors_origins", &self.http.cors_origins)?;
+        check_origins("emulator.oss_cors_origins", &self.emulator.oss_cors_origins)?;
         if let Some(u) = &self.http.public_url {
             anyhow::ensure!(
                 (u.starts_with("https://") || u.starts_with("http://"))
@@ -543,6 +534,26 @@ impl figment::Provider for EnvValue {
 
 pub fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
+}
+
+/// Each entry is an origin (`scheme://host[:port]`) or `*`.
+fn check_origins(key: &str, origins: &[String]) -> anyhow::Result<()> {
+    for origin in origins {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let ok = origin == "*"
+            || host.is_some_and(|h| {
+                !h.is_empty()
+                    && !h.contains(['/', ' ', '*'])
+                    && axum::http::HeaderValue::from_str(origin).is_ok()
+            });
+        anyhow::ensure!(
+            ok,
+            "{key}: {origin:?} is not an origin (scheme://host[:port], or \"*\")"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -655,6 +666,13 @@ mod tests {
             s.http.cors_origins = vec![bad.to_string()];
             assert!(s.validate().is_err(), "{bad:?} must be refused");
         }
+        // The same rule for the embedded store's CORS origins.
+        s.http.cors_origins = Vec::new();
+        s.emulator.oss_cors_origins = vec!["http://127.0.0.1:8080".into()];
+        assert!(s.validate().is_ok());
+        s.emulator.oss_cors_origins = vec!["127.0.0.1:8080".into()];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("emulator.oss_cors_origins"), "{e}");
     }
 
     #[test]

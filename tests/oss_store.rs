@@ -313,6 +313,15 @@ struct Seen {
 
 /// A callback receiver on a free port answering `status` with `answer`.
 async fn receiver(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    slow_receiver(status, answer, 0).await
+}
+
+/// A receiver that answers only after `delay_ms`.
+async fn slow_receiver(
+    status: u16,
+    answer: &'static str,
+    delay_ms: u64,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let record = seen.clone();
     let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: String| {
@@ -326,6 +335,7 @@ async fn receiver(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<S
                 headers,
                 body,
             });
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             (
                 axum::http::StatusCode::from_u16(status).unwrap(),
                 [("content-type", "application/json")],
@@ -446,6 +456,32 @@ async fn failed_callback_answers_203_and_keeps_the_object() {
         assert!(store.file(&key).exists());
     }
     assert_eq!(seen.lock().unwrap().len(), 1);
+    // A 200 that is not JSON fails too (OSS relays only JSON).
+    let (base, seen) = receiver(200, "plain text").await;
+    let mut args = post_args(&store, "uploads/f/text.mp4", 9);
+    args["callback"] = json!({"url": format!("{base}/cb"), "body": "object=${object}", "body_type": "application/x-www-form-urlencoded"});
+    let out = py(args).await;
+    assert_eq!(out["status"], 203, "{out}");
+    assert!(
+        out["body"].as_str().unwrap().contains("not valid json"),
+        "{out}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(store.file("uploads/f/text.mp4").exists());
+    // OSS waits 5 s for the callback's answer, then fails the callback.
+    let (base, seen) = slow_receiver(200, r#"{"late":true}"#, 10_000).await;
+    let mut args = post_args(&store, "uploads/f/slow.mp4", 9);
+    args["callback"] = json!({"url": format!("{base}/cb"), "body": "object=${object}", "body_type": "application/x-www-form-urlencoded"});
+    let started = std::time::Instant::now();
+    let out = py(args).await;
+    assert_eq!(out["status"], 203, "{out}");
+    assert_eq!(xml_code(out["body"].as_str().unwrap()), "CallbackFailed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
 /// CORS: preflights for the allowed origin and the four methods; others refused as OSS does.
@@ -497,4 +533,50 @@ async fn cors_preflight_allows_only_the_configured_origin() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+/// A form whose fields before the file exceed 1 MiB is refused (the store keeps them in
+/// memory), and a body that is not multipart is `InvalidArgument`.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_or_malformed_forms_are_refused() {
+    let store = Store::start().await;
+    let boundary = "snapgate-test-boundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let form = |big: usize| {
+        let mut body = part("key", "uploads/big/x.txt");
+        body.push_str(&part("x:big", &"a".repeat(big)));
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n"
+        ));
+        body
+    };
+    let http = reqwest::Client::new();
+    let send = |body: String, content_type: String| {
+        http.post(store.bucket_url())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let multipart = format!("multipart/form-data; boundary={boundary}");
+    // Within the limit: stored (anonymous: the local bucket is public-read-write).
+    let ok = send(form(1000), multipart.clone()).await.unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        std::fs::read_to_string(store.file("uploads/big/x.txt")).unwrap(),
+        "hello"
+    );
+    std::fs::remove_file(store.file("uploads/big/x.txt")).unwrap();
+    let big = send(form(1024 * 1024 + 1), multipart).await.unwrap();
+    assert_eq!(big.status(), 400);
+    assert_eq!(xml_code(&big.text().await.unwrap()), "InvalidArgument");
+    assert!(!store.file("uploads/big/x.txt").exists());
+    let plain = send("key=a".into(), "application/x-www-form-urlencoded".into())
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    assert_eq!(xml_code(&plain.text().await.unwrap()), "InvalidArgument");
 }

@@ -96,19 +96,10 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
                 .put(oss::put_object)
                 .options(oss::preflight),
         )
-        // PostObject (uploads are as large as OSS allows: 5 GiB, checked by the policy).
-        .route(
-            "/{bucket}",
-            post(oss_post::post_object)
-                .options(oss::preflight)
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/{bucket}/",
-            post(oss_post::post_object)
-                .options(oss::preflight)
-                .layer(DefaultBodyLimit::disable()),
-        )
+        // PostObject (uploads are as large as OSS allows: 5 GiB, checked by the policy); the
+        // other methods on a bare bucket answer OSS's InvalidObjectName/InvalidBucketName.
+        .route("/{bucket}", bucket_routes())
+        .route("/{bucket}/", bucket_routes())
         .route(oss::CALLBACK_PUB_KEY_PATH, get(oss::callback_pub_key))
         .route("/_emulator/stats", get(control::stats))
         .route(
@@ -116,6 +107,14 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
             get(control::get_faults).post(control::set_faults),
         )
         .with_state(state)
+}
+
+fn bucket_routes() -> axum::routing::MethodRouter<Arc<EmulatorState>> {
+    post(oss_post::post_object)
+        .layer(DefaultBodyLimit::disable())
+        .options(oss::preflight)
+        .get(oss::get_object)
+        .put(oss::put_object)
 }
 
 /// Binds and serves in a background task. Connections are served one by one with hyper so that

@@ -28,6 +28,9 @@ use crate::oss::callback::{self, CallbackSpec, Variables};
 use crate::oss::post_policy::{verify_post_fields, VerifiedPost};
 use crate::oss::OssError;
 
+/// The form fields before `file` are kept in memory: at most this much of them.
+const MAX_FORM_FIELDS_BYTES: usize = 1024 * 1024;
+
 /// `POST /<bucket>`: PostObject.
 pub async fn post_object(State(OssRoutes(ctx)): State<OssRoutes>, req: Request) -> Response {
     let headers = req.headers().clone();
@@ -96,6 +99,7 @@ async fn receive(
     multipart: &mut Multipart,
 ) -> Result<Stored, OssError> {
     let mut fields: Vec<(String, String)> = Vec::new();
+    let mut form_bytes = 0usize;
     loop {
         let Some(mut field) = multipart.next_field().await.map_err(form_error)? else {
             return Err(OssError::invalid_argument(
@@ -104,7 +108,19 @@ async fn receive(
         };
         let name = field.name().unwrap_or("").to_string();
         if !name.eq_ignore_ascii_case("file") {
-            let value = field.text().await.map_err(form_error)?;
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                form_bytes += chunk.len();
+                if form_bytes > MAX_FORM_FIELDS_BYTES {
+                    return Err(OssError::invalid_argument(
+                        "The form fields before the file exceed 1 MiB.",
+                    ));
+                }
+                value.extend_from_slice(&chunk);
+            }
+            let value = String::from_utf8(value).map_err(|_| {
+                OssError::invalid_argument(format!("The form field {name:?} is not UTF-8."))
+            })?;
             fields.push((name, value));
             continue;
         }
