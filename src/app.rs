@@ -20,10 +20,12 @@ use crate::http::AppState;
 use crate::limits::TeamLimiter;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::mps::mns::{MnsClient, MnsClientConfig};
+use crate::oss::OssCredentials;
 use crate::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigner};
 use crate::secret::Secret;
 use crate::store::{self, DynStore};
 use crate::submit::{SubmitConfig, SubmitService};
+use crate::uploads::{UploadConfig, UploadHub, UploadService};
 use crate::webhooks::{DeliveryWorker, WebhookService};
 use crate::worker::{Worker, WorkerSignals};
 
@@ -35,6 +37,7 @@ pub struct Application {
     emulator: Option<EmulatorHandle>,
     /// Sends webhooks (`webhooks.enabled`).
     deliveries: Option<Arc<DeliveryWorker>>,
+    signals: WorkerSignals,
 }
 
 /// The MPS backend `serve` uses: real MPS with the configured key, or else an in-process
@@ -46,6 +49,7 @@ pub async fn mps_backend(
     Arc<dyn MpsApi>,
     Option<EmulatorHandle>,
     Option<Arc<MnsClient>>,
+    OssCredentials,
 )> {
     let (endpoint, key_id, secret, emulator) = if settings.has_mps_credentials() {
         (
@@ -72,6 +76,8 @@ pub async fn mps_backend(
             process_ms: e.process_ms.max(e.start_ms),
             oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
+            // Browser uploads are signed for `uploads.region`: the store checks that scope.
+            oss_region: Some(settings.uploads.region.clone()),
             oss_cors_origins: e.oss_cors_origins.clone(),
             // Its own MNS queue, bound to every pipeline, when MNS is on.
             mns_queue: settings
@@ -102,6 +108,12 @@ pub async fn mps_backend(
     } else {
         None
     };
+    // The same pair signs OSS requests (an Alibaba Cloud AccessKey reaches both; the built-in
+    // emulator's store accepts its own key), unless `uploads.access_key_id` is set.
+    let oss = OssCredentials {
+        access_key_id: key_id.clone(),
+        access_key_secret: secret.clone(),
+    };
     let client = MpsClient::new(MpsClientConfig {
         endpoint,
         access_key_id: key_id,
@@ -111,7 +123,7 @@ pub async fn mps_backend(
         connect_timeout: ms(settings.mps.connect_timeout_ms),
         request_timeout: ms(settings.mps.request_timeout_ms),
     })?;
-    Ok((Arc::new(client), emulator, mns))
+    Ok((Arc::new(client), emulator, mns, oss))
 }
 
 /// The MNS queue client of `mps.mns`, signing with the MPS key.
@@ -133,6 +145,54 @@ pub fn mns_client(
         connect_timeout: ms(settings.mps.connect_timeout_ms),
         request_timeout: ms(settings.mps.request_timeout_ms),
     })?))
+}
+
+/// Where browser uploads go and with which key: `uploads.*`, else the built-in emulator's
+/// store and key (the embedded default), else real OSS with the MPS key.
+fn upload_config(
+    settings: &Settings,
+    emulator: Option<&EmulatorHandle>,
+    mps_key: Option<OssCredentials>,
+) -> UploadConfig {
+    let u = &settings.uploads;
+    let bucket_url = match (&u.endpoint, emulator) {
+        (Some(e), _) => e.trim_end_matches('/').to_string(),
+        (None, Some(h)) => format!("{}/{}", h.url(), u.bucket),
+        (None, None) => format!("https://{}.oss-{}.aliyuncs.com", u.bucket, u.region),
+    };
+    let creds = match (&u.access_key_id, &u.access_key_secret) {
+        (Some(id), Some(secret)) => Some(OssCredentials {
+            access_key_id: id.clone(),
+            access_key_secret: secret.clone(),
+        }),
+        _ => mps_key.or_else(|| {
+            match (&settings.mps.access_key_id, &settings.mps.access_key_secret) {
+                (Some(id), Some(secret)) => Some(OssCredentials {
+                    access_key_id: id.clone(),
+                    access_key_secret: secret.clone(),
+                }),
+                _ => None,
+            }
+        }),
+    };
+    UploadConfig {
+        bucket: u.bucket.clone(),
+        region: u.region.clone(),
+        bucket_url,
+        prefix: u.prefix.clone(),
+        ttl: chrono::Duration::seconds(u.ttl_s as i64),
+        token_ttl: chrono::Duration::seconds(u.token_ttl_s as i64),
+        max_size_bytes: u.max_size_bytes,
+        callback_url: settings.http.public_url.as_ref().map(|p| {
+            format!(
+                "{}{}",
+                p.trim_end_matches('/'),
+                crate::uploads::CALLBACK_PATH
+            )
+        }),
+        local_pub_key_url: emulator.map(|h| h.callback_pub_key_url().to_string()),
+        creds,
+    }
 }
 
 /// Outputs on real OSS: public URLs, presigned with the MPS key when `outputs.presign_ttl_s` > 0.
@@ -171,11 +231,11 @@ impl Application {
     }
 
     pub async fn with_store(settings: Settings, store: DynStore) -> anyhow::Result<Self> {
-        let (mps, emulator, mns) = if settings.worker.enabled {
-            let (mps, emulator, mns) = mps_backend(&settings).await?;
-            (Some(mps), emulator, mns)
+        let (mps, emulator, mns, oss_key) = if settings.worker.enabled {
+            let (mps, emulator, mns, key) = mps_backend(&settings).await?;
+            (Some(mps), emulator, mns, Some(key))
         } else {
-            (None, None, None)
+            (None, None, None, None)
         };
         let outputs = match &emulator {
             // The embedded emulator's local store: its files are the outputs.
@@ -186,7 +246,9 @@ impl Application {
             }
             _ => oss_outputs(&settings),
         };
-        let mut app = Self::with_outputs(settings, store, mps, outputs, mns).await?;
+        let uploads = upload_config(&settings, emulator.as_ref(), oss_key);
+        let demo = settings.uploads.demo_page && emulator.is_some();
+        let mut app = Self::build_parts(settings, store, mps, outputs, mns, uploads, demo).await?;
         app.emulator = emulator;
         Ok(app)
     }
@@ -223,6 +285,19 @@ impl Application {
         outputs: OutputService,
         mns: Option<Arc<MnsClient>>,
     ) -> anyhow::Result<Self> {
+        let uploads = upload_config(&settings, None, None);
+        Self::build_parts(settings, store, mps, outputs, mns, uploads, false).await
+    }
+
+    async fn build_parts(
+        settings: Settings,
+        store: DynStore,
+        mps: Option<Arc<dyn MpsApi>>,
+        outputs: OutputService,
+        mns: Option<Arc<MnsClient>>,
+        uploads: UploadConfig,
+        demo_uploads: bool,
+    ) -> anyhow::Result<Self> {
         let outputs = Arc::new(outputs);
         let listener = TcpListener::bind(&settings.http.listen)
             .await
@@ -242,10 +317,15 @@ impl Application {
         ));
         let submit = Arc::new(SubmitService::new(
             store.clone(),
-            signals,
+            signals.clone(),
             SubmitConfig::from_settings(&settings),
             outputs.clone(),
         ));
+        let uploads = Arc::new(UploadService::new(store.clone(), submit.clone(), uploads));
+        let upload_hub = UploadHub::new(uploads.clone());
+        if demo_uploads {
+            crate::uploads::ensure_demo_preset(&store, &settings.uploads).await?;
+        }
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
         let master_key = Arc::new(MasterKeySlot::new(&settings.auth));
         let webhooks = Arc::new(WebhookService::new(
@@ -279,6 +359,9 @@ impl Application {
             limiter,
             mps_health,
             counts: Arc::default(),
+            uploads,
+            upload_hub,
+            demo_uploads,
         };
         Ok(Self {
             listener,
@@ -286,6 +369,7 @@ impl Application {
             worker,
             emulator: None,
             deliveries,
+            signals,
         })
     }
 
@@ -319,12 +403,23 @@ impl Application {
             let token = stop_worker.clone();
             tokio::spawn(d.run(token))
         });
+        let hub = tokio::spawn(self.state.upload_hub.clone().run(
+            self.signals.clone(),
+            std::time::Duration::from_secs(1),
+            stop_worker.clone(),
+        ));
         // On shutdown: stop taking requests, let in-flight ones finish, then stop the worker
         // (it finishes its current calls and gives back unfinished claims).
+        let closing = self.state.upload_hub.closing();
         axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Event streams never end by themselves: end them, or the drain waits forever.
+                closing.cancel();
+            })
             .await?;
         stop_worker.cancel();
+        let _ = hub.await;
         if let Some(w) = worker {
             let _ = w.await;
         }

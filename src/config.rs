@@ -38,6 +38,13 @@ const STRING_KEYS: &[&str] = &[
     "emulator.listen",
     "emulator.oss_dir",
     "emulator.state_dir",
+    "http.public_url",
+    "uploads.bucket",
+    "uploads.region",
+    "uploads.endpoint",
+    "uploads.prefix",
+    "uploads.access_key_id",
+    "uploads.access_key_secret",
     "auth.master_key",
     "auth.master_key_file",
     "log.format",
@@ -52,6 +59,7 @@ pub struct Settings {
     pub mps: MpsSettings,
     pub emulator: EmbeddedEmulatorSettings,
     pub outputs: OutputsSettings,
+    pub uploads: UploadsSettings,
     pub worker: WorkerSettings,
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
@@ -70,6 +78,10 @@ pub struct HttpSettings {
     pub submit_wait_ms: u64,
     /// Browser origins allowed by CORS (e.g. `https://upload.example.com`); empty: none.
     pub cors_origins: Vec<String>,
+    /// The URL OSS reaches this gateway at (`https://snapgate.example.com`): upload intents then
+    /// ask OSS for an upload callback to `<public_url>/callbacks/oss`. Unset: no callback (the
+    /// browser calls `POST /v1/uploads/{id}/complete`).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -142,6 +154,50 @@ pub struct OutputsSettings {
     /// Output URLs on real OSS are presigned (OSS V1 query signature, with the MPS access key)
     /// for this many seconds. 0: plain `https://<bucket>.<location>.aliyuncs.com/<key>` URLs.
     pub presign_ttl_s: u64,
+}
+
+/// Browser uploads straight to OSS (`POST /v1/uploads`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsSettings {
+    /// The bucket browsers upload into.
+    pub bucket: String,
+    /// Its region id (`cn-shanghai`): the location is `oss-<region>`, the V4 scope the region.
+    pub region: String,
+    /// The bucket's URL the form posts to; unset: `https://<bucket>.oss-<region>.aliyuncs.com`,
+    /// or on the embedded default the built-in emulator's local store.
+    pub endpoint: Option<String>,
+    /// Object keys are `<prefix><team>/<upload id>/<filename>`.
+    pub prefix: String,
+    /// An intent's policy (and the intent) expire after this long.
+    pub ttl_s: u64,
+    /// A browser token reads its upload and job for this long.
+    pub token_ttl_s: u64,
+    /// The largest `size_bytes` an intent may declare.
+    pub max_size_bytes: u64,
+    /// Serve the demo page `/upload` and its intent endpoint (embedded default only).
+    pub demo_page: bool,
+    /// The OSS key that signs the forms and the `HEAD` of `complete`; unset: the MPS key (or
+    /// the built-in emulator's).
+    pub access_key_id: Option<String>,
+    pub access_key_secret: Option<Secret>,
+}
+
+impl Default for UploadsSettings {
+    fn default() -> Self {
+        Self {
+            bucket: "media".into(),
+            region: "cn-shanghai".into(),
+            endpoint: None,
+            prefix: "uploads/".into(),
+            ttl_s: 3_600,
+            token_ttl_s: 86_400,
+            max_size_bytes: 5 * 1024 * 1024 * 1024,
+            demo_page: false,
+            access_key_id: None,
+            access_key_secret: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -239,6 +295,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             submit_wait_ms: 2_000,
             cors_origins: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -388,6 +445,7 @@ impl Default for Settings {
             mps: MpsSettings::default(),
             emulator: EmbeddedEmulatorSettings::default(),
             outputs: OutputsSettings::default(),
+            uploads: UploadsSettings::default(),
             worker: WorkerSettings::default(),
             idempotency: IdempotencySettings::default(),
             auth: AuthSettings::default(),
@@ -491,6 +549,23 @@ impl Settings {
         anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
         check_origins("http.cors_origins", &self.http.cors_origins)?;
         check_origins("emulator.oss_cors_origins", &self.emulator.oss_cors_origins)?;
+        if let Some(u) = &self.http.public_url {
+            anyhow::ensure!(
+                (u.starts_with("https://") || u.starts_with("http://"))
+                    && reqwest::Url::parse(u).is_ok(),
+                "http.public_url must be an http(s) URL such as https://snapgate.example.com"
+            );
+        }
+        anyhow::ensure!(
+            self.uploads.access_key_id.is_some() == self.uploads.access_key_secret.is_some(),
+            "set both uploads.access_key_id and uploads.access_key_secret, or neither"
+        );
+        anyhow::ensure!(
+            self.uploads.ttl_s > 0
+                && self.uploads.token_ttl_s > 0
+                && self.uploads.max_size_bytes > 0,
+            "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
+        );
         anyhow::ensure!(
             self.webhooks.batch_size > 0,
             "webhooks.batch_size must be > 0"

@@ -312,6 +312,7 @@ mod tests {
             last_error: None,
             mps,
             submitted_at: None,
+            preset: None,
         }
     }
 

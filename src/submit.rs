@@ -2,7 +2,9 @@
 //! MPS-compatible endpoint, upload callbacks). [`SubmitService::submit`] owns every rule of
 //! accepting a job, in this order:
 //!
-//! 1. validate the request completely (every violation listed);
+//! 1. resolve a named preset (`"preset": "name@version"`, or the name: its latest version) with
+//!    the body's other members as overrides, then validate the request completely (every
+//!    violation listed); the job keeps the resolved request and the preset version;
 //! 2. idempotency first: a key already used answers with its job (a replay), or says the first
 //!    request is still being answered, or that the key came with another body — before any quota
 //!    check, so a retry is never refused for a limit its first try passed;
@@ -29,6 +31,7 @@ use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
 use crate::limits::{ActiveJobs, ActiveLookup};
 use crate::mps::wire::SubmitParams;
 use crate::outputs::OutputService;
+use crate::presets;
 use crate::store::{
     CreateOutcome, DynStore, IdempotencyRecord, Job, NewIdempotencyKey, NewJob, StoreError,
 };
@@ -165,17 +168,18 @@ impl SubmitService {
         }
     }
 
-    /// The dry run of [`SubmitService::submit`]: validates `body` (the REST body shape; it may
+    /// The dry run of [`SubmitService::submit`]: resolves a preset, validates `body` (the REST body shape; it may
     /// also carry `duration_ms`, the input's duration), records nothing, checks no quota or
     /// idempotency key, and answers what MPS would be sent and what would come out. The
     /// duration is `duration_ms` (an argument wins over the body's), else probed on the local
     /// store when the input is there.
     pub async fn preview(
         &self,
+        team: &str,
         body: &Value,
         duration_ms: Option<u64>,
     ) -> Result<Preview, SubmitError> {
-        let mut body = body.clone();
+        let (mut body, _) = self.resolve(team, body, None).await?;
         let mut errors = Vec::new();
         let from_body = match body.as_object_mut().and_then(|m| m.remove(DURATION_FIELD)) {
             None => None,
@@ -236,7 +240,21 @@ impl SubmitService {
         key: Option<&IdempotencyKey>,
         wait: Wait,
     ) -> Result<Submitted, SubmitError> {
-        let (request, warnings) = domain::validate_request(body).map_err(SubmitError::Invalid)?;
+        self.submit_for(team, body, key, wait, None).await
+    }
+
+    /// [`SubmitService::submit`] for an upload: `{UploadId}` in the preset's output keys
+    /// becomes `upload_id`.
+    pub async fn submit_for(
+        &self,
+        team: &str,
+        body: &Value,
+        key: Option<&IdempotencyKey>,
+        wait: Wait,
+        upload_id: Option<&str>,
+    ) -> Result<Submitted, SubmitError> {
+        let (body, preset) = self.resolve(team, body, upload_id).await?;
+        let (request, warnings) = domain::validate_request(&body).map_err(SubmitError::Invalid)?;
         let fingerprint = fingerprint(&request);
         if let Some(k) = key {
             if let Some(existing) = self.store.get_idempotency_key(team, &k.0).await? {
@@ -252,6 +270,7 @@ impl SubmitService {
             request,
             warnings,
             created_at: now,
+            preset,
         };
         let idem = key.map(|k| NewIdempotencyKey {
             key: k.0.clone(),
@@ -274,6 +293,56 @@ impl SubmitService {
             job,
             replayed: false,
         })
+    }
+
+    /// The job body with its preset applied: the preset's request, the body's other members
+    /// merged over it (JSON Merge Patch), `{UploadId}` filled in. A body without `preset` is
+    /// returned as it is. Also answers the preset's `name@version`.
+    pub async fn resolve(
+        &self,
+        team: &str,
+        body: &Value,
+        upload_id: Option<&str>,
+    ) -> Result<(Value, Option<String>), SubmitError> {
+        let Some(named) = body.get(presets::PRESET_FIELD) else {
+            return Ok((body.clone(), None));
+        };
+        let invalid = |code: &str, message: String| {
+            SubmitError::Invalid(vec![Violation {
+                field: format!("/{}", presets::PRESET_FIELD),
+                code: code.into(),
+                message,
+            }])
+        };
+        let Some(named) = named.as_str() else {
+            return Err(invalid(
+                "invalid_type",
+                "must be a preset name, or name@version".into(),
+            ));
+        };
+        let r = presets::PresetRef::parse(named).map_err(|v| SubmitError::Invalid(vec![v]))?;
+        let preset = self
+            .store
+            .get_preset(team, &r.name, r.version)
+            .await?
+            .ok_or_else(|| invalid("unknown_preset", format!("this team has no preset {named}")))?;
+        let mut resolved = preset.body.clone();
+        let mut overrides = body.clone();
+        if let Some(m) = overrides.as_object_mut() {
+            m.remove(presets::PRESET_FIELD);
+        }
+        presets::merge_patch(&mut resolved, &overrides);
+        match upload_id {
+            Some(id) => presets::fill_upload_id(&mut resolved, id),
+            None if presets::uses_upload_id(&resolved) => {
+                return Err(invalid(
+                    "needs_upload",
+                    format!("preset {} writes {{UploadId}} in its output keys: it makes jobs for uploads only (POST /v1/uploads)", preset.reference()),
+                ))
+            }
+            None => {}
+        }
+        Ok((resolved, Some(preset.reference())))
     }
 
     /// The answer to a request whose idempotency key is already taken.

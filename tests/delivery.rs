@@ -339,6 +339,7 @@ async fn worker_runs_until_idle(store: DynStore) {
             request,
             warnings,
             created_at: snapgate::store::now(),
+            preset: None,
         };
         ids.push(job.id);
         store.create_job(job, None).await.unwrap();

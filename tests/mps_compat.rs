@@ -472,6 +472,7 @@ async fn nonce_and_lookup_conformance(store: DynStore) {
                     request: body(pl),
                     warnings: vec![],
                     created_at: now + chrono::Duration::milliseconds(i as i64),
+                    preset: None,
                 },
                 None,
             )

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Duration;
-use serde_json::json;
+use serde_json::{json, Value};
 use snapgate::domain::{validate_request, JobId, JobState};
 use snapgate::store::{
     self, CreateOutcome, DeliveryAttempt, DeliveryOutcome, DynStore, JobError, JobFilter,
@@ -25,6 +25,7 @@ fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
         request,
         warnings,
         created_at: at,
+        preset: None,
     }
 }
 
@@ -989,6 +990,182 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
     assert!(s.list_webhook_endpoints("t").await.unwrap().is_empty());
 }
 
+async fn presets_number_versions_and_find_a_body_again(s: DynStore) {
+    let now = store::now();
+    let a = json!({"output": {"location": "oss-cn-shanghai", "bucket": "m", "object": "a.jpg"}});
+    let b = json!({"output": {"location": "oss-cn-shanghai", "bucket": "m", "object": "b.jpg"}});
+    let (p1, new1) = s.create_preset("t", "thumbs", &a, "fa", now).await.unwrap();
+    assert_eq!((p1.version, new1), (1, true));
+    let (p2, new2) = s.create_preset("t", "thumbs", &b, "fb", now).await.unwrap();
+    assert_eq!((p2.version, new2), (2, true));
+    let (again, new3) = s.create_preset("t", "thumbs", &a, "fa", now).await.unwrap();
+    assert_eq!(
+        (again.version, new3),
+        (1, false),
+        "the same body is the version it already is"
+    );
+    // Another team numbers its own versions.
+    let (other, _) = s.create_preset("u", "thumbs", &b, "fb", now).await.unwrap();
+    assert_eq!(other.version, 1);
+    assert_eq!(
+        s.get_preset("t", "thumbs", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        b
+    );
+    assert_eq!(
+        s.get_preset("t", "thumbs", Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        a
+    );
+    assert!(s
+        .get_preset("t", "thumbs", Some(3))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.get_preset("v", "thumbs", None).await.unwrap().is_none());
+    let list: Vec<String> = s
+        .list_presets("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.reference())
+        .collect();
+    assert_eq!(list, ["thumbs@1", "thumbs@2"]);
+    // Racing creators of different bodies get different numbers.
+    let bodies: Vec<Value> = (0..8).map(|i| json!({"n": i})).collect();
+    let tasks: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let (s, body) = (s.clone(), body.clone());
+            tokio::spawn(async move {
+                s.create_preset("t", "race", &body, &format!("f{i}"), now)
+                    .await
+                    .unwrap()
+                    .0
+                    .version
+            })
+        })
+        .collect();
+    let mut versions: Vec<u32> = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<u32>>());
+}
+
+fn upload(id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>, ttl_s: i64) -> store::UploadRecord {
+    store::UploadRecord {
+        id,
+        team: "t".into(),
+        preset: "thumbs@1".into(),
+        filename: "clip.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: 1234,
+        user_data: Some("u 1".into()),
+        location: "oss-cn-shanghai".into(),
+        bucket: "media".into(),
+        object_key: format!("uploads/t/{id}/clip.mp4"),
+        state: store::UploadState::Waiting,
+        token_hash: format!("hash-{id}"),
+        token_expires_at: now + chrono::Duration::hours(1),
+        uploaded_via: None,
+        job_id: None,
+        created_at: now,
+        expires_at: now + chrono::Duration::seconds(ttl_s),
+        updated_at: now,
+    }
+}
+
+async fn uploads_move_once_and_expire_in_one_place(s: DynStore) {
+    let now = s.clock().await.unwrap();
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let rec = upload(a, now, 3600);
+    s.create_upload(&rec).await.unwrap();
+    s.create_upload(&upload(b, now, -1)).await.unwrap();
+    assert_eq!(s.get_upload(a).await.unwrap().unwrap(), rec);
+    assert_eq!(
+        s.upload_by_token_hash(&rec.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a
+    );
+    assert!(s.upload_by_token_hash("nope").await.unwrap().is_none());
+    // Only the past-due waiting one expires, once, with its `upload.expired` event in the
+    // same transaction.
+    let team = rec.team.clone();
+    let _ = s.create_team(&team, now).await;
+    let hook = s
+        .create_webhook_endpoint(&endpoint(&team, &[store::UPLOAD_EXPIRED]))
+        .await
+        .unwrap();
+    assert_eq!(s.expire_uploads(now).await.unwrap(), vec![b]);
+    assert!(s.expire_uploads(now).await.unwrap().is_empty());
+    let sent = s.list_deliveries(&team, hook.id, 10).await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].event_type, store::UPLOAD_EXPIRED);
+    let event = s
+        .get_webhook_event(&team, &sent[0].event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.data["upload_id"], json!(b));
+    assert_eq!(event.data["state"], "expired");
+    assert!(event.data.get("token_hash").is_none());
+    assert_eq!(
+        s.get_upload(b).await.unwrap().unwrap().state,
+        store::UploadState::Expired
+    );
+    assert!(
+        !s.mark_uploaded(b, "complete", now).await.unwrap(),
+        "an expired intent stays expired"
+    );
+    // waiting -> uploaded happens once, whoever comes second is told so.
+    assert!(s.mark_uploaded(a, "callback", now).await.unwrap());
+    assert!(!s.mark_uploaded(a, "complete", now).await.unwrap());
+    // Landed without its job (a process stopped in between): found once past the grace.
+    assert!(
+        s.landed_without_job(now, 10).await.unwrap().is_empty(),
+        "not before the grace"
+    );
+    let later = now + chrono::Duration::seconds(10);
+    let stale: Vec<uuid::Uuid> = s
+        .landed_without_job(later, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(stale, vec![a]);
+    let job = created(s.create_job(new_job("t", now), None).await.unwrap());
+    s.set_upload_job(a, job.id, now).await.unwrap();
+    assert!(
+        s.landed_without_job(later, 10).await.unwrap().is_empty(),
+        "it has its job now"
+    );
+    let got = s.get_upload(a).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.uploaded_via.as_deref(), got.job_id),
+        (store::UploadState::Uploaded, Some("callback"), Some(job.id))
+    );
+    assert!(
+        s.expire_uploads(now + chrono::Duration::hours(2))
+            .await
+            .unwrap()
+            .is_empty(),
+        "an uploaded intent never expires"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1007,7 +1184,9 @@ macro_rules! conformance {
                 teams_are_created_once_and_listed_by_name,
                 claims_are_fair_across_teams,
                 webhook_events_commit_with_the_job_transitions,
-                deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint
+                deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint,
+                presets_number_versions_and_find_a_body_again,
+                uploads_move_once_and_expire_in_one_place
             );
         }
     };

@@ -61,20 +61,26 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         tracing::Span::current().record("team", caller.team.as_str());
-        let checked = state.limiter.check(&caller.team);
-        if let Some(slot) = parts.extensions.get::<RateSlot>() {
-            let now = match &checked {
-                Ok(s) | Err((_, s)) => *s,
-            };
-            *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-        }
-        checked.map_err(|(retry_after, _)| {
-            metrics::counter!("snapgate_rejected_requests_total", "reason" => "rate_limit")
-                .increment(1);
-            ApiError::RateLimited { retry_after }
-        })?;
+        check_rate(parts, state, &caller.team)?;
         Ok(caller)
     }
+}
+
+/// Takes one of `team`'s request tokens (every authenticated route does, whoever the caller),
+/// keeps where the team stands for the `RateLimit` headers, and refuses over the rate.
+pub fn check_rate(parts: &Parts, state: &AppState, team: &str) -> Result<(), ApiError> {
+    let checked = state.limiter.check(team);
+    if let Some(slot) = parts.extensions.get::<RateSlot>() {
+        let now = match &checked {
+            Ok(s) | Err((_, s)) => *s,
+        };
+        *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+    }
+    checked.map(|_| ()).map_err(|(retry_after, _)| {
+        metrics::counter!("snapgate_rejected_requests_total", "reason" => "rate_limit")
+            .increment(1);
+        ApiError::RateLimited { retry_after }
+    })
 }
 
 /// Where the caller's team stood at its rate check, carried from the extractor to the answer.

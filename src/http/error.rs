@@ -55,8 +55,42 @@ pub enum ApiError {
     RateLimited { retry_after: std::time::Duration },
     #[error("too many jobs in flight")]
     QuotaExceeded { limit: u64 },
+    #[error("the upload intent expired")]
+    UploadExpired,
+    #[error("the object is not uploaded")]
+    ObjectNotUploaded,
+    #[error("the object's size differs from the intent's")]
+    SizeMismatch { declared: u64, found: u64 },
+    #[error("callback refused")]
+    CallbackRefused,
+    #[error("uploads are not configured")]
+    UploadsNotConfigured,
+    #[error("OSS did not answer")]
+    OssUnavailable,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<crate::uploads::UploadError> for ApiError {
+    fn from(e: crate::uploads::UploadError) -> Self {
+        use crate::uploads::UploadError as E;
+        match e {
+            E::Invalid(v) => ApiError::Validation(v),
+            E::NotFound => ApiError::NotFound,
+            E::Expired => ApiError::UploadExpired,
+            E::ObjectMissing => ApiError::ObjectNotUploaded,
+            E::SizeMismatch { declared, found } => ApiError::SizeMismatch { declared, found },
+            // Why (already logged) stays out of the answer: it goes to whoever forged it.
+            E::CallbackRefused(_) => ApiError::CallbackRefused,
+            E::NotConfigured => ApiError::UploadsNotConfigured,
+            E::Oss(why) => {
+                tracing::warn!(error = %why, "OSS request failed");
+                ApiError::OssUnavailable
+            }
+            E::Submit(e) => e.into(),
+            E::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<JsonRejection> for ApiError {
@@ -132,6 +166,12 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            ApiError::UploadExpired
+            | ApiError::ObjectNotUploaded
+            | ApiError::SizeMismatch { .. } => StatusCode::CONFLICT,
+            ApiError::CallbackRefused => StatusCode::FORBIDDEN,
+            ApiError::UploadsNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OssUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -153,6 +193,12 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
+            ApiError::UploadExpired => "upload_expired",
+            ApiError::ObjectNotUploaded => "object_not_uploaded",
+            ApiError::SizeMismatch { .. } => "size_mismatch",
+            ApiError::CallbackRefused => "callback_refused",
+            ApiError::UploadsNotConfigured => "uploads_not_configured",
+            ApiError::OssUnavailable => "oss_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -188,6 +234,12 @@ impl ApiError {
             ApiError::QuotaExceeded { limit } => format!(
                 "this team already has {limit} jobs in flight; wait for some to finish"
             ),
+            ApiError::UploadExpired => "this upload intent expired before the object landed; ask for a new one".into(),
+            ApiError::ObjectNotUploaded => "the object is not in the bucket yet: upload it with the form first".into(),
+            ApiError::SizeMismatch { declared, found } => format!("the object has {found} bytes, the intent declared {declared}"),
+            ApiError::CallbackRefused => "this callback is not signed by OSS for an upload snapgate knows".into(),
+            ApiError::UploadsNotConfigured => "uploads need an OSS key (uploads.access_key_id, or the MPS key)".into(),
+            ApiError::OssUnavailable => "OSS did not answer the object check; retry shortly".into(),
             // Never the cause: it goes to the log, with the request id.
             ApiError::Internal(_) => "an internal error occurred; report the request_id".into(),
         }

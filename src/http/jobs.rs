@@ -48,6 +48,8 @@ pub struct JobResource {
     /// What the job produced, once it has succeeded: every snapshot, sprite sheet and WebVTT
     /// file with its key and URL (`source` and `predicted` say how each value is known).
     pub outputs: Option<OutputsResource>,
+    /// The preset (`name@version`) the request was resolved from, if any.
+    pub preset: Option<String>,
 }
 
 /// What MPS last said about a job.
@@ -107,6 +109,7 @@ impl JobResource {
                 at: e.at,
             }),
             outputs: manifest,
+            preset: j.preset,
         }
     }
 }
@@ -338,7 +341,10 @@ pub async fn create_job(
     let key = idempotency_key(&headers)?;
     let Json(body) = body?;
     if dry_run {
-        let preview = state.submit.preview(&body, duration_ms).await?;
+        let preview = state
+            .submit
+            .preview(&caller.team, &body, duration_ms)
+            .await?;
         return Ok(Json(DryRunResource::new(preview, &state.outputs)).into_response());
     }
     let submitted = state

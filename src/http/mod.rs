@@ -9,8 +9,10 @@ pub mod health;
 pub mod jobs;
 pub mod mps_rpc;
 pub mod outputs;
+pub mod presets;
 pub mod schema;
 mod state;
+pub mod uploads;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -40,7 +42,7 @@ pub use state::AppState;
         title = "snapgate",
         description = "A gateway for Alibaba Cloud MPS snapshot jobs: validated, recorded, delivered exactly once, tracked."
     ),
-    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)"), (name = "webhooks", description = "Signed webhooks to the team (Standard Webhooks): endpoints, deliveries, replays. Every delivery's body is a `WebhookEventPayload`.")),
+    tags((name = "jobs", description = "Snapshot jobs"), (name = "health", description = "Liveness and readiness"), (name = "admin", description = "Operations (admin keys)"), (name = "presets", description = "Named, versioned job requests"), (name = "uploads", description = "Browser uploads straight to OSS, and their jobs"), (name = "webhooks", description = "Signed webhooks to the team (Standard Webhooks): endpoints, deliveries, replays. Every delivery's body is a `WebhookEventPayload`.")),
     components(schemas(webhooks::WebhookEventPayload)),
     modifiers(&BearerAuth)
 )]
@@ -138,6 +140,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(webhooks::list_webhook_deliveries))
         .routes(routes!(webhooks::replay_event))
+        .routes(routes!(presets::create_preset, presets::list_presets))
+        .routes(routes!(presets::get_preset))
+        .routes(routes!(uploads::create_upload))
+        .routes(routes!(uploads::get_upload))
+        .routes(routes!(uploads::complete_upload))
+        .routes(routes!(uploads::upload_events))
+        .routes(routes!(uploads::get_upload_storyboard_vtt))
         .routes(routes!(admin::get_stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -153,6 +162,19 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let http = &state.settings.http;
     api.route("/metrics", axum::routing::get(admin::metrics))
+        .route(
+            crate::uploads::CALLBACK_PATH,
+            axum::routing::post(uploads::oss_callback),
+        )
+        .route("/upload", axum::routing::get(uploads::upload_page))
+        .route(
+            "/upload/demo/presets",
+            axum::routing::get(uploads::demo_presets),
+        )
+        .route(
+            "/upload/demo/intents",
+            axum::routing::post(uploads::demo_intent),
+        )
         .route(
             "/",
             axum::routing::get(mps_rpc::mps_rpc).post(mps_rpc::mps_rpc),

@@ -150,7 +150,9 @@ pub struct StoryboardParams {
     pub duration_ms: Option<u64>,
 }
 
-fn parse_params(params: &[(String, String)]) -> Result<(CueUrls, Option<u64>), ApiError> {
+pub(super) fn parse_params(
+    params: &[(String, String)],
+) -> Result<(CueUrls, Option<u64>), ApiError> {
     let mut errors = Vec::new();
     let mut urls = CueUrls::Absolute;
     let mut duration = None;
@@ -205,9 +207,19 @@ async fn storyboard_of(
         .get_job(team, id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    storyboard_for(state, &job, urls, duration).await
+}
+
+/// A job's storyboard, as the storyboard routes answer it (also `/v1/uploads/{id}/storyboard.vtt`).
+pub(super) async fn storyboard_for(
+    state: &AppState,
+    job: &crate::store::Job,
+    urls: CueUrls,
+    duration: Option<u64>,
+) -> Result<Storyboard, ApiError> {
     state
         .outputs
-        .storyboard(&job, duration, urls)
+        .storyboard(job, duration, urls)
         .await
         .map_err(|e| match e {
             StoryboardError::NoSprite => {
@@ -242,12 +254,17 @@ pub async fn get_storyboard_vtt(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let sb = storyboard_of(&state, &caller, &id, &params).await?;
+    Ok(vtt_response(&sb))
+}
+
+/// A storyboard as a `text/vtt` answer.
+pub(super) fn vtt_response(sb: &Storyboard) -> Response {
     let mut res = sb.to_webvtt().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/vtt; charset=utf-8"),
     );
-    Ok(res)
+    res
 }
 
 /// A job's storyboard as JSON, Mux's and imgix's shape (`url`, `tile_width`, `tile_height`,

@@ -43,6 +43,11 @@ pub struct CreateJobBody {
     pub pipeline_id: Option<String>,
     /// Letters, digits, spaces, `-`, `_`, `.`, starting with a letter or digit; at most 987 bytes.
     pub user_data: Option<String>,
+    /// A preset of the team (`POST /v1/presets`): `name@version`, or `name` for its latest
+    /// version. The body's other members are merged over it (JSON Merge Patch: objects member
+    /// by member, `null` removes); `input` and `output` are then required of the result.
+    #[schema(example = "storyboard@2")]
+    pub preset: Option<String>,
 }
 
 /// An OSS object in a request.

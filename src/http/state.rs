@@ -8,6 +8,7 @@ use crate::limits::TeamLimiter;
 use crate::outputs::OutputService;
 use crate::store::DynStore;
 use crate::submit::SubmitService;
+use crate::uploads::{UploadHub, UploadService};
 use crate::webhooks::WebhookService;
 use crate::worker::health::MpsHealth;
 
@@ -31,4 +32,11 @@ pub struct AppState {
     pub webhooks: Arc<WebhookService>,
     /// When this replica last purged expired nonces (the MPS-compatible endpoint).
     pub nonce_purge: Arc<super::mps_rpc::PurgeClock>,
+    /// Browser uploads: intents, landings, status.
+    pub uploads: Arc<UploadService>,
+    /// Live upload status for event streams, from one source.
+    pub upload_hub: Arc<UploadHub>,
+    /// The demo page `/upload` and its intent endpoint are served (`uploads.demo_page` on the
+    /// embedded default).
+    pub demo_uploads: bool,
 }

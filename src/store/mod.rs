@@ -19,6 +19,7 @@ mod rows;
 mod rpc;
 mod sql;
 mod sqlite;
+mod uploads;
 mod webhooks;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use crate::clock::now;
 pub use postgres::NOTIFY_CHANNEL;
 pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
 pub use sql::SqlStore;
+pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
 pub use webhooks::{
     new_event_id, DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord,
     NewWebhookEndpoint, NewWebhookEvent, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent,
@@ -114,6 +116,8 @@ pub struct Job {
     pub mps: MpsStatus,
     /// When MPS accepted the job.
     pub submitted_at: Option<DateTime<Utc>>,
+    /// The preset (`name@version`) the request was resolved from.
+    pub preset: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +127,8 @@ pub struct NewJob {
     pub request: JobRequest,
     pub warnings: Vec<Warning>,
     pub created_at: DateTime<Utc>,
+    /// The preset (`name@version`) the request was resolved from.
+    pub preset: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +249,8 @@ pub trait Store:
     + AccessKeyStore
     + JobLookupStore
     + WebhookStore
+    + PresetStore
+    + UploadStore
     + Send
     + Sync
     + 'static

@@ -29,6 +29,7 @@ pub(super) const JOB_COLUMNS: &[&str] = &[
     "mps_message",
     "mps_response",
     "submitted_at",
+    "preset",
 ];
 
 /// The job columns as a select list, each prefixed by `table.` when given.
@@ -63,6 +64,7 @@ pub struct JobRow {
     mps_message: Option<String>,
     mps_response: Option<Json<Value>>,
     submitted_at: Option<DbTime>,
+    preset: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -91,6 +93,7 @@ impl TryFrom<JobRow> for Job {
                 response: r.mps_response.map(|j| j.0),
             },
             submitted_at: r.submitted_at.map(|t| t.0),
+            preset: r.preset,
         })
     }
 }

@@ -245,15 +245,16 @@ impl SqlStore {
         let row: JobRow = conn
             .fetch_one(
                 Stmt::new(format!(
-                    "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at) \
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5) RETURNING {}",
+                    "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) \
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5, $6) RETURNING {}",
                     job_columns(None)
                 ))
                 .bind(job.id)
                 .bind(&job.team)
                 .bind(json(&job.request))
                 .bind(json(&job.warnings))
-                .bind(job.created_at),
+                .bind(job.created_at)
+                .bind(job.preset.clone()),
             )
             .await?;
         if let Some(k) = idempotency {

@@ -41,6 +41,9 @@ pub struct WorkerSignals {
     /// The dispatcher has more than it can send at once (a full batch, or dispatch paused): a
     /// POST then answers 202 at once instead of waiting behind the backlog.
     pub backlog: Arc<std::sync::atomic::AtomicBool>,
+    /// A job in flight changed state (a status poll recorded it): live views (upload events)
+    /// refresh from this one source instead of each reading the database.
+    pub changed: broadcast::Sender<JobId>,
 }
 
 impl Default for WorkerSignals {
@@ -49,6 +52,7 @@ impl Default for WorkerSignals {
             wake: Arc::new(Notify::new()),
             dispatched: broadcast::channel(1024).0,
             backlog: Arc::default(),
+            changed: broadcast::channel(1024).0,
         }
     }
 }

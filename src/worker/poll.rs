@@ -22,6 +22,7 @@ impl Worker {
             at: store::now(),
         };
         if self.store.fail_in_flight(job.id, &error).await? {
+            let _ = self.signals.changed.send(job.id);
             tracing::warn!(job_id = %job.id, team = %job.team, code, "job failed: {}", error.message);
         }
         Ok(())
@@ -150,6 +151,9 @@ impl Worker {
                 tracing::info!(job_id = %job.id, team = %job.team, mps_job_id = mps_id, mps_request_id = %resp.request_id, state = update.state.as_str(), "job state changed");
             }
             self.store.record_poll(job.id, &update).await?;
+            if update.state != job.state {
+                let _ = self.signals.changed.send(job.id);
+            }
             history.push(MpsResponseRecord {
                 job_id: job.id,
                 action: "QuerySnapshotJobList".into(),

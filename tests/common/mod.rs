@@ -131,3 +131,40 @@ pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
     }
     venv
 }
+
+/// `node_modules` for the `package.json` in `dir` (a folder under the repository), installed
+/// with npm into `target/NAME` once (rebuilt when `package.json` changes), into a temporary
+/// folder renamed into place when complete. No browser is downloaded (playwright-core drives
+/// Debian's chromium). Returns the folder holding `node_modules`; a failed install fails the test.
+pub fn node_modules(name: &str, dir: &str) -> std::path::PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target").join(name);
+    let wanted = std::fs::read_to_string(root.join(dir).join("package.json")).unwrap();
+    if std::fs::read_to_string(target.join("package.json"))
+        .ok()
+        .as_deref()
+        == Some(wanted.as_str())
+        && target.join("node_modules").is_dir()
+    {
+        return target;
+    }
+    let tmp = root
+        .join("target")
+        .join(format!("{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("package.json"), &wanted).unwrap();
+    run_ok(
+        std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .current_dir(&tmp),
+    );
+    let _ = std::fs::remove_dir_all(&target);
+    if std::fs::rename(&tmp, &target).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    target
+}

@@ -181,7 +181,7 @@ async fn serve(
     tracing::debug!(action = %call.action, access_key_id = %call.access_key_id, request_id, "MPS RPC call");
     match call.action.as_str() {
         "SubmitSnapshotJob" if dry_run(headers)? => {
-            preview_snapshot_job(state, headers, &call.params).await
+            preview_snapshot_job(state, &call.team, headers, &call.params).await
         }
         "SubmitSnapshotJob" => submit_snapshot_job(state, &call.team, &call.params).await,
         "QuerySnapshotJobList" => query_snapshot_job_list(state, &call.team, &call.params).await,
@@ -219,6 +219,7 @@ fn dry_run(headers: &HeaderMap) -> Result<bool, RpcError> {
 /// parameters that would be sent, predicted times and outputs, warnings).
 async fn preview_snapshot_job(
     state: &AppState,
+    team: &str,
     headers: &HeaderMap,
     p: &BTreeMap<String, String>,
 ) -> Result<Value, RpcError> {
@@ -240,7 +241,7 @@ async fn preview_snapshot_job(
     let body = params::submit_body(p)?;
     let preview = state
         .submit
-        .preview(&body, duration_ms)
+        .preview(team, &body, duration_ms)
         .await
         .map_err(submit_error)?;
     let resource = super::jobs::DryRunResource::new(preview, &state.outputs);

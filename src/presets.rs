@@ -1,0 +1,213 @@
+//! Presets: a team's named, versioned job requests without `input` (issue 13). The rules, no
+//! I/O: names and `name@version` references, checking a preset with the job validator
+//! (`domain::validate_request`, on the preset plus a stand-in input, so its messages are the
+//! validator's own), merging a job body's overrides onto a preset (JSON Merge Patch, RFC 7386)
+//! and filling in `{UploadId}`. The store keeps the versions (`store::PresetStore`); the one
+//! submit path (`submit.rs`) resolves `"preset"` in a job body with these functions.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{self, Violation};
+
+/// The job body member that names a preset.
+pub const PRESET_FIELD: &str = "preset";
+/// snapgate's own placeholder in a preset's output keys: the upload's id.
+pub const UPLOAD_ID_PLACEHOLDER: &str = "{UploadId}";
+/// The longest preset name.
+pub const NAME_MAX: usize = 64;
+
+/// A preset named in a job body: `name` (the latest version) or `name@version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetRef {
+    pub name: String,
+    pub version: Option<u32>,
+}
+
+/// A preset name: 1 to 64 of lower-case letters, digits, `-`, `_`, `.`, starting with a letter
+/// or digit.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    let ok_first = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok_rest = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if name.is_empty() || name.len() > NAME_MAX || !ok_first || !ok_rest {
+        return Some("must be 1 to 64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit");
+    }
+    None
+}
+
+impl PresetRef {
+    pub fn parse(s: &str) -> Result<Self, Violation> {
+        let bad = |message: &str| Violation {
+            field: format!("/{PRESET_FIELD}"),
+            code: "invalid_format".into(),
+            message: message.into(),
+        };
+        let (name, version) = match s.split_once('@') {
+            None => (s, None),
+            Some((n, v)) => match v.parse::<u32>() {
+                Ok(num) if num > 0 && num.to_string() == v => (n, Some(num)),
+                _ => {
+                    return Err(bad(
+                        "must be a preset name, or name@version with a version from 1",
+                    ))
+                }
+            },
+        };
+        if let Some(p) = name_problem(name) {
+            return Err(bad(p));
+        }
+        Ok(PresetRef {
+            name: name.to_string(),
+            version,
+        })
+    }
+}
+
+/// What makes two preset bodies the same version: the canonical JSON (members sorted).
+pub fn fingerprint(body: &Value) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(body).expect("serializable"),
+    ))
+}
+
+/// A stand-in input, only to run the job validator over a preset.
+fn sample_input() -> Value {
+    serde_json::json!({"location": "oss-cn-shanghai", "bucket": "preset-check", "object": "uploads/preset-check.mp4"})
+}
+
+/// Checks a preset body with the job validator: a JSON object, no `input` (the upload, or the
+/// job body, gives it), no `preset`, and otherwise a valid job request (`{UploadId}` counts as
+/// an id). Every violation is listed, in the validator's words.
+pub fn validate_preset(body: &Value) -> Result<(), Vec<Violation>> {
+    let Some(map) = body.as_object() else {
+        return Err(vec![Violation {
+            field: String::new(),
+            code: "invalid_type".into(),
+            message: "a preset must be a JSON object: a job request without `input`".into(),
+        }]);
+    };
+    let mut errors = Vec::new();
+    for (field, why) in [
+        (
+            "input",
+            "a preset has no input: the upload (or the job naming the preset) gives it",
+        ),
+        (PRESET_FIELD, "a preset cannot name another preset"),
+    ] {
+        if map.contains_key(field) {
+            errors.push(Violation {
+                field: format!("/{field}"),
+                code: "not_allowed".into(),
+                message: why.into(),
+            });
+        }
+    }
+    let mut sample = map.clone();
+    sample.remove(PRESET_FIELD);
+    sample.insert("input".into(), sample_input());
+    let mut sample = Value::Object(sample);
+    fill_upload_id(&mut sample, "00000000-0000-0000-0000-000000000000");
+    if let Err(v) = domain::validate_request(&sample) {
+        errors.extend(v.into_iter().filter(|v| !v.field.starts_with("/input")));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// JSON Merge Patch (RFC 7386): `patch`'s members replace `target`'s, objects merge member by
+/// member, `null` removes.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().expect("an object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// The output keys a preset may write `{UploadId}` in.
+const KEY_POINTERS: &[&str] = &["/output/object", "/sprite/output/object"];
+
+/// Whether any output key of `body` names `{UploadId}`.
+pub fn uses_upload_id(body: &Value) -> bool {
+    KEY_POINTERS.iter().any(|p| {
+        body.pointer(p)
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.contains(UPLOAD_ID_PLACEHOLDER))
+    })
+}
+
+/// Replaces `{UploadId}` in the output keys of `body` with `upload_id`.
+pub fn fill_upload_id(body: &mut Value, upload_id: &str) {
+    for p in KEY_POINTERS {
+        if let Some(v) = body.pointer_mut(p) {
+            if let Some(k) = v.as_str() {
+                if k.contains(UPLOAD_ID_PLACEHOLDER) {
+                    *v = Value::String(k.replace(UPLOAD_ID_PLACEHOLDER, upload_id));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn references_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            PresetRef::parse("storyboard@2").unwrap(),
+            PresetRef {
+                name: "storyboard".into(),
+                version: Some(2)
+            }
+        );
+        assert_eq!(PresetRef::parse("thumbs").unwrap().version, None);
+        for bad in ["", "a@0", "a@x", "A", "-a", "a@", "a b", "a@-1"] {
+            assert!(PresetRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn merge_patch_is_rfc_7386() {
+        let mut t = json!({"a": 1, "s": {"x": 1, "y": 2}, "k": "v"});
+        merge_patch(
+            &mut t,
+            &json!({"a": 2, "s": {"y": null, "z": 3}, "k": null}),
+        );
+        assert_eq!(t, json!({"a": 2, "s": {"x": 1, "z": 3}}));
+    }
+
+    #[test]
+    fn a_preset_is_checked_by_the_job_validator() {
+        let ok = json!({"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "t/{UploadId}/{Count}.jpg"}, "num": 3});
+        assert!(validate_preset(&ok).is_ok());
+        let bad = json!({"input": {}, "output": {"location": "cn-shanghai", "bucket": "media", "object": "t/x.jpg"}, "num": 3, "width": 5000});
+        let errors = validate_preset(&bad).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["/input", "/output/location", "/width", "/output/object"]
+        );
+    }
+}

@@ -1,0 +1,773 @@
+//! Where an upload is handled (issue 13): [`UploadService`] owns every rule of browser uploads,
+//! and the HTTP routes (`http/uploads.rs`, `/callbacks/oss`) are adapters over it.
+//!
+//! 1. **Intent** (`create`, the team's backend): the preset is pinned to its version, the job it
+//!    will make is checked now (so a bad combination fails here, not after the upload), the object
+//!    key is fixed (`<prefix><team>/<upload id>/<filename>`), and the answer carries the signed
+//!    PostObject form (`oss::post_policy::sign_post`: bucket, exact key, exact size, expiry, and
+//!    the upload callback when `http.public_url` is set) and a browser token (`sgu_…`, stored
+//!    only as its SHA-256) that reads this upload and its job only, until it expires.
+//! 2. **Landing** (`land`): the OSS callback (verified with `oss::callback::verify`, its key URL
+//!    by `pub_key_url_allowed`) or `complete` (a signed `HEAD`, `oss::v4::head_object`, finds the
+//!    object with the declared size), whichever comes first: `waiting` → `uploaded`, then the
+//!    job from the preset through [`SubmitService`] with the upload id as its idempotency key —
+//!    so replays and races make one job.
+//! 3. **Expiry** (`expire_due`): the one place a `waiting` intent becomes `expired`.
+//! 4. **Live status** ([`UploadHub`]): one task per process fans state changes out to every open
+//!    event stream; it refreshes an upload when the worker says its job changed, when this
+//!    service changed it, and once per tick for what other replicas did — never per stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::auth::token_hash;
+use crate::domain::{self, JobId, JobState, Violation};
+use crate::oss::callback::{self, CallbackSpec};
+use crate::oss::post_policy::{self, PostForm, PostPolicy};
+use crate::oss::OssCredentials;
+use crate::presets::PresetRef;
+use crate::store::{DynStore, Job, StoreError, UploadRecord, UploadState};
+use crate::submit::{IdempotencyKey, SubmitError, SubmitService, Wait};
+use crate::worker::WorkerSignals;
+
+/// Browser tokens start with this (team tokens with `sgt_`).
+pub const BROWSER_TOKEN_PREFIX: &str = "sgu_";
+/// `via` of a landing learned from OSS's callback, or from the browser's `complete`.
+pub const VIA_CALLBACK: &str = "callback";
+pub const VIA_COMPLETE: &str = "complete";
+/// An upload landed this long ago without a job is healed (the landing's own request makes it
+/// within milliseconds; this is for a process that stopped in between).
+pub const LANDED_GRACE_S: i64 = 5;
+/// The path OSS calls back.
+pub const CALLBACK_PATH: &str = "/callbacks/oss";
+
+/// Where uploads go and how they are signed, settled once at start.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub bucket: String,
+    /// OSS region id (`cn-shanghai`); the location is `oss-<region>`.
+    pub region: String,
+    /// The bucket's URL: the form's action and the base of the signed `HEAD`.
+    pub bucket_url: String,
+    pub prefix: String,
+    pub ttl: chrono::Duration,
+    pub token_ttl: chrono::Duration,
+    pub max_size_bytes: u64,
+    /// `<http.public_url>/callbacks/oss`, when set.
+    pub callback_url: Option<String>,
+    /// The built-in emulator's public key URL: accepted for callbacks only because snapgate
+    /// runs that emulator itself.
+    pub local_pub_key_url: Option<String>,
+    /// The OSS key pair; `None`: uploads are not configured (intents answer 503).
+    pub creds: Option<OssCredentials>,
+}
+
+impl UploadConfig {
+    pub fn location(&self) -> String {
+        format!("oss-{}", self.region)
+    }
+}
+
+/// `POST /v1/uploads`'s body, as the adapter parsed it.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub preset: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub user_data: Option<String>,
+}
+
+/// A new intent: the record, the browser token (shown once) and the form.
+#[derive(Debug, Clone)]
+pub struct CreatedUpload {
+    pub upload: UploadRecord,
+    pub token: String,
+    pub token_expires_at: DateTime<Utc>,
+    pub form: PostForm,
+}
+
+/// An upload as the API shows it: its record, its job (once made) and its state —
+/// `waiting`, `uploaded` or `expired`, then the job's state.
+#[derive(Debug, Clone)]
+pub struct UploadStatus {
+    pub upload: UploadRecord,
+    pub job: Option<Job>,
+}
+
+impl UploadStatus {
+    pub fn state(&self) -> &'static str {
+        match (&self.job, self.upload.state) {
+            (Some(j), _) => j.state.as_str(),
+            (None, s) => s.as_str(),
+        }
+    }
+
+    /// No further change will come.
+    pub fn is_final(&self) -> bool {
+        match &self.job {
+            Some(j) => j.state.is_final(),
+            None => self.upload.state == UploadState::Expired,
+        }
+    }
+
+    /// The event id of the current state: states only move forward, so a stream resumed with
+    /// `Last-Event-ID` skips what it has seen.
+    pub fn ordinal(&self) -> u64 {
+        match (&self.job, self.upload.state) {
+            (None, UploadState::Waiting) => 1,
+            (None, UploadState::Uploaded) => 2,
+            (None, UploadState::Expired) => 6,
+            (Some(j), _) => match j.state {
+                JobState::Queued => 3,
+                JobState::Submitted => 4,
+                JobState::Snapshotting => 5,
+                JobState::Succeeded | JobState::Failed => 6,
+            },
+        }
+    }
+}
+
+/// The event id of the outputs event, after the final state.
+pub const OUTPUTS_EVENT_ID: u64 = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the upload request is not valid")]
+    Invalid(Vec<Violation>),
+    #[error("no such upload")]
+    NotFound,
+    #[error("the upload intent expired")]
+    Expired,
+    #[error("the object is not in the bucket yet")]
+    ObjectMissing,
+    #[error("the object's size is {found}, the intent declared {declared}")]
+    SizeMismatch { declared: u64, found: u64 },
+    #[error("the callback is not from OSS: {0}")]
+    CallbackRefused(String),
+    #[error("uploads are not configured (no OSS key)")]
+    NotConfigured,
+    #[error("OSS did not answer: {0}")]
+    Oss(String),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct UploadService {
+    store: DynStore,
+    submit: Arc<SubmitService>,
+    cfg: UploadConfig,
+    http: reqwest::Client,
+    /// An upload changed here (landed, got its job, expired): the hub refreshes it.
+    changed: broadcast::Sender<Uuid>,
+    /// Callback public keys by URL (OSS's key does not change; fetched once).
+    keys: Mutex<HashMap<String, String>>,
+}
+
+fn random_token() -> String {
+    let body: String = rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("{BROWSER_TOKEN_PREFIX}{body}")
+}
+
+fn violation(field: &str, code: &str, message: impl Into<String>) -> Violation {
+    Violation {
+        field: field.into(),
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+impl UploadService {
+    pub fn new(store: DynStore, submit: Arc<SubmitService>, cfg: UploadConfig) -> Self {
+        Self {
+            store,
+            submit,
+            cfg,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client builds"),
+            changed: broadcast::channel(1024).0,
+            keys: Mutex::default(),
+        }
+    }
+
+    pub fn config(&self) -> &UploadConfig {
+        &self.cfg
+    }
+
+    /// The job body an upload's job is made from (the same bytes every time: the idempotency
+    /// fingerprint of its job).
+    fn job_body(u: &UploadRecord) -> Value {
+        let mut body = json!({
+            "preset": u.preset,
+            "input": {"location": u.location, "bucket": u.bucket, "object": u.object_key},
+        });
+        if let Some(d) = &u.user_data {
+            body["user_data"] = Value::String(d.clone());
+        }
+        body
+    }
+
+    fn idempotency_key(id: Uuid) -> IdempotencyKey {
+        IdempotencyKey(format!("upload:{id}"))
+    }
+
+    /// Makes an intent for `team`.
+    pub async fn create(&self, team: &str, req: NewUpload) -> Result<CreatedUpload, UploadError> {
+        let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let mut errors = Vec::new();
+        let preset = match PresetRef::parse(&req.preset) {
+            Ok(r) => match self.store.get_preset(team, &r.name, r.version).await? {
+                Some(p) => Some(p),
+                None => {
+                    errors.push(violation(
+                        "/preset",
+                        "unknown_preset",
+                        format!("this team has no preset {}", req.preset),
+                    ));
+                    None
+                }
+            },
+            Err(v) => {
+                errors.push(v);
+                None
+            }
+        };
+        let f = &req.filename;
+        if f.is_empty()
+            || f.len() > 255
+            || f.contains(['/', '\\'])
+            || f.chars().any(char::is_control)
+            || f == "."
+            || f == ".."
+        {
+            errors.push(violation(
+                "/filename",
+                "invalid_format",
+                "must be a file name of 1 to 255 bytes without '/', '\\' or control characters",
+            ));
+        }
+        let ct = &req.content_type;
+        if ct.is_empty()
+            || ct.len() > 255
+            || !ct.contains('/')
+            || !ct.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            errors.push(violation(
+                "/content_type",
+                "invalid_format",
+                "must be a media type such as video/mp4",
+            ));
+        }
+        if req.size_bytes == 0 || req.size_bytes > self.cfg.max_size_bytes {
+            errors.push(violation(
+                "/size_bytes",
+                "out_of_range",
+                format!(
+                    "must be an integer from 1 to {} (uploads.max_size_bytes)",
+                    self.cfg.max_size_bytes
+                ),
+            ));
+        }
+        let (Some(preset), true) = (preset, errors.is_empty()) else {
+            return Err(UploadError::Invalid(errors));
+        };
+        let id = Uuid::now_v7();
+        let now = self.store.clock().await?;
+        let token = random_token();
+        let token_expires_at = now + self.cfg.token_ttl;
+        let upload = UploadRecord {
+            id,
+            team: team.to_string(),
+            preset: preset.reference(),
+            filename: req.filename.clone(),
+            content_type: req.content_type.clone(),
+            size_bytes: req.size_bytes,
+            user_data: req.user_data.clone(),
+            location: self.cfg.location(),
+            bucket: self.cfg.bucket.clone(),
+            object_key: format!("{}{team}/{id}/{}", self.cfg.prefix, req.filename),
+            state: UploadState::Waiting,
+            token_hash: token_hash(&token),
+            token_expires_at,
+            uploaded_via: None,
+            job_id: None,
+            created_at: now,
+            expires_at: now + self.cfg.ttl,
+            updated_at: now,
+        };
+        // The job this upload will make must be valid now, not after the upload.
+        let (body, _) = self
+            .submit
+            .resolve(team, &Self::job_body(&upload), Some(&id.to_string()))
+            .await?;
+        if let Err(v) = domain::validate_request(&body) {
+            return Err(UploadError::Invalid(v));
+        }
+        self.store.create_upload(&upload).await?;
+        let callback = self.cfg.callback_url.as_ref().map(|url| CallbackSpec {
+            url: url.clone(),
+            body: format!(
+                r#"{{"upload_id":"{id}","bucket":${{bucket}},"object":${{object}},"size":${{size}},"etag":${{etag}},"mime_type":${{mimeType}}}}"#
+            ),
+            body_type: callback::JSON.to_string(),
+        });
+        let policy = PostPolicy {
+            bucket: upload.bucket.clone(),
+            key: upload.object_key.clone(),
+            content_length: upload.size_bytes..=upload.size_bytes,
+            expires_at: upload.expires_at,
+            success_action_status: Some(200),
+            callback,
+        };
+        let form = post_policy::sign_post(
+            &creds,
+            &self.cfg.region,
+            &self.cfg.bucket_url,
+            &policy,
+            chrono::Utc::now(),
+        );
+        tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, "upload intent created");
+        Ok(CreatedUpload {
+            upload,
+            token,
+            token_expires_at,
+            form,
+        })
+    }
+
+    /// The upload a browser token opens, if the token is one and has not expired.
+    pub async fn by_browser_token(&self, token: &str) -> Result<Option<UploadRecord>, StoreError> {
+        if !token.starts_with(BROWSER_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let hash = token_hash(token);
+        let Some(u) = self.store.upload_by_token_hash(&hash).await? else {
+            return Ok(None);
+        };
+        if !crate::secret::constant_time_eq(u.token_hash.as_bytes(), hash.as_bytes()) {
+            return Ok(None);
+        }
+        let now = self.store.clock().await?;
+        Ok((u.token_expires_at > now).then_some(u))
+    }
+
+    /// The one expiry transition: every waiting intent past its expiry becomes `expired`.
+    pub async fn expire_due(&self) -> Result<Vec<Uuid>, StoreError> {
+        let now = self.store.clock().await?;
+        let ids = self.store.expire_uploads(now).await?;
+        for id in &ids {
+            tracing::info!(upload_id = %id, "upload intent expired");
+            let _ = self.changed.send(*id);
+        }
+        Ok(ids)
+    }
+
+    /// Makes the jobs of uploads that landed but got none (the process that marked them
+    /// stopped in between): nothing that landed is lost. Returns how many it made.
+    pub async fn heal_landed(&self) -> Result<usize, UploadError> {
+        let now = self.store.clock().await?;
+        let stale = self
+            .store
+            .landed_without_job(now - chrono::Duration::seconds(LANDED_GRACE_S), 32)
+            .await?;
+        for u in &stale {
+            tracing::warn!(upload_id = %u.id, "an upload landed without its job: making it now");
+            self.make_job(u).await?;
+        }
+        Ok(stale.len())
+    }
+
+    /// The upload with its job, as it is now (an intent past its expiry is expired first).
+    pub async fn status(&self, id: Uuid) -> Result<Option<UploadStatus>, StoreError> {
+        let Some(mut upload) = self.store.get_upload(id).await? else {
+            return Ok(None);
+        };
+        if upload.state == UploadState::Waiting && upload.expires_at <= self.store.clock().await? {
+            self.expire_due().await?;
+            match self.store.get_upload(id).await? {
+                Some(u) => upload = u,
+                None => return Ok(None),
+            }
+        }
+        let job = match upload.job_id {
+            Some(j) => self.store.get_job(Some(&upload.team), j).await?,
+            None => None,
+        };
+        Ok(Some(UploadStatus { upload, job }))
+    }
+
+    /// The object has landed (learned `via` the callback or `complete`): the upload becomes
+    /// `uploaded` and its job is made — once, whoever calls and however often.
+    async fn land(&self, id: Uuid, via: &str) -> Result<UploadStatus, UploadError> {
+        let now = self.store.clock().await?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
+        if upload.state == UploadState::Waiting && upload.expires_at <= now {
+            self.expire_due().await?;
+        }
+        if self.store.mark_uploaded(id, via, now).await? {
+            tracing::info!(upload_id = %id, via, "upload landed");
+            let _ = self.changed.send(id);
+        }
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
+        match upload.state {
+            UploadState::Expired => return Err(UploadError::Expired),
+            UploadState::Waiting => {
+                return Err(
+                    StoreError::Corrupt("an upload marked uploaded is waiting".into()).into(),
+                )
+            }
+            UploadState::Uploaded => {}
+        }
+        let job = match upload.job_id {
+            Some(j) => self.store.get_job(Some(&upload.team), j).await?,
+            None => None,
+        };
+        let job = match job {
+            Some(j) => j,
+            None => self.make_job(&upload).await?,
+        };
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
+        Ok(UploadStatus {
+            upload,
+            job: Some(job),
+        })
+    }
+
+    /// The upload's job, through the one submit path, keyed by the upload id.
+    async fn make_job(&self, upload: &UploadRecord) -> Result<Job, UploadError> {
+        let key = Self::idempotency_key(upload.id);
+        let submitted = self
+            .submit
+            .submit_for(
+                &upload.team,
+                &Self::job_body(upload),
+                Some(&key),
+                Wait::No,
+                Some(&upload.id.to_string()),
+            )
+            .await;
+        let job = match submitted {
+            Ok(s) => s.job,
+            // The other landing is recording this very job right now: it is the answer.
+            Err(SubmitError::KeyInProgress) => {
+                let rec = self
+                    .store
+                    .get_idempotency_key(&upload.team, &key.0)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
+                self.store
+                    .get_job(Some(&upload.team), rec.job_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("idempotency key without its job".into()))?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = self.store.clock().await?;
+        self.store.set_upload_job(upload.id, job.id, now).await?;
+        tracing::info!(upload_id = %upload.id, job_id = %job.id, team = %upload.team, "upload job recorded");
+        let _ = self.changed.send(upload.id);
+        Ok(job)
+    }
+
+    /// `POST /v1/uploads/{id}/complete`: the object must be in the bucket with the declared
+    /// size (a signed `HEAD`), then the upload lands.
+    pub async fn complete(&self, id: Uuid) -> Result<UploadStatus, UploadError> {
+        let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        // Read through `status`: an intent past its expiry is expired first.
+        let upload = self.status(id).await?.ok_or(UploadError::NotFound)?.upload;
+        if upload.job_id.is_some() {
+            return self.land(id, VIA_COMPLETE).await;
+        }
+        if upload.state == UploadState::Expired {
+            return Err(UploadError::Expired);
+        }
+        let found = crate::oss::v4::head_object(
+            &self.http,
+            &creds,
+            &self.cfg.region,
+            &self.cfg.bucket_url,
+            &upload.object_key,
+        )
+        .await
+        .map_err(|e| UploadError::Oss(format!("{} {}: {}", e.status, e.code, e.message)))?;
+        match found {
+            None => Err(UploadError::ObjectMissing),
+            Some(size) if size != upload.size_bytes => Err(UploadError::SizeMismatch {
+                declared: upload.size_bytes,
+                found: size,
+            }),
+            Some(_) => self.land(id, VIA_COMPLETE).await,
+        }
+    }
+
+    /// `POST /callbacks/oss`: verifies OSS's signature (the key from an allowed URL), checks
+    /// that the body names this upload's bucket, key and size, then the upload lands. Every
+    /// refusal is logged.
+    pub async fn callback(
+        &self,
+        authorization: Option<&str>,
+        pub_key_url_b64: Option<&str>,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<UploadStatus, UploadError> {
+        let refuse = |why: String| {
+            tracing::warn!(reason = %why, "upload callback refused");
+            UploadError::CallbackRefused(why)
+        };
+        let auth = authorization.ok_or_else(|| refuse("no authorization header".into()))?;
+        let url = pub_key_url_b64
+            .and_then(callback::decode_pub_key_url)
+            .ok_or_else(|| refuse("no readable x-oss-pub-key-url header".into()))?;
+        if !callback::pub_key_url_allowed(&url, self.cfg.local_pub_key_url.as_deref()) {
+            return Err(refuse(format!("public key URL {url} is not OSS's")));
+        }
+        let pem = self
+            .public_key(&url)
+            .await
+            .map_err(|e| refuse(format!("public key {url}: {e}")))?;
+        callback::verify(&pem, auth, path_and_query, body)
+            .map_err(|e| refuse(format!("signature: {e}")))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|_| refuse("the body is not the JSON snapgate asked for".into()))?;
+        let id = v
+            .get("upload_id")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| refuse("the body names no upload_id".into()))?;
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or(UploadError::NotFound)?;
+        let (bucket, object, size) = (
+            v.get("bucket").and_then(Value::as_str),
+            v.get("object").and_then(Value::as_str),
+            v.get("size").and_then(Value::as_u64),
+        );
+        if bucket != Some(upload.bucket.as_str()) || object != Some(upload.object_key.as_str()) {
+            return Err(refuse(format!(
+                "upload {id}: the callback names another object"
+            )));
+        }
+        if size != Some(upload.size_bytes) {
+            return Err(UploadError::SizeMismatch {
+                declared: upload.size_bytes,
+                found: size.unwrap_or(0),
+            });
+        }
+        self.land(id, VIA_CALLBACK).await
+    }
+
+    async fn public_key(&self, url: &str) -> Result<String, String> {
+        if let Some(k) = self.keys.lock().expect("not poisoned").get(url) {
+            return Ok(k.clone());
+        }
+        let res = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("answered {}", res.status()));
+        }
+        let pem = res.text().await.map_err(|e| e.to_string())?;
+        callback::parse_public_key(&pem).map_err(|e| e.to_string())?;
+        self.keys
+            .lock()
+            .expect("not poisoned")
+            .insert(url.to_string(), pem.clone());
+        Ok(pem)
+    }
+
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Uuid> {
+        self.changed.subscribe()
+    }
+}
+
+/// One source of live upload status for every open event stream of this process.
+pub struct UploadHub {
+    service: Arc<UploadService>,
+    watched: Mutex<HashMap<Uuid, watch::Sender<Option<Arc<UploadStatus>>>>>,
+    /// Cancelled when the server stops taking requests: open streams end, so a graceful
+    /// shutdown does not wait for them.
+    closing: tokio_util::sync::CancellationToken,
+}
+
+impl UploadHub {
+    pub fn new(service: Arc<UploadService>) -> Arc<Self> {
+        Arc::new(Self {
+            service,
+            watched: Mutex::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
+    /// Cancelled at shutdown (streams end).
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
+    }
+
+    /// The upload's status as it changes (the current one first).
+    pub async fn watch(
+        &self,
+        id: Uuid,
+    ) -> Result<watch::Receiver<Option<Arc<UploadStatus>>>, StoreError> {
+        let (rx, fresh) = {
+            let mut w = self.watched.lock().expect("not poisoned");
+            match w.get(&id) {
+                Some(tx) => (tx.subscribe(), false),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    w.insert(id, tx);
+                    (rx, true)
+                }
+            }
+        };
+        if fresh {
+            self.refresh(id).await?;
+        }
+        Ok(rx)
+    }
+
+    async fn refresh(&self, id: Uuid) -> Result<(), StoreError> {
+        let status = self.service.status(id).await?.map(Arc::new);
+        let w = self.watched.lock().expect("not poisoned");
+        if let Some(tx) = w.get(&id) {
+            tx.send_if_modified(|cur| {
+                let changed = match (cur.as_ref(), status.as_ref()) {
+                    (Some(a), Some(b)) => {
+                        a.ordinal() != b.ordinal() || a.upload.updated_at != b.upload.updated_at
+                    }
+                    (None, None) => false,
+                    _ => true,
+                };
+                if changed {
+                    *cur = status.clone();
+                }
+                changed
+            });
+        }
+        Ok(())
+    }
+
+    /// Watched uploads whose job is `job` (or all, for `None`); forgets uploads nobody watches.
+    fn watched_ids(&self, job: Option<JobId>) -> Vec<Uuid> {
+        let mut w = self.watched.lock().expect("not poisoned");
+        w.retain(|_, tx| tx.receiver_count() > 0);
+        w.iter()
+            .filter(|(_, tx)| match job {
+                None => true,
+                Some(j) => tx
+                    .borrow()
+                    .as_ref()
+                    .and_then(|s| s.upload.job_id)
+                    .is_some_and(|x| x == j),
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Runs until `stop`: refreshes on the worker's job changes and this service's upload
+    /// changes, and every `tick` (what other replicas changed; expiries, in one place).
+    pub async fn run(
+        self: Arc<Self>,
+        signals: WorkerSignals,
+        tick: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut jobs = signals.changed.subscribe();
+        let mut dispatched = signals.dispatched.subscribe();
+        let mut uploads = self.service.subscribe_changes();
+        let mut timer = tokio::time::interval(tick);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let targets = tokio::select! {
+                _ = stop.cancelled() => return,
+                j = jobs.recv() => job_targets(&self, j),
+                j = dispatched.recv() => job_targets(&self, j),
+                u = uploads.recv() => match u {
+                    Ok(id) => vec![id],
+                    Err(_) => self.watched_ids(None),
+                },
+                _ = timer.tick() => {
+                    if let Err(e) = self.service.expire_due().await {
+                        tracing::warn!(error = %e, "expiring upload intents failed");
+                    }
+                    if let Err(e) = self.service.heal_landed().await {
+                        tracing::warn!(error = %e, "making the jobs of landed uploads failed");
+                    }
+                    self.watched_ids(None)
+                }
+            };
+            for id in targets {
+                let watched = self.watched.lock().expect("not poisoned").contains_key(&id);
+                if watched {
+                    if let Err(e) = self.refresh(id).await {
+                        tracing::warn!(upload_id = %id, error = %e, "refreshing an upload failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn job_targets(hub: &UploadHub, j: Result<JobId, broadcast::error::RecvError>) -> Vec<Uuid> {
+    match j {
+        Ok(job) => hub.watched_ids(Some(job)),
+        // Lagged or closed: refresh everything rather than miss a change.
+        Err(_) => hub.watched_ids(None),
+    }
+}
+
+/// The demo page's preset (`default` team, `storyboard`): eight thumbnails spread over the video, a 4 × 2
+/// sprite and its WebVTT, under keys named by the upload id. Created once (same body, same
+/// version).
+pub async fn ensure_demo_preset(
+    store: &DynStore,
+    u: &crate::config::UploadsSettings,
+) -> Result<(), StoreError> {
+    let out = |key: &str| json!({"location": format!("oss-{}", u.region), "bucket": u.bucket, "object": key});
+    let body = json!({
+        "output": out("thumbs/{UploadId}/{Count}.jpg"),
+        "time_ms": 0, "interval_s": 0, "num": 8, "width": 320, "frame_type": "normal",
+        "sprite": {"output": out("sprites/{UploadId}/{TileCount}.jpg"),
+                   "lines": 2, "columns": 4, "cell_width": 160, "cell_height": 90, "margin": 0, "padding": 2},
+        "webvtt": {"sprite": true}
+    });
+    debug_assert!(crate::presets::validate_preset(&body).is_ok());
+    let now = store.clock().await?;
+    store
+        .create_preset(
+            crate::domain::DEFAULT_TEAM,
+            "storyboard",
+            &body,
+            &crate::presets::fingerprint(&body),
+            now,
+        )
+        .await?;
+    Ok(())
+}
