@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::MasterKeySlot;
 use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
+use crate::http::auth::TokenCache;
+use crate::http::job_cache::FinalJobCache;
 use crate::http::AppState;
 use crate::limits::TeamLimiter;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
@@ -181,8 +183,15 @@ impl Application {
             outputs.clone(),
         ));
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
+        let tokens = Arc::new(TokenCache::new(
+            &store,
+            std::time::Duration::from_millis(settings.auth.token_cache_ms),
+        ));
+        let final_jobs = Arc::new(FinalJobCache::new(settings.http.final_job_cache_entries));
         let state = AppState {
             store,
+            tokens,
+            final_jobs,
             master_key: Arc::new(MasterKeySlot::new(&settings.auth)),
             nonce_purge: Arc::default(),
             settings: Arc::new(settings),

@@ -67,6 +67,8 @@ pub struct HttpSettings {
     pub submit_wait_ms: u64,
     /// Browser origins allowed by CORS (e.g. `https://upload.example.com`); empty: none.
     pub cors_origins: Vec<String>,
+    /// Final jobs kept in memory for `GET /v1/snapshot-jobs/{id}`; 0: none.
+    pub final_job_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -153,6 +155,9 @@ pub struct AuthSettings {
     pub master_key: Option<Secret>,
     /// Used when `master_key` is unset: read, or created on first use (single instance).
     pub master_key_file: String,
+    /// A verified token is trusted from memory this long at most (revocations invalidate it at
+    /// once where they are heard: this process, and every replica on Postgres); 0: no cache.
+    pub token_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -182,6 +187,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             submit_wait_ms: 2_000,
             cors_origins: Vec::new(),
+            final_job_cache_entries: 10_000,
         }
     }
 }
@@ -266,6 +272,7 @@ impl Default for AuthSettings {
             enabled: true,
             master_key: None,
             master_key_file: "data/master.key".into(),
+            token_cache_ms: 1_000,
         }
     }
 }

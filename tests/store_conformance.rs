@@ -656,6 +656,33 @@ async fn teams_are_created_once_and_listed_by_name(s: DynStore) {
     assert!(s.team_exists("zeta").await.unwrap());
 }
 
+/// A revocation counts as a key change for caches of verified keys (only a real one: revoking
+/// twice changes nothing the second time).
+async fn revocations_count_as_key_changes(s: DynStore) {
+    let now = snapgate::store::now();
+    s.create_team("alpha", now).await.unwrap();
+    let master =
+        snapgate::auth::MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+            .unwrap();
+    let k = snapgate::auth::issue_key(&s, &master, "alpha", false)
+        .await
+        .unwrap();
+    let changes = s.key_changes();
+    // On Postgres the listener bumps once when it connects: let it settle.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = changes.current();
+    assert!(s.revoke_api_key(&k.access_key_id, now).await.unwrap());
+    assert!(changes.current() > before, "a revocation is a change");
+    let after = changes.current();
+    assert!(!s.revoke_api_key(&k.access_key_id, now).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Postgres: the revocation's own NOTIFY may arrive after `after` was read.
+    assert!(
+        changes.current() <= after + 1,
+        "revoking again is no change"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -672,7 +699,8 @@ macro_rules! conformance {
                 in_flight_jobs_end_by_deadline_or_not_found,
                 concurrent_claimers_never_share_a_job,
                 teams_are_created_once_and_listed_by_name,
-                claims_are_fair_across_teams
+                claims_are_fair_across_teams,
+                revocations_count_as_key_changes
             );
         }
     };

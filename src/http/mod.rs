@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod job_cache;
 pub mod jobs;
 pub mod mps_rpc;
 pub mod outputs;

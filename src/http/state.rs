@@ -28,4 +28,8 @@ pub struct AppState {
     pub master_key: Arc<MasterKeySlot>,
     /// When this replica last purged expired nonces (the MPS-compatible endpoint).
     pub nonce_purge: Arc<super::mps_rpc::PurgeClock>,
+    /// Verified bearer tokens (`auth.token_cache_ms`).
+    pub tokens: Arc<super::auth::TokenCache>,
+    /// Final jobs for `GET /v1/snapshot-jobs/{id}` (`http.final_job_cache_entries`).
+    pub final_jobs: Arc<super::job_cache::FinalJobCache>,
 }

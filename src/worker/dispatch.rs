@@ -196,8 +196,12 @@ impl Worker {
             }
         }
 
-        self.take_budget(SUBMIT_BUDGET, self.cfg.submit_qps, 1)
+        let waited = self
+            .take_budget(SUBMIT_BUDGET, self.cfg.submit_qps, 1)
             .await?;
+        self.signals
+            .budget_short
+            .store(waited, std::sync::atomic::Ordering::Relaxed);
         let params =
             mps_params::submit_params(job.id, &job.request, self.default_pipeline.as_deref());
         let lease_until = self.lease_from_now().await?;

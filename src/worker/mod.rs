@@ -37,6 +37,9 @@ pub struct WorkerSignals {
     /// The dispatcher has more than it can send at once (a full batch, or dispatch paused): a
     /// POST then answers 202 at once instead of waiting behind the backlog.
     pub backlog: Arc<std::sync::atomic::AtomicBool>,
+    /// The last submit had to wait for the upstream budget (MPS's rate): a new job would not be
+    /// sent at once either, so a POST answers 202 at once. Cleared by a submit that did not wait.
+    pub budget_short: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for WorkerSignals {
@@ -45,6 +48,7 @@ impl Default for WorkerSignals {
             wake: Arc::new(Notify::new()),
             dispatched: broadcast::channel(1024).0,
             backlog: Arc::default(),
+            budget_short: Arc::default(),
         }
     }
 }
@@ -232,11 +236,14 @@ impl Worker {
     }
 
     /// Waits for `n` tokens of a shared upstream budget.
-    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
+    /// Takes `n` tokens of the shared bucket `name`, waiting for them as long as it takes;
+    /// returns whether it had to wait.
+    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<bool> {
         let rate = f64::from(qps);
         // A twentieth of a second's worth: smooth, so no one-second window exceeds the limit.
         let burst = (rate / 20.0).max(1.0);
         let mut missing = n;
+        let mut waited = false;
         while missing > 0 {
             let got = self
                 .store
@@ -245,10 +252,11 @@ impl Worker {
             missing -= got;
             if missing > 0 {
                 let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
+                waited = true;
                 tokio::time::sleep(wait).await;
             }
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Exponential backoff with equal jitter: half fixed, half random.
