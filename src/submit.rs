@@ -421,7 +421,11 @@ impl SubmitService {
                     return Ok(j);
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            // The dispatcher fell behind meanwhile: the job waits its turn, the POST does not.
+            if tokio::time::Instant::now() >= deadline
+                || self.signals.backlog.load(relaxed)
+                || self.signals.budget_short.load(relaxed)
+            {
                 break;
             }
         }

@@ -253,6 +253,12 @@ impl Worker {
             if missing > 0 {
                 let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
                 waited = true;
+                if name == SUBMIT_BUDGET {
+                    // Said as soon as it is known: waiting POSTs answer now, new ones at once.
+                    self.signals
+                        .budget_short
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 tokio::time::sleep(wait).await;
             }
         }
