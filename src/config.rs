@@ -187,7 +187,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             submit_wait_ms: 2_000,
             cors_origins: Vec::new(),
-            final_job_cache_entries: 10_000,
+            final_job_cache_entries: 2_000,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Final jobs from memory: a `succeeded` or `failed` job never changes (every store write that
 //! could change a job is guarded by `state NOT IN ('succeeded', 'failed')` or `state = 'queued'`),
 //! so `GET /v1/snapshot-jobs/{id}` keeps the last `http.final_job_cache_entries` of them it
-//! read. The entry holds the job's team, checked on every read exactly as the database query
+//! read (memory: entries × the answer's size — a few KiB for a job with sprites — so the default
+//! 2,000 stays within tens of MiB). The entry holds the job's team, checked on every read exactly as the database query
 //! checks it (`team = $caller` unless the caller is an admin), and — when output URLs do not
 //! depend on the time of the read (no presigning) — the response body already encoded, so such
 //! a read neither touches the database nor encodes JSON.
@@ -25,10 +26,14 @@ pub struct FinalJobCache {
 
 pub struct CachedJob {
     team: String,
+    answer: Answer,
+}
+
+enum Answer {
+    /// The encoded resource, the same at every read (only this is kept: it is the smaller).
+    Encoded(Bytes),
     /// The job, for URLs made at each read (presigned ones expire).
-    job: Job,
-    /// The encoded resource, when it is the same at every read.
-    body: Option<Bytes>,
+    Job(Box<Job>),
 }
 
 /// What the cache says about one id.
@@ -64,25 +69,24 @@ impl FinalJobCache {
         if !job.state.is_final() || !self.entries.enabled() {
             return axum::Json(JobResource::new(job, outputs)).into_response();
         }
-        let body = outputs
-            .urls_are_stable()
-            .then(|| encode(job.clone(), outputs));
-        let cached = Arc::new(CachedJob {
-            team: job.team.clone(),
-            job,
-            body,
-        });
+        let (id, team) = (job.id, job.team.clone());
+        let answer = if outputs.urls_are_stable() {
+            Answer::Encoded(encode(job, outputs))
+        } else {
+            Answer::Job(Box::new(job))
+        };
+        let cached = Arc::new(CachedJob { team, answer });
         let response = cached.response(outputs);
-        self.entries.insert(cached.job.id, cached);
+        self.entries.insert(id, cached);
         response
     }
 }
 
 impl CachedJob {
     fn response(&self, outputs: &OutputService) -> Response {
-        let body = match &self.body {
-            Some(b) => b.clone(),
-            None => encode(self.job.clone(), outputs),
+        let body = match &self.answer {
+            Answer::Encoded(b) => b.clone(),
+            Answer::Job(job) => encode((**job).clone(), outputs),
         };
         ([(CONTENT_TYPE, "application/json")], body).into_response()
     }

@@ -37,8 +37,9 @@ pub struct WorkerSignals {
     /// The dispatcher has more than it can send at once (a full batch, or dispatch paused): a
     /// POST then answers 202 at once instead of waiting behind the backlog.
     pub backlog: Arc<std::sync::atomic::AtomicBool>,
-    /// The last submit had to wait for the upstream budget (MPS's rate): a new job would not be
-    /// sent at once either, so a POST answers 202 at once. Cleared by a submit that did not wait.
+    /// A submit had to wait for the upstream budget (MPS's rate) since the queue was last
+    /// empty: a new job would not be sent at once either, so a POST answers 202 at once.
+    /// Cleared by a dispatch round that finds nothing to claim.
     pub budget_short: Arc<std::sync::atomic::AtomicBool>,
 }
 
