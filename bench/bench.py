@@ -1,10 +1,14 @@
 """snapgate benchmark driver (run through bench/run).
 
-Phase A, gateway vs database ceiling: snapgate (release, Postgres, worker off so the API path is
-measured alone) is loaded with wrk at several concurrency levels for POST /v1/snapshot-jobs and
-GET /v1/snapshot-jobs/{id}; pgbench then runs the same SQL per request at the same levels. Then a
-worker-enabled snapgate drains the queued jobs into the emulator (zero latency) to measure
-dispatch throughput.
+Phase A, the default configuration next to the database's ceiling: snapgate (release, Postgres,
+auth on, worker on, a separate `snapgate emulator` as MPS with MPS's limits; only the team limits
+raised out of the way) is loaded with wrk at c = 1, 16, 64 for POST /v1/snapshot-jobs, GET of
+queued and of final jobs, the list `?state=succeeded&limit=50` and its next page by cursor. Right
+after each snapgate measurement pgbench runs the ceiling on the same Postgres — one durable INSERT
+of the same row / one primary-key SELECT / the same list SQL per transaction — so both see the
+same machine state. Done with 10,000 and then 1,000,000 jobs in the table (10 teams, populated
+with SQL). Prints the ratios, the scale ratios (p99 at 1M / p99 at 10k) and snapgate's peak RSS;
+the figures also go to target/bench-results.json.
 
 Phase B, upstream efficiency: the emulator enforces MPS's limits (--submit-qps 50 --query-qps
 100); a backlog of jobs is drained through it and the use of the submit budget, the throttled
@@ -12,6 +16,7 @@ share, query calls per job and the drain time are printed.
 
 Only loopback traffic; every process is stopped at exit.
 """
+import base64
 import glob
 import json
 import os
@@ -25,22 +30,50 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "snapgate")
+# BENCH_BIN / BENCH_CONFIG_DIR: measure another build (e.g. a baseline) with its own config folder.
+BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target", "release", "snapgate"))
+CONFIG_DIR = os.environ.get("BENCH_CONFIG_DIR", os.path.join(ROOT, "config"))
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "snapgate_bench"
 QUICK = "--quick" in sys.argv
 PHASES = [p for p in ("api", "upstream") if f"--{p}-only" in sys.argv] or ["api", "upstream"]
-LEVELS = [8, 32] if QUICK else [1, 8, 32, 64]
-DURATION = 5 if QUICK else 10
+LEVELS = [16] if QUICK else [1, 16, 64]
+DURATION = 2 if QUICK else 4
 BACKLOG = 1000 if QUICK else 10000
+SIZES = [10_000, 100_000] if QUICK else [10_000, 1_000_000]
+TEAMS = 10
+PAGES = 15  # next-page requests pick one of this many cursors
+QUEUED_READ_SET = 1000
+MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # a fixed bench-only key (32 bytes)
+RESULTS = os.path.join(ROOT, "target", "bench-results.json")
 GW_PORT, EMU_PORT = 18080, 19090
 WORK = tempfile.mkdtemp(prefix="snapgate-bench-")
 PROCS = []
 
-# The columns snapgate reads per job (src/store/postgres.rs JOB_COLUMNS).
+# The columns snapgate reads per job (src/store/rows.rs JOB_COLUMNS).
 JOB_COLUMNS = ("id, team, state, request, warnings, created_at, updated_at, attempts, last_error, "
                "mps_job_id, mps_state, mps_request_id, mps_count, mps_tile_count, mps_code, mps_message, "
                "mps_response, submitted_at")
+
+# The README example, as post.lua sends it.
+EXAMPLE = {
+    "input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "uploads/clip 01.mp4"},
+    "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "thumbs/clip01/{Count}.jpg"},
+    "time_ms": 2000, "interval_s": 2, "num": 3, "width": 640, "frame_type": "normal",
+    "sprite": {"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "sprites/{TileCount}.jpg"},
+               "lines": 10, "columns": 10},
+    "pipeline_id": "9bad3801a2c561c22c4df9c6abcd0000", "user_data": "bench"}
+
+# A normalized job request as snapgate stores it (phase B's backlog).
+TEMPLATE = json.dumps({
+    "input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "uploads/clip 01.mp4"},
+    "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "thumbs/clip01/{Count}.jpg"},
+    "time_ms": 2000, "interval_s": 2, "num": 3, "width": 640, "height": None, "frame_type": "normal",
+    "black_level": None,
+    "sprite": {"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "sprites/{TileCount}.jpg"},
+               "lines": 10, "columns": 10, "cell_width": None, "cell_height": None, "margin": 0, "padding": 0,
+               "color": "black", "keep_cells": True, "cell_step": None},
+    "webvtt": None, "pipeline_id": "9bad3801a2c561c22c4df9c6abcd0000", "user_data": "bench"})
 
 
 def psql(sql, db=DB):
@@ -51,13 +84,15 @@ def psql(sql, db=DB):
 def fresh_db():
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
     psql(f"CREATE DATABASE {DB}", db="postgres")
-    env = dict(os.environ, DATABASE_URL=f"{PG}/{DB}", SNAPGATE_CONFIG_DIR=os.path.join(ROOT, "config"))
-    subprocess.run([BIN, "migrate"], check=True, env=env, capture_output=True)
+    cli("migrate")
 
 
 def start(name, args, extra_env):
-    env = {"PATH": os.environ.get("PATH", ""), "SNAPGATE_CONFIG_DIR": os.path.join(ROOT, "config"),
+    env = {"PATH": os.environ.get("PATH", ""), "SNAPGATE_CONFIG_DIR": CONFIG_DIR,
            "RUST_LOG": "warn"}
+    if extra_env.get("RUST_LOG") is None and "RUST_LOG" in extra_env:
+        del env["RUST_LOG"]  # the configured log level (the default configuration logs at info)
+        del extra_env["RUST_LOG"]
     env.update(extra_env)
     log = open(os.path.join(WORK, f"{name}.log"), "w")
     p = subprocess.Popen([BIN] + args, env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -113,45 +148,58 @@ def emulator(*flags):
     return p
 
 
-def gateway(worker, **env):
+def gateway(worker=True, default_config=False, **env):
+    """snapgate serving on GW_PORT. `default_config`: auth on, worker on and every built-in default
+    (submit_wait_ms, batch size, budgets, pool) — only the team limits raised out of the way."""
     base = {
         "DATABASE_URL": f"{PG}/{DB}",
         "SNAPGATE__HTTP__LISTEN": f"127.0.0.1:{GW_PORT}",
         "SNAPGATE__MPS__ENDPOINT": f"http://127.0.0.1:{EMU_PORT}",
         "ALIBABA_CLOUD_ACCESS_KEY_ID": "benchid",
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "benchsecret",
-        "SNAPGATE__AUTH__ENABLED": "false",
-        "SNAPGATE__HTTP__SUBMIT_WAIT_MS": "0",
+        "SNAPGATE__AUTH__MASTER_KEY": MASTER_KEY,
         "SNAPGATE__LIMITS__TEAM_REQUESTS_PER_SECOND": "1000000",
         "SNAPGATE__LIMITS__TEAM_BURST": "1000000",
         "SNAPGATE__LIMITS__TEAM_MAX_ACTIVE_JOBS": "100000000",
-        "SNAPGATE__WORKER__ENABLED": "true" if worker else "false",
         "SNAPGATE__DATABASE__MIGRATE_ON_START": "false",
     }
+    if default_config:
+        base["RUST_LOG"] = None  # logs at the configured level (info), to a file
+    else:
+        base.update({
+            "SNAPGATE__AUTH__ENABLED": "false",
+            "SNAPGATE__HTTP__SUBMIT_WAIT_MS": "0",
+            "SNAPGATE__WORKER__ENABLED": "true" if worker else "false",
+        })
     base.update(env)
     p = start("gateway", ["serve"], base)
     wait_http(f"http://127.0.0.1:{GW_PORT}/readyz")
     return p
 
 
+def cli(*args):
+    env = {"PATH": os.environ.get("PATH", ""), "SNAPGATE_CONFIG_DIR": CONFIG_DIR,
+           "DATABASE_URL": f"{PG}/{DB}", "SNAPGATE__AUTH__MASTER_KEY": MASTER_KEY, "RUST_LOG": "warn"}
+    return subprocess.run([BIN, *args], env=env, check=True, capture_output=True, text=True).stdout
+
+
+def api(path, token, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{GW_PORT}{path}", method="POST" if body else "GET",
+                                 data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
-# A normalized job request as snapgate stores it (the README example, as POSTed by post.lua).
-TEMPLATE = json.dumps({
-    "input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "uploads/clip 01.mp4"},
-    "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "thumbs/clip01/{Count}.jpg"},
-    "time_ms": 2000, "interval_s": 2, "num": 3, "width": 640, "height": None, "frame_type": "normal",
-    "black_level": None,
-    "sprite": {"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "sprites/{TileCount}.jpg"},
-               "lines": 10, "columns": 10, "cell_width": None, "cell_height": None, "margin": 0, "padding": 0,
-               "color": "black", "keep_cells": True, "cell_step": None},
-    "webvtt": None, "pipeline_id": "9bad3801a2c561c22c4df9c6abcd0000", "user_data": "bench"})
 
-
-def wrk(path, script, c, extra_env=None):
-    env = dict(os.environ, **(extra_env or {}))
-    out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{DURATION}s", "--latency", "-s", os.path.join(ROOT, "bench", script),
-                          f"http://127.0.0.1:{GW_PORT}{path}"], capture_output=True, text=True, env=env, check=True).stdout
+def wrk(path, script, c, extra_env):
+    """wrk (closed loop, c connections); p50/p99 from its latency distribution."""
+    env = dict(os.environ, **extra_env)
+    out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{DURATION}s", "--latency", "-s",
+                          os.path.join(ROOT, "bench", script), f"http://127.0.0.1:{GW_PORT}{path}"],
+                         capture_output=True, text=True, env=env, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
     for pct in ("50", "99"):
@@ -162,14 +210,25 @@ def wrk(path, script, c, extra_env=None):
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errors}
 
 
-def pgbench(sql, c):
-    script = os.path.join(WORK, "script.sql")
-    with open(script, "w") as f:
-        f.write(sql)
+def pgbench(scripts, c):
+    """pgbench -M prepared with `scripts` (one SQL text, or several picked at random, equally)."""
+    if isinstance(scripts, str):
+        scripts = [scripts]
+    args = []
+    for i, sql in enumerate(scripts):
+        path = os.path.join(WORK, f"script{i}.sql")
+        with open(path, "w") as f:
+            f.write(sql)
+        args += ["-f", path]
     logdir = tempfile.mkdtemp(dir=WORK)
-    out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", f"-c{c}",
-                          f"-j{min(c, 2)}", f"-T{DURATION}", "-f", script, "-l", "--log-prefix", os.path.join(logdir, "pgb"), DB],
-                         capture_output=True, text=True, check=True).stdout
+    run = subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", f"-c{c}",
+                          f"-j{min(c, 2)}", f"-T{DURATION}", *args, "-l", "--log-prefix", os.path.join(logdir, "pgb"), DB],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        # e.g. Postgres out of connections (other clients of the same server): no ceiling figure.
+        print(f"  pgbench -c{c} failed: {run.stderr.strip().splitlines()[-1:]}", flush=True)
+        return {"rps": float("nan"), "p50": float("nan"), "p99": float("nan"), "errors": 0}
+    out = run.stdout
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
     lat = []
     for path in glob.glob(os.path.join(logdir, "pgb*")):
@@ -180,92 +239,169 @@ def pgbench(sql, c):
     return {"rps": tps, "p50": pick(0.50), "p99": pick(0.99), "errors": 0}
 
 
-def row(label, g, p):
-    ratio = g["rps"] / p["rps"] if p["rps"] else float("nan")
-    return (f"  c={label:<3} gateway {g['rps']:8.0f} req/s  p50 {g['p50']:6.2f} ms  p99 {g['p99']:6.2f} ms"
-            f"{'  (' + str(g['errors']) + ' non-2xx)' if g['errors'] else ''} | pgbench {p['rps']:8.0f} tx/s"
-            f"  p50 {p['p50']:6.2f} ms  p99 {p['p99']:6.2f} ms | ratio {ratio:.2f}")
-
-
 def main():
     signal.signal(signal.SIGTERM, cleanup)
-    print(f"machine: {os.cpu_count()} cores; {psql('SHOW server_version', db='postgres')} Postgres; "
-          f"levels {LEVELS}, {DURATION} s each{'; QUICK' if QUICK else ''}")
+    print(f"machine: {os.cpu_count()} cores; Postgres {psql('SHOW server_version', db='postgres')}; "
+          f"levels {LEVELS}, {DURATION} s each{'; QUICK' if QUICK else ''}", flush=True)
     if "api" in PHASES:
         api_phase()
     if "upstream" in PHASES:
         upstream_phase()
 
 
+# --- Phase A ---------------------------------------------------------------------------------
+
+def populate(upto, start):
+    """Generated jobs `start+1 ..= upto`: final (`succeeded`) copies of a real succeeded job's row
+    (so each read returns what a real one does), ids md5('j'||i), team t(i % 10), one every 50 ms."""
+    step = 200_000
+    for lo in range(start + 1, upto + 1, step):
+        hi = min(upto, lo + step - 1)
+        psql(f"""
+            INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, attempts,
+                              mps_job_id, mps_state, mps_request_id, mps_count, mps_tile_count,
+                              mps_response, submitted_at, finished_at, polls)
+            SELECT md5('j' || i)::uuid, 't' || (i % {TEAMS}), 'succeeded', t.request, t.warnings,
+                   ts, ts + interval '2 s', 1, md5('m' || i), t.mps_state, t.mps_request_id,
+                   t.mps_count, t.mps_tile_count, t.mps_response, ts, ts + interval '2 s', 1
+            FROM bench_template t, generate_series({lo}, {hi}) i,
+                 LATERAL (SELECT timestamptz '2026-01-01' + i * interval '50 ms' AS ts) x""")
+        print(f"  populated {hi:,} generated jobs", flush=True)
+    psql("VACUUM ANALYZE jobs")
+
+
+def measure(label, size, c, snap, ceiling, results):
+    r = {"test": label, "size": size, "c": c, "snapgate": snap, "pgbench": ceiling}
+    results.append(r)
+    ratio = snap["rps"] / ceiling["rps"] if ceiling and ceiling["rps"] else float("nan")
+    errs = f" ({snap['errors']} non-2xx)" if snap["errors"] else ""
+    line = (f"  {label:<13} {size:>9,} c={c:<3} snapgate {snap['rps']:7.0f}/s p50 {snap['p50']:7.2f} p99 {snap['p99']:7.2f} ms{errs}")
+    if ceiling:
+        line += (f" | pgbench {ceiling['rps']:7.0f}/s p50 {ceiling['p50']:6.2f} p99 {ceiling['p99']:6.2f} ms"
+                 f" | ratio {ratio:.2f}")
+    print(line, flush=True)
+
+
 def api_phase():
     fresh_db()
-    emu = emulator("--latency-ms", "0", "--start-ms", "100", "--process-ms", "1000")
-    gw = gateway(worker=False)
+    # MPS's own limits; jobs take 1 s.
+    emu = emulator("--submit-qps", "50", "--query-qps", "100", "--start-ms", "200", "--process-ms", "1000")
+    for i in range(TEAMS):
+        cli("team", "create", f"t{i}")
+    token = json.loads(cli("key", "create", "--team", "t0"))["token"]
+    gw = gateway(default_config=True)
+    auth = {"TOKEN": token}
 
-    post = {c: wrk("/v1/snapshot-jobs", "post.lua", c) for c in LEVELS}
-    template = TEMPLATE
-    # The read set: 10,000 jobs with ids both wrk and pgbench can name (md5 of 1..10000).
-    psql("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) "
-         "SELECT md5(i::text)::uuid, 'default', 'succeeded', (SELECT request FROM jobs LIMIT 1), '[]', now(), now() "
-         "FROM generate_series(1, 10000) i")
-    ids_file = os.path.join(WORK, "ids.txt")
-    with open(ids_file, "w") as f:
-        f.write(psql("SELECT md5(i::text)::uuid FROM generate_series(1, 10000) i") + "\n")
-    get = {c: wrk("/v1/snapshot-jobs/x", "get.lua", c, {"IDS_FILE": ids_file}) for c in LEVELS}
-    rss_api = peak_rss_mib(gw.pid)
-    stop(gw)
+    # A real job through the real path, once succeeded: the template of every generated row.
+    job = api("/v1/snapshot-jobs", token, EXAMPLE)
+    for _ in range(100):
+        if api(f"/v1/snapshot-jobs/{job['id']}", token)["state"] == "succeeded":
+            break
+        time.sleep(0.2)
+    else:
+        raise SystemExit("the template job did not succeed")
+    psql(f"CREATE TABLE bench_template AS SELECT * FROM jobs WHERE id = '{job['id']}'")
+    # Queued jobs that stay queued (a retry scheduled tomorrow): the "GET a queued job" read set.
+    psql(f"""INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, attempts)
+             SELECT md5('q' || i)::uuid, 't0', 'queued', t.request, t.warnings, now(), now(),
+                    now() + interval '1 day', 1
+             FROM bench_template t, generate_series(1, {QUEUED_READ_SET}) i""")
+    queued_paths = os.path.join(WORK, "queued.txt")
+    with open(queued_paths, "w") as f:
+        f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('q' || i)::uuid FROM generate_series(1, {QUEUED_READ_SET}) i") + "\n")
 
-    escaped = template.replace("'", "''")
-    submit_sql = (
-        "BEGIN;\n"
-        f"INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) VALUES (gen_random_uuid(), 'default', "
-        f"'queued', '{escaped}'::jsonb, '[]'::jsonb, now(), now()) RETURNING {JOB_COLUMNS} \\gset\n"
-        "INSERT INTO job_outbox (job_id, due_at) VALUES (:id::uuid, now());\n"
-        "SELECT pg_notify('snapgate_jobs', :id);\n"
-        "COMMIT;\n")
-    read_sql = ("\\set k random(1, 10000)\n"
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5(:k::text)::uuid AND (NULL::text IS NULL OR team = NULL::text);\n")
-    pg_post = {c: pgbench(submit_sql, c) for c in LEVELS}
-    pg_get = {c: pgbench(read_sql, c) for c in LEVELS}
+    insert_sql = ("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) "
+                  "SELECT gen_random_uuid(), 'pgbench', 'queued', request, warnings, now(), now() FROM bench_template;\n")
+    list_where = "team = 't0' AND state = 'succeeded'"
+    list_sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {list_where} ORDER BY created_at DESC, id DESC LIMIT 51;\n"
 
-    print("\nPOST /v1/snapshot-jobs (recording path; worker off) vs pgbench of the same insert transaction")
-    for c in LEVELS:
-        print(row(c, post[c], pg_post[c]))
-    print("\nGET /v1/snapshot-jobs/{id} vs pgbench of the same select")
-    for c in LEVELS:
-        print(row(c, get[c], pg_get[c]))
-    print(f"\nsnapgate peak RSS during the API load: {rss_api:.1f} MiB")
+    results, done, rss = [], 0, {}
+    for size in SIZES:
+        print(f"\npopulating to {size:,} jobs ({TEAMS} teams)", flush=True)
+        populate(size, done)
+        done = size
+        t0_jobs = size // TEAMS
+        final_paths = os.path.join(WORK, "final.txt")
+        with open(final_paths, "w") as f:
+            f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('j' || (k * {TEAMS})::text)::uuid "
+                         f"FROM generate_series(1, {t0_jobs}) k") + "\n")
+        # The cursors of pages 2 ..= PAGES + 1, walked through the API.
+        list_path = "/v1/snapshot-jobs?state=succeeded&limit=50"
+        cursors, page = [], api(list_path, token)
+        for _ in range(PAGES):
+            cursors.append(page["next_cursor"])
+            page = api(f"{list_path}&cursor={page['next_cursor']}", token)
+        next_paths = os.path.join(WORK, "next.txt")
+        with open(next_paths, "w") as f:
+            f.write("".join(f"{list_path}&cursor={c}\n" for c in cursors))
+        list_file = os.path.join(WORK, "list.txt")
+        with open(list_file, "w") as f:
+            f.write(list_path + "\n")
+        next_sql = []
+        for cur in cursors:
+            micros, jid = base64.urlsafe_b64decode(cur + "=" * (-len(cur) % 4)).decode().split("|")
+            next_sql.append(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {list_where} AND (created_at, id) < "
+                            f"(timestamptz 'epoch' + {int(micros)} * interval '1 microsecond', '{jid}'::uuid) "
+                            "ORDER BY created_at DESC, id DESC LIMIT 51;\n")
+        pk_sql = (f"\\set k random(1, {t0_jobs})\n"
+                  f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5('j' || (:k * {TEAMS})::text)::uuid;\n")
 
-    # Dispatch throughput into a zero-latency emulator, no upstream budget.
-    queued = int(psql("SELECT count(*) FROM job_outbox"))
-    gw = gateway(worker=True, SNAPGATE__WORKER__SUBMIT_QPS="1000000", SNAPGATE__WORKER__QUERY_QPS="1000000",
-                 SNAPGATE__WORKER__BATCH_SIZE="64")
-    t0 = time.time()
-    time.sleep(DURATION)
-    left = int(psql("SELECT count(*) FROM job_outbox"))
-    dispatched = queued - left
-    print(f"dispatch: {dispatched} jobs sent to the emulator in {time.time() - t0:.1f} s = "
-          f"{dispatched / (time.time() - t0):.0f} jobs/s (backlog {queued}); peak RSS {peak_rss_mib(gw.pid):.1f} MiB")
+        for c in LEVELS:
+            ceiling = pgbench(pk_sql, c)
+            measure("GET final", size, c, wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=final_paths)), ceiling, results)
+            measure("GET queued", size, c, wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths)), ceiling, results)
+            snap = wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=list_file))
+            measure("list", size, c, snap, pgbench(list_sql, c), results)
+            snap = wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=next_paths))
+            measure("next page", size, c, snap, pgbench(next_sql, c), results)
+        for c in LEVELS:
+            snap = wrk("/v1/snapshot-jobs", "post.lua", c, auth)
+            measure("POST", size, c, snap, pgbench(insert_sql, c), results)
+        psql("DELETE FROM jobs WHERE team = 'pgbench'")
+        rss[size] = peak_rss_mib(gw.pid)
+        print(f"  snapgate peak RSS so far: {rss[size]:.1f} MiB; jobs in the table: {psql('SELECT count(*) FROM jobs')}",
+              flush=True)
     stop(gw)
     stop(emu)
 
+    print("\n| test | jobs | c | snapgate req/s | p50 ms | p99 ms | pgbench tx/s | p50 ms | p99 ms | ratio | p99 ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        s, p = r["snapgate"], r["pgbench"]
+        errs = f" ({s['errors']} non-2xx)" if s["errors"] else ""
+        print(f"| {r['test']} | {r['size']:,} | {r['c']} | {s['rps']:.0f}{errs} | {s['p50']:.2f} | {s['p99']:.2f} | "
+              f"{p['rps']:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {s['rps'] / p['rps']:.2f} | {s['p99'] / p['p99']:.2f} |")
+    small, large = SIZES
+    print(f"\nscale: p99 at {large:,} jobs / p99 at {small:,} jobs (goal <= 1.5)")
+    by = {(r["test"], r["size"], r["c"]): r["snapgate"] for r in results}
+    for test in ("GET final", "GET queued", "list", "next page"):
+        print(f"  {test:<11} " + "  ".join(f"c={c}: {by[(test, large, c)]['p99'] / by[(test, small, c)]['p99']:.2f}"
+                                           for c in LEVELS))
+    print(f"\nsnapgate peak RSS (VmHWM): " + ", ".join(f"{rss[s]:.1f} MiB after {s:,} jobs" for s in SIZES))
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        json.dump({"results": results, "rss_mib": rss}, f, indent=1)
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
+
+
+# --- Phase B ---------------------------------------------------------------------------------
 
 def upstream_phase():
-    """Phase B: upstream efficiency under MPS's limits."""
+    """Upstream efficiency under MPS's limits."""
     fresh_db()
     emu = emulator("--submit-qps", "50", "--query-qps", "100", "--start-ms", "200", "--process-ms", "2000")
     escaped = TEMPLATE.replace("'", "''")
-    psql("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) "
-         f"SELECT gen_random_uuid(), 'default', 'queued', '{escaped}'::jsonb, '[]', now(), now() FROM generate_series(1, {BACKLOG})")
-    psql("INSERT INTO job_outbox (job_id, due_at) SELECT id, created_at FROM jobs")
+    psql("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at) "
+         f"SELECT gen_random_uuid(), 'default', 'queued', '{escaped}'::jsonb, '[]', now(), now(), now() "
+         f"FROM generate_series(1, {BACKLOG})")
     # snapgate's budget 2 % under MPS's limits (clocks and scheduling jitter).
     gw = gateway(worker=True, SNAPGATE__WORKER__SUBMIT_QPS="49", SNAPGATE__WORKER__QUERY_QPS="98")
     t0 = time.time()
     submitted_at = None
     while True:
         time.sleep(1)
-        outbox = int(psql("SELECT count(*) FROM job_outbox"))
-        if outbox == 0 and submitted_at is None:
+        queued = int(psql("SELECT count(*) FROM jobs WHERE due_at IS NOT NULL"))
+        if queued == 0 and submitted_at is None:
             submitted_at = time.time() - t0
         final = int(psql("SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed')"))
         if final == BACKLOG:

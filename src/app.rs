@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::MasterKeySlot;
 use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
+use crate::http::auth::TokenCache;
+use crate::http::job_cache::FinalJobCache;
 use crate::http::AppState;
 use crate::limits::TeamLimiter;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
@@ -327,6 +329,11 @@ impl Application {
             crate::uploads::ensure_demo_preset(&store, &settings.uploads).await?;
         }
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
+        let tokens = Arc::new(TokenCache::new(
+            &store,
+            std::time::Duration::from_millis(settings.auth.token_cache_ms),
+        ));
+        let final_jobs = Arc::new(FinalJobCache::new(settings.http.final_job_cache_entries));
         let master_key = Arc::new(MasterKeySlot::new(&settings.auth));
         let webhooks = Arc::new(WebhookService::new(
             store.clone(),
@@ -350,6 +357,8 @@ impl Application {
         };
         let state = AppState {
             store,
+            tokens,
+            final_jobs,
             master_key,
             webhooks,
             nonce_purge: Arc::default(),

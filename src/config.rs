@@ -82,6 +82,8 @@ pub struct HttpSettings {
     /// ask OSS for an upload callback to `<public_url>/callbacks/oss`. Unset: no callback (the
     /// browser calls `POST /v1/uploads/{id}/complete`).
     pub public_url: Option<String>,
+    /// Final jobs kept in memory for `GET /v1/snapshot-jobs/{id}`; 0: none.
+    pub final_job_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -239,6 +241,9 @@ pub struct AuthSettings {
     pub master_key: Option<Secret>,
     /// Used when `master_key` is unset: read, or created on first use (single instance).
     pub master_key_file: String,
+    /// A verified token is trusted from memory this long at most (revocations invalidate it at
+    /// once where they are heard: this process, and every replica on Postgres); 0: no cache.
+    pub token_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -296,6 +301,7 @@ impl Default for HttpSettings {
             submit_wait_ms: 2_000,
             cors_origins: Vec::new(),
             public_url: None,
+            final_job_cache_entries: 2_000,
         }
     }
 }
@@ -395,6 +401,7 @@ impl Default for AuthSettings {
             enabled: true,
             master_key: None,
             master_key_file: "data/master.key".into(),
+            token_cache_ms: 1_000,
         }
     }
 }

@@ -132,6 +132,12 @@ impl OutputService {
         &self.links
     }
 
+    /// Whether a job's output URLs are the same at every read (not presigned with an expiry):
+    /// then a final job's encoded answer can be kept.
+    pub fn urls_are_stable(&self) -> bool {
+        !matches!(self.links, Links::Oss { presign: Some(_) })
+    }
+
     /// The URL of an output file.
     pub fn url(&self, o: &OssObject) -> String {
         match &self.links {

@@ -11,8 +11,9 @@
 //! 3. the team's in-flight quota;
 //! 4. record the job, queued for dispatch, with its idempotency key in one transaction;
 //! 5. wake the dispatcher, and optionally wait a short budget for MPS to accept the job — only
-//!    when the dispatcher can send it at once (no backlog, not paused): a POST never waits
-//!    behind other jobs.
+//!    when the dispatcher can send it at once (no backlog, not paused, the upstream budget not
+//!    spent, fewer POSTs waiting than the budget sends at once): a POST never waits behind
+//!    other jobs.
 //!
 //! Entry points are adapters: they parse their transport, call `submit`, and render the outcome.
 //!
@@ -56,6 +57,10 @@ pub struct SubmitConfig {
     pub default_wait: Wait,
     /// `mps.pipeline_id`: the pipeline of jobs that name none.
     pub default_pipeline: Option<String>,
+    /// How many POSTs of this replica may wait for MPS at once: the submits the upstream
+    /// budget lets through at once (its burst, a twentieth of `worker.submit_qps`). Others
+    /// would wait for the budget, not for MPS: they answer at once.
+    pub max_waiting: usize,
 }
 
 impl SubmitConfig {
@@ -71,6 +76,7 @@ impl SubmitConfig {
                 Wait::UpTo(Duration::from_millis(wait_ms))
             },
             default_pipeline: s.mps.pipeline_id.clone(),
+            max_waiting: (s.worker.submit_qps / 20).max(1) as usize,
         }
     }
 }
@@ -147,6 +153,17 @@ pub struct SubmitService {
     active: Arc<ActiveJobs>,
     cfg: SubmitConfig,
     outputs: Arc<OutputService>,
+    /// POSTs waiting for MPS now.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One POST's place among those waiting for MPS; given back when dropped.
+struct WaitSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The body field a dry run takes besides the job request: the input's duration.
@@ -165,7 +182,19 @@ impl SubmitService {
             active: Arc::new(ActiveJobs::default()),
             cfg,
             outputs,
+            waiting: Arc::default(),
         }
+    }
+
+    /// A place among the POSTs waiting for MPS, if one is free.
+    fn wait_slot(&self) -> Option<WaitSlot> {
+        use std::sync::atomic::Ordering;
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cfg.max_waiting).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WaitSlot(self.waiting.clone()))
     }
 
     /// The dry run of [`SubmitService::submit`]: resolves a preset, validates `body` (the REST body shape; it may
@@ -429,14 +458,16 @@ impl SubmitService {
             Wait::UpTo(d) if !d.is_zero() && self.cfg.worker_enabled => d,
             _ => return Ok(job),
         };
-        // Behind a backlog the MPS id would come long after the budget: answer at once.
-        if self
-            .signals
-            .backlog
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        // Wait only when the dispatcher can send the job at once. Behind a backlog, or when
+        // the upstream budget is spent, or with as many POSTs already waiting as the budget lets
+        // through at once, the MPS id would come after other jobs' turns: answer at once.
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        if self.signals.backlog.load(relaxed) || self.signals.budget_short.load(relaxed) {
             return Ok(job);
         }
+        let Some(_slot) = self.wait_slot() else {
+            return Ok(job);
+        };
         let deadline = tokio::time::Instant::now() + budget;
         let id = job.id;
         loop {
@@ -459,7 +490,11 @@ impl SubmitService {
                     return Ok(j);
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            // The dispatcher fell behind meanwhile: the job waits its turn, the POST does not.
+            if tokio::time::Instant::now() >= deadline
+                || self.signals.backlog.load(relaxed)
+                || self.signals.budget_short.load(relaxed)
+            {
                 break;
             }
         }

@@ -1166,6 +1166,33 @@ async fn uploads_move_once_and_expire_in_one_place(s: DynStore) {
     );
 }
 
+/// A revocation counts as a key change for caches of verified keys (only a real one: revoking
+/// twice changes nothing the second time).
+async fn revocations_count_as_key_changes(s: DynStore) {
+    let now = snapgate::store::now();
+    s.create_team("alpha", now).await.unwrap();
+    let master =
+        snapgate::auth::MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+            .unwrap();
+    let k = snapgate::auth::issue_key(&s, &master, "alpha", false)
+        .await
+        .unwrap();
+    let changes = s.key_changes();
+    // On Postgres the listener bumps once when it connects: let it settle.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = changes.current();
+    assert!(s.revoke_api_key(&k.access_key_id, now).await.unwrap());
+    assert!(changes.current() > before, "a revocation is a change");
+    let after = changes.current();
+    assert!(!s.revoke_api_key(&k.access_key_id, now).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Postgres: the revocation's own NOTIFY may arrive after `after` was read.
+    assert!(
+        changes.current() <= after + 1,
+        "revoking again is no change"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1186,7 +1213,8 @@ macro_rules! conformance {
                 webhook_events_commit_with_the_job_transitions,
                 deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint,
                 presets_number_versions_and_find_a_body_again,
-                uploads_move_once_and_expire_in_one_place
+                uploads_move_once_and_expire_in_one_place,
+                revocations_count_as_key_changes
             );
         }
     };

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
+use super::job_cache::Cached;
 use super::outputs::OutputsResource;
 use super::AppState;
 use super::Caller;
@@ -377,15 +378,21 @@ pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<JobResource>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    // A final job from memory; its team checked as the query below checks it.
+    match state.final_jobs.get(id, &caller, &state.outputs) {
+        Cached::Hit(answer) => return Ok(answer),
+        Cached::OtherTeam => return Err(ApiError::NotFound),
+        Cached::Miss => {}
+    }
     let team = (!caller.admin).then_some(caller.team.as_str());
     let job = state
         .store
         .get_job(team, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(JobResource::new(job, &state.outputs)))
+    Ok(state.final_jobs.answer(job, &state.outputs))
 }
 
 /// One MPS response kept for a job.

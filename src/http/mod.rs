@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 mod etag;
 pub mod health;
+pub mod job_cache;
 pub mod jobs;
 pub mod mps_rpc;
 pub mod outputs;

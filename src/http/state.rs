@@ -39,4 +39,8 @@ pub struct AppState {
     /// The demo page `/upload` and its intent endpoint are served (`uploads.demo_page` on the
     /// embedded default).
     pub demo_uploads: bool,
+    /// Verified bearer tokens (`auth.token_cache_ms`).
+    pub tokens: Arc<super::auth::TokenCache>,
+    /// Final jobs for `GET /v1/snapshot-jobs/{id}` (`http.final_job_cache_entries`).
+    pub final_jobs: Arc<super::job_cache::FinalJobCache>,
 }

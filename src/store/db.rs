@@ -208,6 +208,10 @@ impl Stmt {
         }
     }
 
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
     pub fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
         self

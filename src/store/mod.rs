@@ -402,10 +402,14 @@ pub trait KeyStore {
     /// Stores a new key; its team must exist.
     async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
-    /// Revokes a key at once; false if unknown or already revoked.
+    /// Revokes a key at once (and tells every process: [`KeyChanges`]); false if unknown or
+    /// already revoked.
     async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// The active (not revoked) key with this token hash.
     async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// The key change count, for caches of verified keys (on Postgres, the first call starts
+    /// listening for other processes' revocations).
+    fn key_changes(&self) -> KeyChanges;
 }
 
 /// Token buckets shared by every replica (the upstream MPS budget).
@@ -426,6 +430,23 @@ pub trait BudgetStore {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// How many key changes (revocations) this process has seen: bumped by
+/// [`KeyStore::revoke_api_key`] in this process and, on Postgres, by the `NOTIFY` every
+/// revocation sends (any replica, the CLI), and when the `LISTEN` connection is (re)opened
+/// (notifications may have been missed). What was verified before the latest change is stale.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges(Arc<std::sync::atomic::AtomicU64>);
+
+impl KeyChanges {
+    pub fn current(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// Opens the store for a database URL: `postgres://…` or `sqlite://…`.
 pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<DynStore> {

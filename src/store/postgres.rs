@@ -9,13 +9,16 @@ use sqlx::PgPool;
 
 use super::db::{Conn, Pool, Stmt};
 use super::rows::{job_columns, ClaimRow};
-use super::StoreResult;
+use super::{KeyChanges, StoreResult};
 use crate::domain::JobId;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The channel new jobs are announced on.
 pub const NOTIFY_CHANNEL: &str = "snapgate_jobs";
+
+/// The channel key revocations are announced on (payload: the key's id).
+pub const KEYS_CHANNEL: &str = "snapgate_keys";
 
 pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<Pool> {
     let pool = PgPoolOptions::new()
@@ -82,6 +85,60 @@ pub(super) async fn notify_job(conn: &mut Conn<'_>, id: JobId) -> StoreResult<()
     )
     .await?;
     Ok(())
+}
+
+/// Records a job queued for dispatch and announces it, in one statement (one round trip, one
+/// commit): `$1`… as [`super::sql`]'s insert, the announcement on [`NOTIFY_CHANNEL`] is
+/// delivered on commit.
+pub(super) fn insert_job_notify_sql(insert: &str) -> String {
+    format!(
+        "WITH j AS ({insert}), n AS (SELECT pg_notify('{NOTIFY_CHANNEL}', j.id::text) FROM j) \
+         SELECT j.* FROM j, n"
+    )
+}
+
+/// Tells every replica's key cache that a key changed (after the change committed).
+pub(super) async fn notify_key_change(pool: &Pool, access_key_id: &str) -> StoreResult<()> {
+    pool.execute(
+        Stmt::new("SELECT pg_notify($1, $2)")
+            .bind(KEYS_CHANNEL)
+            .bind(access_key_id),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Bumps `changes` on every key revocation announced by any process, and whenever the
+/// listening connection is (re)opened, since announcements may have been missed meanwhile. While
+/// it is down, cached keys still expire (`auth.token_cache_ms`).
+pub(super) fn spawn_key_listener(pool: PgPool, changes: KeyChanges) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    tokio::spawn(async move {
+        loop {
+            match sqlx::postgres::PgListener::connect_with(&own).await {
+                Ok(mut listener) => match listener.listen(KEYS_CHANNEL).await {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN for key changes failed; cached keys expire on their own")
+                    }
+                    Ok(()) => {
+                        changes.bump();
+                        while listener.recv().await.is_ok() {
+                            changes.bump();
+                        }
+                        changes.bump();
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a LISTEN connection for key changes")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 /// Listens on a connection of its own (a one-connection pool with the same options), so the

@@ -170,40 +170,51 @@ impl JobLookupStore for SqlStore {
     }
 
     async fn list_pipeline_jobs(&self, f: &PipelineJobFilter) -> StoreResult<Vec<Job>> {
-        // The one expression that differs: a member of the JSON request.
-        let pipeline = match self.dialect() {
-            Dialect::Postgres => "request->>'pipeline_id'",
-            Dialect::Sqlite => "json_extract(request, '$.pipeline_id')",
-        };
-        let mut q = Stmt::new(format!(
-            "SELECT {} FROM jobs WHERE team = ",
-            job_columns(None)
-        ));
-        q.push_bind(&f.team);
-        if let Some(p) = &f.pipeline_id {
-            q.push(&format!(" AND ({pipeline} = ")).push_bind(p);
-            if f.include_unset_pipeline {
-                q.push(&format!(" OR {pipeline} IS NULL"));
-            }
-            q.push(")");
-        }
-        if !f.states.is_empty() {
-            q.push(" AND state IN (");
-            for (i, s) in f.states.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.push_bind(s.as_str());
-            }
-            q.push(")");
-        }
-        if let Some(t) = f.created_from {
-            q.push(" AND created_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.created_to {
-            q.push(" AND created_at <= ").push_bind(t);
-        }
-        super::sql::push_page(&mut q, f.before, f.limit);
+        let q = pipeline_jobs_stmt(self.dialect(), f);
         jobs(self.pool().fetch_all::<JobRow>(q).await?)
     }
+}
+
+/// The statement of [`JobLookupStore::list_pipeline_jobs`].
+pub(super) fn pipeline_jobs_stmt(dialect: Dialect, f: &PipelineJobFilter) -> Stmt {
+    // The one expression that differs: a member of the JSON request.
+    let pipeline = match dialect {
+        Dialect::Postgres => "request->>'pipeline_id'",
+        Dialect::Sqlite => "json_extract(request, '$.pipeline_id')",
+    };
+    let mut q = Stmt::new(format!(
+        "SELECT {} FROM jobs WHERE team = ",
+        job_columns(None)
+    ));
+    q.push_bind(&f.team);
+    if let Some(p) = &f.pipeline_id {
+        q.push(&format!(" AND ({pipeline} = ")).push_bind(p);
+        if f.include_unset_pipeline {
+            q.push(&format!(" OR {pipeline} IS NULL"));
+        }
+        q.push(")");
+    }
+    if !f.states.is_empty() {
+        q.push(" AND state IN (");
+        for (i, s) in f.states.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push_bind(s.as_str());
+        }
+        q.push(")");
+    }
+    if let Some(t) = f.created_from {
+        q.push(" AND created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.created_to {
+        q.push(" AND created_at <= ").push_bind(t);
+    }
+    super::sql::push_page(
+        &mut q,
+        &[("team", f.team.as_str().into())],
+        f.before,
+        f.limit,
+    );
+    q
 }

@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
-use super::db::{Conn, Dialect, Pool, Stmt};
+use super::db::{Arg, Conn, Dialect, Pool, Stmt};
 use super::rows::{job_columns, jobs, JobRow};
 use super::{postgres, sqlite, webhooks, *};
 use crate::domain::JobId;
@@ -170,23 +170,82 @@ fn accepted_columns(u: &MpsUpdate) -> Stmt {
 }
 
 /// The end of every job list query: keyset paging, newest first (`(created_at, id)` strictly
-/// before the cursor), at most `limit` rows.
-pub(super) fn push_page(q: &mut Stmt, before: Option<(DateTime<Utc>, JobId)>, limit: u32) {
+/// before the cursor), at most `limit` rows. `fixed` are the columns the query holds equal
+/// (`team`, then `state`), in the order of the page index (migration 0009): the cursor is
+/// compared as one row with them, `(team, state, created_at, id) < (…)`, which only an index
+/// led by those columns can use as its range — so a team's next page is read in that index's
+/// order from the cursor on, never through the all-teams `jobs_created` with a filter.
+pub(super) fn push_page(
+    q: &mut Stmt,
+    fixed: &[(&str, Arg)],
+    before: Option<(DateTime<Utc>, JobId)>,
+    limit: u32,
+) {
     if let Some((t, id)) = before {
-        q.push(" AND (created_at, id) < (")
-            .push_bind(t)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
+        q.push(" AND (");
+        for (column, _) in fixed {
+            q.push(column).push(", ");
+        }
+        q.push("created_at, id) < (");
+        for (_, value) in fixed {
+            q.push_bind(value.clone()).push(", ");
+        }
+        q.push_bind(t).push(", ").push_bind(id).push(")");
     }
     q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit);
+}
+
+/// A new job, queued for dispatch at once, returning its row.
+fn insert_job_stmt(job: &NewJob) -> Stmt {
+    Stmt::new(format!(
+        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) \
+         VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5, $6) RETURNING {}",
+        job_columns(None)
+    ))
+    .bind(job.id)
+    .bind(&job.team)
+    .bind(json(&job.request))
+    .bind(json(&job.warnings))
+    .bind(job.created_at)
+    .bind(job.preset.clone())
+}
+
+/// The statement of [`JobStore::list_jobs`].
+fn list_jobs_stmt(f: &JobFilter) -> Stmt {
+    let mut q = Stmt::new(format!(
+        "SELECT {} FROM jobs WHERE 1 = 1",
+        job_columns(None)
+    ));
+    let mut fixed: Vec<(&str, Arg)> = Vec::new();
+    if let Some(team) = &f.team {
+        q.push(" AND team = ").push_bind(team);
+        fixed.push(("team", team.into()));
+        // `state` leads the page index only after `team` (admins list every team by time).
+        if let Some(state) = f.state {
+            fixed.push(("state", state.as_str().into()));
+        }
+    }
+    if let Some(state) = f.state {
+        q.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(t) = f.created_after {
+        q.push(" AND created_at > ").push_bind(t);
+    }
+    if let Some(t) = f.created_before {
+        q.push(" AND created_at < ").push_bind(t);
+    }
+    push_page(&mut q, &fixed, f.before, f.limit);
+    q
 }
 
 /// The store over either database.
 #[derive(Clone)]
 pub struct SqlStore {
     pool: Pool,
+    keys: KeyChanges,
+    /// Postgres: whether the key-change listener runs.
+    key_listener: Arc<std::sync::Once>,
 }
 
 impl SqlStore {
@@ -194,24 +253,53 @@ impl SqlStore {
     pub async fn connect_postgres(
         settings: &crate::config::DatabaseSettings,
     ) -> anyhow::Result<Self> {
-        Ok(Self {
-            pool: postgres::connect(settings).await?,
-        })
+        Ok(Self::new(postgres::connect(settings).await?))
     }
 
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Self {
-        Self {
-            pool: Pool::Postgres(pool),
-        }
+        Self::new(Pool::Postgres(pool))
     }
 
     /// Opens the embedded store.
     pub async fn connect_sqlite(
         settings: &crate::config::DatabaseSettings,
     ) -> anyhow::Result<Self> {
-        Ok(Self {
-            pool: sqlite::connect(settings).await?,
-        })
+        Ok(Self::new(sqlite::connect(settings).await?))
+    }
+
+    fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            keys: KeyChanges::default(),
+            key_listener: Arc::new(std::sync::Once::new()),
+        }
+    }
+
+    /// `EXPLAIN` of the statement [`JobStore::list_jobs`] runs for `f` (Postgres; tests show
+    /// that every list is read through an index).
+    pub async fn explain_job_list(&self, f: &JobFilter) -> StoreResult<String> {
+        self.explain(list_jobs_stmt(f)).await
+    }
+
+    /// `EXPLAIN` of the statement of [`super::JobLookupStore::list_pipeline_jobs`].
+    pub async fn explain_pipeline_list(&self, f: &super::PipelineJobFilter) -> StoreResult<String> {
+        self.explain(super::rpc::pipeline_jobs_stmt(self.dialect(), f))
+            .await
+    }
+
+    async fn explain(&self, stmt: Stmt) -> StoreResult<String> {
+        #[derive(FromRow)]
+        struct Line {
+            #[sqlx(rename = "QUERY PLAN")]
+            line: String,
+        }
+        let sql = format!("EXPLAIN {}", stmt.sql());
+        let lines: Vec<Line> = self.pool.fetch_all(stmt.with_sql(sql)).await?;
+        Ok(lines
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     pub(super) fn dialect(&self) -> Dialect {
@@ -242,21 +330,7 @@ impl SqlStore {
         job: &NewJob,
         idempotency: Option<&NewIdempotencyKey>,
     ) -> StoreResult<Result<JobRow, ()>> {
-        let row: JobRow = conn
-            .fetch_one(
-                Stmt::new(format!(
-                    "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) \
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5, $6) RETURNING {}",
-                    job_columns(None)
-                ))
-                .bind(job.id)
-                .bind(&job.team)
-                .bind(json(&job.request))
-                .bind(json(&job.warnings))
-                .bind(job.created_at)
-                .bind(job.preset.clone()),
-            )
-            .await?;
+        let row: JobRow = conn.fetch_one(insert_job_stmt(job)).await?;
         if let Some(k) = idempotency {
             conn.execute(
                 Stmt::new(
@@ -371,6 +445,17 @@ impl JobStore for SqlStore {
         job: NewJob,
         idempotency: Option<NewIdempotencyKey>,
     ) -> StoreResult<CreateOutcome> {
+        if idempotency.is_none() {
+            // Nothing else to write: one statement in autocommit (Postgres announces the job
+            // in the same statement), so a job costs one round trip and one commit.
+            let insert = insert_job_stmt(&job);
+            let stmt = match self.dialect() {
+                Dialect::Postgres => insert.with_sql(postgres::insert_job_notify_sql(insert.sql())),
+                Dialect::Sqlite => insert,
+            };
+            let row: JobRow = self.pool.fetch_one(stmt).await?;
+            return Ok(CreateOutcome::Created(Box::new(row.try_into()?)));
+        }
         let mut tx = self.pool.begin().await?;
         let row = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref()).await?;
         let Ok(row) = row else {
@@ -405,24 +490,7 @@ impl JobStore for SqlStore {
     }
 
     async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut q = Stmt::new(format!(
-            "SELECT {} FROM jobs WHERE 1 = 1",
-            job_columns(None)
-        ));
-        if let Some(team) = &f.team {
-            q.push(" AND team = ").push_bind(team);
-        }
-        if let Some(state) = f.state {
-            q.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(t) = f.created_after {
-            q.push(" AND created_at > ").push_bind(t);
-        }
-        if let Some(t) = f.created_before {
-            q.push(" AND created_at < ").push_bind(t);
-        }
-        push_page(&mut q, f.before, f.limit);
-        jobs(self.pool.fetch_all(q).await?)
+        jobs(self.pool.fetch_all(list_jobs_stmt(f)).await?)
     }
 
     async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>> {
@@ -911,6 +979,13 @@ impl KeyStore for SqlStore {
                 .bind(now),
             )
             .await?;
+        if n == 1 {
+            // After the commit: whoever hears of it reads the key as revoked.
+            self.keys.bump();
+            if self.dialect() == Dialect::Postgres {
+                postgres::notify_key_change(&self.pool, access_key_id).await?;
+            }
+        }
         Ok(n == 1)
     }
 
@@ -925,6 +1000,15 @@ impl KeyStore for SqlStore {
             )
             .await?
             .map(Into::into))
+    }
+
+    fn key_changes(&self) -> KeyChanges {
+        if let Pool::Postgres(pool) = &self.pool {
+            let (pool, keys) = (pool.clone(), self.keys.clone());
+            self.key_listener
+                .call_once(move || postgres::spawn_key_listener(pool, keys));
+        }
+        self.keys.clone()
     }
 }
 

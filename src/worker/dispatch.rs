@@ -110,6 +110,11 @@ impl Worker {
             .claim_dispatch(&self.owner, now, lease_until, self.cfg.batch_size)
             .await?;
         let n = claims.len();
+        if n == 0 {
+            self.signals
+                .budget_short
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         backlog.store(
             n as u32 >= self.cfg.batch_size,
             std::sync::atomic::Ordering::Relaxed,
@@ -196,6 +201,8 @@ impl Worker {
             }
         }
 
+        // A wait sets `budget_short` (in `take_budget`); it stays set until a round finds the
+        // queue empty, so concurrent takes that happen to find a token do not flip it back.
         self.take_budget(SUBMIT_BUDGET, self.cfg.submit_qps, 1)
             .await?;
         let params =

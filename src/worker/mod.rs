@@ -44,6 +44,10 @@ pub struct WorkerSignals {
     /// A job in flight changed state (a status poll recorded it): live views (upload events)
     /// refresh from this one source instead of each reading the database.
     pub changed: broadcast::Sender<JobId>,
+    /// A submit had to wait for the upstream budget (MPS's rate) since the queue was last
+    /// empty: a new job would not be sent at once either, so a POST answers 202 at once.
+    /// Cleared by a dispatch round that finds nothing to claim.
+    pub budget_short: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for WorkerSignals {
@@ -53,6 +57,7 @@ impl Default for WorkerSignals {
             dispatched: broadcast::channel(1024).0,
             backlog: Arc::default(),
             changed: broadcast::channel(1024).0,
+            budget_short: Arc::default(),
         }
     }
 }
@@ -260,11 +265,14 @@ impl Worker {
     }
 
     /// Waits for `n` tokens of a shared upstream budget.
-    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
+    /// Takes `n` tokens of the shared bucket `name`, waiting for them as long as it takes;
+    /// returns whether it had to wait.
+    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<bool> {
         let rate = f64::from(qps);
         // A twentieth of a second's worth: smooth, so no one-second window exceeds the limit.
         let burst = (rate / 20.0).max(1.0);
         let mut missing = n;
+        let mut waited = false;
         while missing > 0 {
             let got = self
                 .store
@@ -273,10 +281,17 @@ impl Worker {
             missing -= got;
             if missing > 0 {
                 let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
+                waited = true;
+                if name == SUBMIT_BUDGET {
+                    // Said as soon as it is known: waiting POSTs answer now, new ones at once.
+                    self.signals
+                        .budget_short
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 tokio::time::sleep(wait).await;
             }
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Exponential backoff with equal jitter: half fixed, half random.
