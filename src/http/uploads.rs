@@ -257,6 +257,9 @@ fn parse_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<Ne
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad intent, or the preset's job would not be valid for it; every violation listed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No OSS key configured", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Team rate limit reached (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -429,6 +432,7 @@ pub async fn upload_events(
     params(("id" = String, Path, description = "The upload id"), super::outputs::StoryboardParams),
     responses(
         (status = 200, description = "WebVTT thumbnails", body = String, content_type = "text/vtt"),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such upload, no job yet, or no sprite", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
