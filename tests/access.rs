@@ -97,9 +97,12 @@ async fn every_v1_route_needs_a_valid_token_and_says_nothing_more() {
     );
 }
 
+/// Status, sorted headers, body.
+type Answer = (StatusCode, Vec<(String, String)>, Value);
+
 /// One whole 401 answer, without what legitimately changes per request: the `Date` and
 /// `x-request-id` headers and the body's `request_id`.
-async fn answer(res: reqwest::Response) -> (StatusCode, Vec<(String, String)>, Value) {
+async fn answer(res: reqwest::Response) -> Answer {
     let status = res.status();
     let mut headers: Vec<(String, String)> = res
         .headers()
@@ -160,7 +163,7 @@ async fn the_same_whole_401_whatever_was_wrong() {
     ];
     let http = reqwest::Client::new();
     for (method, path) in routes {
-        let mut first: Option<(&str, (StatusCode, Vec<(String, String)>, Value))> = None;
+        let mut first: Option<(&str, Answer)> = None;
         for (case, header) in &cases {
             let mut r = http.request(method.clone(), base.url(path));
             if method == reqwest::Method::POST {
