@@ -41,6 +41,8 @@ pub enum ApiError {
     NoStoryboard(String),
     #[error("the job has not succeeded")]
     JobNotSucceeded { state: crate::domain::JobState },
+    #[error("the job cannot be cancelled")]
+    NotCancellable { state: crate::domain::JobState },
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("this Idempotency-Key was used with a different request body")]
@@ -158,7 +160,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::NotFound | ApiError::NoStoryboard(_) => StatusCode::NOT_FOUND,
-            ApiError::JobNotSucceeded { .. } => StatusCode::CONFLICT,
+            ApiError::JobNotSucceeded { .. } | ApiError::NotCancellable { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -186,6 +190,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::NoStoryboard(_) => "storyboard_not_available",
             ApiError::JobNotSucceeded { .. } => "job_not_succeeded",
+            ApiError::NotCancellable { .. } => "job_not_cancellable",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
@@ -219,6 +224,11 @@ impl ApiError {
             ApiError::NoStoryboard(why) => format!("this job has no storyboard: {why}"),
             ApiError::JobNotSucceeded { state } => format!(
                 "the job is {}; a storyboard exists once it has succeeded",
+                state.as_str()
+            ),
+            ApiError::NotCancellable { state } => format!(
+                "the job is {}; only a job MPS has not been sent can be cancelled, and MPS offers \
+                 no cancel for a snapshot job once it is sent",
                 state.as_str()
             ),
             ApiError::PayloadTooLarge => "the request body is larger than this gateway accepts".into(),
