@@ -37,6 +37,9 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// A 404 too (no job has that id), saying why.
+    #[error("malformed job id")]
+    MalformedJobId,
     #[error("no storyboard")]
     NoStoryboard(String),
     #[error("the job has not succeeded")]
@@ -160,6 +163,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::NotFound | ApiError::NoStoryboard(_) => StatusCode::NOT_FOUND,
+            ApiError::MalformedJobId => StatusCode::NOT_FOUND,
             ApiError::JobNotSucceeded { .. } | ApiError::NotCancellable { .. } => {
                 StatusCode::CONFLICT
             }
@@ -187,7 +191,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::BadHeader { .. } => "invalid_header",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::MalformedJobId => "not_found",
             ApiError::NoStoryboard(_) => "storyboard_not_available",
             ApiError::JobNotSucceeded { .. } => "job_not_succeeded",
             ApiError::NotCancellable { .. } => "job_not_cancellable",
@@ -221,6 +225,9 @@ impl ApiError {
             ApiError::BadQuery(_) => "some query parameters are not valid; see `errors`".into(),
             ApiError::BadHeader { header, message } => format!("{header}: {message}"),
             ApiError::NotFound => "no such resource".into(),
+            ApiError::MalformedJobId => "the job id in the path is not a UUID (job ids look like \
+                 0190a0b0-0000-7000-8000-000000000000)"
+                .into(),
             ApiError::NoStoryboard(why) => format!("this job has no storyboard: {why}"),
             ApiError::JobNotSucceeded { state } => format!(
                 "the job is {}; a storyboard exists once it has succeeded",

@@ -379,7 +379,7 @@ pub async fn get_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
     // A final job from memory; its team checked as the query below checks it.
     match state.final_jobs.get(id, &caller, &state.outputs) {
         Cached::Hit(answer) => return Ok(answer),
@@ -418,7 +418,7 @@ pub async fn cancel_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     let error = crate::store::JobError {
         code: CANCELLED.into(),
@@ -472,7 +472,7 @@ pub async fn list_mps_responses(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<MpsResponseEntry>>, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     state
         .store
