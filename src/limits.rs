@@ -141,6 +141,14 @@ impl ActiveJobs {
         );
     }
 
+    /// A job of `team` ended on this replica's request (a cancel): counted down at once.
+    pub fn remove_one(&self, team: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = counts.get_mut(team) {
+            c.n = c.n.saturating_sub(1);
+        }
+    }
+
     pub fn add_one(&self, team: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = counts.get_mut(team) {

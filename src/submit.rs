@@ -411,6 +411,12 @@ impl SubmitService {
         }
     }
 
+    /// A job of `team` was cancelled: its place in the quota is free at once on this replica
+    /// (others see it at their next count).
+    pub fn job_cancelled(&self, team: &str) {
+        self.active.remove_one(team);
+    }
+
     /// The team's in-flight quota, from a count read at most once a second.
     async fn check_quota(&self, team: &str) -> Result<(), SubmitError> {
         let active = match self.active.lookup(team) {

@@ -183,6 +183,13 @@ async fn unknown_jobs_are_404(store: DynStore) {
         let p: Value = res.json().await.unwrap();
         assert_eq!(p["code"], "not_found");
         assert!(p["request_id"].is_string());
+        // A malformed id says so, rather than looking like an unknown route.
+        let malformed = path.contains("not-a-uuid");
+        assert_eq!(
+            p["detail"] == "the job id in the path is not a UUID (job ids look like 0190a0b0-0000-7000-8000-000000000000)",
+            malformed,
+            "{path}: {p}"
+        );
     }
 }
 
@@ -631,7 +638,7 @@ async fn openapi_matches_the_router_and_the_validator() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 27);
+    assert_eq!(operations, 28);
     let props = |schema: &str| -> Vec<String> {
         let mut v: Vec<String> = doc["components"]["schemas"][schema]["properties"]
             .as_object()

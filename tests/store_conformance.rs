@@ -417,6 +417,131 @@ async fn retry_keeps_or_clears_the_unknown_outcome(s: DynStore) {
         .is_empty());
 }
 
+/// A cancel wins only over a job MPS cannot have seen, in one statement against the claim.
+async fn cancel_only_takes_jobs_mps_cannot_have_seen(s: DynStore) {
+    let now = store::now();
+    let lease = now + Duration::seconds(30);
+    s.create_team("t", now).await.unwrap();
+    s.create_webhook_endpoint(&endpoint("t", &[store::JOB_SUBMITTED, store::JOB_FAILED]))
+        .await
+        .unwrap();
+    let fresh = created(s.create_job(new_job("t", now), None).await.unwrap());
+    assert!(
+        !s.cancel_job(Some("u"), fresh.id, &err("Cancelled"))
+            .await
+            .unwrap(),
+        "another team's job is not touched"
+    );
+    assert_eq!(s.count_active_jobs("t").await.unwrap(), 1);
+    assert!(s
+        .cancel_job(Some("t"), fresh.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    let job = s.get_job(None, fresh.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.last_error.as_ref().unwrap().code, "Cancelled");
+    assert_eq!(job.mps.code, None, "no MPS code: MPS never saw it");
+    assert_eq!(s.count_active_jobs("t").await.unwrap(), 0, "quota released");
+    let events = s.job_webhook_events(fresh.id).await.unwrap();
+    assert_eq!(
+        types_of(&events),
+        [store::JOB_FAILED],
+        "failed, never submitted"
+    );
+    assert!(
+        !s.cancel_job(None, fresh.id, &err("Cancelled"))
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(s
+        .claim_dispatch("w", now, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Claimed (a worker may be sending): refused. An attempt of unknown outcome: refused even
+    // after the claim ended. A definite refusal by MPS: cancellable again.
+    let sent = created(s.create_job(new_job("t", now), None).await.unwrap());
+    let c = s.claim_dispatch("w", now, lease, 1).await.unwrap();
+    assert_eq!(c[0].job.id, sent.id);
+    assert!(!s
+        .cancel_job(None, sent.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    assert!(s.begin_attempt(&c[0].key, lease, None).await.unwrap());
+    assert!(s
+        .retry_dispatch(&c[0].key, &err("Transport.OutcomeUnknown"), lease, true)
+        .await
+        .unwrap());
+    assert!(!s
+        .cancel_job(None, sent.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    let c = s
+        .claim_dispatch("w", lease, lease + Duration::seconds(30), 1)
+        .await
+        .unwrap();
+    assert!(s.confirm_absent(&c[0].key).await.unwrap());
+    assert!(s
+        .retry_dispatch(&c[0].key, &err("Throttling.User"), lease, false)
+        .await
+        .unwrap());
+    assert!(s
+        .cancel_job(None, sent.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    let accepted_job = created(s.create_job(new_job("t", now), None).await.unwrap());
+    let c = s.claim_dispatch("w", now, lease, 1).await.unwrap();
+    assert!(s
+        .complete_dispatch(&c[0].key, &accepted("m-cancel"))
+        .await
+        .unwrap());
+    assert!(!s
+        .cancel_job(None, accepted_job.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_job(None, accepted_job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Submitted
+    );
+
+    // Racing a claimer: every job is claimed or cancelled, never both, never neither.
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(created(s.create_job(new_job("r", now), None).await.unwrap()).id);
+    }
+    let claimer = {
+        let s = s.clone();
+        tokio::spawn(async move { s.claim_dispatch("w", now, lease, 20).await.unwrap() })
+    };
+    let mut cancels = Vec::new();
+    for id in ids.clone() {
+        let s = s.clone();
+        cancels.push(tokio::spawn(async move {
+            (
+                id,
+                s.cancel_job(Some("r"), id, &err("Cancelled"))
+                    .await
+                    .unwrap(),
+            )
+        }));
+    }
+    let claimed: Vec<JobId> = claimer.await.unwrap().iter().map(|c| c.job.id).collect();
+    for c in cancels {
+        let (id, cancelled) = c.await.unwrap();
+        assert_ne!(
+            cancelled,
+            claimed.contains(&id),
+            "job {id:?}: claimed xor cancelled"
+        );
+    }
+}
+
 async fn in_flight_jobs_end_by_deadline_or_not_found(s: DynStore) {
     let now = store::now();
     let j = created(s.create_job(new_job("t", now), None).await.unwrap());
@@ -1214,7 +1339,8 @@ macro_rules! conformance {
                 deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint,
                 presets_number_versions_and_find_a_body_again,
                 uploads_move_once_and_expire_in_one_place,
-                revocations_count_as_key_changes
+                revocations_count_as_key_changes,
+                cancel_only_takes_jobs_mps_cannot_have_seen
             );
         }
     };

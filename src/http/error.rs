@@ -37,10 +37,15 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// A 404 too (no job has that id), saying why.
+    #[error("malformed job id")]
+    MalformedJobId,
     #[error("no storyboard")]
     NoStoryboard(String),
     #[error("the job has not succeeded")]
     JobNotSucceeded { state: crate::domain::JobState },
+    #[error("the job cannot be cancelled")]
+    NotCancellable { state: crate::domain::JobState },
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("this Idempotency-Key was used with a different request body")]
@@ -158,7 +163,10 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::NotFound | ApiError::NoStoryboard(_) => StatusCode::NOT_FOUND,
-            ApiError::JobNotSucceeded { .. } => StatusCode::CONFLICT,
+            ApiError::MalformedJobId => StatusCode::NOT_FOUND,
+            ApiError::JobNotSucceeded { .. } | ApiError::NotCancellable { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -183,9 +191,10 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::BadHeader { .. } => "invalid_header",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::MalformedJobId => "not_found",
             ApiError::NoStoryboard(_) => "storyboard_not_available",
             ApiError::JobNotSucceeded { .. } => "job_not_succeeded",
+            ApiError::NotCancellable { .. } => "job_not_cancellable",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
@@ -216,9 +225,17 @@ impl ApiError {
             ApiError::BadQuery(_) => "some query parameters are not valid; see `errors`".into(),
             ApiError::BadHeader { header, message } => format!("{header}: {message}"),
             ApiError::NotFound => "no such resource".into(),
+            ApiError::MalformedJobId => "the job id in the path is not a UUID (job ids look like \
+                 0190a0b0-0000-7000-8000-000000000000)"
+                .into(),
             ApiError::NoStoryboard(why) => format!("this job has no storyboard: {why}"),
             ApiError::JobNotSucceeded { state } => format!(
                 "the job is {}; a storyboard exists once it has succeeded",
+                state.as_str()
+            ),
+            ApiError::NotCancellable { state } => format!(
+                "the job is {}; only a job MPS has not been sent can be cancelled, and MPS offers \
+                 no cancel for a snapshot job once it is sent",
                 state.as_str()
             ),
             ApiError::PayloadTooLarge => "the request body is larger than this gateway accepts".into(),

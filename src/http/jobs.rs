@@ -379,7 +379,7 @@ pub async fn get_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
     // A final job from memory; its team checked as the query below checks it.
     match state.final_jobs.get(id, &caller, &state.outputs) {
         Cached::Hit(answer) => return Ok(answer),
@@ -394,6 +394,53 @@ pub async fn get_job(
         .ok_or(ApiError::NotFound)?;
     Ok(state.final_jobs.answer(job, &state.outputs))
 }
+
+/// Cancel a job MPS has not been sent: it becomes `failed` with the error code `Cancelled`,
+/// releases its place in the team's in-flight quota, and never reaches MPS. A job that was
+/// sent, or is being sent, answers 409: MPS offers no cancel for snapshot jobs.
+#[utoipa::path(
+    delete,
+    path = "/v1/snapshot-jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, body = JobResource, description = "The cancelled job"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "The job was sent to MPS, is being sent, or is final"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
+    let team = (!caller.admin).then_some(caller.team.as_str());
+    let error = crate::store::JobError {
+        code: CANCELLED.into(),
+        message: "cancelled by the caller before MPS was sent the job".into(),
+        at: Utc::now(),
+    };
+    let cancelled = state.store.cancel_job(team, id, &error).await?;
+    let job = state
+        .store
+        .get_job(team, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !cancelled {
+        return Err(ApiError::NotCancellable { state: job.state });
+    }
+    state.submit.job_cancelled(&job.team);
+    tracing::info!(job_id = %job.id, team = %job.team, "job cancelled");
+    Ok(state.final_jobs.answer(job, &state.outputs))
+}
+
+/// `error.code` of a cancelled job.
+pub const CANCELLED: &str = "Cancelled";
 
 /// One MPS response kept for a job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -425,7 +472,7 @@ pub async fn list_mps_responses(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<MpsResponseEntry>>, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::NotFound)?;
+    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     state
         .store

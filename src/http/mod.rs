@@ -123,7 +123,7 @@ fn log_response(res: &axum::response::Response, latency: Duration, _: &tracing::
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::create_job, jobs::list_jobs))
-        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::get_job, jobs::cancel_job))
         .routes(routes!(jobs::list_mps_responses))
         .routes(routes!(outputs::get_storyboard_vtt))
         .routes(routes!(outputs::get_storyboard_json))

@@ -199,7 +199,7 @@ async fn storyboard_of(
     id: &str,
     params: &[(String, String)],
 ) -> Result<Storyboard, ApiError> {
-    let id = JobId::parse(id).ok_or(ApiError::NotFound)?;
+    let id = JobId::parse(id).ok_or(ApiError::MalformedJobId)?;
     let (urls, duration) = parse_params(params)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     let job = state

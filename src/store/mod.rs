@@ -281,6 +281,16 @@ pub trait JobStore {
     async fn job_counts(&self) -> StoreResult<JobCounts>;
     /// MPS error codes recorded since `since`, with counts, most frequent first.
     async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>>;
+    /// Cancels a job MPS cannot have seen: `queued`, no attempt begun (or the last one refused
+    /// for sure), no live claim, in one statement, so a worker's claim and this cannot both win.
+    /// The job becomes `failed` with `error` (its `job.failed` event recorded with it).
+    /// `team = None`: any team's job (admin). Returns whether the job was cancelled.
+    async fn cancel_job(
+        &self,
+        team: Option<&str>,
+        id: JobId,
+        error: &JobError,
+    ) -> StoreResult<bool>;
 }
 
 /// The worker's side: claims, outcomes, status refreshes.

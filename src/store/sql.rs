@@ -489,6 +489,31 @@ impl JobStore for SqlStore {
             .transpose()
     }
 
+    async fn cancel_job(
+        &self,
+        team: Option<&str>,
+        id: JobId,
+        error: &JobError,
+    ) -> StoreResult<bool> {
+        // A claim whose lease is live may be sending; one whose lease ended can no longer begin
+        // an attempt (`begin_attempt` checks the lease), and `attempt_started_at` stays set
+        // while an attempt's outcome is unknown.
+        let stmt = Stmt::new(format!(
+            "UPDATE jobs SET state = 'failed', due_at = NULL, lease_owner = NULL, \
+             lease_expires_at = NULL, claim_token = NULL, last_error = $3, updated_at = $4, \
+             finished_at = $4 \
+             WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR team = $2) AND state = 'queued' \
+               AND attempt_started_at IS NULL AND mps_job_id IS NULL \
+               AND (lease_expires_at IS NULL OR lease_expires_at < {})",
+            self.dialect().now()
+        ))
+        .bind(id)
+        .bind(team)
+        .bind(json(error))
+        .bind(now());
+        self.transition(stmt, true).await
+    }
+
     async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
         jobs(self.pool.fetch_all(list_jobs_stmt(f)).await?)
     }

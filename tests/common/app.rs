@@ -190,3 +190,22 @@ impl TestApp {
         }
     }
 }
+
+/// Every MPS job the emulator at `url` accepted, counted per gateway job id (the UserData
+/// prefix), from its ledger (`/_emulator/jobs`).
+pub async fn emulator_ledger(url: &str) -> std::collections::HashMap<String, usize> {
+    let v: Value = reqwest::get(format!("{url}/_emulator/jobs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut per_job = std::collections::HashMap::new();
+    for j in v["jobs"].as_array().unwrap() {
+        let ud = j["UserData"].as_str().unwrap_or_default();
+        *per_job
+            .entry(ud.chars().take(36).collect::<String>())
+            .or_insert(0) += 1;
+    }
+    per_job
+}
