@@ -271,6 +271,26 @@ async fn teams_see_only_their_own_jobs_and_admins_see_all() {
         .iter()
         .any(|r| r["team"] == "alpha" && r["count"] == 1));
     assert!(stats["oldest_queued_age_s"].as_f64().unwrap() >= 0.0);
+
+    // `tokens_left` is what the shared submit budget holds when stats are read: a bucket
+    // emptied ten seconds ago has refilled to its burst since, whatever the stored count says.
+    let qps = f64::from(Settings::default().worker.submit_qps);
+    let burst = snapgate::worker::budget_burst(qps);
+    let ten_s_ago = snapgate::store::now() - chrono::Duration::seconds(10);
+    let granted = store
+        .acquire_budget("mps.submit", 1_000, qps, burst, ten_s_ago)
+        .await
+        .unwrap();
+    assert_eq!(f64::from(granted), burst.floor(), "the bucket was emptied");
+    let stats: Value = cr.get("/v1/admin/stats").await.json().await.unwrap();
+    let submit = stats["upstream_budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "mps.submit")
+        .expect("the submit budget is listed")
+        .clone();
+    assert_eq!(submit["tokens_left"].as_f64().unwrap(), burst, "{submit}");
 }
 
 #[tokio::test]

@@ -137,6 +137,35 @@ async fn bad_bodies_are_4xx_never_5xx(store: DynStore) {
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "malformed_json");
     let res = send("{}", "text/plain").await.unwrap();
     assert_problem(&res, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // A key given twice is refused (not "the last one wins"), at any depth, and so is a key
+    // holding U+0000; the detail names the key. The bodies are otherwise valid jobs.
+    for (body, says) in [
+        (
+            r#"{"input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.mp4"},
+                "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.jpg"},
+                "input": {"location": "oss-cn-shanghai", "bucket": "other", "object": "b.mp4"}}"#,
+            "duplicate object key \"input\"",
+        ),
+        (
+            r#"{"input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.mp4", "object": "b.mp4"},
+                "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.jpg"}}"#,
+            "duplicate object key \"object\"",
+        ),
+        (
+            r#"{"input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.mp4"},
+                "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.jpg"},
+                "user_data": {"a\u0000b": 1}}"#,
+            "U+0000",
+        ),
+    ] {
+        let res = send(body, "application/json").await.unwrap();
+        assert_problem(&res, StatusCode::BAD_REQUEST);
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "malformed_json", "{p}");
+        assert!(p["detail"].as_str().unwrap().contains(says), "{p}");
+    }
+    let list: Value = app.get("/v1/snapshot-jobs").await.json().await.unwrap();
+    assert_eq!(list["jobs"], json!([]), "nothing was recorded");
     for body in [
         "[]",
         "null",

@@ -90,6 +90,7 @@ pub async fn get_stats(
         .mps_error_codes_since(store::now() - chrono::Duration::hours(1))
         .await?;
     let budgets = state.store.budgets().await?;
+    let now = store::now();
     let w = &state.settings.worker;
     Ok(Json(Stats {
         jobs: counts
@@ -108,15 +109,28 @@ pub async fn get_stats(
             .collect(),
         upstream_budget: budgets
             .into_iter()
-            .map(|(name, tokens, at)| BudgetUse {
-                qps: if name.ends_with("submit") {
+            .map(|(name, tokens, at)| {
+                let qps = if name.ends_with("submit") {
                     w.submit_qps
                 } else {
                     w.query_qps
-                },
-                name,
-                tokens_left: (tokens * 100.0).round() / 100.0,
-                last_taken_at: at,
+                };
+                // What the bucket holds now: the stored count refilled up to this moment.
+                let rate = f64::from(qps);
+                let (_, left, _) = crate::store::take_tokens(
+                    tokens,
+                    at,
+                    now,
+                    0,
+                    rate,
+                    crate::worker::budget_burst(rate),
+                );
+                BudgetUse {
+                    qps,
+                    name,
+                    tokens_left: (left * 100.0).round() / 100.0,
+                    last_taken_at: at,
+                }
             })
             .collect(),
         mps: state.mps_health.view(),

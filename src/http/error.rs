@@ -111,6 +111,12 @@ impl From<JsonRejection> for ApiError {
                     .map(ToString::to_string)
                     .unwrap_or_else(|| e.body_text()),
             ),
+            // A duplicate or NUL object key (`strict_json.rs`), with its line and column.
+            JsonRejection::JsonDataError(e) => ApiError::MalformedJson(
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.body_text()),
+            ),
             other => ApiError::MalformedJson(other.body_text()),
         }
     }

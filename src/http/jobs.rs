@@ -21,6 +21,7 @@ use super::outputs::OutputsResource;
 use super::AppState;
 use super::Caller;
 use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
+use crate::http::strict_json::StrictValue;
 use crate::outputs::OutputService;
 use crate::store::{Job, JobFilter};
 use crate::submit::{IdempotencyKey, Preview, Submitted};
@@ -336,11 +337,11 @@ pub async fn create_job(
     caller: Caller,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Json<StrictValue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (dry_run, duration_ms) = create_params(&params)?;
     let key = idempotency_key(&headers)?;
-    let Json(body) = body?;
+    let Json(StrictValue(body)) = body?;
     if dry_run {
         let preview = state
             .submit

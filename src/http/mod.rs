@@ -13,6 +13,7 @@ pub mod outputs;
 pub mod presets;
 pub mod schema;
 mod state;
+pub mod strict_json;
 pub mod uploads;
 pub mod webhooks;
 

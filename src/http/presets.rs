@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
 use crate::domain::Violation;
+use crate::http::strict_json::StrictValue;
 use crate::presets::{self, PresetRef};
 use crate::store::PresetRecord;
 
@@ -85,9 +86,9 @@ pub struct PresetList {
 pub async fn create_preset(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Json<StrictValue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body?;
+    let Json(StrictValue(body)) = body?;
     let mut errors = Vec::new();
     let name = match body.get("name").and_then(|v| v.as_str()) {
         Some(n) => {

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::error::{ApiError, Problem};
 use super::jobs::JobResource;
 use super::{AppState, Caller};
+use crate::http::strict_json::StrictValue;
 use crate::uploads::{CreatedUpload, NewUpload, UploadStatus, OUTPUTS_EVENT_ID};
 
 /// Who reads an upload.
@@ -227,8 +228,8 @@ fn intent_resource(c: CreatedUpload, state: &AppState) -> UploadIntentResource {
     }
 }
 
-fn parse_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<NewUpload, ApiError> {
-    let Json(body) = body?;
+fn parse_body(body: Result<Json<StrictValue>, JsonRejection>) -> Result<NewUpload, ApiError> {
+    let Json(StrictValue(body)) = body?;
     let b: CreateUploadBody = serde_json::from_value(body).map_err(|e| {
         ApiError::Validation(vec![crate::domain::Violation {
             field: String::new(),
@@ -266,7 +267,7 @@ fn parse_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<Ne
 pub async fn create_upload(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Json<StrictValue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = parse_body(body)?;
     let created = state.uploads.create(&caller.team, req).await?;
@@ -522,7 +523,7 @@ pub async fn demo_presets(State(state): State<AppState>) -> Result<Response, Api
 /// what a team's backend does in production).
 pub async fn demo_intent(
     State(state): State<AppState>,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Json<StrictValue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     if !state.demo_uploads {
         return Err(ApiError::NotFound);

@@ -473,7 +473,7 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Resu
 }
 
 /// Token bucket arithmetic shared by both backends: (granted, tokens left, refill time).
-pub(crate) fn take_tokens(
+pub fn take_tokens(
     tokens: f64,
     refilled_at: DateTime<Utc>,
     now: DateTime<Utc>,

@@ -264,13 +264,11 @@ impl Worker {
         }
     }
 
-    /// Waits for `n` tokens of a shared upstream budget.
     /// Takes `n` tokens of the shared bucket `name`, waiting for them as long as it takes;
     /// returns whether it had to wait.
     async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<bool> {
         let rate = f64::from(qps);
-        // A twentieth of a second's worth: smooth, so no one-second window exceeds the limit.
-        let burst = (rate / 20.0).max(1.0);
+        let burst = budget_burst(rate);
         let mut missing = n;
         let mut waited = false;
         while missing > 0 {
@@ -310,4 +308,10 @@ fn until(t: DateTime<Utc>) -> Duration {
 
 fn after(d: Duration) -> DateTime<Utc> {
     store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
+}
+
+/// The bucket size of a shared upstream budget of `rate` calls a second: a twentieth of a
+/// second's worth, so that no one-second window exceeds the limit.
+pub fn budget_burst(rate: f64) -> f64 {
+    (rate / 20.0).max(1.0)
 }

@@ -81,17 +81,28 @@ fn run_ok(cmd: &mut std::process::Command) {
     );
 }
 
+/// Held while `target/NAME` is checked and built: nextest runs every test in a process of its
+/// own, so two processes (not only two threads) may want the same venv at once, and one must not
+/// replace a folder another is using. An OS file lock (released when the guard drops) plus a
+/// mutex for threads of one process.
+pub fn build_lock(name: &str) -> (std::sync::MutexGuard<'static, ()>, std::fs::File) {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let threads = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let file = std::fs::File::create(target.join(format!("{name}.lock"))).unwrap();
+    file.lock().expect("lock the build of a test tool folder");
+    (threads, file)
+}
+
 /// A Python venv under `target/NAME` with `requirements` (a path under the repository)
 /// installed from PyPI; built once, into a temporary folder renamed into place when complete, so
 /// concurrent test processes never see half of one. Call its python directly: a moved venv's
 /// entry-point scripts still point at the temporary path. A failed install fails the test.
 pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
-    // Tests of one binary are threads of one process: one of them builds, the others wait
-    // (the temporary folder is named by process, so two threads must not share it).
-    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = root.join("target");
+    let _one_at_a_time = build_lock(name);
     let venv = target.join(name);
     let requirements = root.join(requirements);
     let wanted = std::fs::read_to_string(&requirements).unwrap();
@@ -137,10 +148,9 @@ pub fn python_venv(name: &str, requirements: &str) -> std::path::PathBuf {
 /// folder renamed into place when complete. No browser is downloaded (playwright-core drives
 /// Debian's chromium). Returns the folder holding `node_modules`; a failed install fails the test.
 pub fn node_modules(name: &str, dir: &str) -> std::path::PathBuf {
-    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = root.join("target").join(name);
+    let _one_at_a_time = build_lock(name);
     let wanted = std::fs::read_to_string(root.join(dir).join("package.json")).unwrap();
     if std::fs::read_to_string(target.join("package.json"))
         .ok()
