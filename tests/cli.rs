@@ -8,9 +8,11 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::process;
+
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_snapgate");
+use common::process::BIN;
 
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -274,30 +276,14 @@ async fn json_logs_carry_the_access_log_and_the_promised_fields() {
     sb.ok(&["team", "create", "logs"]);
     let key: Value = serde_json::from_str(&sb.ok(&["key", "create", "--team", "logs"])).unwrap();
     let token = key["token"].as_str().unwrap().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = process::free_port();
     let mut cmd = sb.cmd(&["serve"]);
     cmd.env("SNAPGATE__LOG__FORMAT", "json")
-        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"));
+    let mut serve = process::Proc::spawn("cli", "json-logs", cmd);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "snapgate serve did not become ready");
+    process::wait_ready(&http, &format!("{base}/readyz")).await;
     let body = serde_json::json!({
         "input": {"bucket": "media", "location": "oss-cn-hangzhou", "object": "in/v.mp4"},
         "output": {"bucket": "media", "location": "oss-cn-hangzhou", "object": "out/{Count}.jpg"},
@@ -332,18 +318,9 @@ async fn json_logs_carry_the_access_log_and_the_promised_fields() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(state == "succeeded" || state == "failed", "state {state}");
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut s = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        child.wait().unwrap();
-        s
-    })
-    .await
-    .unwrap();
+    let exit = serve.terminate(std::time::Duration::from_secs(30)).await;
+    assert!(exit.success(), "serve exited with {exit}");
+    let out = serve.log_text();
 
     assert!(!out.contains(&token), "the bearer token reached the log");
     let lines: Vec<Value> = out

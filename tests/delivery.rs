@@ -4,9 +4,9 @@
 
 mod common;
 
+use common::app::emulator_ledger;
 use common::TestApp;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,27 +100,23 @@ impl Delivery for TestApp {
     }
 }
 
-/// Every MPS job the emulator accepted, counted per gateway job id (the UserData prefix).
-async fn emulator_ledger(url: &str) -> HashMap<String, usize> {
-    let v: Value = reqwest::get(format!("{url}/_emulator/jobs"))
+/// The emulator's call and fault counters (`/_emulator/stats`).
+async fn emulator_stats(url: &str) -> Value {
+    reqwest::get(format!("{url}/_emulator/stats"))
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    let mut per_job = HashMap::new();
-    for j in v["jobs"].as_array().unwrap() {
-        let ud = j["UserData"].as_str().unwrap_or_default();
-        *per_job
-            .entry(ud.chars().take(36).collect::<String>())
-            .or_insert(0) += 1;
-    }
-    per_job
+        .unwrap()
 }
 
 async fn a_job_goes_all_the_way_to_succeeded(store: DynStore) {
     let emu = emulator(|_| {}).await;
-    let app = app(store, client(&emu.url(), SECRET, 5_000), |_| {}).await;
+    // The POST waits for MPS's answer as long as it takes (no window of time to meet).
+    let app = app(store, client(&emu.url(), SECRET, 5_000), |s| {
+        s.http.submit_wait_ms = 60_000
+    })
+    .await;
     let (status, job) = app.submit(&job_body(1)).await;
     assert_eq!(
         status,
@@ -195,6 +191,16 @@ async fn mps_failures_end_failed_with_mps_code(store: DynStore) {
         "{done}"
     );
     assert!(done["mps"]["message"].is_string());
+    // Sent once, never again: one submit in the emulator's ledger and calls, one attempt.
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_eq!(emulator_ledger(&emu.url()).await.get(id), Some(&1));
+    let stats = emulator_stats(&emu.url()).await;
+    assert_eq!(
+        stats["calls"]["SubmitSnapshotJob"],
+        json!({"Success": 1}),
+        "{stats}"
+    );
 }
 
 /// A wrong secret is fatal: failed at once with MPS's code, never retried. (Its own database:
@@ -265,6 +271,13 @@ async fn retryable_errors_exhaust_attempts(store: DynStore) {
     assert_eq!(done["attempts"], 3);
     assert_eq!(done["last_error"]["code"], "ServiceUnavailable");
     assert!(emulator_ledger(&emu.url()).await.is_empty());
+    // The fault answered each of the three submits, and nothing else reached MPS.
+    let stats = emulator_stats(&emu.url()).await;
+    assert_eq!(
+        stats["calls"]["SubmitSnapshotJob"],
+        json!({"ServiceUnavailable": 3}),
+        "{stats}"
+    );
 }
 
 /// The issue's proof: throttling, 5xx, latency and dropped responses, N jobs through the API,
@@ -279,7 +292,9 @@ async fn faults_never_lose_or_duplicate_jobs(store: DynStore) {
     })
     .await;
     let app = app(store, client(&emu.url(), SECRET, 2_000), |s| {
-        s.http.submit_wait_ms = 0
+        s.http.submit_wait_ms = 0;
+        // The worker's idea of the client's timeout (when a lookup can trust a miss).
+        s.mps.request_timeout_ms = 2_000;
     })
     .await;
     let n = 40;
@@ -305,12 +320,20 @@ async fn faults_never_lose_or_duplicate_jobs(store: DynStore) {
         );
     }
     assert_eq!(ledger.len(), n);
-    let stats: Value = reqwest::get(format!("{}/_emulator/stats", emu.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Every kind of fault was injected: throttled and 503 submits (nothing created), answers
+    // lost after the job was created; and jobs were tried again for them.
+    let stats = emulator_stats(&emu.url()).await;
+    let submits = &stats["calls"]["SubmitSnapshotJob"];
+    for fault in ["Throttling.User", "ServiceUnavailable", "Dropped"] {
+        assert!(submits[fault].as_u64() > Some(0), "no {fault}: {stats}");
+    }
+    let mut retried = 0;
+    for id in &ids {
+        if app.job(id).await["attempts"].as_u64() > Some(1) {
+            retried += 1;
+        }
+    }
+    assert!(retried > 0, "no job needed a second attempt");
     println!(
         "faults: {n} jobs, drained in {:?}, duplicates {duplicates}, lost 0, emulator calls {}",
         start.elapsed(),
@@ -321,9 +344,14 @@ async fn faults_never_lose_or_duplicate_jobs(store: DynStore) {
 /// The worker driven synchronously, no HTTP and no polling of the API: record jobs in the store,
 /// run rounds until nothing is left to do, then every job is final and delivered once.
 async fn worker_runs_until_idle(store: DynStore) {
-    let emu = emulator(|c| c.drop_response_rate = 0.3).await;
+    let emu = emulator(|c| {
+        c.drop_response_rate = 0.3;
+        c.seed = Some(7);
+    })
+    .await;
     let mut settings = common::test_settings();
     fast_worker(&mut settings);
+    settings.mps.request_timeout_ms = 2_000;
     let worker = snapgate::worker::Worker::new(
         store.clone(),
         client(&emu.url(), SECRET, 2_000),
@@ -354,6 +382,60 @@ async fn worker_runs_until_idle(store: DynStore) {
         assert_eq!(job.state, snapgate::domain::JobState::Succeeded, "{job:?}");
         assert_eq!(ledger.get(&id.to_string()), Some(&1));
     }
+    let stats = emulator_stats(&emu.url()).await;
+    assert!(
+        stats["calls"]["SubmitSnapshotJob"]["Dropped"].as_u64() > Some(0),
+        "no answer was lost: {stats}"
+    );
+}
+
+/// MPS slower than the client's timeout: the job is created, its answer comes only after the
+/// client gave up. The timeout path runs (the emulator saw its slow answer abandoned), and the
+/// job is looked up and adopted, never sent again: one MPS job, no submit answer in its history.
+async fn an_answer_slower_than_the_client_timeout_is_adopted_not_resent(store: DynStore) {
+    let emu = emulator(|_| {}).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&json!({"slow_next_submits": 1, "slow_ms": 4_000}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let app = app(store, client(&emu.url(), SECRET, 1_000), |s| {
+        s.http.submit_wait_ms = 0;
+        s.mps.request_timeout_ms = 1_000;
+    })
+    .await;
+    let (status, job) = app.submit(&job_body(5)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap();
+    let done = app.wait_final(id, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "the submit, then the lookup: {done}");
+    assert_eq!(emulator_ledger(&emu.url()).await.get(id), Some(&1));
+    let stats = emulator_stats(&emu.url()).await;
+    assert_eq!(stats["slow"]["SubmitSnapshotJob"], 1, "{stats}");
+    assert_eq!(
+        stats["calls"]["SubmitSnapshotJob"],
+        json!({"Abandoned": 1}),
+        "the client stopped waiting, and nothing was sent again: {stats}"
+    );
+    let history: Value = app
+        .get(&format!("/v1/snapshot-jobs/{id}/mps-responses"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        !actions.is_empty() && actions.iter().all(|a| *a == "QuerySnapshotJobList"),
+        "adopted from a lookup: {actions:?}"
+    );
 }
 
 macro_rules! on_both {
@@ -369,5 +451,150 @@ on_both!(
     mps_failures_end_failed_with_mps_code,
     a_wrong_gateway_secret_pauses_dispatch_and_keeps_jobs_queued,
     retryable_errors_exhaust_attempts,
-    faults_never_lose_or_duplicate_jobs
+    faults_never_lose_or_duplicate_jobs,
+    an_answer_slower_than_the_client_timeout_is_adopted_not_resent
 );
+
+/// Two replicas on one Postgres share the upstream budget (one token bucket in the store, taken
+/// by `acquire_budget`): against an emulator enforcing MPS's account limit (20 submits/s), a
+/// burst of jobs posted to both goes out under that limit. The emulator's throttle counter shows
+/// (almost) no `Throttling.User` (a replica on its own bucket, or none, meets dozens), and its
+/// ledger's creation times show no second with more submits than the budget allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_the_upstream_budget() {
+    const MPS_LIMIT: u32 = 20;
+    // As the default configuration does (45 for MPS's 50), a margin under the account limit.
+    const BUDGET: u32 = 18;
+    let (store, _db) = common::pg_store().await;
+    let emu = emulator(|c| c.submit_qps = MPS_LIMIT).await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(
+            app(store.clone(), client(&emu.url(), SECRET, 5_000), |s| {
+                s.http.submit_wait_ms = 0;
+                s.worker.submit_qps = BUDGET;
+            })
+            .await,
+        );
+    }
+    let n = 60;
+    let mut posts = Vec::new();
+    for i in 0..n {
+        let (http, url) = (
+            replicas[i % 2].http.clone(),
+            replicas[i % 2].url("/v1/snapshot-jobs"),
+        );
+        posts.push(tokio::spawn(async move {
+            let res = http.post(url).json(&job_body(i)).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+        }));
+    }
+    for p in posts {
+        p.await.unwrap();
+    }
+    // Every job at MPS once.
+    let start = Instant::now();
+    loop {
+        let ledger = emulator_ledger(&emu.url()).await;
+        if ledger.len() == n {
+            assert!(ledger.values().all(|c| *c == 1), "{ledger:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {n} jobs at MPS",
+            ledger.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = emulator_stats(&emu.url()).await;
+    let throttled = stats["calls"]["SubmitSnapshotJob"]["Throttling.User"]
+        .as_u64()
+        .unwrap_or(0);
+    // A token bucket keeps each second under the budget at the gateway; a submit delayed on its
+    // way (a loaded machine) may still meet a full second at the emulator now and then.
+    println!("budget: {n} jobs, {throttled} throttled, emulator {stats}");
+    assert!(throttled <= 2, "{throttled} submits throttled: {stats}");
+    // The rate MPS saw, from its own creation times: no 1-second window holds more than the
+    // bucket allows (its one-token burst plus a second's refill).
+    let ledger: Value = reqwest::get(format!("{}/_emulator/jobs", emu.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut created: Vec<i64> = ledger["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["Emulator"]["created_ms"].as_i64().unwrap())
+        .collect();
+    created.sort();
+    let allowed = BUDGET as usize + 1;
+    for (i, t) in created.iter().enumerate() {
+        let in_window = created[i..].iter().take_while(|u| **u < t + 1000).count();
+        assert!(
+            in_window <= allowed,
+            "{in_window} submits within 1 s from {t} (budget {BUDGET}/s)"
+        );
+    }
+    let span_ms = created[n - 1] - created[0];
+    assert!(
+        span_ms >= ((n - allowed) as i64 * 1000) / BUDGET as i64,
+        "{n} submits in {span_ms} ms"
+    );
+    for r in replicas {
+        r.stop().await.unwrap();
+    }
+}
+
+/// A job posted to one replica wakes another replica's dispatcher through Postgres
+/// `LISTEN/NOTIFY`: with the polling fallback at 60 s, the job reaches MPS long before (within
+/// 15 s: generous for a loaded machine, a quarter of the fallback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notify_wakes_another_replica_long_before_the_polling_fallback() {
+    let (store, db) = common::pg_store().await;
+    let emu = emulator(|_| {}).await;
+    let worker = app(store.clone(), client(&emu.url(), SECRET, 5_000), |s| {
+        s.worker.idle_poll_ms = 60_000;
+    })
+    .await;
+    // The worker's LISTEN connection is up (so the job below is announced to it).
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let (listening,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another replica, with no worker, takes the POST.
+    let front = TestApp::builder(store.clone())
+        .settings(|s| s.http.submit_wait_ms = 0)
+        .start()
+        .await;
+    let (status, job) = front.submit(&job_body(1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap().to_string();
+    let posted = Instant::now();
+    while emulator_ledger(&emu.url()).await.get(&id) != Some(&1) {
+        assert!(
+            posted.elapsed() < Duration::from_secs(15),
+            "not dispatched within 15 s (the fallback is 60 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    front.stop().await.unwrap();
+    worker.stop().await.unwrap();
+}

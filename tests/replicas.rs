@@ -1,101 +1,22 @@
-//! Real processes: an emulator and two `snapgate serve` replicas on one Postgres. One replica is
-//! SIGKILLed in the middle of a load and restarted; every acknowledged job must reach a final
-//! state with exactly one MPS job, and SIGTERM must stop a replica cleanly.
+//! Real processes (`common::process`): an emulator and two `snapgate serve` replicas on one
+//! Postgres. One replica is SIGKILLed in the middle of a load and restarted; every job must reach
+//! a final state with exactly one MPS job. (SIGTERM under load: tests/shutdown.rs.)
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_snapgate");
+use common::process::{self, free_port, wait_ready, Proc};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_file(name: &str) -> std::fs::File {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("replicas");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()
-}
-
-fn start_emulator(port: u16) -> Proc {
-    start_emulator_with(
-        port,
-        &[
-            "--start-ms",
-            "50",
-            "--process-ms",
-            "300",
-            "--latency-ms",
-            "30",
-            "--drop-response-rate",
-            "0.1",
-            "--throttle-rate",
-            "0.1",
-        ],
-    )
-}
-
-fn start_emulator_with(port: u16, faults: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .args([
-            "emulator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--access-key",
-            "testid:testsecret",
-        ])
-        .args(faults)
-        .stdout(Stdio::null())
-        .stderr(log_file("emulator"))
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        name: "emulator".into(),
-    }
-}
-
+/// A replica for these tests: short leases and backoffs, the budget and the team rate limit out
+/// of the way.
 fn start_gateway(name: &str, port: u16, db: &str, emulator: u16) -> Proc {
-    let child = Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "SNAPGATE_CONFIG_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-        )
-        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", db)
-        .env(
-            "SNAPGATE__MPS__ENDPOINT",
-            format!("http://127.0.0.1:{emulator}"),
-        )
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
-        .env("SNAPGATE__MPS__REQUEST_TIMEOUT_MS", "1000")
+    let mut cmd = process::gateway_command(port, db, &format!("http://127.0.0.1:{emulator}"));
+    cmd.env("SNAPGATE__MPS__REQUEST_TIMEOUT_MS", "1000")
         .env("SNAPGATE__HTTP__SUBMIT_WAIT_MS", "0")
-        .env("SNAPGATE__AUTH__ENABLED", "false")
         .env("SNAPGATE__WORKER__LEASE_MS", "2000")
         .env("SNAPGATE__WORKER__BACKOFF_BASE_MS", "20")
         .env("SNAPGATE__WORKER__BACKOFF_MAX_MS", "300")
@@ -108,29 +29,8 @@ fn start_gateway(name: &str, port: u16, db: &str, emulator: u16) -> Proc {
         .env("SNAPGATE__WORKER__LIST_VISIBILITY_MS", "1500")
         // The load is one team's: keep the per-team rate limit out of the way.
         .env("SNAPGATE__LIMITS__TEAM_REQUESTS_PER_SECOND", "100000")
-        .env("SNAPGATE__LIMITS__TEAM_BURST", "100000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log_file(name))
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        name: name.into(),
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str) {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "{url} not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .env("SNAPGATE__LIMITS__TEAM_BURST", "100000");
+    Proc::spawn("replicas", name, cmd)
 }
 
 fn body(i: usize) -> Value {
@@ -142,140 +42,267 @@ fn body(i: usize) -> Value {
     })
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn set_faults(http: &reqwest::Client, emu: &str, faults: Value) {
+    let r = http
+        .post(format!("{emu}/_emulator/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+/// MPS jobs per gateway job id (the UserData), from the emulator's ledger.
+async fn ledger(http: &reqwest::Client, emu: &str) -> HashMap<String, usize> {
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    for j in get_json(http, &format!("{emu}/_emulator/jobs")).await["jobs"]
+        .as_array()
+        .unwrap()
+    {
+        let id: String = j["UserData"].as_str().unwrap().chars().take(36).collect();
+        *per_job.entry(id).or_default() += 1;
+    }
+    per_job
+}
+
+/// One POST as a client behind a load balancer sends it: to `ports[0]`, and once to `ports[1]`
+/// when that does not answer. The job id, and each failed try with its port and what happened.
+async fn post_with_failover(
+    http: reqwest::Client,
+    ports: [u16; 2],
+    i: usize,
+) -> (Option<String>, Vec<(u16, String)>) {
+    let mut failures = Vec::new();
+    for port in ports {
+        match http
+            .post(format!("http://127.0.0.1:{port}/v1/snapshot-jobs"))
+            .json(&body(i))
+            .send()
+            .await
+        {
+            Ok(res) if res.status().is_success() => {
+                let v: Value = res.json().await.unwrap();
+                return (Some(v["id"].as_str().unwrap().to_string()), failures);
+            }
+            Ok(res) => failures.push((port, format!("status {}", res.status()))),
+            Err(e) => failures.push((port, format!("transport: {e}"))),
+        }
+    }
+    (None, failures)
+}
+
+/// Waits until replica `pid` holds a claim whose MPS call is in flight with the job already
+/// created on MPS (the emulator holds its answer back); those jobs' ids.
+async fn calls_in_flight_on(
+    pool: &sqlx::PgPool,
+    http: &reqwest::Client,
+    emu: &str,
+    pid: u32,
+) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let held: Vec<(String,)> = sqlx::query_as(
+            "SELECT id::text FROM jobs WHERE lease_owner LIKE $1 AND attempt_started_at IS NOT NULL",
+        )
+        .bind(format!("snapgate-{pid}-%"))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let at_mps = ledger(http, emu).await;
+        let held: Vec<String> = held
+            .into_iter()
+            .map(|(id,)| id)
+            .filter(|id| at_mps.contains_key(id))
+            .collect();
+        if !held.is_empty() {
+            return held;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "replica {pid} never had a call in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `snapgate_reconciliations_total{outcome="adopted"}` of the replica at `port`.
+async fn adopted(http: &reqwest::Client, port: u16) -> u64 {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("snapgate_reconciliations_total{outcome=\"adopted\"} "))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// Two replicas under load, one SIGKILLed while it holds a claim whose MPS call is in flight
+/// (MPS has the job, the answer is held back), then restarted. Every POST is acknowledged (a
+/// client retries on the other replica, and only tries on the killed one fail, without an
+/// answer); the killed replica's claim is taken over after its lease and reconciled (the job
+/// MPS has is adopted, not sent again); every job in the database, acknowledged or recorded
+/// while its answer was lost, ends succeeded with exactly one MPS job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_loses_and_duplicates_nothing() {
-    let (_store, db) = common::pg_store().await;
+    let (store, db) = common::pg_store().await;
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let emu_port = free_port();
-    let _emu = start_emulator(emu_port);
-    wait_ready(
-        &http,
-        &format!("http://127.0.0.1:{emu_port}/_emulator/jobs"),
-    )
-    .await;
+    let emu = format!("http://127.0.0.1:{emu_port}");
+    let _emu = process::emulator(
+        "replicas",
+        emu_port,
+        &[
+            "--start-ms",
+            "50",
+            "--process-ms",
+            "300",
+            "--latency-ms",
+            "30",
+            "--drop-response-rate",
+            "0.1",
+            "--throttle-rate",
+            "0.1",
+            "--seed",
+            "7",
+        ],
+    );
+    wait_ready(&http, &format!("{emu}/_emulator/jobs")).await;
     let (pa, pb) = (free_port(), free_port());
     let mut a = start_gateway("a", pa, &db, emu_port);
-    let mut b = start_gateway("b", pb, &db, emu_port);
+    let _b = start_gateway("b", pb, &db, emu_port);
     wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
     wait_ready(&http, &format!("http://127.0.0.1:{pb}/readyz")).await;
 
     let total = 120;
     let start = Instant::now();
     let mut acknowledged = Vec::new();
-    let mut refused = 0;
+    let mut failures = Vec::new();
+    let mut taken_over = Vec::new();
     for wave in 0..3 {
+        if wave == 1 {
+            // Every answer held back 3 s (longer than the client's 1 s timeout): calls stay in
+            // flight, the jobs already created on MPS.
+            set_faults(&http, &emu, json!({"slow_rate": 1.0, "slow_ms": 3000})).await;
+        }
         let mut tasks = Vec::new();
         for i in wave * 40..(wave + 1) * 40 {
-            let http = http.clone();
-            let port = if i % 2 == 0 { pa } else { pb };
-            tasks.push(tokio::spawn(async move {
-                let res = http
-                    .post(format!("http://127.0.0.1:{port}/v1/snapshot-jobs"))
-                    .json(&body(i))
-                    .send()
-                    .await
-                    .ok()?;
-                res.status().is_success().then_some(())?;
-                let v: Value = res.json().await.ok()?;
-                v["id"].as_str().map(str::to_string)
-            }));
+            let ports = if i % 2 == 0 { [pa, pb] } else { [pb, pa] };
+            tasks.push(tokio::spawn(post_with_failover(http.clone(), ports, i)));
             if wave == 1 && i == 60 {
-                // Mid-load: kill replica a outright (no shutdown, claims left behind).
-                a.child.kill().unwrap();
-                a.child.wait().unwrap();
+                // Mid-load, while a holds a claim with its call in flight: SIGKILL (no shutdown,
+                // the claim left behind).
+                taken_over = calls_in_flight_on(&pool, &http, &emu, a.pid()).await;
+                a.kill();
+                set_faults(&http, &emu, json!({"slow_rate": 0.0})).await;
             }
         }
         for t in tasks {
-            match t.await.unwrap() {
-                Some(id) => acknowledged.push(id),
-                None => refused += 1,
-            }
+            let (id, failed) = t.await.unwrap();
+            acknowledged.push(id.expect("the other replica answers"));
+            failures.extend(failed);
         }
         if wave == 1 {
             a = start_gateway("a2", pa, &db, emu_port);
             wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
         }
     }
-    assert!(
-        acknowledged.len() >= total - 40,
-        "most requests acknowledged"
-    );
-
-    // Every acknowledged job reaches a final state (read through replica b).
-    let mut states: HashMap<String, String> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    for id in &acknowledged {
-        loop {
-            let v: Value = http
-                .get(format!("http://127.0.0.1:{pb}/v1/snapshot-jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let state = v["state"].as_str().unwrap().to_string();
-            if state == "succeeded" || state == "failed" {
-                states.insert(id.clone(), state);
-                break;
-            }
-            assert!(Instant::now() < deadline, "job {id} stuck in {state}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    // Only tries on the killed replica failed, and only without an answer; some did: the kill
+    // came under load.
+    assert!(!failures.is_empty(), "no POST met the killed replica");
+    for (port, what) in &failures {
+        assert!(
+            *port == pa && what.starts_with("transport"),
+            "a POST failed on port {port} ({what}); a is {pa}"
+        );
     }
-    let drained = start.elapsed();
-    let failed: Vec<_> = states.iter().filter(|(_, s)| *s != "succeeded").collect();
-    assert!(failed.is_empty(), "failed jobs: {failed:?}");
+    let unique: HashSet<&String> = acknowledged.iter().collect();
+    assert_eq!(unique.len(), total, "every POST acknowledged once");
 
-    // Exactly one MPS job per acknowledged gateway job; no MPS job the gateway does not know.
-    let ledger: Value = http
-        .get(format!("http://127.0.0.1:{emu_port}/_emulator/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut per_job: HashMap<String, usize> = HashMap::new();
-    for j in ledger["jobs"].as_array().unwrap() {
-        let id: String = j["UserData"].as_str().unwrap().chars().take(36).collect();
-        *per_job.entry(id).or_default() += 1;
-    }
-    let duplicates: usize = per_job.values().map(|n| n - 1).sum();
-    assert_eq!(duplicates, 0, "duplicate MPS jobs: {per_job:?}");
-    let acked: HashSet<&String> = acknowledged.iter().collect();
-    for id in &acknowledged {
-        assert_eq!(per_job.get(id), Some(&1), "job {id} has no MPS job");
-    }
-    // Jobs recorded by a's process whose answer was lost in the kill are not acknowledged, but
-    // they are still delivered, once.
-    let unacked_delivered = per_job.keys().filter(|k| !acked.contains(k)).count();
-    println!(
-        "replicas: {} acknowledged, {refused} refused during the kill, {unacked_delivered} recorded but unanswered (delivered once), duplicates 0, lost 0, drained in {drained:?}",
-        acknowledged.len()
-    );
-
-    // SIGTERM: b stops cleanly.
-    let status = Command::new("kill")
-        .args(["-TERM", &b.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let start = Instant::now();
+    // Every job in the database, acknowledged or recorded while its answer was lost, ends final.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(exit) = b.child.try_wait().unwrap() {
-            assert!(exit.success(), "{} exited with {exit}", b.name);
+        let pending = store.count_active_jobs("default").await.unwrap();
+        if pending == 0 {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "replica b did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "{pending} jobs not final");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let drained = start.elapsed();
+    let jobs: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT id::text, state, attempts FROM jobs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let not_succeeded: Vec<_> = jobs.iter().filter(|(_, s, _)| s != "succeeded").collect();
+    assert!(not_succeeded.is_empty(), "{not_succeeded:?}");
+
+    // Exactly one MPS job per job in the database; no MPS job the gateway does not know.
+    let per_job = ledger(&http, &emu).await;
+    let recorded: HashSet<&String> = jobs.iter().map(|(id, _, _)| id).collect();
+    for id in &recorded {
+        assert_eq!(per_job.get(*id), Some(&1), "job {id}: MPS jobs {per_job:?}");
+    }
+    assert_eq!(
+        per_job.len(),
+        recorded.len(),
+        "MPS jobs unknown to the gateway"
+    );
+    for id in &acknowledged {
+        assert!(recorded.contains(id));
+    }
+
+    // The killed replica's claims were taken over and reconciled: MPS's job adopted from a
+    // lookup (a second claim, and no submit answer in the job's history), never sent again.
+    assert!(!taken_over.is_empty());
+    for id in &taken_over {
+        let (_, _, attempts) = jobs.iter().find(|(j, _, _)| j == id).unwrap();
+        assert!(*attempts >= 2, "job {id} was claimed again: {attempts}");
+        let history = get_json(
+            &http,
+            &format!("http://127.0.0.1:{pb}/v1/snapshot-jobs/{id}/mps-responses"),
+        )
+        .await;
+        let submits: Vec<&Value> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["action"] == "SubmitSnapshotJob" && h["code"].is_null())
+            .collect();
+        assert!(
+            submits.is_empty(),
+            "job {id} was submitted again: {history}"
+        );
+    }
+    let adoptions = adopted(&http, pa).await + adopted(&http, pb).await;
+    assert!(
+        adoptions >= taken_over.len() as u64,
+        "{adoptions} adoptions for {} jobs taken over",
+        taken_over.len()
+    );
+    let stats = get_json(&http, &format!("{emu}/_emulator/stats")).await;
+    let submits = &stats["calls"]["SubmitSnapshotJob"];
+    assert!(submits["Dropped"].as_u64() > Some(0), "{stats}");
+    assert!(submits["Throttling.User"].as_u64() > Some(0), "{stats}");
+    println!(
+        "replicas: {total} acknowledged, {} failed tries on the killed replica, {} recorded but unanswered (delivered once), {} taken over and adopted, duplicates 0, lost 0, drained in {drained:?}, emulator {stats}",
+        failures.len(),
+        recorded.len() - total,
+        taken_over.len()
+    );
     drop(a);
 }
 
@@ -296,7 +323,8 @@ async fn soak_under_every_fault_with_two_kills() {
         .build()
         .unwrap();
     let emu_port = free_port();
-    let _emu = start_emulator_with(
+    let _emu = process::emulator(
+        "replicas",
         emu_port,
         &[
             "--start-ms",
@@ -320,11 +348,12 @@ async fn soak_under_every_fault_with_two_kills() {
     let emu = format!("http://127.0.0.1:{emu_port}");
     wait_ready(&http, &format!("{emu}/_emulator/jobs")).await;
     // One answer slower than the lease (2 s).
-    http.post(format!("{emu}/_emulator/faults"))
-        .json(&json!({"slow_next_submits": 1, "slow_ms": 3000}))
-        .send()
-        .await
-        .unwrap();
+    set_faults(
+        &http,
+        &emu,
+        json!({"slow_next_submits": 1, "slow_ms": 3000}),
+    )
+    .await;
     let (pa, pb) = (free_port(), free_port());
     let mut a = start_gateway("soak-a", pa, &db, emu_port);
     let _b = start_gateway("soak-b", pb, &db, emu_port);
@@ -366,8 +395,7 @@ async fn soak_under_every_fault_with_two_kills() {
                 None
             }));
             if (wave == 1 || wave == 2) && i == wave * per_wave + per_wave / 2 {
-                a.child.kill().unwrap();
-                a.child.wait().unwrap();
+                a.kill();
             }
         }
         for t in tasks {
@@ -392,19 +420,7 @@ async fn soak_under_every_fault_with_two_kills() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let drained = start.elapsed();
-    let ledger: Value = http
-        .get(format!("{emu}/_emulator/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut per_job: HashMap<String, usize> = HashMap::new();
-    for j in ledger["jobs"].as_array().unwrap() {
-        let id: String = j["UserData"].as_str().unwrap().chars().take(36).collect();
-        *per_job.entry(id).or_default() += 1;
-    }
+    let per_job = ledger(&http, &emu).await;
     let duplicates: usize = per_job.values().map(|n| n - 1).sum();
     let mut lost = 0;
     let mut failed = 0;
@@ -421,22 +437,8 @@ async fn soak_under_every_fault_with_two_kills() {
             failed += 1;
         }
     }
-    let stats: Value = http
-        .get(format!("{emu}/_emulator/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let faults: Value = http
-        .get(format!("{emu}/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&http, &format!("{emu}/_emulator/stats")).await;
+    let faults = get_json(&http, &format!("{emu}/_emulator/faults")).await;
     println!(
         "soak: {total} posted, {} acknowledged, {} MPS jobs, duplicates {duplicates}, lost {lost}, not succeeded {failed}, drained in {drained:?}, emulator {stats}",
         acknowledged.len(),

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,9 +13,8 @@ use serde_json::{json, Value};
 use snapgate::config::Settings;
 use snapgate::emulator::{EmulatorConfig, EmulatorHandle};
 
+use common::process::{self, Proc};
 use common::TestApp;
-
-const BIN: &str = env!("CARGO_BIN_EXE_snapgate");
 
 /// The receiver: a Python process and its files.
 struct Receiver {
@@ -660,46 +658,10 @@ async fn endpoints_are_updated_disabled_and_deleted_per_team() {
 
 // --- the binary, killed between the state change and the delivery ---
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn log_file(name: &str) -> std::fs::File {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webhooks");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()
-}
-
 fn gateway(name: &str, port: u16, db: &str, emulator: &str, deliver: bool) -> Proc {
     let master = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
-    let child = Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "SNAPGATE_CONFIG_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-        )
-        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", db)
-        .env("SNAPGATE__MPS__ENDPOINT", emulator)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", common::app::EMU_KEY_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", common::app::EMU_SECRET)
-        .env("SNAPGATE__AUTH__ENABLED", "false")
-        .env("SNAPGATE__AUTH__MASTER_KEY", master)
+    let mut cmd = process::gateway_command(port, db, emulator);
+    cmd.env("SNAPGATE__AUTH__MASTER_KEY", master)
         .env("SNAPGATE__WORKER__STATUS_POLL_MIN_MS", "100")
         .env("SNAPGATE__WORKER__STATUS_POLL_MAX_MS", "300")
         .env("SNAPGATE__WORKER__IDLE_POLL_MS", "100")
@@ -707,29 +669,8 @@ fn gateway(name: &str, port: u16, db: &str, emulator: &str, deliver: bool) -> Pr
         .env("SNAPGATE__WEBHOOKS__ENABLED", deliver.to_string())
         .env("SNAPGATE__WEBHOOKS__ALLOW_PRIVATE_NETWORKS", "true")
         .env("SNAPGATE__WEBHOOKS__POLL_INTERVAL_MS", "100")
-        .env("SNAPGATE__WEBHOOKS__SCHEDULE_S", "[1, 1]")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log_file(name))
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{base} not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .env("SNAPGATE__WEBHOOKS__SCHEDULE_S", "[1, 1]");
+    Proc::spawn("webhooks", name, cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,10 +682,10 @@ async fn a_gateway_killed_after_the_state_change_still_delivers_the_same_webhook
 
     // The first process records the job's events but does not deliver (its delivery worker
     // is off): the window between the state change and the delivery stays open.
-    let port = free_port();
+    let port = process::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut first = gateway("first", port, &db, &emulator.url(), false);
-    wait_ready(&http, &base).await;
+    process::wait_ready(&http, &format!("{base}/healthz")).await;
     let r = http
         .post(format!("{base}/v1/webhook-endpoints"))
         .json(&json!({"url": rx.url("127.0.0.1"), "event_types": ["snapshot_job.submitted", "snapshot_job.succeeded"]}))
@@ -802,13 +743,12 @@ async fn a_gateway_killed_after_the_state_change_still_delivers_the_same_webhook
     recorded.sort();
     assert_eq!(recorded.len(), 2, "{pending}");
     // SIGKILL: no graceful anything.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill();
     assert!(rx.records().is_empty());
 
-    let port = free_port();
+    let port = process::free_port();
     let _second = gateway("second", port, &db, &emulator.url(), true);
-    wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
+    process::wait_ready(&http, &format!("http://127.0.0.1:{port}/healthz")).await;
     let records = rx.wait_for(2, Duration::from_secs(20)).await;
     let mut got: Vec<String> = records
         .iter()

@@ -1,5 +1,5 @@
 //! The emulator's own endpoints under `/_emulator/`, for tests and benchmarks (not MPS's API):
-//! the job ledger (`jobs`, `jobs/{id}`), call counters (`stats`) and the runtime faults
+//! the job ledger (`jobs`, `jobs/{id}`), call and fault counters (`stats`) and the runtime faults
 //! (`faults`, whose fields `faults.rs` describes).
 
 use std::sync::Arc;
@@ -48,10 +48,12 @@ pub async fn get_ledger_job(
     }
 }
 
-/// `GET /_emulator/stats`: calls by action and outcome code.
+/// `GET /_emulator/stats`: calls by action and outcome (`Success`, MPS's error code, `Dropped`:
+/// the emulator closed the connection unanswered, `Abandoned`: the client stopped waiting for a
+/// slow answer), `slow`: answers a slow fault held back, by action, and the number of jobs.
 pub async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     let inner = state.lock();
-    Json(json!({ "calls": inner.calls, "jobs": inner.jobs.len() }))
+    Json(json!({ "calls": inner.calls, "slow": inner.slow, "jobs": inner.jobs.len() }))
 }
 
 /// `GET /_emulator/faults`.

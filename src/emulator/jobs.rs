@@ -144,9 +144,11 @@ impl Job {
     }
 
     /// The ledger's view (`/_emulator/jobs`): [`Job::emulator_view`] plus, for tests and
-    /// benchmarks, the queries that named the job, when it ended and whether MNS was told.
+    /// benchmarks, when it was created (Unix ms; `CreationTime` has whole seconds), the queries
+    /// that named the job, when it ended and whether MNS was told.
     pub fn ledger_view(&self, now_ms: i64, t: Timing) -> Value {
         let mut v = self.emulator_view();
+        v["created_ms"] = json!(self.created_ms);
         v["queries"] = json!(self.queries);
         v["finished_at_ms"] = json!(self.final_at_ms(now_ms, t));
         v["notified"] = json!(self.notified);

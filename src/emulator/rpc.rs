@@ -76,7 +76,11 @@ pub async fn handle(
         Ok(Answer { body, slow, drop }) => {
             if let Some(wait) = slow {
                 tracing::info!(action = %action, wait_ms = wait.as_millis() as u64, "emulator: slow answer");
+                *state.lock().slow.entry(action.clone()).or_default() += 1;
+                // A client that stops waiting (its timeout) drops this future mid-sleep.
+                let abandoned = Abandoned(Some((state.clone(), action.clone())));
                 tokio::time::sleep(wait).await;
+                abandoned.answered();
             }
             if drop {
                 state.count(&action, "Dropped");
@@ -92,6 +96,23 @@ pub async fn handle(
         Err(f) => {
             state.count(&action, f.code);
             error_response(&f)
+        }
+    }
+}
+
+/// Counts a slow answer as `Abandoned` if the client goes away before it is written.
+struct Abandoned(Option<(Arc<EmulatorState>, String)>);
+
+impl Abandoned {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some((state, action)) = self.0.take() {
+            state.count(&action, "Abandoned");
         }
     }
 }

@@ -59,6 +59,8 @@ pub(super) struct Inner {
     pub(super) query_window: Window,
     /// Calls by action and outcome code (`/_emulator/stats`).
     pub(super) calls: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Answers held back by a slow fault, by action (`/_emulator/stats`).
+    pub(super) slow: BTreeMap<String, u64>,
     /// Jobs whose end is still to be published to the MNS queue (only with one).
     notify_pending: Vec<String>,
     notify: bool,
@@ -160,6 +162,7 @@ impl EmulatorState {
                 submit_window: Window::default(),
                 query_window: Window::default(),
                 calls: BTreeMap::new(),
+                slow: BTreeMap::new(),
                 notify: mns.is_some(),
                 notify_pending,
             }),

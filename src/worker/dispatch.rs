@@ -10,13 +10,16 @@
 //!   miss counts as absent only once MPS would list the job (`worker.list_visibility_ms` after
 //!   the attempt's timeout), only if every page of the attempt's time window was read;
 //! - an answer that arrives after the claim was lost is still recorded if the job has no MPS job
-//!   yet.
+//!   yet;
+//! - on shutdown a claim not yet sent is left unsent (the worker gives it back), while a call
+//!   already made is waited for and recorded.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{after, mps_params, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
@@ -96,7 +99,12 @@ fn snapgate_error(code: &str, message: impl Into<String>) -> JobError {
 }
 
 impl Worker {
-    pub(super) async fn dispatch_round(&self) -> anyhow::Result<usize> {
+    /// Claims due jobs and processes them; once `shutdown` is cancelled, claims not yet sent are
+    /// left for `release_dispatch` (calls already made finish and are recorded).
+    pub(super) async fn dispatch_round(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<usize> {
         let backlog = &self.signals.backlog;
         if let Some(pause) = self.health.paused_for() {
             tracing::debug!(pause_ms = pause.as_millis() as u64, "dispatch paused");
@@ -127,7 +135,7 @@ impl Worker {
                     team = %claim.job.team,
                     attempt = claim.attempts + 1
                 );
-                if let Err(e) = self.process(claim, now).instrument(span).await {
+                if let Err(e) = self.process(claim, now, shutdown).instrument(span).await {
                     // The lease will expire and the job will be claimed again.
                     tracing::error!(error = %e, "recording a dispatch outcome failed");
                 }
@@ -136,7 +144,16 @@ impl Worker {
         Ok(n)
     }
 
-    async fn process(&self, claim: DispatchClaim, now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn process(
+        &self,
+        claim: DispatchClaim,
+        now: DateTime<Utc>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if shutdown.is_cancelled() {
+            tracing::info!("stopping: the claim goes back unsent");
+            return Ok(());
+        }
         let job = &claim.job;
         let key = &claim.key;
         let deadline = job.created_at + chrono::Duration::seconds(self.cfg.job_deadline_s as i64);
@@ -203,8 +220,14 @@ impl Worker {
 
         // A wait sets `budget_short` (in `take_budget`); it stays set until a round finds the
         // queue empty, so concurrent takes that happen to find a token do not flip it back.
-        self.take_budget(SUBMIT_BUDGET, self.cfg.submit_qps, 1)
-            .await?;
+        // A stop does not wait for the budget: the claim goes back unsent.
+        tokio::select! {
+            taken = self.take_budget(SUBMIT_BUDGET, self.cfg.submit_qps, 1) => { taken?; }
+            _ = shutdown.cancelled() => {
+                tracing::info!("stopping while waiting for the upstream budget: the claim goes back unsent");
+                return Ok(());
+            }
+        }
         let params =
             mps_params::submit_params(job.id, &job.request, self.default_pipeline.as_deref());
         let lease_until = self.lease_from_now().await?;

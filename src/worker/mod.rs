@@ -152,7 +152,7 @@ impl Worker {
     /// One dispatch round and one poll round.
     pub async fn run_once(&self) -> anyhow::Result<RoundReport> {
         Ok(RoundReport {
-            dispatched: self.dispatch_round().await?,
+            dispatched: self.dispatch_round(&CancellationToken::new()).await?,
             polled: self.poll_round().await?,
         })
     }
@@ -177,7 +177,9 @@ impl Worker {
         }
     }
 
-    /// Runs the dispatcher and the poller until `shutdown`, then gives back unfinished claims.
+    /// Runs the dispatcher and the poller until `shutdown`, then gives back unfinished claims:
+    /// calls to MPS in flight finish and are recorded, claims not yet sent (waiting for a turn
+    /// or for the upstream budget) go back to the queue, for this or another replica.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         self.store.spawn_job_listener(self.signals.wake.clone());
         self.check_mps().await;
@@ -219,7 +221,7 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
                 }
             }
-            let sleep = match self.dispatch_round().await {
+            let sleep = match self.dispatch_round(&shutdown).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => self.idle_sleep().await,
                 Err(e) => {

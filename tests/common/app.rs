@@ -178,12 +178,18 @@ impl TestApp {
         }
     }
 
-    /// Graceful shutdown, as on SIGTERM: in-flight requests finish, the worker gives back its
-    /// claims. Returns what `run_until` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Starts the graceful shutdown, as SIGTERM does, without waiting for it: the listener
+    /// closes, requests in flight go on. [`TestApp::stop`] waits for the end.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Graceful shutdown, as on SIGTERM: in-flight requests finish, the worker gives back its
+    /// claims. Returns what `run_until` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.begin_stop();
         match self.task.take() {
             Some(task) => task.await?,
             None => Ok(()),

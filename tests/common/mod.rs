@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod mps_rpc;
+pub mod process;
 #[allow(unused_imports)]
 pub use app::TestApp;
 
