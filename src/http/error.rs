@@ -356,8 +356,19 @@ fn generic_error(status: StatusCode) -> (String, String) {
     (code.to_string(), detail.to_string())
 }
 
+/// What [`render_problems`] says beyond the error itself.
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemContext {
+    /// `http.body_limit_bytes`, stated in every 413.
+    pub body_limit_bytes: usize,
+}
+
 /// Writes problem bodies (see the module docs) and logs internal errors with the request id.
-pub async fn render_problems(req: Request, next: Next) -> Response {
+pub async fn render_problems(
+    axum::extract::State(cx): axum::extract::State<ProblemContext>,
+    req: Request,
+    next: Next,
+) -> Response {
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -390,6 +401,14 @@ pub async fn render_problems(req: Request, next: Next) -> Response {
             Problem::new(status, code, detail, request_id, Vec::new())
         }
     };
+    let mut problem = problem;
+    if problem.status == StatusCode::PAYLOAD_TOO_LARGE.as_u16() {
+        problem.detail = format!(
+            "the request body is larger than this gateway accepts: at most {} bytes \
+             (http.body_limit_bytes)",
+            cx.body_limit_bytes
+        );
+    }
     let body = serde_json::to_vec(&problem).expect("serializable");
     let (mut parts, _) = res.into_parts();
     parts

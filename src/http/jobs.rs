@@ -5,7 +5,6 @@
 //! where every rule of accepting a job lives — and renders the outcome. It never calls MPS
 //! itself. A job's `outputs` come from [`crate::outputs::OutputService`].
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +20,7 @@ use super::outputs::OutputsResource;
 use super::AppState;
 use super::Caller;
 use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
-use crate::http::strict_json::StrictValue;
+use crate::http::strict_json::StrictJson;
 use crate::outputs::OutputService;
 use crate::store::{Job, JobFilter};
 use crate::submit::{IdempotencyKey, Preview, Submitted};
@@ -337,11 +336,11 @@ pub async fn create_job(
     caller: Caller,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-    body: Result<Json<StrictValue>, JsonRejection>,
+    body: Result<StrictJson, ApiError>,
 ) -> Result<Response, ApiError> {
     let (dry_run, duration_ms) = create_params(&params)?;
     let key = idempotency_key(&headers)?;
-    let Json(StrictValue(body)) = body?;
+    let StrictJson(body) = body?;
     if dry_run {
         let preview = state
             .submit

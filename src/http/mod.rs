@@ -209,7 +209,12 @@ pub fn router(state: AppState) -> Router {
         // Outside the layers above, so their bare error answers become problem documents too.
         .layer(middleware::from_fn(etag::etag))
         .layer(middleware::from_fn(auth::rate_limit_headers))
-        .layer(middleware::from_fn(error::render_problems))
+        .layer(middleware::from_fn_with_state(
+            error::ProblemContext {
+                body_limit_bytes: http.body_limit_bytes,
+            },
+            error::render_problems,
+        ))
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(
             TraceLayer::new_for_http()

@@ -3,7 +3,6 @@
 //! (the versions). A preset is immutable: a new body makes the next version, the same body again
 //! answers the version it already is.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +14,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
 use crate::domain::Violation;
-use crate::http::strict_json::StrictValue;
+use crate::http::strict_json::StrictJson;
 use crate::presets::{self, PresetRef};
 use crate::store::PresetRecord;
 
@@ -86,9 +85,9 @@ pub struct PresetList {
 pub async fn create_preset(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<StrictValue>, JsonRejection>,
+    body: Result<StrictJson, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Json(StrictValue(body)) = body?;
+    let StrictJson(body) = body?;
     let mut errors = Vec::new();
     let name = match body.get("name").and_then(|v| v.as_str()) {
         Some(n) => {

@@ -10,7 +10,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -26,7 +25,7 @@ use uuid::Uuid;
 use super::error::{ApiError, Problem};
 use super::jobs::JobResource;
 use super::{AppState, Caller};
-use crate::http::strict_json::StrictValue;
+use crate::http::strict_json::StrictJson;
 use crate::uploads::{CreatedUpload, NewUpload, UploadStatus, OUTPUTS_EVENT_ID};
 
 /// Who reads an upload.
@@ -228,8 +227,8 @@ fn intent_resource(c: CreatedUpload, state: &AppState) -> UploadIntentResource {
     }
 }
 
-fn parse_body(body: Result<Json<StrictValue>, JsonRejection>) -> Result<NewUpload, ApiError> {
-    let Json(StrictValue(body)) = body?;
+fn parse_body(body: Result<StrictJson, ApiError>) -> Result<NewUpload, ApiError> {
+    let StrictJson(body) = body?;
     let b: CreateUploadBody = serde_json::from_value(body).map_err(|e| {
         ApiError::Validation(vec![crate::domain::Violation {
             field: String::new(),
@@ -267,7 +266,7 @@ fn parse_body(body: Result<Json<StrictValue>, JsonRejection>) -> Result<NewUploa
 pub async fn create_upload(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<StrictValue>, JsonRejection>,
+    body: Result<StrictJson, ApiError>,
 ) -> Result<Response, ApiError> {
     let req = parse_body(body)?;
     let created = state.uploads.create(&caller.team, req).await?;
@@ -523,7 +522,7 @@ pub async fn demo_presets(State(state): State<AppState>) -> Result<Response, Api
 /// what a team's backend does in production).
 pub async fn demo_intent(
     State(state): State<AppState>,
-    body: Result<Json<StrictValue>, JsonRejection>,
+    body: Result<StrictJson, ApiError>,
 ) -> Result<Response, ApiError> {
     if !state.demo_uploads {
         return Err(ApiError::NotFound);

@@ -1,0 +1,143 @@
+//! What a request body that is valid JSON to one parser and not to another is answered with:
+//! a number beyond a double, a lone surrogate escape, a body over the size limit. Real HTTP,
+//! auth on (the defaults), SQLite (nothing here depends on the store).
+
+mod common;
+
+use common::TestApp;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn body(num: &str) -> String {
+    format!(
+        r#"{{"input": {{"location": "oss-cn-shanghai", "bucket": "media", "object": "in/a.mp4"}},
+  "output": {{"location": "oss-cn-shanghai", "bucket": "media", "object": "out/{{Count}}.jpg"}},
+  "time_ms": 0, "num": {num}}}"#
+    )
+}
+
+async fn post(app: &TestApp, body: String) -> (StatusCode, Value) {
+    let res = app
+        .req(reqwest::Method::POST, "/v1/snapshot-jobs")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+/// The answer without what differs per request.
+fn without_request_id(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("request_id");
+    v
+}
+
+#[tokio::test]
+async fn a_number_beyond_a_double_is_out_of_range_like_any_large_number() {
+    let (store, _dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store)
+        .settings(|s| s.auth.enabled = true)
+        .start()
+        .await;
+    let k = app.key("t", false).await;
+    let app = app.with_token(Some(&k.token));
+
+    let (s29, a29) = post(&app, body("1e29")).await;
+    assert_eq!(s29, StatusCode::UNPROCESSABLE_ENTITY, "{a29}");
+    assert_eq!(a29["errors"][0]["field"], "/num", "{a29}");
+    assert_eq!(a29["errors"][0]["code"], "out_of_range", "{a29}");
+    for huge in ["1e400", "123456789e999", "1.5E+400"] {
+        let (s, a) = post(&app, body(huge)).await;
+        assert_eq!(s, s29, "{huge}: {a}");
+        assert_eq!(
+            without_request_id(a),
+            without_request_id(a29.clone()),
+            "{huge}"
+        );
+    }
+    // Negative, and spread over lines: the same rule at the same field.
+    let (s, a) = post(&app, body("-1e400").replace(", ", ",\n")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{a}");
+    assert_eq!(a["errors"][0]["field"], "/num", "{a}");
+    assert_eq!(a["errors"][0]["code"], "out_of_range", "{a}");
+    // A syntax error beside it is still a syntax error.
+    let (s, a) = post(
+        &app,
+        body("1e400").replace("\"time_ms\": 0", "\"time_ms\": "),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert_eq!(a["code"], "malformed_json", "{a}");
+    // Nothing was recorded.
+    let list: Value = app.get("/v1/snapshot-jobs").await.json().await.unwrap();
+    assert_eq!(list["jobs"], json!([]), "{list}");
+}
+
+#[tokio::test]
+async fn a_lone_surrogate_escape_is_named_as_such() {
+    let (store, _dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store)
+        .settings(|s| s.auth.enabled = true)
+        .start()
+        .await;
+    let k = app.key("t", false).await;
+    let app = app.with_token(Some(&k.token));
+    for escape in [r"\ud800", r"\udfff", r"\ud83dx"] {
+        let b = body("1").replace("in/a.mp4", &format!("in/a{escape}.mp4"));
+        let (s, a) = post(&app, b).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{escape}: {a}");
+        assert_eq!(a["code"], "malformed_json", "{escape}: {a}");
+        let detail = a["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("lone UTF-16 surrogate") && detail.contains("at line 1 column"),
+            "{escape}: {detail}"
+        );
+    }
+    // A surrogate pair is a character, and fine.
+    let b = body("1").replace("in/a.mp4", r"in/a\ud83d\ude00.mp4");
+    let (s, a) = post(&app, b).await;
+    assert!(s.is_success(), "{a}");
+    assert_eq!(a["request"]["input"]["object"], "in/a\u{1F600}.mp4", "{a}");
+    assert_eq!(a["team"], "t", "{a}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_stating_the_limit() {
+    let (store, _dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store)
+        .settings(|s| {
+            s.auth.enabled = true;
+            s.http.body_limit_bytes = 1000;
+        })
+        .start()
+        .await;
+    let k = app.key("t", false).await;
+    let app = app.with_token(Some(&k.token));
+    let big = body("1").replace("in/a.mp4", &"x".repeat(1000));
+    for (path, body) in [
+        ("/v1/snapshot-jobs", big.clone()),
+        ("/v1/presets", big.clone()),
+        ("/v1/uploads", big),
+    ] {
+        let res = app
+            .req(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let a: Value = res.json().await.unwrap();
+        assert_eq!(a["code"], "payload_too_large", "{path}: {a}");
+        assert!(
+            a["detail"]
+                .as_str()
+                .unwrap()
+                .contains("at most 1000 bytes (http.body_limit_bytes)"),
+            "{path}: {a}"
+        );
+    }
+}
