@@ -2,19 +2,12 @@
 //! histograms are recorded where things happen; gauges about jobs are read from the store when
 //! `/metrics` is scraped, so every replica reports the same truth.
 //!
-//! Names: `snapgate_http_requests_total{method,route,status}`,
-//! `snapgate_http_request_duration_seconds{method,route}`, `snapgate_jobs{state}`,
-//! `snapgate_queued_jobs`, `snapgate_oldest_queued_job_age_seconds`,
-//! `snapgate_mps_calls_total{action,code}`, `snapgate_mps_call_duration_seconds{action}`,
-//! `snapgate_retries_total{code}`, `snapgate_reconciliations_total{outcome}`,
-//! `snapgate_idempotent_replays_total`, `snapgate_rejected_requests_total{reason}`,
-//! `snapgate_mps_up` (0 while dispatch is paused for an outage or refused credentials),
-//! `snapgate_duplicate_mps_jobs_total`, `snapgate_mns_messages_total{outcome}` (MNS job
-//! messages by what became of them: `applied`, `duplicate`, `unknown_job`, `other_mps_job`,
-//! `not_snapshot`, `not_final`, `malformed`, `not_yet_submitted`, `error`),
-//! `snapgate_mns_calls_total{action,code}` (MNS receives and deletes that failed, by code).
-//! Label values are bounded: route templates, the standard HTTP methods (others count as
-//! `other`), MPS and MNS codes.
+//! Every metric is described in [`DESCRIPTIONS`] (its `# HELP` line; a test runs Prometheus's
+//! `promtool check metrics` on a scrape). Names follow Prometheus's conventions: a `snapgate_`
+//! prefix, base units in the name (`_seconds`), `_total` on counters only, one series per fact
+//! (queued jobs are `snapgate_jobs{state="queued"}`, nowhere else). Label values are bounded:
+//! route templates, the standard HTTP methods (others count as `other`), status codes, MPS and
+//! MNS codes, and the fixed sets named below.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -22,7 +15,53 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// What kind of metric a description is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric snapgate records: name, kind and help text (the `# HELP` line).
+pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    ("snapgate_http_requests_total", Kind::Counter, "HTTP requests answered, by method, route template and status."),
+    ("snapgate_http_request_duration_seconds", Kind::Histogram, "Time to answer an HTTP request, by method and route template."),
+    ("snapgate_jobs", Kind::Gauge, "Jobs in the store by state (all teams; read from the store at scrape time)."),
+    ("snapgate_oldest_queued_job_age_seconds", Kind::Gauge, "Age of the oldest job not yet accepted by MPS (0 when none)."),
+    ("snapgate_oldest_in_flight_job_age_seconds", Kind::Gauge, "Age of the oldest job accepted by MPS and not yet final (0 when none)."),
+    ("snapgate_mps_calls_total", Kind::Counter, "Calls to MPS, by action and answer code (Success, an MPS error code, or a transport failure)."),
+    ("snapgate_mps_call_duration_seconds", Kind::Histogram, "Time of a call to MPS, by action."),
+    ("snapgate_mps_up", Kind::Gauge, "1 while MPS is reachable with valid credentials, 0 while dispatch is paused."),
+    ("snapgate_retries_total", Kind::Counter, "Submits retried after a retryable error, by error code."),
+    ("snapgate_reconciliations_total", Kind::Counter, "Submits with an unknown outcome looked up in MPS before any retry, by outcome (adopted, not_found, unknown)."),
+    ("snapgate_duplicate_mps_jobs_total", Kind::Counter, "MPS jobs found for a job that already had one (should stay 0)."),
+    ("snapgate_idempotent_replays_total", Kind::Counter, "POSTs answered from an earlier request with the same Idempotency-Key."),
+    ("snapgate_rejected_requests_total", Kind::Counter, "Requests refused by a team limit, by reason (rate_limit, quota)."),
+    ("snapgate_mns_messages_total", Kind::Counter, "MNS job messages by what became of them (applied, duplicate, unknown_job, other_mps_job, not_snapshot, not_final, malformed, not_yet_submitted, error)."),
+    ("snapgate_mns_calls_total", Kind::Counter, "MNS ReceiveMessage and DeleteMessage calls that failed, by action and code."),
+    ("snapgate_final_job_cache_hits_total", Kind::Counter, "Job reads answered from the in-memory cache of final jobs."),
+    ("snapgate_token_cache_total", Kind::Counter, "API token checks by whether the in-memory cache answered (hit, miss)."),
+    ("snapgate_mps_rpc_errors_total", Kind::Counter, "Errors answered on the MPS-compatible endpoint, by MPS error code."),
+    ("snapgate_webhook_attempts_total", Kind::Counter, "Webhook delivery attempts by result."),
+];
+
+/// Registers every [`DESCRIPTIONS`] entry with the recorder.
+fn describe() {
+    for &(name, kind, help) in DESCRIPTIONS {
+        let unit = name.ends_with("_seconds").then_some(Unit::Seconds);
+        match (kind, unit) {
+            (Kind::Counter, _) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, Some(u)) => metrics::describe_gauge!(name, u, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(u)) => metrics::describe_histogram!(name, u, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -34,11 +73,13 @@ pub fn handle() -> PrometheusHandle {
             let buckets = [
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &buckets)
                 .expect("valid buckets")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
         })
         .clone()
 }
@@ -87,4 +128,51 @@ pub fn mps_call(action: &'static str, code: &str, started: Instant) {
         .increment(1);
     metrics::histogram!("snapgate_mps_call_duration_seconds", "action" => action)
         .record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name recorded anywhere in `src/` is described, and every description is recorded
+    /// somewhere: the list cannot drift from the code.
+    #[test]
+    fn descriptions_match_the_metrics_recorded() {
+        fn walk(dir: &std::path::Path, out: &mut String) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let mut src = String::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut src,
+        );
+        let mut recorded = std::collections::BTreeSet::new();
+        for (kind, mac) in [
+            (Kind::Counter, "metrics::counter!(\""),
+            (Kind::Gauge, "metrics::gauge!(\""),
+            (Kind::Histogram, "metrics::histogram!(\""),
+        ] {
+            for (i, _) in src.match_indices(mac) {
+                let rest = &src[i + mac.len()..];
+                let name = &rest[..rest.find('"').unwrap()];
+                recorded.insert((name.to_string(), kind));
+            }
+        }
+        let described: std::collections::BTreeSet<_> = DESCRIPTIONS
+            .iter()
+            .map(|(n, k, _)| (n.to_string(), *k))
+            .collect();
+        assert_eq!(recorded, described);
+        for (name, kind, _) in DESCRIPTIONS {
+            assert!(name.starts_with("snapgate_"), "{name}");
+            assert_eq!(name.ends_with("_total"), *kind == Kind::Counter, "{name}");
+        }
+    }
 }

@@ -174,8 +174,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let n = totals.get(st.as_str()).copied().unwrap_or(0);
             metrics::gauge!("snapgate_jobs", "state" => st.as_str()).set(n as f64);
         }
-        metrics::gauge!("snapgate_queued_jobs")
-            .set(totals.get("queued").copied().unwrap_or(0) as f64);
         metrics::gauge!("snapgate_oldest_queued_job_age_seconds")
             .set(age(counts.oldest_queued).unwrap_or(0.0));
         metrics::gauge!("snapgate_oldest_in_flight_job_age_seconds")
