@@ -49,6 +49,8 @@ const STRING_KEYS: &[&str] = &[
     "auth.master_key_file",
     "log.format",
     "log.level",
+    "log.otlp_endpoint",
+    "log.otlp_service_name",
 ];
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -290,6 +292,11 @@ pub struct LogSettings {
     pub format: String,
     /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` wins when set.
     pub level: String,
+    /// OTLP/HTTP collector base URL (traces go to `<url>/v1/traces`, protobuf); "" = no
+    /// export. Needs a build with `--features otel`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub otlp_service_name: String,
 }
 
 impl Default for HttpSettings {
@@ -439,6 +446,8 @@ impl Default for LogSettings {
         Self {
             format: "text".into(),
             level: "info".into(),
+            otlp_endpoint: String::new(),
+            otlp_service_name: "snapgate".into(),
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod submit;
+pub mod telemetry;
 pub mod uploads;
 pub mod webhooks;
 pub mod worker;

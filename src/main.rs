@@ -4,29 +4,14 @@
 
 mod cli;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command};
 use snapgate::config::Settings;
-use tracing_subscriber::EnvFilter;
 
-fn init_logging(settings: &Settings) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(settings.log.level.clone()));
-    // Colours only for a person at a terminal: not in a file, a pipe or a container log.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    // Logs go to stderr: stdout carries command output (e.g. `key create` JSON).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if settings.log.format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+fn init_logging(settings: &Settings) -> anyhow::Result<snapgate::telemetry::Telemetry> {
+    let telemetry = snapgate::telemetry::init(settings)?;
     // A panic is an ERROR event in the log's own format (JSON lines stay parseable), with where
     // it happened; axum's CatchPanicLayer keeps its message out of the HTTP answer.
     std::panic::set_hook(Box::new(|info| {
@@ -42,6 +27,7 @@ fn init_logging(settings: &Settings) {
             .unwrap_or_default();
         tracing::error!(location, panic = payload, "panic");
     }));
+    Ok(telemetry)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -55,13 +41,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Emulator(args) => {
             // The emulator needs no snapgate configuration.
-            init_logging(&Settings::default());
-            snapgate::emulator::run(*args).await
+            let telemetry = init_logging(&Settings::default())?;
+            let out = snapgate::emulator::run(*args).await;
+            telemetry.shutdown();
+            out
         }
         command => {
             let settings = Settings::load()?;
-            init_logging(&settings);
-            cli::run(command, settings).await
+            let telemetry = init_logging(&settings)?;
+            let out = cli::run(command, settings).await;
+            // Blocking (the exporter's own thread sends what is left): off the async threads.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            out
         }
     }
 }

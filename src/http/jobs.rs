@@ -174,6 +174,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 
 /// 201 once MPS has the job (or it already ended), 202 while it is still queued; `Location`
 /// names the job either way.
+/// The job id of a path; also the `job_id` of the request's span (logs, traces).
+pub(super) fn path_job_id(id: &str) -> Result<JobId, ApiError> {
+    let id = JobId::parse(id).ok_or(ApiError::MalformedJobId)?;
+    tracing::Span::current().record("job_id", tracing::field::display(id));
+    Ok(id)
+}
+
 fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
     let status = if submitted.delivered() {
         StatusCode::CREATED
@@ -181,6 +188,7 @@ fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
         StatusCode::ACCEPTED
     };
     let id = submitted.job.id;
+    tracing::Span::current().record("job_id", tracing::field::display(id));
     let mut res = (status, Json(JobResource::new(submitted.job, outputs))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/snapshot-jobs/{id}")) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -379,7 +387,7 @@ pub async fn get_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
+    let id = path_job_id(&id)?;
     // A final job from memory; its team checked as the query below checks it.
     match state.final_jobs.get(id, &caller, &state.outputs) {
         Cached::Hit(answer) => return Ok(answer),
@@ -418,7 +426,7 @@ pub async fn cancel_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
+    let id = path_job_id(&id)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     let error = crate::store::JobError {
         code: CANCELLED.into(),
@@ -472,7 +480,7 @@ pub async fn list_mps_responses(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<MpsResponseEntry>>, ApiError> {
-    let id = JobId::parse(&id).ok_or(ApiError::MalformedJobId)?;
+    let id = path_job_id(&id)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     state
         .store

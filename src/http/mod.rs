@@ -109,7 +109,7 @@ fn request_span(req: &Request) -> tracing::Span {
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
-    tracing::info_span!("request", method = %req.method(), route, request_id, team = tracing::field::Empty)
+    tracing::info_span!("request", method = %req.method(), route, request_id, team = tracing::field::Empty, job_id = tracing::field::Empty)
 }
 
 fn log_response(res: &axum::response::Response, latency: Duration, _: &tracing::Span) {

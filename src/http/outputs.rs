@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
 use crate::domain::outputs::{OutputManifest, Storyboard};
-use crate::domain::{JobId, OssObject, Violation};
+use crate::domain::{OssObject, Violation};
 use crate::outputs::{Basis, CueUrls, OutputService, StoryboardError};
 
 /// An output object and where to fetch it.
@@ -199,7 +199,7 @@ async fn storyboard_of(
     id: &str,
     params: &[(String, String)],
 ) -> Result<Storyboard, ApiError> {
-    let id = JobId::parse(id).ok_or(ApiError::MalformedJobId)?;
+    let id = super::jobs::path_job_id(id)?;
     let (urls, duration) = parse_params(params)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     let job = state

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::error::{
     classify_code, ErrorClass, MpsError, CONNECT_FAILED, INVALID_RESPONSE, OUTCOME_UNKNOWN,
@@ -120,8 +121,38 @@ impl MpsClient {
         )
     }
 
-    /// Signs and sends one action; every attempt gets a new nonce and timestamp.
+    /// Signs and sends one action in an `mps.call` span that records MPS's answer: its request
+    /// id, code (`Success` or MPS's error code) and HTTP status.
     async fn call<T: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        api: BTreeMap<String, String>,
+    ) -> Result<MpsResponse<T>, MpsError> {
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "mps.call",
+            action,
+            mps_request_id = Empty,
+            code = Empty,
+            http_status = Empty
+        );
+        let out = self.send(action, api).instrument(span.clone()).await;
+        let (request_id, code, status) = match &out {
+            Ok(r) => (Some(r.request_id.as_str()), "Success", Some(r.http_status)),
+            Err(e) => (e.request_id.as_deref(), e.code.as_str(), e.http_status),
+        };
+        if let Some(id) = request_id.filter(|id| !id.is_empty()) {
+            span.record("mps_request_id", id);
+        }
+        span.record("code", code);
+        if let Some(status) = status {
+            span.record("http_status", status);
+        }
+        out
+    }
+
+    /// Signs and sends one action; every attempt gets a new nonce and timestamp.
+    async fn send<T: DeserializeOwned>(
         &self,
         action: &'static str,
         api: BTreeMap<String, String>,

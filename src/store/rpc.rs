@@ -88,6 +88,7 @@ struct AccessKeyRow {
 
 #[async_trait]
 impl NonceStore for SqlStore {
+    #[tracing::instrument(name = "store.use_nonce", level = "debug", skip_all)]
     async fn use_nonce(
         &self,
         access_key_id: &str,
@@ -113,6 +114,7 @@ impl NonceStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "store.purge_nonces", level = "debug", skip_all)]
     async fn purge_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.pool()
             .execute(Stmt::new("DELETE FROM rpc_nonces WHERE expires_at <= $1").bind(now))
@@ -122,6 +124,7 @@ impl NonceStore for SqlStore {
 
 #[async_trait]
 impl AccessKeyStore for SqlStore {
+    #[tracing::instrument(name = "store.api_key_by_access_key_id", level = "debug", skip_all)]
     async fn api_key_by_access_key_id(
         &self,
         access_key_id: &str,
@@ -150,6 +153,7 @@ impl AccessKeyStore for SqlStore {
 
 #[async_trait]
 impl JobLookupStore for SqlStore {
+    #[tracing::instrument(name = "store.jobs_by_ids", level = "debug", skip_all)]
     async fn jobs_by_ids(&self, team: &str, ids: &[JobId]) -> StoreResult<Vec<Job>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -169,6 +173,7 @@ impl JobLookupStore for SqlStore {
         jobs(self.pool().fetch_all::<JobRow>(q).await?)
     }
 
+    #[tracing::instrument(name = "store.list_pipeline_jobs", level = "debug", skip_all)]
     async fn list_pipeline_jobs(&self, f: &PipelineJobFilter) -> StoreResult<Vec<Job>> {
         let q = pipeline_jobs_stmt(self.dialect(), f);
         jobs(self.pool().fetch_all::<JobRow>(q).await?)

@@ -424,6 +424,7 @@ impl Store for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "store.migrate", level = "debug", skip_all)]
     async fn migrate(&self) -> StoreResult<()> {
         match &self.pool {
             Pool::Postgres(p) => postgres::MIGRATOR.run(p).await?,
@@ -432,6 +433,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.ping", level = "debug", skip_all)]
     async fn ping(&self) -> StoreResult<()> {
         self.pool.execute(Stmt::new("SELECT 1")).await?;
         Ok(())
@@ -440,6 +442,7 @@ impl Store for SqlStore {
 
 #[async_trait]
 impl JobStore for SqlStore {
+    #[tracing::instrument(name = "store.create_job", level = "debug", skip_all)]
     async fn create_job(
         &self,
         job: NewJob,
@@ -474,6 +477,7 @@ impl JobStore for SqlStore {
         Ok(CreateOutcome::Created(Box::new(row.try_into()?)))
     }
 
+    #[tracing::instrument(name = "store.get_job", level = "debug", skip_all, fields(job_id = %id))]
     async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>> {
         self.pool
             .fetch_optional::<JobRow>(
@@ -489,6 +493,7 @@ impl JobStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "store.cancel_job", level = "debug", skip_all, fields(job_id = %id))]
     async fn cancel_job(
         &self,
         team: Option<&str>,
@@ -514,10 +519,12 @@ impl JobStore for SqlStore {
         self.transition(stmt, true).await
     }
 
+    #[tracing::instrument(name = "store.list_jobs", level = "debug", skip_all)]
     async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
         jobs(self.pool.fetch_all(list_jobs_stmt(f)).await?)
     }
 
+    #[tracing::instrument(name = "store.mps_responses", level = "debug", skip_all, fields(job_id = %id))]
     async fn mps_responses(&self, id: JobId) -> StoreResult<Vec<MpsResponseRecord>> {
         let rows: Vec<ResponseRow> = self
             .pool
@@ -542,6 +549,7 @@ impl JobStore for SqlStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "store.count_active_jobs", level = "debug", skip_all)]
     async fn count_active_jobs(&self, team: &str) -> StoreResult<u64> {
         let c: Count = self
             .pool
@@ -556,6 +564,7 @@ impl JobStore for SqlStore {
         Ok(c.n as u64)
     }
 
+    #[tracing::instrument(name = "store.job_counts", level = "debug", skip_all)]
     async fn job_counts(&self) -> StoreResult<JobCounts> {
         let rows: Vec<StateCount> = self
             .pool
@@ -580,6 +589,7 @@ impl JobStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "store.mps_error_codes_since", level = "debug", skip_all)]
     async fn mps_error_codes_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(String, u64)>> {
         let rows: Vec<CodeCount> = self
             .pool
@@ -597,6 +607,7 @@ impl JobStore for SqlStore {
 
 #[async_trait]
 impl DispatchStore for SqlStore {
+    #[tracing::instrument(name = "store.claim_dispatch", level = "debug", skip_all)]
     async fn claim_dispatch(
         &self,
         owner: &str,
@@ -617,6 +628,7 @@ impl DispatchStore for SqlStore {
         rows.into_iter().map(DispatchClaim::try_from).collect()
     }
 
+    #[tracing::instrument(name = "store.begin_attempt", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn begin_attempt(
         &self,
         claim: &ClaimKey,
@@ -633,11 +645,13 @@ impl DispatchStore for SqlStore {
         self.under_claim(claim, set).await
     }
 
+    #[tracing::instrument(name = "store.renew_lease", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn renew_lease(&self, claim: &ClaimKey, lease_until: DateTime<Utc>) -> StoreResult<bool> {
         let set = Stmt::new("UPDATE jobs SET lease_expires_at = $1").bind(lease_until);
         self.under_claim(claim, set).await
     }
 
+    #[tracing::instrument(name = "store.confirm_absent", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn confirm_absent(&self, claim: &ClaimKey) -> StoreResult<bool> {
         self.under_claim(
             claim,
@@ -646,6 +660,7 @@ impl DispatchStore for SqlStore {
         .await
     }
 
+    #[tracing::instrument(name = "store.adopt_submitted", level = "debug", skip_all, fields(job_id = %id))]
     async fn adopt_submitted(&self, id: JobId, u: &MpsUpdate) -> StoreResult<bool> {
         let mut stmt = accepted_columns(u);
         stmt.push(", lease_owner = NULL, lease_expires_at = NULL, claim_token = NULL WHERE id = ")
@@ -654,6 +669,7 @@ impl DispatchStore for SqlStore {
         self.transition(stmt, true).await
     }
 
+    #[tracing::instrument(name = "store.fail_in_flight", level = "debug", skip_all, fields(job_id = %id))]
     async fn fail_in_flight(&self, id: JobId, error: &JobError) -> StoreResult<bool> {
         self.transition(
             Stmt::new(
@@ -672,10 +688,12 @@ impl DispatchStore for SqlStore {
         .await
     }
 
+    #[tracing::instrument(name = "store.complete_dispatch", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn complete_dispatch(&self, claim: &ClaimKey, u: &MpsUpdate) -> StoreResult<bool> {
         self.end_dispatch(claim, accepted_columns(u), true).await
     }
 
+    #[tracing::instrument(name = "store.retry_dispatch", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn retry_dispatch(
         &self,
         claim: &ClaimKey,
@@ -694,6 +712,7 @@ impl DispatchStore for SqlStore {
         self.end_dispatch(claim, set, false).await
     }
 
+    #[tracing::instrument(name = "store.defer_lookup", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn defer_lookup(
         &self,
         claim: &ClaimKey,
@@ -710,6 +729,7 @@ impl DispatchStore for SqlStore {
         self.end_dispatch(claim, set, false).await
     }
 
+    #[tracing::instrument(name = "store.fail_dispatch", level = "debug", skip_all, fields(job_id = %claim.job_id))]
     async fn fail_dispatch(&self, claim: &ClaimKey, error: &JobError) -> StoreResult<bool> {
         let set = Stmt::new(
             "UPDATE jobs SET state = 'failed', due_at = NULL, attempt_started_at = NULL, \
@@ -723,6 +743,7 @@ impl DispatchStore for SqlStore {
         self.end_dispatch(claim, set, true).await
     }
 
+    #[tracing::instrument(name = "store.release_dispatch", level = "debug", skip_all)]
     async fn release_dispatch(&self, owner: &str) -> StoreResult<u64> {
         self.pool
             .execute(
@@ -734,6 +755,7 @@ impl DispatchStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "store.claim_polls", level = "debug", skip_all)]
     async fn claim_polls(
         &self,
         now: DateTime<Utc>,
@@ -751,6 +773,7 @@ impl DispatchStore for SqlStore {
         jobs(rows)
     }
 
+    #[tracing::instrument(name = "store.record_poll", level = "debug", skip_all, fields(job_id = %id))]
     async fn record_poll(&self, id: JobId, u: &MpsUpdate) -> StoreResult<()> {
         let stmt = Stmt::new(
             "UPDATE jobs SET state = $2, updated_at = $3, \
@@ -768,6 +791,7 @@ impl DispatchStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.job_by_mps_job_id", level = "debug", skip_all)]
     async fn job_by_mps_job_id(&self, mps_job_id: &str) -> StoreResult<Option<Job>> {
         self.pool
             .fetch_optional::<JobRow>(
@@ -782,6 +806,7 @@ impl DispatchStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "store.postpone_poll", level = "debug", skip_all, fields(job_id = %id))]
     async fn postpone_poll(&self, id: JobId, next_poll_at: DateTime<Utc>) -> StoreResult<()> {
         self.pool
             .execute(
@@ -795,6 +820,7 @@ impl DispatchStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.poll_not_found", level = "debug", skip_all, fields(job_id = %id))]
     async fn poll_not_found(
         &self,
         id: JobId,
@@ -815,6 +841,7 @@ impl DispatchStore for SqlStore {
         Ok(since.since.0)
     }
 
+    #[tracing::instrument(name = "store.clock", level = "debug", skip_all)]
     async fn clock(&self) -> StoreResult<DateTime<Utc>> {
         let t: Since = self
             .pool
@@ -826,6 +853,7 @@ impl DispatchStore for SqlStore {
         Ok(t.since.0)
     }
 
+    #[tracing::instrument(name = "store.append_mps_responses", level = "debug", skip_all)]
     async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
@@ -852,6 +880,7 @@ impl DispatchStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.next_due", level = "debug", skip_all)]
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let due: Due = self
             .pool
@@ -876,6 +905,7 @@ impl DispatchStore for SqlStore {
 
 #[async_trait]
 impl IdempotencyStore for SqlStore {
+    #[tracing::instrument(name = "store.get_idempotency_key", level = "debug", skip_all)]
     async fn get_idempotency_key(
         &self,
         team: &str,
@@ -894,6 +924,7 @@ impl IdempotencyStore for SqlStore {
             .map(Into::into))
     }
 
+    #[tracing::instrument(name = "store.complete_idempotency_key", level = "debug", skip_all)]
     async fn complete_idempotency_key(
         &self,
         team: &str,
@@ -916,6 +947,7 @@ impl IdempotencyStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.purge_idempotency_keys", level = "debug", skip_all)]
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.pool
             .execute(Stmt::new("DELETE FROM idempotency_keys WHERE expires_at < $1").bind(now))
@@ -925,6 +957,7 @@ impl IdempotencyStore for SqlStore {
 
 #[async_trait]
 impl KeyStore for SqlStore {
+    #[tracing::instrument(name = "store.create_team", level = "debug", skip_all)]
     async fn create_team(&self, name: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         let n = self
             .pool
@@ -939,6 +972,7 @@ impl KeyStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "store.team_exists", level = "debug", skip_all)]
     async fn team_exists(&self, name: &str) -> StoreResult<bool> {
         Ok(self
             .pool
@@ -949,6 +983,7 @@ impl KeyStore for SqlStore {
             .is_some())
     }
 
+    #[tracing::instrument(name = "store.list_teams", level = "debug", skip_all)]
     async fn list_teams(&self) -> StoreResult<Vec<TeamRecord>> {
         let rows: Vec<TeamRow> = self
             .pool
@@ -965,6 +1000,7 @@ impl KeyStore for SqlStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "store.create_api_key", level = "debug", skip_all)]
     async fn create_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
         self.pool
             .execute(
@@ -983,6 +1019,7 @@ impl KeyStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.list_api_keys", level = "debug", skip_all)]
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
         let rows: Vec<KeyRow> = self
             .pool
@@ -993,6 +1030,7 @@ impl KeyStore for SqlStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    #[tracing::instrument(name = "store.revoke_api_key", level = "debug", skip_all)]
     async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         let n = self
             .pool
@@ -1014,6 +1052,7 @@ impl KeyStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "store.api_key_by_token_hash", level = "debug", skip_all)]
     async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
         Ok(self
             .pool
@@ -1039,6 +1078,7 @@ impl KeyStore for SqlStore {
 
 #[async_trait]
 impl BudgetStore for SqlStore {
+    #[tracing::instrument(name = "store.acquire_budget", level = "debug", skip_all)]
     async fn acquire_budget(
         &self,
         name: &str,
@@ -1085,6 +1125,7 @@ impl BudgetStore for SqlStore {
         Ok(granted)
     }
 
+    #[tracing::instrument(name = "store.budgets", level = "debug", skip_all)]
     async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>> {
         let rows: Vec<Bucket> = self
             .pool

@@ -219,6 +219,7 @@ impl TryFrom<UploadRow> for UploadRecord {
 
 #[async_trait]
 impl PresetStore for SqlStore {
+    #[tracing::instrument(name = "store.create_preset", level = "debug", skip_all)]
     async fn create_preset(
         &self,
         team: &str,
@@ -266,6 +267,7 @@ impl PresetStore for SqlStore {
         )))
     }
 
+    #[tracing::instrument(name = "store.get_preset", level = "debug", skip_all)]
     async fn get_preset(
         &self,
         team: &str,
@@ -292,6 +294,7 @@ impl PresetStore for SqlStore {
             .map(Into::into))
     }
 
+    #[tracing::instrument(name = "store.list_presets", level = "debug", skip_all)]
     async fn list_presets(&self, team: &str) -> StoreResult<Vec<PresetRecord>> {
         let rows: Vec<PresetRow> = self
             .pool()
@@ -308,6 +311,7 @@ impl PresetStore for SqlStore {
 
 #[async_trait]
 impl UploadStore for SqlStore {
+    #[tracing::instrument(name = "store.create_upload", level = "debug", skip_all)]
     async fn create_upload(&self, u: &UploadRecord) -> StoreResult<()> {
         self.pool()
             .execute(
@@ -338,6 +342,7 @@ impl UploadStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.get_upload", level = "debug", skip_all)]
     async fn get_upload(&self, id: Uuid) -> StoreResult<Option<UploadRecord>> {
         self.pool()
             .fetch_optional::<UploadRow>(
@@ -351,6 +356,7 @@ impl UploadStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "store.upload_by_token_hash", level = "debug", skip_all)]
     async fn upload_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<UploadRecord>> {
         self.pool()
             .fetch_optional::<UploadRow>(
@@ -364,6 +370,7 @@ impl UploadStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "store.mark_uploaded", level = "debug", skip_all)]
     async fn mark_uploaded(&self, id: Uuid, via: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         let n = self
             .pool()
@@ -380,6 +387,7 @@ impl UploadStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "store.set_upload_job", level = "debug", skip_all)]
     async fn set_upload_job(&self, id: Uuid, job: JobId, now: DateTime<Utc>) -> StoreResult<()> {
         self.pool()
             .execute(
@@ -392,6 +400,7 @@ impl UploadStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.landed_without_job", level = "debug", skip_all)]
     async fn landed_without_job(
         &self,
         before: DateTime<Utc>,
@@ -411,6 +420,7 @@ impl UploadStore for SqlStore {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    #[tracing::instrument(name = "store.expire_uploads", level = "debug", skip_all)]
     async fn expire_uploads(&self, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
         // One transaction: each expiry and its `upload.expired` event commit together.
         let mut tx = self.pool().begin().await?;

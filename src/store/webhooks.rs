@@ -451,6 +451,7 @@ impl SqlStore {
 
 #[async_trait]
 impl WebhookStore for SqlStore {
+    #[tracing::instrument(name = "store.create_webhook_endpoint", level = "debug", skip_all)]
     async fn create_webhook_endpoint(
         &self,
         e: &NewWebhookEndpoint,
@@ -475,6 +476,7 @@ impl WebhookStore for SqlStore {
         Ok(row.into())
     }
 
+    #[tracing::instrument(name = "store.list_webhook_endpoints", level = "debug", skip_all)]
     async fn list_webhook_endpoints(&self, team: &str) -> StoreResult<Vec<WebhookEndpoint>> {
         let rows: Vec<EndpointRow> = self
             .pool()
@@ -489,6 +491,7 @@ impl WebhookStore for SqlStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    #[tracing::instrument(name = "store.get_webhook_endpoint", level = "debug", skip_all)]
     async fn get_webhook_endpoint(
         &self,
         team: &str,
@@ -497,6 +500,7 @@ impl WebhookStore for SqlStore {
         self.endpoint(team, id).await
     }
 
+    #[tracing::instrument(name = "store.update_webhook_endpoint", level = "debug", skip_all)]
     async fn update_webhook_endpoint(
         &self,
         team: &str,
@@ -538,6 +542,7 @@ impl WebhookStore for SqlStore {
             .map(Into::into))
     }
 
+    #[tracing::instrument(name = "store.rotate_webhook_secret", level = "debug", skip_all)]
     async fn rotate_webhook_secret(
         &self,
         team: &str,
@@ -563,6 +568,7 @@ impl WebhookStore for SqlStore {
             .map(Into::into))
     }
 
+    #[tracing::instrument(name = "store.delete_webhook_endpoint", level = "debug", skip_all)]
     async fn delete_webhook_endpoint(&self, team: &str, id: Uuid) -> StoreResult<bool> {
         let n = self
             .pool()
@@ -575,6 +581,7 @@ impl WebhookStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "store.record_webhook_event", level = "debug", skip_all)]
     async fn record_webhook_event(&self, e: &NewWebhookEvent) -> StoreResult<u64> {
         let mut tx = self.pool().begin().await?;
         let n = record_event(&mut tx.conn(), e).await?;
@@ -582,6 +589,7 @@ impl WebhookStore for SqlStore {
         Ok(n)
     }
 
+    #[tracing::instrument(name = "store.get_webhook_event", level = "debug", skip_all)]
     async fn get_webhook_event(&self, team: &str, id: &str) -> StoreResult<Option<WebhookEvent>> {
         Ok(self
             .pool()
@@ -596,6 +604,7 @@ impl WebhookStore for SqlStore {
             .map(Into::into))
     }
 
+    #[tracing::instrument(name = "store.job_webhook_events", level = "debug", skip_all)]
     async fn job_webhook_events(&self, job: JobId) -> StoreResult<Vec<WebhookEvent>> {
         let rows: Vec<EventRow> = self
             .pool()
@@ -610,6 +619,7 @@ impl WebhookStore for SqlStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    #[tracing::instrument(name = "store.replay_webhook_event", level = "debug", skip_all)]
     async fn replay_webhook_event(&self, team: &str, id: &str) -> StoreResult<Option<Vec<Uuid>>> {
         let Some(event) = self.get_webhook_event(team, id).await? else {
             return Ok(None);
@@ -650,6 +660,7 @@ impl WebhookStore for SqlStore {
         Ok(Some(made))
     }
 
+    #[tracing::instrument(name = "store.claim_deliveries", level = "debug", skip_all)]
     async fn claim_deliveries(
         &self,
         owner: &str,
@@ -716,6 +727,7 @@ impl WebhookStore for SqlStore {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "store.finish_delivery", level = "debug", skip_all)]
     async fn finish_delivery(
         &self,
         claim: &DeliveryClaim,
@@ -795,6 +807,7 @@ impl WebhookStore for SqlStore {
         Ok(true)
     }
 
+    #[tracing::instrument(name = "store.release_deliveries", level = "debug", skip_all)]
     async fn release_deliveries(&self, owner: &str) -> StoreResult<u64> {
         self.pool()
             .execute(
@@ -807,6 +820,7 @@ impl WebhookStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "store.list_deliveries", level = "debug", skip_all)]
     async fn list_deliveries(
         &self,
         team: &str,
