@@ -198,7 +198,7 @@ impl Job {
         let mut j = json!({
             "Id": self.id,
             "State": state,
-            "CreationTime": self.creation_time().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "CreationTime": crate::mps::wire::format_time(self.creation_time()),
             "PipelineId": self.pipeline_id,
             "UserData": self.user_data,
             "Input": self.input,

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{NaiveDateTime, Utc};
+use chrono::Utc;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -296,14 +296,12 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 fn parse_time(name: &str, v: Option<&String>) -> Result<Option<chrono::DateTime<Utc>>, Fault> {
     v.filter(|s| !s.is_empty())
         .map(|s| {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
-                .map(|t| t.and_utc())
-                .map_err(|_| {
-                    Fault::bad(
-                        "InvalidParameter.Format",
-                        format!("The parameter \"{name}\" must be YYYY-MM-DDThh:mm:ssZ."),
-                    )
-                })
+            crate::mps::wire::parse_time(s).ok_or_else(|| {
+                Fault::bad(
+                    "InvalidParameter.Format",
+                    format!("The parameter \"{name}\" must be YYYY-MM-DDThh:mm:ssZ."),
+                )
+            })
         })
         .transpose()
 }

@@ -87,9 +87,7 @@ impl std::fmt::Debug for MpsClient {
     }
 }
 
-fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use super::wire::format_time;
 
 impl MpsClient {
     pub fn new(cfg: MpsClientConfig) -> anyhow::Result<Self> {

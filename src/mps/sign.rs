@@ -264,7 +264,7 @@ pub fn parse_acs3_authorization(value: &str) -> Result<Acs3Authorization, SignEr
 
 /// UTC `yyyy-MM-ddTHH:mm:ssZ`, whole seconds.
 pub fn timestamp_now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    super::wire::format_time(chrono::Utc::now())
 }
 
 /// A fresh nonce for every attempt (a retried request must never reuse one).

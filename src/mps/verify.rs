@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 
 use super::sign;
 
@@ -169,14 +169,12 @@ pub struct Verified {
 
 fn check_timestamp(ts: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, AuthError> {
     let ts = ts.ok_or_else(|| AuthError::bad("IllegalTimestamp", "The input parameter \"Timestamp\" that is mandatory for processing this request is not supplied."))?;
-    let t = NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%SZ")
-        .map_err(|_| {
-            AuthError::bad(
-                "InvalidTimeStamp.Format",
-                "Specified time stamp or date value is not well formatted.",
-            )
-        })?
-        .and_utc();
+    let t = super::wire::parse_time(ts).ok_or_else(|| {
+        AuthError::bad(
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        )
+    })?;
     let skew = (now - t).num_seconds().unsigned_abs();
     if skew > WINDOW.as_secs() {
         return Err(AuthError::bad(
@@ -356,7 +354,7 @@ mod tests {
     #[test]
     fn v1_round_trip_and_errors() {
         let now = Utc::now();
-        let ts = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let ts = super::super::wire::format_time(now);
         let p = v1_params("s", "POST", &ts);
         let u = parse("POST", &HeaderMap::new(), p.clone(), b"", now).unwrap();
         assert_eq!(u.access_key_id, "id");
@@ -378,9 +376,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
 
-        let old = (now - chrono::Duration::minutes(16))
-            .format("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
+        let old = super::super::wire::format_time(now - chrono::Duration::minutes(16));
         let e = parse(
             "POST",
             &HeaderMap::new(),

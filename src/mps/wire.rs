@@ -5,6 +5,22 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+/// MPS's time on the wire: UTC `yyyy-MM-ddTHH:mm:ssZ`, whole seconds (`Timestamp`,
+/// `CreationTime`, the `...CreatedTimeRange` bounds). The one formatter and parser of it.
+pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+
+/// `t` in [`TIME_FORMAT`] (its fraction of a second dropped).
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.format(TIME_FORMAT).to_string()
+}
+
+/// A [`TIME_FORMAT`] value; `None` for anything else.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(s, TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// What `SubmitSnapshotJob` needs beyond the common parameters. `input` and `snapshot_config`
 /// are the JSON strings MPS expects, object keys already URL-encoded inside.
 #[derive(Debug, Clone, PartialEq, Eq)]

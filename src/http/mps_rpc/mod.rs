@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 pub use auth::PurgeClock;
@@ -278,9 +278,9 @@ async fn submit_snapshot_job(
 }
 
 fn parse_time(name: &str, v: &str, errors: &mut Vec<String>) -> Option<DateTime<Utc>> {
-    match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%SZ") {
-        Ok(t) => Some(t.and_utc()),
-        Err(_) => {
+    match crate::mps::wire::parse_time(v) {
+        Some(t) => Some(t),
+        None => {
             errors.push(format!("{name}: must be UTC yyyy-MM-ddTHH:mm:ssZ"));
             None
         }

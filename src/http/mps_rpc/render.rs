@@ -64,7 +64,7 @@ pub fn snapshot_job(job: &Job, default_pipeline: Option<&str>) -> Value {
     }
     j.insert(
         "CreationTime".into(),
-        json!(job.created_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        json!(crate::mps::wire::format_time(job.created_at)),
     );
     let reported = job
         .mps
