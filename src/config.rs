@@ -237,7 +237,9 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdempotencySettings {
-    pub ttl_hours: u64,
+    /// How long a key is honoured, in hours (fractions allowed: `0.5`); after that the same
+    /// key makes a new job, and the record is purged.
+    pub ttl_hours: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -399,7 +401,7 @@ impl Default for WorkerSettings {
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        Self { ttl_hours: 24 }
+        Self { ttl_hours: 24.0 }
     }
 }
 
@@ -557,6 +559,10 @@ impl Settings {
         anyhow::ensure!(
             self.limits.team_requests_per_second > 0 && self.limits.team_burst > 0,
             "limits.team_requests_per_second and limits.team_burst must be > 0"
+        );
+        anyhow::ensure!(
+            self.idempotency.ttl_hours.is_finite() && self.idempotency.ttl_hours > 0.0,
+            "idempotency.ttl_hours must be a number of hours > 0 (fractions allowed)"
         );
         anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
         anyhow::ensure!(

@@ -925,8 +925,11 @@ impl IdempotencyStore for SqlStore {
         Ok(self
             .pool
             .fetch_optional::<IdempotencyRow>(
+                // A key past its expiry is gone, purged or not: the same key makes a new job.
                 Stmt::new(format!(
-                    "SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE team = $1 AND key = $2"
+                    "SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys \
+                     WHERE team = $1 AND key = $2 AND expires_at >= {}",
+                    self.dialect().now()
                 ))
                 .bind(team)
                 .bind(key),
