@@ -219,6 +219,8 @@ impl Application {
         let store = store::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await.context("running migrations")?;
+        } else {
+            store::ensure_migrated(&store).await?;
         }
         if settings.auth.enabled {
             let active = store

@@ -145,6 +145,8 @@ async fn open_store(settings: &Settings) -> anyhow::Result<snapgate::store::DynS
     let store = snapgate::store::connect(&settings.database).await?;
     if settings.database.migrate_on_start {
         store.migrate().await?;
+    } else {
+        snapgate::store::ensure_migrated(&store).await?;
     }
     Ok(store)
 }

@@ -1,5 +1,7 @@
 //! Layered configuration: built-in defaults < `config/default.toml` < `config/<env>.toml`
-//! < `DATABASE_URL` < `SNAPGATE__SECTION__KEY` environment variables.
+//! < `DATABASE_URL` (and `ALIBABA_CLOUD_ACCESS_KEY_*`) < `SNAPGATE__SECTION__KEY` environment
+//! variables. An empty variable counts as not set, except for the few keys whose empty text is
+//! a setting (`EMPTY_IS_A_SETTING`).
 //!
 //! Every key is documented in `config/default.toml`; a test checks that file parses to exactly
 //! [`Settings::default`], so the documented defaults and the code cannot drift apart.
@@ -22,6 +24,12 @@ pub const CONFIG_DIR_VAR: &str = "SNAPGATE_CONFIG_DIR";
 /// The access key names the official Alibaba Cloud SDKs read.
 pub const ALIBABA_KEY_ID_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
 pub const ALIBABA_KEY_SECRET_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
+
+/// The keys whose empty text is itself a setting (documented as `""`: MNS off, no local store,
+/// the ledger in memory): an empty `SNAPGATE__…` variable sets them to `""`. For every other key
+/// an empty variable counts as not set, so the layers below apply (compose files pass
+/// `${VAR:-}` through, and an empty key id must never become a key pair of empty strings).
+const EMPTY_IS_A_SETTING: &[&str] = &["mps.mns.queue", "emulator.oss_dir", "emulator.state_dir"];
 
 /// Keys whose values are text: environment values for them are never parsed as numbers.
 const STRING_KEYS: &[&str] = &[
@@ -231,7 +239,9 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdempotencySettings {
-    pub ttl_hours: u64,
+    /// How long a key is honoured, in hours (fractions allowed: `0.5`); after that the same
+    /// key makes a new job, and the record is purged.
+    pub ttl_hours: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -398,7 +408,7 @@ impl Default for WorkerSettings {
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        Self { ttl_hours: 24 }
+        Self { ttl_hours: 24.0 }
     }
 }
 
@@ -521,6 +531,9 @@ impl Settings {
         for (key, value) in &vars {
             if let Some(path) = key.strip_prefix("SNAPGATE__") {
                 let path = path.to_lowercase().replace("__", ".");
+                if value.is_empty() && !EMPTY_IS_A_SETTING.contains(&path.as_str()) {
+                    continue;
+                }
                 // Text keys stay text even when they look like numbers (a secret "0123").
                 let value: figment::value::Value = if STRING_KEYS.contains(&path.as_str()) {
                     value.clone().into()
@@ -555,6 +568,10 @@ impl Settings {
         anyhow::ensure!(
             self.limits.team_requests_per_second > 0 && self.limits.team_burst > 0,
             "limits.team_requests_per_second and limits.team_burst must be > 0"
+        );
+        anyhow::ensure!(
+            self.idempotency.ttl_hours.is_finite() && self.idempotency.ttl_hours > 0.0,
+            "idempotency.ttl_hours must be a number of hours > 0 (fractions allowed)"
         );
         anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
         anyhow::ensure!(
@@ -765,7 +782,10 @@ mod tests {
         let var = |v: &str| vec![("SNAPGATE__MPS__SIGNATURE".to_string(), v.to_string())];
         let s = Settings::load_from(&config_dir(), None, var("acs3")).unwrap();
         assert_eq!(s.mps.signature, SignatureMethod::Acs3);
-        for bad in ["v2", "ACS3", "hmac-sha1", "1", ""] {
+        // Empty counts as not set: the default.
+        let s = Settings::load_from(&config_dir(), None, var("")).unwrap();
+        assert_eq!(s.mps.signature, SignatureMethod::V1);
+        for bad in ["v2", "ACS3", "hmac-sha1", "1"] {
             let err = format!(
                 "{:#}",
                 Settings::load_from(&config_dir(), None, var(bad)).unwrap_err()

@@ -68,7 +68,9 @@ impl SubmitConfig {
         let wait_ms = s.http.submit_wait_ms;
         Self {
             max_active_jobs: s.limits.team_max_active_jobs,
-            idempotency_ttl: chrono::Duration::hours(s.idempotency.ttl_hours as i64),
+            idempotency_ttl: chrono::Duration::microseconds(
+                (s.idempotency.ttl_hours * 3_600_000_000.0) as i64,
+            ),
             worker_enabled: s.worker.enabled,
             default_wait: if wait_ms == 0 {
                 Wait::No

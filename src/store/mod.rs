@@ -258,7 +258,25 @@ pub trait Store:
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> StoreResult<()>;
+    /// The versions of this build's migrations not applied to the database (all of them on a
+    /// database never migrated). Reads only: `serve` with `database.migrate_on_start = false`
+    /// refuses to start unless this is empty.
+    async fn pending_migrations(&self) -> StoreResult<Vec<i64>>;
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Fails (one line, naming the fix) when the database lacks any of this build's migrations.
+pub async fn ensure_migrated(store: &DynStore) -> anyhow::Result<()> {
+    let pending = store.pending_migrations().await?;
+    anyhow::ensure!(
+        pending.is_empty(),
+        "the {} database lacks {} of this build's migrations (first: {:04}) and \
+         database.migrate_on_start is false: run `snapgate migrate` first",
+        store.backend(),
+        pending.len(),
+        pending[0]
+    );
+    Ok(())
 }
 
 /// Jobs as teams see them.

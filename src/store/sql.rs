@@ -433,6 +433,48 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.pending_migrations", level = "debug", skip_all)]
+    async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
+        // sqlx's own table; absent until the first migration ran.
+        let (migrator, applied): (&sqlx::migrate::Migrator, Vec<i64>) = match &self.pool {
+            Pool::Postgres(p) => {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                        .fetch_one(p)
+                        .await?;
+                let applied = if exists {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(p)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (&postgres::MIGRATOR, applied)
+            }
+            Pool::Sqlite(p) => {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT count(*) > 0 FROM sqlite_master \
+                     WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(p)
+                .await?;
+                let applied = if exists {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(p)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (&sqlite::MIGRATOR, applied)
+            }
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect())
+    }
+
     #[tracing::instrument(name = "store.ping", level = "debug", skip_all)]
     async fn ping(&self) -> StoreResult<()> {
         self.pool.execute(Stmt::new("SELECT 1")).await?;
@@ -914,8 +956,11 @@ impl IdempotencyStore for SqlStore {
         Ok(self
             .pool
             .fetch_optional::<IdempotencyRow>(
+                // A key past its expiry is gone, purged or not: the same key makes a new job.
                 Stmt::new(format!(
-                    "SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE team = $1 AND key = $2"
+                    "SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys \
+                     WHERE team = $1 AND key = $2 AND expires_at >= {}",
+                    self.dialect().now()
                 ))
                 .bind(team)
                 .bind(key),
