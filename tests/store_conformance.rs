@@ -220,11 +220,30 @@ async fn idempotency_keys_scope_replay_and_expire(s: DynStore) {
             .await
             .unwrap(),
     );
+    // A purge takes only keys past their expiry: two hours on, team c's key (1 h) goes, the
+    // 24-hour keys of teams a and b stay and still replay.
+    assert_eq!(
+        s.purge_idempotency_keys(now + Duration::hours(2))
+            .await
+            .unwrap(),
+        1
+    );
+    match s
+        .create_job(
+            new_job("a", now),
+            Some(key("fp", now + Duration::hours(24))),
+        )
+        .await
+        .unwrap()
+    {
+        CreateOutcome::KeyExists(r) => assert_eq!(r.job_id, first.id),
+        other => panic!("a's unexpired key must survive the purge: {other:?}"),
+    }
     assert_eq!(
         s.purge_idempotency_keys(now + Duration::hours(25))
             .await
             .unwrap(),
-        3
+        2
     );
 }
 
