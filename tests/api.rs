@@ -378,7 +378,21 @@ async fn in_progress_key_answers_409(store: DynStore) {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the first request has stored its key (still unanswered), not for a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rec = app
+            .store
+            .get_idempotency_key("default", "slow")
+            .await
+            .unwrap();
+        if let Some(rec) = rec {
+            assert_eq!(rec.response_status, None, "first request already answered");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "key never stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let second = app.post_job(&example(), Some("slow")).await;
     assert_problem(&second, StatusCode::CONFLICT);
     assert_eq!(
