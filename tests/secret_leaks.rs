@@ -242,11 +242,27 @@ async fn no_secret_reaches_a_log_a_response_or_the_database() {
     ] {
         answers.push(keep(req.send().await.unwrap()).await);
     }
-    assert!(
-        answers.last().unwrap().contains("SignatureDoesNotMatch"),
-        "{}",
-        answers.last().unwrap()
-    );
+    // MPS refused the wrong replica's signature: in the POST's answer when the job was sent
+    // first, else (its start-up check came first and paused dispatch) in its `/readyz`. Either
+    // way the refusal went through the MPS client (and its log) before anything is scanned.
+    let start = std::time::Instant::now();
+    while !answers.last().unwrap().contains("SignatureDoesNotMatch") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "MPS never refused the wrong secret: {}",
+            answers.last().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        answers.push(
+            keep(
+                http.get(format!("{wrong_base}/readyz"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await,
+        );
+    }
 
     // Every row of every table, as text.
     let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
