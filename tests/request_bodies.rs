@@ -141,3 +141,53 @@ async fn a_body_over_the_limit_is_413_stating_the_limit() {
         );
     }
 }
+
+/// One field wrong in an otherwise valid body: exactly one violation, at that field.
+#[tokio::test]
+async fn a_fraction_or_a_leading_slash_is_the_one_violation_of_a_valid_body() {
+    let (store, _dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store)
+        .settings(|s| s.auth.enabled = true)
+        .start()
+        .await;
+    let k = app.key("t", false).await;
+    let app = app.with_token(Some(&k.token));
+
+    // The same body with a whole number is accepted, also written as a float (JSON Schema's
+    // integer): only the fraction differs below.
+    for num in ["2", "2.0", "2e0"] {
+        let (s, a) = post(&app, body(num)).await;
+        assert!(s.is_success(), "{num}: {a}");
+        assert_eq!(a["request"]["num"], 2, "{num}: {a}");
+    }
+    let (s, a) = post(&app, body("2.5")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{a}");
+    assert_eq!(a["errors"].as_array().unwrap().len(), 1, "{a}");
+    assert_eq!(a["errors"][0]["field"], "/num", "{a}");
+    assert_eq!(a["errors"][0]["code"], "invalid_type", "{a}");
+    assert!(
+        a["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("not a fraction"),
+        "{a}"
+    );
+
+    for (key, field) in [
+        ("/in/a.mp4", "/input/object"),
+        ("\\\\in\\\\a.mp4", "/input/object"),
+    ] {
+        let (s, a) = post(&app, body("1").replace("in/a.mp4", key)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{key}: {a}");
+        assert_eq!(a["errors"].as_array().unwrap().len(), 1, "{key}: {a}");
+        assert_eq!(a["errors"][0]["field"], field, "{key}: {a}");
+        assert_eq!(a["errors"][0]["code"], "invalid_format", "{key}: {a}");
+    }
+    let (s, a) = post(&app, body("1").replace("out/{Count}.jpg", "/out/a.jpg")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{a}");
+    assert_eq!(a["errors"][0]["field"], "/output/object", "{a}");
+    assert_eq!(a["errors"][0]["code"], "invalid_format", "{a}");
+    // A slash inside a key is a folder, and fine.
+    let (s, a) = post(&app, body("1").replace("in/a.mp4", "in/deep/er/a.mp4")).await;
+    assert!(s.is_success(), "{a}");
+}
