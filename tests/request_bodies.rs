@@ -29,6 +29,22 @@ async fn post(app: &TestApp, body: String) -> (StatusCode, Value) {
     (status, res.json().await.unwrap())
 }
 
+/// An app with auth on (SQLite) and a client holding team `t`'s token.
+async fn team_app(
+    tweak: impl FnOnce(&mut snapgate::config::Settings),
+) -> (TestApp, tempfile::TempDir) {
+    let (store, dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store)
+        .settings(|s| {
+            s.auth.enabled = true;
+            tweak(s);
+        })
+        .start()
+        .await;
+    let k = app.key("t", false).await;
+    (app.with_token(Some(&k.token)), dir)
+}
+
 /// The answer without what differs per request.
 fn without_request_id(mut v: Value) -> Value {
     v.as_object_mut().unwrap().remove("request_id");
@@ -37,13 +53,7 @@ fn without_request_id(mut v: Value) -> Value {
 
 #[tokio::test]
 async fn a_number_beyond_a_double_is_out_of_range_like_any_large_number() {
-    let (store, _dir) = common::sqlite_store().await;
-    let app = TestApp::builder(store)
-        .settings(|s| s.auth.enabled = true)
-        .start()
-        .await;
-    let k = app.key("t", false).await;
-    let app = app.with_token(Some(&k.token));
+    let (app, _dir) = team_app(|_| {}).await;
 
     let (s29, a29) = post(&app, body("1e29")).await;
     assert_eq!(s29, StatusCode::UNPROCESSABLE_ENTITY, "{a29}");
@@ -78,13 +88,7 @@ async fn a_number_beyond_a_double_is_out_of_range_like_any_large_number() {
 
 #[tokio::test]
 async fn a_lone_surrogate_escape_is_named_as_such() {
-    let (store, _dir) = common::sqlite_store().await;
-    let app = TestApp::builder(store)
-        .settings(|s| s.auth.enabled = true)
-        .start()
-        .await;
-    let k = app.key("t", false).await;
-    let app = app.with_token(Some(&k.token));
+    let (app, _dir) = team_app(|_| {}).await;
     for escape in [r"\ud800", r"\udfff", r"\ud83dx"] {
         let b = body("1").replace("in/a.mp4", &format!("in/a{escape}.mp4"));
         let (s, a) = post(&app, b).await;
@@ -106,16 +110,7 @@ async fn a_lone_surrogate_escape_is_named_as_such() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_stating_the_limit() {
-    let (store, _dir) = common::sqlite_store().await;
-    let app = TestApp::builder(store)
-        .settings(|s| {
-            s.auth.enabled = true;
-            s.http.body_limit_bytes = 1000;
-        })
-        .start()
-        .await;
-    let k = app.key("t", false).await;
-    let app = app.with_token(Some(&k.token));
+    let (app, _dir) = team_app(|s| s.http.body_limit_bytes = 1000).await;
     let big = body("1").replace("in/a.mp4", &"x".repeat(1000));
     for (path, body) in [
         ("/v1/snapshot-jobs", big.clone()),
@@ -145,13 +140,7 @@ async fn a_body_over_the_limit_is_413_stating_the_limit() {
 /// One field wrong in an otherwise valid body: exactly one violation, at that field.
 #[tokio::test]
 async fn a_fraction_or_a_leading_slash_is_the_one_violation_of_a_valid_body() {
-    let (store, _dir) = common::sqlite_store().await;
-    let app = TestApp::builder(store)
-        .settings(|s| s.auth.enabled = true)
-        .start()
-        .await;
-    let k = app.key("t", false).await;
-    let app = app.with_token(Some(&k.token));
+    let (app, _dir) = team_app(|_| {}).await;
 
     // The same body with a whole number is accepted, also written as a float (JSON Schema's
     // integer): only the fraction differs below.

@@ -436,37 +436,28 @@ impl Store for SqlStore {
     #[tracing::instrument(name = "store.pending_migrations", level = "debug", skip_all)]
     async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
         // sqlx's own table; absent until the first migration ran.
-        let (migrator, applied): (&sqlx::migrate::Migrator, Vec<i64>) = match &self.pool {
-            Pool::Postgres(p) => {
-                let exists: bool =
-                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-                        .fetch_one(p)
-                        .await?;
-                let applied = if exists {
-                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                        .fetch_all(p)
-                        .await?
-                } else {
-                    Vec::new()
-                };
-                (&postgres::MIGRATOR, applied)
-            }
-            Pool::Sqlite(p) => {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT count(*) > 0 FROM sqlite_master \
-                     WHERE type = 'table' AND name = '_sqlx_migrations'",
-                )
-                .fetch_one(p)
+        let (migrator, exists_sql) = match self.dialect() {
+            Dialect::Postgres => (
+                &postgres::MIGRATOR,
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
+            ),
+            Dialect::Sqlite => (
+                &sqlite::MIGRATOR,
+                "SELECT count(*) > 0 FROM sqlite_master \
+                 WHERE type = 'table' AND name = '_sqlx_migrations'",
+            ),
+        };
+        let (exists,): (bool,) = self.pool.fetch_one(Stmt::new(exists_sql)).await?;
+        let applied: Vec<i64> = if exists {
+            let rows: Vec<(i64,)> = self
+                .pool
+                .fetch_all(Stmt::new(
+                    "SELECT version FROM _sqlx_migrations WHERE success",
+                ))
                 .await?;
-                let applied = if exists {
-                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                        .fetch_all(p)
-                        .await?
-                } else {
-                    Vec::new()
-                };
-                (&sqlite::MIGRATOR, applied)
-            }
+            rows.into_iter().map(|(v,)| v).collect()
+        } else {
+            Vec::new()
         };
         Ok(migrator
             .iter()
