@@ -1337,6 +1337,80 @@ async fn revocations_count_as_key_changes(s: DynStore) {
     );
 }
 
+/// `n` creates released at once (the group commit's load); with `duplicate`, the last reuses
+/// the first's id.
+async fn create_at_once(
+    s: &DynStore,
+    team: &str,
+    n: usize,
+    duplicate: bool,
+) -> Vec<Result<store::Job, store::StoreError>> {
+    let now = store::now();
+    let mut jobs: Vec<NewJob> = (0..n).map(|_| new_job(team, now)).collect();
+    if duplicate {
+        jobs[n - 1].id = jobs[0].id;
+    }
+    jobs[1].preset = Some("thumbs@2".into());
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let (s, gate) = (s.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                s.create_job(j, None).await.map(created)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Concurrent creates (recorded through the group commit): each answered with its own job as
+/// stored, and a job that cannot be recorded (a duplicate id) fails alone.
+async fn concurrent_creates_are_recorded_and_fail_alone(s: DynStore) {
+    let results = create_at_once(&s, "g", 60, true).await;
+    let failed: Vec<usize> = (0..60).filter(|i| results[*i].is_err()).collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "only one of the two jobs with one id fails"
+    );
+    assert!(failed[0] == 0 || failed[0] == 59, "{failed:?}");
+    for job in results.iter().filter_map(|r| r.as_ref().ok()) {
+        let got = s.get_job(Some("g"), job.id).await.unwrap().unwrap();
+        assert_eq!(&got, job, "the answer is the job as stored");
+    }
+    assert_eq!(
+        results[1].as_ref().unwrap().preset.as_deref(),
+        Some("thumbs@2")
+    );
+    assert_eq!(s.count_active_jobs("g").await.unwrap(), 59);
+}
+
+/// On Postgres, concurrent creates share commits: rows written by one transaction share
+/// `xmin`, so fewer transactions than jobs means jobs were committed together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_creates_share_commits() {
+    let (s, db) = common::pg_store().await;
+    let results = create_at_once(&s, "g", 60, false).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let (transactions,): (i64,) =
+        sqlx::query_as("SELECT count(DISTINCT xmin::text) FROM jobs WHERE team = 'g'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    println!("60 concurrent creates in {transactions} transactions");
+    assert!(
+        transactions < 30,
+        "60 jobs in {transactions} transactions: commits were not shared"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1359,7 +1433,8 @@ macro_rules! conformance {
                 presets_number_versions_and_find_a_body_again,
                 uploads_move_once_and_expire_in_one_place,
                 revocations_count_as_key_changes,
-                cancel_only_takes_jobs_mps_cannot_have_seen
+                cancel_only_takes_jobs_mps_cannot_have_seen,
+                concurrent_creates_are_recorded_and_fail_alone
             );
         }
     };

@@ -212,6 +212,11 @@ impl Stmt {
         &self.sql
     }
 
+    /// How many arguments are bound: the last one is `$args_len()`.
+    pub fn args_len(&self) -> usize {
+        self.args.len()
+    }
+
     pub fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
         self

@@ -14,6 +14,7 @@
 
 mod codec;
 mod db;
+mod group_commit;
 mod postgres;
 mod rows;
 mod rpc;
@@ -129,6 +130,26 @@ pub struct NewJob {
     pub created_at: DateTime<Utc>,
     /// The preset (`name@version`) the request was resolved from.
     pub preset: Option<String>,
+}
+
+impl NewJob {
+    /// The job as recorded: `queued`, due at once, nothing sent yet.
+    pub fn into_queued(self) -> Job {
+        Job {
+            id: self.id,
+            team: self.team,
+            state: JobState::Queued,
+            request: self.request,
+            warnings: self.warnings,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            attempts: 0,
+            last_error: None,
+            mps: MpsStatus::default(),
+            submitted_at: None,
+            preset: self.preset,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

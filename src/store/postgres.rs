@@ -87,14 +87,12 @@ pub(super) async fn notify_job(conn: &mut Conn<'_>, id: JobId) -> StoreResult<()
     Ok(())
 }
 
-/// Records a job queued for dispatch and announces it, in one statement (one round trip, one
-/// commit): `$1`… as [`super::sql`]'s insert, the announcement on [`NOTIFY_CHANNEL`] is
-/// delivered on commit.
-pub(super) fn insert_job_notify_sql(insert: &str) -> String {
-    format!(
-        "WITH j AS ({insert}), n AS (SELECT pg_notify('{NOTIFY_CHANNEL}', j.id::text) FROM j) \
-         SELECT j.* FROM j, n"
-    )
+/// Records jobs queued for dispatch and announces them, in one statement (one round trip, one
+/// commit): `insert` is [`super::sql`]'s insert of new jobs; one announcement on
+/// [`NOTIFY_CHANNEL`] (a wake-up, delivered on commit) whatever the number of jobs. A
+/// data-modifying `WITH` runs exactly once, referenced or not.
+pub(super) fn insert_jobs_notify_sql(insert: &str) -> String {
+    format!("WITH j AS ({insert}) SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
 }
 
 /// Tells every replica's key cache that a key changed (after the change committed).

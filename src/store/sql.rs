@@ -12,6 +12,7 @@ use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
 use super::db::{Arg, Conn, Dialect, Pool, Stmt};
+use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
 use super::{postgres, sqlite, webhooks, *};
 use crate::domain::JobId;
@@ -198,17 +199,27 @@ pub(super) fn push_page(
 
 /// A new job, queued for dispatch at once, returning its row.
 fn insert_job_stmt(job: &NewJob) -> Stmt {
-    Stmt::new(format!(
-        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) \
-         VALUES ($1, $2, 'queued', $3, $4, $5, $5, $5, $6) RETURNING {}",
-        job_columns(None)
-    ))
-    .bind(job.id)
-    .bind(&job.team)
-    .bind(json(&job.request))
-    .bind(json(&job.warnings))
-    .bind(job.created_at)
-    .bind(job.preset.clone())
+    let mut q = insert_jobs_stmt([job]);
+    q.push(&format!(" RETURNING {}", job_columns(None)));
+    q
+}
+
+/// The insert of new `queued` jobs, due at once (one statement for the group commit).
+pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
+    let mut q = Stmt::new(
+        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) VALUES ",
+    );
+    for (i, job) in jobs.into_iter().enumerate() {
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.push_bind(job.id).push(", ").push_bind(&job.team);
+        q.push(", 'queued', ").push_bind(json(&job.request));
+        q.push(", ").push_bind(json(&job.warnings));
+        q.push(", ").push_bind(job.created_at);
+        let at = q.args_len();
+        q.push(&format!(", ${at}, ${at}, "));
+        q.push_bind(job.preset.clone()).push(")");
+    }
+    q
 }
 
 /// The statement of [`JobStore::list_jobs`].
@@ -243,6 +254,8 @@ fn list_jobs_stmt(f: &JobFilter) -> Stmt {
 #[derive(Clone)]
 pub struct SqlStore {
     pool: Pool,
+    /// New jobs without an idempotency key are recorded through it.
+    jobs_commit: Arc<GroupCommit>,
     keys: KeyChanges,
     /// Postgres: whether the key-change listener runs.
     key_listener: Arc<std::sync::Once>,
@@ -268,7 +281,14 @@ impl SqlStore {
     }
 
     fn new(pool: Pool) -> Self {
+        // A quarter of the connections may be committing new jobs at once; the rest serve
+        // reads, the worker and idempotent creates.
+        let in_flight = match &pool {
+            Pool::Postgres(p) => p.options().get_max_connections() as usize / 4,
+            Pool::Sqlite(_) => 1,
+        };
         Self {
+            jobs_commit: Arc::new(GroupCommit::new(pool.clone(), in_flight)),
             pool,
             keys: KeyChanges::default(),
             key_listener: Arc::new(std::sync::Once::new()),
@@ -482,15 +502,11 @@ impl JobStore for SqlStore {
         idempotency: Option<NewIdempotencyKey>,
     ) -> StoreResult<CreateOutcome> {
         if idempotency.is_none() {
-            // Nothing else to write: one statement in autocommit (Postgres announces the job
-            // in the same statement), so a job costs one round trip and one commit.
-            let insert = insert_job_stmt(&job);
-            let stmt = match self.dialect() {
-                Dialect::Postgres => insert.with_sql(postgres::insert_job_notify_sql(insert.sql())),
-                Dialect::Sqlite => insert,
-            };
-            let row: JobRow = self.pool.fetch_one(stmt).await?;
-            return Ok(CreateOutcome::Created(Box::new(row.try_into()?)));
+            // Nothing else to write: the job joins a group commit (one statement and one
+            // commit for the jobs of concurrent requests, announced in the same statement).
+            let created = job.clone().into_queued();
+            self.jobs_commit.record(job).await?;
+            return Ok(CreateOutcome::Created(Box::new(created)));
         }
         let mut tx = self.pool.begin().await?;
         let row = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref()).await?;

@@ -1,0 +1,124 @@
+//! Group commit of new jobs: the jobs of many concurrent POSTs recorded by one statement, one
+//! transaction, one commit (one WAL flush) instead of one each.
+//!
+//! A POST hands its job to [`GroupCommit::record`] and waits for the commit that holds it; it is
+//! answered only after that commit. The committer takes whatever is waiting, up to
+//! [`MAX_BATCH`] jobs, and keeps up to `in_flight` statements running at once: under light load
+//! every job goes alone at once (no timer, no added latency); under load the jobs that arrive
+//! while earlier batches commit share the next one. A batch that fails is retried job by job, so
+//! one bad job (or a database error) fails only its own request.
+//!
+//! A POST whose client goes away after handing over its job still gets it recorded, exactly as
+//! when the client goes away after a one-job insert: the job is dispatched, its answer was lost.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::db::{Dialect, Pool, Stmt};
+use super::{postgres, NewJob, StoreError, StoreResult};
+
+/// At most this many jobs in one statement (6 parameters each, far under both databases'
+/// limits).
+pub const MAX_BATCH: usize = 64;
+
+struct Pending {
+    job: NewJob,
+    done: oneshot::Sender<StoreResult<()>>,
+}
+
+/// The committer of one store (started on first use, inside the caller's runtime).
+pub(super) struct GroupCommit {
+    pool: Pool,
+    in_flight: usize,
+    queue: OnceLock<mpsc::UnboundedSender<Pending>>,
+}
+
+impl GroupCommit {
+    /// `in_flight`: how many batches may be committing at once (each holds one connection).
+    pub(super) fn new(pool: Pool, in_flight: usize) -> Self {
+        Self {
+            pool,
+            in_flight: in_flight.max(1),
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Records `job` (state `queued`, announced to the dispatchers) and returns once the commit
+    /// that holds it is done.
+    pub(super) async fn record(&self, job: NewJob) -> StoreResult<()> {
+        let (done, answer) = oneshot::channel();
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(self.pool.clone(), self.in_flight, rx));
+            tx
+        });
+        queue.send(Pending { job, done }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The committer is gone only when the runtime shuts down: as for a closed pool.
+fn stopped() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolClosed)
+}
+
+async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    while let Some(first) = rx.recv().await {
+        // Wait for a free slot first: the jobs that arrive meanwhile join this batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit(pool: &Pool, batch: Vec<Pending>) {
+    tracing::trace!(jobs = batch.len(), "group commit");
+    let result = pool.execute(insert_stmt(pool.dialect(), &batch)).await;
+    match result {
+        Ok(_) => {
+            for p in batch {
+                let _ = p.done.send(Ok(()));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            let p = batch.into_iter().next().expect("one job");
+            let _ = p.done.send(Err(e));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, jobs = batch.len(), "group commit failed; recording the jobs one by one");
+            for p in batch {
+                let one = [p];
+                let r = pool
+                    .execute(insert_stmt(pool.dialect(), &one))
+                    .await
+                    .map(|_| ());
+                let [p] = one;
+                let _ = p.done.send(r);
+            }
+        }
+    }
+}
+
+/// One statement for the batch; on Postgres it also announces new work (one `NOTIFY`,
+/// delivered on commit: the listener only needs a wake-up).
+fn insert_stmt(dialect: Dialect, batch: &[Pending]) -> Stmt {
+    let insert = super::sql::insert_jobs_stmt(batch.iter().map(|p| &p.job));
+    match dialect {
+        Dialect::Postgres => insert.with_sql(postgres::insert_jobs_notify_sql(insert.sql())),
+        Dialect::Sqlite => insert,
+    }
+}
