@@ -36,10 +36,12 @@ CONFIG_DIR = os.environ.get("BENCH_CONFIG_DIR", os.path.join(ROOT, "config"))
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "snapgate_bench"
 QUICK = "--quick" in sys.argv
-PHASES = [p for p in ("api", "upstream") if f"--{p}-only" in sys.argv] or ["api", "upstream"]
+PHASES = [p for p in ("api", "upstream", "drain") if f"--{p}-only" in sys.argv] or ["api", "upstream", "drain"]
 LEVELS = [16] if QUICK else [1, 16, 64]
 DURATION = 2 if QUICK else 4
 BACKLOG = 1000 if QUICK else 10000
+DRAIN_BACKLOG = 100_000 if QUICK else 1_000_000
+DRAIN_SECONDS = 10 if QUICK else 60
 SIZES = [10_000, 100_000] if QUICK else [10_000, 1_000_000]
 TEAMS = 10
 PAGES = 15  # next-page requests pick one of this many cursors
@@ -247,6 +249,8 @@ def main():
         api_phase()
     if "upstream" in PHASES:
         upstream_phase()
+    if "drain" in PHASES:
+        drain_phase()
 
 
 # --- Phase A ---------------------------------------------------------------------------------
@@ -424,6 +428,39 @@ def upstream_phase():
     print(f"  drain time {drained:.1f} s vs ideal {BACKLOG / 50:.1f} s ({drained / (BACKLOG / 50):.2f}x); failed jobs {failed}; "
           f"peak RSS {peak_rss_mib(gw.pid):.1f} MiB")
     print(f"  emulator calls: {json.dumps(stats)}")
+    stop(gw)
+    stop(emu)
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
+
+
+# --- Phase C ---------------------------------------------------------------------------------
+
+def drain_phase():
+    """Memory while draining a large backlog: DRAIN_BACKLOG queued jobs, snapgate in the default
+    configuration but with the upstream budget out of the way (an emulator without limits), for
+    DRAIN_SECONDS; snapgate's peak RSS and its dispatch rate."""
+    fresh_db()
+    emu = emulator("--start-ms", "200", "--process-ms", "1000")
+    escaped = TEMPLATE.replace("'", "''")
+    step = 200_000
+    for lo in range(0, DRAIN_BACKLOG, step):
+        psql("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at) "
+             f"SELECT gen_random_uuid(), 't' || (i % {TEAMS}), 'queued', '{escaped}'::jsonb, '[]', "
+             f"now(), now(), now() FROM generate_series(1, {min(step, DRAIN_BACKLOG - lo)}) i")
+    psql("VACUUM ANALYZE jobs")
+    print(f"\ndrain: {DRAIN_BACKLOG:,} queued jobs, worker on, MPS without limits, {DRAIN_SECONDS} s", flush=True)
+    gw = gateway(default_config=True, SNAPGATE__WORKER__SUBMIT_QPS="100000", SNAPGATE__WORKER__QUERY_QPS="100000")
+    t0 = time.time()
+    rss = []
+    while time.time() - t0 < DRAIN_SECONDS:
+        time.sleep(5)
+        with open(f"/proc/{gw.pid}/status") as f:
+            now_kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        rss.append(now_kib / 1024)
+    elapsed = time.time() - t0
+    sent = int(psql("SELECT count(*) FROM jobs WHERE mps_job_id IS NOT NULL"))
+    print(f"  {sent:,} jobs sent in {elapsed:.0f} s ({sent / elapsed:.0f}/s); RSS every 5 s: "
+          + ", ".join(f"{r:.1f}" for r in rss) + f" MiB; peak RSS (VmHWM) {peak_rss_mib(gw.pid):.1f} MiB", flush=True)
     stop(gw)
     stop(emu)
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")

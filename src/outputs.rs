@@ -15,6 +15,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Deserialize;
+
 use crate::domain::outputs::{self, Known, OutputManifest, Storyboard, UrlStyle};
 use crate::domain::{JobRequest, JobState, OssObject};
 pub use crate::oss::v1::Presigner;
@@ -162,7 +164,7 @@ impl OutputService {
             .and_then(|r| r.get("Emulator"))
             .and_then(|e| e.get("outputs"))
             .filter(|o| !o.is_null())
-            .and_then(|o| serde_json::from_value::<OutputManifest>(o.clone()).ok());
+            .and_then(|o| OutputManifest::deserialize(o).ok());
         if let Some(m) = reported {
             return Some(m);
         }

@@ -20,6 +20,7 @@
 //! [`SubmitService::preview`] is the dry run: the same validation, then what `submit` would
 //! lead to — the exact MPS parameters, the predicted outputs — with nothing recorded.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +211,7 @@ impl SubmitService {
         body: &Value,
         duration_ms: Option<u64>,
     ) -> Result<Preview, SubmitError> {
-        let (mut body, _) = self.resolve(team, body, None).await?;
+        let mut body = self.resolve(team, body, None).await?.0.into_owned();
         let mut errors = Vec::new();
         let from_body = match body.as_object_mut().and_then(|m| m.remove(DURATION_FIELD)) {
             None => None,
@@ -286,7 +287,8 @@ impl SubmitService {
     ) -> Result<Submitted, SubmitError> {
         let (body, preset) = self.resolve(team, body, upload_id).await?;
         let (request, warnings) = domain::validate_request(&body).map_err(SubmitError::Invalid)?;
-        let fingerprint = fingerprint(&request);
+        // Only a request with a key is compared with another (no hash of every job).
+        let fingerprint = key.map(|_| fingerprint(&request)).unwrap_or_default();
         if let Some(k) = key {
             if let Some(existing) = self.store.get_idempotency_key(team, &k.0).await? {
                 return self.replay(team, existing, &fingerprint).await;
@@ -329,14 +331,14 @@ impl SubmitService {
     /// The job body with its preset applied: the preset's request, the body's other members
     /// merged over it (JSON Merge Patch), `{UploadId}` filled in. A body without `preset` is
     /// returned as it is. Also answers the preset's `name@version`.
-    pub async fn resolve(
+    pub async fn resolve<'b>(
         &self,
         team: &str,
-        body: &Value,
+        body: &'b Value,
         upload_id: Option<&str>,
-    ) -> Result<(Value, Option<String>), SubmitError> {
+    ) -> Result<(Cow<'b, Value>, Option<String>), SubmitError> {
         let Some(named) = body.get(presets::PRESET_FIELD) else {
-            return Ok((body.clone(), None));
+            return Ok((Cow::Borrowed(body), None));
         };
         let invalid = |code: &str, message: String| {
             SubmitError::Invalid(vec![Violation {
@@ -373,7 +375,7 @@ impl SubmitService {
             }
             None => {}
         }
-        Ok((resolved, Some(preset.reference())))
+        Ok((Cow::Owned(resolved), Some(preset.reference())))
     }
 
     /// The answer to a request whose idempotency key is already taken.

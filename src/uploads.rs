@@ -312,9 +312,10 @@ impl UploadService {
             updated_at: now,
         };
         // The job this upload will make must be valid now, not after the upload.
+        let job_body = Self::job_body(&upload);
         let (body, _) = self
             .submit
-            .resolve(team, &Self::job_body(&upload), Some(&id.to_string()))
+            .resolve(team, &job_body, Some(&id.to_string()))
             .await?;
         if let Err(v) = domain::validate_request(&body) {
             return Err(UploadError::Invalid(v));

@@ -3,6 +3,7 @@
 //! types derive `sqlx::FromRow` once and decode from both (see `codec.rs`).
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
@@ -27,7 +28,8 @@ pub enum Arg {
     Bool(Option<bool>),
     Id(Option<DbId>),
     Time(Option<DbTime>),
-    Json(Option<Json<Value>>),
+    /// Serialized once, when bound (a statement's arguments are cloned at each run).
+    Json(Option<Json<Box<RawValue>>>),
 }
 
 /// A value that binds to one placeholder; `Option` binds NULL for `None`.
@@ -76,10 +78,15 @@ impl Scalar for DbTime {
         Arg::Time(v)
     }
 }
-impl Scalar for Json<Value> {
+impl Scalar for Json<Box<RawValue>> {
     fn wrap(v: Option<Self>) -> Arg {
         Arg::Json(v)
     }
+}
+
+/// Any serializable value as a JSON column argument (serialized straight to its text).
+pub fn json_arg<T: serde::Serialize + ?Sized>(v: &T) -> Json<Box<RawValue>> {
+    Json(serde_json::value::to_raw_value(v).expect("serializable"))
 }
 
 /// Rust values and the column value they bind as.
@@ -155,15 +162,21 @@ impl ToColumn for DateTime<Utc> {
     }
 }
 impl ToColumn for Value {
-    type Column = Json<Value>;
-    fn to_column(self) -> Json<Value> {
-        Json(self)
+    type Column = Json<Box<RawValue>>;
+    fn to_column(self) -> Json<Box<RawValue>> {
+        json_arg(&self)
     }
 }
 impl ToColumn for &Value {
-    type Column = Json<Value>;
-    fn to_column(self) -> Json<Value> {
-        Json(self.clone())
+    type Column = Json<Box<RawValue>>;
+    fn to_column(self) -> Json<Box<RawValue>> {
+        json_arg(self)
+    }
+}
+impl ToColumn for Json<Box<RawValue>> {
+    type Column = Json<Box<RawValue>>;
+    fn to_column(self) -> Json<Box<RawValue>> {
+        self
     }
 }
 
@@ -238,7 +251,7 @@ impl Stmt {
         Option<bool>: Encode<'q, DB> + Type<DB>,
         Option<DbId>: Encode<'q, DB> + Type<DB>,
         Option<DbTime>: Encode<'q, DB> + Type<DB>,
-        Option<Json<Value>>: Encode<'q, DB> + Type<DB>,
+        Option<Json<Box<RawValue>>>: Encode<'q, DB> + Type<DB>,
     {
         self.args
             .iter()

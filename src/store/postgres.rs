@@ -24,6 +24,11 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        // sqlx pings every connection it hands out: a second round trip for every query. A
+        // connection that died (a Postgres restart, a cut network) fails the one statement
+        // that meets it instead — that request answers 503, nothing is recorded half — and is
+        // closed rather than returned to the pool.
+        .test_before_acquire(false)
         .connect(&settings.url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;

@@ -137,8 +137,8 @@ struct Found {
     found: i32,
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("serializable")
+fn json<T: serde::Serialize>(v: &T) -> Json<Box<serde_json::value::RawValue>> {
+    super::db::json_arg(v)
 }
 
 /// A job's MPS status columns, bound from `$first` on: `mps_state`, `mps_request_id`,
