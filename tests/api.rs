@@ -34,6 +34,16 @@ fn example() -> Value {
     })
 }
 
+/// The example as JSON text with `literal` (a number JSON allows but `Value` may not hold,
+/// such as `1e999`) written in place of the field at `pointer`.
+fn with_literal(pointer: &str, literal: &str) -> String {
+    let mut body = example();
+    *body.pointer_mut(pointer).expect("a field of the example") = json!("@NUMBER@");
+    let text = body.to_string().replace("\"@NUMBER@\"", literal);
+    assert!(text.contains(literal), "{text}");
+    text
+}
+
 fn assert_problem(res: &reqwest::Response, status: StatusCode) {
     assert_eq!(res.status(), status);
     assert_eq!(
@@ -166,16 +176,56 @@ async fn bad_bodies_are_4xx_never_5xx(store: DynStore) {
     }
     let list: Value = app.get("/v1/snapshot-jobs").await.json().await.unwrap();
     assert_eq!(list["jobs"], json!([]), "nothing was recorded");
-    for body in [
-        "[]",
-        "null",
-        "12",
-        "\"x\"",
-        "{\"num\": 1e999}",
-        "{\"num\": 123456789012345678901234567890}",
-    ] {
+    for body in ["[]", "null", "12", "\"x\""] {
         let res = send(body, "application/json").await.unwrap();
         assert!(res.status().is_client_error(), "{body}: {}", res.status());
+    }
+    // Huge and odd numbers, each the one violation of an otherwise valid body (the example,
+    // with the literal written in place of one field): exactly one error, at that field.
+    for (field, literal, code) in [
+        ("/num", "1e999", "out_of_range"),
+        ("/num", "-1e999", "out_of_range"),
+        ("/num", "123456789012345678901234567890", "out_of_range"),
+        ("/num", "9007199254740992", "out_of_range"),
+        ("/num", "1e-999", "out_of_range"),
+        (
+            "/time_ms",
+            "-123456789012345678901234567890",
+            "out_of_range",
+        ),
+        ("/width", "1.5e999", "out_of_range"),
+        (
+            "/sprite/lines",
+            "123456789012345678901234567890",
+            "out_of_range",
+        ),
+        ("/black_level", "1e-999", "out_of_range"),
+        ("/height", "-0.5", "invalid_type"),
+    ] {
+        let body = with_literal(field, literal);
+        let res = app
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field} = {literal}"
+        );
+        assert_problem(&res, StatusCode::UNPROCESSABLE_ENTITY);
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "validation_failed", "{field} = {literal}: {p}");
+        let errors: Vec<(&str, &str)> = p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
+            .collect();
+        assert_eq!(errors, [(field, code)], "{field} = {literal}: {p}");
     }
     let big = format!("{{\"user_data\": \"{}\"}}", "a".repeat(10_000));
     let res = app

@@ -1,6 +1,7 @@
 //! Real clients no one here wrote: the official Alibaba Cloud Python SDKs (legacy
 //! aliyun-python-sdk-core + mts with signature v1; alibabacloud-mts20140618 with its default
-//! ACS3 signature, and with v1) against the emulator over HTTP. The venv is created from PyPI on
+//! ACS3 signature, and with v1) against the emulator over HTTP; the emulator's ledger and stats
+//! show which signature each client really sent. The venv is created from PyPI on
 //! first run under `target/sdk-venv`; a failing install fails the test (never a skip).
 
 mod common;
@@ -77,14 +78,28 @@ async fn official_sdks_cannot_tell_the_emulator_from_mps() {
         .json()
         .await
         .unwrap();
-    let mut user_data: Vec<&str> = jobs["jobs"]
+    // Each client's job, with the signature its submit carried (the emulator's ledger): the
+    // Tea client configured for v1 really sent v1, not its default ACS3.
+    let mut signed: Vec<(&str, &str)> = jobs["jobs"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|j| j["UserData"].as_str().unwrap())
+        .map(|j| {
+            (
+                j["UserData"].as_str().unwrap(),
+                j["Emulator"]["signature"].as_str().unwrap(),
+            )
+        })
         .collect();
-    user_data.sort();
-    assert_eq!(user_data, ["sdk-legacy", "sdk-tea-acs3", "sdk-tea-v2"]);
+    signed.sort();
+    assert_eq!(
+        signed,
+        [
+            ("sdk-legacy", "v1"),
+            ("sdk-tea-acs3", "acs3"),
+            ("sdk-tea-v2", "v1")
+        ]
+    );
     let stats: Value = reqwest::get(format!("{}/_emulator/stats", emu.url()))
         .await
         .unwrap()
@@ -96,6 +111,24 @@ async fn official_sdks_cannot_tell_the_emulator_from_mps() {
         3
     );
     assert_eq!(stats["calls"]["SubmitSnapshotJob"]["Success"], 3);
+    // Every authenticated call by signature: the three submits as above, and each client's
+    // queries signed as its submit (the v1 clients' and the ACS3 one's).
+    let signatures = &stats["signatures"];
+    assert_eq!(
+        signatures["SubmitSnapshotJob"],
+        serde_json::json!({"v1": 2, "acs3": 1}),
+        "{stats}"
+    );
+    let queries = &signatures["QuerySnapshotJobList"];
+    assert!(
+        queries["v1"].as_u64() >= Some(2) && queries["acs3"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert_eq!(
+        signatures.as_object().unwrap().len(),
+        2,
+        "only submits and queries: {stats}"
+    );
     emu.shutdown().await;
 }
 

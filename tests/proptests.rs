@@ -39,12 +39,15 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A valid request holding every field of [`FIELDS`], so that each mutation replaces a value.
 fn valid() -> Value {
     json!({
         "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "uploads/clip 01.mp4"},
         "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "thumbs/{Count}.jpg"},
-        "time_ms": 2000, "interval_s": 2, "num": 3, "width": 640, "black_level": 50,
-        "sprite": {"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "s/{TileCount}.jpg"}},
+        "time_ms": 2000, "interval_s": 2, "num": 3, "width": 640, "height": 360, "black_level": 50,
+        "frame_type": "normal",
+        "sprite": {"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "s/{TileCount}.jpg"},
+                   "lines": 4},
         "webvtt": {"sprite": true}, "user_data": "team"
     })
 }
@@ -65,6 +68,24 @@ const FIELDS: &[&str] = &[
     "/frame_type",
 ];
 
+/// The base request is accepted, and every mutated field is in it (a mutation of an absent
+/// field would leave the body as it was and test nothing).
+#[test]
+fn the_base_request_is_valid_and_holds_every_mutated_field() {
+    let base = valid();
+    assert!(
+        validate_request(&base).is_ok(),
+        "{:?}",
+        validate_request(&base)
+    );
+    for field in FIELDS {
+        assert!(
+            base.pointer(field).is_some_and(|v| !v.is_null()),
+            "{field} is not in the base request"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -78,9 +99,11 @@ proptest! {
     #[test]
     fn accepted_requests_are_stable_under_normalization(field in prop::sample::select(FIELDS), value in any_json()) {
         let mut body = valid();
-        if let Some(slot) = body.pointer_mut(field) {
-            *slot = value;
-        }
+        let slot = body.pointer_mut(field).expect("every mutated field is in the base request");
+        // A value equal to the one there would be no mutation.
+        prop_assume!(*slot != value);
+        *slot = value;
+        prop_assert_ne!(&body, &valid(), "the mutation changed the body");
         if let Ok((request, _)) = validate_request(&body) {
             let again = serde_json::to_value(&request).unwrap();
             let (request2, _) = validate_request(&again).expect("a normalized request is valid");

@@ -1,21 +1,164 @@
 //! Real processes (`common::process`): an emulator and two `snapgate serve` replicas on one
 //! Postgres. One replica is SIGKILLed in the middle of a load and restarted; every job must reach
 //! a final state with exactly one MPS job. (SIGTERM under load: tests/shutdown.rs.)
+//!
+//! The replicas run with auth on and distinctive secrets (the MPS AccessKeySecret, the master
+//! key, a team token, a Postgres password in the URL); after each test no process's captured
+//! log (every replica's, the emulator's) may hold any of them.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::{json, Value};
+use snapgate::auth::{issue_key, MasterKey};
+use snapgate::store::DynStore;
 
 use common::process::{self, free_port, wait_ready, Proc};
 
-/// A replica for these tests: short leases and backoffs, the budget and the team rate limit out
-/// of the way.
+/// The MPS key the replicas sign with (the emulator accepts it besides the common test key).
+const MPS_KEY_ID: &str = "LTAIreplicasCanary";
+const MPS_SECRET: &str = "MPS-CANARY-4c1d9e7a2b6f-replicas";
+/// The master key's 32 bytes (configured as their base64).
+const MASTER_KEY: &[u8; 32] = b"MASTER-KEY-CANARY-8e2f0b6d1a3c57";
+const PG_PASSWORD: &str = "PGPASS-CANARY-7e3f9a1c5b";
+/// Every piece this long of every secret is searched for: a truncated secret is a leak too.
+const PIECE: usize = 16;
+
+fn master_key_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(MASTER_KEY)
+}
+
+/// What the replicas of one test share: the database URL (carrying the password canary; trust
+/// auth ignores it), the token of team `default`, and every captured log of the test's
+/// processes.
+struct Fleet {
+    db: String,
+    token: String,
+    logs: Vec<PathBuf>,
+}
+
+impl Fleet {
+    async fn new(store: &DynStore, plain_db: &str) -> Fleet {
+        let master = MasterKey::from_base64(&master_key_b64()).unwrap();
+        let token = issue_key(store, &master, "default", false)
+            .await
+            .unwrap()
+            .token;
+        let (scheme, rest) = plain_db.split_once("://").unwrap();
+        let db = match rest.split_once('@') {
+            Some((user, host)) => {
+                assert!(!user.contains(':'), "the test URL already has a password");
+                format!("{scheme}://{user}:{PG_PASSWORD}@{host}")
+            }
+            None => format!("{scheme}://postgres:{PG_PASSWORD}@{rest}"),
+        };
+        Fleet {
+            db,
+            token,
+            logs: Vec::new(),
+        }
+    }
+
+    /// The emulator of the test, also accepting the replicas' key; its log is scanned.
+    fn emulator(&mut self, group: &str, port: u16, args: &[&str]) -> Proc {
+        let key = format!("{MPS_KEY_ID}:{MPS_SECRET}");
+        let args: Vec<&str> = ["--access-key", key.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let emu = process::emulator(group, port, &args);
+        self.logs.push(emu.log.clone());
+        emu
+    }
+
+    /// A replica for these tests: auth on, short leases and backoffs, the budget and the team
+    /// rate limit out of the way. Its log is scanned.
+    fn gateway(&mut self, name: &str, port: u16, emulator: u16) -> Proc {
+        let gw = start_gateway(name, port, &self.db, emulator);
+        self.logs.push(gw.log.clone());
+        gw
+    }
+
+    /// A client of the replicas: team `default`'s token on every request.
+    fn client(&self, timeout: Duration) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
+    /// No captured log of the test's processes holds a secret, whole or any [`PIECE`]-character
+    /// piece of it; a failure names the log and the kind of secret, never the secret.
+    fn assert_no_secret_in_logs(&self) {
+        let master_clear = String::from_utf8(MASTER_KEY.to_vec()).unwrap();
+        let canaries = [
+            ("the MPS AccessKeySecret", MPS_SECRET.to_string()),
+            ("the master key (base64)", master_key_b64()),
+            ("the master key (its bytes)", master_clear),
+            ("the team token", self.token.clone()),
+            ("the Postgres password", PG_PASSWORD.to_string()),
+        ];
+        let pieces = |secret: &str| -> Vec<String> {
+            let chars: Vec<char> = secret.chars().collect();
+            if chars.len() <= PIECE {
+                vec![secret.to_string()]
+            } else {
+                chars.windows(PIECE).map(|w| w.iter().collect()).collect()
+            }
+        };
+        // No piece of one secret is in another: a finding names the secret that leaked.
+        for (name, secret) in &canaries {
+            for (other, o) in &canaries {
+                assert!(
+                    name == other || !pieces(secret).iter().any(|p| o.contains(p.as_str())),
+                    "{name} and {other} share a piece"
+                );
+            }
+        }
+        let mut found = Vec::new();
+        for log in &self.logs {
+            let text = std::fs::read_to_string(log)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", log.display()));
+            assert!(
+                text.contains("listening"),
+                "{} is not a started process's log",
+                log.display()
+            );
+            for (name, secret) in &canaries {
+                if pieces(secret).iter().any(|p| text.contains(p.as_str())) {
+                    found.push(format!("{name} in {}", log.display()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "secrets in the logs: {found:#?}");
+        println!(
+            "{} logs checked against {} secrets: none found",
+            self.logs.len(),
+            canaries.len()
+        );
+    }
+}
+
+/// A replica on `db` and the emulator at `emulator`, signing with the canary MPS key.
 fn start_gateway(name: &str, port: u16, db: &str, emulator: u16) -> Proc {
     let mut cmd = process::gateway_command(port, db, &format!("http://127.0.0.1:{emulator}"));
-    cmd.env("SNAPGATE__MPS__REQUEST_TIMEOUT_MS", "1000")
+    // snapgate's own lines at DEBUG: more for the secret scan to read.
+    cmd.env("RUST_LOG", "info,snapgate=debug")
+        .env("SNAPGATE__AUTH__ENABLED", "true")
+        .env("SNAPGATE__AUTH__MASTER_KEY", master_key_b64())
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", MPS_KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", MPS_SECRET)
+        .env("SNAPGATE__MPS__REQUEST_TIMEOUT_MS", "1000")
         .env("SNAPGATE__HTTP__SUBMIT_WAIT_MS", "0")
         .env("SNAPGATE__WORKER__LEASE_MS", "2000")
         .env("SNAPGATE__WORKER__BACKOFF_BASE_MS", "20")
@@ -156,15 +299,17 @@ async fn adopted(http: &reqwest::Client, port: u16) -> u64 {
 /// while its answer was lost, ends succeeded with exactly one MPS job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_loses_and_duplicates_nothing() {
-    let (store, db) = common::pg_store().await;
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let (store, plain_db) = common::pg_store().await;
+    let pool = sqlx::PgPool::connect(&plain_db).await.unwrap();
+    let mut fleet = Fleet::new(&store, &plain_db).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let api = fleet.client(Duration::from_secs(5));
     let emu_port = free_port();
     let emu = format!("http://127.0.0.1:{emu_port}");
-    let _emu = process::emulator(
+    let _emu = fleet.emulator(
         "replicas",
         emu_port,
         &[
@@ -184,8 +329,8 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
     );
     wait_ready(&http, &format!("{emu}/_emulator/jobs")).await;
     let (pa, pb) = (free_port(), free_port());
-    let mut a = start_gateway("a", pa, &db, emu_port);
-    let _b = start_gateway("b", pb, &db, emu_port);
+    let mut a = fleet.gateway("a", pa, emu_port);
+    let _b = fleet.gateway("b", pb, emu_port);
     wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
     wait_ready(&http, &format!("http://127.0.0.1:{pb}/readyz")).await;
 
@@ -207,7 +352,7 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
         let mut tasks = Vec::new();
         for i in wave * 40..(wave + 1) * 40 {
             let ports = if i % 2 == 0 { [pa, pb] } else { [pb, pa] };
-            tasks.push(tokio::spawn(post_with_failover(http.clone(), ports, i)));
+            tasks.push(tokio::spawn(post_with_failover(api.clone(), ports, i)));
             if wave == 1 && i == 60 {
                 // Mid-load, while a holds a claim with its call in flight: SIGKILL (no shutdown,
                 // the claim left behind).
@@ -223,7 +368,7 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
             failures.extend(failed);
         }
         if wave == 1 {
-            a = start_gateway("a2", pa, &db, emu_port);
+            a = fleet.gateway("a2", pa, emu_port);
             wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
         }
     }
@@ -280,7 +425,7 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
         let (_, _, attempts) = jobs.iter().find(|(j, _, _)| j == id).unwrap();
         assert!(*attempts >= 2, "job {id} was claimed again: {attempts}");
         let history = get_json(
-            &http,
+            &api,
             &format!("http://127.0.0.1:{pb}/v1/snapshot-jobs/{id}/mps-responses"),
         )
         .await;
@@ -295,7 +440,7 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
             "job {id} was submitted again: {history}"
         );
     }
-    let adoptions = adopted(&http, pa).await + adopted(&http, pb).await;
+    let adoptions = adopted(&api, pa).await + adopted(&api, pb).await;
     assert!(
         adoptions >= taken_over.len() as u64,
         "{adoptions} adoptions for {} jobs taken over",
@@ -311,6 +456,7 @@ async fn a_killed_replica_loses_and_duplicates_nothing() {
         recorded.len() - total,
         taken_over.len()
     );
+    fleet.assert_no_secret_in_logs();
     drop(a);
 }
 
@@ -325,14 +471,17 @@ async fn soak_under_every_fault_with_two_kills() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let (store, db) = common::pg_store().await;
+    let (store, plain_db) = common::pg_store().await;
+    let mut fleet = Fleet::new(&store, &plain_db).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
+    let api = fleet.client(Duration::from_secs(10));
     let emu_port = free_port();
-    let _emu = process::emulator(
-        "replicas",
+    // Its own log folder: the kill test's emulator may run at the same time.
+    let _emu = fleet.emulator(
+        "replicas-soak",
         emu_port,
         &[
             "--start-ms",
@@ -363,8 +512,8 @@ async fn soak_under_every_fault_with_two_kills() {
     )
     .await;
     let (pa, pb) = (free_port(), free_port());
-    let mut a = start_gateway("soak-a", pa, &db, emu_port);
-    let _b = start_gateway("soak-b", pb, &db, emu_port);
+    let mut a = fleet.gateway("soak-a", pa, emu_port);
+    let _b = fleet.gateway("soak-b", pb, emu_port);
     wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
     wait_ready(&http, &format!("http://127.0.0.1:{pb}/readyz")).await;
 
@@ -377,7 +526,7 @@ async fn soak_under_every_fault_with_two_kills() {
     for wave in 0..waves {
         let mut tasks = Vec::new();
         for i in wave * per_wave..((wave + 1) * per_wave).min(total) {
-            let http = http.clone();
+            let http = api.clone();
             // A client as they should be written: an Idempotency-Key, and a retry on the other
             // replica when one does not answer (as a load balancer would route it).
             let ports = if i % 2 == 0 { [pa, pb] } else { [pb, pa] };
@@ -412,7 +561,7 @@ async fn soak_under_every_fault_with_two_kills() {
             }
         }
         if wave == 1 || wave == 2 {
-            a = start_gateway(&format!("soak-a{wave}"), pa, &db, emu_port);
+            a = fleet.gateway(&format!("soak-a{wave}"), pa, emu_port);
             wait_ready(&http, &format!("http://127.0.0.1:{pa}/readyz")).await;
         }
     }
@@ -460,5 +609,6 @@ async fn soak_under_every_fault_with_two_kills() {
         acknowledged.len() * 10 >= total * 9,
         "most POSTs acknowledged"
     );
+    fleet.assert_no_secret_in_logs();
     drop(a);
 }

@@ -43,6 +43,8 @@ impl Nonces {
 /// The authenticated action and its API parameters (common ones removed).
 pub struct Verified {
     pub action: String,
+    /// The signature the request carried (v1 or ACS3).
+    pub signature: verify::SignatureKind,
     pub nonce: String,
     pub params: BTreeMap<String, String>,
 }
@@ -67,6 +69,7 @@ pub fn verify(
         .ok_or_else(|| fault(verify::AuthError::key_not_found()))?;
     let v = unverified.verify(secret).map_err(fault)?;
     Ok(Verified {
+        signature: v.kind,
         action: v.action,
         nonce: v.nonce,
         params: v.params,

@@ -50,10 +50,16 @@ pub async fn get_ledger_job(
 
 /// `GET /_emulator/stats`: calls by action and outcome (`Success`, MPS's error code, `Dropped`:
 /// the emulator closed the connection unanswered, `Abandoned`: the client stopped waiting for a
-/// slow answer), `slow`: answers a slow fault held back, by action, and the number of jobs.
+/// slow answer), `signatures`: authenticated calls by action and signature (`v1`, `acs3`),
+/// `slow`: answers a slow fault held back, by action, and the number of jobs.
 pub async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     let inner = state.lock();
-    Json(json!({ "calls": inner.calls, "slow": inner.slow, "jobs": inner.jobs.len() }))
+    Json(json!({
+        "calls": inner.calls,
+        "signatures": inner.signatures,
+        "slow": inner.slow,
+        "jobs": inner.jobs.len(),
+    }))
 }
 
 /// `GET /_emulator/faults`.

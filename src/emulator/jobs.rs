@@ -70,6 +70,9 @@ pub struct Job {
     /// Its end was published to the MNS queue (or lost by a fault): never twice by itself.
     #[serde(default)]
     pub notified: bool,
+    /// The signature its submit carried: `v1` or `acs3` (none in a ledger older than this).
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 /// The emulator's timing of a simulated job.
@@ -144,11 +147,12 @@ impl Job {
     }
 
     /// The ledger's view (`/_emulator/jobs`): [`Job::emulator_view`] plus, for tests and
-    /// benchmarks, when it was created (Unix ms; `CreationTime` has whole seconds), the queries
-    /// that named the job, when it ended and whether MNS was told.
+    /// benchmarks, when it was created (Unix ms; `CreationTime` has whole seconds), the signature
+    /// its submit carried, the queries that named the job, when it ended and whether MNS was told.
     pub fn ledger_view(&self, now_ms: i64, t: Timing) -> Value {
         let mut v = self.emulator_view();
         v["created_ms"] = json!(self.created_ms);
+        v["signature"] = json!(self.signature);
         v["queries"] = json!(self.queries);
         v["finished_at_ms"] = json!(self.final_at_ms(now_ms, t));
         v["notified"] = json!(self.notified);

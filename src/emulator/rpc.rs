@@ -71,6 +71,13 @@ pub async fn handle(
         }
     };
     let action = verified.action.clone();
+    *state
+        .lock()
+        .signatures
+        .entry(action.clone())
+        .or_default()
+        .entry(verified.signature.label())
+        .or_default() += 1;
     let outcome = serve(&state, &verified, drop_conn.is_some()).await;
     match outcome {
         Ok(Answer { body, slow, drop }) => {
@@ -188,7 +195,7 @@ async fn serve(
         ));
     }
     let body = match kind {
-        Kind::Submit => submit(state, &v.params).await?,
+        Kind::Submit => submit(state, &v.params, v.signature).await?,
         Kind::Query => query(state, &v.params)?,
         Kind::Other => {
             return Err(Fault::status(
@@ -222,7 +229,11 @@ async fn serve(
     })
 }
 
-async fn submit(state: &Arc<EmulatorState>, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
+async fn submit(
+    state: &Arc<EmulatorState>,
+    p: &BTreeMap<String, String>,
+    signature: crate::mps::verify::SignatureKind,
+) -> Result<Value, Fault> {
     let cfg = &state.config;
     let input = p.get("Input").ok_or_else(|| Fault::bad("MissingParameter", "The input parameter \"Input\" that is mandatory for processing this request is not supplied."))?;
     let config = p.get("SnapshotConfig").ok_or_else(|| Fault::bad("MissingParameter", "The input parameter \"SnapshotConfig\" that is mandatory for processing this request is not supplied."))?;
@@ -266,6 +277,7 @@ async fn submit(state: &Arc<EmulatorState>, p: &BTreeMap<String, String>) -> Res
         finished_ms: None,
         queries: 0,
         notified: false,
+        signature: Some(signature.label().to_string()),
     };
     let id = job.id.clone();
     let sync = job.sync;

@@ -59,6 +59,8 @@ pub(super) struct Inner {
     pub(super) query_window: Window,
     /// Calls by action and outcome code (`/_emulator/stats`).
     pub(super) calls: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Authenticated calls by action and signature, `v1` or `acs3` (`/_emulator/stats`).
+    pub(super) signatures: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// Answers held back by a slow fault, by action (`/_emulator/stats`).
     pub(super) slow: BTreeMap<String, u64>,
     /// Jobs whose end is still to be published to the MNS queue (only with one).
@@ -162,6 +164,7 @@ impl EmulatorState {
                 submit_window: Window::default(),
                 query_window: Window::default(),
                 calls: BTreeMap::new(),
+                signatures: BTreeMap::new(),
                 slow: BTreeMap::new(),
                 notify: mns.is_some(),
                 notify_pending,

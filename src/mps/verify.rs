@@ -87,6 +87,16 @@ pub enum SignatureKind {
     Acs3,
 }
 
+impl SignatureKind {
+    /// `v1` or `acs3`: how the emulator's stats and ledger name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            SignatureKind::V1 => "v1",
+            SignatureKind::Acs3 => "acs3",
+        }
+    }
+}
+
 /// The common parameters of a v1 request, removed from [`Verified::params`].
 pub const COMMON: &[&str] = &[
     "Action",
