@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::Settings;
+use snapgate::limits::ManualClock;
 use snapgate::store::DynStore;
 
 fn master() -> MasterKey {
@@ -338,52 +339,55 @@ async fn revoked_keys_stop_at_once_on_every_replica() {
     );
 }
 
+/// A 429's `Retry-After` in seconds, and its `RateLimit` header.
+fn refusal(res: &reqwest::Response) -> (u64, String) {
+    let h = res.headers();
+    (
+        h["retry-after"].to_str().unwrap().parse().unwrap(),
+        h["ratelimit"].to_str().unwrap().to_string(),
+    )
+}
+
 #[tokio::test]
 async fn rate_limit_quota_and_cors() {
     let (store, _g) = common::pg_store().await;
     let k = key(&store, "alpha", false).await;
     let other = key(&store, "beta", false).await;
-    let base = spawn(store.clone(), |s| {
-        s.limits.team_requests_per_second = 1;
-        s.limits.team_burst = 3;
-        s.limits.team_max_active_jobs = 2;
-        s.http.cors_origins = vec!["https://upload.example.com".into()];
-    })
-    .await;
+    // The buckets run on a clock that moves only when this test says: no request below can
+    // find a bucket refilled by the time the previous ones took.
+    let clock = ManualClock::default();
+    let base = TestApp::builder(store.clone())
+        .settings(|s| {
+            s.auth.enabled = true;
+            s.http.submit_wait_ms = 0;
+            s.limits.team_requests_per_second = 1;
+            s.limits.team_burst = 3;
+            s.limits.team_max_active_jobs = 2;
+            s.http.cors_origins = vec!["https://upload.example.com".into()];
+        })
+        .rate_clock(clock.clone())
+        .start()
+        .await;
     let c = base.with_token(Some(&k.token));
     let res = c.post_job(&body(), None).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     // The IETF RateLimit headers: the team's bucket (3 at once, refilled in 3 s at 1/s) and
-    // what is left of it after this request (2, or 3 if a second has passed already).
+    // what is left of it after this request (2, full again in 1 s).
     assert_eq!(res.headers()["ratelimit-policy"], "\"team\";q=3;w=3");
-    let now = res.headers()["ratelimit"].to_str().unwrap().to_string();
-    assert!(
-        now.starts_with("\"team\";r=2;t=") || now.starts_with("\"team\";r=3;t="),
-        "{now}"
-    );
-    assert_eq!(
-        c.post_job(&body(), None).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=2;t=1");
+    let res = c.post_job(&body(), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=1;t=2");
+    // The third job is over the quota of two in flight (it took the bucket's last token).
     let res = c.post_job(&body(), None).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=0;t=3");
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "quota_exceeded");
+    // The bucket is empty: the next token comes in exactly 1 s.
     let res = c.get("/v1/snapshot-jobs").await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let secs: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(secs >= 1);
-    let now = res.headers()["ratelimit"].to_str().unwrap().to_string();
-    let t: u64 = now
-        .strip_prefix("\"team\";r=0;t=")
-        .unwrap_or_else(|| panic!("{now}"))
-        .parse()
-        .unwrap();
-    assert!(t >= secs, "{now} vs Retry-After {secs}");
+    assert_eq!(refusal(&res), (1, "\"team\";r=0;t=3".to_string()));
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "rate_limited");
     // Another team is not affected.
     assert_eq!(
@@ -393,8 +397,21 @@ async fn rate_limit_quota_and_cors() {
             .status(),
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(c.get("/v1/snapshot-jobs").await.status(), StatusCode::OK);
+    // 1 ms short of the token: still refused (a refusal takes nothing), told to wait 1 s.
+    clock.advance(Duration::from_millis(999));
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refusal(&res), (1, "\"team\";r=0;t=3".to_string()));
+    // The token is there: allowed, and the bucket is empty again.
+    clock.advance(Duration::from_millis(1));
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=0;t=3");
+    // Three seconds later the bucket is full: one taken, two left.
+    clock.advance(Duration::from_secs(3));
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=2;t=1");
     // CORS: the configured origin is allowed, others are not.
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
