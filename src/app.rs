@@ -19,7 +19,7 @@ use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::auth::TokenCache;
 use crate::http::job_cache::FinalJobCache;
 use crate::http::AppState;
-use crate::limits::TeamLimiter;
+use crate::limits::{ManualClock, RateClock, TeamLimiter};
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::mps::mns::{MnsClient, MnsClientConfig};
 use crate::oss::OssCredentials;
@@ -382,6 +382,19 @@ impl Application {
             deliveries,
             signals,
         })
+    }
+
+    /// Measures the teams' request rates on `clock` instead of the monotonic clock, so that a
+    /// test decides when a bucket refills (`ManualClock::advance`), never the time it takes.
+    /// Before `run_until`: the limiter is replaced, with no request counted yet.
+    pub fn with_rate_clock(mut self, clock: ManualClock) -> Self {
+        let limits = &self.state.settings.limits;
+        self.state.limiter = Arc::new(TeamLimiter::with_clock(
+            limits.team_requests_per_second,
+            limits.team_burst,
+            RateClock::Manual(clock),
+        ));
+        self
     }
 
     /// The in-process emulator's address, if one runs.

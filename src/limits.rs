@@ -1,27 +1,54 @@
 //! Team limits shared by every entry point: the per-team request rate (token buckets, per
-//! replica) and the per-team count of jobs in flight (the quota), cached so that a POST does not
-//! count a long queue.
+//! replica, on a [`RateClock`] that tests can drive) and the per-team count of jobs in flight
+//! (the quota), cached so that a POST does not count a long queue.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
+use governor::clock::{Clock, FakeRelativeClock};
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
+use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+
+/// A clock that stands still until told to move ([`ManualClock::advance`]); its clones share
+/// one time. Tests drive the rate limiter with it ([`RateClock::Manual`]).
+pub type ManualClock = FakeRelativeClock;
+
+/// What the rate limiter measures time with: the monotonic clock (what `serve` uses), or a
+/// [`ManualClock`] (tests: a bucket refills exactly when the test says, never while it waits).
+#[derive(Debug, Clone)]
+pub enum RateClock {
+    /// Time since this instant, from the monotonic clock.
+    Monotonic(Instant),
+    Manual(ManualClock),
+}
+
+impl RateClock {
+    pub fn monotonic() -> Self {
+        Self::Monotonic(Instant::now())
+    }
+}
+
+impl Clock for RateClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            Self::Monotonic(start) => start.elapsed().into(),
+            Self::Manual(clock) => clock.now(),
+        }
+    }
+}
 
 /// Per-team token buckets (per replica): `governor`'s keyed GCRA limiter, `per_second` tokens a
 /// second up to `burst`.
 pub struct TeamLimiter {
-    limiter: RateLimiter<
-        String,
-        DefaultKeyedStateStore<String>,
-        DefaultClock,
-        StateInformationMiddleware,
-    >,
-    clock: DefaultClock,
+    limiter:
+        RateLimiter<String, DefaultKeyedStateStore<String>, RateClock, StateInformationMiddleware>,
+    clock: RateClock,
     per_second: u32,
     burst: u32,
 }
@@ -51,14 +78,24 @@ impl RateState {
 }
 
 impl TeamLimiter {
+    /// On the monotonic clock.
     pub fn new(per_second: u32, burst: u32) -> Self {
+        Self::with_clock(per_second, burst, RateClock::monotonic())
+    }
+
+    pub fn with_clock(per_second: u32, burst: u32, clock: RateClock) -> Self {
         let per_second = per_second.max(1);
         let burst = burst.max(1);
         let quota = Quota::per_second(NonZeroU32::new(per_second).expect("at least 1"))
             .allow_burst(NonZeroU32::new(burst).expect("at least 1"));
         Self {
-            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
-            clock: DefaultClock::default(),
+            limiter: RateLimiter::<_, _, _, NoOpMiddleware<Nanos>>::new(
+                quota,
+                DefaultKeyedStateStore::default(),
+                clock.clone(),
+            )
+            .with_middleware::<StateInformationMiddleware>(),
+            clock,
             per_second,
             burst,
         }
@@ -163,17 +200,19 @@ mod rate_tests {
 
     #[test]
     fn a_bucket_counts_down_then_refuses_with_the_wait_and_teams_are_apart() {
-        let l = TeamLimiter::new(1, 3);
+        let clock = ManualClock::default();
+        let l = TeamLimiter::with_clock(1, 3, RateClock::Manual(clock.clone()));
         let left: Vec<u32> = (0..3).map(|_| l.check("a").unwrap().remaining).collect();
         assert_eq!(left, [2, 1, 0]);
         let (wait, state) = l.check("a").unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
-        );
+        assert_eq!(wait, Duration::from_secs(1));
         assert_eq!((state.quota, state.window_s, state.remaining), (3, 3, 0));
-        assert!(state.reset_s >= 1);
+        assert_eq!(state.reset_s, 3);
         assert_eq!(l.check("b").unwrap().remaining, 2);
+        clock.advance(Duration::from_millis(400));
+        assert_eq!(l.check("a").unwrap_err().0, Duration::from_millis(600));
+        clock.advance(Duration::from_millis(600));
+        assert_eq!(l.check("a").unwrap().remaining, 0);
         assert_eq!(
             RateState {
                 quota: 3,

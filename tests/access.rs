@@ -7,11 +7,16 @@ use common::TestApp;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::Settings;
-use snapgate::store::DynStore;
+use snapgate::domain::{validate_request, JobId, JobState};
+use snapgate::limits::ManualClock;
+use snapgate::store::{
+    CreateOutcome, DynStore, JobError, MpsResponseRecord, MpsStatus, MpsUpdate, NewJob,
+};
 
 fn master() -> MasterKey {
     common::app::master_key()
@@ -270,7 +275,140 @@ async fn teams_see_only_their_own_jobs_and_admins_see_all() {
         .unwrap()
         .iter()
         .any(|r| r["team"] == "alpha" && r["count"] == 1));
-    assert!(stats["oldest_queued_age_s"].as_f64().unwrap() >= 0.0);
+    // Ages, in-flight jobs, MPS error codes and the budget: `admin_stats_report_what_the_store_holds`.
+}
+
+fn new_job(team: &str, created_at: DateTime<Utc>) -> NewJob {
+    let (request, warnings) = validate_request(&body()).unwrap();
+    NewJob {
+        id: JobId::new(),
+        team: team.into(),
+        request,
+        warnings,
+        created_at,
+        preset: None,
+    }
+}
+
+async fn create(store: &DynStore, job: NewJob) -> JobId {
+    let id = job.id;
+    match store.create_job(job, None).await.unwrap() {
+        CreateOutcome::Created(j) => assert_eq!(j.id, id),
+        CreateOutcome::KeyExists(r) => panic!("{r:?}"),
+    }
+    id
+}
+
+/// A time in a stats answer.
+fn time(v: &Value) -> DateTime<Utc> {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"))
+}
+
+/// `/v1/admin/stats` against a situation made through the store at known times: every figure is
+/// the one expected, and each age lies between the ages at the request's start and its end.
+#[tokio::test]
+async fn admin_stats_report_what_the_store_holds() {
+    let (store, _g) = common::pg_store().await;
+    let root = key(&store, "ops", true).await;
+    // No worker: nothing but this test moves a job.
+    let base = spawn(store.clone(), |_| {}).await;
+    let admin = base.with_token(Some(&root.token));
+    let now = snapgate::store::now();
+    let ago = |s: i64| now - chrono::Duration::seconds(s);
+    let lease = now + chrono::Duration::seconds(60);
+    // In flight: created 300 s ago, claimed, and accepted by MPS.
+    let in_flight_at = ago(300);
+    let in_flight = create(&store, new_job("beta", in_flight_at)).await;
+    let claims = store.claim_dispatch("stats", now, lease, 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].job.id, in_flight);
+    let accepted = MpsUpdate {
+        state: JobState::Submitted,
+        mps: MpsStatus {
+            job_id: Some("mps-1".into()),
+            state: Some("Submitted".into()),
+            ..MpsStatus::default()
+        },
+        next_poll_at: Some(lease),
+    };
+    assert!(store
+        .complete_dispatch(&claims[0].key, &accepted)
+        .await
+        .unwrap());
+    // Queued 90 s ago, claimed by a worker whose call is in flight: still queued, the oldest.
+    let queued_at = ago(90);
+    let claimed = create(&store, new_job("alpha", queued_at)).await;
+    let claims = store.claim_dispatch("stats", now, lease, 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].job.id, claimed);
+    // Queued 30 s ago, not claimed.
+    create(&store, new_job("alpha", ago(30))).await;
+    // Created 600 s ago and cancelled: failed, neither queued nor in flight.
+    let cancelled = create(&store, new_job("alpha", ago(600))).await;
+    let error = JobError {
+        code: "cancelled".into(),
+        message: "cancelled by the test".into(),
+        at: now,
+    };
+    assert!(store.cancel_job(None, cancelled, &error).await.unwrap());
+    // MPS errors: two throttles 10 min ago, a missing input 59 min ago. Not counted: an error
+    // 61 min ago, and an answer without a code.
+    let answer = |code: Option<&str>, minutes_ago: i64| MpsResponseRecord {
+        job_id: in_flight,
+        action: "SubmitSnapshotJob".into(),
+        request_id: Some("REQ".into()),
+        code: code.map(str::to_string),
+        body: json!({ "Code": code }),
+        received_at: now - chrono::Duration::minutes(minutes_ago),
+    };
+    store
+        .append_mps_responses(&[
+            answer(Some("Throttling.User"), 10),
+            answer(Some("Throttling.User"), 10),
+            answer(Some("InvalidParameter.ResourceNotFound"), 59),
+            answer(Some("ServiceUnavailable"), 61),
+            answer(None, 1),
+        ])
+        .await
+        .unwrap();
+
+    let before = Utc::now();
+    let stats: Value = admin.get("/v1/admin/stats").await.json().await.unwrap();
+    let after = Utc::now();
+    assert_eq!(
+        stats["jobs"],
+        json!([
+            {"team": "alpha", "state": "failed", "count": 1},
+            {"team": "alpha", "state": "queued", "count": 2},
+            {"team": "beta", "state": "submitted", "count": 1},
+        ]),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["totals"],
+        json!({"failed": 1, "queued": 2, "submitted": 1})
+    );
+    assert_eq!(time(&stats["oldest_queued_at"]), queued_at, "{stats}");
+    assert_eq!(time(&stats["oldest_in_flight_at"]), in_flight_at, "{stats}");
+    for (field, at) in [
+        ("oldest_queued_age_s", queued_at),
+        ("oldest_in_flight_age_s", in_flight_at),
+    ] {
+        let age = stats[field].as_f64().unwrap();
+        let low = (before - at).num_milliseconds() as f64 / 1000.0;
+        let high = (after - at).num_milliseconds() as f64 / 1000.0;
+        assert!(
+            low <= age && age <= high,
+            "{field} {age} not in [{low}, {high}]"
+        );
+    }
+    assert_eq!(
+        stats["mps_error_codes_last_hour"],
+        json!([
+            {"code": "Throttling.User", "count": 2},
+            {"code": "InvalidParameter.ResourceNotFound", "count": 1},
+        ])
+    );
 
     // `tokens_left` is what the shared submit budget holds when stats are read: a bucket
     // emptied ten seconds ago has refilled to its burst since, whatever the stored count says.
@@ -282,7 +420,7 @@ async fn teams_see_only_their_own_jobs_and_admins_see_all() {
         .await
         .unwrap();
     assert_eq!(f64::from(granted), burst.floor(), "the bucket was emptied");
-    let stats: Value = cr.get("/v1/admin/stats").await.json().await.unwrap();
+    let stats: Value = admin.get("/v1/admin/stats").await.json().await.unwrap();
     let submit = stats["upstream_budget"]
         .as_array()
         .unwrap()
@@ -291,6 +429,8 @@ async fn teams_see_only_their_own_jobs_and_admins_see_all() {
         .expect("the submit budget is listed")
         .clone();
     assert_eq!(submit["tokens_left"].as_f64().unwrap(), burst, "{submit}");
+    assert_eq!(submit["qps"], Settings::default().worker.submit_qps);
+    assert_eq!(time(&submit["last_taken_at"]), ten_s_ago);
 }
 
 #[tokio::test]
@@ -338,52 +478,55 @@ async fn revoked_keys_stop_at_once_on_every_replica() {
     );
 }
 
+/// A 429's `Retry-After` in seconds, and its `RateLimit` header.
+fn refusal(res: &reqwest::Response) -> (u64, String) {
+    let h = res.headers();
+    (
+        h["retry-after"].to_str().unwrap().parse().unwrap(),
+        h["ratelimit"].to_str().unwrap().to_string(),
+    )
+}
+
 #[tokio::test]
 async fn rate_limit_quota_and_cors() {
     let (store, _g) = common::pg_store().await;
     let k = key(&store, "alpha", false).await;
     let other = key(&store, "beta", false).await;
-    let base = spawn(store.clone(), |s| {
-        s.limits.team_requests_per_second = 1;
-        s.limits.team_burst = 3;
-        s.limits.team_max_active_jobs = 2;
-        s.http.cors_origins = vec!["https://upload.example.com".into()];
-    })
-    .await;
+    // The buckets run on a clock that moves only when this test says: no request below can
+    // find a bucket refilled by the time the previous ones took.
+    let clock = ManualClock::default();
+    let base = TestApp::builder(store.clone())
+        .settings(|s| {
+            s.auth.enabled = true;
+            s.http.submit_wait_ms = 0;
+            s.limits.team_requests_per_second = 1;
+            s.limits.team_burst = 3;
+            s.limits.team_max_active_jobs = 2;
+            s.http.cors_origins = vec!["https://upload.example.com".into()];
+        })
+        .rate_clock(clock.clone())
+        .start()
+        .await;
     let c = base.with_token(Some(&k.token));
     let res = c.post_job(&body(), None).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     // The IETF RateLimit headers: the team's bucket (3 at once, refilled in 3 s at 1/s) and
-    // what is left of it after this request (2, or 3 if a second has passed already).
+    // what is left of it after this request (2, full again in 1 s).
     assert_eq!(res.headers()["ratelimit-policy"], "\"team\";q=3;w=3");
-    let now = res.headers()["ratelimit"].to_str().unwrap().to_string();
-    assert!(
-        now.starts_with("\"team\";r=2;t=") || now.starts_with("\"team\";r=3;t="),
-        "{now}"
-    );
-    assert_eq!(
-        c.post_job(&body(), None).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=2;t=1");
+    let res = c.post_job(&body(), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=1;t=2");
+    // The third job is over the quota of two in flight (it took the bucket's last token).
     let res = c.post_job(&body(), None).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=0;t=3");
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "quota_exceeded");
+    // The bucket is empty: the next token comes in exactly 1 s.
     let res = c.get("/v1/snapshot-jobs").await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let secs: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(secs >= 1);
-    let now = res.headers()["ratelimit"].to_str().unwrap().to_string();
-    let t: u64 = now
-        .strip_prefix("\"team\";r=0;t=")
-        .unwrap_or_else(|| panic!("{now}"))
-        .parse()
-        .unwrap();
-    assert!(t >= secs, "{now} vs Retry-After {secs}");
+    assert_eq!(refusal(&res), (1, "\"team\";r=0;t=3".to_string()));
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "rate_limited");
     // Another team is not affected.
     assert_eq!(
@@ -393,8 +536,21 @@ async fn rate_limit_quota_and_cors() {
             .status(),
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(c.get("/v1/snapshot-jobs").await.status(), StatusCode::OK);
+    // 1 ms short of the token: still refused (a refusal takes nothing), told to wait 1 s.
+    clock.advance(Duration::from_millis(999));
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refusal(&res), (1, "\"team\";r=0;t=3".to_string()));
+    // The token is there: allowed, and the bucket is empty again.
+    clock.advance(Duration::from_millis(1));
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=0;t=3");
+    // Three seconds later the bucket is full: one taken, two left.
+    clock.advance(Duration::from_secs(3));
+    let res = c.get("/v1/snapshot-jobs").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit"], "\"team\";r=2;t=1");
     // CORS: the configured origin is allowed, others are not.
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {

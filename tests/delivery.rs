@@ -127,7 +127,7 @@ async fn a_job_goes_all_the_way_to_succeeded(store: DynStore) {
     let mps_id = job["mps"]["job_id"].as_str().unwrap().to_string();
     assert_eq!(mps_id.len(), 32);
     let id = job["id"].as_str().unwrap();
-    let done = app.wait_final(id, Duration::from_secs(15)).await;
+    let done = app.wait_final(id, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["mps"]["state"], "Success");
     assert_eq!(done["mps"]["count"], 3);
@@ -179,7 +179,7 @@ async fn mps_failures_end_failed_with_mps_code(store: DynStore) {
     body["input"]["object"] = json!("uploads/will-fail.mp4");
     let (_, job) = app.submit(&body).await;
     let done = app
-        .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(15))
+        .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     assert_eq!(done["state"], "failed");
     assert_eq!(done["mps"]["state"], "Fail");
@@ -221,11 +221,17 @@ async fn a_wrong_gateway_secret_pauses_dispatch_and_keeps_jobs_queued(store: Dyn
         v
     };
     // The worker's first call is refused: dispatch pauses and readiness says why.
+    let start = Instant::now();
     let ready = loop {
         let r = app.get("/readyz").await;
         if r.status() == StatusCode::SERVICE_UNAVAILABLE {
             break r.json::<Value>().await.unwrap();
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "dispatch never paused: {}",
+            r.text().await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(ready["mps"]["trouble"], "credentials", "{ready}");
@@ -265,7 +271,7 @@ async fn retryable_errors_exhaust_attempts(store: DynStore) {
     let (status, job) = app.submit(&job_body(4)).await;
     assert!(status == StatusCode::ACCEPTED || status == StatusCode::CREATED);
     let done = app
-        .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(15))
+        .wait_final(job["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     assert_eq!(done["state"], "failed");
     assert_eq!(done["attempts"], 3);
@@ -549,17 +555,23 @@ async fn two_replicas_share_the_upstream_budget() {
 }
 
 /// A job posted to one replica wakes another replica's dispatcher through Postgres
-/// `LISTEN/NOTIFY`: with the polling fallback at 60 s, the job reaches MPS long before (within
-/// 15 s: generous for a loaded machine, a quarter of the fallback).
+/// `LISTEN/NOTIFY`: with the polling fallback at an hour, longer than any run of this test, only
+/// the notification can bring the job to MPS, which is waited for (with a generous deadline).
+/// The worker's first dispatch round may still be running when the job is posted (it would take
+/// the job without a wake-up), so the notification itself is also caught by a listener of the
+/// test's own, which nothing else wakes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notify_wakes_another_replica_long_before_the_polling_fallback() {
     let (store, db) = common::pg_store().await;
     let emu = emulator(|_| {}).await;
     let worker = app(store.clone(), client(&emu.url(), SECRET, 5_000), |s| {
-        s.worker.idle_poll_ms = 60_000;
+        s.worker.idle_poll_ms = 3_600_000;
     })
     .await;
-    // The worker's LISTEN connection is up (so the job below is announced to it).
+    let heard = Arc::new(tokio::sync::Notify::new());
+    store.spawn_job_listener(heard.clone());
+    // Both LISTEN connections are up, the worker's and the test's (so the job below is
+    // announced to them).
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     let start = Instant::now();
     loop {
@@ -570,12 +582,12 @@ async fn notify_wakes_another_replica_long_before_the_polling_fallback() {
         .fetch_one(&pool)
         .await
         .unwrap();
-        if listening > 0 {
+        if listening >= 2 {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "the worker never listened"
+            "{listening} of 2 LISTEN connections after 30 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -587,11 +599,14 @@ async fn notify_wakes_another_replica_long_before_the_polling_fallback() {
     let (status, job) = front.submit(&job_body(1)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = job["id"].as_str().unwrap().to_string();
+    tokio::time::timeout(Duration::from_secs(60), heard.notified())
+        .await
+        .expect("the new job was never announced to listeners");
     let posted = Instant::now();
     while emulator_ledger(&emu.url()).await.get(&id) != Some(&1) {
         assert!(
-            posted.elapsed() < Duration::from_secs(15),
-            "not dispatched within 15 s (the fallback is 60 s)"
+            posted.elapsed() < Duration::from_secs(60),
+            "not dispatched after 60 s: the notification never woke the worker"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -19,6 +19,45 @@ async fn emu(tweak: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
     emulator::spawn(c).await.unwrap()
 }
 
+/// A job's life on a clock no test outlives: it moves only through [`advance`], so a state is
+/// seen exactly when the clock says, never because a query came early or late.
+const START_MS: u64 = 60_000;
+const PROCESS_MS: u64 = 120_000;
+
+async fn manual_emu(tweak: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
+    emu(|c| {
+        c.manual_clock = true;
+        c.start_ms = START_MS;
+        c.process_ms = PROCESS_MS;
+        tweak(c);
+    })
+    .await
+}
+
+/// `GET /_emulator/clock`.
+async fn clock(e: &EmulatorHandle) -> Value {
+    reqwest::get(format!("{}/_emulator/clock", e.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `POST /_emulator/clock` `{"advance_ms": ms}`: the emulator's time after it.
+async fn advance(e: &EmulatorHandle, ms: u64) -> i64 {
+    let res = reqwest::Client::new()
+        .post(format!("{}/_emulator/clock", e.url()))
+        .json(&json!({ "advance_ms": ms }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["manual"], true, "{v}");
+    v["now_ms"].as_i64().unwrap()
+}
+
 fn common(action: &str) -> BTreeMap<String, String> {
     [
         ("Action", action),
@@ -93,7 +132,8 @@ fn assert_error(r: &(u16, Value), status: u16, code: &str) {
 
 #[tokio::test]
 async fn a_job_lives_submitted_snapshoting_success_with_string_numbers() {
-    let e = emu(|_| {}).await;
+    let e = manual_emu(|_| {}).await;
+    let t0 = clock(&e).await["now_ms"].as_i64().unwrap();
     let sprite = json!({"TileOut": {"Lines": "2", "Columns": 1}, "TileOutputFile": {"Bucket": "media", "Location": "oss-cn-shanghai", "Object": "s%2F%7BTileCount%7D.jpg"}});
     let (status, body) = send(&e, submit_params("in/a b.mp4", sprite), "testsecret").await;
     assert_eq!(status, 200, "{body}");
@@ -114,22 +154,46 @@ async fn a_job_lives_submitted_snapshoting_success_with_string_numbers() {
         );
         p
     };
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    let state = |b: &Value| b["SnapshotJobList"]["SnapshotJob"][0]["State"].clone();
+    // Created at the clock's time, which stands still until it is moved.
+    let ledger: Value = reqwest::get(format!("{}/_emulator/jobs/{id}", e.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["Emulator"]["created_ms"], t0);
+    assert_eq!(ledger["Emulator"]["finished_at_ms"], Value::Null);
+    // 1 ms before start_ms: still Submitted.
+    assert_eq!(advance(&e, START_MS - 1).await, t0 + START_MS as i64 - 1);
     let (_, b) = send(&e, query(id.clone()), "testsecret").await;
-    assert_eq!(
-        b["SnapshotJobList"]["SnapshotJob"][0]["State"], "Snapshoting",
-        "MPS spelling"
-    );
+    assert_eq!(state(&b), "Submitted", "{b}");
     assert_eq!(
         b["NonExistSnapshotJobIds"]["String"],
         json!(["ffffffffffffffffffffffffffffffff"])
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, b) = send(&e, query(id), "testsecret").await;
+    // At start_ms: Snapshoting, in MPS's spelling, with no count yet.
+    advance(&e, 1).await;
+    let (_, b) = send(&e, query(id.clone()), "testsecret").await;
+    assert_eq!(state(&b), "Snapshoting", "MPS spelling: {b}");
+    // 1 ms before process_ms (counted from the submit, like start_ms): still Snapshoting.
+    advance(&e, PROCESS_MS - START_MS - 1).await;
+    let (_, b) = send(&e, query(id.clone()), "testsecret").await;
+    assert_eq!(state(&b), "Snapshoting", "{b}");
+    // At process_ms: Success, ended exactly then.
+    advance(&e, 1).await;
+    let (_, b) = send(&e, query(id.clone()), "testsecret").await;
     let j = &b["SnapshotJobList"]["SnapshotJob"][0];
     assert_eq!(j["State"], "Success");
     assert_eq!(j["Count"], "3");
     assert_eq!(j["TileCount"], "2", "3 snapshots in 2x1 sprites");
+    let ledger: Value = reqwest::get(format!("{}/_emulator/jobs/{id}", e.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["Emulator"]["finished_at_ms"], t0 + PROCESS_MS as i64);
     // Sync mode (neither Num nor Interval) answers Success at once.
     let mut p = submit_params("in/x.mp4", json!({}));
     let mut c: Value = serde_json::from_str(&p["SnapshotConfig"]).unwrap();
@@ -276,7 +340,7 @@ async fn parameter_errors() {
 
 #[tokio::test]
 async fn failing_inputs_end_in_fail_and_listing_pages_newest_first() {
-    let e = emu(|_| {}).await;
+    let e = manual_emu(|_| {}).await;
     let (_, b) = send(
         &e,
         submit_params("in/will-fail.mp4", json!({})),
@@ -294,7 +358,9 @@ async fn failing_inputs_end_in_fail_and_listing_pages_newest_first() {
         .await;
         ids.push(b["SnapshotJob"]["Id"].as_str().unwrap().to_string());
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Every job was created now, and ends at process_ms: move the clock there.
+    let created_ms = clock(&e).await["now_ms"].as_i64().unwrap();
+    advance(&e, PROCESS_MS).await;
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     let mut pages = 0;
@@ -304,7 +370,8 @@ async fn failing_inputs_end_in_fail_and_listing_pages_newest_first() {
             "PipelineId".into(),
             "9bad3801a2c561c22c4df9c6abcd0000".into(),
         );
-        let now = chrono::Utc::now();
+        // A window around the jobs' creation, on the emulator's clock.
+        let now = chrono::DateTime::from_timestamp_millis(created_ms).unwrap();
         p.insert(
             "StartOfJobCreatedTimeRange".into(),
             (now - chrono::Duration::minutes(1))
@@ -328,6 +395,8 @@ async fn failing_inputs_end_in_fail_and_listing_pages_newest_first() {
             if j["Id"] == failed.as_str() {
                 assert_eq!(j["State"], "Fail");
                 assert_eq!(j["Code"], "InvalidParameter.ResourceNotFound");
+            } else {
+                assert_eq!(j["State"], "Success", "{j}");
             }
             seen.push(j["Id"].as_str().unwrap().to_string());
         }
@@ -456,4 +525,92 @@ async fn acs3_and_form_encoded_spaces() {
     assert_eq!(ok.0, 200, "{}", ok.1);
     assert_eq!(ok.1["SnapshotJob"]["Input"]["Object"], "in%2Fa%20b.mp4");
     assert_error(&send_acs3(query, true).await, 400, "SignatureDoesNotMatch");
+}
+
+#[tokio::test]
+async fn the_clock_is_the_wall_clock_unless_manual_and_then_moves_only_when_told() {
+    let http = reqwest::Client::new();
+    let post = |e: &EmulatorHandle, body: Value| {
+        http.post(format!("{}/_emulator/clock", e.url()))
+            .json(&body)
+            .send()
+    };
+    // By default: the wall clock, which nobody moves.
+    let wall = emu(|_| {}).await;
+    let before = chrono::Utc::now().timestamp_millis();
+    let c = clock(&wall).await;
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_eq!(c["manual"], false, "{c}");
+    assert!(
+        (before..=after).contains(&c["now_ms"].as_i64().unwrap()),
+        "{c}"
+    );
+    let res = post(&wall, json!({"advance_ms": 1000})).await.unwrap();
+    assert_eq!(res.status(), 409);
+    let c = clock(&wall).await["now_ms"].as_i64().unwrap();
+    assert!(c - chrono::Utc::now().timestamp_millis() <= 0, "not moved");
+
+    // Manual: it moves by what it is told, and refuses what it cannot read.
+    let e = manual_emu(|c| {
+        c.list_delay_ms = 5_000;
+        c.mns_queue = Some("q".into());
+    })
+    .await;
+    let t0 = clock(&e).await["now_ms"].as_i64().unwrap();
+    for bad in [
+        json!({"advance_ms": -1}),
+        json!({"advance_ms": 1.5}),
+        json!({}),
+        json!({"advance_ms": 1, "extra": true}),
+    ] {
+        let res = post(&e, bad.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    assert_eq!(
+        clock(&e).await["now_ms"],
+        t0,
+        "the refused bodies moved nothing"
+    );
+    // The list delay is on the same clock: a new job is unknown to queries until it passes.
+    let (_, b) = send(&e, submit_params("a.mp4", json!({})), "testsecret").await;
+    let id = b["SnapshotJob"]["Id"].as_str().unwrap().to_string();
+    let by_id = || {
+        let mut p = common("QuerySnapshotJobList");
+        p.insert("SnapshotJobIds".into(), id.clone());
+        p
+    };
+    let (_, b) = send(&e, by_id(), "testsecret").await;
+    assert_eq!(b["NonExistSnapshotJobIds"]["String"], json!([id]), "{b}");
+    advance(&e, 4_999).await;
+    let (_, b) = send(&e, by_id(), "testsecret").await;
+    assert_eq!(b["NonExistSnapshotJobIds"]["String"], json!([id]), "{b}");
+    advance(&e, 1).await;
+    let (_, b) = send(&e, by_id(), "testsecret").await;
+    assert_eq!(
+        b["SnapshotJobList"]["SnapshotJob"][0]["State"], "Submitted",
+        "{b}"
+    );
+    // The job's end goes to the MNS queue once the clock reaches it (the queue's publisher
+    // looks every 10 ms: waited for with a generous deadline, the condition itself).
+    let mns = || async {
+        reqwest::get(format!("{}/_emulator/mns", e.url()))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(mns().await["stats"]["published"], 0);
+    advance(&e, PROCESS_MS - 5_000).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let q = loop {
+        let q = mns().await;
+        if q["stats"]["published"] == 1 {
+            break q;
+        }
+        assert!(std::time::Instant::now() < deadline, "never published: {q}");
+        tokio::task::yield_now().await;
+    };
+    let body: Value = serde_json::from_str(q["messages"][0]["body"].as_str().unwrap()).unwrap();
+    assert!(body.to_string().contains(&id), "{body}");
 }

@@ -31,6 +31,11 @@ pub struct EmulatorArgs {
     /// Time from `Submitted` to `Success`.
     #[arg(long, default_value_t = 1000)]
     pub process_ms: u64,
+    /// Stop the clock jobs live by (and the MNS queue's): it starts at the current time and
+    /// moves only on `POST /_emulator/clock` `{"advance_ms": N}` (tests reach each state
+    /// exactly, without waiting).
+    #[arg(long)]
+    pub manual_clock: bool,
     /// Per-account submit limit per second (0: none); beyond it `Throttling.User`.
     #[arg(long, default_value_t = 0)]
     pub submit_qps: u32,
@@ -91,6 +96,9 @@ pub struct EmulatorConfig {
     pub drop_response_rate: f64,
     pub start_ms: u64,
     pub process_ms: u64,
+    /// The clock of jobs' lives and of the MNS queue stands still, moved only through
+    /// `POST /_emulator/clock` (`clock.rs`); `false`: the wall clock.
+    pub manual_clock: bool,
     pub submit_qps: u32,
     pub query_qps: u32,
     pub video_duration_s: u64,
@@ -133,6 +141,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("drop_response_rate", &self.drop_response_rate)
             .field("start_ms", &self.start_ms)
             .field("process_ms", &self.process_ms)
+            .field("manual_clock", &self.manual_clock)
             .field("submit_qps", &self.submit_qps)
             .field("query_qps", &self.query_qps)
             .field("list_delay_ms", &self.list_delay_ms)
@@ -161,6 +170,7 @@ impl Default for EmulatorConfig {
             drop_response_rate: 0.0,
             start_ms: 200,
             process_ms: 1000,
+            manual_clock: false,
             submit_qps: 0,
             query_qps: 0,
             video_duration_s: 60,
@@ -215,6 +225,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             drop_response_rate: a.drop_response_rate,
             start_ms: a.start_ms,
             process_ms: a.process_ms.max(a.start_ms),
+            manual_clock: a.manual_clock,
             submit_qps: a.submit_qps,
             query_qps: a.query_qps,
             video_duration_s: a.video_duration_s,

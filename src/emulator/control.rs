@@ -1,6 +1,7 @@
 //! The emulator's own endpoints under `/_emulator/`, for tests and benchmarks (not MPS's API):
-//! the job ledger (`jobs`, `jobs/{id}`), call and fault counters (`stats`) and the runtime faults
-//! (`faults`, whose fields `faults.rs` describes).
+//! the job ledger (`jobs`, `jobs/{id}`), call and fault counters (`stats`), the runtime faults
+//! (`faults`, whose fields `faults.rs` describes) and the clock (`clock`: read it, and move a
+//! manual one).
 
 use std::sync::Arc;
 
@@ -11,13 +12,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::faults::{Faults, FaultsUpdate};
-use super::jobs;
 use super::state::EmulatorState;
 
 /// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped, and those
 /// not yet listed), oldest first.
 pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
-    let now = jobs::now_ms();
+    let now = state.clock.now_ms();
     let inner = state.lock();
     let jobs: Vec<Value> = inner
         .jobs
@@ -39,7 +39,7 @@ pub async fn get_ledger_job(
     let inner = state.lock();
     match inner.by_id.get(&id).map(|&i| &inner.jobs[i]) {
         Some(j) => {
-            let now = jobs::now_ms();
+            let now = state.clock.now_ms();
             let mut v = j.to_json(now, state.timing);
             v["Emulator"] = j.ledger_view(now, state.timing);
             Json(v).into_response()
@@ -88,5 +88,51 @@ pub async fn set_faults(
             Json(f).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
+}
+
+/// What `POST /_emulator/clock` takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockAdvance {
+    pub advance_ms: u64,
+}
+
+fn clock_view(state: &EmulatorState) -> Value {
+    json!({"manual": state.clock.is_manual(), "now_ms": state.clock.now_ms()})
+}
+
+/// `GET /_emulator/clock`: `{"manual": bool, "now_ms": N}`, the time jobs' ages are measured
+/// against.
+pub async fn get_clock(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
+    Json(clock_view(&state))
+}
+
+/// `POST /_emulator/clock` `{"advance_ms": N}`: moves the manual clock (`--manual-clock`) N ms
+/// forward and answers it as `GET` does; `409` on the wall clock, which nobody moves.
+pub async fn advance_clock(
+    State(state): State<Arc<EmulatorState>>,
+    body: Result<Json<ClockAdvance>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let advance = match body {
+        Ok(Json(a)) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.body_text()})),
+            )
+                .into_response()
+        }
+    };
+    match state.clock.advance(advance.advance_ms) {
+        Some(now_ms) => {
+            tracing::info!(advance_ms = advance.advance_ms, now_ms, "emulator clock moved");
+            Json(clock_view(&state)).into_response()
+        }
+        None => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "the emulator runs on the wall clock: start it with --manual-clock to move its clock"})),
+        )
+            .into_response(),
     }
 }

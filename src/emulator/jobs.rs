@@ -3,7 +3,7 @@
 //!
 //! A job run by the local engine is `Submitted` until the engine takes it, `Snapshoting` while it
 //! works, then `Success` or `Fail` with what really happened. A simulated job (no local store or
-//! no ffmpeg) lives by its wall-clock age: `Submitted` → `Snapshoting` → `Success` (or `Fail` for
+//! no ffmpeg) lives by its age on the emulator's clock (`clock.rs`): `Submitted` → `Snapshoting` → `Success` (or `Fail` for
 //! an input key containing `fail`), with `Count` and `TileCount` (the number of sprite images)
 //! predicted by `domain::outputs` for the assumed video duration.
 
@@ -36,7 +36,8 @@ impl Failure {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
-    /// Wall-clock creation time in Unix milliseconds: ages survive a restart.
+    /// Creation time in Unix milliseconds, on the emulator's clock (the wall clock unless it is
+    /// manual): ages survive a restart.
     pub created_ms: i64,
     pub pipeline_id: String,
     pub user_data: String,
@@ -80,11 +81,6 @@ pub struct Job {
 pub struct Timing {
     pub start_ms: u64,
     pub process_ms: u64,
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }
 
 impl Job {

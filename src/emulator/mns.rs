@@ -26,7 +26,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::jobs::now_ms;
+use super::clock::Clock;
 use super::state::EmulatorState;
 use crate::mps::mns::{body_md5, error_xml, xml_escape, MAX_BATCH, MAX_WAIT_S, XMLNS};
 use crate::mps::sign;
@@ -158,6 +158,8 @@ fn open_log(
 pub struct MnsQueue {
     pub(super) name: String,
     visibility_ms: u64,
+    /// The emulator's clock: enqueue times, delays and visibility are measured on it.
+    clock: Clock,
     inner: Mutex<QueueInner>,
     arrived: tokio::sync::Notify,
 }
@@ -168,6 +170,7 @@ impl MnsQueue {
         name: String,
         visibility_ms: u64,
         state_dir: Option<&std::path::Path>,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
         let mut inner = QueueInner::default();
         if let Some(dir) = state_dir {
@@ -178,6 +181,7 @@ impl MnsQueue {
         Ok(Self {
             name,
             visibility_ms,
+            clock,
             inner: Mutex::new(inner),
             arrived: tokio::sync::Notify::new(),
         })
@@ -196,8 +200,8 @@ impl MnsQueue {
     pub(super) fn enqueue(&self, body: String, delay_ms: u64, kind: Publish) -> String {
         let mut q = self.lock();
         q.seq += 1;
-        let id = format!("{:016X}{:016X}", now_ms(), q.seq);
-        let now = now_ms();
+        let now = self.clock.now_ms();
+        let id = format!("{:016X}{:016X}", now, q.seq);
         q.append(&LogRecord::Put {
             id: id.clone(),
             body: body.clone(),
@@ -231,7 +235,7 @@ impl MnsQueue {
 
     /// Takes up to `n` visible messages, each with a new receipt handle, as `<Message>` XML.
     fn take(&self, n: usize) -> Vec<String> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut q = self.lock();
         let QueueInner {
             messages,
@@ -286,7 +290,7 @@ impl MnsQueue {
     }
 
     fn delete(&self, handle: &str) -> Result<(), (&'static str, &'static str)> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut q = self.lock();
         let Some(i) = q
             .messages
@@ -310,7 +314,7 @@ impl MnsQueue {
     }
 
     fn view(&self) -> Value {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let q = self.lock();
         let messages: Vec<Value> = q
             .messages

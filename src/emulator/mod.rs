@@ -6,6 +6,8 @@
 //!
 //! Files, each depending only on those listed before it (no import cycle):
 //! - `config.rs`: `EmulatorArgs` (the command line) and `EmulatorConfig`.
+//! - `clock.rs`: the clock jobs live by and the MNS queue's times are measured on: the wall
+//!   clock, or with `--manual-clock` one that moves only on `POST /_emulator/clock`.
 //! - `error.rs`: `Fault`, an MPS error answer (status, code, message).
 //! - `auth.rs`: signature and timestamp checks (through `mps::verify`), and the nonces.
 //! - `jobs.rs`: a job, the config checks MPS makes, and each job's life.
@@ -26,10 +28,11 @@
 //! - `state.rs`: `EmulatorState`, the shared state: the ledger, faults, nonces, QPS windows,
 //!   call counters, the hand-over of jobs to the engine, and publishing ended jobs to the queue.
 //! - `rpc.rs`: the MPS RPC endpoint (`/`), an adapter: the two actions and MPS's error bodies.
-//! - `control.rs`: the emulator's own endpoints (`/_emulator/jobs`, `stats`, `faults`; the
-//!   queue's `/_emulator/mns` are in `mns.rs`).
+//! - `control.rs`: the emulator's own endpoints (`/_emulator/jobs`, `stats`, `faults`, `clock`;
+//!   the queue's `/_emulator/mns` are in `mns.rs`).
 
 mod auth;
+mod clock;
 mod config;
 mod control;
 mod engine;
@@ -117,6 +120,10 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         .route(
             "/_emulator/faults",
             get(control::get_faults).post(control::set_faults),
+        )
+        .route(
+            "/_emulator/clock",
+            get(control::get_clock).post(control::advance_clock),
         )
         .with_state(state)
 }

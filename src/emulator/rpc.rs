@@ -252,7 +252,7 @@ async fn submit(
         ));
     }
     let new = jobs::check_submit(input, config, cfg.video_duration_s)?;
-    let now = jobs::now_ms();
+    let now = state.clock.now_ms();
     let real = state.engine.is_some();
     let job = Job {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -299,7 +299,9 @@ async fn submit(
     }
     let inner = state.lock();
     let job = &inner.jobs[inner.by_id[&id]];
-    Ok(json!({"RequestId": request_id(), "SnapshotJob": job.to_json(jobs::now_ms(), state.timing)}))
+    Ok(
+        json!({"RequestId": request_id(), "SnapshotJob": job.to_json(state.clock.now_ms(), state.timing)}),
+    )
 }
 
 /// MPS's limit for a synchronous snapshot.
@@ -327,7 +329,7 @@ pub const MAX_QUERY_IDS: usize = 10;
 
 fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, Fault> {
     let t = state.timing;
-    let now = jobs::now_ms();
+    let now = state.clock.now_ms();
     let mut inner = state.lock();
     let delay = inner.faults.list_delay_ms;
     if let Some(ids) = p.get("SnapshotJobIds").filter(|s| !s.is_empty()) {

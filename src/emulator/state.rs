@@ -1,5 +1,5 @@
 //! The emulator's shared state, `EmulatorState`: the job ledger (durable with a state
-//! directory), the runtime faults, the nonces and per-account QPS windows, the call counters,
+//! directory), its clock, the runtime faults, the nonces and per-account QPS windows, the call counters,
 //! and the hand-over of jobs to the local engine (start, resume after a restart, record the
 //! outcome). The endpoints (`rpc.rs`, `control.rs`, the object routes of `oss.rs`) read and
 //! change it; it knows nothing of HTTP.
@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Nonces;
+use super::clock::Clock;
 use super::config::EmulatorConfig;
 use super::engine::{self, Engine, Outcome};
 use super::faults::Faults;
@@ -84,6 +85,8 @@ impl Inner {
 pub struct EmulatorState {
     pub(super) config: EmulatorConfig,
     pub(super) timing: Timing,
+    /// What jobs' ages and the MNS queue's times are measured with (`--manual-clock`).
+    pub(super) clock: Clock,
     inner: Mutex<Inner>,
     /// The object routes' context: the store, keys, CORS, the callback key.
     pub(super) store: Arc<StoreContext>,
@@ -115,10 +118,18 @@ impl EmulatorState {
             .map(|(i, j)| (j.id.clone(), i))
             .collect();
         let oss = config.oss_dir.clone().map(LocalOss::new);
+        let clock = Clock::new(config.manual_clock);
         let mns = config
             .mns_queue
             .clone()
-            .map(|name| MnsQueue::new(name, config.mns_visibility_ms, config.state_dir.as_deref()))
+            .map(|name| {
+                MnsQueue::new(
+                    name,
+                    config.mns_visibility_ms,
+                    config.state_dir.as_deref(),
+                    clock.clone(),
+                )
+            })
             .transpose()?;
         let notify_pending = if mns.is_some() {
             jobs.iter()
@@ -150,6 +161,7 @@ impl EmulatorState {
             store: Arc::new(StoreContext::new(&config)),
             engine,
             stop: CancellationToken::new(),
+            clock,
             timing: Timing {
                 start_ms: config.start_ms,
                 process_ms: config.process_ms,
@@ -282,7 +294,7 @@ impl EmulatorState {
         let job = &mut inner.jobs[i];
         job.running = false;
         job.done = true;
-        job.finished_ms = Some(super::jobs::now_ms());
+        job.finished_ms = Some(self.clock.now_ms());
         job.failure = o.failure;
         let sprites = job.request.as_ref().is_some_and(|r| r.sprite.is_some());
         if let Some(m) = &o.manifest {
@@ -304,7 +316,7 @@ impl EmulatorState {
         let Some(queue) = &self.mns else {
             return;
         };
-        let now = super::jobs::now_ms();
+        let now = self.clock.now_ms();
         let mut out = Vec::new();
         {
             let mut guard = self.lock();

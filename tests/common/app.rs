@@ -11,6 +11,7 @@ use snapgate::app::Application;
 use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::Settings;
 use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
+use snapgate::limits::ManualClock;
 use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use snapgate::secret::Secret;
 use snapgate::store::DynStore;
@@ -67,6 +68,7 @@ pub struct TestAppBuilder {
     store: DynStore,
     settings: Settings,
     mps: Option<Arc<dyn MpsApi>>,
+    rate_clock: Option<ManualClock>,
 }
 
 impl TestAppBuilder {
@@ -82,6 +84,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Measures the teams' request rates on `clock`: buckets refill only when the test
+    /// advances it.
+    pub fn rate_clock(mut self, clock: ManualClock) -> Self {
+        self.rate_clock = Some(clock);
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         // `SNAPGATE_TEST_LOG=snapgate=debug cargo nextest run ...` shows the app's log.
         if let Ok(filter) = std::env::var("SNAPGATE_TEST_LOG") {
@@ -90,9 +99,12 @@ impl TestAppBuilder {
                 .with_test_writer()
                 .try_init();
         }
-        let app = Application::with_parts(self.settings, self.store.clone(), self.mps)
+        let mut app = Application::with_parts(self.settings, self.store.clone(), self.mps)
             .await
             .unwrap();
+        if let Some(clock) = self.rate_clock {
+            app = app.with_rate_clock(clock);
+        }
         let base = format!("http://{}", app.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Stops on `stop()`; a TestApp merely dropped keeps serving until the test ends.
@@ -124,6 +136,7 @@ impl TestApp {
             store,
             settings,
             mps: None,
+            rate_clock: None,
         }
     }
 
