@@ -7,9 +7,12 @@
 //! prefix, base units in the name (`_seconds`), `_total` on counters only, one series per fact
 //! (queued jobs are `snapgate_jobs{state="queued"}`, nowhere else). Label values are bounded:
 //! route templates, the standard HTTP methods (others count as `other`), status codes, MPS and
-//! MNS codes, and the fixed sets named below.
+//! MNS error codes through [`code_label`] (they come from upstream: at most
+//! [`MAX_CODE_LABELS`] distinct ones, each shaped like a code, the rest `other`), and the fixed
+//! sets named below.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -111,6 +114,51 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     res
 }
 
+/// How many distinct upstream error codes become label values in one process.
+pub const MAX_CODE_LABELS: usize = 64;
+
+/// Upstream error codes as label values, bounded (see the module docs).
+pub struct CodeLabels {
+    seen: Mutex<HashSet<String>>,
+    cap: usize,
+}
+
+impl CodeLabels {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashSet::new()),
+            cap,
+        }
+    }
+
+    /// `code` itself when it looks like an MPS/MNS code (a letter, then at most 63 of letters,
+    /// digits, `.`, `_`, `-`) and is one of the first `cap` distinct codes seen; else `other`.
+    pub fn label(&self, code: &str) -> String {
+        let shaped = code.len() <= 64
+            && code.starts_with(|c: char| c.is_ascii_alphabetic())
+            && code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !shaped {
+            return "other".into();
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(code) || (seen.len() < self.cap && seen.insert(code.to_string())) {
+            code.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}
+
+/// An upstream error code as a label value, bounded process-wide.
+pub fn code_label(code: &str) -> String {
+    static LABELS: OnceLock<CodeLabels> = OnceLock::new();
+    LABELS
+        .get_or_init(|| CodeLabels::new(MAX_CODE_LABELS))
+        .label(code)
+}
+
 /// Counts one MNS job message by its outcome (a fixed set: see the module docs).
 pub fn mns_message(outcome: &'static str) {
     metrics::counter!("snapgate_mns_messages_total", "outcome" => outcome).increment(1);
@@ -118,13 +166,13 @@ pub fn mns_message(outcome: &'static str) {
 
 /// Counts an MNS call that failed (`action` `ReceiveMessage` or `DeleteMessage`).
 pub fn mns_call_failed(action: &'static str, code: &str) {
-    metrics::counter!("snapgate_mns_calls_total", "action" => action, "code" => code.to_string())
+    metrics::counter!("snapgate_mns_calls_total", "action" => action, "code" => code_label(code))
         .increment(1);
 }
 
 /// Records one MPS call.
 pub fn mps_call(action: &'static str, code: &str, started: Instant) {
-    metrics::counter!("snapgate_mps_calls_total", "action" => action, "code" => code.to_string())
+    metrics::counter!("snapgate_mps_calls_total", "action" => action, "code" => code_label(code))
         .increment(1);
     metrics::histogram!("snapgate_mps_call_duration_seconds", "action" => action)
         .record(started.elapsed().as_secs_f64());
@@ -133,6 +181,23 @@ pub fn mps_call(action: &'static str, code: &str, started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_codes_are_bounded_label_values() {
+        let l = CodeLabels::new(3);
+        assert_eq!(l.label("Throttling.User"), "Throttling.User");
+        assert_eq!(
+            l.label("InvalidParameter.ResourceNotFound"),
+            "InvalidParameter.ResourceNotFound"
+        );
+        for bad in ["", "1abc", "a b", "x\ny", "é", &"A".repeat(65)] {
+            assert_eq!(l.label(bad), "other", "{bad:?}");
+        }
+        assert_eq!(l.label("Success"), "Success");
+        // The cap reached: a new code is `other`, a known one stays itself.
+        assert_eq!(l.label("InternalError"), "other");
+        assert_eq!(l.label("Throttling.User"), "Throttling.User");
+    }
 
     /// Every name recorded anywhere in `src/` is described, and every description is recorded
     /// somewhere: the list cannot drift from the code.

@@ -157,14 +157,18 @@ impl OutputService {
         if job.state != JobState::Succeeded {
             return None;
         }
+        /// The emulator's own record of what it made (`Emulator.outputs`), read without
+        /// decoding the rest of the response.
+        #[derive(Deserialize)]
+        struct Emulated {
+            outputs: Option<OutputManifest>,
+        }
         let reported = job
             .mps
             .response
             .as_ref()
-            .and_then(|r| r.get("Emulator"))
-            .and_then(|e| e.get("outputs"))
-            .filter(|o| !o.is_null())
-            .and_then(|o| OutputManifest::deserialize(o).ok());
+            .and_then(|r| r.field::<Emulated>("Emulator"))
+            .and_then(|e| e.outputs);
         if let Some(m) = reported {
             return Some(m);
         }
@@ -350,7 +354,7 @@ mod tests {
                 count: Some(3),
                 tile_count: Some(2),
                 state: Some("Success".into()),
-                response: Some(json!({"Id": "x", "State": "Success", "Count": "3"})),
+                response: Some(json!({"Id": "x", "State": "Success", "Count": "3"}).into()),
                 ..MpsStatus::default()
             },
         );

@@ -36,6 +36,22 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// A header value that carries a credential (an outgoing `Authorization`, a webhook signature):
+/// `.header(name, Sensitive(&value))` marks it sensitive, so that no `Debug` of the request or
+/// its headers (reqwest's, hyper's, a tracing field's) prints it. An invalid value fails the
+/// request at `send` exactly as a plain string would.
+pub struct Sensitive<'a>(pub &'a str);
+
+impl TryFrom<Sensitive<'_>> for reqwest::header::HeaderValue {
+    type Error = reqwest::header::InvalidHeaderValue;
+
+    fn try_from(s: Sensitive<'_>) -> Result<Self, Self::Error> {
+        let mut v = reqwest::header::HeaderValue::from_str(s.0)?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +62,33 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{s}"), "[redacted]");
         assert_eq!(s.expose(), "hunter2-very-secret");
+    }
+
+    #[test]
+    fn a_sensitive_header_is_not_printed_with_its_request() {
+        let client = reqwest::Client::new();
+        let plain = client
+            .post("http://127.0.0.1:9/")
+            .header("authorization", "ACS3-HMAC-SHA256 Signature=deadbeef")
+            .build()
+            .unwrap();
+        assert!(format!("{plain:?}").contains("deadbeef"), "{plain:?}");
+        let marked = client
+            .post("http://127.0.0.1:9/")
+            .header(
+                "authorization",
+                Sensitive("ACS3-HMAC-SHA256 Signature=deadbeef"),
+            )
+            .build()
+            .unwrap();
+        assert!(marked.headers()["authorization"].is_sensitive());
+        assert!(!format!("{marked:?}").contains("deadbeef"), "{marked:?}");
+        assert!(!format!("{:?}", marked.headers()).contains("deadbeef"));
+        // Invalid values still fail the request, as before.
+        assert!(client
+            .post("http://127.0.0.1:9/")
+            .header("authorization", Sensitive("bad\nvalue"))
+            .build()
+            .is_err());
     }
 }

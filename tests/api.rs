@@ -624,7 +624,7 @@ fn published_rules_are_the_validators(doc: &Value) {
         (
             "OssObjectBody",
             "/input/object",
-            &["a.mp4", "/a.mp4", "\\a", "a\nb", "dir/a b.mp4"],
+            &["a.mp4", "/a.mp4", "\\a", "a\nb", "a\0b", "dir/a b.mp4"],
         ),
         (
             "CreateJobBody",

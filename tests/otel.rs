@@ -195,6 +195,7 @@ mod export {
             .unwrap_or_else(|| panic!("no mps.call with {mps_request_id}: {names:?}"));
         assert_eq!(attr(submit, "code").as_deref(), Some("Success"));
         assert_eq!(attr(submit, "http_status").as_deref(), Some("200"));
+        assert_eq!(attr(submit, "job_id").as_deref(), Some(id.as_str()));
         let dispatch = by_id(&submit.parent_span_id)
             .unwrap_or_else(|| panic!("the submit's parent span was not exported: {names:?}"));
         assert_eq!(dispatch.name, "dispatch");

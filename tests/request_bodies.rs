@@ -180,3 +180,38 @@ async fn a_fraction_or_a_leading_slash_is_the_one_violation_of_a_valid_body() {
     let (s, a) = post(&app, body("1").replace("in/a.mp4", "in/deep/er/a.mp4")).await;
     assert!(s.is_success(), "{a}");
 }
+
+/// A NUL in an object key (`\u0000` is valid JSON) is refused as the key's own violation on both
+/// stores, and nothing is recorded: Postgres cannot keep a NUL in a JSON string, so before the
+/// rule the Postgres store answered 500 after validation had passed it.
+#[tokio::test]
+async fn a_nul_in_an_object_key_is_refused_before_anything_is_recorded() {
+    let (pg, _db) = common::pg_store().await;
+    let (lite, _dir) = common::sqlite_store().await;
+    for (name, store) in [("postgres", pg), ("sqlite", lite)] {
+        let app = TestApp::builder(store)
+            .settings(|s| s.auth.enabled = true)
+            .start()
+            .await;
+        let k = app.key("t", false).await;
+        let app = app.with_token(Some(&k.token));
+        let b = body("3").replace("in/a.mp4", "in/a\\u0000.mp4");
+        let (status, answer) = post(&app, b).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {answer}");
+        assert_eq!(
+            answer["errors"],
+            json!([{"field": "/input/object", "code": "invalid_characters",
+                    "message": "must not contain CR, LF or NUL"}]),
+            "{name}: {answer}"
+        );
+        let list: Value = app
+            .req(reqwest::Method::GET, "/v1/snapshot-jobs")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["jobs"], json!([]), "{name}: {list}");
+    }
+}

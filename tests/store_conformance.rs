@@ -43,7 +43,7 @@ fn accepted(mps_id: &str) -> MpsUpdate {
             job_id: Some(mps_id.into()),
             state: Some("Submitted".into()),
             request_id: Some("REQ-1".into()),
-            response: Some(json!({"Id": mps_id, "State": "Submitted"})),
+            response: Some(json!({"Id": mps_id, "State": "Submitted"}).into()),
             ..MpsStatus::default()
         },
         next_poll_at: Some(store::now()),
@@ -641,7 +641,7 @@ async fn polls_are_claimed_recorded_and_never_regress(s: DynStore) {
                 request_id: Some("REQ-2".into()),
                 count: Some(3),
                 tile_count: Some(1),
-                response: Some(json!({"Id": "mps-1", "State": "Success", "Count": "3"})),
+                response: Some(json!({"Id": "mps-1", "State": "Success", "Count": "3"}).into()),
                 ..MpsStatus::default()
             },
             next_poll_at: None,

@@ -75,8 +75,9 @@ pub const BUCKET_PATTERN: &str = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$";
 pub const MPS_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 /// Object keys: 1 to this many bytes of UTF-8.
 pub const OBJECT_KEY_MAX_BYTES: usize = 1023;
-/// Characters no object key may contain.
-pub const OBJECT_KEY_FORBIDDEN: &[char] = &['\r', '\n'];
+/// Characters no object key may contain: CR and LF (OSS), and NUL, which no OSS client can send
+/// in a key and Postgres cannot store in a JSON string.
+pub const OBJECT_KEY_FORBIDDEN: &[char] = &['\r', '\n', '\0'];
 /// Characters an object key may not start with (OSS).
 pub const OBJECT_KEY_FORBIDDEN_FIRST: &[char] = &['/', '\\'];
 /// Sprite colour keywords (any letter case), besides `#RRGGBB`.
@@ -92,6 +93,7 @@ fn class(chars: &[char]) -> String {
         .iter()
         .map(|c| match c {
             '\\' => "\\\\".to_string(),
+            '\0' => "\\x00".to_string(),
             c => c.to_string(),
         })
         .collect()

@@ -248,7 +248,11 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
             );
         }
         if k.contains(rules::OBJECT_KEY_FORBIDDEN) {
-            cx.err(&field, "invalid_characters", "must not contain CR or LF");
+            cx.err(
+                &field,
+                "invalid_characters",
+                "must not contain CR, LF or NUL",
+            );
         }
         if k.starts_with(rules::OBJECT_KEY_FORBIDDEN_FIRST) {
             cx.err(

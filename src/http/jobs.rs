@@ -67,7 +67,7 @@ pub struct MpsStatusResource {
     pub message: Option<String>,
     /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
     #[schema(value_type = Option<Object>)]
-    pub response: Option<serde_json::Value>,
+    pub response: Option<crate::store::RawJson>,
 }
 
 /// Why a delivery attempt failed, as kept in `last_error`.

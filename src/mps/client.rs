@@ -17,7 +17,7 @@ use super::sign;
 use super::wire::{
     ListQuery, MpsErrorBody, QuerySnapshotJobListResponse, SubmitParams, SubmitSnapshotJobResponse,
 };
-use crate::secret::Secret;
+use crate::secret::{Secret, Sensitive};
 
 pub const API_VERSION: &str = "2014-06-18";
 
@@ -120,7 +120,8 @@ impl MpsClient {
     }
 
     /// Signs and sends one action in an `mps.call` span that records MPS's answer: its request
-    /// id, code (`Success` or MPS's error code) and HTTP status.
+    /// id, code (`Success` or MPS's error code) and HTTP status; a submit's span carries the
+    /// gateway job id too (read back from the `UserData` it sends).
     async fn call<T: DeserializeOwned>(
         &self,
         action: &'static str,
@@ -130,10 +131,17 @@ impl MpsClient {
         let span = tracing::info_span!(
             "mps.call",
             action,
+            job_id = Empty,
             mps_request_id = Empty,
             code = Empty,
             http_status = Empty
         );
+        if let Some(id) = api
+            .get("UserData")
+            .and_then(|u| crate::domain::user_data::gateway_id(u))
+        {
+            span.record("job_id", tracing::field::display(id));
+        }
         let out = self.send(action, api).instrument(span.clone()).await;
         let (request_id, code, status) = match &out {
             Ok(r) => (Some(r.request_id.as_str()), "Success", Some(r.http_status)),
@@ -205,7 +213,7 @@ impl MpsClient {
                         req = req.header(k.as_str(), v.as_str());
                     }
                 }
-                (req.header("authorization", auth), sts)
+                (req.header("authorization", Sensitive(&auth)), sts)
             }
         };
         let response = request

@@ -12,7 +12,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 use super::sign;
-use crate::secret::Secret;
+use crate::secret::{Secret, Sensitive};
 
 /// MNS's XML namespace.
 pub const XMLNS: &str = "http://mns.aliyuncs.com/doc/v1/";
@@ -273,7 +273,10 @@ impl MnsClient {
             .header("x-mns-version", sign::MNS_VERSION)
             .header(
                 "authorization",
-                sign::authorization_mns(&self.cfg.access_key_id, &signature),
+                Sensitive(&sign::authorization_mns(
+                    &self.cfg.access_key_id,
+                    &signature,
+                )),
             )
             .timeout(timeout)
             .send()

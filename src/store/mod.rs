@@ -16,6 +16,7 @@ mod codec;
 mod db;
 mod group_commit;
 mod postgres;
+mod raw_json;
 mod rows;
 mod rpc;
 mod sql;
@@ -34,6 +35,7 @@ use crate::domain::{JobId, JobRequest, JobState, Warning};
 
 pub use crate::clock::now;
 pub use postgres::NOTIFY_CHANNEL;
+pub use raw_json::RawJson;
 pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
 pub use sql::SqlStore;
 pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
@@ -97,8 +99,9 @@ pub struct MpsStatus {
     pub tile_count: Option<u64>,
     pub code: Option<String>,
     pub message: Option<String>,
-    /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
-    pub response: Option<Value>,
+    /// The raw `SnapshotJob` object of the latest response, as MPS sent it (passed through to
+    /// answers unparsed).
+    pub response: Option<RawJson>,
 }
 
 /// Serialized as the data of the job's webhook events (`store/webhooks.rs`), rendered for

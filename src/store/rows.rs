@@ -1,7 +1,7 @@
 //! The row types the shared statements and the per-database claims both read: a job and a
 //! claimed job, decoded from either database.
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::FromRow;
 
@@ -62,7 +62,7 @@ pub struct JobRow {
     mps_tile_count: Option<i64>,
     mps_code: Option<String>,
     mps_message: Option<String>,
-    mps_response: Option<Json<Value>>,
+    mps_response: Option<Json<Box<RawValue>>>,
     submitted_at: Option<DbTime>,
     preset: Option<String>,
 }
@@ -90,7 +90,7 @@ impl TryFrom<JobRow> for Job {
                 tile_count: r.mps_tile_count.map(|c| c as u64),
                 code: r.mps_code,
                 message: r.mps_message,
-                response: r.mps_response.map(|j| j.0),
+                response: r.mps_response.map(|j| j.0.into()),
             },
             submitted_at: r.submitted_at.map(|t| t.0),
             preset: r.preset,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{net, payload, sign, EventRenderer};
 use crate::auth::MasterKeySlot;
 use crate::config::WebhooksSettings;
+use crate::secret::Sensitive;
 use crate::store::{DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DynStore};
 
 pub struct DeliveryWorker {
@@ -269,7 +270,7 @@ impl DeliveryWorker {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", &c.event.id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
+            .header("webhook-signature", Sensitive(&signature))
             .body(body)
             .send()
             .await;

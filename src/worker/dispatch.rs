@@ -56,7 +56,7 @@ pub(super) fn update_from(
             tile_count: job.tile_count,
             code: job.code.clone().filter(|c| !c.is_empty()),
             message: job.message.clone().filter(|m| !m.is_empty()),
-            response: raw,
+            response: raw.map(Into::into),
         },
         next_poll_at: (!state.is_final()).then(|| after(poll_in)),
     }
@@ -184,7 +184,7 @@ impl Worker {
                         "QuerySnapshotJobList",
                         Some(&request_id),
                         None,
-                        update.mps.response.clone(),
+                        update.mps.response.as_ref().map(|r| r.to_value()),
                     )
                     .await;
                     self.complete(key, &update).await?;
@@ -345,7 +345,7 @@ impl Worker {
                 self.fail(key, &error).await?;
             }
             ErrorClass::Retryable => {
-                metrics::counter!("snapgate_retries_total", "code" => e.code.clone()).increment(1);
+                metrics::counter!("snapgate_retries_total", "code" => crate::metrics::code_label(&e.code)).increment(1);
                 let wait = e.retry_after.unwrap_or_else(|| self.backoff(attempt));
                 tracing::info!(code = %e.code, mps_request_id = %request_id, attempt, retry_in_ms = wait.as_millis() as u64, "retryable error");
                 self.store
@@ -362,7 +362,7 @@ impl Worker {
                     .await?;
             }
             ErrorClass::OutcomeUnknown => {
-                metrics::counter!("snapgate_retries_total", "code" => e.code.clone()).increment(1);
+                metrics::counter!("snapgate_retries_total", "code" => crate::metrics::code_label(&e.code)).increment(1);
                 tracing::warn!(code = %e.code, attempt, "outcome unknown; will look the job up before any resubmission");
                 let retry_at = self.settle_time(store::now());
                 self.store

@@ -70,10 +70,13 @@ pub fn snapshot_job(job: &Job, default_pipeline: Option<&str>) -> Value {
         .mps
         .response
         .as_ref()
-        .and_then(|r| r.get("PipelineId"))
-        .and_then(Value::as_str)
+        .and_then(|r| r.field::<String>("PipelineId"))
         .filter(|s| !s.is_empty());
-    if let Some(p) = reported.or(r.pipeline_id.as_deref()).or(default_pipeline) {
+    if let Some(p) = reported
+        .as_deref()
+        .or(r.pipeline_id.as_deref())
+        .or(default_pipeline)
+    {
         j.insert("PipelineId".into(), json!(p));
     }
     if let Some(u) = &r.user_data {
