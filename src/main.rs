@@ -12,21 +12,7 @@ use snapgate::config::Settings;
 
 fn init_logging(settings: &Settings) -> anyhow::Result<snapgate::telemetry::Telemetry> {
     let telemetry = snapgate::telemetry::init(settings)?;
-    // A panic is an ERROR event in the log's own format (JSON lines stay parseable), with where
-    // it happened; axum's CatchPanicLayer keeps its message out of the HTTP answer.
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(location, panic = payload, "panic");
-    }));
+    snapgate::telemetry::log_panics();
     Ok(telemetry)
 }
 

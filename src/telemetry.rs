@@ -35,6 +35,25 @@ impl Telemetry {
     }
 }
 
+/// Makes every panic an ERROR event in the log's own format (JSON lines stay parseable), with
+/// where it happened and its message; axum's `CatchPanicLayer` keeps the message out of the HTTP
+/// answer. Replaces the default hook (which prints to stderr outside the log).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(location, panic = payload, "panic");
+    }));
+}
+
 /// Installs the process's subscriber: the log, and the OTLP exporter when configured.
 pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     let log = &settings.log;

@@ -1,0 +1,57 @@
+//! A panic anywhere in the process (a handler, the worker, a spawned task) is an ERROR event of
+//! the log, in the log's format, with its message and location — not a bare line on stderr that
+//! a JSON log pipeline cannot parse. Its own test binary: the panic hook is process-wide.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_is_an_error_event_of_the_json_log_with_its_message_and_location() {
+    let buf = Buffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    snapgate::telemetry::log_panics();
+
+    let line = line!() + 1;
+    let joined = std::thread::spawn(|| panic!("boom {}", 42)).join();
+    assert!(joined.is_err(), "the thread panicked");
+    let joined = std::thread::spawn(|| std::panic::panic_any("a static message")).join();
+    assert!(joined.is_err());
+
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert_eq!(events.len(), 2, "{text}");
+    for (e, message) in events.iter().zip(["boom 42", "a static message"]) {
+        assert_eq!(e["level"], "ERROR", "{e}");
+        assert_eq!(e["fields"]["message"], "panic", "{e}");
+        assert_eq!(e["fields"]["panic"], message, "{e}");
+    }
+    assert_eq!(
+        events[0]["fields"]["location"],
+        format!("tests/panics.rs:{line}"),
+        "{}",
+        events[0]
+    );
+}
