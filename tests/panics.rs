@@ -2,27 +2,14 @@
 //! the log, in the log's format, with its message and location — not a bare line on stderr that
 //! a JSON log pipeline cannot parse. Its own test binary: the panic hook is process-wide.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::Captured;
 use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn a_panic_is_an_error_event_of_the_json_log_with_its_message_and_location() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -37,7 +24,7 @@ fn a_panic_is_an_error_event_of_the_json_log_with_its_message_and_location() {
     let joined = std::thread::spawn(|| std::panic::panic_any("a static message")).join();
     assert!(joined.is_err());
 
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let events: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))

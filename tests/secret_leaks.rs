@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use common::Captured;
 use serde_json::{json, Value};
 use snapgate::app::Application;
 use snapgate::auth::{issue_key, MasterKey};
@@ -19,19 +19,6 @@ use sqlx::Row;
 
 const MPS_SECRET: &str = "MPS-CANARY-7f3a9c1e5d";
 const WRONG_SECRET: &str = "WRONG-CANARY-2b8e4d6f0a";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Every row of every table of the database at `url`, as `(table, row as JSON text)`.
 async fn dump(url: &str) -> Vec<(String, String)> {
@@ -324,7 +311,7 @@ async fn no_secret_reaches_a_log_a_response_or_the_database() {
         "the second replica recorded its job"
     );
 
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let log_text = logs.text();
     assert!(log_text.contains("job recorded"), "logs were captured");
     assert!(
         log_text.contains("webhook attempt"),

@@ -11,12 +11,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
+use common::Captured;
 use serde_json::{json, Value};
 use snapgate::app::Application;
 use snapgate::auth::{issue_key, token_hash, IssuedKey, MasterKey};
@@ -33,19 +32,6 @@ const PG_PASSWORD: &str = "PGPASS-CANARY-3e7b1d9f0a4c";
 /// Every 16-character piece of every canary is searched for: a truncated or partly masked
 /// secret (`sgt_AbCd1234...`) is a leak too.
 const PIECE: usize = 16;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn body(object: &str) -> Value {
     json!({
@@ -534,8 +520,8 @@ async fn no_secret_leaks_from_built_apps_the_cli_or_misplaced_tokens() {
             places.push((name.to_string(), r));
         }
     }
-    let text_log = String::from_utf8(text_logs.0.lock().unwrap().clone()).unwrap();
-    let json_log = String::from_utf8(json_logs.0.lock().unwrap().clone()).unwrap();
+    let text_log = text_logs.text();
+    let json_log = json_logs.text();
     // The capture works: these lines must be in it, or the checks below prove nothing.
     for log in [&text_log, &json_log] {
         assert!(log.contains("job recorded"), "the logs were captured");

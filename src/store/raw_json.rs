@@ -22,6 +22,11 @@ impl RawJson {
         self.0.get()
     }
 
+    /// The document as serde_json's `RawValue` (what a JSON column binds).
+    pub fn into_raw(self) -> Box<RawValue> {
+        self.0
+    }
+
     /// The document parsed.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
@@ -44,15 +49,15 @@ impl From<Box<RawValue>> for RawJson {
     }
 }
 
-impl From<Value> for RawJson {
-    fn from(v: Value) -> Self {
-        RawJson(serde_json::value::to_raw_value(&v).expect("a JSON value always encodes"))
+impl From<&Value> for RawJson {
+    fn from(v: &Value) -> Self {
+        RawJson(serde_json::value::to_raw_value(v).expect("a JSON value always encodes"))
     }
 }
 
-impl From<RawJson> for Box<RawValue> {
-    fn from(r: RawJson) -> Self {
-        r.0
+impl From<Value> for RawJson {
+    fn from(v: Value) -> Self {
+        RawJson::from(&v)
     }
 }
 

@@ -150,11 +150,7 @@ fn bind_mps(stmt: Stmt, m: &MpsStatus) -> Stmt {
         .bind(m.tile_count.map(|c| c as i64))
         .bind(m.code.clone())
         .bind(m.message.clone())
-        .bind(
-            m.response
-                .clone()
-                .map(|r| Json(Box::<serde_json::value::RawValue>::from(r))),
-        )
+        .bind(m.response.clone().map(|r| Json(r.into_raw())))
 }
 
 /// The columns of a job MPS has accepted (state, times, MPS status); the caller adds its guard.

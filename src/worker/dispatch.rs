@@ -177,16 +177,16 @@ impl Worker {
                     metrics::counter!("snapgate_reconciliations_total", "outcome" => "adopted")
                         .increment(1);
                     tracing::info!(mps_job_id = %found.id, mps_request_id = %request_id, "reconciled: MPS already has this job; adopting it");
-                    let update =
-                        update_from(&found, raw, &request_id, self.poll_interval(store::now()));
                     self.record(
                         job,
                         "QuerySnapshotJobList",
                         Some(&request_id),
                         None,
-                        update.mps.response.as_ref().map(|r| r.to_value()),
+                        raw.clone(),
                     )
                     .await;
+                    let update =
+                        update_from(&found, raw, &request_id, self.poll_interval(store::now()));
                     self.complete(key, &update).await?;
                     return Ok(());
                 }

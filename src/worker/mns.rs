@@ -191,7 +191,7 @@ fn update_from_message(n: &JobNotification, state: JobState, message_id: &str) -
             tile_count: n.tile_count,
             code: n.code.clone(),
             message: n.message.clone(),
-            response: Some(n.raw.clone().into()),
+            response: Some((&n.raw).into()),
         },
         next_poll_at: None,
     }

@@ -8,7 +8,7 @@ pub mod process;
 #[allow(unused_imports)]
 pub use app::TestApp;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use snapgate::config::{DatabaseSettings, Settings};
 use snapgate::store::{DynStore, PgStore, SqliteStore, Store};
@@ -178,4 +178,26 @@ pub fn node_modules(name: &str, dir: &str) -> std::path::PathBuf {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     target
+}
+
+/// A log writer that keeps everything a `tracing` subscriber writes
+/// (`.with_writer(move || captured.clone())`), for tests that read their own logs.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
