@@ -196,12 +196,36 @@ def api(path, token, body=None):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(path, script, c, extra_env):
+# BENCH_PROFILE="GET queued@16,POST@16": perf-record snapgate (cpu-clock, call graphs) while those
+# figures are measured (label@c, first size only); reports go to target/bench-profile-<label>-c<c>.txt.
+PROFILE = set(filter(None, os.environ.get("BENCH_PROFILE", "").split(",")))
+GATEWAY_PID = None
+PROFILED = set()
+
+
+def wrk(label, path, script, c, extra_env):
     """wrk (closed loop, c connections); p50/p99 from its latency distribution."""
     env = dict(os.environ, **extra_env)
+    perf = None
+    if f"{label}@{c}" in PROFILE and label not in PROFILED and GATEWAY_PID and shutil.which("perf"):
+        PROFILED.add(label)
+        data = os.path.join(WORK, f"perf-{label.replace(' ', '-')}.data")
+        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-o", data,
+                                 "-p", str(GATEWAY_PID)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{DURATION}s", "--latency", "-s",
                           os.path.join(ROOT, "bench", script), f"http://127.0.0.1:{GW_PORT}{path}"],
                          capture_output=True, text=True, env=env, check=True).stdout
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+        report = os.path.join(ROOT, "target", f"bench-profile-{label.replace(' ', '-')}-c{c}.txt")
+        with open(report, "w") as f:
+            # Where the time goes by binary, then each function's own time, then its inclusive time.
+            for extra in (["--no-children", "--sort", "dso"], ["--no-children", "--sort", "dso,symbol"],
+                          ["--children", "--sort", "symbol"]):
+                subprocess.run(["perf", "report", "-i", data, "--percent-limit", "1", "--stdio", "-g", "none",
+                                *extra], stdout=f, stderr=subprocess.DEVNULL)
+        print(f"  profile of snapgate: {report}", flush=True)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
     for pct in ("50", "99"):
@@ -294,6 +318,8 @@ def api_phase():
         cli("team", "create", f"t{i}")
     token = json.loads(cli("key", "create", "--team", "t0"))["token"]
     gw = gateway(default_config=True)
+    global GATEWAY_PID
+    GATEWAY_PID = gw.pid
     auth = {"TOKEN": token}
 
     # A real job through the real path, once succeeded: the template of every generated row.
@@ -352,14 +378,14 @@ def api_phase():
 
         for c in LEVELS:
             ceiling = pgbench(pk_sql, c)
-            measure("GET final", size, c, wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=final_paths)), ceiling, results)
-            measure("GET queued", size, c, wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths)), ceiling, results)
-            snap = wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=list_file))
+            measure("GET final", size, c, wrk("GET final", "/", "paths.lua", c, dict(auth, PATHS_FILE=final_paths)), ceiling, results)
+            measure("GET queued", size, c, wrk("GET queued", "/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths)), ceiling, results)
+            snap = wrk("list", "/", "paths.lua", c, dict(auth, PATHS_FILE=list_file))
             measure("list", size, c, snap, pgbench(list_sql, c), results)
-            snap = wrk("/", "paths.lua", c, dict(auth, PATHS_FILE=next_paths))
+            snap = wrk("next page", "/", "paths.lua", c, dict(auth, PATHS_FILE=next_paths))
             measure("next page", size, c, snap, pgbench(next_sql, c), results)
         for c in LEVELS:
-            snap = wrk("/v1/snapshot-jobs", "post.lua", c, auth)
+            snap = wrk("POST", "/v1/snapshot-jobs", "post.lua", c, auth)
             measure("POST", size, c, snap, pgbench(insert_sql, c), results)
         psql("DELETE FROM jobs WHERE team = 'pgbench'")
         rss[size] = peak_rss_mib(gw.pid)

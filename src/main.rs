@@ -10,6 +10,12 @@ use clap::Parser;
 use cli::{Cli, Command};
 use snapgate::config::Settings;
 
+/// mimalloc rather than glibc's malloc: a request allocates and frees many small buffers across
+/// threads, where glibc's arenas (consolidation, chunk unlinking) cost a sixth of the CPU of a
+/// status read (bench/bench.py with BENCH_PROFILE; BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(settings: &Settings) -> anyhow::Result<snapgate::telemetry::Telemetry> {
     let telemetry = snapgate::telemetry::init(settings)?;
     snapgate::telemetry::log_panics();
