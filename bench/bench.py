@@ -3,7 +3,8 @@
 Phase A, the default configuration next to the database's ceiling: snapgate (release, Postgres,
 auth on, worker on, a separate `snapgate emulator` as MPS with MPS's limits; only the team limits
 raised out of the way) is loaded with wrk at c = 1, 16, 64 for POST /v1/snapshot-jobs, GET of
-queued and of final jobs, the list `?state=succeeded&limit=50` and its next page by cursor. Right
+queued and of final jobs (a hot set: from the job cache), of 10,000 jobs across the table (admin key:
+mostly database reads), the list `?state=succeeded&limit=50` and its next page by cursor. Right
 after each snapgate measurement pgbench runs the ceiling on the same Postgres — one durable INSERT
 of the same row / one primary-key SELECT / the same list SQL per transaction — so both see the
 same machine state. Done with 10,000 and then 1,000,000 jobs in the table (10 teams, populated
@@ -46,6 +47,12 @@ SIZES = [10_000, 100_000] if QUICK else [10_000, 1_000_000]
 TEAMS = 10
 PAGES = 15  # next-page requests pick one of this many cursors
 QUEUED_READ_SET = 1000
+# GET final reads the same number of t0's jobs at every table size, spread evenly over them (a
+# hot set that fits the job cache, as pollers of recent jobs make); GET uncached reads 5x the
+# cache's default 2,000 entries, spread evenly over the whole table with an admin key: mostly
+# database reads. So the table's size is the only thing that differs between the sizes.
+FINAL_READ_SET = 1000
+UNCACHED_READ_SET = 10_000
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # a fixed bench-only key (32 bytes)
 RESULTS = os.path.join(ROOT, "target", "bench-results.json")
 GW_PORT, EMU_PORT = 18080, 19090
@@ -317,6 +324,8 @@ def api_phase():
     for i in range(TEAMS):
         cli("team", "create", f"t{i}")
     token = json.loads(cli("key", "create", "--team", "t0"))["token"]
+    cli("team", "create", "ops")
+    admin_token = json.loads(cli("key", "create", "--team", "ops", "--admin"))["token"]
     gw = gateway(default_config=True)
     global GATEWAY_PID
     GATEWAY_PID = gw.pid
@@ -350,11 +359,17 @@ def api_phase():
         print(f"\npopulating to {size:,} jobs ({TEAMS} teams)", flush=True)
         populate(size, done)
         done = size
-        t0_jobs = size // TEAMS
+        # Job i is md5('j' || i), of team t(i % TEAMS).
+        final_step = size // TEAMS // FINAL_READ_SET * TEAMS
         final_paths = os.path.join(WORK, "final.txt")
         with open(final_paths, "w") as f:
-            f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('j' || (k * {TEAMS})::text)::uuid "
-                         f"FROM generate_series(1, {t0_jobs}) k") + "\n")
+            f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('j' || (k * {final_step})::text)::uuid "
+                         f"FROM generate_series(1, {FINAL_READ_SET}) k") + "\n")
+        uncached_step = size // UNCACHED_READ_SET
+        uncached_paths = os.path.join(WORK, "uncached.txt")
+        with open(uncached_paths, "w") as f:
+            f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('j' || (k * {uncached_step})::text)::uuid "
+                         f"FROM generate_series(1, {UNCACHED_READ_SET}) k") + "\n")
         # The cursors of pages 2 ..= PAGES + 1, walked through the API.
         list_path = "/v1/snapshot-jobs?state=succeeded&limit=50"
         cursors, page = [], api(list_path, token)
@@ -373,13 +388,17 @@ def api_phase():
             next_sql.append(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {list_where} AND (created_at, id) < "
                             f"(timestamptz 'epoch' + {int(micros)} * interval '1 microsecond', '{jid}'::uuid) "
                             "ORDER BY created_at DESC, id DESC LIMIT 51;\n")
-        pk_sql = (f"\\set k random(1, {t0_jobs})\n"
-                  f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5('j' || (:k * {TEAMS})::text)::uuid;\n")
+        pk_sql = (f"\\set k random(1, {FINAL_READ_SET})\n"
+                  f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5('j' || (:k * {final_step})::text)::uuid;\n")
+        pk_uncached_sql = (f"\\set k random(1, {UNCACHED_READ_SET})\n"
+                           f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5('j' || (:k * {uncached_step})::text)::uuid;\n")
 
         for c in LEVELS:
             ceiling = pgbench(pk_sql, c)
             measure("GET final", size, c, wrk("GET final", "/", "paths.lua", c, dict(auth, PATHS_FILE=final_paths)), ceiling, results)
             measure("GET queued", size, c, wrk("GET queued", "/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths)), ceiling, results)
+            snap = wrk("GET uncached", "/", "paths.lua", c, dict(TOKEN=admin_token, PATHS_FILE=uncached_paths))
+            measure("GET uncached", size, c, snap, pgbench(pk_uncached_sql, c), results)
             snap = wrk("list", "/", "paths.lua", c, dict(auth, PATHS_FILE=list_file))
             measure("list", size, c, snap, pgbench(list_sql, c), results)
             snap = wrk("next page", "/", "paths.lua", c, dict(auth, PATHS_FILE=next_paths))
@@ -404,7 +423,7 @@ def api_phase():
     small, large = SIZES
     print(f"\nscale: p99 at {large:,} jobs / p99 at {small:,} jobs (goal <= 1.5)")
     by = {(r["test"], r["size"], r["c"]): r["snapgate"] for r in results}
-    for test in ("GET final", "GET queued", "list", "next page"):
+    for test in ("GET final", "GET queued", "GET uncached", "list", "next page"):
         print(f"  {test:<11} " + "  ".join(f"c={c}: {by[(test, large, c)]['p99'] / by[(test, small, c)]['p99']:.2f}"
                                            for c in LEVELS))
     print(f"\nsnapgate peak RSS (VmHWM): " + ", ".join(f"{rss[s]:.1f} MiB after {s:,} jobs" for s in SIZES))

@@ -17,7 +17,7 @@ use crate::auth::MasterKeySlot;
 use crate::config::{ms, Settings};
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::auth::TokenCache;
-use crate::http::job_cache::FinalJobCache;
+use crate::http::job_cache::JobCache;
 use crate::http::AppState;
 use crate::limits::{ManualClock, RateClock, TeamLimiter};
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
@@ -335,7 +335,13 @@ impl Application {
             &store,
             std::time::Duration::from_millis(settings.auth.token_cache_ms),
         ));
-        let final_jobs = Arc::new(FinalJobCache::new(settings.http.final_job_cache_entries));
+        let jobs = Arc::new(JobCache::new(
+            settings.http.job_cache_entries,
+            std::time::Duration::from_millis(settings.http.job_cache_ttl_ms),
+        ));
+        if settings.http.job_cache_ttl_ms > 0 && settings.http.job_cache_entries > 0 {
+            store.watch_job_changes(jobs.clone());
+        }
         let master_key = Arc::new(MasterKeySlot::new(&settings.auth));
         let webhooks = Arc::new(WebhookService::new(
             store.clone(),
@@ -360,7 +366,7 @@ impl Application {
         let state = AppState {
             store,
             tokens,
-            final_jobs,
+            jobs,
             master_key,
             webhooks,
             nonce_purge: Arc::default(),

@@ -92,8 +92,13 @@ pub struct HttpSettings {
     /// ask OSS for an upload callback to `<public_url>/callbacks/oss`. Unset: no callback (the
     /// browser calls `POST /v1/uploads/{id}/complete`).
     pub public_url: Option<String>,
-    /// Final jobs kept in memory for `GET /v1/snapshot-jobs/{id}`; 0: none.
-    pub final_job_cache_entries: usize,
+    /// Jobs kept in memory for `GET /v1/snapshot-jobs/{id}` (`src/http/job_cache.rs`); 0: none.
+    /// The name it had when only final jobs were kept is still read.
+    #[serde(alias = "final_job_cache_entries")]
+    pub job_cache_entries: usize,
+    /// How long a job that can still change is answered from memory at most; a change heard
+    /// from the database (Postgres `NOTIFY`, any replica) drops it at once. 0: only final jobs.
+    pub job_cache_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -318,7 +323,8 @@ impl Default for HttpSettings {
             submit_wait_ms: 2_000,
             cors_origins: Vec::new(),
             public_url: None,
-            final_job_cache_entries: 2_000,
+            job_cache_entries: 2_000,
+            job_cache_ttl_ms: 2_000,
         }
     }
 }

@@ -46,7 +46,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("snapgate_rejected_requests_total", Kind::Counter, "Requests refused by a team limit, by reason (rate_limit, quota)."),
     ("snapgate_mns_messages_total", Kind::Counter, "MNS job messages by what became of them (applied, duplicate, unknown_job, other_mps_job, not_snapshot, not_final, malformed, not_yet_submitted, error)."),
     ("snapgate_mns_calls_total", Kind::Counter, "MNS ReceiveMessage and DeleteMessage calls that failed, by action and code."),
-    ("snapgate_final_job_cache_hits_total", Kind::Counter, "Job reads answered from the in-memory cache of final jobs."),
+    ("snapgate_job_cache_hits_total", Kind::Counter, "Job reads answered from memory, by job (final, or open: can still change)."),
     ("snapgate_token_cache_total", Kind::Counter, "API token checks by whether the in-memory cache answered (hit, miss)."),
     ("snapgate_mps_rpc_errors_total", Kind::Counter, "Errors answered on the MPS-compatible endpoint, by MPS error code."),
     ("snapgate_webhook_attempts_total", Kind::Counter, "Webhook delivery attempts by result."),

@@ -1,6 +1,8 @@
-//! The read caches (issue 15): verified tokens and final jobs served from memory, and what must
-//! hold regardless — a revoked key stops working on every replica within `auth.token_cache_ms`
-//! (at once where Postgres `NOTIFY` reaches it), and a cached job is never shown to another team.
+//! The read caches (issue 15): verified tokens and jobs served from memory, and what must hold
+//! regardless — a revoked key stops working on every replica within `auth.token_cache_ms` (at
+//! once where Postgres `NOTIFY` reaches it), a cached job is never shown to another team, and a
+//! job that can still change is never answered from memory after a change another replica made
+//! has been announced, nor while the announcements cannot be heard.
 
 mod common;
 
@@ -212,13 +214,14 @@ async fn a_cached_final_job_is_never_shown_to_another_team() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    // Take the row away: from now on only the cache can answer.
+    // Take the row away behind the change trigger's back: from now on only the cache can answer.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query("DELETE FROM jobs WHERE id = $1::uuid")
-        .bind(created["id"].as_str().unwrap())
-        .execute(&pool)
-        .await
-        .unwrap();
+    unannounced(
+        &pool,
+        "DELETE FROM jobs WHERE id = $1::uuid",
+        created["id"].as_str().unwrap(),
+    )
+    .await;
     pool.close().await;
     let again: Value = app
         .with_token(Some(&alpha.token))
@@ -238,4 +241,222 @@ async fn a_cached_final_job_is_never_shown_to_another_team() {
         assert!(!text.contains("a.mp4"), "beta saw alpha's job: {text}");
     }
     assert_eq!(status(&app, &admin.token, &path).await, StatusCode::OK);
+}
+
+/// Runs `sql` (binding `id`) with triggers off: a change no replica hears of, so whatever still
+/// answers the old value answers it from memory.
+async fn unannounced(pool: &sqlx::PgPool, sql: &str, id: &str) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let done = sqlx::query(sql).bind(id).execute(&mut *tx).await.unwrap();
+    assert_eq!(done.rows_affected(), 1, "{sql}");
+    tx.commit().await.unwrap();
+}
+
+async fn job(app: &TestApp, token: &str, path: &str) -> Value {
+    let res = app.with_token(Some(token)).get(path).await;
+    assert_eq!(res.status(), StatusCode::OK, "{path}");
+    res.json().await.unwrap()
+}
+
+/// Reads `path` on `app` until the answer comes from memory: a marker written to the row
+/// unannounced is then not seen. (The replica's change feed connects in the background after
+/// start: until it is live, nothing that can change is kept.) Answers the cached job.
+async fn until_cached(app: &TestApp, token: &str, path: &str, pool: &sqlx::PgPool) -> Value {
+    let id = path.rsplit('/').next().unwrap();
+    let t0 = Instant::now();
+    for i in 0.. {
+        let before = job(app, token, path).await;
+        let marker = format!("unannounced-{i}");
+        unannounced(
+            pool,
+            &format!("UPDATE jobs SET mps_message = '{marker}' WHERE id = $1::uuid"),
+            id,
+        )
+        .await;
+        let after = job(app, token, path).await;
+        if after["mps"]["message"] != marker.as_str() {
+            assert_eq!(after, before, "a cached answer is the earlier read");
+            return after;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{path} never came from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+fn two_replicas_settings(s: &mut snapgate::config::Settings) {
+    s.auth.enabled = true;
+    s.http.submit_wait_ms = 0;
+    // A queued job is trusted from memory for a minute here: a fresh answer within a second
+    // can only come from the change announcement (or the feed's loss).
+    s.http.job_cache_ttl_ms = 60_000;
+}
+
+#[tokio::test]
+async fn a_queued_job_cached_on_one_replica_is_dropped_when_another_replica_changes_it() {
+    let (store_a, url) = common::pg_store().await;
+    let store_b = second_store(&url).await;
+    let replica_a = TestApp::builder(store_a.clone())
+        .settings(two_replicas_settings)
+        .start()
+        .await;
+    let replica_b = TestApp::builder(store_b.clone())
+        .settings(two_replicas_settings)
+        .start()
+        .await;
+    let alpha = key(&store_a, "alpha", false).await;
+    let beta = key(&store_a, "beta", false).await;
+    let body = json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "q.mp4"},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "q.jpg"}
+    });
+    // The worker is off: the job stays queued until cancelled.
+    let created: Value = replica_a
+        .with_token(Some(&alpha.token))
+        .post_job(&body, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/snapshot-jobs/{}", created["id"].as_str().unwrap());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let cached = until_cached(&replica_b, &alpha.token, &path, &pool).await;
+    assert_eq!(cached["state"], "queued");
+
+    // Never to another team, cached or not.
+    for _ in 0..3 {
+        let res = replica_b.with_token(Some(&beta.token)).get(&path).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert!(!res.text().await.unwrap().contains("q.mp4"));
+    }
+
+    // Replica A cancels it: replica B answers the change within a second (the cache would have
+    // kept the queued job for a minute).
+    let res = replica_a
+        .with_token(Some(&alpha.token))
+        .req(reqwest::Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let t0 = Instant::now();
+    loop {
+        let j = job(&replica_b, &alpha.token, &path).await;
+        if j["state"] == "failed" {
+            assert_eq!(j["last_error"]["code"], "Cancelled");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "replica B still answers {} a second after replica A cancelled the job",
+            j["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("the change reached replica B after {:?}", t0.elapsed());
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn while_the_change_feed_is_down_a_queued_job_is_read_from_the_database() {
+    let (store, url) = common::pg_store().await;
+    let app = TestApp::builder(store.clone())
+        .settings(two_replicas_settings)
+        .start()
+        .await;
+    let alpha = key(&store, "alpha", false).await;
+    let body = json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "f.mp4"},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "f.jpg"}
+    });
+    let created: Value = app
+        .with_token(Some(&alpha.token))
+        .post_job(&body, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/snapshot-jobs/{id}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    until_cached(&app, &alpha.token, &path, &pool).await;
+
+    // Cut the replica's LISTEN connection, then change the job unannounced: whether or not the
+    // feed has reconnected by the next read, announcements may have been missed, so the read
+    // must come from the database.
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%snapgate_job_changes%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(cut >= 1, "no LISTEN connection for job changes found");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    unannounced(
+        &pool,
+        "UPDATE jobs SET mps_message = 'after the cut' WHERE id = $1::uuid",
+        &id,
+    )
+    .await;
+    let j = job(&app, &alpha.token, &path).await;
+    assert_eq!(
+        j["mps"]["message"], "after the cut",
+        "answered from memory though changes could not be heard"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_reads_a_queued_job_from_the_database_every_time() {
+    let (store, dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store.clone())
+        .settings(|s| {
+            s.auth.enabled = true;
+            s.http.submit_wait_ms = 0;
+            s.http.job_cache_ttl_ms = 60_000;
+        })
+        .start()
+        .await;
+    let alpha = key(&store, "alpha", false).await;
+    let body = json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "s.mp4"},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "s.jpg"}
+    });
+    let created: Value = app
+        .with_token(Some(&alpha.token))
+        .post_job(&body, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/snapshot-jobs/{id}");
+    // Another process writing the same file (no announcement can reach this one).
+    let other = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}/snapgate.db",
+        dir.path().display()
+    ))
+    .await
+    .unwrap();
+    for i in 0..3 {
+        job(&app, &alpha.token, &path).await;
+        let marker = format!("from another process {i}");
+        sqlx::query("UPDATE jobs SET mps_message = ?1 WHERE id = ?2")
+            .bind(&marker)
+            .bind(&id)
+            .execute(&other)
+            .await
+            .unwrap();
+        let j = job(&app, &alpha.token, &path).await;
+        assert_eq!(j["mps"]["message"], marker.as_str());
+    }
+    other.close().await;
 }

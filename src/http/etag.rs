@@ -40,22 +40,37 @@ pub async fn etag(req: Request, next: Next) -> Response {
     if res.status() != StatusCode::OK || !json {
         return res;
     }
+    // An answer kept in memory carries the tag computed when it was kept.
+    if let Some(tag) = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok()) {
+        if if_none_match.is_some_and(|inm| matches(&inm, tag)) {
+            return not_modified(res.into_parts().0);
+        }
+        return res;
+    }
     let (mut parts, body) = res.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BYTES).await else {
         return Response::from_parts(parts, Body::empty());
     };
-    let digest = Sha256::digest(&bytes);
-    let tag = format!("\"{}\"", hex::encode(&digest[..16]));
-    parts
-        .headers
-        .insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex"));
-    if if_none_match.is_some_and(|inm| matches(&inm, &tag)) {
-        parts.status = StatusCode::NOT_MODIFIED;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.remove(header::CONTENT_TYPE);
-        return Response::from_parts(parts, Body::empty());
+    let tag = tag_of(&bytes);
+    if if_none_match.is_some_and(|inm| matches(&inm, tag.to_str().expect("hex"))) {
+        parts.headers.insert(header::ETAG, tag);
+        return not_modified(parts);
     }
+    parts.headers.insert(header::ETAG, tag);
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The `ETag` of an answer's bytes: the first 128 bits of their SHA-256, quoted.
+pub fn tag_of(bytes: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(bytes);
+    HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16]))).expect("hex")
+}
+
+fn not_modified(mut parts: axum::http::response::Parts) -> Response {
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    Response::from_parts(parts, Body::empty())
 }
 
 #[cfg(test)]

@@ -1,16 +1,32 @@
-//! Final jobs from memory: a `succeeded` or `failed` job never changes (every store write that
-//! could change a job is guarded by `state NOT IN ('succeeded', 'failed')` or `state = 'queued'`),
-//! so `GET /v1/snapshot-jobs/{id}` keeps the last `http.final_job_cache_entries` of them it
+//! Jobs from memory for `GET /v1/snapshot-jobs/{id}`: the last `http.job_cache_entries` jobs it
 //! read (memory: entries × the answer's size — a few KiB for a job with sprites — so the default
-//! 2,000 stays within tens of MiB). The entry holds the job's team, checked on every read exactly as the database query
-//! checks it (`team = $caller` unless the caller is an admin), and — when output URLs do not
-//! depend on the time of the read (no presigning) — the response body already encoded, so such
-//! a read neither touches the database nor encodes JSON.
+//! 2,000 stays within tens of MiB). The entry holds the job's team, checked on every read exactly
+//! as the database query checks it (`team = $caller` unless the caller is an admin), and — when
+//! output URLs do not depend on the time of the read (no presigning) — the response body already
+//! encoded, so such a read neither touches the database nor encodes JSON.
+//!
+//! - A **final** job (`succeeded`, `failed`) never changes (every store write that could change
+//!   a job is guarded by `state NOT IN ('succeeded', 'failed')` or `state = 'queued'`): kept
+//!   until evicted.
+//! - A job that **can still change** is kept only while the store's change feed is live
+//!   ([`crate::store::JobStore::watch_job_changes`]: on Postgres every committed change to a job
+//!   row, by any replica or by hand, is announced by a trigger), is dropped as soon as a change
+//!   to it is heard, and is trusted at most `http.job_cache_ttl_ms` in any case (the fallback
+//!   should an announcement never arrive). Where there is no feed (SQLite) such jobs are not
+//!   kept. A read may thus lag a change made on another replica by the time the announcement
+//!   takes to arrive (milliseconds) — as a read that started just before the change would.
+//!
+//! A read that began before a change and ends after it must not put what it read into the
+//! cache: [`JobCache::seen`] is taken before the database is read, and [`JobCache::answer`] keeps
+//! a job that can change only if no change at all was heard since (checked and stored under one
+//! lock, which the feed's removal also takes).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, ETAG};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Caller;
@@ -18,20 +34,37 @@ use super::jobs::JobResource;
 use crate::cache::Bounded;
 use crate::domain::JobId;
 use crate::outputs::OutputService;
-use crate::store::Job;
+use crate::store::{Job, JobChangeSink};
 
-pub struct FinalJobCache {
+pub struct JobCache {
     entries: Bounded<JobId, Arc<CachedJob>>,
+    /// How long a job that can still change is trusted; zero: such jobs are not kept.
+    open_ttl: Duration,
+    feed: Mutex<Feed>,
+}
+
+/// What the change feed has said so far.
+#[derive(Clone, Copy)]
+struct Feed {
+    /// Bumped by every change heard, and by every loss and reopening of the feed.
+    changes: u64,
+    /// Whether changes are heard now.
+    live: bool,
+    /// `changes` when the feed last became live: what was kept before may have missed changes.
+    live_since: u64,
 }
 
 pub struct CachedJob {
     team: String,
     answer: Answer,
+    /// For a job that can still change: when it was read and the feed's count before the read.
+    open: Option<(Instant, u64)>,
 }
 
 enum Answer {
-    /// The encoded resource, the same at every read (only this is kept: it is the smaller).
-    Encoded(Bytes),
+    /// The resource's `ETag` and encoding, the same at every read (only this is kept: it is the
+    /// smaller).
+    Encoded(HeaderValue, Bytes),
     /// The job, for URLs made at each read (presigned ones expire).
     Job(Box<Job>),
 }
@@ -45,53 +78,257 @@ pub enum Cached {
     Miss,
 }
 
-impl FinalJobCache {
-    /// At most `capacity` jobs; 0 turns the cache off.
-    pub fn new(capacity: usize) -> Self {
+/// The change feed's count before a database read ([`JobCache::seen`]).
+#[derive(Clone, Copy)]
+pub struct Seen(u64);
+
+impl JobCache {
+    /// At most `capacity` jobs (0 turns the cache off); jobs that can still change are trusted
+    /// at most `open_ttl` (zero: only final jobs are kept).
+    pub fn new(capacity: usize, open_ttl: Duration) -> Self {
         Self {
             entries: Bounded::new(capacity),
+            open_ttl,
+            feed: Mutex::new(Feed {
+                changes: 0,
+                live: false,
+                live_since: 0,
+            }),
         }
+    }
+
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take before reading a job from the database; hand to [`JobCache::answer`].
+    pub fn seen(&self) -> Seen {
+        Seen(self.feed().changes)
     }
 
     pub fn get(&self, id: JobId, caller: &Caller, outputs: &OutputService) -> Cached {
         let Some(c) = self.entries.get(&id) else {
             return Cached::Miss;
         };
+        if let Some((read_at, seen)) = c.open {
+            let feed = *self.feed();
+            if !feed.live || seen < feed.live_since || read_at.elapsed() >= self.open_ttl {
+                return Cached::Miss;
+            }
+        }
         if !caller.admin && c.team != caller.team {
             return Cached::OtherTeam;
         }
-        metrics::counter!("snapgate_final_job_cache_hits_total").increment(1);
+        let kind = if c.open.is_some() { "open" } else { "final" };
+        metrics::counter!("snapgate_job_cache_hits_total", "job" => kind).increment(1);
         Cached::Hit(c.response(outputs))
     }
 
-    /// Answers `job`, remembering it if it is final.
-    pub fn answer(&self, job: Job, outputs: &OutputService) -> Response {
-        if !job.state.is_final() || !self.entries.enabled() {
+    /// Answers `job` (read from the database after `seen`), remembering it if it is final, or
+    /// if it can still change and no change was heard since `seen`.
+    pub fn answer(&self, job: Job, outputs: &OutputService, seen: Seen) -> Response {
+        let keep = self.entries.enabled()
+            && (job.state.is_final() || (!self.open_ttl.is_zero() && self.feed().live));
+        if !keep {
             return axum::Json(JobResource::new(job, outputs)).into_response();
         }
         let (id, team) = (job.id, job.team.clone());
+        let open = (!job.state.is_final()).then(|| (Instant::now(), seen.0));
         let answer = if outputs.urls_are_stable() {
-            Answer::Encoded(encode(job, outputs))
+            let body = encode(job, outputs);
+            Answer::Encoded(super::etag::tag_of(&body), body)
         } else {
             Answer::Job(Box::new(job))
         };
-        let cached = Arc::new(CachedJob { team, answer });
+        let cached = Arc::new(CachedJob { team, answer, open });
         let response = cached.response(outputs);
-        self.entries.insert(id, cached);
+        match open {
+            None => self.entries.insert(id, cached),
+            Some(_) => {
+                let feed = self.feed();
+                if feed.live && feed.changes == seen.0 {
+                    self.entries.insert(id, cached);
+                }
+            }
+        }
         response
+    }
+}
+
+impl JobChangeSink for JobCache {
+    fn job_changed(&self, id: JobId) {
+        let mut feed = self.feed();
+        feed.changes += 1;
+        self.entries.remove(&id);
+    }
+
+    fn feed_live(&self) {
+        let mut feed = self.feed();
+        feed.changes += 1;
+        feed.live = true;
+        feed.live_since = feed.changes;
+    }
+
+    fn feed_lost(&self) {
+        let mut feed = self.feed();
+        feed.changes += 1;
+        feed.live = false;
     }
 }
 
 impl CachedJob {
     fn response(&self, outputs: &OutputService) -> Response {
-        let body = match &self.answer {
-            Answer::Encoded(b) => b.clone(),
-            Answer::Job(job) => encode((**job).clone(), outputs),
-        };
-        ([(CONTENT_TYPE, "application/json")], body).into_response()
+        match &self.answer {
+            Answer::Encoded(tag, body) => (
+                [
+                    (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                    (ETAG, tag.clone()),
+                ],
+                body.clone(),
+            )
+                .into_response(),
+            Answer::Job(job) => (
+                [(CONTENT_TYPE, "application/json")],
+                encode((**job).clone(), outputs),
+            )
+                .into_response(),
+        }
     }
 }
 
 fn encode(job: Job, outputs: &OutputService) -> Bytes {
     Bytes::from(serde_json::to_vec(&JobResource::new(job, outputs)).expect("serializable"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobState;
+    use crate::outputs::Links;
+
+    fn job(state: JobState) -> Job {
+        let (request, warnings) = crate::domain::validate_request(&serde_json::json!({
+            "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.mp4"},
+            "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.jpg"}
+        }))
+        .expect("valid");
+        let now = crate::clock::now();
+        Job {
+            id: JobId::new(),
+            team: "alpha".into(),
+            state,
+            request,
+            warnings,
+            created_at: now,
+            updated_at: now,
+            attempts: 0,
+            last_error: None,
+            mps: Default::default(),
+            submitted_at: None,
+            preset: None,
+        }
+    }
+
+    fn outputs() -> OutputService {
+        OutputService::new(Links::Oss { presign: None }, None)
+    }
+
+    fn alpha() -> Caller {
+        Caller {
+            team: "alpha".into(),
+            admin: false,
+            access_key_id: None,
+        }
+    }
+
+    fn cached(cache: &JobCache, id: JobId) -> bool {
+        matches!(cache.get(id, &alpha(), &outputs()), Cached::Hit(_))
+    }
+
+    fn live_cache() -> JobCache {
+        let cache = JobCache::new(100, Duration::from_secs(60));
+        cache.feed_live();
+        cache
+    }
+
+    #[test]
+    fn an_open_job_read_before_a_change_heard_during_the_read_is_not_kept() {
+        let cache = live_cache();
+        let j = job(JobState::Queued);
+        let id = j.id;
+        let seen = cache.seen();
+        // The read is under way; a change to any job is heard meanwhile (maybe this one's).
+        cache.job_changed(JobId::new());
+        cache.answer(j, &outputs(), seen);
+        assert!(!cached(&cache, id), "kept what may predate a change");
+
+        let j = job(JobState::Queued);
+        let id = j.id;
+        let seen = cache.seen();
+        cache.answer(j, &outputs(), seen);
+        assert!(cached(&cache, id), "no change heard: kept");
+        cache.job_changed(id);
+        assert!(!cached(&cache, id), "dropped when its change is heard");
+    }
+
+    #[test]
+    fn open_jobs_are_kept_only_while_the_feed_is_live_and_final_ones_regardless() {
+        let cache = JobCache::new(100, Duration::from_secs(60));
+        let (open, done) = (job(JobState::Submitted), job(JobState::Succeeded));
+        let (open_id, done_id) = (open.id, done.id);
+        cache.answer(open, &outputs(), cache.seen());
+        cache.answer(done, &outputs(), cache.seen());
+        assert!(!cached(&cache, open_id), "no feed yet");
+        assert!(cached(&cache, done_id));
+
+        cache.feed_live();
+        let open = job(JobState::Submitted);
+        let open_id = open.id;
+        cache.answer(open, &outputs(), cache.seen());
+        assert!(cached(&cache, open_id));
+        cache.feed_lost();
+        assert!(!cached(&cache, open_id), "the feed is down");
+        cache.feed_live();
+        assert!(
+            !cached(&cache, open_id),
+            "kept before the feed went down: changes may have been missed"
+        );
+        assert!(cached(&cache, done_id), "a final job never changes");
+    }
+
+    #[test]
+    fn open_jobs_expire_and_a_zero_ttl_keeps_none() {
+        let cache = JobCache::new(100, Duration::from_millis(30));
+        cache.feed_live();
+        let j = job(JobState::Queued);
+        let id = j.id;
+        cache.answer(j, &outputs(), cache.seen());
+        assert!(cached(&cache, id));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!cached(&cache, id), "trusted past its ttl");
+
+        let cache = JobCache::new(100, Duration::ZERO);
+        cache.feed_live();
+        let j = job(JobState::Queued);
+        let id = j.id;
+        cache.answer(j, &outputs(), cache.seen());
+        assert!(!cached(&cache, id));
+    }
+
+    #[test]
+    fn another_team_is_told_nothing() {
+        let cache = live_cache();
+        let j = job(JobState::Queued);
+        let id = j.id;
+        cache.answer(j, &outputs(), cache.seen());
+        let beta = Caller {
+            team: "beta".into(),
+            admin: false,
+            access_key_id: None,
+        };
+        assert!(matches!(
+            cache.get(id, &beta, &outputs()),
+            Cached::OtherTeam
+        ));
+    }
 }

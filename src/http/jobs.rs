@@ -388,19 +388,21 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = path_job_id(&id)?;
-    // A final job from memory; its team checked as the query below checks it.
-    match state.final_jobs.get(id, &caller, &state.outputs) {
+    // From memory if it is there (src/http/job_cache.rs); its team checked as the query below
+    // checks it.
+    match state.jobs.get(id, &caller, &state.outputs) {
         Cached::Hit(answer) => return Ok(answer),
         Cached::OtherTeam => return Err(ApiError::NotFound),
         Cached::Miss => {}
     }
     let team = (!caller.admin).then_some(caller.team.as_str());
+    let seen = state.jobs.seen();
     let job = state
         .store
         .get_job(team, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(state.final_jobs.answer(job, &state.outputs))
+    Ok(state.jobs.answer(job, &state.outputs, seen))
 }
 
 /// Cancel a job MPS has not been sent: it becomes `failed` with the error code `Cancelled`,
@@ -434,6 +436,7 @@ pub async fn cancel_job(
         at: Utc::now(),
     };
     let cancelled = state.store.cancel_job(team, id, &error).await?;
+    let seen = state.jobs.seen();
     let job = state
         .store
         .get_job(team, id)
@@ -444,7 +447,7 @@ pub async fn cancel_job(
     }
     state.submit.job_cancelled(&job.team);
     tracing::info!(job_id = %job.id, team = %job.team, "job cancelled");
-    Ok(state.final_jobs.answer(job, &state.outputs))
+    Ok(state.jobs.answer(job, &state.outputs, seen))
 }
 
 /// `error.code` of a cancelled job.

@@ -41,6 +41,6 @@ pub struct AppState {
     pub demo_uploads: bool,
     /// Verified bearer tokens (`auth.token_cache_ms`).
     pub tokens: Arc<super::auth::TokenCache>,
-    /// Final jobs for `GET /v1/snapshot-jobs/{id}` (`http.final_job_cache_entries`).
-    pub final_jobs: Arc<super::job_cache::FinalJobCache>,
+    /// Jobs for `GET /v1/snapshot-jobs/{id}` (`http.job_cache_entries`, `http.job_cache_ttl_ms`).
+    pub jobs: Arc<super::job_cache::JobCache>,
 }

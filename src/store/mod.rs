@@ -423,6 +423,24 @@ pub trait DispatchStore {
     /// Wakes `wake` whenever another replica queues a job (Postgres `LISTEN`); a no-op where
     /// there is only one process.
     fn spawn_job_listener(&self, _wake: Arc<tokio::sync::Notify>) {}
+    /// Tells `sink` of every change any process makes to a job row, and of the times when it
+    /// may have missed some (Postgres: the `jobs_changed` trigger's `NOTIFY`, heard on a `LISTEN`
+    /// connection of its own). False where changes cannot be heard (SQLite): then nothing that
+    /// can still change may be cached.
+    fn watch_job_changes(&self, _sink: Arc<dyn JobChangeSink>) -> bool {
+        false
+    }
+}
+
+/// Hears of changes to job rows ([`JobStore::watch_job_changes`]).
+pub trait JobChangeSink: Send + Sync {
+    /// The job's row changed (or was deleted); the change has committed.
+    fn job_changed(&self, id: JobId);
+    /// Changes are heard from now on (the feed opened or reopened); some made before may have
+    /// been missed.
+    fn feed_live(&self);
+    /// Changes are no longer heard until the next [`JobChangeSink::feed_live`].
+    fn feed_lost(&self);
 }
 
 /// Idempotency keys (written by [`JobStore::create_job`]).

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use super::db::{Conn, Pool, Stmt};
 use super::rows::{job_columns, ClaimRow};
-use super::{KeyChanges, StoreResult};
+use super::{JobChangeSink, KeyChanges, StoreResult};
 use crate::domain::JobId;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -111,10 +111,31 @@ pub(super) async fn notify_key_change(pool: &Pool, access_key_id: &str) -> Store
     Ok(())
 }
 
-/// Bumps `changes` on every key revocation announced by any process, and whenever the
-/// listening connection is (re)opened, since announcements may have been missed meanwhile. While
-/// it is down, cached keys still expire (`auth.token_cache_ms`).
-pub(super) fn spawn_key_listener(pool: PgPool, changes: KeyChanges) {
+/// The channel every change to a job row is announced on (payload: the job's id), by the trigger
+/// of `migrations/postgres/0010_job_changes.sql`.
+pub const JOB_CHANGES_CHANNEL: &str = "snapgate_job_changes";
+
+/// What a `LISTEN` connection hears.
+pub(super) enum Heard<'a> {
+    /// Listening (again): announcements made from now on arrive; earlier ones may have been
+    /// missed while there was no connection.
+    Live,
+    /// An announcement on one of the channels, with its payload.
+    Message(&'a str),
+    /// The connection is gone: announcements are missed until the next `Live`.
+    Lost,
+}
+
+/// Listens on `channels` on a connection of its own (a one-connection pool with the store's
+/// options), so the listener never holds one of the store's connections: `max_connections = 1`
+/// still serves requests. Every loss of the connection is reported (`Lost`), and every
+/// reconnection (`Live`, retried each second), so a cache built on the announcements knows when it
+/// may have missed some.
+pub(super) fn spawn_listener(
+    pool: &PgPool,
+    channels: &'static [&'static str],
+    mut on: impl FnMut(Heard<'_>) + Send + 'static,
+) {
     let own = PgPoolOptions::new()
         .max_connections(1)
         .max_lifetime(None)
@@ -123,51 +144,61 @@ pub(super) fn spawn_key_listener(pool: PgPool, changes: KeyChanges) {
     tokio::spawn(async move {
         loop {
             match sqlx::postgres::PgListener::connect_with(&own).await {
-                Ok(mut listener) => match listener.listen(KEYS_CHANNEL).await {
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN for key changes failed; cached keys expire on their own")
-                    }
+                Ok(mut listener) => match listener.listen_all(channels.iter().copied()).await {
+                    Err(e) => tracing::warn!(error = %e, ?channels, "LISTEN failed"),
                     Ok(()) => {
-                        changes.bump();
-                        while listener.recv().await.is_ok() {
-                            changes.bump();
+                        on(Heard::Live);
+                        // `try_recv` answers None when the connection was lost (`recv` would
+                        // reconnect without saying so).
+                        loop {
+                            match listener.try_recv().await {
+                                Ok(Some(n)) => on(Heard::Message(n.payload())),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, ?channels, "LISTEN connection failed");
+                                    break;
+                                }
+                            }
                         }
-                        changes.bump();
+                        on(Heard::Lost);
                     }
                 },
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open a LISTEN connection for key changes")
-                }
+                Err(e) => tracing::warn!(error = %e, ?channels, "cannot open a LISTEN connection"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 }
 
-/// Listens on a connection of its own (a one-connection pool with the same options), so the
-/// listener never holds one of the store's connections: `max_connections = 1` still serves
-/// requests.
-pub(super) fn spawn_job_listener(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
-    let own = PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .connect_lazy_with((*pool.connect_options()).clone());
-    tokio::spawn(async move {
-        loop {
-            match sqlx::postgres::PgListener::connect_with(&own).await {
-                Ok(mut listener) => {
-                    if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
-                        tracing::warn!(error = %e, "LISTEN failed; relying on polling");
-                    } else {
-                        while listener.recv().await.is_ok() {
-                            wake.notify_one();
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot open a LISTEN connection"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+/// Bumps `changes` on every key revocation announced by any process, and whenever the
+/// listening connection is opened or lost, since announcements may have been missed meanwhile.
+/// While it is down, cached keys still expire (`auth.token_cache_ms`).
+pub(super) fn spawn_key_listener(pool: &PgPool, changes: KeyChanges) {
+    spawn_listener(pool, &[KEYS_CHANNEL], move |_| changes.bump());
+}
+
+/// Wakes the worker whenever a job is queued by any replica.
+pub(super) fn spawn_job_listener(pool: &PgPool, wake: Arc<tokio::sync::Notify>) {
+    spawn_listener(pool, &[NOTIFY_CHANNEL], move |heard| {
+        if let Heard::Message(_) = heard {
+            wake.notify_one();
         }
+    });
+}
+
+/// Tells `sink` of every change to a job row, by any process, and of the times it may have
+/// missed some.
+pub(super) fn spawn_job_change_listener(pool: &PgPool, sink: Arc<dyn JobChangeSink>) {
+    spawn_listener(pool, &[JOB_CHANGES_CHANNEL], move |heard| match heard {
+        Heard::Live => sink.feed_live(),
+        Heard::Lost => sink.feed_lost(),
+        Heard::Message(payload) => match uuid::Uuid::parse_str(payload) {
+            Ok(id) => sink.job_changed(JobId(id)),
+            // Not a job id: whatever it was about is unknown, so nothing cached is trusted.
+            Err(_) => {
+                sink.feed_lost();
+                sink.feed_live();
+            }
+        },
     });
 }

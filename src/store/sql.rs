@@ -947,7 +947,17 @@ impl DispatchStore for SqlStore {
 
     fn spawn_job_listener(&self, wake: Arc<tokio::sync::Notify>) {
         if let Pool::Postgres(pool) = &self.pool {
-            postgres::spawn_job_listener(pool.clone(), wake);
+            postgres::spawn_job_listener(pool, wake);
+        }
+    }
+
+    fn watch_job_changes(&self, sink: Arc<dyn super::JobChangeSink>) -> bool {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                postgres::spawn_job_change_listener(pool, sink);
+                true
+            }
+            Pool::Sqlite(_) => false,
         }
     }
 }
@@ -1122,7 +1132,7 @@ impl KeyStore for SqlStore {
         if let Pool::Postgres(pool) = &self.pool {
             let (pool, keys) = (pool.clone(), self.keys.clone());
             self.key_listener
-                .call_once(move || postgres::spawn_key_listener(pool, keys));
+                .call_once(move || postgres::spawn_key_listener(&pool, keys));
         }
         self.keys.clone()
     }
