@@ -440,12 +440,10 @@ async fn sqlite_reads_a_queued_job_from_the_database_every_time() {
     let id = created["id"].as_str().unwrap().to_string();
     let path = format!("/v1/snapshot-jobs/{id}");
     // Another process writing the same file (no announcement can reach this one).
-    let other = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}/snapgate.db",
-        dir.path().display()
-    ))
-    .await
-    .unwrap();
+    let other =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}/snapgate.db", dir.path().display()))
+            .await
+            .unwrap();
     for i in 0..3 {
         job(&app, &alpha.token, &path).await;
         let marker = format!("from another process {i}");

@@ -41,7 +41,11 @@ pub async fn etag(req: Request, next: Next) -> Response {
         return res;
     }
     // An answer kept in memory carries the tag computed when it was kept.
-    if let Some(tag) = res.headers().get(header::ETAG).and_then(|v| v.to_str().ok()) {
+    if let Some(tag) = res
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+    {
         if if_none_match.is_some_and(|inm| matches(&inm, tag)) {
             return not_modified(res.into_parts().0);
         }

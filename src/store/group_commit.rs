@@ -10,12 +10,18 @@
 //!
 //! A POST whose client goes away after handing over its job still gets it recorded, exactly as
 //! when the client goes away after a one-job insert: the job is dispatched, its answer was lost.
+//!
+//! On Postgres, committed jobs are announced to every replica's dispatcher by
+//! [`GroupCommit::announce`]: one `NOTIFY` at a time, outside the inserts' transactions (see
+//! [`postgres::announce_new_jobs`] for why), however many commits asked for one meanwhile. The
+//! announcement is a wake-up only; a replica that misses it finds the jobs at its next poll.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use super::db::{Dialect, Pool, Stmt};
+use super::db::{Pool, Stmt};
 use super::{postgres, NewJob, StoreError, StoreResult};
 
 /// At most this many jobs in one statement (6 parameters each, far under both databases'
@@ -32,7 +38,13 @@ pub(super) struct GroupCommit {
     pool: Pool,
     in_flight: usize,
     queue: OnceLock<mpsc::UnboundedSender<Pending>>,
+    /// Asks the announcer for a `NOTIFY` (Postgres; started on first use).
+    announcer: OnceLock<Arc<Notify>>,
 }
+
+/// At most one announcement of new jobs this often (a wake-up for idle replicas: a few
+/// milliseconds late is as good).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 impl GroupCommit {
     /// `in_flight`: how many batches may be committing at once (each holds one connection).
@@ -41,7 +53,22 @@ impl GroupCommit {
             pool,
             in_flight: in_flight.max(1),
             queue: OnceLock::new(),
+            announcer: OnceLock::new(),
         }
+    }
+
+    /// Announces that jobs were queued (after their commit), to the dispatchers of every
+    /// replica; requests made while an announcement is under way share the next one.
+    pub(super) fn announce(&self) {
+        let Pool::Postgres(pool) = &self.pool else {
+            return;
+        };
+        let wake = self.announcer.get_or_init(|| {
+            let wake = Arc::new(Notify::new());
+            tokio::spawn(announce(pool.clone(), wake.clone()));
+            wake
+        });
+        wake.notify_one();
     }
 
     /// Records `job` (state `queued`, announced to the dispatchers) and returns once the commit
@@ -54,7 +81,9 @@ impl GroupCommit {
             tx
         });
         queue.send(Pending { job, done }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        answer.await.map_err(|_| stopped())??;
+        self.announce();
+        Ok(())
     }
 }
 
@@ -87,7 +116,7 @@ async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pendi
 
 async fn commit(pool: &Pool, batch: Vec<Pending>) {
     tracing::trace!(jobs = batch.len(), "group commit");
-    let result = pool.execute(insert_stmt(pool.dialect(), &batch)).await;
+    let result = pool.execute(insert_stmt(&batch)).await;
     match result {
         Ok(_) => {
             for p in batch {
@@ -102,10 +131,7 @@ async fn commit(pool: &Pool, batch: Vec<Pending>) {
             tracing::debug!(error = %e, jobs = batch.len(), "group commit failed; recording the jobs one by one");
             for p in batch {
                 let one = [p];
-                let r = pool
-                    .execute(insert_stmt(pool.dialect(), &one))
-                    .await
-                    .map(|_| ());
+                let r = pool.execute(insert_stmt(&one)).await.map(|_| ());
                 let [p] = one;
                 let _ = p.done.send(r);
             }
@@ -113,12 +139,17 @@ async fn commit(pool: &Pool, batch: Vec<Pending>) {
     }
 }
 
-/// One statement for the batch; on Postgres it also announces new work (one `NOTIFY`,
-/// delivered on commit: the listener only needs a wake-up).
-fn insert_stmt(dialect: Dialect, batch: &[Pending]) -> Stmt {
-    let insert = super::sql::insert_jobs_stmt(batch.iter().map(|p| &p.job));
-    match dialect {
-        Dialect::Postgres => insert.with_sql(postgres::insert_jobs_notify_sql(insert.sql())),
-        Dialect::Sqlite => insert,
+/// One statement for the batch.
+fn insert_stmt(batch: &[Pending]) -> Stmt {
+    super::sql::insert_jobs_stmt(batch.iter().map(|p| &p.job))
+}
+
+async fn announce(pool: sqlx::PgPool, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        if let Err(e) = postgres::announce_new_jobs(&pool).await {
+            tracing::debug!(error = %e, "announcing new jobs failed; replicas find them by polling");
+        }
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
     }
 }

@@ -418,8 +418,18 @@ pub trait DispatchStore {
     /// replicas with different clocks agree.
     async fn clock(&self) -> StoreResult<DateTime<Utc>>;
     async fn append_mps_responses(&self, records: &[MpsResponseRecord]) -> StoreResult<()>;
-    /// Earliest time any dispatch or poll is due (for the worker's sleep).
-    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// When the next dispatch and the next status poll are due (for the worker's loops' sleeps).
+    /// The dispatch time is looked for among the earliest due jobs only (a bounded read however
+    /// long the queue): a later job is found by the dispatcher's polling fallback at the latest.
+    async fn next_due_each(&self) -> StoreResult<NextDue>;
+    /// Earliest time any dispatch or poll is due.
+    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let d = self.next_due_each().await?;
+        Ok(match (d.dispatch, d.poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
     /// Wakes `wake` whenever another replica queues a job (Postgres `LISTEN`); a no-op where
     /// there is only one process.
     fn spawn_job_listener(&self, _wake: Arc<tokio::sync::Notify>) {}
@@ -441,6 +451,13 @@ pub trait JobChangeSink: Send + Sync {
     fn feed_live(&self);
     /// Changes are no longer heard until the next [`JobChangeSink::feed_live`].
     fn feed_lost(&self);
+}
+
+/// When the worker's next dispatch and status poll are due ([`DispatchStore::next_due_each`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextDue {
+    pub dispatch: Option<DateTime<Utc>>,
+    pub poll: Option<DateTime<Utc>>,
 }
 
 /// Idempotency keys (written by [`JobStore::create_job`]).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use super::db::{Conn, Pool, Stmt};
+use super::db::{Pool, Stmt};
 use super::rows::{job_columns, ClaimRow};
 use super::{JobChangeSink, KeyChanges, StoreResult};
 use crate::domain::JobId;
@@ -81,23 +81,20 @@ pub(super) fn claim_polls_sql() -> String {
     )
 }
 
-/// Announces a queued job inside its create transaction (delivered on commit).
-pub(super) async fn notify_job(conn: &mut Conn<'_>, id: JobId) -> StoreResult<()> {
-    conn.execute(
-        Stmt::new("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(id.to_string()),
-    )
-    .await?;
+/// Wakes every replica's dispatcher (one announcement on [`NOTIFY_CHANNEL`]) after new jobs
+/// committed, in a transaction of its own. Postgres serializes the commits of all transactions
+/// that `NOTIFY` (a database-wide lock held from before the commit record to its end), so an
+/// announcement inside each insert would line up every POST's commit, WAL flush included, behind
+/// every other's. This one is a wake-up, not data: its commit does not wait for the flush
+/// (`synchronous_commit = off`), so it holds that lock for microseconds.
+pub(super) async fn announce_new_jobs(pool: &PgPool) -> StoreResult<()> {
+    sqlx::raw_sql(&format!(
+        "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('{NOTIFY_CHANNEL}', ''); COMMIT"
+    ))
+    .execute(pool)
+    .await
+    .map_err(super::StoreError::from)?;
     Ok(())
-}
-
-/// Records jobs queued for dispatch and announces them, in one statement (one round trip, one
-/// commit): `insert` is [`super::sql`]'s insert of new jobs; one announcement on
-/// [`NOTIFY_CHANNEL`] (a wake-up, delivered on commit) whatever the number of jobs. A
-/// data-modifying `WITH` runs exactly once, referenced or not.
-pub(super) fn insert_jobs_notify_sql(insert: &str) -> String {
-    format!("WITH j AS ({insert}) SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
 }
 
 /// Tells every replica's key cache that a key changed (after the change committed).

@@ -503,7 +503,7 @@ impl JobStore for SqlStore {
     ) -> StoreResult<CreateOutcome> {
         if idempotency.is_none() {
             // Nothing else to write: the job joins a group commit (one statement and one
-            // commit for the jobs of concurrent requests, announced in the same statement).
+            // commit for the jobs of concurrent requests, announced after it).
             let created = job.clone().into_queued();
             self.jobs_commit.record(job).await?;
             return Ok(CreateOutcome::Created(Box::new(created)));
@@ -519,10 +519,8 @@ impl JobStore for SqlStore {
                 .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
             return Ok(CreateOutcome::KeyExists(existing));
         };
-        if self.dialect() == Dialect::Postgres {
-            postgres::notify_job(&mut tx.conn(), job.id).await?;
-        }
         tx.commit().await?;
+        self.jobs_commit.announce();
         Ok(CreateOutcome::Created(Box::new(row.try_into()?)))
     }
 
@@ -930,18 +928,21 @@ impl DispatchStore for SqlStore {
     }
 
     #[tracing::instrument(name = "store.next_due", level = "debug", skip_all)]
-    async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+    async fn next_due_each(&self) -> StoreResult<super::NextDue> {
+        // Both read an index in order and stop early: the first 64 due jobs (a leased one is
+        // due when its lease ends), and the first poll.
         let due: Due = self
             .pool
             .fetch_one(Stmt::new(
                 "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
-                         FROM jobs WHERE due_at IS NOT NULL) AS dispatch, \
+                         FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL \
+                               ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
                         (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL) AS poll",
             ))
             .await?;
-        Ok(match (due.dispatch, due.poll) {
-            (Some(a), Some(b)) => Some(a.min(b).0),
-            (a, b) => a.or(b).map(|t| t.0),
+        Ok(super::NextDue {
+            dispatch: due.dispatch.map(|t| t.0),
+            poll: due.poll.map(|t| t.0),
         })
     }
 

@@ -63,6 +63,13 @@ impl Default for WorkerSignals {
 }
 
 /// Names of the shared upstream budgets (token buckets in the store).
+/// The worker's two loops.
+#[derive(Clone, Copy)]
+enum Loop {
+    Dispatch,
+    Poll,
+}
+
 const SUBMIT_BUDGET: &str = "mps.submit";
 const QUERY_BUDGET: &str = "mps.query";
 
@@ -81,6 +88,10 @@ pub struct Worker {
     /// The MNS queue MPS announces job ends on (`mps.mns`); polling is then the safety net.
     mns: Option<Arc<MnsClient>>,
     mns_concurrency: usize,
+    /// One database call at a time per shared bucket from this process (submit, query): the
+    /// bucket is one row, so concurrent calls would only queue on its lock, each holding a
+    /// connection meanwhile.
+    budget_turns: [tokio::sync::Mutex<()>; 2],
 }
 
 /// What one round did.
@@ -115,6 +126,7 @@ impl Worker {
             expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
             mns: None,
             mns_concurrency: settings.mps.mns.concurrency.max(1),
+            budget_turns: Default::default(),
         }
     }
 
@@ -223,7 +235,7 @@ impl Worker {
             }
             let sleep = match self.dispatch_round(&shutdown).await {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => self.idle_sleep().await,
+                Ok(_) => self.idle_sleep(Loop::Dispatch).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatch round failed");
                     Duration::from_secs(1)
@@ -238,10 +250,13 @@ impl Worker {
     }
 
     async fn poll_loop(&self, shutdown: CancellationToken) {
+        // A job MPS just accepted may be due for its first poll before the time this loop
+        // sleeps until: it looks again then.
+        let mut dispatched = self.signals.dispatched.subscribe();
         while !shutdown.is_cancelled() {
             let sleep = match self.poll_round().await {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => self.idle_sleep().await,
+                Ok(_) => self.idle_sleep(Loop::Poll).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "poll round failed");
                     Duration::from_secs(1)
@@ -249,18 +264,25 @@ impl Worker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
+                _ = dispatched.recv() => {}
                 _ = shutdown.cancelled() => {}
             }
         }
     }
 
-    /// Until the next due time, within [10 ms, idle_poll_ms] (the polling fallback).
-    async fn idle_sleep(&self) -> Duration {
+    /// Until the loop's next due time, within [10 ms, idle_poll_ms] (the polling fallback).
+    /// Each loop sleeps until its own work is due: a poll loop woken by due dispatches would
+    /// spin while a backlog waits for the submit budget.
+    async fn idle_sleep(&self, which: Loop) -> Duration {
         if let Some(pause) = self.health.paused_for() {
             return pause;
         }
         let max = Duration::from_millis(self.cfg.idle_poll_ms);
-        match self.store.next_due().await {
+        let due = self.store.next_due_each().await.map(|d| match which {
+            Loop::Dispatch => d.dispatch,
+            Loop::Poll => d.poll,
+        });
+        match due {
             Ok(Some(due)) => until(due).clamp(Duration::from_millis(10), max),
             _ => max,
         }
@@ -273,11 +295,14 @@ impl Worker {
         let burst = budget_burst(rate);
         let mut missing = n;
         let mut waited = false;
+        let turn = &self.budget_turns[usize::from(name != SUBMIT_BUDGET)];
         while missing > 0 {
-            let got = self
-                .store
-                .acquire_budget(name, missing, rate, burst, store::now())
-                .await?;
+            let got = {
+                let _turn = turn.lock().await;
+                self.store
+                    .acquire_budget(name, missing, rate, burst, store::now())
+                    .await?
+            };
             missing -= got;
             if missing > 0 {
                 let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
