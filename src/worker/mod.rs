@@ -88,10 +88,6 @@ pub struct Worker {
     /// The MNS queue MPS announces job ends on (`mps.mns`); polling is then the safety net.
     mns: Option<Arc<MnsClient>>,
     mns_concurrency: usize,
-    /// One database call at a time per shared bucket from this process (submit, query): the
-    /// bucket is one row, so concurrent calls would only queue on its lock, each holding a
-    /// connection meanwhile.
-    budget_turns: [tokio::sync::Mutex<()>; 2],
 }
 
 /// What one round did.
@@ -126,7 +122,6 @@ impl Worker {
             expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
             mns: None,
             mns_concurrency: settings.mps.mns.concurrency.max(1),
-            budget_turns: Default::default(),
         }
     }
 
@@ -295,14 +290,11 @@ impl Worker {
         let burst = budget_burst(rate);
         let mut missing = n;
         let mut waited = false;
-        let turn = &self.budget_turns[usize::from(name != SUBMIT_BUDGET)];
         while missing > 0 {
-            let got = {
-                let _turn = turn.lock().await;
-                self.store
-                    .acquire_budget(name, missing, rate, burst, store::now())
-                    .await?
-            };
+            let got = self
+                .store
+                .acquire_budget(name, missing, rate, burst, store::now())
+                .await?;
             missing -= got;
             if missing > 0 {
                 let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
