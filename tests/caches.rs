@@ -291,6 +291,21 @@ async fn until_cached(app: &TestApp, token: &str, path: &str, pool: &sqlx::PgPoo
     unreachable!()
 }
 
+/// Posts a job whose objects are named `name` (it stays queued: the worker is off); answers its
+/// id and its path.
+async fn post_queued(app: &TestApp, token: &str, name: &str) -> (String, String) {
+    let body = json!({
+        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": format!("{name}.mp4")},
+        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": format!("{name}.jpg")}
+    });
+    let res = app.with_token(Some(token)).post_job(&body, None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED, "queued");
+    let created: Value = res.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/snapshot-jobs/{id}");
+    (id, path)
+}
+
 fn two_replicas_settings(s: &mut snapgate::config::Settings) {
     s.auth.enabled = true;
     s.http.submit_wait_ms = 0;
@@ -313,19 +328,8 @@ async fn a_queued_job_cached_on_one_replica_is_dropped_when_another_replica_chan
         .await;
     let alpha = key(&store_a, "alpha", false).await;
     let beta = key(&store_a, "beta", false).await;
-    let body = json!({
-        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "q.mp4"},
-        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "q.jpg"}
-    });
     // The worker is off: the job stays queued until cancelled.
-    let created: Value = replica_a
-        .with_token(Some(&alpha.token))
-        .post_job(&body, None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let path = format!("/v1/snapshot-jobs/{}", created["id"].as_str().unwrap());
+    let (_, path) = post_queued(&replica_a, &alpha.token, "q").await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let cached = until_cached(&replica_b, &alpha.token, &path, &pool).await;
     assert_eq!(cached["state"], "queued");
@@ -372,19 +376,7 @@ async fn while_the_change_feed_is_down_a_queued_job_is_read_from_the_database() 
         .start()
         .await;
     let alpha = key(&store, "alpha", false).await;
-    let body = json!({
-        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "f.mp4"},
-        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "f.jpg"}
-    });
-    let created: Value = app
-        .with_token(Some(&alpha.token))
-        .post_job(&body, None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
-    let path = format!("/v1/snapshot-jobs/{id}");
+    let (id, path) = post_queued(&app, &alpha.token, "f").await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     until_cached(&app, &alpha.token, &path, &pool).await;
 
@@ -426,19 +418,7 @@ async fn sqlite_reads_a_queued_job_from_the_database_every_time() {
         .start()
         .await;
     let alpha = key(&store, "alpha", false).await;
-    let body = json!({
-        "input":  {"location": "oss-cn-shanghai", "bucket": "media", "object": "s.mp4"},
-        "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "s.jpg"}
-    });
-    let created: Value = app
-        .with_token(Some(&alpha.token))
-        .post_job(&body, None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
-    let path = format!("/v1/snapshot-jobs/{id}");
+    let (id, path) = post_queued(&app, &alpha.token, "s").await;
     // Another process writing the same file (no announcement can reach this one).
     let other =
         sqlx::SqlitePool::connect(&format!("sqlite://{}/snapgate.db", dir.path().display()))
