@@ -62,7 +62,6 @@ impl Default for WorkerSignals {
     }
 }
 
-/// Names of the shared upstream budgets (token buckets in the store).
 /// The worker's two loops.
 #[derive(Clone, Copy)]
 enum Loop {
@@ -70,6 +69,7 @@ enum Loop {
     Poll,
 }
 
+/// Names of the shared upstream budgets (token buckets in the store).
 const SUBMIT_BUDGET: &str = "mps.submit";
 const QUERY_BUDGET: &str = "mps.query";
 
