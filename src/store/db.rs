@@ -332,9 +332,27 @@ impl Pool {
         })
     }
 
+    /// Begins a transaction, safe to cancel at any await: a caller dropped (a client gone, a
+    /// `select!`, a timeout) never leaves an open transaction on a pooled connection.
+    ///
+    /// sqlx 0.8's Postgres `begin` is not: cancelled between sending `BEGIN` and reading its
+    /// answer, it queues no `ROLLBACK` (its depth count rises only after the answer) and the
+    /// connection goes back to the pool inside a transaction nobody ends; the next borrower's
+    /// statements then run in it, hold their row locks and are never committed
+    /// (launchbadge/sqlx#4393). So the `BEGIN` runs in a task of its own: a caller that goes
+    /// away leaves it to finish, and the transaction it then drops rolls back as usual (a
+    /// dropped `Transaction` queues its `ROLLBACK`, which the pool sends before reuse).
     pub async fn begin(&self) -> StoreResult<Tx> {
         Ok(match self {
-            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Pool::Postgres(p) => {
+                let p = p.clone();
+                match tokio::spawn(async move { p.begin().await }).await {
+                    Ok(tx) => Tx::Postgres(tx?),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // The runtime is shutting down.
+                    Err(_) => return Err(sqlx::Error::PoolClosed.into()),
+                }
+            }
             Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
         })
     }
