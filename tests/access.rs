@@ -418,7 +418,8 @@ async fn admin_stats_report_what_the_store_holds() {
     let granted = store
         .acquire_budget("mps.submit", 1_000, qps, burst, ten_s_ago)
         .await
-        .unwrap();
+        .unwrap()
+        .granted;
     assert_eq!(f64::from(granted), burst.floor(), "the bucket was emptied");
     let stats: Value = admin.get("/v1/admin/stats").await.json().await.unwrap();
     let submit = stats["upstream_budget"]

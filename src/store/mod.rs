@@ -503,7 +503,7 @@ pub trait KeyStore {
 #[async_trait]
 pub trait BudgetStore {
     /// Takes up to `want` tokens from the shared bucket `name` (refilled at `rate` per second,
-    /// holding at most `burst`); returns how many were granted (possibly 0).
+    /// holding at most `burst`): how many were granted (possibly 0) and what is left.
     async fn acquire_budget(
         &self,
         name: &str,
@@ -511,7 +511,7 @@ pub trait BudgetStore {
         rate: f64,
         burst: f64,
         now: DateTime<Utc>,
-    ) -> StoreResult<u32>;
+    ) -> StoreResult<Grant>;
     /// The shared upstream buckets: (name, tokens, last refill).
     async fn budgets(&self) -> StoreResult<Vec<(String, f64, DateTime<Utc>)>>;
 }
@@ -550,6 +550,14 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Resu
 }
 
 /// Token bucket arithmetic shared by both backends: (granted, tokens left, refill time).
+/// What [`BudgetStore::acquire_budget`] took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grant {
+    pub granted: u32,
+    /// The bucket's tokens after the grant (a fraction of one while it refills).
+    pub left: f64,
+}
+
 pub fn take_tokens(
     tokens: f64,
     refilled_at: DateTime<Utc>,

@@ -1149,7 +1149,7 @@ impl BudgetStore for SqlStore {
         rate: f64,
         burst: f64,
         now: DateTime<Utc>,
-    ) -> StoreResult<u32> {
+    ) -> StoreResult<Grant> {
         let mut tx = self.pool.begin().await?;
         let mut conn = tx.conn();
         conn.execute(
@@ -1185,7 +1185,7 @@ impl BudgetStore for SqlStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(granted)
+        Ok(Grant { granted, left })
     }
 
     #[tracing::instrument(name = "store.budgets", level = "debug", skip_all)]

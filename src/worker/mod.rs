@@ -88,6 +88,10 @@ pub struct Worker {
     /// The MNS queue MPS announces job ends on (`mps.mns`); polling is then the safety net.
     mns: Option<Arc<MnsClient>>,
     mns_concurrency: usize,
+    /// One taker at a time per shared bucket (submit, query) in this process, its waits for
+    /// refills included: the other takers queue here in order, rather than each polling the
+    /// bucket's one row (and queueing on its lock, each holding a connection) every refill.
+    budget_turns: [tokio::sync::Mutex<()>; 2],
 }
 
 /// What one round did.
@@ -122,6 +126,7 @@ impl Worker {
             expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
             mns: None,
             mns_concurrency: settings.mps.mns.concurrency.max(1),
+            budget_turns: Default::default(),
         }
     }
 
@@ -283,22 +288,27 @@ impl Worker {
         }
     }
 
-    /// Takes `n` tokens of the shared bucket `name`, waiting for them as long as it takes;
-    /// returns whether it had to wait.
-    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<bool> {
+    /// Takes `n` tokens of the shared bucket `name`, waiting for them as long as it takes (in
+    /// turn with this process's other takers of the bucket). Safe to cancel at any point.
+    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
         let rate = f64::from(qps);
         let burst = budget_burst(rate);
         let mut missing = n;
-        let mut waited = false;
+        let _turn = self.budget_turns[usize::from(name != SUBMIT_BUDGET)]
+            .lock()
+            .await;
         while missing > 0 {
-            let got = self
+            let grant = self
                 .store
                 .acquire_budget(name, missing, rate, burst, store::now())
                 .await?;
-            missing -= got;
+            missing -= grant.granted;
             if missing > 0 {
-                let wait = Duration::from_secs_f64(f64::from(missing.min(burst as u32)) / rate);
-                waited = true;
+                // Until the bucket holds what is missing (or a burst), at this process's pace;
+                // another replica taking the tokens first only means one more look.
+                let short = f64::from(missing).min(burst.floor()) - grant.left;
+                let wait =
+                    Duration::from_secs_f64(short.max(0.0) / rate).max(Duration::from_millis(1));
                 if name == SUBMIT_BUDGET {
                     // Said as soon as it is known: waiting POSTs answer now, new ones at once.
                     self.signals
@@ -308,7 +318,7 @@ impl Worker {
                 tokio::time::sleep(wait).await;
             }
         }
-        Ok(waited)
+        Ok(())
     }
 
     /// Exponential backoff with equal jitter: half fixed, half random.
