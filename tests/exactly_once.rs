@@ -13,8 +13,11 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use snapgate::config::Settings;
 use snapgate::emulator::EmulatorHandle;
-use snapgate::mps::client::MpsApi;
-use snapgate::mps::wire::SubmitParams;
+use snapgate::mps::client::{MpsApi, MpsResponse};
+use snapgate::mps::error::MpsError;
+use snapgate::mps::wire::{
+    ListQuery, QuerySnapshotJobListResponse, SubmitParams, SubmitSnapshotJobResponse,
+};
 use snapgate::store::DynStore;
 
 use common::app::{mps_client, test_emulator, EMU_SECRET};
@@ -134,12 +137,25 @@ async fn faults_now(emu: &EmulatorHandle) -> Value {
 async fn a_lookup_that_reaches_its_page_cap_never_resubmits(store: DynStore) {
     let emu = test_emulator(|c| c.process_ms = 200).await;
     faults(&emu, json!({"drop_next_submits": 1})).await;
-    let app = gateway(store, &emu, |s| {
-        s.worker.lookup_max_pages = 2;
-        s.worker.list_visibility_ms = 0;
-        s.worker.job_deadline_s = 4;
-    })
-    .await;
+    // The gateway's lookups wait until the 250 newer jobs below are in: one sooner would find
+    // the job on its first page.
+    let (open_lookups, lookups_open) = tokio::sync::watch::channel(false);
+    let client = GatedLookups {
+        inner: mps_client(&emu.url(), EMU_SECRET, MPS_TIMEOUT_MS),
+        open: lookups_open,
+    };
+    let app = TestApp::builder(store)
+        .mps(Arc::new(client))
+        .settings(|s| {
+            fast(s);
+            s.worker.lookup_max_pages = 2;
+            s.worker.list_visibility_ms = 0;
+            s.worker.job_deadline_s = 4;
+            // However long the 250 submits below take, they are inside the attempt's window.
+            s.worker.reconcile_margin_s = 600;
+        })
+        .start()
+        .await;
     let id = submit(&app, 0).await;
     while faults_now(&emu).await["drop_next_submits"] != 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -157,6 +173,7 @@ async fn a_lookup_that_reaches_its_page_cap_never_resubmits(store: DynStore) {
             .await
             .unwrap();
     }
+    open_lookups.send(true).unwrap();
     let j = wait_final(&app, &id, Duration::from_secs(30)).await;
     assert_eq!(
         faults_now(&emu).await["drop_next_submits"],
@@ -173,6 +190,38 @@ async fn a_lookup_that_reaches_its_page_cap_never_resubmits(store: DynStore) {
             .contains("Snapgate.LookupIncomplete"),
         "{j}"
     );
+}
+
+/// The gateway's MPS client with its lookups (`QuerySnapshotJobList` by pipeline) held until
+/// `open` says true.
+struct GatedLookups {
+    inner: Arc<dyn MpsApi>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl MpsApi for GatedLookups {
+    async fn submit_snapshot_job(
+        &self,
+        p: &SubmitParams,
+    ) -> Result<MpsResponse<SubmitSnapshotJobResponse>, MpsError> {
+        self.inner.submit_snapshot_job(p).await
+    }
+
+    async fn query_snapshot_jobs(
+        &self,
+        ids: &[String],
+    ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError> {
+        self.inner.query_snapshot_jobs(ids).await
+    }
+
+    async fn list_snapshot_jobs(
+        &self,
+        q: &ListQuery,
+    ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError> {
+        let _ = self.open.clone().wait_for(|open| *open).await;
+        self.inner.list_snapshot_jobs(q).await
+    }
 }
 
 /// Window 1, the good case: the lookup reads far enough, finds the job and adopts it.
