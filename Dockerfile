@@ -29,6 +29,8 @@ COPY config ./config
 COPY --from=build --chown=65532:65532 /out/data ./data
 USER 65532:65532
 ENV SNAPGATE__HTTP__LISTEN=0.0.0.0:8080
+# No transparent huge pages for the allocator on hosts where THP is `always` (see Cargo.toml).
+ENV MIMALLOC_ALLOW_THP=0
 EXPOSE 8080
 # No shell and no curl: the binary checks itself (GET /readyz on http.listen, exit 0 or 1).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

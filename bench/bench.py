@@ -38,12 +38,13 @@ PG = "postgres://postgres@127.0.0.1:5432"
 DB = "snapgate_bench"
 QUICK = "--quick" in sys.argv
 PHASES = [p for p in ("api", "upstream", "drain") if f"--{p}-only" in sys.argv] or ["api", "upstream", "drain"]
-LEVELS = [16] if QUICK else [1, 16, 64]
+# BENCH_LEVELS="16,64" / BENCH_SIZES="10000": a part of the run (e.g. to find what raised the RSS).
+LEVELS = [int(x) for x in os.environ.get("BENCH_LEVELS", "16" if QUICK else "1,16,64").split(",")]
 DURATION = 2 if QUICK else 4
 BACKLOG = 1000 if QUICK else 10000
 DRAIN_BACKLOG = 100_000 if QUICK else 1_000_000
 DRAIN_SECONDS = 10 if QUICK else 60
-SIZES = [10_000, 100_000] if QUICK else [10_000, 1_000_000]
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000" if QUICK else "10000,1000000").split(",")]
 TEAMS = 10
 PAGES = 15  # next-page requests pick one of this many cursors
 QUEUED_READ_SET = 1000
@@ -142,12 +143,20 @@ def get_json(url):
         return json.load(r)
 
 
-def peak_rss_mib(pid):
+def proc_status_mib(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid):
+    return proc_status_mib(pid, "VmHWM")
+
+
+def rss_now_mib(pid):
+    return proc_status_mib(pid, "VmRSS")
 
 
 def emulator(*flags):
@@ -181,6 +190,8 @@ def gateway(worker=True, default_config=False, **env):
             "SNAPGATE__WORKER__ENABLED": "true" if worker else "false",
         })
     base.update(env)
+    # BENCH_GATEWAY_ENV="SNAPGATE__DATABASE__MAX_CONNECTIONS=8 MIMALLOC_PURGE_DELAY=0": try a setting.
+    base.update(kv.split("=", 1) for kv in os.environ.get("BENCH_GATEWAY_ENV", "").split())
     p = start("gateway", ["serve"], base)
     wait_http(f"http://127.0.0.1:{GW_PORT}/readyz")
     return p
@@ -314,6 +325,10 @@ def measure(label, size, c, snap, ceiling, results):
     if ceiling:
         line += (f" | pgbench {ceiling['rps']:7.0f}/s p50 {ceiling['p50']:6.2f} p99 {ceiling['p99']:6.2f} ms"
                  f" | ratio {ratio:.2f}")
+    if GATEWAY_PID:
+        # snapgate's peak RSS so far, and its RSS now: which figure raised the peak.
+        r["peak_rss_mib"] = peak_rss_mib(GATEWAY_PID)
+        line += f" | RSS peak {r['peak_rss_mib']:.1f} now {rss_now_mib(GATEWAY_PID):.1f} MiB"
     print(line, flush=True)
 
 
@@ -431,12 +446,13 @@ def api_phase():
         errs = f" ({s['errors']} non-2xx)" if s["errors"] else ""
         print(f"| {r['test']} | {r['size']:,} | {r['c']} | {s['rps']:.0f}{errs} | {s['p50']:.2f} | {s['p99']:.2f} | "
               f"{p['rps']:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {s['rps'] / p['rps']:.2f} | {s['p99'] / p['p99']:.2f} |")
-    small, large = SIZES
-    print(f"\nscale: p99 at {large:,} jobs / p99 at {small:,} jobs (goal <= 1.5)")
-    by = {(r["test"], r["size"], r["c"]): r["snapgate"] for r in results}
-    for test in ("GET final", "GET queued", "GET uncached", "list", "next page"):
-        print(f"  {test:<11} " + "  ".join(f"c={c}: {by[(test, large, c)]['p99'] / by[(test, small, c)]['p99']:.2f}"
-                                           for c in LEVELS))
+    if len(SIZES) >= 2:
+        small, large = SIZES[0], SIZES[-1]
+        print(f"\nscale: p99 at {large:,} jobs / p99 at {small:,} jobs (goal <= 1.5)")
+        by = {(r["test"], r["size"], r["c"]): r["snapgate"] for r in results}
+        for test in ("GET final", "GET queued", "GET uncached", "list", "next page"):
+            print(f"  {test:<11} " + "  ".join(f"c={c}: {by[(test, large, c)]['p99'] / by[(test, small, c)]['p99']:.2f}"
+                                               for c in LEVELS))
     print(f"\nsnapgate peak RSS (VmHWM): " + ", ".join(f"{rss[s]:.1f} MiB after {s:,} jobs" for s in SIZES))
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
@@ -510,9 +526,7 @@ def drain_phase():
     rss = []
     while time.time() - t0 < DRAIN_SECONDS:
         time.sleep(5)
-        with open(f"/proc/{gw.pid}/status") as f:
-            now_kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-        rss.append(now_kib / 1024)
+        rss.append(rss_now_mib(gw.pid))
     elapsed = time.time() - t0
     sent = int(psql("SELECT count(*) FROM jobs WHERE mps_job_id IS NOT NULL"))
     print(f"  {sent:,} jobs sent in {elapsed:.0f} s ({sent / elapsed:.0f}/s); RSS every 5 s: "

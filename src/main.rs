@@ -12,7 +12,8 @@ use snapgate::config::Settings;
 
 /// mimalloc rather than glibc's malloc: a request allocates and frees many small buffers across
 /// threads, where glibc's arenas (consolidation, chunk unlinking) cost a sixth of the CPU of a
-/// status read (bench/bench.py with BENCH_PROFILE; BENCHMARKS.md).
+/// status read (bench/bench.py with BENCH_PROFILE; BENCHMARKS.md). Built without transparent
+/// huge pages (`no_thp` in Cargo.toml): they kept peak RSS near twice what is live.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
