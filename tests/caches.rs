@@ -406,6 +406,69 @@ async fn while_the_change_feed_is_down_a_queued_job_is_read_from_the_database() 
     pool.close().await;
 }
 
+/// A queued job read often is read again in the background once past half its trust, so its
+/// pollers never meet the database when the entry would have expired. Shown with the jobs table
+/// locked (`ACCESS EXCLUSIVE`: any read of it waits) across the moment the first entry's trust
+/// ends: the poll then is still answered at once, from the refreshed entry, which holds a change
+/// made (unannounced) after the first read and before the refresh.
+#[tokio::test]
+async fn a_polled_queued_job_is_refreshed_in_the_background_before_its_trust_runs_out() {
+    const TTL: Duration = Duration::from_secs(3);
+    let (store, url) = common::pg_store().await;
+    let app = TestApp::builder(store.clone())
+        .settings(|s| {
+            two_replicas_settings(s);
+            s.http.job_cache_ttl_ms = TTL.as_millis() as u64;
+        })
+        .start()
+        .await;
+    let alpha = key(&store, "alpha", false).await;
+    let (id, path) = post_queued(&app, &alpha.token, "r").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    until_cached(&app, &alpha.token, &path, &pool).await;
+    // The entry was read at the latest now: it is trusted until `cached_at + TTL` at the latest.
+    let cached_at = Instant::now();
+    let at = |d: Duration| tokio::time::sleep_until((cached_at + d).into());
+
+    at(Duration::from_millis(800)).await;
+    unannounced(
+        &pool,
+        "UPDATE jobs SET mps_message = 'read by the refresh' WHERE id = $1::uuid",
+        &id,
+    )
+    .await;
+    // Past half its trust: this hit answers from memory and asks for the background read.
+    at(TTL / 2 + Duration::from_millis(200)).await;
+    let hit = job(&app, &alpha.token, &path).await;
+    assert_ne!(
+        hit["mps"]["message"], "read by the refresh",
+        "not from memory"
+    );
+    at(TTL / 2 + Duration::from_millis(700)).await;
+
+    // Every read of the jobs table now waits, until after the first entry's trust has ended.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    at(TTL + Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let polled = tokio::time::timeout(Duration::from_secs(2), job(&app, &alpha.token, &path)).await;
+    let waited = t0.elapsed();
+    lock.rollback().await.unwrap();
+    let polled = polled.expect("the poll past the first entry's trust met the locked database");
+    assert!(
+        waited < Duration::from_millis(400),
+        "the poll past the first entry's trust waited {waited:?}: it met the locked database"
+    );
+    assert_eq!(
+        polled["mps"]["message"], "read by the refresh",
+        "answered from an entry not read again"
+    );
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_reads_a_queued_job_from_the_database_every_time() {
     let (store, dir) = common::sqlite_store().await;

@@ -20,7 +20,14 @@
 //! cache: [`JobCache::seen`] is taken before the database is read, and [`JobCache::answer`] keeps
 //! a job that can change only if no change at all was heard since (checked and stored under one
 //! lock, which the feed's removal also takes).
+//!
+//! A job that can still change and is read often is read again **before** its trust runs out:
+//! the first hit past half of `http.job_cache_ttl_ms` asks for one background read
+//! ([`JobCache::refresh`], under the same rule as any read), so its pollers keep being answered
+//! from memory instead of meeting the database together when the entry expires. Nothing is
+//! ever answered past its trust: a refresh that fails or is not kept leaves the entry to expire.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +41,7 @@ use super::jobs::JobResource;
 use crate::cache::Bounded;
 use crate::domain::JobId;
 use crate::outputs::OutputService;
-use crate::store::{Job, JobChangeSink};
+use crate::store::{DynStore, Job, JobChangeSink};
 
 pub struct JobCache {
     entries: Bounded<JobId, Arc<CachedJob>>,
@@ -59,6 +66,8 @@ pub struct CachedJob {
     answer: Answer,
     /// For a job that can still change: when it was read and the feed's count before the read.
     open: Option<(Instant, u64)>,
+    /// A background read of this job was asked for ([`JobCache::refresh`]).
+    refreshing: AtomicBool,
 }
 
 enum Answer {
@@ -71,16 +80,20 @@ enum Answer {
 
 /// What the cache says about one id.
 pub enum Cached {
-    /// The caller may see it: the answer.
-    Hit(Response),
+    /// The caller may see it: the answer. `refresh`: the entry is past half its trust; hand the
+    /// id to [`JobCache::refresh`] (asked of one hit only).
+    Hit {
+        answer: Response,
+        refresh: bool,
+    },
     /// Another team's job: answered like a job that does not exist.
     OtherTeam,
     Miss,
 }
 
-/// The change feed's count before a database read ([`JobCache::seen`]).
+/// The change feed's count, and the time, before a database read ([`JobCache::seen`]).
 #[derive(Clone, Copy)]
-pub struct Seen(u64);
+pub struct Seen(u64, Instant);
 
 impl JobCache {
     /// At most `capacity` jobs (0 turns the cache off); jobs that can still change are trusted
@@ -103,25 +116,50 @@ impl JobCache {
 
     /// Take before reading a job from the database; hand to [`JobCache::answer`].
     pub fn seen(&self) -> Seen {
-        Seen(self.feed().changes)
+        Seen(self.feed().changes, Instant::now())
     }
 
     pub fn get(&self, id: JobId, caller: &Caller, outputs: &OutputService) -> Cached {
         let Some(c) = self.entries.get(&id) else {
             return Cached::Miss;
         };
+        let mut refresh = false;
         if let Some((read_at, seen)) = c.open {
             let feed = *self.feed();
-            if !feed.live || seen < feed.live_since || read_at.elapsed() >= self.open_ttl {
+            let age = read_at.elapsed();
+            if !feed.live || seen < feed.live_since || age >= self.open_ttl {
                 return Cached::Miss;
             }
+            refresh = age >= self.open_ttl / 2 && !c.refreshing.swap(true, Ordering::Relaxed);
         }
         if !caller.admin && c.team != caller.team {
             return Cached::OtherTeam;
         }
         let kind = if c.open.is_some() { "open" } else { "final" };
         metrics::counter!("snapgate_job_cache_hits_total", "job" => kind).increment(1);
-        Cached::Hit(c.response(outputs))
+        Cached::Hit {
+            answer: c.response(outputs),
+            refresh,
+        }
+    }
+
+    /// Reads job `id` again in the background, for the cache only (after a hit that asked for
+    /// it): kept exactly as a request's read would be ([`JobCache::answer`]); a job gone from
+    /// the store is dropped; on an error the entry expires as it would have.
+    pub fn refresh(self: &Arc<Self>, store: DynStore, outputs: Arc<OutputService>, id: JobId) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let seen = cache.seen();
+            match store.get_job(None, id).await {
+                Ok(Some(job)) => {
+                    cache.answer(job, &outputs, seen);
+                }
+                Ok(None) => cache.entries.remove(&id),
+                Err(e) => {
+                    tracing::debug!(error = %e, job_id = %id, "refreshing a cached job failed")
+                }
+            }
+        });
     }
 
     /// Answers `job` (read from the database after `seen`), remembering it if it is final, or
@@ -133,14 +171,19 @@ impl JobCache {
             return axum::Json(JobResource::new(job, outputs)).into_response();
         }
         let (id, team) = (job.id, job.team.clone());
-        let open = (!job.state.is_final()).then(|| (Instant::now(), seen.0));
+        let open = (!job.state.is_final()).then_some((seen.1, seen.0));
         let answer = if outputs.urls_are_stable() {
             let body = encode(job, outputs);
             Answer::Encoded(super::etag::tag_of(&body), body)
         } else {
             Answer::Job(Box::new(job))
         };
-        let cached = Arc::new(CachedJob { team, answer, open });
+        let cached = Arc::new(CachedJob {
+            team,
+            answer,
+            open,
+            refreshing: AtomicBool::new(false),
+        });
         let response = cached.response(outputs);
         match open {
             None => self.entries.insert(id, cached),
@@ -242,7 +285,7 @@ mod tests {
     }
 
     fn cached(cache: &JobCache, id: JobId) -> bool {
-        matches!(cache.get(id, &alpha(), &outputs()), Cached::Hit(_))
+        matches!(cache.get(id, &alpha(), &outputs()), Cached::Hit { .. })
     }
 
     fn live_cache() -> JobCache {
@@ -313,6 +356,25 @@ mod tests {
         let id = j.id;
         cache.answer(j, &outputs(), cache.seen());
         assert!(!cached(&cache, id));
+    }
+
+    #[test]
+    fn a_refresh_is_asked_of_one_hit_past_half_the_trust_and_never_for_final_jobs() {
+        let cache = JobCache::new(100, Duration::from_millis(200));
+        cache.feed_live();
+        let (open, done) = (job(JobState::Queued), job(JobState::Succeeded));
+        let (open_id, done_id) = (open.id, done.id);
+        cache.answer(open, &outputs(), cache.seen());
+        cache.answer(done, &outputs(), cache.seen());
+        let refresh = |id| match cache.get(id, &alpha(), &outputs()) {
+            Cached::Hit { refresh, .. } => refresh,
+            _ => panic!("not a hit"),
+        };
+        assert!(!refresh(open_id), "fresh");
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(refresh(open_id), "past half its trust");
+        assert!(!refresh(open_id), "asked once");
+        assert!(!refresh(done_id), "a final job never changes");
     }
 
     #[test]

@@ -391,7 +391,14 @@ pub async fn get_job(
     // From memory if it is there (src/http/job_cache.rs); its team checked as the query below
     // checks it.
     match state.jobs.get(id, &caller, &state.outputs) {
-        Cached::Hit(answer) => return Ok(answer),
+        Cached::Hit { answer, refresh } => {
+            if refresh {
+                state
+                    .jobs
+                    .refresh(state.store.clone(), state.outputs.clone(), id);
+            }
+            return Ok(answer);
+        }
         Cached::OtherTeam => return Err(ApiError::NotFound),
         Cached::Miss => {}
     }
