@@ -44,6 +44,8 @@ DURATION = 2 if QUICK else 4
 BACKLOG = 1000 if QUICK else 10000
 DRAIN_BACKLOG = 100_000 if QUICK else 1_000_000
 DRAIN_SECONDS = 10 if QUICK else 60
+# BENCH_TESTS="POST,GET queued": only these figures (each with its pgbench ceiling).
+TESTS = set(filter(None, os.environ.get("BENCH_TESTS", "").split(",")))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000" if QUICK else "10000,1000000").split(",")]
 TEAMS = 10
 PAGES = 15  # next-page requests pick one of this many cursors
@@ -84,6 +86,10 @@ TEMPLATE = json.dumps({
                "lines": 10, "columns": 10, "cell_width": None, "cell_height": None, "margin": 0, "padding": 0,
                "color": "black", "keep_cells": True, "cell_step": None},
     "webvtt": None, "pipeline_id": "9bad3801a2c561c22c4df9c6abcd0000", "user_data": "bench"})
+
+
+def wanted(label):
+    return not TESTS or label in TESTS
 
 
 def psql(sql, db=DB):
@@ -227,7 +233,7 @@ def wrk(label, path, script, c, extra_env, seconds=None):
     perf = None
     if f"{label}@{c}" in PROFILE and label not in PROFILED and GATEWAY_PID and shutil.which("perf"):
         PROFILED.add(label)
-        data = os.path.join(WORK, f"perf-{label.replace(' ', '-')}.data")
+        data = os.path.join(ROOT, "target", f"bench-profile-{label.replace(' ', '-')}-c{c}.data")
         perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-o", data,
                                  "-p", str(GATEWAY_PID)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{seconds or DURATION}s", "--latency", "-s",
@@ -409,21 +415,28 @@ def api_phase():
                            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5('j' || (:k * {uncached_step})::text)::uuid;\n")
 
         for c in LEVELS:
-            ceiling = pgbench(pk_sql, c)
-            measure("GET final", size, c, wrk("GET final", "/", "paths.lua", c, dict(auth, PATHS_FILE=final_paths)), ceiling, results)
-            measure("GET queued", size, c, wrk("GET queued", "/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths)), ceiling, results)
-            snap = wrk("GET uncached", "/", "paths.lua", c, dict(TOKEN=admin_token, PATHS_FILE=uncached_paths))
-            measure("GET uncached", size, c, snap, pgbench(pk_uncached_sql, c), results)
-            snap = wrk("list", "/", "paths.lua", c, dict(auth, PATHS_FILE=list_file))
-            measure("list", size, c, snap, pgbench(list_sql, c), results)
-            snap = wrk("next page", "/", "paths.lua", c, dict(auth, PATHS_FILE=next_paths))
-            measure("next page", size, c, snap, pgbench(next_sql, c), results)
+            if wanted("GET final") or wanted("GET queued"):
+                ceiling = pgbench(pk_sql, c)
+            if wanted("GET final"):
+                measure("GET final", size, c, wrk("GET final", "/", "paths.lua", c, dict(auth, PATHS_FILE=final_paths)), ceiling, results)
+            if wanted("GET queued"):
+                measure("GET queued", size, c, wrk("GET queued", "/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths)), ceiling, results)
+            if wanted("GET uncached"):
+                snap = wrk("GET uncached", "/", "paths.lua", c, dict(TOKEN=admin_token, PATHS_FILE=uncached_paths))
+                measure("GET uncached", size, c, snap, pgbench(pk_uncached_sql, c), results)
+            if wanted("list"):
+                snap = wrk("list", "/", "paths.lua", c, dict(auth, PATHS_FILE=list_file))
+                measure("list", size, c, snap, pgbench(list_sql, c), results)
+            if wanted("next page"):
+                snap = wrk("next page", "/", "paths.lua", c, dict(auth, PATHS_FILE=next_paths))
+                measure("next page", size, c, snap, pgbench(next_sql, c), results)
         # Warm-up, not measured (as pgbench's figures leave out its connection set-up): the
         # first POSTs of a burst wait for their MPS id while the queue is empty (201), the
         # dispatcher and pool start; the figures are the steady state of a burst.
         posts_from = psql("SELECT clock_timestamp()")
-        wrk("POST warm-up", "/v1/snapshot-jobs", "post.lua", 16, auth, seconds=1)
-        for c in LEVELS:
+        if wanted("POST"):
+            wrk("POST warm-up", "/v1/snapshot-jobs", "post.lua", 16, auth, seconds=1)
+        for c in LEVELS if wanted("POST") else []:
             snap = wrk("POST", "/v1/snapshot-jobs", "post.lua", c, auth)
             measure("POST", size, c, snap, pgbench(insert_sql, c), results)
         psql("DELETE FROM jobs WHERE team = 'pgbench'")
@@ -450,7 +463,7 @@ def api_phase():
         small, large = SIZES[0], SIZES[-1]
         print(f"\nscale: p99 at {large:,} jobs / p99 at {small:,} jobs (goal <= 1.5)")
         by = {(r["test"], r["size"], r["c"]): r["snapgate"] for r in results}
-        for test in ("GET final", "GET queued", "GET uncached", "list", "next page"):
+        for test in [t for t in ("GET final", "GET queued", "GET uncached", "list", "next page") if wanted(t)]:
             print(f"  {test:<11} " + "  ".join(f"c={c}: {by[(test, large, c)]['p99'] / by[(test, small, c)]['p99']:.2f}"
                                                for c in LEVELS))
     print(f"\nsnapgate peak RSS (VmHWM): " + ", ".join(f"{rss[s]:.1f} MiB after {s:,} jobs" for s in SIZES))

@@ -319,7 +319,10 @@ impl SubmitService {
             }
         };
         self.active.add_one(team);
-        tracing::info!(job_id = %job.id, team = %job.team, "job recorded");
+        // The request's one INFO line (the access line) carries the job id: the entry point's
+        // span has a `job_id` field. Recorded here, so every entry point's line has it.
+        tracing::Span::current().record("job_id", tracing::field::display(job.id));
+        tracing::debug!(job_id = %job.id, team = %job.team, "job recorded");
         self.signals.wake.notify_one();
         let job = self.wait_for_dispatch(job, wait, &mut dispatched).await?;
         Ok(Submitted {

@@ -1451,3 +1451,69 @@ macro_rules! conformance {
 
 conformance!(sqlite, common::sqlite_store);
 conformance!(postgres, common::pg_store);
+
+/// The group commit keeps its connections between batches (sqlx pings every connection given
+/// back to its pool, a second round trip per batch). A kept connection, or an idle one in the
+/// pool, that the server ended meanwhile (a restart, an idle timeout, an administrator) costs
+/// no job: the batch goes again on another connection. Jobs are created one after another
+/// (so the committer's connection is kept throughout) while every connection of the store is
+/// terminated twice; every create must succeed, each job recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_creates_survive_their_connections_being_ended() {
+    let (s, db) = common::pg_store().await;
+    // One connection (a pool's idle ones would be terminated too).
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut ended = 0;
+    for i in 0..60 {
+        if i == 20 || i == 40 {
+            // Every backend of the test database but this query's own.
+            let pids: Vec<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p")
+                .bind(&pids)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            ended += pids.len();
+            // They are gone before the next create (termination is asynchronous; the store's
+            // listener may connect again meanwhile, under a new pid).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (left,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                        .bind(&pids)
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                if left == 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{left} backends live on"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        let job = s.create_job(new_job("e", store::now()), None).await;
+        let job = created(job.unwrap_or_else(|e| panic!("create {i} failed: {e}")));
+        ids.push(job.id);
+    }
+    assert!(ended >= 2, "the store's connections were ended ({ended})");
+    let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE team = 'e'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 60, "each job recorded once");
+    for id in ids {
+        assert!(s.get_job(Some("e"), id).await.unwrap().is_some());
+    }
+}
