@@ -7,7 +7,7 @@ use chrono::Duration;
 use serde_json::{json, Value};
 use snapgate::domain::{validate_request, JobId, JobState};
 use snapgate::store::{
-    self, CreateOutcome, DeliveryAttempt, DeliveryOutcome, DynStore, JobError, JobFilter,
+    self, CreateOutcome, DeliveryAttempt, DeliveryOutcome, DynStore, JobError, JobFilter, JobStore,
     MpsResponseRecord, MpsStatus, MpsUpdate, NewIdempotencyKey, NewJob, NewWebhookEndpoint,
     NewWebhookEvent, WebhookEndpointUpdate,
 };
@@ -1516,4 +1516,48 @@ async fn postgres_creates_survive_their_connections_being_ended() {
     for id in ids {
         assert!(s.get_job(Some("e"), id).await.unwrap().is_some());
     }
+}
+
+/// Single statements keep their connection warm for the next one (sqlx pings every connection
+/// given back to its pool: a second round trip each), and kept connections go back to the pool
+/// once unused, so transactions, listeners and a closing pool get them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
+    let (_, url) = common::pg_store().await;
+    let s = store::PgStore::connect(&snapgate::config::DatabaseSettings {
+        url,
+        max_connections: 8,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pool = s.pg_pool().unwrap().clone();
+    let job = created(
+        s.create_job(new_job("w", store::now()), None)
+            .await
+            .unwrap(),
+    );
+    assert!(s.get_job(Some("w"), job.id).await.unwrap().is_some());
+    // Long after a connection given back would be in the pool again (its check is one round
+    // trip), well before a kept one is given back (250 ms unused).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let out = pool.size() as usize - pool.num_idle();
+    assert!(out >= 1, "no connection kept warm after a statement");
+    assert!(out <= 2, "{out} connections kept: a quarter of 8 at most");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool.num_idle() < pool.size() as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} connections still out of the pool 5 s after the last statement",
+            pool.size() as usize - pool.num_idle(),
+            pool.size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Kept again, then closed: the close gives it back and ends.
+    assert!(s.get_job(Some("w"), job.id).await.unwrap().is_some());
+    assert!(pool.num_idle() < pool.size() as usize);
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.close())
+        .await
+        .expect("the pool closed with a connection kept warm");
 }

@@ -2,6 +2,9 @@
 //! Postgres and SQLite read) plus typed arguments, built once and run on either database. Row
 //! types derive `sqlx::FromRow` once and decode from both (see `codec.rs`).
 
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -13,6 +16,7 @@ use sqlx::{
     Database, Encode, FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection,
     SqlitePool, Transaction, Type,
 };
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::codec::{DbId, DbTime};
@@ -297,8 +301,136 @@ impl Dialect {
 
 #[derive(Clone)]
 pub enum Pool {
-    Postgres(PgPool),
+    /// The pool, and the connections kept warm for single statements ([`Warm`]).
+    Postgres(PgPool, Arc<Warm>),
     Sqlite(SqlitePool),
+}
+
+/// A connection kept warm goes back to the pool after this long unused...
+const KEEP_IDLE: Duration = Duration::from_millis(250);
+/// ...and after this long out of the pool however busy it is, so the pool's own rules (its
+/// connections' maximum lifetime, its check on release) still apply now and then.
+const KEEP_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Postgres connections kept out of sqlx's pool between single statements.
+///
+/// sqlx 0.8 pings every connection given back to its pool before anyone else may have it
+/// (`PoolConnection::return_to_pool` sends `Sync` and waits for the answer; it cannot be
+/// turned off): every statement was two round trips and two wake-ups of a Postgres backend,
+/// with the connection held for both. A single statement that ran to its end (its rows read,
+/// outside any transaction) leaves its connection as clean as that check would, and sqlx
+/// waits for any answer still due before the connection's next statement: the next statement
+/// takes it as it is. A statement that failed, or whose caller went away mid-way, gives its
+/// connection back through the pool's check (a broken one is closed there). At most a quarter
+/// of the pool is kept (transactions and the listeners take theirs from the pool itself), each
+/// given back after [`KEEP_IDLE`] unused, [`KEEP_AT_MOST`] out of the pool, or when the pool
+/// closes. SQLite's pool has one connection, which nothing else could use meanwhile: there
+/// nothing is kept.
+pub struct Warm {
+    pool: PgPool,
+    max: usize,
+    /// Most recently used last: (connection, taken from the pool at, last used at).
+    conns: Mutex<Vec<(PoolConnection<Postgres>, Instant, Instant)>>,
+    /// Wakes the task that gives unused connections back (which holds this, not the `Warm`).
+    kept: Arc<Notify>,
+    reaper: Once,
+}
+
+/// A connection out of the pool for one statement; [`WarmConn::keep`] once it ran to its end,
+/// else dropping it gives it back through the pool's check.
+struct WarmConn<'w> {
+    conn: Option<(PoolConnection<Postgres>, Instant)>,
+    warm: &'w Arc<Warm>,
+}
+
+impl Warm {
+    fn new(pool: PgPool) -> Arc<Self> {
+        let max = pool.options().get_max_connections() as usize / 4;
+        Arc::new(Self {
+            pool,
+            max,
+            conns: Mutex::new(Vec::new()),
+            kept: Arc::default(),
+            reaper: Once::new(),
+        })
+    }
+
+    async fn take(self: &Arc<Self>) -> StoreResult<WarmConn<'_>> {
+        let kept = self.conns.lock().expect("not poisoned").pop();
+        let conn = match kept {
+            Some((conn, taken, _)) => (conn, taken),
+            None => (self.pool.acquire().await?, Instant::now()),
+        };
+        Ok(WarmConn {
+            conn: Some(conn),
+            warm: self,
+        })
+    }
+
+    /// Gives every kept connection back to the pool, or (`idle`) those unused that long.
+    fn give_back(&self, idle: Option<Duration>) -> bool {
+        let given: Vec<_> = {
+            let mut conns = self.conns.lock().expect("not poisoned");
+            match idle {
+                None => std::mem::take(&mut *conns),
+                Some(idle) => {
+                    // Least recently used first: those unused long enough are a prefix.
+                    let stale = conns.iter().take_while(|c| c.2.elapsed() >= idle).count();
+                    conns.drain(..stale).collect()
+                }
+            }
+        };
+        let empty = self.conns.lock().expect("not poisoned").is_empty();
+        drop(given);
+        empty
+    }
+}
+
+/// Gives kept connections back once unused for [`KEEP_IDLE`] (and all of them when the pool
+/// closes); sleeps while none is kept; ends with the last handle of the pool.
+async fn reap(warm: std::sync::Weak<Warm>, kept: Arc<Notify>) {
+    loop {
+        let Some(w) = warm.upgrade() else { return };
+        if w.conns.lock().expect("not poisoned").is_empty() {
+            drop(w);
+            // A permit is stored if a connection was kept since the last look.
+            kept.notified().await;
+            continue;
+        }
+        let closed = w.pool.is_closed();
+        drop(w);
+        if !closed {
+            tokio::time::sleep(KEEP_IDLE / 2).await;
+        }
+        let Some(w) = warm.upgrade() else { return };
+        w.give_back((!w.pool.is_closed()).then_some(KEEP_IDLE));
+    }
+}
+
+impl WarmConn<'_> {
+    fn conn(&mut self) -> Conn<'_> {
+        Conn::Postgres(&mut self.conn.as_mut().expect("until kept").0)
+    }
+
+    /// The statement ran to its end: the connection is kept warm for the next one.
+    fn keep(mut self) {
+        let (conn, taken) = self.conn.take().expect("kept once");
+        let warm = self.warm;
+        if warm.pool.is_closed() || taken.elapsed() >= KEEP_AT_MOST {
+            return;
+        }
+        {
+            let mut conns = warm.conns.lock().expect("not poisoned");
+            if conns.len() >= warm.max {
+                return;
+            }
+            conns.push((conn, taken, Instant::now()));
+        }
+        warm.reaper.call_once(|| {
+            tokio::spawn(reap(Arc::downgrade(warm), warm.kept.clone()));
+        });
+        warm.kept.notify_one();
+    }
 }
 
 /// One connection, from the pool or inside a transaction.
@@ -318,16 +450,22 @@ pub enum Tx {
 }
 
 impl Pool {
+    pub fn postgres(pool: PgPool) -> Self {
+        Pool::Postgres(pool.clone(), Warm::new(pool))
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
-            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Postgres(..) => Dialect::Postgres,
             Pool::Sqlite(_) => Dialect::Sqlite,
         }
     }
 
+    /// A connection for several statements (or a transaction's): given back through the
+    /// pool's check when dropped.
     pub async fn acquire(&self) -> StoreResult<PooledConn> {
         Ok(match self {
-            Pool::Postgres(p) => PooledConn::Postgres(p.acquire().await?),
+            Pool::Postgres(p, _) => PooledConn::Postgres(p.acquire().await?),
             Pool::Sqlite(p) => PooledConn::Sqlite(p.acquire().await?),
         })
     }
@@ -344,7 +482,7 @@ impl Pool {
     /// dropped `Transaction` queues its `ROLLBACK`, which the pool sends before reuse).
     pub async fn begin(&self) -> StoreResult<Tx> {
         Ok(match self {
-            Pool::Postgres(p) => {
+            Pool::Postgres(p, _) => {
                 let p = p.clone();
                 match tokio::spawn(async move { p.begin().await }).await {
                     Ok(tx) => Tx::Postgres(tx?),
@@ -357,25 +495,55 @@ impl Pool {
         })
     }
 
+    /// One statement, on a connection kept warm where there is one ([`Warm`]).
     pub async fn execute(&self, s: Stmt) -> StoreResult<u64> {
-        self.acquire().await?.conn().execute(s).await
+        match self {
+            Pool::Postgres(_, warm) => {
+                let mut c = warm.take().await?;
+                let done = c.conn().execute(s).await?;
+                c.keep();
+                Ok(done)
+            }
+            Pool::Sqlite(_) => self.acquire().await?.conn().execute(s).await,
+        }
     }
 
     pub async fn fetch_all<T: AnyRow>(&self, s: Stmt) -> StoreResult<Vec<T>> {
-        self.acquire().await?.conn().fetch_all(s).await
+        match self {
+            Pool::Postgres(_, warm) => {
+                let mut c = warm.take().await?;
+                let rows = c.conn().fetch_all(s).await?;
+                c.keep();
+                Ok(rows)
+            }
+            Pool::Sqlite(_) => self.acquire().await?.conn().fetch_all(s).await,
+        }
     }
 
     pub async fn fetch_optional<T: AnyRow>(&self, s: Stmt) -> StoreResult<Option<T>> {
-        self.acquire().await?.conn().fetch_optional(s).await
+        match self {
+            Pool::Postgres(_, warm) => {
+                let mut c = warm.take().await?;
+                let row = c.conn().fetch_optional(s).await?;
+                c.keep();
+                Ok(row)
+            }
+            Pool::Sqlite(_) => self.acquire().await?.conn().fetch_optional(s).await,
+        }
     }
 
     pub async fn fetch_one<T: AnyRow>(&self, s: Stmt) -> StoreResult<T> {
-        self.acquire().await?.conn().fetch_one(s).await
+        self.fetch_optional(s)
+            .await?
+            .ok_or(super::StoreError::Database(sqlx::Error::RowNotFound))
     }
 
     pub async fn close(&self) {
         match self {
-            Pool::Postgres(p) => p.close().await,
+            Pool::Postgres(p, warm) => {
+                warm.give_back(None);
+                p.close().await
+            }
             Pool::Sqlite(p) => p.close().await,
         }
     }

@@ -11,20 +11,21 @@
 //! A POST whose client goes away after handing over its job still gets it recorded, exactly as
 //! when the client goes away after a one-job insert: the job is dispatched, its answer was lost.
 //!
-//! On Postgres the committer keeps its connections between batches (see [`Kept`]): sqlx 0.8
-//! pings every connection given back to its pool, a second round trip for each batch.
+//! A batch whose connection is found lost (kept warm or idle in the pool, and closed by the
+//! server meanwhile) goes again on another connection: the jobs keep their ids, so nothing is
+//! recorded twice.
 //!
 //! On Postgres, committed jobs are announced to every replica's dispatcher by
 //! [`GroupCommit::announce`]: one `NOTIFY` at a time, outside the inserts' transactions (see
 //! [`postgres::announce_new_jobs`] for why), however many commits asked for one meanwhile. The
 //! announcement is a wake-up only; a replica that misses it finds the jobs at its next poll.
 
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use super::db::{Pool, PooledConn, Stmt};
+use super::db::{Pool, Stmt};
 use super::{postgres, NewJob, StoreError, StoreResult};
 
 /// At most this many jobs in one statement (6 parameters each, far under both databases'
@@ -63,7 +64,7 @@ impl GroupCommit {
     /// Announces that jobs were queued (after their commit), to the dispatchers of every
     /// replica; requests made while an announcement is under way share the next one.
     pub(super) fn announce(&self) {
-        let Pool::Postgres(pool) = &self.pool else {
+        let Pool::Postgres(pool, _) = &self.pool else {
             return;
         };
         let wake = self.announcer.get_or_init(|| {
@@ -95,86 +96,9 @@ fn stopped() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-/// A kept connection goes back to the pool after this long without a batch...
-const KEEP_IDLE: Duration = Duration::from_millis(250);
-/// ...and after this long in the committer's hands however busy it is, so the pool's own
-/// rules (its connections' maximum lifetime, its check on release) still apply now and then.
-const KEEP_AT_MOST: Duration = Duration::from_secs(30);
-
-/// The connections the committer keeps between batches (Postgres only), each with the time it
-/// was taken from the pool.
-///
-/// sqlx 0.8 pings every connection given back to its pool before another caller may have it
-/// (`PoolConnection::return_to_pool` sends `Sync` and waits for the answer; it cannot be turned
-/// off), which made every batch two round trips and two wake-ups of a Postgres backend. A
-/// batch whose statement succeeded leaves its connection clean (one statement, its own
-/// implicit transaction, fully read): the next batch takes it as it is. A connection whose
-/// statement failed goes back through the pool's check at once. They are at most `in_flight`
-/// (a quarter of the pool), all given back after [`KEEP_IDLE`] without new jobs and as soon
-/// as the pool closes (its `close` waits for every connection). SQLite's pool has one
-/// connection, which nothing else could use meanwhile: there nothing is kept.
-#[derive(Default)]
-struct Kept(Mutex<Vec<(PooledConn, Instant)>>);
-
-impl Kept {
-    fn take(&self) -> Option<(PooledConn, Instant)> {
-        self.0.lock().expect("not poisoned").pop()
-    }
-
-    fn keep(&self, pool: &Pool, conn: PooledConn, since: Instant) {
-        let Pool::Postgres(p) = pool else {
-            return;
-        };
-        if !p.is_closed() && since.elapsed() < KEEP_AT_MOST {
-            self.0.lock().expect("not poisoned").push((conn, since));
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.lock().expect("not poisoned").is_empty()
-    }
-
-    /// Gives every kept connection back to the pool.
-    fn give_back(&self) {
-        let all = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
-        drop(all);
-    }
-}
-
 async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(in_flight));
-    let kept = Arc::new(Kept::default());
-    let closed = || match &pool {
-        Pool::Postgres(p) => p.is_closed(),
-        Pool::Sqlite(_) => true,
-    };
-    loop {
-        // While connections are kept (or a batch under way may keep one: it keeps it before it
-        // frees its slot), wait at most KEEP_IDLE for the next job, or for the pool to close,
-        // then give them back.
-        let idle = closed() || (slots.available_permits() == in_flight && kept.is_empty());
-        let first = if idle {
-            rx.recv().await
-        } else {
-            let close_event = match &pool {
-                Pool::Postgres(p) => p.close_event(),
-                Pool::Sqlite(_) => unreachable!("SQLite counts as closed here: nothing is kept"),
-            };
-            tokio::select! {
-                next = rx.recv() => next,
-                _ = tokio::time::sleep(KEEP_IDLE) => {
-                    kept.give_back();
-                    continue;
-                }
-                _ = close_event => {
-                    kept.give_back();
-                    continue;
-                }
-            }
-        };
-        let Some(first) = first else {
-            return;
-        };
+    while let Some(first) = rx.recv().await {
         // Wait for a free slot first: the jobs that arrive meanwhile join this batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -187,61 +111,39 @@ async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pendi
             }
         }
         let pool = pool.clone();
-        let kept = kept.clone();
         tokio::spawn(async move {
-            commit(&pool, &kept, batch).await;
+            commit(&pool, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn commit(pool: &Pool, kept: &Kept, batch: Vec<Pending>) {
+async fn commit(pool: &Pool, batch: Vec<Pending>) {
     tracing::trace!(jobs = batch.len(), "group commit");
-    let mut from_kept = kept.take();
-    // Each connection lost is closed, and the pool holds at most this many.
+    // Each connection found lost is closed, and the pool holds at most this many.
     let mut may_retry = match pool {
-        Pool::Postgres(p) => p.options().get_max_connections(),
+        Pool::Postgres(p, _) => p.options().get_max_connections(),
         Pool::Sqlite(_) => 1,
     };
     loop {
-        let (mut conn, since) = match from_kept.take() {
-            Some(k) => k,
-            None => match pool.acquire().await {
-                Ok(conn) => (conn, Instant::now()),
-                // No connection to be had (the pool timed out, or is closed): none for the
-                // jobs one by one either.
-                Err(e) => {
-                    for p in batch {
-                        let _ = p.done.send(Err(copy_of(&e)));
-                    }
-                    return;
-                }
-            },
-        };
-        match conn.conn().execute(insert_stmt(&batch)).await {
+        match pool.execute(insert_stmt(&batch)).await {
             Ok(_) => {
-                kept.keep(pool, conn, since);
                 for p in batch {
                     let _ = p.done.send(Ok(()));
                 }
                 return;
             }
-            Err(e) => {
-                // Back through the pool's check (a broken connection is closed there).
-                drop(conn);
-                // A connection may have been closed while it waited, kept or idle in the pool
-                // (the server restarted, an idle timeout, a terminated backend): the batch goes
-                // again on another, until the pool has no such connection left (then it opens
-                // a new one, or its error is the answer). Safe to repeat: the jobs keep their
-                // ids, so a statement that did commit before its connection broke makes the
-                // repeat fail on them, never records them twice.
-                if may_retry > 0 && connection_lost(&e) {
-                    may_retry -= 1;
-                    tracing::debug!(error = %e, "the connection was lost; the batch goes again on another");
-                    continue;
-                }
-                return fail(pool, batch, e).await;
+            // A connection may have been closed while it waited, kept warm or idle in the
+            // pool (the server restarted, an idle timeout, a terminated backend): the batch
+            // goes again on another, until the pool has no such connection left (then it
+            // opens a new one, or its error is the answer). Safe to repeat: the jobs keep their
+            // ids, so a statement that did commit before its connection broke makes the repeat
+            // fail on them, never records them twice.
+            Err(e) if may_retry > 0 && connection_lost(&e) => {
+                may_retry -= 1;
+                tracing::debug!(error = %e, "the connection was lost; the batch goes again on another");
             }
+            Err(e) => return fail(pool, batch, e).await,
         }
     }
 }
@@ -275,15 +177,6 @@ fn connection_lost(e: &StoreError) -> bool {
             sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_),
         ) => true,
         _ => false,
-    }
-}
-
-/// The error of taking a connection, for each job of the batch.
-fn copy_of(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Database(sqlx::Error::PoolTimedOut) => sqlx::Error::PoolTimedOut.into(),
-        StoreError::Database(sqlx::Error::PoolClosed) => stopped(),
-        other => sqlx::Error::Io(std::io::Error::other(other.to_string())).into(),
     }
 }
 

@@ -32,7 +32,7 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
         .connect(&settings.url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
-    Ok(Pool::Postgres(pool))
+    Ok(Pool::postgres(pool))
 }
 
 /// Claims due jobs for submission: `$1` owner, `$2` now, `$3` lease end, `$4` limit, `$5` the

@@ -270,7 +270,7 @@ impl SqlStore {
     }
 
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Self {
-        Self::new(Pool::Postgres(pool))
+        Self::new(Pool::postgres(pool))
     }
 
     /// Opens the embedded store.
@@ -284,7 +284,7 @@ impl SqlStore {
         // A quarter of the connections may be committing new jobs at once; the rest serve
         // reads, the worker and idempotent creates.
         let in_flight = match &pool {
-            Pool::Postgres(p) => p.options().get_max_connections() as usize / 4,
+            Pool::Postgres(p, _) => p.options().get_max_connections() as usize / 4,
             Pool::Sqlite(_) => 1,
         };
         Self {
@@ -329,7 +329,7 @@ impl SqlStore {
     /// The Postgres pool, for tests and tools that inspect the server itself.
     pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.pool {
-            Pool::Postgres(p) => Some(p),
+            Pool::Postgres(p, _) => Some(p),
             Pool::Sqlite(_) => None,
         }
     }
@@ -447,7 +447,7 @@ impl Store for SqlStore {
     #[tracing::instrument(name = "store.migrate", level = "debug", skip_all)]
     async fn migrate(&self) -> StoreResult<()> {
         match &self.pool {
-            Pool::Postgres(p) => postgres::MIGRATOR.run(p).await?,
+            Pool::Postgres(p, _) => postgres::MIGRATOR.run(p).await?,
             Pool::Sqlite(p) => sqlite::MIGRATOR.run(p).await?,
         }
         Ok(())
@@ -947,14 +947,14 @@ impl DispatchStore for SqlStore {
     }
 
     fn spawn_job_listener(&self, wake: Arc<tokio::sync::Notify>) {
-        if let Pool::Postgres(pool) = &self.pool {
+        if let Pool::Postgres(pool, _) = &self.pool {
             postgres::spawn_job_listener(pool, wake);
         }
     }
 
     fn watch_job_changes(&self, sink: Arc<dyn super::JobChangeSink>) -> bool {
         match &self.pool {
-            Pool::Postgres(pool) => {
+            Pool::Postgres(pool, _) => {
                 postgres::spawn_job_change_listener(pool, sink);
                 true
             }
@@ -1130,7 +1130,7 @@ impl KeyStore for SqlStore {
     }
 
     fn key_changes(&self) -> KeyChanges {
-        if let Pool::Postgres(pool) = &self.pool {
+        if let Pool::Postgres(pool, _) = &self.pool {
             let (pool, keys) = (pool.clone(), self.keys.clone());
             self.key_listener
                 .call_once(move || postgres::spawn_key_listener(&pool, keys));
