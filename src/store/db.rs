@@ -495,41 +495,33 @@ impl Pool {
         })
     }
 
-    /// One statement, on a connection kept warm where there is one ([`Warm`]).
+    /// A connection for one statement: on Postgres one kept warm if there is one ([`Warm`]).
+    async fn for_one(&self) -> StoreResult<OneConn<'_>> {
+        Ok(match self {
+            Pool::Postgres(_, warm) => OneConn::Warm(warm.take().await?),
+            Pool::Sqlite(_) => OneConn::Pooled(self.acquire().await?),
+        })
+    }
+
     pub async fn execute(&self, s: Stmt) -> StoreResult<u64> {
-        match self {
-            Pool::Postgres(_, warm) => {
-                let mut c = warm.take().await?;
-                let done = c.conn().execute(s).await?;
-                c.keep();
-                Ok(done)
-            }
-            Pool::Sqlite(_) => self.acquire().await?.conn().execute(s).await,
-        }
+        let mut c = self.for_one().await?;
+        let done = c.conn().execute(s).await?;
+        c.ran();
+        Ok(done)
     }
 
     pub async fn fetch_all<T: AnyRow>(&self, s: Stmt) -> StoreResult<Vec<T>> {
-        match self {
-            Pool::Postgres(_, warm) => {
-                let mut c = warm.take().await?;
-                let rows = c.conn().fetch_all(s).await?;
-                c.keep();
-                Ok(rows)
-            }
-            Pool::Sqlite(_) => self.acquire().await?.conn().fetch_all(s).await,
-        }
+        let mut c = self.for_one().await?;
+        let rows = c.conn().fetch_all(s).await?;
+        c.ran();
+        Ok(rows)
     }
 
     pub async fn fetch_optional<T: AnyRow>(&self, s: Stmt) -> StoreResult<Option<T>> {
-        match self {
-            Pool::Postgres(_, warm) => {
-                let mut c = warm.take().await?;
-                let row = c.conn().fetch_optional(s).await?;
-                c.keep();
-                Ok(row)
-            }
-            Pool::Sqlite(_) => self.acquire().await?.conn().fetch_optional(s).await,
-        }
+        let mut c = self.for_one().await?;
+        let row = c.conn().fetch_optional(s).await?;
+        c.ran();
+        Ok(row)
     }
 
     pub async fn fetch_one<T: AnyRow>(&self, s: Stmt) -> StoreResult<T> {
@@ -545,6 +537,29 @@ impl Pool {
                 p.close().await
             }
             Pool::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+/// The connection of one statement ([`Pool::for_one`]). Dropped without [`OneConn::ran`] (the
+/// statement failed, or its caller went away mid-way), it goes back through the pool's check.
+enum OneConn<'p> {
+    Warm(WarmConn<'p>),
+    Pooled(PooledConn),
+}
+
+impl OneConn<'_> {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            OneConn::Warm(c) => c.conn(),
+            OneConn::Pooled(c) => c.conn(),
+        }
+    }
+
+    /// The statement ran to its end: a warm connection is kept for the next one.
+    fn ran(self) {
+        if let OneConn::Warm(c) = self {
+            c.keep();
         }
     }
 }
