@@ -8,7 +8,6 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
 
 /// JSON answers are small (a job, a page of jobs); a larger one is passed on untagged.
 const MAX_TAGGED_BYTES: usize = 4 << 20;
@@ -64,10 +63,12 @@ pub async fn etag(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The `ETag` of an answer's bytes: the first 128 bits of their SHA-256, quoted.
+/// The `ETag` of an answer's bytes: their XXH3-128, quoted. A validator needs no secrecy, only
+/// that different bytes get different tags and every replica computes the same one: XXH3 (a
+/// fixed seed) does both at memory speed. SHA-256 was a tenth of a list's CPU.
 pub fn tag_of(bytes: &[u8]) -> HeaderValue {
-    let digest = Sha256::digest(bytes);
-    HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..16]))).expect("hex")
+    let digest = xxhash_rust::xxh3::xxh3_128(bytes);
+    HeaderValue::from_str(&format!("\"{digest:032x}\"")).expect("hex")
 }
 
 fn not_modified(mut parts: axum::http::response::Parts) -> Response {
@@ -87,5 +88,13 @@ mod tests {
         assert!(super::matches("*", tag));
         assert!(!super::matches("\"abcd\"", tag));
         assert!(!super::matches("abc", tag));
+    }
+
+    /// Every replica (and every version) tags the same bytes alike: the tag is XXH3-128 of the
+    /// bytes (the reference value of the empty input), 32 hex digits, quoted.
+    #[test]
+    fn the_tag_is_the_xxh3_128_of_the_bytes() {
+        assert_eq!(super::tag_of(b""), "\"99aa06d3014798d86001c324468d497f\"");
+        assert_ne!(super::tag_of(b"{\"a\":1}"), super::tag_of(b"{\"a\":2}"));
     }
 }
