@@ -1561,3 +1561,40 @@ async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
         .await
         .expect("the pool closed with a connection kept warm");
 }
+
+/// While every connection of the pool is out, a statement's connection is not kept warm: callers
+/// may be queued for the pool, and it goes to them in their turn (kept, it would let the next
+/// caller pass the queue, and leave the waiters the tail of the latency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_no_connection_is_kept_warm_while_the_pool_is_full() {
+    let (_, url) = common::pg_store().await;
+    let s = store::PgStore::connect(&snapgate::config::DatabaseSettings {
+        url,
+        max_connections: 4,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pool = s.pg_pool().unwrap().clone();
+    let job = created(
+        s.create_job(new_job("f", store::now()), None)
+            .await
+            .unwrap(),
+    );
+    // Let the group commit's and the announcement's connections settle back in the pool.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let mut held = Vec::new();
+    while held.len() < 3 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    // The fourth connection serves this read, the pool full meanwhile.
+    assert!(s.get_job(Some("f"), job.id).await.unwrap().is_some());
+    assert_eq!(pool.size(), 4);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        pool.num_idle(),
+        1,
+        "the read's connection was kept warm while the pool was full"
+    );
+    drop(held);
+}

@@ -322,9 +322,10 @@ const KEEP_AT_MOST: Duration = Duration::from_secs(30);
 /// waits for any answer still due before the connection's next statement: the next statement
 /// takes it as it is. A statement that failed, or whose caller went away mid-way, gives its
 /// connection back through the pool's check (a broken one is closed there). At most a quarter
-/// of the pool is kept (transactions and the listeners take theirs from the pool itself), each
-/// given back after [`KEEP_IDLE`] unused, [`KEEP_AT_MOST`] out of the pool, or when the pool
-/// closes. SQLite's pool has one connection, which nothing else could use meanwhile: there
+/// of the pool is kept (transactions and the listeners take theirs from the pool itself), and
+/// none while every connection of the pool is out (callers may be queued for one: they get it
+/// in their turn); each is given back after [`KEEP_IDLE`] unused, [`KEEP_AT_MOST`] out of the
+/// pool, or when the pool closes. SQLite's pool has one connection, which nothing else could use meanwhile: there
 /// nothing is kept.
 pub struct Warm {
     pool: PgPool,
@@ -416,7 +417,12 @@ impl WarmConn<'_> {
     fn keep(mut self) {
         let (conn, taken) = self.conn.take().expect("kept once");
         let warm = self.warm;
-        if warm.pool.is_closed() || taken.elapsed() >= KEEP_AT_MOST {
+        // Callers may be waiting for the pool (all its connections out, none idle): this one
+        // goes to them, in their turn, rather than to whoever comes next (kept, it would let
+        // newcomers pass the queue and leave the waiters the tail).
+        let pool_full = warm.pool.size() >= warm.pool.options().get_max_connections()
+            && warm.pool.num_idle() == 0;
+        if pool_full || warm.pool.is_closed() || taken.elapsed() >= KEEP_AT_MOST {
             return;
         }
         {
