@@ -325,8 +325,8 @@ const KEEP_AT_MOST: Duration = Duration::from_secs(30);
 /// of the pool is kept (transactions and the listeners take theirs from the pool itself), and
 /// none while every connection of the pool is out (callers may be queued for one: they get it
 /// in their turn); each is given back after [`KEEP_IDLE`] unused, [`KEEP_AT_MOST`] out of the
-/// pool, or when the pool closes. SQLite's pool has one connection, which nothing else could use meanwhile: there
-/// nothing is kept.
+/// pool, or when the pool closes. SQLite's pool has one connection, which nothing else could
+/// use meanwhile: there nothing is kept.
 pub struct Warm {
     pool: PgPool,
     max: usize,
@@ -369,7 +369,7 @@ impl Warm {
     }
 
     /// Gives every kept connection back to the pool, or (`idle`) those unused that long.
-    fn give_back(&self, idle: Option<Duration>) -> bool {
+    fn give_back(&self, idle: Option<Duration>) {
         let given: Vec<_> = {
             let mut conns = self.conns.lock().expect("not poisoned");
             match idle {
@@ -381,9 +381,8 @@ impl Warm {
                 }
             }
         };
-        let empty = self.conns.lock().expect("not poisoned").is_empty();
+        // Outside the lock: each goes back through the pool's check.
         drop(given);
-        empty
     }
 }
 
