@@ -1518,25 +1518,35 @@ async fn postgres_creates_survive_their_connections_being_ended() {
     }
 }
 
-/// Single statements keep their connection warm for the next one (sqlx pings every connection
-/// given back to its pool: a second round trip each), and kept connections go back to the pool
-/// once unused, so transactions, listeners and a closing pool get them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
+/// A Postgres store whose pool holds `max_connections`, its pool, and a job of `team` created
+/// through it.
+async fn pg_store_of(
+    max_connections: u32,
+    team: &str,
+) -> (store::SqlStore, sqlx::PgPool, store::Job) {
     let (_, url) = common::pg_store().await;
     let s = store::PgStore::connect(&snapgate::config::DatabaseSettings {
         url,
-        max_connections: 8,
+        max_connections,
         ..Default::default()
     })
     .await
     .unwrap();
     let pool = s.pg_pool().unwrap().clone();
     let job = created(
-        s.create_job(new_job("w", store::now()), None)
+        s.create_job(new_job(team, store::now()), None)
             .await
             .unwrap(),
     );
+    (s, pool, job)
+}
+
+/// Single statements keep their connection warm for the next one (sqlx pings every connection
+/// given back to its pool: a second round trip each), and kept connections go back to the pool
+/// once unused, so transactions, listeners and a closing pool get them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
+    let (s, pool, job) = pg_store_of(8, "w").await;
     assert!(s.get_job(Some("w"), job.id).await.unwrap().is_some());
     // Long after a connection given back would be in the pool again (its check is one round
     // trip), well before a kept one is given back (250 ms unused).
@@ -1567,20 +1577,7 @@ async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
 /// caller pass the queue, and leave the waiters the tail of the latency).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_no_connection_is_kept_warm_while_the_pool_is_full() {
-    let (_, url) = common::pg_store().await;
-    let s = store::PgStore::connect(&snapgate::config::DatabaseSettings {
-        url,
-        max_connections: 4,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let pool = s.pg_pool().unwrap().clone();
-    let job = created(
-        s.create_job(new_job("f", store::now()), None)
-            .await
-            .unwrap(),
-    );
+    let (s, pool, job) = pg_store_of(4, "f").await;
     // Let the group commit's and the announcement's connections settle back in the pool.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let mut held = Vec::new();
