@@ -353,6 +353,12 @@ async fn json_logs_carry_the_access_log_and_the_promised_fields() {
     assert!(has(post, "route", "/v1/snapshot-jobs"), "{post:?}");
     assert!(has(post, "method", "POST"), "{post:?}");
     assert!(has(post, "team", "logs"), "{post:?}");
+    // One INFO line per POST: the access line carries the job it created.
+    assert!(has(post, "job_id", &id), "{post:?}");
+    assert!(
+        !all.iter().any(|f| has(f, "message", "job recorded")),
+        "a second INFO line for the POST: {out}"
+    );
     assert!(
         post.iter()
             .any(|(k, v)| k == "status" && (v == 201 || v == 202)),
