@@ -459,6 +459,14 @@ impl Pool {
         Pool::Postgres(pool.clone(), Warm::new(pool))
     }
 
+    /// How many connections the pool may hold (SQLite's: one).
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Pool::Postgres(p, _) => p.options().get_max_connections(),
+            Pool::Sqlite(_) => 1,
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
             Pool::Postgres(..) => Dialect::Postgres,

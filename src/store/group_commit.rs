@@ -121,10 +121,7 @@ async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pendi
 async fn commit(pool: &Pool, batch: Vec<Pending>) {
     tracing::trace!(jobs = batch.len(), "group commit");
     // Each connection found lost is closed, and the pool holds at most this many.
-    let mut may_retry = match pool {
-        Pool::Postgres(p, _) => p.options().get_max_connections(),
-        Pool::Sqlite(_) => 1,
-    };
+    let mut may_retry = pool.max_connections();
     loop {
         match pool.execute(insert_stmt(&batch)).await {
             Ok(_) => {

@@ -284,7 +284,7 @@ impl SqlStore {
         // A quarter of the connections may be committing new jobs at once; the rest serve
         // reads, the worker and idempotent creates.
         let in_flight = match &pool {
-            Pool::Postgres(p, _) => p.options().get_max_connections() as usize / 4,
+            Pool::Postgres(..) => pool.max_connections() as usize / 4,
             Pool::Sqlite(_) => 1,
         };
         Self {
