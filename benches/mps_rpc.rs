@@ -16,10 +16,11 @@ use std::time::Duration;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use snapgate::app::Application;
-use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::{DatabaseSettings, Settings};
+use snapgate::crypto::MasterKey;
 use snapgate::mps::sign;
 use snapgate::secret::Secret;
+use snapgate::services::keys::{issue_key, IssuedKey};
 use snapgate::store::{DynStore, PgStore, Store};
 
 const CONCURRENCY: usize = 16;
@@ -158,7 +159,13 @@ impl Bench {
         all.insert("Signature".into(), sig);
         let q: Vec<String> = all
             .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    snapgate::crypto::percent_encode(k),
+                    snapgate::crypto::percent_encode(v)
+                )
+            })
             .collect();
         self.http.post(format!("{}/?{}", self.base, q.join("&")))
     }
@@ -188,7 +195,11 @@ impl Bench {
             self.base,
             query
                 .iter()
-                .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+                .map(|(k, v)| format!(
+                    "{}={}",
+                    snapgate::crypto::percent_encode(k),
+                    snapgate::crypto::percent_encode(v)
+                ))
                 .collect::<Vec<_>>()
                 .join("&")
         ));

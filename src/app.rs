@@ -13,23 +13,25 @@ use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::MasterKeySlot;
 use crate::config::{ms, Settings};
+use crate::crypto::MasterKeySlot;
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::auth::TokenCache;
 use crate::http::job_cache::JobCache;
 use crate::http::AppState;
-use crate::limits::{ManualClock, RateClock, TeamLimiter};
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::mps::mns::{MnsClient, MnsClientConfig};
 use crate::oss::OssCredentials;
-use crate::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigner};
 use crate::secret::Secret;
+use crate::services::jobs::{SubmitConfig, SubmitService};
+use crate::services::limits::{ManualClock, RateClock, TeamLimiter};
+use crate::services::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigner};
+use crate::services::uploads::{UploadConfig, UploadHub, UploadService};
+use crate::services::webhooks::WebhookService;
+use crate::signals::JobSignals;
 use crate::store::{self, DynStore};
-use crate::submit::{SubmitConfig, SubmitService};
-use crate::uploads::{UploadConfig, UploadHub, UploadService};
-use crate::webhooks::{DeliveryWorker, WebhookService};
-use crate::worker::{Worker, WorkerSignals};
+use crate::worker::DeliveryWorker;
+use crate::worker::Worker;
 
 pub struct Application {
     listener: TcpListener,
@@ -39,7 +41,7 @@ pub struct Application {
     emulator: Option<EmulatorHandle>,
     /// Sends webhooks (`webhooks.enabled`).
     deliveries: Option<Arc<DeliveryWorker>>,
-    signals: WorkerSignals,
+    signals: JobSignals,
 }
 
 /// The MPS backend `serve` uses: real MPS with the configured key, or else an in-process
@@ -189,7 +191,7 @@ fn upload_config(
             format!(
                 "{}{}",
                 p.trim_end_matches('/'),
-                crate::uploads::CALLBACK_PATH
+                crate::services::uploads::CALLBACK_PATH
             )
         }),
         local_pub_key_url: emulator.map(|h| h.callback_pub_key_url().to_string()),
@@ -307,7 +309,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
         crate::metrics::handle();
-        let signals = WorkerSignals::default();
+        let signals = JobSignals::default();
         let worker = mps.map(|mps| {
             let w = Worker::new(store.clone(), mps, &settings, signals.clone());
             Arc::new(match mns {
@@ -328,7 +330,7 @@ impl Application {
         let uploads = Arc::new(UploadService::new(store.clone(), submit.clone(), uploads));
         let upload_hub = UploadHub::new(uploads.clone());
         if demo_uploads {
-            crate::uploads::ensure_demo_preset(&store, &settings.uploads).await?;
+            crate::services::uploads::ensure_demo_preset(&store, &settings.uploads).await?;
         }
         let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
         let tokens = Arc::new(TokenCache::new(

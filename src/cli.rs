@@ -243,7 +243,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Team(TeamCommand::Create { name }) => {
             anyhow::ensure!(
-                snapgate::auth::valid_team_name(&name),
+                snapgate::services::keys::valid_team_name(&name),
                 "team names are 1 to 64 of a-z 0-9 - _, starting with a letter or digit"
             );
             let store = open_store(&settings).await?;
@@ -278,8 +278,9 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let store = open_store(&settings).await?;
             match cmd {
                 KeyCommand::Create { team, admin } => {
-                    let master = snapgate::auth::MasterKey::load(&settings.auth)?;
-                    let key = snapgate::auth::issue_key(&store, &master, &team, admin).await?;
+                    let master = snapgate::crypto::MasterKey::load(&settings.auth)?;
+                    let key =
+                        snapgate::services::keys::issue_key(&store, &master, &team, admin).await?;
                     eprintln!("Store the secret and the token now: they are not shown again.");
                     print_json(&key)?;
                     eprintln!(

@@ -13,24 +13,21 @@
 //! - `emulator/`: a local MPS that speaks the same wire protocol.
 
 pub mod app;
-pub mod auth;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod emulator;
 pub mod http;
-pub mod limits;
 pub mod metrics;
 pub mod mps;
 pub mod oss;
-pub mod outputs;
-pub mod presets;
 pub mod secret;
+pub mod services;
 pub mod shutdown;
+pub mod signals;
 pub mod store;
-pub mod submit;
 pub mod telemetry;
-pub mod uploads;
 pub mod webhooks;
 pub mod worker;

@@ -10,10 +10,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::Settings;
+use snapgate::crypto::MasterKey;
 use snapgate::domain::{validate_request, JobId, JobState};
-use snapgate::limits::ManualClock;
+use snapgate::services::keys::{issue_key, IssuedKey};
+use snapgate::services::limits::ManualClock;
 use snapgate::store::{
     CreateOutcome, DynStore, JobError, MpsResponseRecord, MpsStatus, MpsUpdate, NewJob,
 };

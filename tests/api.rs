@@ -749,7 +749,7 @@ async fn openapi_matches_the_router_and_the_validator() {
     };
     use snapgate::domain::validate::{SPRITE_FIELDS, TOP_FIELDS};
     let mut body_fields = TOP_FIELDS.to_vec();
-    body_fields.push(snapgate::presets::PRESET_FIELD);
+    body_fields.push(snapgate::services::presets::PRESET_FIELD);
     assert_eq!(props("CreateJobBody"), sorted(&body_fields));
     assert_eq!(props("SpriteBody"), sorted(SPRITE_FIELDS));
     published_rules_are_the_validators(&doc);

@@ -12,7 +12,8 @@ use std::process::Command;
 
 use base64::Engine;
 use snapgate::app::Application;
-use snapgate::auth::{issue_key, MasterKey};
+use snapgate::crypto::MasterKey;
+use snapgate::services::keys::issue_key;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_contract_violation() {

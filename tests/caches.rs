@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use snapgate::auth::{issue_key, IssuedKey};
 use snapgate::config::DatabaseSettings;
+use snapgate::services::keys::{issue_key, IssuedKey};
 use snapgate::store::{DynStore, PgStore};
 
 async fn key(store: &DynStore, team: &str, admin: bool) -> IssuedKey {

@@ -362,7 +362,7 @@ async fn worker_runs_until_idle(store: DynStore) {
         store.clone(),
         client(&emu.url(), SECRET, 2_000),
         &settings,
-        snapgate::worker::WorkerSignals::default(),
+        snapgate::signals::JobSignals::default(),
     );
     let mut ids = Vec::new();
     for i in 0..12 {

@@ -43,7 +43,7 @@ fn submit_params(key: &str) -> BTreeMap<String, String> {
     let mut p = common("SubmitSnapshotJob");
     p.insert(
         "Input".into(),
-        json!({"Bucket": "media", "Location": "oss-cn-shanghai", "Object": sign::percent_encode(key)})
+        json!({"Bucket": "media", "Location": "oss-cn-shanghai", "Object": snapgate::crypto::percent_encode(key)})
             .to_string(),
     );
     p.insert(
@@ -89,7 +89,13 @@ fn signed_url(e: &EmulatorHandle, mut p: BTreeMap<String, String>) -> String {
     p.insert("Signature".into(), sig);
     let q: Vec<String> = p
         .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                snapgate::crypto::percent_encode(k),
+                snapgate::crypto::percent_encode(v)
+            )
+        })
         .collect();
     format!("{}/?{}", e.url(), q.join("&"))
 }

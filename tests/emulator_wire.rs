@@ -77,7 +77,7 @@ fn common(action: &str) -> BTreeMap<String, String> {
 }
 
 fn input(key: &str) -> String {
-    json!({"Bucket": "media", "Location": "oss-cn-shanghai", "Object": sign::percent_encode(key)})
+    json!({"Bucket": "media", "Location": "oss-cn-shanghai", "Object": snapgate::crypto::percent_encode(key)})
         .to_string()
 }
 
@@ -112,7 +112,13 @@ async fn send(e: &EmulatorHandle, mut p: BTreeMap<String, String>, secret: &str)
 async fn send_raw(e: &EmulatorHandle, p: &BTreeMap<String, String>) -> (u16, Value) {
     let q: Vec<String> = p
         .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                snapgate::crypto::percent_encode(k),
+                snapgate::crypto::percent_encode(v)
+            )
+        })
         .collect();
     let res = reqwest::Client::new()
         .post(format!("{}/?{}", e.url(), q.join("&")))
@@ -455,7 +461,13 @@ async fn faults_throttle_fail_and_drop() {
     p.insert("Signature".into(), sig);
     let q: Vec<String> = p
         .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                snapgate::crypto::percent_encode(k),
+                snapgate::crypto::percent_encode(v)
+            )
+        })
         .collect();
     let err = reqwest::Client::new()
         .post(format!("{}/?{}", e.url(), q.join("&")))

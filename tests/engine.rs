@@ -59,7 +59,7 @@ async fn put(e: &EmulatorHandle, bucket: &str, key: &str, file: &Path) {
 }
 
 fn oss_file(key: &str) -> Value {
-    json!({"Bucket": "media", "Location": LOC, "Object": sign::percent_encode(key)})
+    json!({"Bucket": "media", "Location": LOC, "Object": snapgate::crypto::percent_encode(key)})
 }
 
 fn common(action: &str) -> BTreeMap<String, String> {
@@ -84,7 +84,13 @@ async fn call(e: &EmulatorHandle, mut p: BTreeMap<String, String>) -> (u16, Valu
     p.insert("Signature".into(), sig);
     let q: Vec<String> = p
         .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                snapgate::crypto::percent_encode(k),
+                snapgate::crypto::percent_encode(v)
+            )
+        })
         .collect();
     let res = reqwest::Client::new()
         .post(format!("{}/?{}", e.url(), q.join("&")))

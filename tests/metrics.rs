@@ -5,7 +5,7 @@ mod common;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use snapgate::auth::issue_key;
+use snapgate::services::keys::issue_key;
 
 /// The value of the sample whose name and labels are exactly `series`, if exposed.
 fn sample(text: &str, series: &str) -> Option<f64> {

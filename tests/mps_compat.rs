@@ -424,7 +424,7 @@ async fn nonce_and_lookup_conformance(store: DynStore) {
         .is_none());
     store.create_team("alpha", now).await.unwrap();
     let master = common::app::master_key();
-    let key = snapgate::auth::issue_key(&store, &master, "alpha", false)
+    let key = snapgate::services::keys::issue_key(&store, &master, "alpha", false)
         .await
         .unwrap();
     store.revoke_api_key(&key.access_key_id, now).await.unwrap();

@@ -9,13 +9,12 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
+use snapgate::crypto::{percent_decode, percent_encode};
 use snapgate::domain::job::FrameType;
 use snapgate::domain::user_data::USER_DATA_MAX;
 use snapgate::domain::validate::{OSS_FIELDS, SPRITE_FIELDS, TOP_FIELDS, WEBVTT_FIELDS};
 use snapgate::domain::{rules, validate_request, JobRequest, OssObject};
-use snapgate::mps::sign::{
-    authorization_acs3, parse_acs3_authorization, percent_decode, percent_encode,
-};
+use snapgate::mps::sign::{authorization_acs3, parse_acs3_authorization};
 
 /// Numbers at the edges a JSON number can take.
 fn edge_number() -> impl Strategy<Value = Value> {

@@ -3,10 +3,9 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
+use snapgate::crypto::{percent_decode, percent_encode};
 use snapgate::domain::validate_request;
-use snapgate::mps::sign::{
-    authorization_acs3, parse_acs3_authorization, percent_decode, percent_encode,
-};
+use snapgate::mps::sign::{authorization_acs3, parse_acs3_authorization};
 
 fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use snapgate::auth::{issue_key, MasterKey};
+use snapgate::crypto::MasterKey;
+use snapgate::services::keys::issue_key;
 use snapgate::store::DynStore;
 
 use common::process::{self, free_port, wait_ready, Proc};

@@ -11,10 +11,11 @@ use base64::Engine;
 use common::Captured;
 use serde_json::{json, Value};
 use snapgate::app::Application;
-use snapgate::auth::{issue_key, MasterKey};
+use snapgate::crypto::MasterKey;
 use snapgate::emulator::{self, EmulatorConfig};
 use snapgate::mps::client::{MpsClient, MpsClientConfig, SignatureMethod};
 use snapgate::secret::Secret;
+use snapgate::services::keys::issue_key;
 use sqlx::Row;
 
 const MPS_SECRET: &str = "MPS-CANARY-7f3a9c1e5d";

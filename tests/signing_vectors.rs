@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use snapgate::crypto::{percent_encode, sha256_hex};
 use snapgate::mps::sign::*;
 
 fn load(name: &str) -> Value {

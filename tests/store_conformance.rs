@@ -1316,9 +1316,9 @@ async fn revocations_count_as_key_changes(s: DynStore) {
     let now = snapgate::store::now();
     s.create_team("alpha", now).await.unwrap();
     let master =
-        snapgate::auth::MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+        snapgate::crypto::MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
             .unwrap();
-    let k = snapgate::auth::issue_key(&s, &master, "alpha", false)
+    let k = snapgate::services::keys::issue_key(&s, &master, "alpha", false)
         .await
         .unwrap();
     let changes = s.key_changes();

@@ -425,9 +425,10 @@ async fn env(tweak: impl FnOnce(&mut Settings)) -> Env {
         .create_team("alpha", snapgate::store::now())
         .await
         .unwrap();
-    let key = snapgate::auth::issue_key(&store, &common::app::master_key(), "alpha", false)
-        .await
-        .unwrap();
+    let key =
+        snapgate::services::keys::issue_key(&store, &common::app::master_key(), "alpha", false)
+            .await
+            .unwrap();
     let env = Env {
         base,
         http: reqwest::Client::new(),
@@ -881,9 +882,14 @@ async fn a_browser_token_reads_its_upload_only_and_complete_needs_the_object() {
         .create_team("beta", snapgate::store::now())
         .await
         .unwrap();
-    let beta = snapgate::auth::issue_key(&e.app_store, &common::app::master_key(), "beta", false)
-        .await
-        .unwrap();
+    let beta = snapgate::services::keys::issue_key(
+        &e.app_store,
+        &common::app::master_key(),
+        "beta",
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(e.status(a_id, &beta.token).await.0, 404);
     assert_eq!(e.status(a_id, &e.token).await.0, 200);
 

@@ -35,7 +35,13 @@ fn api_params() -> impl Strategy<Value = BTreeMap<String, String>> {
 fn wire_query(params: &BTreeMap<String, String>) -> String {
     params
         .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                snapgate::crypto::percent_encode(k),
+                snapgate::crypto::percent_encode(v)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -153,14 +159,14 @@ proptest! {
             ("x-acs-version", "2014-06-18".into()),
             ("x-acs-date", NOW_TS()),
             ("x-acs-signature-nonce", sign::new_nonce()),
-            ("x-acs-content-sha256", sign::sha256_hex(&body)),
+            ("x-acs-content-sha256", snapgate::crypto::sha256_hex(&body)),
             ("accept", "application/json".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let sign_and_send = |api: &BTreeMap<String, String>, h: &BTreeMap<String, String>, body: &[u8], signature: Option<&str>| {
-            let cr = sign::canonical_request_acs3("POST", "/", api, h, &sign::sha256_hex(body));
+            let cr = sign::canonical_request_acs3("POST", "/", api, h, &snapgate::crypto::sha256_hex(body));
             let computed = sign::sign_acs3(&secret, &sign::string_to_sign_acs3(&cr));
             let sig = signature.map(str::to_string).unwrap_or(computed);
             let mut map = HeaderMap::new();
@@ -201,7 +207,7 @@ proptest! {
                     b[i] ^= 0x01;
                 }
                 // Re-declared honestly: the header matches the changed body.
-                headers.insert("x-acs-content-sha256".into(), sign::sha256_hex(&b));
+                headers.insert("x-acs-content-sha256".into(), snapgate::crypto::sha256_hex(&b));
                 (api.clone(), b)
             }
         };

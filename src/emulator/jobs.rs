@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::error::Fault;
+use crate::crypto::percent_decode;
 use crate::domain::job::{FrameType, JobRequest, OssObject, SpriteSpec, WebVttSpec};
 use crate::domain::outputs::{self, Known, OutputManifest};
-use crate::mps::sign::percent_decode;
 
 /// Why a job failed: MPS's `Code` and `Message`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::mps::sign::percent_decode;
+use crate::crypto::percent_decode;
 use crate::oss::ObjectRequest;
 use crate::secret::Secret;
 

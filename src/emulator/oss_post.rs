@@ -23,7 +23,7 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncWriteExt;
 
 use super::oss::{error_response, etag, oss_error, request_id, OssRoutes, StoreContext};
-use crate::mps::sign::percent_decode;
+use crate::crypto::percent_decode;
 use crate::oss::callback::{self, CallbackSpec, Variables};
 use crate::oss::post_policy::{verify_post_fields, VerifiedPost};
 use crate::oss::OssError;

@@ -53,7 +53,7 @@ pub struct Stats {
     /// The gateway's access to MPS (this replica's view): an outage or refused credentials
     /// pause dispatch; the code says which.
     #[schema(value_type = Object)]
-    pub mps: crate::worker::health::HealthView,
+    pub mps: crate::mps::health::HealthView,
 }
 
 fn age(t: Option<DateTime<Utc>>) -> Option<f64> {

@@ -21,11 +21,11 @@ use axum::response::Response;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::token_hash;
 use crate::cache::Bounded;
+use crate::crypto::token_hash;
 use crate::domain::DEFAULT_TEAM;
-use crate::limits::RateState;
 use crate::secret::constant_time_eq;
+use crate::services::limits::RateState;
 use crate::store::{DynStore, KeyChanges, StoreResult};
 
 #[derive(Debug, Clone)]

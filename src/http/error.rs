@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use axum::extract::rejection::JsonRejection;
 
 use crate::domain::Violation;
-use crate::submit::SubmitError;
+use crate::services::jobs::SubmitError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -76,9 +76,9 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-impl From<crate::uploads::UploadError> for ApiError {
-    fn from(e: crate::uploads::UploadError) -> Self {
-        use crate::uploads::UploadError as E;
+impl From<crate::services::uploads::UploadError> for ApiError {
+    fn from(e: crate::services::uploads::UploadError) -> Self {
+        use crate::services::uploads::UploadError as E;
         match e {
             E::Invalid(v) => ApiError::Validation(v),
             E::NotFound => ApiError::NotFound,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::worker::health::Trouble;
+use crate::mps::health::Trouble;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -23,7 +23,7 @@ pub struct Health {
     /// The gateway's access to MPS, as this replica's worker last saw it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub mps: Option<crate::worker::health::HealthView>,
+    pub mps: Option<crate::mps::health::HealthView>,
 }
 
 /// Liveness: the process answers.

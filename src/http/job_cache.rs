@@ -40,7 +40,7 @@ use super::auth::Caller;
 use super::jobs::JobResource;
 use crate::cache::Bounded;
 use crate::domain::JobId;
-use crate::outputs::OutputService;
+use crate::services::outputs::OutputService;
 use crate::store::{DynStore, Job, JobChangeSink};
 
 pub struct JobCache {
@@ -247,7 +247,7 @@ fn encode(job: Job, outputs: &OutputService) -> Bytes {
 mod tests {
     use super::*;
     use crate::domain::JobState;
-    use crate::outputs::Links;
+    use crate::services::outputs::Links;
 
     fn job(state: JobState) -> Job {
         let (request, warnings) = crate::domain::validate_request(&serde_json::json!({

@@ -1,9 +1,9 @@
 //! `/v1/snapshot-jobs`: submit a job (or dry-run one), read one, list them.
 //!
 //! `create_job` is an adapter: it parses the HTTP request (content type, JSON, the
-//! `Idempotency-Key` header, `?dry_run=true`), hands it to [`crate::submit::SubmitService`] —
+//! `Idempotency-Key` header, `?dry_run=true`), hands it to [`crate::services::jobs::SubmitService`] —
 //! where every rule of accepting a job lives — and renders the outcome. It never calls MPS
-//! itself. A job's `outputs` come from [`crate::outputs::OutputService`].
+//! itself. A job's `outputs` come from [`crate::services::outputs::OutputService`].
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -21,9 +21,9 @@ use super::AppState;
 use super::Caller;
 use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
 use crate::http::strict_json::StrictJson;
-use crate::outputs::OutputService;
+use crate::services::jobs::{IdempotencyKey, Preview, Submitted};
+use crate::services::outputs::OutputService;
 use crate::store::{Job, JobFilter};
-use crate::submit::{IdempotencyKey, Preview, Submitted};
 
 /// The header marking a replayed idempotent response.
 pub const REPLAY_HEADER: &str = "idempotent-replayed";

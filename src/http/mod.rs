@@ -165,7 +165,7 @@ pub fn router(state: AppState) -> Router {
     let http = &state.settings.http;
     api.route("/metrics", axum::routing::get(admin::metrics))
         .route(
-            crate::uploads::CALLBACK_PATH,
+            crate::services::uploads::CALLBACK_PATH,
             axum::routing::post(uploads::oss_callback),
         )
         .route("/upload", axum::routing::get(uploads::upload_page))

@@ -1,7 +1,7 @@
 //! A job's outputs in the API: the manifest's own schema (`outputs` of a job, and of a dry run),
 //! and the storyboard routes `GET /v1/snapshot-jobs/{id}/storyboard.vtt` and `/storyboard.json`.
 //!
-//! The handlers are adapters: they parse the query, ask [`crate::outputs::OutputService`] — where
+//! The handlers are adapters: they parse the query, ask [`crate::services::outputs::OutputService`] — where
 //! manifests, links and storyboards are made — and render its answer (WebVTT, or the Mux/imgix
 //! JSON shape served as exactly `application/json`, as Vidstack requires).
 
@@ -16,7 +16,7 @@ use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
 use crate::domain::outputs::{OutputManifest, Storyboard};
 use crate::domain::{OssObject, Violation};
-use crate::outputs::{Basis, CueUrls, OutputService, StoryboardError};
+use crate::services::outputs::{Basis, CueUrls, OutputService, StoryboardError};
 
 /// An output object and where to fetch it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -15,7 +15,7 @@ use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
 use crate::domain::Violation;
 use crate::http::strict_json::StrictJson;
-use crate::presets::{self, PresetRef};
+use crate::services::presets::{self, PresetRef};
 use crate::store::PresetRecord;
 
 /// `POST /v1/presets`.

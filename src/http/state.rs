@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use crate::auth::MasterKeySlot;
 use crate::config::Settings;
-use crate::limits::TeamLimiter;
-use crate::outputs::OutputService;
+use crate::crypto::MasterKeySlot;
+use crate::mps::health::MpsHealth;
+use crate::services::jobs::SubmitService;
+use crate::services::limits::TeamLimiter;
+use crate::services::outputs::OutputService;
+use crate::services::uploads::{UploadHub, UploadService};
+use crate::services::webhooks::WebhookService;
 use crate::store::DynStore;
-use crate::submit::SubmitService;
-use crate::uploads::{UploadHub, UploadService};
-use crate::webhooks::WebhookService;
-use crate::worker::health::MpsHealth;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -1,5 +1,5 @@
 //! `/v1/uploads` (browser uploads straight to OSS), `POST /callbacks/oss` (OSS's upload
-//! callback) and the demo page `/upload`. Adapters over [`crate::uploads::UploadService`],
+//! callback) and the demo page `/upload`. Adapters over [`crate::services::uploads::UploadService`],
 //! where every rule of uploads lives.
 //!
 //! Who may read an upload ([`UploadAccess`]): the team's token (its own uploads), or the
@@ -26,7 +26,7 @@ use super::error::{ApiError, Problem};
 use super::jobs::JobResource;
 use super::{AppState, Caller};
 use crate::http::strict_json::StrictJson;
-use crate::uploads::{CreatedUpload, NewUpload, UploadStatus, OUTPUTS_EVENT_ID};
+use crate::services::uploads::{CreatedUpload, NewUpload, UploadStatus, OUTPUTS_EVENT_ID};
 
 /// Who reads an upload.
 #[derive(Debug, Clone)]
@@ -59,7 +59,9 @@ impl FromRequestParts<AppState> for UploadAccess {
                     .then(|| rest.trim().to_string())
             });
         let token = header_token.or_else(|| query_token(parts));
-        if let Some(t) = token.filter(|t| t.starts_with(crate::uploads::BROWSER_TOKEN_PREFIX)) {
+        if let Some(t) =
+            token.filter(|t| t.starts_with(crate::services::uploads::BROWSER_TOKEN_PREFIX))
+        {
             if t.len() > 256 {
                 return Err(ApiError::Unauthorized);
             }

@@ -1,5 +1,5 @@
 //! `/v1/webhook-endpoints` and `/v1/events/{id}/replay`: a team's webhook endpoints, their
-//! deliveries, and replays. Adapters over [`crate::webhooks::WebhookService`] (where the rules
+//! deliveries, and replays. Adapters over [`crate::services::webhooks::WebhookService`] (where the rules
 //! of an endpoint live) and the store; team-scoped by the caller's key (an admin key manages
 //! its own team's endpoints). Also [`RestRenderer`]: the delivery worker renders a job event's
 //! `data` with the REST API's own [`JobResource`], so a webhook carries the job exactly as
@@ -22,9 +22,10 @@ use super::error::{ApiError, Problem};
 use super::jobs::JobResource;
 use super::{AppState, Caller};
 use crate::domain::Violation;
-use crate::outputs::OutputService;
+use crate::services::outputs::OutputService;
+use crate::services::webhooks::{EndpointSpec, WebhookError};
 use crate::store::{DeliveryRecord, Job, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent};
-use crate::webhooks::{EndpointSpec, EventRenderer, WebhookError};
+use crate::webhooks::EventRenderer;
 
 const MAX_LIMIT: u32 = 200;
 const DEFAULT_LIMIT: u32 = 50;

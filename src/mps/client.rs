@@ -110,7 +110,13 @@ impl MpsClient {
     fn url(&self, query: &BTreeMap<String, String>) -> String {
         let q: Vec<String> = query
             .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    crate::crypto::percent_encode(k),
+                    crate::crypto::percent_encode(v)
+                )
+            })
             .collect();
         format!(
             "{}/?{}",
@@ -182,7 +188,7 @@ impl MpsClient {
                 let signature = sign::sign_v1(secret, &sts);
                 let mut url = self.url(&params);
                 url.push_str("&Signature=");
-                url.push_str(&sign::percent_encode(&signature));
+                url.push_str(&crate::crypto::percent_encode(&signature));
                 (self.http.post(url), sts)
             }
             SignatureMethod::Acs3 => {

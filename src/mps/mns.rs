@@ -321,7 +321,7 @@ impl MnsClient {
         let resource = format!(
             "/queues/{}/messages?ReceiptHandle={}",
             self.cfg.queue,
-            sign::percent_encode(receipt_handle)
+            crate::crypto::percent_encode(receipt_handle)
         );
         let (status, body) = self
             .send(reqwest::Method::DELETE, &resource, self.cfg.request_timeout)

@@ -9,11 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
+use crate::crypto::{hmac_sha1_base64, percent_encode, sha256_hex};
+
 use hmac::{Hmac, Mac};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// Hex SHA-256 of the empty body.
 pub const EMPTY_BODY_SHA256: &str =
@@ -23,39 +22,6 @@ pub const EMPTY_BODY_SHA256: &str =
 pub enum SignError {
     #[error("malformed Authorization header: {0}")]
     MalformedAuthorization(&'static str),
-}
-
-/// Every byte but RFC 3986's unreserved `A-Z a-z 0-9 - _ . ~` is escaped (non-ASCII always is).
-const RFC3986_RESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// RFC 3986 percent-encoding: UTF-8 bytes, only `A-Z a-z 0-9 - _ . ~` left as they are, every
-/// other byte as `%XX` with upper-case hex (space is `%20`, never `+`).
-pub fn percent_encode(s: &str) -> String {
-    utf8_percent_encode(s, RFC3986_RESERVED).to_string()
-}
-
-/// Strict `%XX` decoding to UTF-8; `None` on a malformed escape or invalid UTF-8. `+` stays `+`
-/// (form decoding, where `+` is a space, is the caller's business).
-pub fn percent_decode(s: &str) -> Option<String> {
-    // The crate passes a malformed escape (`%zz`, `%4`, `%+A`) through as text; refuse it first.
-    let bytes = s.as_bytes();
-    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
-        b != b'%'
-            || bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if !well_formed {
-        return None;
-    }
-    percent_decode_str(s)
-        .decode_utf8()
-        .ok()
-        .map(|text| text.into_owned())
 }
 
 /// `k=v` pairs, sorted by the raw name in byte order, each side percent-encoded, joined by `&`.
@@ -82,13 +48,6 @@ pub fn string_to_sign_v1(method: &str, params: &BTreeMap<String, String>) -> Str
 /// Base64 of HMAC-SHA1 keyed with `secret + "&"`.
 pub fn sign_v1(access_key_secret: &str, string_to_sign: &str) -> String {
     hmac_sha1_base64(format!("{access_key_secret}&").as_bytes(), string_to_sign)
-}
-
-/// Base64 of HMAC-SHA1 (RPC v1 keys it with `secret&`, MNS with the bare secret).
-fn hmac_sha1_base64(key: &[u8], data: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// The `x-mns-version` every MNS request carries.
@@ -182,10 +141,6 @@ pub fn canonical_request_acs3(
         signed.join(";"),
         hashed_payload
     )
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// `ACS3-HMAC-SHA256\n` + hex SHA-256 of the canonical request.
@@ -324,18 +279,5 @@ mod tests {
         for bad in ["", "MNS ", "MNS id", "MNS :x", "MNS id:", "ACS3 id:x"] {
             assert!(parse_mns_authorization(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn encoding_rules() {
-        assert_eq!(percent_encode("a b*~+/中"), "a%20b%2A~%2B%2F%E4%B8%AD");
-        assert_eq!(
-            percent_decode("a%20b%2A~%2B%2F%E4%B8%AD").unwrap(),
-            "a b*~+/中"
-        );
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%+A"), None);
-        assert_eq!(percent_decode("%-f"), None);
     }
 }

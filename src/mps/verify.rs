@@ -214,7 +214,7 @@ pub fn parse(
             .ok_or_else(|| AuthError::missing("Action"))?
             .to_string();
         let timestamp = check_timestamp(header("x-acs-date"), now)?;
-        let body_hash = sign::sha256_hex(body);
+        let body_hash = crate::crypto::sha256_hex(body);
         if header("x-acs-content-sha256").is_some_and(|h| h != body_hash) {
             return Err(AuthError::incomplete(
                 "x-acs-content-sha256 does not match the body.",

@@ -15,7 +15,7 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 
 use super::OssError;
-use crate::mps::sign::percent_decode;
+use crate::crypto::percent_decode;
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;

@@ -217,7 +217,7 @@ pub fn bucket_and_key(url: &reqwest::Url) -> Option<(String, String)> {
     } else {
         (host.split('.').next()?.to_string(), path)
     };
-    let key = crate::mps::sign::percent_decode(raw_key)?;
+    let key = crate::crypto::percent_decode(raw_key)?;
     Some((bucket, key))
 }
 

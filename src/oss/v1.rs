@@ -11,8 +11,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
 use super::{ObjectRequest, OssError, SecretFor};
+use crate::crypto::percent_encode;
 use crate::domain::OssObject;
-use crate::mps::sign::percent_encode;
 use crate::secret::{constant_time_eq, Secret};
 
 /// Query parameters that are part of the signed resource (`oss2`'s list, the ones an object

@@ -3,7 +3,7 @@
 //! the caller's transaction: the job transitions in `sql.rs` call it (through
 //! [`record_job_events`]) in the same transaction as the state change, so an event is never lost
 //! and never recorded for a change that did not commit. The delivery worker
-//! (`crate::webhooks::deliver`) claims due deliveries with a lease ([`WebhookStore::claim_deliveries`],
+//! (`crate::worker::deliver`) claims due deliveries with a lease ([`WebhookStore::claim_deliveries`],
 //! `SKIP LOCKED` on Postgres) and records each attempt under its claim.
 
 use async_trait::async_trait;

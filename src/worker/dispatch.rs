@@ -22,10 +22,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{after, mps_params, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
+use super::{after, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
 use crate::domain::{user_data, JobState};
 use crate::mps::client::raw_job;
 use crate::mps::error::{ErrorClass, MpsError};
+use crate::mps::params as mps_params;
 use crate::mps::wire::{ListQuery, SnapshotJob};
 use crate::store::{
     self, ClaimKey, DispatchClaim, Job, JobError, MpsResponseRecord, MpsStatus, MpsUpdate,

@@ -2,7 +2,7 @@
 //! the status poller (asks MPS about in-flight jobs, `poll.rs`) and, with `mps.mns` on, the MNS
 //! consumer (applies the job messages MPS publishes, `mns.rs`; polling is then the safety net).
 //! A handler never calls MPS: it writes to the store and nudges the worker through
-//! [`WorkerSignals`].
+//! [`JobSignals`](crate::signals::JobSignals).
 //!
 //! Exactly-once delivery rests on three things:
 //! 1. the job and its outbox entry are written in one transaction (store);
@@ -10,57 +10,26 @@
 //! 3. an attempt whose outcome is unknown (timeout, lost answer, crashed replica) is followed by
 //!    reconciliation — looking the job up on MPS by its id in `UserData` — never by a blind retry.
 
+pub mod deliver;
 mod dispatch;
-pub mod health;
 pub mod mns;
-pub mod mps_params;
 mod poll;
+
+pub use deliver::DeliveryWorker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, WorkerSettings};
-use crate::domain::JobId;
 use crate::mps::client::MpsApi;
+use crate::mps::health;
 use crate::mps::mns::MnsClient;
+use crate::signals::JobSignals;
 use crate::store::{self, DynStore};
-
-/// In-process wake-ups between the API and the worker. Across replicas, Postgres
-/// `LISTEN/NOTIFY` does the same job.
-#[derive(Clone)]
-pub struct WorkerSignals {
-    /// Nudges the dispatcher: a job was queued.
-    pub wake: Arc<Notify>,
-    /// A job left `queued` (MPS accepted it, or it failed): the waiting POST can answer.
-    pub dispatched: broadcast::Sender<JobId>,
-    /// The dispatcher has more than it can send at once (a full batch, or dispatch paused): a
-    /// POST then answers 202 at once instead of waiting behind the backlog.
-    pub backlog: Arc<std::sync::atomic::AtomicBool>,
-    /// A job in flight changed state (a status poll recorded it): live views (upload events)
-    /// refresh from this one source instead of each reading the database.
-    pub changed: broadcast::Sender<JobId>,
-    /// A submit had to wait for the upstream budget (MPS's rate) since the queue was last
-    /// empty: a new job would not be sent at once either, so a POST answers 202 at once.
-    /// Cleared by a dispatch round that finds nothing to claim.
-    pub budget_short: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Default for WorkerSignals {
-    fn default() -> Self {
-        Self {
-            wake: Arc::new(Notify::new()),
-            dispatched: broadcast::channel(1024).0,
-            backlog: Arc::default(),
-            changed: broadcast::channel(1024).0,
-            budget_short: Arc::default(),
-        }
-    }
-}
 
 /// The worker's two loops.
 #[derive(Clone, Copy)]
@@ -78,7 +47,7 @@ pub struct Worker {
     mps: Arc<dyn MpsApi>,
     cfg: WorkerSettings,
     default_pipeline: Option<String>,
-    signals: WorkerSignals,
+    signals: JobSignals,
     owner: String,
     /// MPS's request timeout: an attempt's answer comes within it, or never.
     mps_timeout: Duration,
@@ -106,7 +75,7 @@ impl Worker {
         store: DynStore,
         mps: Arc<dyn MpsApi>,
         settings: &Settings,
-        signals: WorkerSignals,
+        signals: JobSignals,
     ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "snapgate".into());
         let owner = format!(

@@ -8,12 +8,13 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::Value;
 use snapgate::app::Application;
-use snapgate::auth::{issue_key, IssuedKey, MasterKey};
 use snapgate::config::Settings;
+use snapgate::crypto::MasterKey;
 use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
-use snapgate::limits::ManualClock;
 use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use snapgate::secret::Secret;
+use snapgate::services::keys::{issue_key, IssuedKey};
+use snapgate::services::limits::ManualClock;
 use snapgate::store::DynStore;
 
 pub const EMU_KEY_ID: &str = "testid";

@@ -56,7 +56,13 @@ impl<'a> V1Call<'a> {
         let sig = sign::sign_v1(self.secret, &sign::string_to_sign_v1(self.method, &all));
         all.insert("Signature".into(), sig);
         all.iter()
-            .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    snapgate::crypto::percent_encode(k),
+                    snapgate::crypto::percent_encode(v)
+                )
+            })
             .collect::<Vec<_>>()
             .join("&")
     }

@@ -4,7 +4,7 @@
 //!
 //! An adapter like `http/jobs.rs::create_job`: it parses the transport (query or form
 //! parameters, a v1 or ACS3 signature: `auth.rs`; MPS's parameter shapes: `params.rs`), calls
-//! [`crate::submit::SubmitService::submit`] — where every rule of accepting a job lives — or reads
+//! [`crate::services::jobs::SubmitService::submit`] — where every rule of accepting a job lives — or reads
 //! the store, and renders MPS's JSON shapes (`render.rs`) or MPS's error body ([`RpcError`]).
 //! A query never calls MPS: the worker's stored answers are the source. The ids a team gets are
 //! snapgate's job ids (UUIDs), the same ones `GET /v1/snapshot-jobs/{id}` takes.
@@ -31,8 +31,8 @@ pub use auth::PurgeClock;
 use super::AppState;
 use crate::domain::{JobId, JobState};
 use crate::mps::verify::AuthError;
+use crate::services::jobs::SubmitError;
 use crate::store::PipelineJobFilter;
-use crate::submit::SubmitError;
 
 /// `SnapshotJobIds` takes at most this many ids (API.md §2.1).
 pub const MAX_QUERY_IDS: usize = 10;

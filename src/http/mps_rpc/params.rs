@@ -1,6 +1,6 @@
 //! MPS's `SubmitSnapshotJob` parameters → the REST API's job body (the `serde_json::Value`
 //! `POST /v1/snapshot-jobs` takes, validated by `domain/validate.rs`); the reverse of
-//! `worker/mps_params.rs`. Only the transport's shapes are handled here — every rule of a job
+//! `mps/params.rs`. Only the transport's shapes are handled here — every rule of a job
 //! stays in the validator — and every problem is reported at once, in MPS's names.
 //!
 //! Accepted: `Input` and `SnapshotConfig` as JSON objects (also when the whole JSON arrives
@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Number, Value};
 
 use super::RpcError;
+use crate::crypto::percent_decode;
 use crate::domain::{self, Violation};
-use crate::mps::sign::percent_decode;
 
 /// Parameters that name the caller's Alibaba Cloud account; snapgate's own account applies.
 pub const IGNORED: &[&str] = &[

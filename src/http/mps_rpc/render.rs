@@ -4,14 +4,14 @@
 //!
 //! `Id` is snapgate's job id (the one `GET /v1/snapshot-jobs/{id}` takes), never MPS's; `UserData`
 //! is the team's own, unchanged; `Input` and `SnapshotConfig` are what snapgate sends MPS
-//! (`worker/mps_params.rs`), object keys URL-encoded as MPS echoes them.
+//! (`mps/params.rs`), object keys URL-encoded as MPS echoes them.
 
 use serde_json::{json, Map, Value};
 
+use crate::crypto::percent_encode;
 use crate::domain::JobState;
-use crate::mps::sign::percent_encode;
+use crate::mps::params;
 use crate::store::Job;
-use crate::worker::mps_params;
 
 /// `SnapshotConfig` members of the SDK response models.
 const CONFIG_MEMBERS: &[&str] = &[
@@ -38,7 +38,7 @@ pub fn mps_state(job: &Job) -> &'static str {
 
 pub fn snapshot_job(job: &Job, default_pipeline: Option<&str>) -> Value {
     let r = &job.request;
-    let mut config = match mps_params::snapshot_config(r) {
+    let mut config = match params::snapshot_config(r) {
         Value::Object(m) => m,
         _ => Map::new(),
     };

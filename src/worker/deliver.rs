@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{net, payload, sign, EventRenderer};
-use crate::auth::MasterKeySlot;
 use crate::config::WebhooksSettings;
+use crate::crypto::MasterKeySlot;
 use crate::secret::Sensitive;
 use crate::store::{DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DynStore};
+use crate::webhooks::{net, payload, sign, EventRenderer};
 
 pub struct DeliveryWorker {
     store: DynStore,

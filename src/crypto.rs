@@ -1,12 +1,8 @@
-//! Team credentials. A key is an AccessKey-style pair (`access_key_id`, `access_key_secret`) plus a
-//! bearer token for the REST API.
-//!
-//! - The token is stored only as its SHA-256 (like crates.io's API tokens): a database leak does
-//!   not reveal it, and lookup by hash does not leak timing about the token.
-//! - The secret is kept so that the same pair can later verify MPS-style HMAC signatures sent to
-//!   snapgate itself; HMAC verification needs the clear secret, so it is stored encrypted with
-//!   AES-256-GCM under the server master key (`auth.master_key`, or a key file created on first
-//!   use for the embedded single-instance default).
+//! The primitives every signer and every secret at rest shares, written once: RFC 3986
+//! percent-encoding, HMAC-SHA1/HMAC-SHA256, SHA-256 in hex, token hashes, and the master key
+//! that encrypts team secrets (AES-256-GCM). The signatures themselves are made in `mps/sign.rs`
+//! (MPS RPC v1, ACS3, MNS), `oss/` (OSS V1, V4, PostObject policies) and `webhooks/sign.rs`
+//! (Standard Webhooks).
 
 use std::path::Path;
 
@@ -15,28 +11,69 @@ use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
 use anyhow::Context;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use rand::distributions::Alphanumeric;
-use rand::Rng;
-use serde::Serialize;
+use hmac::{Hmac, Mac};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthSettings;
 use crate::secret::Secret;
-use crate::store::{ApiKeyRecord, DynStore};
 
-/// Bearer tokens start with this, so leaked ones are easy to recognize and scan for.
-pub const TOKEN_PREFIX: &str = "sgt_";
+/// Every byte but RFC 3986's unreserved `A-Z a-z 0-9 - _ . ~` is escaped (non-ASCII always is).
+const RFC3986_RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// RFC 3986 percent-encoding: UTF-8 bytes, only `A-Z a-z 0-9 - _ . ~` left as they are, every
+/// other byte as `%XX` with upper-case hex (space is `%20`, never `+`).
+pub fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, RFC3986_RESERVED).to_string()
 }
 
-fn random(n: usize) -> String {
-    rand::rngs::OsRng
-        .sample_iter(&Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
+/// Strict `%XX` decoding to UTF-8; `None` on a malformed escape or invalid UTF-8. `+` stays `+`
+/// (form decoding, where `+` is a space, is the caller's business).
+pub fn percent_decode(s: &str) -> Option<String> {
+    // The crate passes a malformed escape (`%zz`, `%4`, `%+A`) through as text; refuse it first.
+    let bytes = s.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
+    }
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
+}
+
+/// Base64 of HMAC-SHA1 (RPC v1 keys it with `secret&`, MNS with the bare secret).
+pub fn hmac_sha1_base64(key: &[u8], data: &str) -> String {
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Raw HMAC-SHA256 (OSS V4 derives its signing key with it).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Hex SHA-256 (ACS3's hashed payload and canonical request).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// What a bearer token is stored as (like crates.io's API tokens): its hex SHA-256.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The server master key that encrypts team secrets at rest.
@@ -161,85 +198,22 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `snapgate key create` prints, once. Nothing else ever shows the secret or the token.
-#[derive(Serialize)]
-pub struct IssuedKey {
-    pub access_key_id: String,
-    pub access_key_secret: String,
-    pub token: String,
-    pub team: String,
-    pub admin: bool,
-}
-
-impl std::fmt::Debug for IssuedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedKey")
-            .field("access_key_id", &self.access_key_id)
-            .field("team", &self.team)
-            .field("admin", &self.admin)
-            .finish_non_exhaustive()
-    }
-}
-
-impl IssuedKey {
-    /// The three lines a team changes in its MPS SDK code (the MPS guide's Python sample) to run
-    /// it against snapgate at `endpoint`. The secret is named, not repeated: it is shown once.
-    pub fn mps_sdk_lines(&self, endpoint: &str) -> String {
-        format!(
-            "access_key_id = '{}'\n\
-             access_key_secret = '<the access_key_secret printed above>'\n\
-             client.add_endpoint('cn-shanghai', 'Mts', '{endpoint}')  # snapgate's host:port (Tea SDK: Config(endpoint='{endpoint}'))",
-            self.access_key_id
-        )
-    }
-}
-
-/// Issues a new key for an existing team.
-pub async fn issue_key(
-    store: &DynStore,
-    master: &MasterKey,
-    team: &str,
-    admin: bool,
-) -> anyhow::Result<IssuedKey> {
-    anyhow::ensure!(
-        store.team_exists(team).await?,
-        "no team named {team:?}; create it with `snapgate team create {team}`"
-    );
-    let access_key_id = format!("SGAK{}", random(16).to_ascii_uppercase());
-    let access_key_secret = random(30);
-    let token = format!("{TOKEN_PREFIX}{}", random(40));
-    store
-        .create_api_key(&ApiKeyRecord {
-            access_key_id: access_key_id.clone(),
-            team: team.to_string(),
-            admin,
-            token_hash: token_hash(&token),
-            secret_ciphertext: master.encrypt(&access_key_secret),
-            created_at: crate::store::now(),
-            revoked_at: None,
-        })
-        .await?;
-    Ok(IssuedKey {
-        access_key_id,
-        access_key_secret,
-        token,
-        team: team.to_string(),
-        admin,
-    })
-}
-
-/// Team names: 1 to 64 of `a-z 0-9 - _`, starting with a letter or digit.
-pub fn valid_team_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_rules() {
+        assert_eq!(percent_encode("a b*~+/中"), "a%20b%2A~%2B%2F%E4%B8%AD");
+        assert_eq!(
+            percent_decode("a%20b%2A~%2B%2F%E4%B8%AD").unwrap(),
+            "a b*~+/中"
+        );
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%+A"), None);
+        assert_eq!(percent_decode("%-f"), None);
+    }
 
     #[test]
     fn secrets_round_trip_and_do_not_decrypt_with_another_key() {
@@ -252,14 +226,5 @@ mod tests {
         assert_ne!(a.encrypt("x"), a.encrypt("x"), "fresh nonce each time");
         assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
         assert_eq!(format!("{a:?}"), "MasterKey([redacted])");
-    }
-
-    #[test]
-    fn team_names() {
-        assert!(valid_team_name("video-upload_1"));
-        assert!(!valid_team_name(""));
-        assert!(!valid_team_name("-x"));
-        assert!(!valid_team_name("Upper"));
-        assert!(!valid_team_name(&"a".repeat(65)));
     }
 }

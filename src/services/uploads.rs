@@ -28,15 +28,15 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::auth::token_hash;
+use crate::crypto::token_hash;
 use crate::domain::{self, JobId, JobState, Violation};
 use crate::oss::callback::{self, CallbackSpec};
 use crate::oss::post_policy::{self, PostForm, PostPolicy};
 use crate::oss::OssCredentials;
-use crate::presets::PresetRef;
+use crate::services::jobs::{IdempotencyKey, SubmitError, SubmitService, Wait};
+use crate::services::presets::PresetRef;
+use crate::signals::JobSignals;
 use crate::store::{DynStore, Job, StoreError, UploadRecord, UploadState};
-use crate::submit::{IdempotencyKey, SubmitError, SubmitService, Wait};
-use crate::worker::WorkerSignals;
 
 /// Browser tokens start with this (team tokens with `sgt_`).
 pub const BROWSER_TOKEN_PREFIX: &str = "sgu_";
@@ -696,7 +696,7 @@ impl UploadHub {
     /// changes, and every `tick` (what other replicas changed; expiries, in one place).
     pub async fn run(
         self: Arc<Self>,
-        signals: WorkerSignals,
+        signals: JobSignals,
         tick: Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
@@ -759,14 +759,14 @@ pub async fn ensure_demo_preset(
                    "lines": 2, "columns": 4, "cell_width": 160, "cell_height": 90, "margin": 0, "padding": 2},
         "webvtt": {"sprite": true}
     });
-    debug_assert!(crate::presets::validate_preset(&body).is_ok());
+    debug_assert!(crate::services::presets::validate_preset(&body).is_ok());
     let now = store.clock().await?;
     store
         .create_preset(
             crate::domain::DEFAULT_TEAM,
             "storyboard",
             &body,
-            &crate::presets::fingerprint(&body),
+            &crate::services::presets::fingerprint(&body),
             now,
         )
         .await?;

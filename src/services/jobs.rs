@@ -30,14 +30,14 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::domain::outputs::OutputManifest;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
-use crate::limits::{ActiveJobs, ActiveLookup};
 use crate::mps::wire::SubmitParams;
-use crate::outputs::OutputService;
-use crate::presets;
+use crate::services::limits::{ActiveJobs, ActiveLookup};
+use crate::services::outputs::OutputService;
+use crate::services::presets;
+use crate::signals::JobSignals;
 use crate::store::{
     CreateOutcome, DynStore, IdempotencyRecord, Job, NewIdempotencyKey, NewJob, StoreError,
 };
-use crate::worker::WorkerSignals;
 
 /// How long a submit may wait for MPS to accept the job before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +152,7 @@ pub struct IdempotencyKey(pub String);
 
 pub struct SubmitService {
     store: DynStore,
-    signals: WorkerSignals,
+    signals: JobSignals,
     active: Arc<ActiveJobs>,
     cfg: SubmitConfig,
     outputs: Arc<OutputService>,
@@ -175,7 +175,7 @@ pub const DURATION_FIELD: &str = "duration_ms";
 impl SubmitService {
     pub fn new(
         store: DynStore,
-        signals: WorkerSignals,
+        signals: JobSignals,
         cfg: SubmitConfig,
         outputs: Arc<OutputService>,
     ) -> Self {
@@ -244,7 +244,7 @@ impl SubmitService {
                 None => (None, None),
             },
         };
-        let params = crate::worker::mps_params::submit_params(
+        let params = crate::mps::params::submit_params(
             JobId::new(),
             &request,
             self.cfg.default_pipeline.as_deref(),

@@ -6,8 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::crypto::percent_encode;
 use crate::domain::{user_data, JobId, JobRequest, OssObject};
-use crate::mps::sign::percent_encode;
 use crate::mps::wire::SubmitParams;
 
 fn oss(o: &OssObject) -> Value {
