@@ -13,11 +13,10 @@ use serde_json::{json, Value};
 use snapgate::config::Settings;
 use snapgate::crypto::MasterKey;
 use snapgate::domain::{validate_request, JobId, JobState};
+use snapgate::domain::{JobError, MpsStatus, NewJob};
 use snapgate::services::keys::{issue_key, IssuedKey};
 use snapgate::services::limits::ManualClock;
-use snapgate::store::{
-    CreateOutcome, DynStore, JobError, MpsResponseRecord, MpsStatus, MpsUpdate, NewJob,
-};
+use snapgate::store::{CreateOutcome, DynStore, MpsResponseRecord, MpsUpdate};
 
 fn master() -> MasterKey {
     common::app::master_key()

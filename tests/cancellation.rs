@@ -16,7 +16,8 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 use snapgate::config::DatabaseSettings;
 use snapgate::domain::JobId;
-use snapgate::store::{DynStore, NewJob, PgStore};
+use snapgate::domain::NewJob;
+use snapgate::store::{DynStore, PgStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

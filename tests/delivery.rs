@@ -367,7 +367,7 @@ async fn worker_runs_until_idle(store: DynStore) {
     let mut ids = Vec::new();
     for i in 0..12 {
         let (request, warnings) = snapgate::domain::validate_request(&job_body(i)).unwrap();
-        let job = snapgate::store::NewJob {
+        let job = snapgate::domain::NewJob {
             id: snapgate::domain::JobId::new(),
             team: "t".into(),
             request,

@@ -466,7 +466,7 @@ async fn nonce_and_lookup_conformance(store: DynStore) {
         let id = JobId::new();
         store
             .create_job(
-                snapgate::store::NewJob {
+                snapgate::domain::NewJob {
                     id,
                     team: team.into(),
                     request: body(pl),

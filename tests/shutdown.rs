@@ -50,7 +50,7 @@ async fn queue_jobs(store: &DynStore) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..JOBS {
         let (request, warnings) = snapgate::domain::validate_request(&body(i)).unwrap();
-        let job = snapgate::store::NewJob {
+        let job = snapgate::domain::NewJob {
             id: JobId::new(),
             team: "default".into(),
             request,

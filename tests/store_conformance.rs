@@ -6,10 +6,11 @@ mod common;
 use chrono::Duration;
 use serde_json::{json, Value};
 use snapgate::domain::{validate_request, JobId, JobState};
+use snapgate::domain::{JobError, MpsStatus, NewJob};
 use snapgate::store::{
-    self, CreateOutcome, DeliveryAttempt, DeliveryOutcome, DynStore, JobError, JobFilter, JobStore,
-    MpsResponseRecord, MpsStatus, MpsUpdate, NewIdempotencyKey, NewJob, NewWebhookEndpoint,
-    NewWebhookEvent, WebhookEndpointUpdate,
+    self, CreateOutcome, DeliveryAttempt, DeliveryOutcome, DynStore, JobFilter, JobStore,
+    MpsResponseRecord, MpsUpdate, NewIdempotencyKey, NewWebhookEndpoint, NewWebhookEvent,
+    WebhookEndpointUpdate,
 };
 
 fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
@@ -29,7 +30,7 @@ fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
     }
 }
 
-fn created(o: CreateOutcome) -> store::Job {
+fn created(o: CreateOutcome) -> snapgate::domain::Job {
     match o {
         CreateOutcome::Created(j) => *j,
         CreateOutcome::KeyExists(r) => panic!("unexpected existing key {r:?}"),
@@ -878,7 +879,7 @@ async fn webhook_events_commit_with_the_job_transitions(s: DynStore) {
     assert_eq!(events[0].team, "t");
     assert!(events[0].id.starts_with("evt_"));
     // The data is the job as the transition left it.
-    let as_job: store::Job = serde_json::from_value(events[0].data.clone()).unwrap();
+    let as_job: snapgate::domain::Job = serde_json::from_value(events[0].data.clone()).unwrap();
     assert_eq!(as_job, s.get_job(None, j.id).await.unwrap().unwrap());
     let done = MpsUpdate {
         state: JobState::Succeeded,
@@ -1344,7 +1345,7 @@ async fn create_at_once(
     team: &str,
     n: usize,
     duplicate: bool,
-) -> Vec<Result<store::Job, store::StoreError>> {
+) -> Vec<Result<snapgate::domain::Job, store::StoreError>> {
     let now = store::now();
     let mut jobs: Vec<NewJob> = (0..n).map(|_| new_job(team, now)).collect();
     if duplicate {
@@ -1523,7 +1524,7 @@ async fn postgres_creates_survive_their_connections_being_ended() {
 async fn pg_store_of(
     max_connections: u32,
     team: &str,
-) -> (store::SqlStore, sqlx::PgPool, store::Job) {
+) -> (store::SqlStore, sqlx::PgPool, snapgate::domain::Job) {
     let (_, url) = common::pg_store().await;
     let s = store::PgStore::connect(&snapgate::config::DatabaseSettings {
         url,

@@ -3,11 +3,16 @@
 
 pub mod job;
 pub mod outputs;
+mod raw_json;
 pub mod rules;
 pub mod user_data;
 pub mod validate;
 
-pub use job::{JobId, JobRequest, JobState, OssObject, SpriteSpec, Violation, Warning, WebVttSpec};
+pub use job::{
+    Job, JobError, JobId, JobRequest, JobState, MpsStatus, NewJob, OssObject, SpriteSpec,
+    Violation, Warning, WebVttSpec,
+};
+pub use raw_json::RawJson;
 pub use validate::validate_request;
 
 pub use rules::is_mps_id;

@@ -39,9 +39,10 @@ use axum::response::{IntoResponse, Response};
 use super::auth::Caller;
 use super::jobs::JobResource;
 use crate::cache::Bounded;
+use crate::domain::Job;
 use crate::domain::JobId;
 use crate::services::outputs::OutputService;
-use crate::store::{DynStore, Job, JobChangeSink};
+use crate::store::{DynStore, JobChangeSink};
 
 pub struct JobCache {
     entries: Bounded<JobId, Arc<CachedJob>>,

@@ -19,11 +19,12 @@ use super::job_cache::Cached;
 use super::outputs::OutputsResource;
 use super::AppState;
 use super::Caller;
+use crate::domain::Job;
 use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
 use crate::http::strict_json::StrictJson;
 use crate::services::jobs::{IdempotencyKey, Preview, Submitted};
 use crate::services::outputs::OutputService;
-use crate::store::{Job, JobFilter};
+use crate::store::JobFilter;
 
 /// The header marking a replayed idempotent response.
 pub const REPLAY_HEADER: &str = "idempotent-replayed";
@@ -67,7 +68,7 @@ pub struct MpsStatusResource {
     pub message: Option<String>,
     /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
     #[schema(value_type = Option<Object>)]
-    pub response: Option<crate::store::RawJson>,
+    pub response: Option<crate::domain::RawJson>,
 }
 
 /// Why a delivery attempt failed, as kept in `last_error`.
@@ -437,7 +438,7 @@ pub async fn cancel_job(
 ) -> Result<Response, ApiError> {
     let id = path_job_id(&id)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
-    let error = crate::store::JobError {
+    let error = crate::domain::JobError {
         code: CANCELLED.into(),
         message: "cancelled by the caller before MPS was sent the job".into(),
         at: Utc::now(),

@@ -213,7 +213,7 @@ async fn storyboard_of(
 /// A job's storyboard, as the storyboard routes answer it (also `/v1/uploads/{id}/storyboard.vtt`).
 pub(super) async fn storyboard_for(
     state: &AppState,
-    job: &crate::store::Job,
+    job: &crate::domain::Job,
     urls: CueUrls,
     duration: Option<u64>,
 ) -> Result<Storyboard, ApiError> {

@@ -21,10 +21,11 @@ use uuid::Uuid;
 use super::error::{ApiError, Problem};
 use super::jobs::JobResource;
 use super::{AppState, Caller};
+use crate::domain::Job;
 use crate::domain::Violation;
 use crate::services::outputs::OutputService;
 use crate::services::webhooks::{EndpointSpec, WebhookError};
-use crate::store::{DeliveryRecord, Job, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent};
+use crate::store::{DeliveryRecord, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent};
 use crate::webhooks::EventRenderer;
 
 const MAX_LIMIT: u32 = 200;

@@ -30,14 +30,13 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::domain::outputs::OutputManifest;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
+use crate::domain::{Job, NewJob};
 use crate::mps::wire::SubmitParams;
 use crate::services::limits::{ActiveJobs, ActiveLookup};
 use crate::services::outputs::OutputService;
 use crate::services::presets;
 use crate::signals::JobSignals;
-use crate::store::{
-    CreateOutcome, DynStore, IdempotencyRecord, Job, NewIdempotencyKey, NewJob, StoreError,
-};
+use crate::store::{CreateOutcome, DynStore, IdempotencyRecord, NewIdempotencyKey, StoreError};
 
 /// How long a submit may wait for MPS to accept the job before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

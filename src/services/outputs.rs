@@ -18,9 +18,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::domain::outputs::{self, Known, OutputManifest, Storyboard, UrlStyle};
+use crate::domain::Job;
 use crate::domain::{JobRequest, JobState, OssObject};
 pub use crate::oss::v1::Presigner;
-use crate::store::Job;
 
 /// Tells how long an input video is, when it can be known.
 #[async_trait::async_trait]
@@ -305,9 +305,9 @@ fn end_after_last(r: &JobRequest, m: &OutputManifest) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MpsStatus;
     use crate::domain::{validate_request, JobId};
     use crate::secret::Secret;
-    use crate::store::MpsStatus;
     use serde_json::json;
 
     fn job(body: serde_json::Value, mps: MpsStatus) -> Job {

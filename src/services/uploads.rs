@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::crypto::token_hash;
+use crate::domain::Job;
 use crate::domain::{self, JobId, JobState, Violation};
 use crate::oss::callback::{self, CallbackSpec};
 use crate::oss::post_policy::{self, PostForm, PostPolicy};
@@ -36,7 +37,7 @@ use crate::oss::OssCredentials;
 use crate::services::jobs::{IdempotencyKey, SubmitError, SubmitService, Wait};
 use crate::services::presets::PresetRef;
 use crate::signals::JobSignals;
-use crate::store::{DynStore, Job, StoreError, UploadRecord, UploadState};
+use crate::store::{DynStore, StoreError, UploadRecord, UploadState};
 
 /// Browser tokens start with this (team tokens with `sgt_`).
 pub const BROWSER_TOKEN_PREFIX: &str = "sgu_";

@@ -26,7 +26,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::db::{Pool, Stmt};
-use super::{postgres, NewJob, StoreError, StoreResult};
+use super::{postgres, StoreError, StoreResult};
+use crate::domain::NewJob;
 
 /// At most this many jobs in one statement (6 parameters each, far under both databases'
 /// limits).

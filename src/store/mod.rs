@@ -16,7 +16,6 @@ mod codec;
 mod db;
 mod group_commit;
 mod postgres;
-mod raw_json;
 mod rows;
 mod rpc;
 mod sql;
@@ -28,14 +27,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{JobId, JobRequest, JobState, Warning};
+use crate::domain::{JobId, JobState};
 
 pub use crate::clock::now;
+use crate::domain::{Job, JobError, MpsStatus, NewJob};
 pub use postgres::NOTIFY_CHANNEL;
-pub use raw_json::RawJson;
 pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
 pub use sql::SqlStore;
 pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
@@ -78,82 +77,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Why a delivery attempt failed, as kept in `last_error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobError {
-    /// MPS error code (e.g. `Throttling.User`) or a snapgate code (`Transport.OutcomeUnknown`).
-    pub code: String,
-    pub message: String,
-    pub at: DateTime<Utc>,
-}
-
-/// What MPS last said about a job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MpsStatus {
-    pub job_id: Option<String>,
-    /// MPS's own state: `Submitted`, `Snapshoting`, `Success` or `Fail`.
-    pub state: Option<String>,
-    pub request_id: Option<String>,
-    pub count: Option<u64>,
-    pub tile_count: Option<u64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    /// The raw `SnapshotJob` object of the latest response, as MPS sent it (passed through to
-    /// answers unparsed).
-    pub response: Option<RawJson>,
-}
-
-/// Serialized as the data of the job's webhook events (`store/webhooks.rs`), rendered for
-/// teams by the REST API's job renderer when sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    pub id: JobId,
-    pub team: String,
-    pub state: JobState,
-    pub request: JobRequest,
-    pub warnings: Vec<Warning>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub attempts: u32,
-    pub last_error: Option<JobError>,
-    pub mps: MpsStatus,
-    /// When MPS accepted the job.
-    pub submitted_at: Option<DateTime<Utc>>,
-    /// The preset (`name@version`) the request was resolved from.
-    pub preset: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub id: JobId,
-    pub team: String,
-    pub request: JobRequest,
-    pub warnings: Vec<Warning>,
-    pub created_at: DateTime<Utc>,
-    /// The preset (`name@version`) the request was resolved from.
-    pub preset: Option<String>,
-}
-
-impl NewJob {
-    /// The job as recorded: `queued`, due at once, nothing sent yet.
-    pub fn into_queued(self) -> Job {
-        Job {
-            id: self.id,
-            team: self.team,
-            state: JobState::Queued,
-            request: self.request,
-            warnings: self.warnings,
-            created_at: self.created_at,
-            updated_at: self.created_at,
-            attempts: 0,
-            last_error: None,
-            mps: MpsStatus::default(),
-            submitted_at: None,
-            preset: self.preset,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct NewIdempotencyKey {

@@ -6,7 +6,8 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
-use super::{ClaimKey, DispatchClaim, Job, JobError, MpsStatus, StoreError, StoreResult};
+use super::{ClaimKey, DispatchClaim, StoreError, StoreResult};
+use crate::domain::{Job, JobError, MpsStatus};
 use crate::domain::{JobId, JobRequest, JobState, Warning};
 
 /// The columns of a [`JobRow`], in order.

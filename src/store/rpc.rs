@@ -18,7 +18,8 @@ use sqlx::FromRow;
 use super::codec::DbTime;
 use super::db::{Dialect, Stmt};
 use super::rows::{job_columns, jobs, JobRow};
-use super::{ApiKeyRecord, Job, SqlStore, StoreResult};
+use super::{ApiKeyRecord, SqlStore, StoreResult};
+use crate::domain::Job;
 use crate::domain::{JobId, JobState};
 
 /// Nonces of signed requests.

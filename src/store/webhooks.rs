@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::codec::{DbId, DbTime};
 use super::db::{Conn, Dialect, Stmt};
-use super::{Job, SqlStore, StoreError, StoreResult};
+use super::{SqlStore, StoreError, StoreResult};
+use crate::domain::Job;
 use crate::domain::{JobId, JobState};
 
 /// Every event type a team can subscribe to.

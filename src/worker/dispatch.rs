@@ -24,13 +24,12 @@ use tracing::Instrument;
 
 use super::{after, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
 use crate::domain::{user_data, JobState};
+use crate::domain::{Job, JobError, MpsStatus};
 use crate::mps::client::raw_job;
 use crate::mps::error::{ErrorClass, MpsError};
 use crate::mps::params as mps_params;
 use crate::mps::wire::{ListQuery, SnapshotJob};
-use crate::store::{
-    self, ClaimKey, DispatchClaim, Job, JobError, MpsResponseRecord, MpsStatus, MpsUpdate,
-};
+use crate::store::{self, ClaimKey, DispatchClaim, MpsResponseRecord, MpsUpdate};
 
 /// Claims are processed this many at a time.
 const CONCURRENCY: usize = 16;

@@ -14,10 +14,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
+use crate::domain::MpsStatus;
 use crate::domain::{user_data, JobState};
 use crate::mps::mns::{MnsClient, QueueMessage};
 use crate::mps::notification::{self, JobNotification};
-use crate::store::{self, MpsResponseRecord, MpsStatus, MpsUpdate};
+use crate::store::{self, MpsResponseRecord, MpsUpdate};
 
 /// What became of one message. All but `NotYetSubmitted` and errors delete it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,9 @@ use serde_json::Value;
 
 use super::dispatch::update_from;
 use super::{after, Worker, QUERY_BUDGET};
+use crate::domain::{Job, JobError};
 use crate::mps::client::raw_job;
-use crate::store::{self, Job, JobError, MpsResponseRecord};
+use crate::store::{self, MpsResponseRecord};
 
 /// MPS answers at most 10 ids per call (API.md §2.1).
 const IDS_PER_QUERY: usize = 10;

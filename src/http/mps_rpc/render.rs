@@ -9,9 +9,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::crypto::percent_encode;
+use crate::domain::Job;
 use crate::domain::JobState;
 use crate::mps::params;
-use crate::store::Job;
 
 /// `SnapshotConfig` members of the SDK response models.
 const CONFIG_MEMBERS: &[&str] = &[
