@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ms, Settings};
 use crate::crypto::MasterKeySlot;
+use crate::domain::OssObject;
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
 use crate::http::auth::TokenCache;
 use crate::http::job_cache::JobCache;
@@ -25,7 +26,7 @@ use crate::oss::OssCredentials;
 use crate::secret::Secret;
 use crate::services::jobs::{SubmitConfig, SubmitService};
 use crate::services::limits::{ManualClock, RateClock, TeamLimiter};
-use crate::services::outputs::{InputProbe, Links, LocalStoreProbe, OutputService, Presigner};
+use crate::services::outputs::{InputProbe, Links, OutputService, Presigner};
 use crate::services::uploads::{UploadConfig, UploadHub, UploadService};
 use crate::services::webhooks::WebhookService;
 use crate::signals::JobSignals;
@@ -463,5 +464,37 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// `ffprobe` on the embedded emulator's local object store: the outputs service's
+/// [`InputProbe`] when that store is on this host. Wired here, so neither the service nor the
+/// emulator knows the other.
+struct LocalStoreProbe {
+    oss: crate::emulator::LocalOss,
+}
+
+impl LocalStoreProbe {
+    fn new(oss_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            oss: crate::emulator::LocalOss::new(oss_dir),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl InputProbe for LocalStoreProbe {
+    async fn duration_ms(&self, input: &OssObject) -> Option<u64> {
+        let path = self.oss.object_path(&input.bucket, &input.object).ok()?;
+        if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        match crate::emulator::probe(&path).await {
+            Ok(p) => Some(p.duration_ms),
+            Err(e) => {
+                tracing::debug!(error = %e, bucket = %input.bucket, key = %input.object, "cannot probe the input on the local store");
+                None
+            }
+        }
     }
 }

@@ -12,7 +12,6 @@
 //! - Input durations (dry run, storyboards): `ffprobe` on the local store when the input is
 //!   there, behind [`InputProbe`] so tests can swap it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -26,36 +25,6 @@ pub use crate::oss::v1::Presigner;
 #[async_trait::async_trait]
 pub trait InputProbe: Send + Sync {
     async fn duration_ms(&self, input: &OssObject) -> Option<u64>;
-}
-
-/// `ffprobe` on the embedded emulator's local object store.
-pub struct LocalStoreProbe {
-    oss: crate::emulator::LocalOss,
-}
-
-impl LocalStoreProbe {
-    pub fn new(oss_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            oss: crate::emulator::LocalOss::new(oss_dir),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl InputProbe for LocalStoreProbe {
-    async fn duration_ms(&self, input: &OssObject) -> Option<u64> {
-        let path = self.oss.object_path(&input.bucket, &input.object).ok()?;
-        if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
-            return None;
-        }
-        match crate::emulator::probe(&path).await {
-            Ok(p) => Some(p.duration_ms),
-            Err(e) => {
-                tracing::debug!(error = %e, bucket = %input.bucket, key = %input.object, "cannot probe the input on the local store");
-                None
-            }
-        }
-    }
 }
 
 /// How output URLs are made.
