@@ -14,7 +14,6 @@ use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::mps::client::SignatureMethod;
 use crate::secret::Secret;
 
 /// Environment variable that selects `config/<env>.toml` (for example `production`).
@@ -60,6 +59,21 @@ const STRING_KEYS: &[&str] = &[
     "log.otlp_endpoint",
     "log.otlp_service_name",
 ];
+
+/// How snapgate signs its calls to MPS (`mps.signature`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMethod {
+    /// HMAC-SHA1, `SignatureVersion=1.0`: what the classic SDKs send.
+    #[default]
+    V1,
+    /// ACS3-HMAC-SHA256 in an `Authorization` header: the new SDKs' default.
+    Acs3,
+}
+
+/// MNS's own limits on one `ReceiveMessage`: at most 16 messages, a wait of at most 30 s.
+pub const MNS_MAX_BATCH: u32 = 16;
+pub const MNS_MAX_WAIT_S: u32 = 30;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -615,11 +629,11 @@ impl Settings {
         );
         let mns = &self.mps.mns;
         anyhow::ensure!(
-            (1..=crate::mps::mns::MAX_WAIT_S).contains(&mns.wait_s),
+            (1..=MNS_MAX_WAIT_S).contains(&mns.wait_s),
             "mps.mns.wait_s must be from 1 to 30"
         );
         anyhow::ensure!(
-            (1..=crate::mps::mns::MAX_BATCH).contains(&mns.batch),
+            (1..=MNS_MAX_BATCH).contains(&mns.batch),
             "mps.mns.batch must be from 1 to 16"
         );
         anyhow::ensure!(mns.concurrency > 0, "mps.mns.concurrency must be > 0");

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -17,6 +16,7 @@ use super::sign;
 use super::wire::{
     ListQuery, MpsErrorBody, QuerySnapshotJobListResponse, SubmitParams, SubmitSnapshotJobResponse,
 };
+pub use crate::config::SignatureMethod;
 use crate::secret::{Secret, Sensitive};
 
 pub const API_VERSION: &str = "2014-06-18";
@@ -47,16 +47,6 @@ pub trait MpsApi: Send + Sync + 'static {
         &self,
         q: &ListQuery,
     ) -> Result<MpsResponse<QuerySnapshotJobListResponse>, MpsError>;
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureMethod {
-    /// HMAC-SHA1, `SignatureVersion=1.0`: what the classic SDKs send.
-    #[default]
-    V1,
-    /// ACS3-HMAC-SHA256 in an `Authorization` header: the new SDKs' default.
-    Acs3,
 }
 
 #[derive(Debug, Clone)]

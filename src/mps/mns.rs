@@ -17,8 +17,8 @@ use crate::secret::{Secret, Sensitive};
 /// MNS's XML namespace.
 pub const XMLNS: &str = "http://mns.aliyuncs.com/doc/v1/";
 /// At most 16 messages per receive, at most 30 s of long poll (MNS's limits).
-pub const MAX_BATCH: u32 = 16;
-pub const MAX_WAIT_S: u32 = 30;
+pub use crate::config::MNS_MAX_BATCH as MAX_BATCH;
+pub use crate::config::MNS_MAX_WAIT_S as MAX_WAIT_S;
 
 /// `&`, `<`, `>`, `"` and `'` as entities.
 pub fn xml_escape(s: &str) -> String {
