@@ -249,6 +249,8 @@ impl MpsClient {
 
 /// MPS's answer (`bytes`, with HTTP `status`) as its JSON body, or as the `MpsError` it
 /// carries: a body that is not JSON, an HTTP error, or an MPS error code.
+// The `MpsError` that `send` and every `MpsApi` call return, unboxed as there.
+#[allow(clippy::result_large_err)]
 fn classify(
     action: &'static str,
     status: u16,
@@ -320,6 +322,7 @@ fn classify(
 }
 
 /// A successful answer's JSON body as `T`, with its request id.
+#[allow(clippy::result_large_err)]
 fn decode<T: DeserializeOwned>(
     action: &'static str,
     status: u16,
