@@ -241,12 +241,23 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(store = store.backend(), "migrations applied");
             Ok(())
         }
-        Command::Team(TeamCommand::Create { name }) => {
+        Command::Team(cmd) => team_command(cmd, &settings).await,
+        Command::Key(cmd) => key_command(cmd, &settings).await,
+        Command::Emulator(_) | Command::Healthcheck { .. } | Command::Completions { .. } => {
+            unreachable!("handled in main before the configuration is read")
+        }
+    }
+}
+
+/// `snapgate team …`.
+async fn team_command(cmd: TeamCommand, settings: &Settings) -> anyhow::Result<()> {
+    match cmd {
+        TeamCommand::Create { name } => {
             anyhow::ensure!(
                 snapgate::services::keys::valid_team_name(&name),
                 "team names are 1 to 64 of a-z 0-9 - _, starting with a letter or digit"
             );
-            let store = open_store(&settings).await?;
+            let store = open_store(settings).await?;
             if store.create_team(&name, snapgate::store::now()).await? {
                 println!("team {name} created");
             } else {
@@ -254,8 +265,8 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Team(TeamCommand::List { json }) => {
-            let store = open_store(&settings).await?;
+        TeamCommand::List { json } => {
+            let store = open_store(settings).await?;
             let teams: Vec<TeamView> = store
                 .list_teams()
                 .await?
@@ -274,66 +285,64 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Key(cmd) => {
-            let store = open_store(&settings).await?;
-            match cmd {
-                KeyCommand::Create { team, admin } => {
-                    let master = snapgate::crypto::MasterKey::load(&settings.auth)?;
-                    let key =
-                        snapgate::services::keys::issue_key(&store, &master, &team, admin).await?;
-                    eprintln!("Store the secret and the token now: they are not shown again.");
-                    print_json(&key)?;
-                    eprintln!(
-                        "\nMPS SDK code runs unchanged against snapgate's MPS-compatible endpoint (/) once three lines change:\n{}",
-                        key.mps_sdk_lines(&settings.http.listen)
+    }
+}
+
+/// `snapgate key …`.
+async fn key_command(cmd: KeyCommand, settings: &Settings) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match cmd {
+        KeyCommand::Create { team, admin } => {
+            let master = snapgate::crypto::MasterKey::load(&settings.auth)?;
+            let key = snapgate::services::keys::issue_key(&store, &master, &team, admin).await?;
+            eprintln!("Store the secret and the token now: they are not shown again.");
+            print_json(&key)?;
+            eprintln!(
+                "\nMPS SDK code runs unchanged against snapgate's MPS-compatible endpoint (/) once three lines change:\n{}",
+                key.mps_sdk_lines(&settings.http.listen)
+            );
+        }
+        KeyCommand::List { json } => {
+            let keys: Vec<KeyView> = store
+                .list_api_keys()
+                .await?
+                .into_iter()
+                .map(|k| KeyView {
+                    access_key_id: k.access_key_id,
+                    team: k.team,
+                    admin: k.admin,
+                    created_at: rfc3339(k.created_at),
+                    revoked_at: k.revoked_at.map(rfc3339),
+                })
+                .collect();
+            if json {
+                print_json(&keys)?;
+            } else {
+                for k in keys {
+                    println!(
+                        "{}  team={}  admin={}  created={}  {}",
+                        k.access_key_id,
+                        k.team,
+                        k.admin,
+                        k.created_at,
+                        k.revoked_at
+                            .map(|t| format!("revoked={t}"))
+                            .unwrap_or_else(|| "active".into())
                     );
-                }
-                KeyCommand::List { json } => {
-                    let keys: Vec<KeyView> = store
-                        .list_api_keys()
-                        .await?
-                        .into_iter()
-                        .map(|k| KeyView {
-                            access_key_id: k.access_key_id,
-                            team: k.team,
-                            admin: k.admin,
-                            created_at: rfc3339(k.created_at),
-                            revoked_at: k.revoked_at.map(rfc3339),
-                        })
-                        .collect();
-                    if json {
-                        print_json(&keys)?;
-                    } else {
-                        for k in keys {
-                            println!(
-                                "{}  team={}  admin={}  created={}  {}",
-                                k.access_key_id,
-                                k.team,
-                                k.admin,
-                                k.created_at,
-                                k.revoked_at
-                                    .map(|t| format!("revoked={t}"))
-                                    .unwrap_or_else(|| "active".into())
-                            );
-                        }
-                    }
-                }
-                KeyCommand::Revoke { access_key_id } => {
-                    anyhow::ensure!(
-                        store
-                            .revoke_api_key(&access_key_id, snapgate::store::now())
-                            .await?,
-                        "no active key {access_key_id}"
-                    );
-                    println!("key {access_key_id} revoked");
                 }
             }
-            Ok(())
         }
-        Command::Emulator(_) | Command::Healthcheck { .. } | Command::Completions { .. } => {
-            unreachable!("handled in main before the configuration is read")
+        KeyCommand::Revoke { access_key_id } => {
+            anyhow::ensure!(
+                store
+                    .revoke_api_key(&access_key_id, snapgate::store::now())
+                    .await?,
+                "no active key {access_key_id}"
+            );
+            println!("key {access_key_id} revoked");
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

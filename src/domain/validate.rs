@@ -384,7 +384,46 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             sprite: boolean(&mut cx, m, "/webvtt", "sprite").unwrap_or(false),
         })
     });
-    let pipeline_id = string(&mut cx, map, "", "pipeline_id");
+    let pipeline_id = pipeline_id(&mut cx, map);
+    let user_data = user_data(&mut cx, map);
+
+    // Cross-field rules, checked only on fields that were individually valid.
+    cross_field_rules(
+        &mut cx,
+        map,
+        num,
+        interval_s,
+        output.as_ref(),
+        sprite.as_ref(),
+        webvtt.as_ref(),
+    );
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+
+    let request = JobRequest {
+        input: input.expect("checked"),
+        output: output.expect("checked"),
+        time_ms: time_ms.unwrap_or(0),
+        interval_s,
+        num,
+        width: width.map(|x| x as u32),
+        height: height.map(|x| x as u32),
+        frame_type: frame_type.expect("checked"),
+        black_level: black_level.map(|x| x as u32),
+        sprite,
+        webvtt,
+        pipeline_id: pipeline_id.map(str::to_string),
+        user_data: user_data.map(str::to_string),
+    };
+    // Warnings: what MPS would ignore silently, and likely unit mistakes.
+    warnings(&mut cx, &request);
+    Ok((request, cx.warnings))
+}
+
+/// `pipeline_id`: an MPS pipeline id.
+fn pipeline_id<'a>(cx: &mut Ctx, map: &'a Map<String, Value>) -> Option<&'a str> {
+    let pipeline_id = string(cx, map, "", "pipeline_id");
     if let Some(p) = pipeline_id {
         if !rules::is_mps_id(p) {
             cx.err(
@@ -394,7 +433,12 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             );
         }
     }
-    let user_data = string(&mut cx, map, "", "user_data");
+    pipeline_id
+}
+
+/// `user_data`: at most `USER_DATA_MAX` bytes, of characters MPS takes.
+fn user_data<'a>(cx: &mut Ctx, map: &'a Map<String, Value>) -> Option<&'a str> {
+    let user_data = string(cx, map, "", "user_data");
     if let Some(u) = user_data {
         if u.len() > USER_DATA_MAX {
             cx.err(
@@ -409,8 +453,21 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             cx.err("/user_data", "invalid_characters", problem);
         }
     }
+    user_data
+}
 
-    // Cross-field rules, checked only on fields that were individually valid.
+/// The rules between fields, checked only on fields that were individually valid: the
+/// `{Count}` and `{TileCount}` placeholders several outputs need, the placeholders each key
+/// may hold, and the sprite a `webvtt.sprite` needs.
+fn cross_field_rules(
+    cx: &mut Ctx,
+    map: &Map<String, Value>,
+    num: Option<u64>,
+    interval_s: Option<u64>,
+    output: Option<&OssObject>,
+    sprite: Option<&SpriteSpec>,
+    webvtt: Option<&WebVttSpec>,
+) {
     let shape = JobShape {
         num,
         interval_s,
@@ -418,7 +475,7 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
         has_interval: member(map, "interval_s").is_some(),
     };
     let multi = shape.is_multi();
-    if let Some(out) = &output {
+    if let Some(out) = output {
         if multi && !out.object.contains("{Count}") && shape.valid() {
             let hint = if out.object.contains("%7BCount%7D") {
                 " (object keys are sent raw: write {Count}, snapgate encodes it)"
@@ -431,9 +488,9 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
                 format!("must contain {{Count}} when several snapshots can result (num > 1, or interval_s without num){hint}"),
             );
         }
-        check_placeholders(&mut cx, &out.object, "/output/object", &PLACEHOLDERS[..5]);
+        check_placeholders(cx, &out.object, "/output/object", &PLACEHOLDERS[..5]);
     }
-    if let Some(sp) = &sprite {
+    if let Some(sp) = sprite {
         let cells = u64::from(sp.lines) * u64::from(sp.columns);
         let several = match (num, shape.has_num, shape.has_interval) {
             (Some(n), true, _) => n > cells,
@@ -447,14 +504,9 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
                 format!("must contain {{TileCount}} when several sprites can result (more snapshots than {cells} cells)"),
             );
         }
-        check_placeholders(
-            &mut cx,
-            &sp.output.object,
-            "/sprite/output/object",
-            PLACEHOLDERS,
-        );
+        check_placeholders(cx, &sp.output.object, "/sprite/output/object", PLACEHOLDERS);
     }
-    if let Some(w) = &webvtt {
+    if let Some(w) = webvtt {
         if w.sprite && member(map, "sprite").is_none() {
             cx.err(
                 "/webvtt/sprite",
@@ -463,21 +515,21 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             );
         }
     }
+}
 
-    if !cx.errors.is_empty() {
-        return Err(cx.errors);
-    }
-
-    // Warnings: what MPS would ignore silently, and likely unit mistakes.
-    let time = time_ms.unwrap_or(0);
-    if black_level.is_some() {
+/// The warnings on a valid request: what MPS would ignore silently, and likely unit mistakes.
+/// (`r.is_multi()` is the `JobShape`'s: in a valid request, `num` and `interval_s` are set
+/// exactly when their fields are.)
+fn warnings(cx: &mut Ctx, r: &JobRequest) {
+    let time = r.time_ms;
+    if r.black_level.is_some() {
         if time > 0 {
             cx.warn(
                 "/black_level",
                 "black_level_ignored",
                 "MPS ignores black_level when time_ms > 0 (black-frame filtering only applies from the start of the video)",
             );
-        } else if !multi {
+        } else if !r.is_multi() {
             cx.warn(
                 "/black_level",
                 "black_level_ignored",
@@ -485,7 +537,7 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             );
         }
     }
-    if interval_s.is_some() && num == Some(1) {
+    if r.interval_s.is_some() && r.num == Some(1) {
         cx.warn(
             "/interval_s",
             "interval_ignored",
@@ -502,30 +554,13 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             ),
         );
     }
-    if width.is_some() && height.is_some() {
+    if r.width.is_some() && r.height.is_some() {
         cx.warn(
             "/height",
             "aspect_ratio_not_kept",
             "with both width and height set MPS does not keep the aspect ratio; set one to keep it",
         );
     }
-
-    let request = JobRequest {
-        input: input.expect("checked"),
-        output: output.expect("checked"),
-        time_ms: time,
-        interval_s,
-        num,
-        width: width.map(|x| x as u32),
-        height: height.map(|x| x as u32),
-        frame_type: frame_type.expect("checked"),
-        black_level: black_level.map(|x| x as u32),
-        sprite,
-        webvtt,
-        pipeline_id: pipeline_id.map(str::to_string),
-        user_data: user_data.map(str::to_string),
-    };
-    Ok((request, cx.warnings))
 }
 
 struct JobShape {

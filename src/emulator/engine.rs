@@ -370,23 +370,7 @@ impl Engine {
             _ => return Err(internal()),
         };
         // Snapshots. A time past the last frame yields no image: it is left out.
-        let mut taken: Vec<(u64, PathBuf)> = Vec::new();
-        for &t in &times {
-            let out = work.join(format!("snap-{:05}.jpg", taken.len() + 1));
-            let mut cmd = ffmpeg();
-            cmd.arg("-ss")
-                .arg(secs(t))
-                .arg("-i")
-                .arg(&input)
-                .args(["-frames:v", "1", "-an", "-vf"])
-                .arg(format!("scale={w}:{h},setsar=1"))
-                .args(["-q:v", "2"])
-                .arg(&out);
-            run(&mut cmd).await.map_err(|e| content_bad(&e))?;
-            if tokio::fs::metadata(&out).await.is_ok_and(|m| m.len() > 0) {
-                taken.push((t, out));
-            }
-        }
+        let taken = take_snapshots(work, &input, &times, (w, h)).await?;
         if taken.is_empty() {
             return Err(content_bad(
                 "the snapshot time is beyond the end of the video",
@@ -396,40 +380,7 @@ impl Engine {
         let manifest = outputs::from_times(r, &real_times, (probe.width, probe.height));
         self.check_keys(&manifest)?;
         // Sprites: one ffmpeg `tile` run per sheet, over that sheet's cells.
-        let mut sheets: Vec<PathBuf> = Vec::new();
-        for sheet in &manifest.sprites {
-            let (Some(cw), Some(ch)) = (sheet.cell_width, sheet.cell_height) else {
-                return Err(internal());
-            };
-            let dir = work.join(format!("sheet-{:05}", sheet.count));
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|_| internal())?;
-            for (cell, &i) in sheet.snapshots.iter().enumerate() {
-                tokio::fs::copy(&taken[i].1, dir.join(format!("cell-{:05}.jpg", cell + 1)))
-                    .await
-                    .map_err(|_| internal())?;
-            }
-            let out = work.join(format!("sprite-{:05}.jpg", sheet.count));
-            let filter = format!(
-                "scale={cw}:{ch},setsar=1,tile={}x{}:margin={}:padding={}:color={}",
-                sheet.columns,
-                sheet.rows,
-                sheet.margin,
-                sheet.padding,
-                ffmpeg_color(&sheet.color)
-            );
-            let mut cmd = ffmpeg();
-            cmd.args(["-framerate", "1", "-start_number", "1", "-i"])
-                .arg(dir.join("cell-%05d.jpg"))
-                .args(["-vf", &filter, "-frames:v", "1", "-q:v", "2"])
-                .arg(&out);
-            run(&mut cmd).await.map_err(|e| {
-                tracing::warn!(error = %e, "local engine: sprite failed");
-                internal()
-            })?;
-            sheets.push(out);
-        }
+        let sheets = tile_sprites(work, &manifest, &taken).await?;
         // WebVTT.
         let mut vtt: Option<PathBuf> = None;
         if let (Some(spec), Some(file)) = (&r.webvtt, &manifest.webvtt) {
@@ -444,8 +395,21 @@ impl Engine {
             }
         }
         // Everything made: move it into place (undone if a move fails).
+        self.store_outputs(&manifest, &taken, sheets, vtt).await?;
+        Ok(manifest)
+    }
+
+    /// Moves everything made into place: snapshots, sprite sheets, the WebVTT file; if a move
+    /// fails, the outputs already moved are removed.
+    async fn store_outputs(
+        &self,
+        manifest: &OutputManifest,
+        taken: &[(u64, PathBuf)],
+        sheets: Vec<PathBuf>,
+        vtt: Option<PathBuf>,
+    ) -> Result<(), Failure> {
         let mut moves: Vec<(PathBuf, &OssObject)> = Vec::new();
-        for (snap, (_, path)) in manifest.snapshots.iter().zip(&taken) {
+        for (snap, (_, path)) in manifest.snapshots.iter().zip(taken) {
             if let Some(file) = &snap.file {
                 moves.push((path.clone(), file));
             }
@@ -469,7 +433,7 @@ impl Engine {
                 }
             }
         }
-        Ok(manifest)
+        Ok(())
     }
 
     /// Every output key must map into the local store before anything is written.
@@ -487,4 +451,76 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// One JPEG per time, `w`×`h`, as `(time, file)`; a time past the last frame yields no image
+/// and is left out.
+async fn take_snapshots(
+    work: &Path,
+    input: &Path,
+    times: &[u64],
+    (w, h): (u32, u32),
+) -> Result<Vec<(u64, PathBuf)>, Failure> {
+    let mut taken: Vec<(u64, PathBuf)> = Vec::new();
+    for &t in times {
+        let out = work.join(format!("snap-{:05}.jpg", taken.len() + 1));
+        let mut cmd = ffmpeg();
+        cmd.arg("-ss")
+            .arg(secs(t))
+            .arg("-i")
+            .arg(input)
+            .args(["-frames:v", "1", "-an", "-vf"])
+            .arg(format!("scale={w}:{h},setsar=1"))
+            .args(["-q:v", "2"])
+            .arg(&out);
+        run(&mut cmd).await.map_err(|e| content_bad(&e))?;
+        if tokio::fs::metadata(&out).await.is_ok_and(|m| m.len() > 0) {
+            taken.push((t, out));
+        }
+    }
+    Ok(taken)
+}
+
+/// The manifest's sprite sheets: one ffmpeg `tile` run per sheet, over that sheet's cells (the
+/// `taken` snapshots).
+async fn tile_sprites(
+    work: &Path,
+    manifest: &OutputManifest,
+    taken: &[(u64, PathBuf)],
+) -> Result<Vec<PathBuf>, Failure> {
+    let mut sheets: Vec<PathBuf> = Vec::new();
+    for sheet in &manifest.sprites {
+        let (Some(cw), Some(ch)) = (sheet.cell_width, sheet.cell_height) else {
+            return Err(internal());
+        };
+        let dir = work.join(format!("sheet-{:05}", sheet.count));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|_| internal())?;
+        for (cell, &i) in sheet.snapshots.iter().enumerate() {
+            tokio::fs::copy(&taken[i].1, dir.join(format!("cell-{:05}.jpg", cell + 1)))
+                .await
+                .map_err(|_| internal())?;
+        }
+        let out = work.join(format!("sprite-{:05}.jpg", sheet.count));
+        let filter = format!(
+            "scale={cw}:{ch},setsar=1,tile={}x{}:margin={}:padding={}:color={}",
+            sheet.columns,
+            sheet.rows,
+            sheet.margin,
+            sheet.padding,
+            ffmpeg_color(&sheet.color)
+        );
+        let mut cmd = ffmpeg();
+        cmd.args(["-framerate", "1", "-start_number", "1", "-i"])
+            .arg(dir.join("cell-%05d.jpg"))
+            .args(["-vf", &filter, "-frames:v", "1", "-q:v", "2"])
+            .arg(&out);
+        run(&mut cmd).await.map_err(|e| {
+            tracing::warn!(error = %e, "local engine: sprite failed");
+            internal()
+        })?;
+        sheets.push(out);
+    }
+    Ok(sheets)
 }

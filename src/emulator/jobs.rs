@@ -393,49 +393,7 @@ pub fn check_submit(
             "OutputFile.Object must contain {Count} when several snapshots are taken.",
         ));
     }
-    let sprite = match object(&cfg, "TileOut")? {
-        None => None,
-        Some(tile) => {
-            let lines = range("TileOut.Lines", int(tile, "Lines")?, 1, 1000)?.unwrap_or(10);
-            let columns = range("TileOut.Columns", int(tile, "Columns")?, 1, 1000)?.unwrap_or(10);
-            let cell_width = range("TileOut.CellWidth", int(tile, "CellWidth")?, 1, 4096)?;
-            let cell_height = range("TileOut.CellHeight", int(tile, "CellHeight")?, 1, 4096)?;
-            let margin = range("TileOut.Margin", int(tile, "Margin")?, 0, 4096)?.unwrap_or(0);
-            let padding = range("TileOut.Padding", int(tile, "Padding")?, 0, 4096)?.unwrap_or(0);
-            let cell_step = range("TileOut.CellSelStep", int(tile, "CellSelStep")?, 1, 100_000)?;
-            let tile_out = object(&cfg, "TileOutputFile")?.ok_or_else(|| {
-                Fault::bad(
-                    "InvalidParameter.NullValue",
-                    "The parameter \"SnapshotConfig.TileOutputFile\" cannot be null.",
-                )
-            })?;
-            let tile_key = oss_file("TileOutputFile", tile_out)?;
-            let cells = (lines * columns) as u64;
-            let several = match num {
-                Some(n) => n as u64 > cells,
-                None => interval.is_some(),
-            };
-            if several && !tile_key.contains("{TileCount}") {
-                return Err(Fault::bad(
-                    "InvalidParameter.OutOfRange",
-                    "TileOutputFile.Object must contain {TileCount} when several sprites are produced.",
-                ));
-            }
-            Some(SpriteSpec {
-                output: oss_object(tile_out, tile_key),
-                lines: lines as u32,
-                columns: columns as u32,
-                cell_width: cell_width.map(|x| x as u32),
-                cell_height: cell_height.map(|x| x as u32),
-                margin: margin as u32,
-                padding: padding as u32,
-                color: text(tile, "Color").unwrap_or_else(|| "black".into()),
-                keep_cells: text(tile, "IsKeepCellPic")
-                    .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
-                cell_step: cell_step.map(|x| x as u32),
-            })
-        }
-    };
+    let sprite = tile_out(&cfg, num, interval)?;
     let webvtt = text(&cfg, "Format")
         .filter(|f| f.eq_ignore_ascii_case("vtt"))
         .map(|_| WebVttSpec {
@@ -464,21 +422,91 @@ pub fn check_submit(
         pipeline_id: None,
         user_data: None,
     };
-    // What a simulated job yields on a video of the assumed duration (API.md §1.4).
+    let simulated = simulate(&request, video_duration_s);
+    let count = simulated.snapshots.len() as u64;
+    let tile_count = request
+        .sprite
+        .as_ref()
+        .map(|_| (simulated.sprites.len() as u64).max(1));
+    let failure = scripted_failure(&input_key, count);
+    Ok(NewJob {
+        input: stringify(&Value::Object(input)),
+        config: stringify(&Value::Object(cfg)),
+        sync,
+        count,
+        tile_count,
+        failure,
+        request,
+        simulated,
+    })
+}
+
+/// `TileOut` and `TileOutputFile` as the sprite they ask for (`None` without `TileOut`), checked
+/// as MPS does: ranges, and `{TileCount}` in the key when several sprites can result.
+fn tile_out(
+    cfg: &Map<String, Value>,
+    num: Option<i64>,
+    interval: Option<i64>,
+) -> Result<Option<SpriteSpec>, Fault> {
+    let Some(tile) = object(cfg, "TileOut")? else {
+        return Ok(None);
+    };
+    let lines = range("TileOut.Lines", int(tile, "Lines")?, 1, 1000)?.unwrap_or(10);
+    let columns = range("TileOut.Columns", int(tile, "Columns")?, 1, 1000)?.unwrap_or(10);
+    let cell_width = range("TileOut.CellWidth", int(tile, "CellWidth")?, 1, 4096)?;
+    let cell_height = range("TileOut.CellHeight", int(tile, "CellHeight")?, 1, 4096)?;
+    let margin = range("TileOut.Margin", int(tile, "Margin")?, 0, 4096)?.unwrap_or(0);
+    let padding = range("TileOut.Padding", int(tile, "Padding")?, 0, 4096)?.unwrap_or(0);
+    let cell_step = range("TileOut.CellSelStep", int(tile, "CellSelStep")?, 1, 100_000)?;
+    let tile_out = object(cfg, "TileOutputFile")?.ok_or_else(|| {
+        Fault::bad(
+            "InvalidParameter.NullValue",
+            "The parameter \"SnapshotConfig.TileOutputFile\" cannot be null.",
+        )
+    })?;
+    let tile_key = oss_file("TileOutputFile", tile_out)?;
+    let cells = (lines * columns) as u64;
+    let several = match num {
+        Some(n) => n as u64 > cells,
+        None => interval.is_some(),
+    };
+    if several && !tile_key.contains("{TileCount}") {
+        return Err(Fault::bad(
+            "InvalidParameter.OutOfRange",
+            "TileOutputFile.Object must contain {TileCount} when several sprites are produced.",
+        ));
+    }
+    Ok(Some(SpriteSpec {
+        output: oss_object(tile_out, tile_key),
+        lines: lines as u32,
+        columns: columns as u32,
+        cell_width: cell_width.map(|x| x as u32),
+        cell_height: cell_height.map(|x| x as u32),
+        margin: margin as u32,
+        padding: padding as u32,
+        color: text(tile, "Color").unwrap_or_else(|| "black".into()),
+        keep_cells: text(tile, "IsKeepCellPic").is_none_or(|v| !v.eq_ignore_ascii_case("false")),
+        cell_step: cell_step.map(|x| x as u32),
+    }))
+}
+
+/// What a simulated job yields on a video of the assumed duration (API.md §1.4).
+fn simulate(request: &JobRequest, video_duration_s: u64) -> OutputManifest {
     let mut simulated = outputs::predict(
-        &request,
+        request,
         &Known {
             duration_ms: Some(video_duration_s.saturating_mul(1000)),
             ..Known::default()
         },
     );
     simulated.simulated = true;
-    let count = simulated.snapshots.len() as u64;
-    let tile_count = request
-        .sprite
-        .as_ref()
-        .map(|_| (simulated.sprites.len() as u64).max(1));
-    let failure = if input_key.contains("fail") {
+    simulated
+}
+
+/// The failure a simulated job is scripted to end in: an input key with `fail` in it, or no
+/// snapshot at all (the time is beyond the end of the video).
+fn scripted_failure(input_key: &str, count: u64) -> Option<Failure> {
+    if input_key.contains("fail") {
         Some(Failure::new(
             "InvalidParameter.ResourceNotFound",
             "The resource operated cannot be found.",
@@ -490,17 +518,7 @@ pub fn check_submit(
         ))
     } else {
         None
-    };
-    Ok(NewJob {
-        input: stringify(&Value::Object(input)),
-        config: stringify(&Value::Object(cfg)),
-        sync,
-        count,
-        tile_count,
-        failure,
-        request,
-        simulated,
-    })
+    }
 }
 
 /// A string value (MPS echoes every scalar as a string; numbers and booleans accepted).

@@ -108,19 +108,7 @@ async fn receive(
         };
         let name = field.name().unwrap_or("").to_string();
         if !name.eq_ignore_ascii_case("file") {
-            let mut value = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
-                form_bytes += chunk.len();
-                if form_bytes > MAX_FORM_FIELDS_BYTES {
-                    return Err(OssError::invalid_argument(
-                        "The form fields before the file exceed 1 MiB.",
-                    ));
-                }
-                value.extend_from_slice(&chunk);
-            }
-            let value = String::from_utf8(value).map_err(|_| {
-                OssError::invalid_argument(format!("The form field {name:?} is not UTF-8."))
-            })?;
+            let value = read_text_field(&mut field, &name, &mut form_bytes).await?;
             fields.push((name, value));
             continue;
         }
@@ -142,33 +130,8 @@ async fn receive(
             ));
         }
         let part_type = field.content_type().map(str::to_string);
-        let max = *form.content_length.end();
         let tmp = store.tmp_path(&format!("post-{}", uuid::Uuid::new_v4().simple()));
-        let io = |e: std::io::Error| {
-            tracing::warn!(error = %e, "local OSS: cannot write an upload");
-            OssError::new(500, "InternalError", "The object could not be stored.")
-        };
-        let written: Result<(u64, String), OssError> = async {
-            tokio::fs::create_dir_all(tmp.parent().expect("has a parent"))
-                .await
-                .map_err(io)?;
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-            let (mut size, mut md5) = (0u64, Md5::new());
-            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
-                size += chunk.len() as u64;
-                if size > max {
-                    // Stop storing; the caller drains the rest.
-                    form.check_size(size)?;
-                }
-                md5.update(&chunk);
-                file.write_all(&chunk).await.map_err(io)?;
-            }
-            file.flush().await.map_err(io)?;
-            form.check_size(size)?;
-            Ok((size, etag(md5)))
-        }
-        .await;
-        let (size, etag) = match written {
+        let (size, etag) = match stream_file(&mut field, &tmp, &form).await {
             Ok(x) => x,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -200,6 +163,58 @@ async fn receive(
             form,
         });
     }
+}
+
+/// A form field before the file, as text (the fields together at most
+/// `MAX_FORM_FIELDS_BYTES`, counted in `form_bytes`).
+async fn read_text_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    name: &str,
+    form_bytes: &mut usize,
+) -> Result<String, OssError> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+        *form_bytes += chunk.len();
+        if *form_bytes > MAX_FORM_FIELDS_BYTES {
+            return Err(OssError::invalid_argument(
+                "The form fields before the file exceed 1 MiB.",
+            ));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    String::from_utf8(value)
+        .map_err(|_| OssError::invalid_argument(format!("The form field {name:?} is not UTF-8.")))
+}
+
+/// Streams the file part into `tmp`, stopping beyond the size the form allows: its size and
+/// ETag.
+async fn stream_file(
+    field: &mut axum::extract::multipart::Field<'_>,
+    tmp: &std::path::Path,
+    form: &VerifiedPost,
+) -> Result<(u64, String), OssError> {
+    let max = *form.content_length.end();
+    let io = |e: std::io::Error| {
+        tracing::warn!(error = %e, "local OSS: cannot write an upload");
+        OssError::new(500, "InternalError", "The object could not be stored.")
+    };
+    tokio::fs::create_dir_all(tmp.parent().expect("has a parent"))
+        .await
+        .map_err(io)?;
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io)?;
+    let (mut size, mut md5) = (0u64, Md5::new());
+    while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+        size += chunk.len() as u64;
+        if size > max {
+            // Stop storing; the caller drains the rest.
+            form.check_size(size)?;
+        }
+        md5.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    form.check_size(size)?;
+    Ok((size, etag(md5)))
 }
 
 fn with_common_headers(mut res: Response, etag: &str) -> Response {

@@ -373,26 +373,7 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         "EndOfJobCreatedTimeRange",
         p.get("EndOfJobCreatedTimeRange"),
     )?;
-    let size = match p.get("MaximumPageSize").filter(|s| !s.is_empty()) {
-        None => DEFAULT_PAGE_SIZE,
-        Some(s) => match s.trim().parse::<i64>() {
-            Ok(n) if (1..=MAX_PAGE_SIZE as i64).contains(&n) => n as usize,
-            Ok(_) => {
-                return Err(Fault::bad(
-                    "InvalidParameter.OutOfRange",
-                    format!(
-                        "The parameter \"MaximumPageSize\" is out of range [1, {MAX_PAGE_SIZE}]."
-                    ),
-                ))
-            }
-            Err(_) => {
-                return Err(Fault::bad(
-                    "InvalidParameter.NumberFormatInvalid",
-                    "The parameter \"MaximumPageSize\" is not a valid number.",
-                ))
-            }
-        },
-    };
+    let size = page_size(p)?;
     // The token is a cursor: the ledger position to continue below. Jobs created meanwhile sit
     // above it, so a listing in progress neither repeats nor skips a job.
     let before = match p.get("NextPageToken").filter(|s| !s.is_empty()) {
@@ -427,4 +408,28 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         body["NextPageToken"] = json!(format!("{last:032x}"));
     }
     Ok(body)
+}
+
+/// `MaximumPageSize`: 1 to `MAX_PAGE_SIZE`, `DEFAULT_PAGE_SIZE` without it.
+fn page_size(p: &BTreeMap<String, String>) -> Result<usize, Fault> {
+    Ok(match p.get("MaximumPageSize").filter(|s| !s.is_empty()) {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.trim().parse::<i64>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE as i64).contains(&n) => n as usize,
+            Ok(_) => {
+                return Err(Fault::bad(
+                    "InvalidParameter.OutOfRange",
+                    format!(
+                        "The parameter \"MaximumPageSize\" is out of range [1, {MAX_PAGE_SIZE}]."
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(Fault::bad(
+                    "InvalidParameter.NumberFormatInvalid",
+                    "The parameter \"MaximumPageSize\" is not a valid number.",
+                ))
+            }
+        },
+    })
 }

@@ -555,6 +555,46 @@ pub async fn list_jobs(
     uri: axum::http::Uri,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let mut filter = job_filter(&params, &caller).map_err(ApiError::BadQuery)?;
+    if let (true, Some(team)) = (caller.admin, &filter.team) {
+        if !state.store.team_exists(team).await? {
+            return Err(ApiError::BadQuery(vec![Violation {
+                field: "/team".into(),
+                code: "unknown_team".into(),
+                message: format!("no team named {team:?}"),
+            }]));
+        }
+    }
+    let limit = filter.limit;
+    filter.limit = limit + 1;
+    let mut jobs = state.store.list_jobs(&filter).await?;
+    let next_cursor = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(encode_cursor)
+    } else {
+        None
+    };
+    // RFC 8288: the next page as a link too, the same query with the new cursor.
+    let link = next_cursor
+        .as_ref()
+        .map(|cursor| next_link(&uri, &params, cursor));
+    let body = Json(JobList {
+        jobs: jobs
+            .into_iter()
+            .map(|j| JobResource::new(j, &state.outputs))
+            .collect(),
+        next_cursor,
+    });
+    let mut headers = HeaderMap::new();
+    if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LINK, link);
+    }
+    Ok((headers, body))
+}
+
+/// The filter a listing's query asks for (every problem found): `state`, `created_after`,
+/// `created_before`, `limit`, `cursor`, and for admin keys `team` (all teams without it).
+fn job_filter(params: &[(String, String)], caller: &Caller) -> Result<JobFilter, Vec<Violation>> {
     let mut errors = Vec::new();
     let mut bad = |field: &str, code: &str, message: String| {
         errors.push(Violation {
@@ -609,45 +649,17 @@ pub async fn list_jobs(
         filter.team = None;
     }
     if !errors.is_empty() {
-        return Err(ApiError::BadQuery(errors));
+        return Err(errors);
     }
-    if let (true, Some(team)) = (caller.admin, &filter.team) {
-        if !state.store.team_exists(team).await? {
-            return Err(ApiError::BadQuery(vec![Violation {
-                field: "/team".into(),
-                code: "unknown_team".into(),
-                message: format!("no team named {team:?}"),
-            }]));
-        }
+    Ok(filter)
+}
+
+/// The `Link` to the next page: the same query, with the new cursor.
+fn next_link(uri: &axum::http::Uri, params: &[(String, String)], cursor: &str) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params.iter().filter(|(n, _)| n != "cursor") {
+        query.append_pair(name, value);
     }
-    let limit = filter.limit;
-    filter.limit = limit + 1;
-    let mut jobs = state.store.list_jobs(&filter).await?;
-    let next_cursor = if jobs.len() > limit as usize {
-        jobs.truncate(limit as usize);
-        jobs.last().map(encode_cursor)
-    } else {
-        None
-    };
-    // RFC 8288: the next page as a link too, the same query with the new cursor.
-    let link = next_cursor.as_ref().map(|cursor| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in params.iter().filter(|(n, _)| n != "cursor") {
-            query.append_pair(name, value);
-        }
-        query.append_pair("cursor", cursor);
-        format!("<{}?{}>; rel=\"next\"", uri.path(), query.finish())
-    });
-    let body = Json(JobList {
-        jobs: jobs
-            .into_iter()
-            .map(|j| JobResource::new(j, &state.outputs))
-            .collect(),
-        next_cursor,
-    });
-    let mut headers = HeaderMap::new();
-    if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
-        headers.insert(header::LINK, link);
-    }
-    Ok((headers, body))
+    query.append_pair("cursor", cursor);
+    format!("<{}?{}>; rel=\"next\"", uri.path(), query.finish())
 }

@@ -159,8 +159,36 @@ impl MpsClient {
         action: &'static str,
         api: BTreeMap<String, String>,
     ) -> Result<MpsResponse<T>, MpsError> {
+        let (request, client_sts) = self.signed_request(action, api);
+        let response = request
+            .header("content-length", "0")
+            .send()
+            .await
+            .map_err(|e| transport_error(action, e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("x-acs-retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let bytes = response.bytes().await.map_err(|e| {
+            MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: answer cut short: {e}"))
+        })?;
+        let raw = classify(action, status, &bytes, &client_sts, retry_after)?;
+        decode(action, status, raw)
+    }
+
+    /// The POST of one action, signed as configured (V1: every parameter and the signature in
+    /// the query; ACS3: the action in headers and an `Authorization` header), with the string
+    /// it signed (for `SignatureDoesNotMatch` diagnostics).
+    fn signed_request(
+        &self,
+        action: &'static str,
+        api: BTreeMap<String, String>,
+    ) -> (reqwest::RequestBuilder, String) {
         let secret = self.cfg.access_key_secret.expose();
-        let (request, client_sts) = match self.cfg.signature {
+        match self.cfg.signature {
             SignatureMethod::V1 => {
                 let mut params = api;
                 params.insert("Action".into(), action.into());
@@ -211,101 +239,109 @@ impl MpsClient {
                 }
                 (req.header("authorization", Sensitive(&auth)), sts)
             }
-        };
-        let response = request
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| transport_error(action, e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("x-acs-retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let bytes = response.bytes().await.map_err(|e| {
-            MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: answer cut short: {e}"))
-        })?;
-        let raw: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(_) if (200..300).contains(&status) => {
-                return Err(MpsError::transport(
-                    INVALID_RESPONSE,
-                    format!("{action}: HTTP {status} with a body that is not JSON"),
-                ));
-            }
-            Err(_) => {
-                let mut e = MpsError::transport(
-                    "UnknownError",
-                    format!("{action}: HTTP {status} with a body that is not JSON"),
-                );
-                e.http_status = Some(status);
-                // A 5xx page, or a proxy's 408/429, without MPS's body comes from a proxy or
-                // load balancer in front of MPS: the request may have reached MPS, so nothing is
-                // sent again before a lookup.
-                e.class = if status >= 500 || status == 408 || status == 429 {
-                    ErrorClass::OutcomeUnknown
-                } else {
-                    ErrorClass::Fatal
-                };
-                return Err(e);
-            }
-        };
-        if !(200..300).contains(&status)
-            || raw.get("Code").is_some()
-                && raw.get("SnapshotJob").is_none()
-                && raw.get("SnapshotJobList").is_none()
-        {
-            let body: MpsErrorBody = serde_json::from_value(raw.clone()).unwrap_or_default();
-            let code = body.code.clone().unwrap_or_else(|| format!("Http{status}"));
-            let mut class = classify_code(&code);
-            if body.code.is_none() && status >= 500 {
-                class = ErrorClass::OutcomeUnknown;
-            }
-            let message = body.message.clone().unwrap_or_default();
-            if code == "SignatureDoesNotMatch" {
-                let server_sts = message
-                    .split("server string to sign is:")
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim();
-                tracing::warn!(action, mps_request_id = body.request_id.as_deref().unwrap_or("-"),
-                    client_string_to_sign = %client_sts, server_string_to_sign = %server_sts,
-                    same = client_sts == server_sts,
-                    "SignatureDoesNotMatch: equal strings mean a wrong secret, different ones a canonicalization difference");
-            }
-            return Err(MpsError {
-                class,
-                code,
-                message,
-                http_status: Some(status),
-                request_id: body.request_id,
-                host_id: body.host_id,
-                recommend: body.recommend,
-                raw: Some(raw),
-                retry_after,
-            });
         }
-        let body: T = serde_json::from_value(raw.clone()).map_err(|e| {
-            MpsError::transport(
-                INVALID_RESPONSE,
-                format!("{action}: unexpected answer shape: {e}"),
-            )
-        })?;
-        let request_id = raw
-            .get("RequestId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        tracing::debug!(action, mps_request_id = %request_id, status, "MPS answered");
-        Ok(MpsResponse {
-            body,
-            raw,
-            request_id,
-            http_status: status,
-        })
     }
+}
+
+/// MPS's answer (`bytes`, with HTTP `status`) as its JSON body, or as the `MpsError` it
+/// carries: a body that is not JSON, an HTTP error, or an MPS error code.
+// The `MpsError` that `send` and every `MpsApi` call return, unboxed as there.
+#[allow(clippy::result_large_err)]
+fn classify(
+    action: &'static str,
+    status: u16,
+    bytes: &[u8],
+    client_sts: &str,
+    retry_after: Option<Duration>,
+) -> Result<Value, MpsError> {
+    let raw: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(_) if (200..300).contains(&status) => {
+            return Err(MpsError::transport(
+                INVALID_RESPONSE,
+                format!("{action}: HTTP {status} with a body that is not JSON"),
+            ));
+        }
+        Err(_) => {
+            let mut e = MpsError::transport(
+                "UnknownError",
+                format!("{action}: HTTP {status} with a body that is not JSON"),
+            );
+            e.http_status = Some(status);
+            // A 5xx page, or a proxy's 408/429, without MPS's body comes from a proxy or
+            // load balancer in front of MPS: the request may have reached MPS, so nothing is
+            // sent again before a lookup.
+            e.class = if status >= 500 || status == 408 || status == 429 {
+                ErrorClass::OutcomeUnknown
+            } else {
+                ErrorClass::Fatal
+            };
+            return Err(e);
+        }
+    };
+    if !(200..300).contains(&status)
+        || raw.get("Code").is_some()
+            && raw.get("SnapshotJob").is_none()
+            && raw.get("SnapshotJobList").is_none()
+    {
+        let body: MpsErrorBody = serde_json::from_value(raw.clone()).unwrap_or_default();
+        let code = body.code.clone().unwrap_or_else(|| format!("Http{status}"));
+        let mut class = classify_code(&code);
+        if body.code.is_none() && status >= 500 {
+            class = ErrorClass::OutcomeUnknown;
+        }
+        let message = body.message.clone().unwrap_or_default();
+        if code == "SignatureDoesNotMatch" {
+            let server_sts = message
+                .split("server string to sign is:")
+                .nth(1)
+                .unwrap_or("")
+                .trim();
+            tracing::warn!(action, mps_request_id = body.request_id.as_deref().unwrap_or("-"),
+                client_string_to_sign = %client_sts, server_string_to_sign = %server_sts,
+                same = client_sts == server_sts,
+                "SignatureDoesNotMatch: equal strings mean a wrong secret, different ones a canonicalization difference");
+        }
+        return Err(MpsError {
+            class,
+            code,
+            message,
+            http_status: Some(status),
+            request_id: body.request_id,
+            host_id: body.host_id,
+            recommend: body.recommend,
+            raw: Some(raw),
+            retry_after,
+        });
+    }
+    Ok(raw)
+}
+
+/// A successful answer's JSON body as `T`, with its request id.
+#[allow(clippy::result_large_err)]
+fn decode<T: DeserializeOwned>(
+    action: &'static str,
+    status: u16,
+    raw: Value,
+) -> Result<MpsResponse<T>, MpsError> {
+    let body: T = serde_json::from_value(raw.clone()).map_err(|e| {
+        MpsError::transport(
+            INVALID_RESPONSE,
+            format!("{action}: unexpected answer shape: {e}"),
+        )
+    })?;
+    let request_id = raw
+        .get("RequestId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    tracing::debug!(action, mps_request_id = %request_id, status, "MPS answered");
+    Ok(MpsResponse {
+        body,
+        raw,
+        request_id,
+        http_status: status,
+    })
 }
 
 /// Before the request was written: retryable. After: the outcome is unknown. The message never

@@ -194,14 +194,28 @@ pub fn verify_post_fields(
     bucket: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<VerifiedPost, OssError> {
+    let mut verified = read_fields(fields)?;
+    // Who signed (or nobody), and with which algorithm.
+    let Some((policy_b64, access_key_id)) = authenticate(fields, secret_for, region, now)? else {
+        return Ok(verified);
+    };
+    verified.access_key_id = Some(access_key_id);
+    // The policy itself.
+    let doc = policy_document(policy_b64, now)?;
+    let v4 = field(fields, "x-oss-signature-version").is_some();
+    if let Some(range) = check_policy(&doc, fields, bucket, v4)? {
+        verified.content_length = range;
+    }
+    Ok(verified)
+}
+
+/// The form's fields as a `VerifiedPost` not yet authenticated (`access_key_id: None`) and
+/// with the default `content_length`.
+fn read_fields(fields: &[(String, String)]) -> Result<VerifiedPost, OssError> {
     let key = field(fields, "key")
         .filter(|k| !k.is_empty())
         .ok_or_else(|| OssError::invalid_argument("Bucket POST must contain a field named 'key'."))?
         .to_string();
-    let policy = field(fields, "policy");
-    let v4_version = field(fields, "x-oss-signature-version");
-    let v1_id = field(fields, "OSSAccessKeyId");
-    let v1_sig = field(fields, "Signature");
     let status = match field(fields, "success_action_status") {
         Some("200") => 200,
         Some("201") => 201,
@@ -219,7 +233,7 @@ pub fn verify_post_fields(
     let content_type = field(fields, "x-oss-content-type")
         .or_else(|| field(fields, "content-type"))
         .map(str::to_string);
-    let mut verified = VerifiedPost {
+    Ok(VerifiedPost {
         key,
         access_key_id: None,
         content_length: 0..=MAX_OBJECT_SIZE,
@@ -227,51 +241,26 @@ pub fn verify_post_fields(
         callback,
         custom,
         content_type,
-    };
+    })
+}
 
-    // Who signed (or nobody), and with which algorithm.
-    let policy_b64 = match (policy, v4_version, v1_id, v1_sig) {
-        (None, None, None, None) => return Ok(verified),
+/// Checks the form's V1 or V4 signature of its policy: `None` for an anonymous form (no policy
+/// and no signature fields), else the policy (base64) and the access key id that signed it.
+fn authenticate<'f>(
+    fields: &'f [(String, String)],
+    secret_for: SecretFor<'_>,
+    region: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(&'f str, String)>, OssError> {
+    let policy = field(fields, "policy");
+    let v4_version = field(fields, "x-oss-signature-version");
+    let v1_id = field(fields, "OSSAccessKeyId");
+    let v1_sig = field(fields, "Signature");
+    match (policy, v4_version, v1_id, v1_sig) {
+        (None, None, None, None) => Ok(None),
         (Some(p), Some(version), _, _) => {
-            if version != ALGORITHM {
-                return Err(OssError::invalid_argument(format!(
-                    "Unsupported x-oss-signature-version {version:?}; only {ALGORITHM}."
-                )));
-            }
-            let (Some(credential), Some(date), Some(sig)) = (
-                field(fields, "x-oss-credential"),
-                field(fields, "x-oss-date"),
-                field(fields, "x-oss-signature"),
-            ) else {
-                return Err(OssError::invalid_argument(
-                    "A V4 PostObject must contain x-oss-credential, x-oss-date and x-oss-signature.",
-                ));
-            };
-            let cred = Credential::parse(credential).ok_or_else(|| {
-                OssError::invalid_argument(format!("Invalid x-oss-credential: {credential}"))
-            })?;
-            let t = super::parse_v4_timestamp(date).ok_or_else(|| {
-                OssError::invalid_argument(format!("Invalid x-oss-date: {date}"))
-            })?;
-            if !date.starts_with(&cred.date) {
-                return Err(OssError::invalid_argument(
-                    "The date of x-oss-credential does not match x-oss-date.",
-                ));
-            }
-            if t - now > chrono::Duration::minutes(15) {
-                return Err(OssError::access_denied("Invalid according to Request: x-oss-date is in the future."));
-            }
-            if now - t > chrono::Duration::days(7) {
-                return Err(OssError::access_denied("Invalid according to Request: x-oss-date is more than 7 days old."));
-            }
-            let secret = secret_for(&cred.access_key_id).ok_or_else(OssError::unknown_key)?;
-            let region = region.unwrap_or(&cred.region);
-            let expected = v4::signature(&secret, &cred.date, region, p);
-            if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
-                return Err(OssError::signature_mismatch());
-            }
-            verified.access_key_id = Some(cred.access_key_id);
-            p
+            let id = authenticate_v4(fields, p, version, secret_for, region, now)?;
+            Ok(Some((p, id)))
         }
         (Some(p), None, Some(id), Some(sig)) => {
             let secret: Secret = secret_for(id).ok_or_else(OssError::unknown_key)?;
@@ -279,17 +268,74 @@ pub fn verify_post_fields(
             if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
                 return Err(OssError::signature_mismatch());
             }
-            verified.access_key_id = Some(id.to_string());
-            p
+            Ok(Some((p, id.to_string())))
         }
         _ => {
-            return Err(OssError::invalid_argument(
+            Err(OssError::invalid_argument(
                 "Bucket POST must contain the fields policy, OSSAccessKeyId and Signature (V1), or policy, x-oss-signature-version, x-oss-credential, x-oss-date and x-oss-signature (V4), or none of them.",
             ))
         }
-    };
+    }
+}
 
-    // The policy itself.
+/// A V4 form's signature of `policy_b64`, with its credential and x-oss-date (at most 15
+/// minutes ahead, at most 7 days old): the access key id that signed it.
+fn authenticate_v4(
+    fields: &[(String, String)],
+    policy_b64: &str,
+    version: &str,
+    secret_for: SecretFor<'_>,
+    region: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, OssError> {
+    if version != ALGORITHM {
+        return Err(OssError::invalid_argument(format!(
+            "Unsupported x-oss-signature-version {version:?}; only {ALGORITHM}."
+        )));
+    }
+    let (Some(credential), Some(date), Some(sig)) = (
+        field(fields, "x-oss-credential"),
+        field(fields, "x-oss-date"),
+        field(fields, "x-oss-signature"),
+    ) else {
+        return Err(OssError::invalid_argument(
+            "A V4 PostObject must contain x-oss-credential, x-oss-date and x-oss-signature.",
+        ));
+    };
+    let cred = Credential::parse(credential).ok_or_else(|| {
+        OssError::invalid_argument(format!("Invalid x-oss-credential: {credential}"))
+    })?;
+    let t = super::parse_v4_timestamp(date)
+        .ok_or_else(|| OssError::invalid_argument(format!("Invalid x-oss-date: {date}")))?;
+    if !date.starts_with(&cred.date) {
+        return Err(OssError::invalid_argument(
+            "The date of x-oss-credential does not match x-oss-date.",
+        ));
+    }
+    if t - now > chrono::Duration::minutes(15) {
+        return Err(OssError::access_denied(
+            "Invalid according to Request: x-oss-date is in the future.",
+        ));
+    }
+    if now - t > chrono::Duration::days(7) {
+        return Err(OssError::access_denied(
+            "Invalid according to Request: x-oss-date is more than 7 days old.",
+        ));
+    }
+    let secret = secret_for(&cred.access_key_id).ok_or_else(OssError::unknown_key)?;
+    let region = region.unwrap_or(&cred.region);
+    let expected = v4::signature(&secret, &cred.date, region, policy_b64);
+    if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
+        return Err(OssError::signature_mismatch());
+    }
+    Ok(cred.access_key_id)
+}
+
+/// The policy document under `policy_b64`, if it has not expired.
+fn policy_document(
+    policy_b64: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<serde_json::Value, OssError> {
     let raw = B64
         .decode(policy_b64.trim())
         .map_err(|_| bad_policy("not base64"))?;
@@ -306,6 +352,17 @@ pub fn verify_post_fields(
             "Invalid according to Policy: Policy expired.",
         ));
     }
+    Ok(doc)
+}
+
+/// Every condition of the policy `doc` against the form (and the `bucket`), and for a V4 form
+/// (`v4`) that the policy pins the V4 fields: the last `content-length-range`, if any.
+fn check_policy(
+    doc: &serde_json::Value,
+    fields: &[(String, String)],
+    bucket: &str,
+    v4: bool,
+) -> Result<Option<std::ops::RangeInclusive<u64>>, OssError> {
     let conditions = doc
         .get("conditions")
         .and_then(|c| c.as_array())
@@ -317,6 +374,7 @@ pub fn verify_post_fields(
             field(fields, name).unwrap_or("").to_string()
         }
     };
+    let mut content_length = None;
     let mut pinned = Vec::new();
     for c in conditions {
         match c {
@@ -344,7 +402,7 @@ pub fn verify_post_fields(
                     ) else {
                         return Err(bad_policy("content-length-range takes two integers"));
                     };
-                    verified.content_length = min..=max;
+                    content_length = Some(min..=max);
                     continue;
                 }
                 let name = a
@@ -374,7 +432,7 @@ pub fn verify_post_fields(
             _ => return Err(bad_policy("a condition is neither an object nor an array")),
         }
     }
-    if v4_version.is_some() {
+    if v4 {
         for f in ["x-oss-signature-version", "x-oss-credential", "x-oss-date"] {
             if !pinned.iter().any(|p| p == f) {
                 return Err(bad_policy(&format!(
@@ -383,7 +441,7 @@ pub fn verify_post_fields(
             }
         }
     }
-    Ok(verified)
+    Ok(content_length)
 }
 
 #[cfg(test)]

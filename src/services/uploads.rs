@@ -231,6 +231,58 @@ impl UploadService {
     /// Makes an intent for `team`.
     pub async fn create(&self, team: &str, req: NewUpload) -> Result<CreatedUpload, UploadError> {
         let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let preset = self.check_new(team, &req).await?;
+        let id = Uuid::now_v7();
+        let now = self.store.clock().await?;
+        let token = random_token();
+        let token_expires_at = now + self.cfg.token_ttl;
+        let upload = UploadRecord {
+            id,
+            team: team.to_string(),
+            preset: preset.reference(),
+            filename: req.filename.clone(),
+            content_type: req.content_type.clone(),
+            size_bytes: req.size_bytes,
+            user_data: req.user_data.clone(),
+            location: self.cfg.location(),
+            bucket: self.cfg.bucket.clone(),
+            object_key: format!("{}{team}/{id}/{}", self.cfg.prefix, req.filename),
+            state: UploadState::Waiting,
+            token_hash: token_hash(&token),
+            token_expires_at,
+            uploaded_via: None,
+            job_id: None,
+            created_at: now,
+            expires_at: now + self.cfg.ttl,
+            updated_at: now,
+        };
+        // The job this upload will make must be valid now, not after the upload.
+        let job_body = Self::job_body(&upload);
+        let (body, _) = self
+            .submit
+            .resolve(team, &job_body, Some(&id.to_string()))
+            .await?;
+        if let Err(v) = domain::validate_request(&body) {
+            return Err(UploadError::Invalid(v));
+        }
+        self.store.create_upload(&upload).await?;
+        let form = self.post_form(&creds, &upload);
+        tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, "upload intent created");
+        Ok(CreatedUpload {
+            upload,
+            token,
+            token_expires_at,
+            form,
+        })
+    }
+
+    /// Checks a new upload's fields (every problem found): the preset it names, which is
+    /// returned, its file name, media type and size.
+    async fn check_new(
+        &self,
+        team: &str,
+        req: &NewUpload,
+    ) -> Result<crate::store::PresetRecord, UploadError> {
         let mut errors = Vec::new();
         let preset = match PresetRef::parse(&req.preset) {
             Ok(r) => match self.store.get_preset(team, &r.name, r.version).await? {
@@ -288,40 +340,13 @@ impl UploadService {
         let (Some(preset), true) = (preset, errors.is_empty()) else {
             return Err(UploadError::Invalid(errors));
         };
-        let id = Uuid::now_v7();
-        let now = self.store.clock().await?;
-        let token = random_token();
-        let token_expires_at = now + self.cfg.token_ttl;
-        let upload = UploadRecord {
-            id,
-            team: team.to_string(),
-            preset: preset.reference(),
-            filename: req.filename.clone(),
-            content_type: req.content_type.clone(),
-            size_bytes: req.size_bytes,
-            user_data: req.user_data.clone(),
-            location: self.cfg.location(),
-            bucket: self.cfg.bucket.clone(),
-            object_key: format!("{}{team}/{id}/{}", self.cfg.prefix, req.filename),
-            state: UploadState::Waiting,
-            token_hash: token_hash(&token),
-            token_expires_at,
-            uploaded_via: None,
-            job_id: None,
-            created_at: now,
-            expires_at: now + self.cfg.ttl,
-            updated_at: now,
-        };
-        // The job this upload will make must be valid now, not after the upload.
-        let job_body = Self::job_body(&upload);
-        let (body, _) = self
-            .submit
-            .resolve(team, &job_body, Some(&id.to_string()))
-            .await?;
-        if let Err(v) = domain::validate_request(&body) {
-            return Err(UploadError::Invalid(v));
-        }
-        self.store.create_upload(&upload).await?;
+        Ok(preset)
+    }
+
+    /// The signed PostObject form for `upload`: its exact key and size, until it expires, with
+    /// the callback to `uploads.callback_url` if one is set.
+    fn post_form(&self, creds: &OssCredentials, upload: &UploadRecord) -> PostForm {
+        let id = upload.id;
         let callback = self.cfg.callback_url.as_ref().map(|url| CallbackSpec {
             url: url.clone(),
             body: format!(
@@ -337,20 +362,13 @@ impl UploadService {
             success_action_status: Some(200),
             callback,
         };
-        let form = post_policy::sign_post(
-            &creds,
+        post_policy::sign_post(
+            creds,
             &self.cfg.region,
             &self.cfg.bucket_url,
             &policy,
             chrono::Utc::now(),
-        );
-        tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, "upload intent created");
-        Ok(CreatedUpload {
-            upload,
-            token,
-            token_expires_at,
-            form,
-        })
+        )
     }
 
     /// The upload a browser token opens, if the token is one and has not expired.

@@ -74,6 +74,14 @@ enum Lookup {
     },
 }
 
+/// What reconciling a claim leaves to do.
+enum Reconciled {
+    /// Nothing was sent before, or MPS settled as absent: submit.
+    Proceed,
+    /// Adopted, failed, deferred, or the claim was lost: nothing more this round.
+    Done,
+}
+
 /// A job error as teams see it: a stable code and a plain message. Faults of the gateway's own
 /// access to MPS are described, not quoted (MPS's text names the gateway's key and its
 /// string-to-sign; that goes to the log only).
@@ -144,6 +152,9 @@ impl Worker {
         Ok(n)
     }
 
+    /// One claim through the model: claim → reconcile or submit → record. A claim whose
+    /// earlier attempt may have reached MPS is reconciled first (`reconcile`); only a claim
+    /// with no attempt, or one whose attempt MPS settled as absent, is submitted (`submit`).
     async fn process(
         &self,
         claim: DispatchClaim,
@@ -154,9 +165,8 @@ impl Worker {
             tracing::info!("stopping: the claim goes back unsent");
             return Ok(());
         }
-        let job = &claim.job;
-        let key = &claim.key;
-        let deadline = job.created_at + chrono::Duration::seconds(self.cfg.job_deadline_s as i64);
+        let deadline =
+            claim.job.created_at + chrono::Duration::seconds(self.cfg.job_deadline_s as i64);
         if now >= deadline && claim.attempt_started_at.is_none() {
             tracing::warn!("deadline passed before MPS accepted the job");
             let error = snapgate_error(
@@ -166,58 +176,90 @@ impl Worker {
                     self.cfg.job_deadline_s
                 ),
             );
-            return self.fail(key, &error).await;
+            return self.fail(&claim.key, &error).await;
         }
-        if let Some(started) = claim.attempt_started_at {
-            match self
-                .lookup(job, started, claim.pipeline_sent.as_deref(), now)
-                .await
-            {
-                Lookup::Found(found, raw, request_id) => {
-                    metrics::counter!("snapgate_reconciliations_total", "outcome" => "adopted")
-                        .increment(1);
-                    tracing::info!(mps_job_id = %found.id, mps_request_id = %request_id, "reconciled: MPS already has this job; adopting it");
-                    self.record(
-                        job,
-                        "QuerySnapshotJobList",
-                        Some(&request_id),
-                        None,
-                        raw.clone(),
-                    )
-                    .await;
-                    let update =
-                        update_from(&found, raw, &request_id, self.poll_interval(store::now()));
-                    self.complete(key, &update).await?;
-                    return Ok(());
+        match self.reconcile(&claim, now, deadline).await? {
+            Reconciled::Done => Ok(()),
+            Reconciled::Proceed => self.submit(&claim, shutdown).await,
+        }
+    }
+
+    /// Settles an earlier attempt of the claim (one marked started) with a lookup before
+    /// anything is sent again: found, the job is adopted (`Done`); absent, it is submitted
+    /// (`Proceed`) once the store confirms the claim still holds; unknown, the lookup is
+    /// deferred, or the job fails at the deadline (`Done`). No earlier attempt: `Proceed`.
+    async fn reconcile(
+        &self,
+        claim: &DispatchClaim,
+        now: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    ) -> anyhow::Result<Reconciled> {
+        let Some(started) = claim.attempt_started_at else {
+            return Ok(Reconciled::Proceed);
+        };
+        let job = &claim.job;
+        let key = &claim.key;
+        match self
+            .lookup(job, started, claim.pipeline_sent.as_deref(), now)
+            .await
+        {
+            Lookup::Found(found, raw, request_id) => {
+                metrics::counter!("snapgate_reconciliations_total", "outcome" => "adopted")
+                    .increment(1);
+                tracing::info!(mps_job_id = %found.id, mps_request_id = %request_id, "reconciled: MPS already has this job; adopting it");
+                self.record(
+                    job,
+                    "QuerySnapshotJobList",
+                    Some(&request_id),
+                    None,
+                    raw.clone(),
+                )
+                .await;
+                let update =
+                    update_from(&found, raw, &request_id, self.poll_interval(store::now()));
+                self.complete(key, &update).await?;
+                Ok(Reconciled::Done)
+            }
+            Lookup::Absent => {
+                metrics::counter!("snapgate_reconciliations_total", "outcome" => "not_found")
+                    .increment(1);
+                if !self.store.confirm_absent(key).await? {
+                    tracing::info!("claim lost during the lookup; the next claimer goes on");
+                    return Ok(Reconciled::Done);
                 }
-                Lookup::Absent => {
-                    metrics::counter!("snapgate_reconciliations_total", "outcome" => "not_found")
-                        .increment(1);
-                    if !self.store.confirm_absent(key).await? {
-                        tracing::info!("claim lost during the lookup; the next claimer goes on");
-                        return Ok(());
-                    }
-                    tracing::info!("reconciled: MPS does not have this job; submitting");
+                tracing::info!("reconciled: MPS does not have this job; submitting");
+                Ok(Reconciled::Proceed)
+            }
+            Lookup::Unknown { error, retry_at } => {
+                metrics::counter!("snapgate_reconciliations_total", "outcome" => "unknown")
+                    .increment(1);
+                if now >= deadline {
+                    // Still unsettled at the deadline: the job may exist on MPS, so it is
+                    // failed only with a code that says so.
+                    let error = snapgate_error(
+                        "deadline_exceeded",
+                        format!("an earlier attempt's outcome could not be settled before the deadline ({}: {})", error.code, error.message),
+                    );
+                    self.fail(key, &error).await?;
+                    return Ok(Reconciled::Done);
                 }
-                Lookup::Unknown { error, retry_at } => {
-                    metrics::counter!("snapgate_reconciliations_total", "outcome" => "unknown")
-                        .increment(1);
-                    if now >= deadline {
-                        // Still unsettled at the deadline: the job may exist on MPS, so it is
-                        // failed only with a code that says so.
-                        let error = snapgate_error(
-                            "deadline_exceeded",
-                            format!("an earlier attempt's outcome could not be settled before the deadline ({}: {})", error.code, error.message),
-                        );
-                        return self.fail(key, &error).await;
-                    }
-                    tracing::info!(code = %error.code, retry_at = %retry_at, "earlier attempt not settled; looking again before any resubmission");
-                    self.store.defer_lookup(key, &error, retry_at).await?;
-                    return Ok(());
-                }
+                tracing::info!(code = %error.code, retry_at = %retry_at, "earlier attempt not settled; looking again before any resubmission");
+                self.store.defer_lookup(key, &error, retry_at).await?;
+                Ok(Reconciled::Done)
             }
         }
+    }
 
+    /// Submits the claimed job: waits for the upstream budget, marks the attempt started under
+    /// the claim (a lost claim means no call), calls MPS while renewing the lease, and records
+    /// the outcome.
+    async fn submit(
+        &self,
+        claim: &DispatchClaim,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let job = &claim.job;
+        let key = &claim.key;
         // A wait sets `budget_short` (in `take_budget`); it stays set until a round finds the
         // queue empty, so concurrent takes that happen to find a token do not flip it back.
         // A stop does not wait for the budget: the claim goes back unsent.
@@ -277,7 +319,7 @@ impl Worker {
                 }
                 self.complete(key, &update).await?;
             }
-            Err(e) => self.on_submit_error(&claim, e, pause).await?,
+            Err(e) => self.on_submit_error(claim, e, pause).await?,
         }
         Ok(())
     }

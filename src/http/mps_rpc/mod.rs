@@ -306,39 +306,78 @@ async fn query_snapshot_job_list(
     let default = default_pipeline(state);
     let get = |name: &str| p.get(name).map(String::as_str).filter(|s| !s.is_empty());
     if let Some(ids) = get("SnapshotJobIds") {
-        let asked: Vec<&str> = ids
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if asked.len() > MAX_QUERY_IDS {
-            return Err(RpcError::invalid(
-                "InvalidParameter.OutOfRange",
-                format!(
-                    "SnapshotJobIds: at most {MAX_QUERY_IDS} ids, comma-separated (got {})",
-                    asked.len()
-                ),
-            ));
-        }
-        let parsed: Vec<JobId> = asked.iter().filter_map(|s| JobId::parse(s)).collect();
-        let found = state.store.jobs_by_ids(team, &parsed).await?;
-        let mut list = Vec::new();
-        let mut missing = Vec::new();
-        for id in asked {
-            match JobId::parse(id).and_then(|j| found.iter().find(|f| f.id == j)) {
-                Some(job) => list.push(render::snapshot_job(job, default)),
-                // Unknown, malformed, or another team's: the same answer for all three.
-                None => missing.push(id.to_string()),
-            }
-        }
-        let mut answer = json!({"SnapshotJobList": {"SnapshotJob": list}});
-        if !missing.is_empty() {
-            answer["NonExistSnapshotJobIds"] = json!({ "String": missing });
-        }
-        return Ok(answer);
+        return jobs_by_ids(state, team, ids, default).await;
     }
 
     // A page of the team's jobs, newest first, by pipeline, state and creation window.
+    let mut filter = page_filter(state, team, p, default).await?;
+    let size = filter.limit as usize;
+    filter.limit += 1;
+    let mut jobs = state.store.list_pipeline_jobs(&filter).await?;
+    let more = jobs.len() > size;
+    jobs.truncate(size);
+    let list: Vec<Value> = jobs
+        .iter()
+        .map(|j| render::snapshot_job(j, default))
+        .collect();
+    let mut answer = json!({"SnapshotJobList": {"SnapshotJob": list}});
+    if more {
+        if let Some(last) = jobs.last() {
+            answer["NextPageToken"] = json!(last.id.0.simple().to_string());
+        }
+    }
+    Ok(answer)
+}
+
+/// The jobs `SnapshotJobIds` names (at most `MAX_QUERY_IDS`), in the order asked, and the ids
+/// this team has no job for.
+async fn jobs_by_ids(
+    state: &AppState,
+    team: &str,
+    ids: &str,
+    default: Option<&str>,
+) -> Result<Value, RpcError> {
+    let asked: Vec<&str> = ids
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if asked.len() > MAX_QUERY_IDS {
+        return Err(RpcError::invalid(
+            "InvalidParameter.OutOfRange",
+            format!(
+                "SnapshotJobIds: at most {MAX_QUERY_IDS} ids, comma-separated (got {})",
+                asked.len()
+            ),
+        ));
+    }
+    let parsed: Vec<JobId> = asked.iter().filter_map(|s| JobId::parse(s)).collect();
+    let found = state.store.jobs_by_ids(team, &parsed).await?;
+    let mut list = Vec::new();
+    let mut missing = Vec::new();
+    for id in asked {
+        match JobId::parse(id).and_then(|j| found.iter().find(|f| f.id == j)) {
+            Some(job) => list.push(render::snapshot_job(job, default)),
+            // Unknown, malformed, or another team's: the same answer for all three.
+            None => missing.push(id.to_string()),
+        }
+    }
+    let mut answer = json!({"SnapshotJobList": {"SnapshotJob": list}});
+    if !missing.is_empty() {
+        answer["NonExistSnapshotJobIds"] = json!({ "String": missing });
+    }
+    Ok(answer)
+}
+
+/// The page a listing asks for: pipeline, state, creation window, page size and token, each
+/// checked (every problem found).
+async fn page_filter(
+    state: &AppState,
+    team: &str,
+    p: &BTreeMap<String, String>,
+    default: Option<&str>,
+) -> Result<PipelineJobFilter, RpcError> {
+    let get = |name: &str| p.get(name).map(String::as_str).filter(|s| !s.is_empty());
     let mut errors = Vec::new();
     let mut filter = PipelineJobFilter {
         team: team.to_string(),
@@ -390,20 +429,5 @@ async fn query_snapshot_job_list(
     if !errors.is_empty() {
         return Err(params::invalid_messages("InvalidParameter", &errors));
     }
-    let size = filter.limit as usize;
-    filter.limit += 1;
-    let mut jobs = state.store.list_pipeline_jobs(&filter).await?;
-    let more = jobs.len() > size;
-    jobs.truncate(size);
-    let list: Vec<Value> = jobs
-        .iter()
-        .map(|j| render::snapshot_job(j, default))
-        .collect();
-    let mut answer = json!({"SnapshotJobList": {"SnapshotJob": list}});
-    if more {
-        if let Some(last) = jobs.last() {
-            answer["NextPageToken"] = json!(last.id.0.simple().to_string());
-        }
-    }
-    Ok(answer)
+    Ok(filter)
 }
