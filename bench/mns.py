@@ -1,4 +1,4 @@
-"""snapgate upstream benchmark with MNS on (issue 14): the same backlog as bench.py's upstream
+"""snapgate upstream benchmark with MNS on (MPS job messages): the same backlog as bench.py's upstream
 phase (the emulator enforcing MPS's limits: --submit-qps 50 --query-qps 100, jobs taking 2 s),
 with the emulator's MNS queue bound to every pipeline and snapgate consuming it. Prints the
 QuerySnapshotJobList calls per job and the time from MPS finishing a job (the emulator's

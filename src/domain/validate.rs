@@ -1,4 +1,4 @@
-//! Complete validation of a job request against MPS's rules (API.md §1.2 to §1.5, §4.3).
+//! Complete validation of a job request against MPS's rules (docs/mps/API.md §1.2 to §1.5, §4.3).
 //!
 //! The body is walked as a `serde_json::Value` rather than deserialized, so that *every* violation
 //! (wrong types included) is reported with a JSON pointer, not only the first one serde meets.

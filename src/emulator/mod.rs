@@ -1,6 +1,6 @@
 //! A local MPS that speaks MPS's wire protocol for `SubmitSnapshotJob` and
 //! `QuerySnapshotJobList`: the same signatures (v1 and ACS3), response shapes, string-typed
-//! numbers, error bodies and codes (API.md §1 to §5), plus fault injection for tests and
+//! numbers, error bodies and codes (docs/mps/API.md §1 to §5), plus fault injection for tests and
 //! benchmarks. `snapgate emulator` runs it alone; `snapgate serve` embeds it when no MPS key is
 //! configured. This file holds the router and the listener.
 //!

@@ -9,7 +9,7 @@ use super::{after, Worker, QUERY_BUDGET};
 use crate::mps::client::raw_job;
 use crate::store::{self, Job, JobError, MpsResponseRecord};
 
-/// MPS answers at most 10 ids per call (API.md §2.1).
+/// MPS answers at most 10 ids per call (docs/mps/API.md §2.1).
 const IDS_PER_QUERY: usize = 10;
 const QUERIES_PER_ROUND: usize = 5;
 
