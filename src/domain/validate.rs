@@ -390,7 +390,11 @@ pub fn validate_request(body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<
             cx.err(
                 "/pipeline_id",
                 "invalid_format",
-                "must be an MPS pipeline id: 32 lower-case hex characters",
+                format!(
+                    "must be a real MPS pipeline id, 32 lower-case hex characters (this one has \
+                     {}): copy it from the MPS console, or leave it out for mps.pipeline_id",
+                    p.chars().count()
+                ),
             );
         }
     }

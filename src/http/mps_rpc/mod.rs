@@ -347,9 +347,11 @@ async fn query_snapshot_job_list(
     };
     if let Some(pl) = get("PipelineId") {
         if !crate::domain::is_mps_id(pl) {
-            errors.push(
-                "PipelineId: must be an MPS pipeline id, 32 lower-case hex characters".into(),
-            );
+            errors.push(format!(
+                "PipelineId: must be a real MPS pipeline id, 32 lower-case hex characters (this \
+                 one has {}): copy it from the MPS console",
+                pl.chars().count()
+            ));
         }
         filter.include_unset_pipeline = default == Some(pl);
         filter.pipeline_id = Some(pl.to_string());
