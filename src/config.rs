@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
