@@ -144,17 +144,24 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 /// commands that only read or revoke) a SQLite file that does not exist is refused, not created:
 /// `key list` run in the wrong folder would otherwise make an empty `./data/snapgate.db` and
 /// answer from it as if no key existed.
-async fn open_store(settings: &Settings, create: bool) -> anyhow::Result<snapgate::store::DynStore> {
+async fn open_store(
+    settings: &Settings,
+    create: bool,
+) -> anyhow::Result<snapgate::store::DynStore> {
     if let Some(path) = sqlite_file(&settings.database.url).filter(|_| !create) {
+        let place = if path.is_relative() {
+            std::env::current_dir()
+                .map(|d| format!(", relative to {}", d.display()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         anyhow::ensure!(
             path.exists(),
-            "no database at {} (database.url {}, relative to {}): run `snapgate serve` or \
-             `snapgate migrate` first, from the folder the service runs in, or set DATABASE_URL",
+            "no database at {} (database.url {}{place}): run `snapgate serve` or `snapgate \
+             migrate` first, from the folder the service runs in, or set DATABASE_URL",
             path.display(),
             settings.database.url,
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| "?".into())
         );
     }
     let store = snapgate::store::connect(&settings.database).await?;

@@ -160,6 +160,7 @@ fn team_list_and_key_list_print_json_with_no_secrets() {
 #[test]
 fn user_errors_are_one_line_even_with_rust_backtrace() {
     let sb = Sandbox::new();
+    sb.ok(&["migrate"]);
     let line = one_line_error(&sb.run(&["key", "revoke", "SGAKNOSUCHKEY"]));
     assert!(line.contains("no active key SGAKNOSUCHKEY"), "{line}");
     let line = one_line_error(&sb.run(&["team", "create", "Not A Name"]));
@@ -190,7 +191,11 @@ fn an_unknown_mps_signature_refuses_to_start() {
 #[test]
 fn read_commands_never_create_a_database_and_migrate_says_what_it_did() {
     let sb = Sandbox::new();
-    for args in [&["key", "list"][..], &["team", "list"], &["key", "revoke", "SGAKX"]] {
+    for args in [
+        &["key", "list"][..],
+        &["team", "list"],
+        &["key", "revoke", "SGAKX"],
+    ] {
         let out = sb.cmd(args).env_remove("DATABASE_URL").output().unwrap();
         let line = one_line_error(&out);
         assert!(

@@ -238,8 +238,14 @@ impl Runner {
             for w in sub {
                 let help = self.help(&path);
                 if help.contains("Commands:") {
-                    if !help.lines().any(|l| l.trim_start().starts_with(&format!("{w} "))) {
-                        return Err(format!("`snapgate {} {w}`: no such command", path.join(" ")));
+                    if !help
+                        .lines()
+                        .any(|l| l.trim_start().starts_with(&format!("{w} ")))
+                    {
+                        return Err(format!(
+                            "`snapgate {} {w}`: no such command",
+                            path.join(" ")
+                        ));
                     }
                     path.push(w);
                 } else {
@@ -307,8 +313,7 @@ fn same_shape(expected: &Value, actual: &Value, at: &str, errors: &mut Vec<Strin
         (Value::Number(_), Value::Number(_)) => {}
         (Value::String(e), Value::String(a)) => {
             let word = e.starts_with(|c: char| c.is_ascii_lowercase())
-                && e
-                    .chars()
+                && e.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
             if !e.contains("...") && word && e != a {
                 fail(format!("{a:?}, not {e:?}"));
@@ -404,7 +409,10 @@ async fn every_shell_example_in_the_readme_and_docs_answers_as_shown() {
     listed.sort();
     let mut known: Vec<String> = PAGES.iter().skip(1).map(|p| p.to_string()).collect();
     known.sort();
-    assert_eq!(listed, known, "every page of docs/ is in PAGES, in reading order");
+    assert_eq!(
+        listed, known,
+        "every page of docs/ is in PAGES, in reading order"
+    );
 
     let all: Vec<Example> = PAGES
         .iter()
@@ -543,11 +551,19 @@ fn the_conventions_compare_as_documented() {
         );
         errors
     };
-    assert!(shape(r#"{"id": "0193-a", "state": "succeeded"}"#, r#"{"id": "0194-b", "state": "succeeded"}"#).is_empty());
+    assert!(shape(
+        r#"{"id": "0193-a", "state": "succeeded"}"#,
+        r#"{"id": "0194-b", "state": "succeeded"}"#
+    )
+    .is_empty());
     assert!(!shape(r#"{"state": "succeeded"}"#, r#"{"state": "failed"}"#).is_empty());
     assert!(!shape(r#"{"a": 1}"#, r#"{"a": 1, "b": 2}"#).is_empty());
     assert!(shape(r#"{"a": 1, "...": "..."}"#, r#"{"a": 1, "b": 2}"#).is_empty());
-    assert!(!shape(r#"{"last_error": null}"#, r#"{"last_error": {"code": "x"}}"#).is_empty());
+    assert!(!shape(
+        r#"{"last_error": null}"#,
+        r#"{"last_error": {"code": "x"}}"#
+    )
+    .is_empty());
     assert!(shape(r#"[1, "..."]"#, "[1, 2, 3]").is_empty());
     assert!(!shape("[1]", "[1, 2]").is_empty());
     assert!(lines_match(&["a", "...", "z..."], &["a", "b", "c", "zz"]));

@@ -158,7 +158,9 @@ fn bind_mps(stmt: Stmt, m: &MpsStatus) -> Stmt {
 /// `Transport.OutcomeUnknown` is history by then, kept in the MPS responses), MPS's own code and
 /// message when MPS failed the job, otherwise as it was.
 fn last_error_sql(state: &str) -> String {
-    format!("last_error = CASE WHEN {state} = 'succeeded' THEN NULL ELSE COALESCE($12, last_error) END")
+    format!(
+        "last_error = CASE WHEN {state} = 'succeeded' THEN NULL ELSE COALESCE($12, last_error) END"
+    )
 }
 
 /// The error bound for [`last_error_sql`]: MPS's code and message on a failure it reports.
