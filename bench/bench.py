@@ -17,6 +17,7 @@ share, query calls per job and the drain time are printed.
 
 Only loopback traffic; every process is stopped at exit.
 """
+import socket
 import base64
 import glob
 import json
@@ -58,7 +59,16 @@ FINAL_READ_SET = 1000
 UNCACHED_READ_SET = 10_000
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # a fixed bench-only key (32 bytes)
 RESULTS = os.path.join(ROOT, "target", "bench-results.json")
-GW_PORT, EMU_PORT = 18080, 19090
+
+
+def free_port():
+    """A port nothing listens on now (the OS's pick): never a fixed one another process may hold."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+GW_PORT, EMU_PORT = free_port(), free_port()
 WORK = tempfile.mkdtemp(prefix="snapgate-bench-")
 PROCS = []
 
@@ -132,12 +142,19 @@ def cleanup(*_):
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def wait_http(url, limit=30):
+def wait_http(url, limit=30, proc=None):
+    """Until `url` answers 200. With `proc`: that process must still be running once it does, so
+    the answer is its own (a process that could not bind its port exits; another program
+    answering on the port would otherwise be measured instead)."""
     end = time.time() + limit
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{url}: the process started for it exited ({proc.returncode}); see its log in {WORK}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
+                    if proc is not None and proc.poll() is not None:
+                        raise SystemExit(f"{url} answers, but not from the process started for it")
                     return
         except Exception:
             time.sleep(0.1)
@@ -168,7 +185,7 @@ def rss_now_mib(pid):
 def emulator(*flags):
     p = start("emulator", ["emulator", "--listen", f"127.0.0.1:{EMU_PORT}", "--access-key", "benchid:benchsecret",
                            *flags], {})
-    wait_http(f"http://127.0.0.1:{EMU_PORT}/_emulator/stats")
+    wait_http(f"http://127.0.0.1:{EMU_PORT}/_emulator/stats", proc=p)
     return p
 
 
@@ -199,7 +216,7 @@ def gateway(worker=True, default_config=False, **env):
     # BENCH_GATEWAY_ENV="SNAPGATE__DATABASE__MAX_CONNECTIONS=8 MIMALLOC_PURGE_DELAY=0": try a setting.
     base.update(kv.split("=", 1) for kv in os.environ.get("BENCH_GATEWAY_ENV", "").split())
     p = start("gateway", ["serve"], base)
-    wait_http(f"http://127.0.0.1:{GW_PORT}/readyz")
+    wait_http(f"http://127.0.0.1:{GW_PORT}/readyz", proc=p)
     return p
 
 

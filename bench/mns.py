@@ -1,4 +1,4 @@
-"""snapgate upstream benchmark with MNS on (issue 14): the same backlog as bench.py's upstream
+"""snapgate upstream benchmark with MNS on (MPS job messages): the same backlog as bench.py's upstream
 phase (the emulator enforcing MPS's limits: --submit-qps 50 --query-qps 100, jobs taking 2 s),
 with the emulator's MNS queue bound to every pipeline and snapgate consuming it. Prints the
 QuerySnapshotJobList calls per job and the time from MPS finishing a job (the emulator's
@@ -10,6 +10,7 @@ Usage (after bench/run has built the release binary, or `cargo build --release`)
 
 Own ports and database (18180, 19190, snapgate_bench_mns), so it does not meet bench.py's.
 """
+import socket
 import json
 import os
 import shutil
@@ -28,7 +29,16 @@ DB = "snapgate_bench_mns"
 QUICK = "--quick" in sys.argv
 LOSE = float(sys.argv[sys.argv.index("--lose") + 1]) if "--lose" in sys.argv else 0.0
 BACKLOG = 1000 if QUICK else 10000
-GW_PORT, EMU_PORT = 18180, 19190
+
+
+def free_port():
+    """A port nothing listens on now (the OS's pick): never a fixed one another process may hold."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+GW_PORT, EMU_PORT = free_port(), free_port()
 QUEUE = "snapgate-bench"
 WORK = tempfile.mkdtemp(prefix="snapgate-bench-mns-")
 PROCS = []
@@ -82,12 +92,19 @@ def cleanup(*_):
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def wait_http(url, limit=30):
+def wait_http(url, limit=30, proc=None):
+    """Until `url` answers 200. With `proc`: that process must still be running once it does, so
+    the answer is its own (a process that could not bind its port exits; another program
+    answering on the port would otherwise be measured instead)."""
     end = time.time() + limit
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{url}: the process started for it exited ({proc.returncode}); see its log in {WORK}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
+                    if proc is not None and proc.poll() is not None:
+                        raise SystemExit(f"{url} answers, but not from the process started for it")
                     return
         except Exception:
             time.sleep(0.1)
@@ -119,7 +136,7 @@ def main():
     emu = start("emulator", ["emulator", "--listen", f"127.0.0.1:{EMU_PORT}", "--access-key", "benchid:benchsecret",
                              "--submit-qps", "50", "--query-qps", "100", "--start-ms", "200", "--process-ms", "2000",
                              "--mns-queue", QUEUE, "--seed", "15"], {})
-    wait_http(f"http://127.0.0.1:{EMU_PORT}/_emulator/stats")
+    wait_http(f"http://127.0.0.1:{EMU_PORT}/_emulator/stats", proc=emu)
     if LOSE:
         post_json(f"http://127.0.0.1:{EMU_PORT}/_emulator/faults", {"mns_lose_rate": LOSE})
     escaped = TEMPLATE.replace("'", "''")
@@ -141,7 +158,7 @@ def main():
         "SNAPGATE__LIMITS__TEAM_MAX_ACTIVE_JOBS": "100000000",
         "SNAPGATE__DATABASE__MIGRATE_ON_START": "false",
     })
-    wait_http(f"http://127.0.0.1:{GW_PORT}/readyz")
+    wait_http(f"http://127.0.0.1:{GW_PORT}/readyz", proc=gw)
     t0 = time.time()
     while True:
         time.sleep(1)

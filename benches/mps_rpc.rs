@@ -1,6 +1,6 @@
 //! The MPS-compatible endpoint against the REST API on the same machine and database: how many
 //! signed RPC submits and queries per second snapgate answers compared with bearer-token REST
-//! calls doing the same work (issue 17: verification must not cost more than a few percent).
+//! calls doing the same work (the MPS-compatible endpoint: verification must not cost more than a few percent).
 //!
 //! snapgate runs in-process on a fresh Postgres database (auth on, worker off so that only the
 //! request path is measured, limits out of the way); each iteration sends 16 concurrent

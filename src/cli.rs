@@ -140,8 +140,30 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Opens the store and applies migrations if the configuration says so.
-async fn open_store(settings: &Settings) -> anyhow::Result<snapgate::store::DynStore> {
+/// Opens the store and applies migrations if the configuration says so. With `create` false (the
+/// commands that only read or revoke) a SQLite file that does not exist is refused, not created:
+/// `key list` run in the wrong folder would otherwise make an empty `./data/snapgate.db` and
+/// answer from it as if no key existed.
+async fn open_store(
+    settings: &Settings,
+    create: bool,
+) -> anyhow::Result<snapgate::store::DynStore> {
+    if let Some(path) = sqlite_file(&settings.database.url).filter(|_| !create) {
+        let place = if path.is_relative() {
+            std::env::current_dir()
+                .map(|d| format!(", relative to {}", d.display()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        anyhow::ensure!(
+            path.exists(),
+            "no database at {} (database.url {}{place}): run `snapgate serve` or `snapgate \
+             migrate` first, from the folder the service runs in, or set DATABASE_URL",
+            path.display(),
+            settings.database.url,
+        );
+    }
     let store = snapgate::store::connect(&settings.database).await?;
     if settings.database.migrate_on_start {
         store.migrate().await?;
@@ -149,6 +171,17 @@ async fn open_store(settings: &Settings) -> anyhow::Result<snapgate::store::DynS
         snapgate::store::ensure_migrated(&store).await?;
     }
     Ok(store)
+}
+
+/// The file of a `sqlite:` URL (none for an in-memory database or another scheme).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    if rest.contains(":memory:") || rest.contains("mode=memory") {
+        return None;
+    }
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -237,8 +270,20 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let store = snapgate::store::connect(&settings.database).await?;
+            let pending = store.pending_migrations().await?;
             store.migrate().await?;
-            tracing::info!(store = store.backend(), "migrations applied");
+            if pending.is_empty() {
+                tracing::info!(
+                    store = store.backend(),
+                    "no migration pending: the database is up to date"
+                );
+            } else {
+                tracing::info!(
+                    store = store.backend(),
+                    applied = pending.len(),
+                    "migrations applied"
+                );
+            }
             Ok(())
         }
         Command::Team(cmd) => team_command(cmd, &settings).await,
@@ -257,7 +302,7 @@ async fn team_command(cmd: TeamCommand, settings: &Settings) -> anyhow::Result<(
                 snapgate::services::keys::valid_team_name(&name),
                 "team names are 1 to 64 of a-z 0-9 - _, starting with a letter or digit"
             );
-            let store = open_store(settings).await?;
+            let store = open_store(settings, true).await?;
             if store.create_team(&name, snapgate::store::now()).await? {
                 println!("team {name} created");
             } else {
@@ -266,7 +311,7 @@ async fn team_command(cmd: TeamCommand, settings: &Settings) -> anyhow::Result<(
             Ok(())
         }
         TeamCommand::List { json } => {
-            let store = open_store(settings).await?;
+            let store = open_store(settings, false).await?;
             let teams: Vec<TeamView> = store
                 .list_teams()
                 .await?
@@ -290,7 +335,8 @@ async fn team_command(cmd: TeamCommand, settings: &Settings) -> anyhow::Result<(
 
 /// `snapgate key …`.
 async fn key_command(cmd: KeyCommand, settings: &Settings) -> anyhow::Result<()> {
-    let store = open_store(settings).await?;
+    let creates = matches!(cmd, KeyCommand::Create { .. });
+    let store = open_store(settings, creates).await?;
     match cmd {
         KeyCommand::Create { team, admin } => {
             let master = snapgate::crypto::MasterKey::load(&settings.auth)?;

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
@@ -563,9 +562,12 @@ impl Settings {
                 figment = figment.merge(EnvValue::new(key, &path, value));
             }
         }
-        let settings: Settings = figment
-            .extract()
-            .context("invalid configuration (see config/default.toml for every key)")?;
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment quotes serde's list of expected values once more: "expected ``v1` or
+            // `acs3``"; one pair of backticks is what the list already has.
+            anyhow::anyhow!("{}", e.to_string().replace("``", "`"))
+                .context("invalid configuration (see config/default.toml for every key)")
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -811,7 +813,10 @@ mod tests {
                 Settings::load_from(&config_dir(), None, var(bad)).unwrap_err()
             );
             assert!(err.contains("signature"), "{bad}: {err}");
-            assert!(err.contains("v1") && err.contains("acs3"), "{bad}: {err}");
+            assert!(
+                err.contains("expected `v1` or `acs3` for key"),
+                "the values, each quoted once: {bad}: {err}"
+            );
             assert!(
                 err.contains("\"mps.signature\" in environment variable SNAPGATE__MPS__SIGNATURE"),
                 "names the key and where it came from: {err}"

@@ -1,4 +1,4 @@
-//! POST accept speed (issue 15): a POST waits for MPS's job id only when the dispatcher can send
+//! POST accept speed: a POST waits for MPS's job id only when the dispatcher can send
 //! its job at once. With the upstream budget spent, a burst is answered `202 queued` at once
 //! instead of each request sitting out `http.submit_wait_ms` behind the budget.
 

@@ -1,4 +1,4 @@
-//! The read caches (issue 15): verified tokens and jobs served from memory, and what must hold
+//! The read caches (performance work): verified tokens and jobs served from memory, and what must hold
 //! regardless — a revoked key stops working on every replica within `auth.token_cache_ms` (at
 //! once where Postgres `NOTIFY` reaches it), a cached job is never shown to another team, and a
 //! job that can still change is never answered from memory after a change another replica made

@@ -160,6 +160,7 @@ fn team_list_and_key_list_print_json_with_no_secrets() {
 #[test]
 fn user_errors_are_one_line_even_with_rust_backtrace() {
     let sb = Sandbox::new();
+    sb.ok(&["migrate"]);
     let line = one_line_error(&sb.run(&["key", "revoke", "SGAKNOSUCHKEY"]));
     assert!(line.contains("no active key SGAKNOSUCHKEY"), "{line}");
     let line = one_line_error(&sb.run(&["team", "create", "Not A Name"]));
@@ -180,9 +181,50 @@ fn an_unknown_mps_signature_refuses_to_start() {
     let line = one_line_error(&out);
     assert!(line.contains("mps.signature"), "{line}");
     assert!(line.contains("SNAPGATE__MPS__SIGNATURE"), "{line}");
-    assert!(line.contains("`v1`") && line.contains("`acs3`"), "{line}");
+    assert!(line.contains("expected `v1` or `acs3` for"), "{line}");
     // Nothing was started: no database file either.
     assert!(!sb.dir.path().join("snapgate.db").exists());
+}
+
+/// `key list` in a folder with no database (outside the project) says so and creates nothing;
+/// `migrate` says what it did, and on a second run that nothing was pending.
+#[test]
+fn read_commands_never_create_a_database_and_migrate_says_what_it_did() {
+    let sb = Sandbox::new();
+    for args in [
+        &["key", "list"][..],
+        &["team", "list"],
+        &["key", "revoke", "SGAKX"],
+    ] {
+        let out = sb.cmd(args).env_remove("DATABASE_URL").output().unwrap();
+        let line = one_line_error(&out);
+        assert!(
+            line.contains("no database at data/snapgate.db") && line.contains("snapgate migrate"),
+            "{line}"
+        );
+        assert!(!sb.dir.path().join("data").exists(), "{args:?} made ./data");
+    }
+    let first = sb.run(&["migrate"]);
+    assert!(first.status.success(), "{}", show(&first));
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert!(log.contains("migrations applied"), "{log}");
+    let second = sb.run(&["migrate"]);
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        log.contains("no migration pending") && !log.contains("migrations applied"),
+        "{log}"
+    );
+    assert_eq!(sb.ok(&["key", "list", "--json"]).trim(), "[]");
+}
+
+/// `snapgate emulator` on a port already taken names the address.
+#[test]
+fn the_emulator_names_the_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let sb = Sandbox::new();
+    let line = one_line_error(&sb.run(&["emulator", "--listen", &addr]));
+    assert!(line.contains(&addr), "{line}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Every job list query uses an index (issue 15): with enough rows in Postgres for the planner to
+//! Every job list query uses an index (performance work): with enough rows in Postgres for the planner to
 //! care (100,000 jobs of 10 teams, analyzed), `EXPLAIN` of each statement the store runs for a
 //! list — the REST list with each of its filters and its next page by cursor, the admin list,
 //! and the MPS-compatible endpoint's list — shows an index scan and no sequential scan; the

@@ -211,7 +211,17 @@ async fn migrate_twice_is_a_no_op(backend: &str) {
     let store = db.store().await;
     assert_eq!(store.pending_migrations().await.unwrap(), Vec::<i64>::new());
 
-    ok(&snapgate(&db.url, &["migrate"], &[]), "second migrate");
+    let second = snapgate(&db.url, &["migrate"], &[]);
+    ok(&second, "second migrate");
+    // It says nothing was pending, and Postgres's `relation "_sqlx_migrations" already exists`
+    // notice (sqlx logs notices at INFO) is not in the log.
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        log.contains("no migration pending")
+            && !log.contains("migrations applied")
+            && !log.contains("already exists"),
+        "{log}"
+    );
     assert_eq!(
         db.applied().await,
         first,

@@ -1,4 +1,4 @@
-//! The MPS-compatible endpoint (`/`, issue 17) against real clients: the official Alibaba Cloud
+//! The MPS-compatible endpoint (`/`) against real clients: the official Alibaba Cloud
 //! Python SDKs (the legacy aliyun-python-sdk-core + mts, running the MPS guide's sample with only
 //! endpoint and key changed; the Tea SDK alibabacloud-mts20140618 with ACS3 and with v1) talk to
 //! a running snapgate — auth on, team keys, a worker delivering to the emulator — and what they

@@ -1,4 +1,4 @@
-//! The gateway side of issue 12 on the embedded default (`Application::build`, no MPS key: the
+//! The gateway side of outputs (manifest, storyboards, local engine) on the embedded default (`Application::build`, no MPS key: the
 //! in-process emulator with its local object store and ledger in a temporary data folder) and on
 //! Postgres: a video made by ffmpeg here, put into the local store, jobs through the REST API;
 //! the JPEG files at the manifest's keys, their sizes, a storyboard golden with hand-checked

@@ -1,4 +1,4 @@
-//! The end-to-end browser test of issue 13: the embedded default (`Application::build`, SQLite,
+//! The end-to-end browser test of browser uploads: the embedded default (`Application::build`, SQLite,
 //! the built-in emulator with its object store and ffmpeg engine) with `uploads.demo_page = true`;
 //! Debian's headless chromium (`/usr/bin/chromium`, or `CHROMIUM`) driven by `playwright-core`
 //! from npm (installed into `target/browser-node`, no browser download) opens `/upload`, picks

@@ -1,4 +1,4 @@
-//! Issue 13, the product side: presets (versions, immutability, the validator's messages, the
+//! Browser uploads, the product side: presets (versions, immutability, the validator's messages, the
 //! version a job keeps) through the REST API on Postgres; and browser uploads on the embedded
 //! default over Postgres — the built-in emulator's object store takes the signed PostObject form
 //! and calls snapgate back, signed with its RSA key. The browser token's reach, a forged and a

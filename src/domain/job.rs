@@ -77,7 +77,7 @@ impl JobState {
         matches!(self, JobState::Succeeded | JobState::Failed)
     }
 
-    /// Maps an MPS job state (API.md §2.3, note the single-t `Snapshoting`).
+    /// Maps an MPS job state (docs/mps/API.md §2.3, note the single-t `Snapshoting`).
     pub fn from_mps(state: &str) -> Option<Self> {
         match state {
             "Submitted" => Some(JobState::Submitted),
@@ -181,12 +181,12 @@ pub struct JobRequest {
 }
 
 impl JobRequest {
-    /// MPS works asynchronously when `Num` or `Interval` is set (API.md §1.4).
+    /// MPS works asynchronously when `Num` or `Interval` is set (docs/mps/API.md §1.4).
     pub fn is_async(&self) -> bool {
         self.num.is_some() || self.interval_s.is_some()
     }
 
-    /// More than one snapshot can result: `Num > 1`, or `Interval` without `Num` (API.md §1.4).
+    /// More than one snapshot can result: `Num > 1`, or `Interval` without `Num` (docs/mps/API.md §1.4).
     pub fn is_multi(&self) -> bool {
         match (self.num, self.interval_s) {
             (Some(n), _) => n > 1,

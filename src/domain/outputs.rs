@@ -1,5 +1,5 @@
 //! What a snapshot job produces, worked out from the request alone (no I/O): the snapshot times
-//! (API.md §1.4), the expanded output keys (§1.5), the sprite sheets and their geometry (§1.3
+//! (docs/mps/API.md §1.4), the expanded output keys (§1.5), the sprite sheets and their geometry (§1.3
 //! `TileOut`), the WebVTT key, and storyboards (WebVTT `#xywh` cues and a Mux/imgix-style JSON)
 //! built from that geometry.
 //!
@@ -7,7 +7,7 @@
 //! here, and the gateway predicts (dry run) or reconstructs (from MPS's reported `Count`) with
 //! the same functions, so prediction and reality agree.
 //!
-//! Conventions where MPS documents nothing (marked UNCONFIRMED in API.md):
+//! Conventions where MPS documents nothing (marked UNCONFIRMED in docs/mps/API.md):
 //! - `Interval = 0` with `Num > 1` ("average" mode) takes `Num` snapshots at
 //!   `Time + k·(duration − Time)/Num`, k = 0..Num.
 //! - `{ExtName}` is the input's extension without the dot; `{SnapshotTime}` is the snapshot's
@@ -24,11 +24,11 @@ use utoipa::ToSchema;
 
 use super::job::{FrameType, JobRequest, OssObject, SpriteSpec};
 
-/// Digits of `{Count}` and `{TileCount}`: `00001` (API.md §1.5).
+/// Digits of `{Count}` and `{TileCount}`: `00001` (docs/mps/API.md §1.5).
 pub const COUNTER_DIGITS: usize = 5;
 /// A guard against absurd requests (e.g. `Num` = 10⁹ in average mode): no plan lists more.
 pub const MAX_SNAPSHOTS: usize = 100_000;
-/// `Interval`'s default when `Num > 1` is set without it (API.md §1.3).
+/// `Interval`'s default when `Num > 1` is set without it (docs/mps/API.md §1.3).
 pub const DEFAULT_INTERVAL_S: u64 = 10;
 
 /// What is known about the input (and, from real MPS, about the result) when planning.
@@ -107,7 +107,7 @@ pub struct OutputManifest {
     pub simulated: bool,
 }
 
-/// The snapshot times, in ms, MPS's rules give for a video of `duration_ms` (API.md §1.4):
+/// The snapshot times, in ms, MPS's rules give for a video of `duration_ms` (docs/mps/API.md §1.4):
 /// - single (`Num` unset or 1, `Interval` unset or `Num` = 1): `Time`, if inside the video (an
 ///   `intra` snapshot past the end takes the last keyframe, so it is kept);
 /// - `Num > 1`: `Num` snapshots every `Interval` s (default 10) from `Time`, fewer if the video

@@ -26,7 +26,7 @@ impl Range {
 /// The largest integer a JSON number carries exactly; bigger values are refused, not rounded.
 pub const MAX_SAFE: u64 = (1 << 53) - 1;
 
-/// MPS `Time`, milliseconds (API.md §1.3).
+/// MPS `Time`, milliseconds (docs/mps/API.md §1.3).
 pub const TIME_MS: Range = Range::new(0, MAX_SAFE);
 /// MPS `Interval`, seconds; 0 spreads `Num` evenly.
 pub const INTERVAL_S: Range = Range::new(0, MAX_SAFE);
@@ -85,7 +85,7 @@ pub const COLOR_KEYWORDS: &[&str] = &[
     "black", "white", "red", "green", "blue", "yellow", "gray", "grey", "random",
 ];
 
-/// MPS's `UserData` limit (API.md §1.2).
+/// MPS's `UserData` limit (docs/mps/API.md §1.2).
 pub const MPS_USER_DATA_MAX: usize = 1024;
 
 fn class(chars: &[char]) -> String {

@@ -1,4 +1,4 @@
-//! Complete validation of a job request against MPS's rules (API.md §1.2 to §1.5, §4.3).
+//! Complete validation of a job request against MPS's rules (docs/mps/API.md §1.2 to §1.5, §4.3).
 //!
 //! The body is walked as a `serde_json::Value` rather than deserialized, so that *every* violation
 //! (wrong types included) is reported with a JSON pointer, not only the first one serde meets.
@@ -429,7 +429,11 @@ fn pipeline_id<'a>(cx: &mut Ctx, map: &'a Map<String, Value>) -> Option<&'a str>
             cx.err(
                 "/pipeline_id",
                 "invalid_format",
-                "must be an MPS pipeline id: 32 lower-case hex characters",
+                format!(
+                    "must be a real MPS pipeline id, 32 lower-case hex characters (this one has \
+                     {}): copy it from the MPS console, or leave it out for mps.pipeline_id",
+                    p.chars().count()
+                ),
             );
         }
     }

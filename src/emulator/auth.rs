@@ -1,4 +1,4 @@
-//! Request authentication as MPS does it (API.md §3, §4.3): the signature (v1 or ACS3) and the
+//! Request authentication as MPS does it (docs/mps/API.md §3, §4.3): the signature (v1 or ACS3) and the
 //! ±15 minute timestamp window are checked by the shared verifier in `mps/verify.rs` (the same
 //! code snapgate's own MPS-compatible endpoint uses); this file holds the emulator's key list
 //! lookup and its in-memory nonces, which may not repeat within 15 minutes.

@@ -1,7 +1,7 @@
 //! The local engine: runs a snapshot job for real with `ffmpeg` and `ffprobe` (Debian's
 //! packages), reading the input from and writing the outputs to the local object store.
 //!
-//! Semantics are MPS's (API.md §1.3 to §1.5), with the times and key names taken from
+//! Semantics are MPS's (docs/mps/API.md §1.3 to §1.5), with the times and key names taken from
 //! `domain::outputs`, the one implementation the gateway predicts with:
 //! - the planned times come from [`outputs::snapshot_times_ms`]; `intra` moves each to the
 //!   nearest keyframe (a time whose keyframe was already taken is skipped, so `Count` can be
@@ -29,7 +29,7 @@ use crate::domain::outputs::{self, OutputManifest, UrlStyle};
 
 /// No ffmpeg run may take longer.
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
-/// How far into the video the black-frame filter looks (API.md §1.3 `BlackLevel`).
+/// How far into the video the black-frame filter looks (docs/mps/API.md §1.3 `BlackLevel`).
 const BLACK_SEARCH_MS: u64 = 5000;
 
 /// What `ffprobe` tells about the input.

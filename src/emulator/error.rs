@@ -1,6 +1,6 @@
 //! The emulator's MPS error answer, [`Fault`]: an HTTP status, MPS's `Code` and `Message`. The
 //! checks (authentication, job parameters, paging) return it; `rpc.rs` renders it as MPS's error
-//! body (API.md §4.2). Not to be confused with `faults.rs`, the faults injected for tests.
+//! body (docs/mps/API.md §4.2). Not to be confused with `faults.rs`, the faults injected for tests.
 
 /// An MPS error answer.
 #[derive(Debug)]

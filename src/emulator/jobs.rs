@@ -1,4 +1,4 @@
-//! The emulator's jobs: the checks MPS makes on `Input` and `SnapshotConfig` (API.md §1.2 to
+//! The emulator's jobs: the checks MPS makes on `Input` and `SnapshotConfig` (docs/mps/API.md §1.2 to
 //! §1.5), the request in the domain's terms, and each job's life.
 //!
 //! A job run by the local engine is `Submitted` until the engine takes it, `Snapshoting` while it
@@ -155,7 +155,7 @@ impl Job {
         v
     }
 
-    /// The message MPS publishes to MNS when the job ends (API.md §5.2, notes §1.2): every key
+    /// The message MPS publishes to MNS when the job ends (docs/mps/API.md §5.2): every key
     /// in both casings, `Count` as a number, `code`/`msg` on failure; plus the emulator's
     /// `Emulator` object (as in query answers), so a job ended by its message has its manifest.
     pub fn to_notification(&self, now_ms: i64, t: Timing, request_id: &str) -> Value {
@@ -490,7 +490,7 @@ fn tile_out(
     }))
 }
 
-/// What a simulated job yields on a video of the assumed duration (API.md §1.4).
+/// What a simulated job yields on a video of the assumed duration (docs/mps/API.md §1.4).
 fn simulate(request: &JobRequest, video_duration_s: u64) -> OutputManifest {
     let mut simulated = outputs::predict(
         request,

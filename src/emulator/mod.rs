@@ -1,6 +1,6 @@
 //! A local MPS that speaks MPS's wire protocol for `SubmitSnapshotJob` and
 //! `QuerySnapshotJobList`: the same signatures (v1 and ACS3), response shapes, string-typed
-//! numbers, error bodies and codes (API.md §1 to §5), plus fault injection for tests and
+//! numbers, error bodies and codes (docs/mps/API.md §1 to §5), plus fault injection for tests and
 //! benchmarks. `snapgate emulator` runs it alone; `snapgate serve` embeds it when no MPS key is
 //! configured. This file holds the router and the listener.
 //!
@@ -139,7 +139,9 @@ fn bucket_routes() -> axum::routing::MethodRouter<Arc<EmulatorState>> {
 /// Binds and serves in a background task. Connections are served one by one with hyper so that
 /// the "dropped response" fault can really close a connection with no answer.
 pub async fn spawn(mut config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("the emulator cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     // The bound address (port 0 resolved): the store names its callback key URL with it.
     config.listen = addr;

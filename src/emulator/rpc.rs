@@ -1,7 +1,7 @@
 //! The RPC endpoint, an adapter: parameters from the query (and a form body, read by
 //! `mps::verify::collect_params`, the same as snapgate's MPS-compatible endpoint), authentication,
 //! faults, then `SubmitSnapshotJob` or `QuerySnapshotJobList` on the shared state
-//! (`state.rs`), answered in MPS's JSON shapes (API.md §1.6, §2.2) or MPS's error body (§4.2).
+//! (`state.rs`), answered in MPS's JSON shapes (docs/mps/API.md §1.6, §2.2) or MPS's error body (§4.2).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -290,7 +290,7 @@ async fn submit(
     if !sync {
         return Ok(body);
     }
-    // Sync mode: the image exists when MPS answers, within 5 s (API.md §1.4).
+    // Sync mode: the image exists when MPS answers, within 5 s (docs/mps/API.md §1.4).
     if tokio::time::timeout(SYNC_TIMEOUT, task).await.is_err() {
         return Err(Fault::bad(
             "SnapshotTimeOut",
@@ -320,7 +320,7 @@ fn parse_time(name: &str, v: Option<&String>) -> Result<Option<chrono::DateTime<
         .transpose()
 }
 
-/// MPS's paging limits for `QuerySnapshotJobList` without ids (API.md §2.1, PYPI-3):
+/// MPS's paging limits for `QuerySnapshotJobList` without ids (docs/mps/API.md §2.1, PYPI-3):
 /// `MaximumPageSize` in [1, 300], default 30.
 pub const DEFAULT_PAGE_SIZE: usize = 30;
 pub const MAX_PAGE_SIZE: usize = 300;
@@ -364,7 +364,7 @@ fn query(state: &EmulatorState, p: &BTreeMap<String, String>) -> Result<Value, F
         }
         return Ok(body);
     }
-    // Paged listing, newest first (API.md §2.1).
+    // Paged listing, newest first (docs/mps/API.md §2.1).
     let from = parse_time(
         "StartOfJobCreatedTimeRange",
         p.get("StartOfJobCreatedTimeRange"),

@@ -173,8 +173,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     Ok(Some(IdempotencyKey(s.to_string())))
 }
 
-/// 201 once MPS has the job (or it already ended), 202 while it is still queued; `Location`
-/// names the job either way.
 /// The job id of a path; also the `job_id` of the request's span (logs, traces).
 pub(super) fn path_job_id(id: &str) -> Result<JobId, ApiError> {
     let id = JobId::parse(id).ok_or(ApiError::MalformedJobId)?;
@@ -182,6 +180,8 @@ pub(super) fn path_job_id(id: &str) -> Result<JobId, ApiError> {
     Ok(id)
 }
 
+/// 201 once MPS has the job (or it already ended), 202 while it is still queued; `Location`
+/// names the job either way.
 fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
     let status = if submitted.delivered() {
         StatusCode::CREATED
@@ -189,7 +189,11 @@ fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
         StatusCode::ACCEPTED
     };
     let id = submitted.job.id;
-    tracing::Span::current().record("job_id", tracing::field::display(id));
+    if submitted.replayed {
+        // A new job's id is recorded by `SubmitService::submit`; recording a span field twice
+        // prints it twice in the text log's access line.
+        tracing::Span::current().record("job_id", tracing::field::display(id));
+    }
     let mut res = (status, Json(JobResource::new(submitted.job, outputs))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/snapshot-jobs/{id}")) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -441,7 +445,8 @@ pub async fn cancel_job(
     let error = crate::domain::JobError {
         code: CANCELLED.into(),
         message: "cancelled by the caller before MPS was sent the job".into(),
-        at: Utc::now(),
+        // Microseconds, as every time the store keeps (Postgres's precision).
+        at: crate::clock::now(),
     };
     let cancelled = state.store.cancel_job(team, id, &error).await?;
     let seen = state.jobs.seen();

@@ -1,4 +1,4 @@
-//! `/v1/presets`: a team's named, versioned job requests (issue 13). Adapters over
+//! `/v1/presets`: a team's named, versioned job requests. Adapters over
 //! `presets.rs` (the rules: names, validation with the job validator) and `store::PresetStore`
 //! (the versions). A preset is immutable: a new body makes the next version, the same body again
 //! answers the version it already is.

@@ -1,5 +1,5 @@
 //! MPS errors and their classification, by `Code` (not HTTP status: the docs disagree on
-//! statuses, API.md §4.3).
+//! statuses, docs/mps/API.md §4.3).
 
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub fn classify_code(code: &str) -> ErrorClass {
         | "IllegalTimestamp" => ErrorClass::Gateway,
         c if c.starts_with("Throttling.") => ErrorClass::Retryable,
         // Retried too, but only after a lookup: MPS may have done the work before failing
-        // (API.md §4.3 warns about InternalError on Submit), and since every attempt carries a
+        // (docs/mps/API.md §4.3 warns about InternalError on Submit), and since every attempt carries a
         // fresh nonce, SignatureNonceUsed means this very request already arrived once.
         "InternalError" | "UnknownError" | "SignatureNonceUsed" | OUTCOME_UNKNOWN
         | INVALID_RESPONSE => ErrorClass::OutcomeUnknown,

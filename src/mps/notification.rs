@@ -1,4 +1,4 @@
-//! The message MPS publishes to MNS when a job ends (API.md §5.2, notes §1.2): a JSON object with
+//! The message MPS publishes to MNS when a job ends (docs/mps/API.md §5.2): a JSON object with
 //! every key in two casings (`jobId`/`JobId`, `state`/`State`, `type`/`Type`, `userData`/
 //! `UserData`), `State` `Success` or `Fail`, `Type` `Snapshot` for snapshot jobs, snapshot
 //! fields (`Count`, as a number or a string; `UrlPattern`, `LastUrl`, `TimeArray` in some modes)
@@ -122,7 +122,7 @@ fn get_ci<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> 
 mod tests {
     use super::*;
 
-    /// The success example of MPS's notification page (notes §1.2), verbatim keys.
+    /// The success example of MPS's notification page, verbatim keys.
     const DOC_SUCCESS: &str = r#"{"jobId":"8f91f1b630f3469eb5ecf445028f****","JobId":"8f91f1b630f3469eb5ecf445028f****","Type":"Snapshot","userData":"{}","UserData":"{}","State":"Success","state":"Success","type":"Snapshot","LastUrl":"http://example.oss-cn-shanghai.aliyuncs.com/example_output/2021-11-14/V4/Async-V2-00005.jpg","TimeArray":[10050,50000,110000,1000500,1100500],"UrlPattern":"http://eaxmple.oss-cn-shanghai.aliyuncs.com/example_output/2021-11-14/V4/Async-V2-{Count}.jpg","Count":5}"#;
 
     #[test]

@@ -1,4 +1,4 @@
-//! A validated job → MPS `SubmitSnapshotJob` parameters (API.md §1.2 to §1.5).
+//! A validated job → MPS `SubmitSnapshotJob` parameters (docs/mps/API.md §1.2 to §1.5).
 //!
 //! Object keys are URL-encoded whole (`/` → `%2F`, `{Count}` → `%7BCount%7D`: "the documented
 //! form", §1.5); every `SnapshotConfig` value is sent as a string, as documented; `FrameType` is

@@ -1,4 +1,4 @@
-//! Where a signature is checked: MPS's request authentication (API.md §3, §4.3), the one
+//! Where a signature is checked: MPS's request authentication (docs/mps/API.md §3, §4.3), the one
 //! implementation used by the local emulator (`emulator/auth.rs`) and by snapgate's own
 //! MPS-compatible endpoint (`http/mps_rpc/`). Both algorithms come from `sign.rs`, so signing and
 //! verifying cannot drift apart.
@@ -113,7 +113,7 @@ pub const COMMON: &[&str] = &[
     "SecurityToken",
 ];
 
-/// Headers an ACS3 request must sign (API.md §3.4).
+/// Headers an ACS3 request must sign (docs/mps/API.md §3.4).
 const ACS3_REQUIRED: &[&str] = &[
     "host",
     "x-acs-action",
@@ -297,7 +297,7 @@ impl Unverified {
     }
 
     /// Checks the signature with the key's secret (constant-time comparison).
-    /// `SignatureDoesNotMatch` quotes the server's string-to-sign, as MPS does (API.md §4.2).
+    /// `SignatureDoesNotMatch` quotes the server's string-to-sign, as MPS does (docs/mps/API.md §4.2).
     pub fn verify(self, access_key_secret: &str) -> Result<Verified, AuthError> {
         let expected = match self.kind {
             SignatureKind::V1 => sign::sign_v1(access_key_secret, &self.string_to_sign),

@@ -1,4 +1,4 @@
-//! MPS wire types (API.md §1.6, §2.2, §4.2). Parsed tolerantly: MPS sends numbers as strings,
+//! MPS wire types (docs/mps/API.md §1.6, §2.2, §4.2). Parsed tolerantly: MPS sends numbers as strings,
 //! and unknown fields are ignored.
 
 use chrono::{DateTime, Utc};
@@ -141,7 +141,7 @@ pub struct ListQuery {
     pub maximum_page_size: Option<u32>,
 }
 
-/// MPS's error body (API.md §4.2).
+/// MPS's error body (docs/mps/API.md §4.2).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MpsErrorBody {

@@ -1,4 +1,4 @@
-//! Presets: a team's named, versioned job requests without `input` (issue 13). The rules, no
+//! Presets: a team's named, versioned job requests without `input` (browser uploads). The rules, no
 //! I/O: names and `name@version` references, checking a preset with the job validator
 //! (`domain::validate_request`, on the preset plus a stand-in input, so its messages are the
 //! validator's own), merging a job body's overrides onto a preset (JSON Merge Patch, RFC 7386)

@@ -1,4 +1,4 @@
-//! Where an upload is handled (issue 13): [`UploadService`] owns every rule of browser uploads,
+//! Where an upload is handled (browser uploads): [`UploadService`] owns every rule of browser uploads,
 //! and the HTTP routes (`http/uploads.rs`, `/callbacks/oss`) are adapters over it.
 //!
 //! 1. **Intent** (`create`, the team's backend): the preset is pinned to its version, the job it

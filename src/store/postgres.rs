@@ -29,7 +29,16 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
         // that meets it instead — that request answers 503, nothing is recorded half — and is
         // closed rather than returned to the pool.
         .test_before_acquire(false)
-        .connect(&settings.url)
+        .connect_with(
+            settings
+                .url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|e| anyhow::anyhow!("cannot read database.url: {e}"))?
+                // The server's NOTICEs (sqlx logs them at INFO) are noise here: every start's
+                // `CREATE TABLE IF NOT EXISTS _sqlx_migrations` said `relation … already
+                // exists`. Warnings and errors still come through.
+                .options([("client_min_messages", "warning")]),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
     Ok(Pool::postgres(pool))

@@ -153,21 +153,42 @@ fn bind_mps(stmt: Stmt, m: &MpsStatus) -> Stmt {
         .bind(m.response.clone().map(|r| Json(r.into_raw())))
 }
 
+/// `last_error` once MPS has reported a state (`$state` is the new state's parameter, `$12` the
+/// bound error): gone when the job succeeds (an earlier delivery error such as
+/// `Transport.OutcomeUnknown` is history by then, kept in the MPS responses), MPS's own code and
+/// message when MPS failed the job, otherwise as it was.
+fn last_error_sql(state: &str) -> String {
+    format!(
+        "last_error = CASE WHEN {state} = 'succeeded' THEN NULL ELSE COALESCE($12, last_error) END"
+    )
+}
+
+/// The error bound for [`last_error_sql`]: MPS's code and message on a failure it reports.
+fn mps_failure(u: &MpsUpdate) -> Option<Json<Box<serde_json::value::RawValue>>> {
+    let code = u.mps.code.clone().filter(|_| u.state == JobState::Failed)?;
+    Some(json(&JobError {
+        code,
+        message: u.mps.message.clone().unwrap_or_default(),
+        at: now(),
+    }))
+}
+
 /// The columns of a job MPS has accepted (state, times, MPS status); the caller adds its guard.
 fn accepted_columns(u: &MpsUpdate) -> Stmt {
-    let set = Stmt::new(
+    let set = Stmt::new(format!(
         "UPDATE jobs SET state = $1, updated_at = $2, submitted_at = $2, due_at = NULL, \
          attempt_started_at = NULL, \
          finished_at = CASE WHEN $1 IN ('succeeded', 'failed') THEN $2 END, \
          next_poll_at = $3, mps_job_id = $4, mps_state = $5, mps_request_id = $6, \
          mps_count = $7, mps_tile_count = $8, mps_code = $9, mps_message = $10, \
-         mps_response = $11",
-    )
+         mps_response = $11, {}",
+        last_error_sql("$1")
+    ))
     .bind(u.state.as_str())
     .bind(now())
     .bind(u.next_poll_at)
     .bind(u.mps.job_id.clone());
-    bind_mps(set, &u.mps)
+    bind_mps(set, &u.mps).bind(mps_failure(u))
 }
 
 /// The end of every job list query: keyset paging, newest first (`(created_at, id)` strictly
@@ -822,19 +843,21 @@ impl DispatchStore for SqlStore {
 
     #[tracing::instrument(name = "store.record_poll", level = "debug", skip_all, fields(job_id = %id))]
     async fn record_poll(&self, id: JobId, u: &MpsUpdate) -> StoreResult<()> {
-        let stmt = Stmt::new(
+        let stmt = Stmt::new(format!(
             "UPDATE jobs SET state = $2, updated_at = $3, \
              finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN $3 END, \
              next_poll_at = $4, mps_state = $5, mps_request_id = $6, mps_count = $7, \
              mps_tile_count = $8, mps_code = $9, mps_message = $10, mps_response = $11, \
-             not_found_since = NULL \
+             not_found_since = NULL, {} \
              WHERE id = $1 AND state NOT IN ('succeeded', 'failed')",
-        )
+            last_error_sql("$2")
+        ))
         .bind(id)
         .bind(u.state.as_str())
         .bind(now())
         .bind(u.next_poll_at);
-        self.transition(bind_mps(stmt, &u.mps), false).await?;
+        self.transition(bind_mps(stmt, &u.mps).bind(mps_failure(u)), false)
+            .await?;
         Ok(())
     }
 

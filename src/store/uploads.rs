@@ -1,4 +1,4 @@
-//! What presets and upload intents (issue 13) need from the database, as two traits implemented
+//! What presets and upload intents (browser uploads) need from the database, as two traits implemented
 //! once for [`SqlStore`] over the shared statement layer (`db.rs`):
 //!
 //! - [`PresetStore`]: a team's versioned presets — immutable rows `(team, name, version)`; a new

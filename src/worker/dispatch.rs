@@ -35,7 +35,7 @@ use crate::store::{self, ClaimKey, DispatchClaim, MpsResponseRecord, MpsUpdate};
 const CONCURRENCY: usize = 16;
 /// Tries per lookup page when MPS answers with a retryable error.
 const PAGE_TRIES: u32 = 5;
-/// MPS's largest page (API.md §2.2).
+/// MPS's largest page (docs/mps/API.md §2.2).
 const LOOKUP_PAGE_SIZE: u32 = 100;
 
 /// What MPS says about a job, as a store update.

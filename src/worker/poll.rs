@@ -10,7 +10,7 @@ use crate::domain::{Job, JobError};
 use crate::mps::client::raw_job;
 use crate::store::{self, MpsResponseRecord};
 
-/// MPS answers at most 10 ids per call (API.md §2.1).
+/// MPS answers at most 10 ids per call (docs/mps/API.md §2.1).
 const IDS_PER_QUERY: usize = 10;
 const QUERIES_PER_ROUND: usize = 5;
 

@@ -1,5 +1,5 @@
 //! The MPS-compatible endpoint: MPS's own RPC protocol (`SubmitSnapshotJob`,
-//! `QuerySnapshotJobList`, API.md §1 to §4) on the API's listener at `/`, the path the official
+//! `QuerySnapshotJobList`, docs/mps/API.md §1 to §4) on the API's listener at `/`, the path the official
 //! SDKs call, so that a team's existing MPS code only changes its endpoint and key pair.
 //!
 //! An adapter like `http/jobs.rs::create_job`: it parses the transport (query or form
@@ -34,9 +34,9 @@ use crate::mps::verify::AuthError;
 use crate::services::jobs::SubmitError;
 use crate::store::PipelineJobFilter;
 
-/// `SnapshotJobIds` takes at most this many ids (API.md §2.1).
+/// `SnapshotJobIds` takes at most this many ids (docs/mps/API.md §2.1).
 pub const MAX_QUERY_IDS: usize = 10;
-/// `MaximumPageSize`: default and range (API.md §2.1, PYPI-3).
+/// `MaximumPageSize`: default and range (docs/mps/API.md §2.1, PYPI-3).
 const DEFAULT_PAGE_SIZE: u32 = 30;
 const MAX_PAGE_SIZE: u32 = 300;
 /// The only API version snapgate answers (Mts `2014-06-18`).
@@ -77,7 +77,7 @@ impl RpcError {
             RpcError::Auth(e) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
             RpcError::Invalid { .. } => StatusCode::BAD_REQUEST,
             RpcError::UnknownAction(_) => StatusCode::NOT_FOUND,
-            // MPS answers throttling with 400 (API.md §4.3, DOC 48054).
+            // MPS answers throttling with 400 (docs/mps/API.md §4.3, DOC 48054).
             RpcError::Throttled { .. } => StatusCode::BAD_REQUEST,
             RpcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -386,9 +386,11 @@ async fn page_filter(
     };
     if let Some(pl) = get("PipelineId") {
         if !crate::domain::is_mps_id(pl) {
-            errors.push(
-                "PipelineId: must be an MPS pipeline id, 32 lower-case hex characters".into(),
-            );
+            errors.push(format!(
+                "PipelineId: must be a real MPS pipeline id, 32 lower-case hex characters (this \
+                 one has {}): copy it from the MPS console",
+                pl.chars().count()
+            ));
         }
         filter.include_unset_pipeline = default == Some(pl);
         filter.pipeline_id = Some(pl.to_string());

@@ -111,7 +111,7 @@ pub fn invalid(violations: &[Violation]) -> RpcError {
             .map(|v| Problem {
                 field: mps_field(&v.field),
                 kind: Kind::of_violation(&v.code),
-                message: v.message.clone(),
+                message: in_mps_names(&v.message),
             })
             .collect(),
     )
@@ -156,6 +156,30 @@ pub fn mps_field(pointer: &str) -> String {
         ["user_data"] => "UserData".into(),
         _ => pointer.to_string(),
     }
+}
+
+/// A validator message in MPS's parameter names: the REST names it mentions (`num > 1, or
+/// interval_s without num`) become MPS's (`Num > 1, or Interval without Num`), so an MPS caller
+/// reads only the names it sent.
+pub fn in_mps_names(message: &str) -> String {
+    static REST_NAMES: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"\b(time_ms|interval_s|num|width|height|frame_type|black_level|pipeline_id|user_data|lines|columns|cell_width|cell_height|cell_step|keep_cells)\b",
+        )
+        .expect("a valid pattern")
+    });
+    REST_NAMES
+        .replace_all(message, |c: &regex::Captures| match &c[1] {
+            "time_ms" => "Time".to_string(),
+            "interval_s" => "Interval".to_string(),
+            "pipeline_id" => "PipelineId".to_string(),
+            "user_data" => "UserData".to_string(),
+            "frame_type" => "FrameType".to_string(),
+            "black_level" => "BlackLevel".to_string(),
+            name @ ("num" | "width" | "height") => pascal(name),
+            name => sprite_name(name),
+        })
+        .into_owned()
 }
 
 fn pascal(s: &str) -> String {
@@ -381,7 +405,7 @@ pub fn submit_body(p: &BTreeMap<String, String>) -> Result<Value, RpcError> {
                 all.push(Problem {
                     field,
                     kind: Kind::of_violation(&v.code),
-                    message: v.message,
+                    message: in_mps_names(&v.message),
                 });
             }
         }

@@ -1,4 +1,4 @@
-//! A gateway job in MPS's `SnapshotJob` shape (API.md §1.6), as the official SDK models read it:
+//! A gateway job in MPS's `SnapshotJob` shape (docs/mps/API.md §1.6), as the official SDK models read it:
 //! every scalar a string, MPS's state names, and no member the models lack (the request's
 //! `BlackLevel`, `Format` and `SubOut` are not echoed: the response models have no such fields).
 //!
