@@ -27,6 +27,7 @@ use crate::secret::Secret;
 use crate::services::jobs::{SubmitConfig, SubmitService};
 use crate::services::limits::{ManualClock, RateClock, TeamLimiter};
 use crate::services::outputs::{InputProbe, Links, OutputService, Presigner};
+use crate::services::presets::PresetService;
 use crate::services::uploads::{UploadConfig, UploadHub, UploadService};
 use crate::services::webhooks::WebhookService;
 use crate::signals::JobSignals;
@@ -367,6 +368,7 @@ impl Application {
             None
         };
         let state = AppState {
+            presets: Arc::new(PresetService::new(store.clone())),
             store,
             tokens,
             jobs,

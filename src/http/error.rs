@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use axum::extract::rejection::JsonRejection;
 
 use crate::domain::Violation;
-use crate::services::jobs::SubmitError;
+use crate::services::jobs::{CancelError, SubmitError};
+use crate::services::presets::PresetError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -118,6 +119,25 @@ impl From<JsonRejection> for ApiError {
                     .unwrap_or_else(|| e.body_text()),
             ),
             other => ApiError::MalformedJson(other.body_text()),
+        }
+    }
+}
+
+impl From<PresetError> for ApiError {
+    fn from(e: PresetError) -> Self {
+        match e {
+            PresetError::Invalid(v) => ApiError::Validation(v),
+            PresetError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound => ApiError::NotFound,
+            CancelError::NotCancellable { state } => ApiError::NotCancellable { state },
+            CancelError::Store(e) => e.into(),
         }
     }
 }

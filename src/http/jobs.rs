@@ -442,29 +442,12 @@ pub async fn cancel_job(
 ) -> Result<Response, ApiError> {
     let id = path_job_id(&id)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
-    let error = crate::domain::JobError {
-        code: CANCELLED.into(),
-        message: "cancelled by the caller before MPS was sent the job".into(),
-        // Microseconds, as every time the store keeps (Postgres's precision).
-        at: crate::clock::now(),
-    };
-    let cancelled = state.store.cancel_job(team, id, &error).await?;
+    // Taken before the service reads the job back: the answer is cached only if nothing
+    // changed the job since.
     let seen = state.jobs.seen();
-    let job = state
-        .store
-        .get_job(team, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if !cancelled {
-        return Err(ApiError::NotCancellable { state: job.state });
-    }
-    state.submit.job_cancelled(&job.team);
-    tracing::info!(job_id = %job.id, team = %job.team, "job cancelled");
+    let job = state.submit.cancel(team, id).await?;
     Ok(state.jobs.answer(job, &state.outputs, seen))
 }
-
-/// `error.code` of a cancelled job.
-pub const CANCELLED: &str = "Cancelled";
 
 /// One MPS response kept for a job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

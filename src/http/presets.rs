@@ -1,6 +1,6 @@
 //! `/v1/presets`: a team's named, versioned job requests. Adapters over
-//! `presets.rs` (the rules: names, validation with the job validator) and `store::PresetStore`
-//! (the versions). A preset is immutable: a new body makes the next version, the same body again
+//! `services::presets::PresetService` (the rules: names, validation with the job validator) and,
+//! for reads, `store::PresetStore` (the versions). A preset is immutable: a new body makes the next version, the same body again
 //! answers the version it already is.
 
 use axum::extract::{Path, State};
@@ -13,9 +13,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
-use crate::domain::Violation;
 use crate::http::strict_json::StrictJson;
-use crate::services::presets::{self, PresetRef};
+use crate::services::presets::PresetRef;
 use crate::store::PresetRecord;
 
 /// `POST /v1/presets`.
@@ -88,82 +87,13 @@ pub async fn create_preset(
     body: Result<StrictJson, ApiError>,
 ) -> Result<Response, ApiError> {
     let StrictJson(body) = body?;
-    let mut errors = Vec::new();
-    let name = match body.get("name").and_then(|v| v.as_str()) {
-        Some(n) => {
-            if let Some(p) = presets::name_problem(n) {
-                errors.push(violation("/name", "invalid_format", p));
-            }
-            n.to_string()
-        }
-        None => {
-            errors.push(violation(
-                "/name",
-                "required",
-                "a preset needs a name (string)",
-            ));
-            String::new()
-        }
-    };
-    if let Some(m) = body.as_object() {
-        for k in m
-            .keys()
-            .filter(|k| !matches!(k.as_str(), "name" | "request"))
-        {
-            errors.push(violation(
-                &format!("/{k}"),
-                "unknown_field",
-                "expected name, request",
-            ));
-        }
-    }
-    match body.get("request") {
-        Some(r) => {
-            if let Err(v) = presets::validate_preset(r) {
-                errors.extend(v.into_iter().map(|mut v| {
-                    v.field = format!("/request{}", v.field);
-                    v
-                }));
-            }
-        }
-        None => errors.push(violation(
-            "/request",
-            "required",
-            "a preset needs a request: a job request without input",
-        )),
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let request = &body["request"];
-    let now = state.store.clock().await?;
-    let (preset, created) = state
-        .store
-        .create_preset(
-            &caller.team,
-            &name,
-            request,
-            &presets::fingerprint(request),
-            now,
-        )
-        .await?;
-    if created {
-        tracing::info!(team = %caller.team, preset = %preset.reference(), "preset created");
-    }
+    let (preset, created) = state.presets.create(&caller.team, &body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(PresetResource::from(preset))).into_response())
-}
-
-fn violation(field: &str, code: &str, message: &str) -> Violation {
-    Violation {
-        field: field.into(),
-        code: code.into(),
-        message: message.into(),
-    }
 }
 
 /// Every preset version of the caller's team.

@@ -8,6 +8,7 @@ use crate::mps::health::MpsHealth;
 use crate::services::jobs::SubmitService;
 use crate::services::limits::TeamLimiter;
 use crate::services::outputs::OutputService;
+use crate::services::presets::PresetService;
 use crate::services::uploads::{UploadHub, UploadService};
 use crate::services::webhooks::WebhookService;
 use crate::store::DynStore;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub counts: Arc<super::admin::CountsCache>,
     /// Decrypts team secrets for the MPS-compatible endpoint's signature checks.
     pub master_key: Arc<MasterKeySlot>,
+    /// Preset versions' rules.
+    pub presets: Arc<PresetService>,
     /// Webhook endpoints' rules (URLs, event types, secrets).
     pub webhooks: Arc<WebhookService>,
     /// When this replica last purged expired nonces (the MPS-compatible endpoint).

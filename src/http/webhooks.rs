@@ -442,8 +442,8 @@ pub async fn delete_webhook_endpoint(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if state
-        .store
-        .delete_webhook_endpoint(&caller.team, endpoint_id(&id)?)
+        .webhooks
+        .delete(&caller.team, endpoint_id(&id)?)
         .await?
     {
         Ok(StatusCode::NO_CONTENT)
@@ -547,11 +547,10 @@ pub async fn replay_event(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let deliveries = state
-        .store
-        .replay_webhook_event(&caller.team, &id)
+        .webhooks
+        .replay(&caller.team, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    tracing::info!(event_id = %id, team = %caller.team, deliveries = deliveries.len(), "webhook event replayed");
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResource {

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::domain::outputs::OutputManifest;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
-use crate::domain::{Job, NewJob};
+use crate::domain::{Job, JobError, NewJob};
 use crate::mps::wire::SubmitParams;
 use crate::services::limits::{ActiveJobs, ActiveLookup};
 use crate::services::outputs::OutputService;
@@ -111,6 +111,21 @@ pub enum SubmitError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Why a job could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no such job")]
+    NotFound,
+    /// MPS was sent the job, is being sent it, or the job is final: MPS offers no cancel.
+    #[error("a {state:?} job cannot be cancelled")]
+    NotCancellable { state: JobState },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `last_error.code` of a cancelled job.
+pub const CANCELLED: &str = "Cancelled";
 
 /// Where a dry run's input duration came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,10 +432,29 @@ impl SubmitService {
         }
     }
 
-    /// A job of `team` was cancelled: its place in the quota is free at once on this replica
-    /// (others see it at their next count).
-    pub fn job_cancelled(&self, team: &str) {
-        self.active.remove_one(team);
+    /// Cancels a job MPS has not been sent (of `team`, or of any team for an admin's `None`): it
+    /// becomes `failed` with the error code [`CANCELLED`], never reaches MPS, and its place in
+    /// the team's in-flight quota is free at once on this replica (others see it at their next
+    /// count). Returns the job as it now is.
+    pub async fn cancel(&self, team: Option<&str>, id: JobId) -> Result<Job, CancelError> {
+        let error = JobError {
+            code: CANCELLED.into(),
+            message: "cancelled by the caller before MPS was sent the job".into(),
+            // Microseconds, as every time the store keeps (Postgres's precision).
+            at: crate::clock::now(),
+        };
+        let cancelled = self.store.cancel_job(team, id, &error).await?;
+        let job = self
+            .store
+            .get_job(team, id)
+            .await?
+            .ok_or(CancelError::NotFound)?;
+        if !cancelled {
+            return Err(CancelError::NotCancellable { state: job.state });
+        }
+        self.active.remove_one(&job.team);
+        tracing::info!(job_id = %job.id, team = %job.team, "job cancelled");
+        Ok(job)
     }
 
     /// The team's in-flight quota, from a count read at most once a second.

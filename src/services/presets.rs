@@ -1,14 +1,117 @@
-//! Presets: a team's named, versioned job requests without `input` (browser uploads). The rules, no
-//! I/O: names and `name@version` references, checking a preset with the job validator
+//! Presets: a team's named, versioned job requests without `input` (browser uploads).
+//! [`PresetService`] creates them (every rule of a new version, then the store); the rules
+//! themselves are plain functions: names and `name@version` references, checking a preset with the job validator
 //! (`domain::validate_request`, on the preset plus a stand-in input, so its messages are the
 //! validator's own), merging a job body's overrides onto a preset (JSON Merge Patch, RFC 7386)
 //! and filling in `{UploadId}`. The store keeps the versions (`store::PresetStore`); the one
-//! submit path (`submit.rs`) resolves `"preset"` in a job body with these functions.
+//! submit path (`services/jobs.rs`) resolves `"preset"` in a job body with these functions.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{self, Violation};
+use crate::store::{DynStore, PresetRecord, StoreError};
+
+/// Why a preset was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    #[error("the preset is not valid")]
+    Invalid(Vec<Violation>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates preset versions: a preset is immutable, so a new body makes the next version and the
+/// same body again answers the version it already is.
+pub struct PresetService {
+    store: DynStore,
+}
+
+impl PresetService {
+    pub fn new(store: DynStore) -> Self {
+        Self { store }
+    }
+
+    /// Checks a `{name, request}` body (every violation listed, the request's with the job
+    /// validator's own messages under `/request`) and records it for `team`. Returns the version
+    /// and whether it is new.
+    pub async fn create(
+        &self,
+        team: &str,
+        body: &Value,
+    ) -> Result<(PresetRecord, bool), PresetError> {
+        let (name, request) = check_create(body).map_err(PresetError::Invalid)?;
+        let now = self.store.clock().await?;
+        let (preset, created) = self
+            .store
+            .create_preset(team, name, request, &fingerprint(request), now)
+            .await?;
+        if created {
+            tracing::info!(team, preset = %preset.reference(), "preset created");
+        }
+        Ok((preset, created))
+    }
+}
+
+/// The name and request of a `{name, request}` body, or every violation.
+fn check_create(body: &Value) -> Result<(&str, &Value), Vec<Violation>> {
+    let mut errors = Vec::new();
+    let name = match body.get("name").and_then(|v| v.as_str()) {
+        Some(n) => {
+            if let Some(p) = name_problem(n) {
+                errors.push(violation("/name", "invalid_format", p));
+            }
+            n
+        }
+        None => {
+            errors.push(violation(
+                "/name",
+                "required",
+                "a preset needs a name (string)",
+            ));
+            ""
+        }
+    };
+    if let Some(m) = body.as_object() {
+        for k in m
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "name" | "request"))
+        {
+            errors.push(violation(
+                &format!("/{k}"),
+                "unknown_field",
+                "expected name, request",
+            ));
+        }
+    }
+    match body.get("request") {
+        Some(r) => {
+            if let Err(v) = validate_preset(r) {
+                errors.extend(v.into_iter().map(|mut v| {
+                    v.field = format!("/request{}", v.field);
+                    v
+                }));
+            }
+        }
+        None => errors.push(violation(
+            "/request",
+            "required",
+            "a preset needs a request: a job request without input",
+        )),
+    }
+    match body.get("request") {
+        Some(request) if errors.is_empty() => Ok((name, request)),
+        _ => Err(errors),
+    }
+}
+
+fn violation(field: &str, code: &str, message: &str) -> Violation {
+    Violation {
+        field: field.into(),
+        code: code.into(),
+        message: message.into(),
+    }
+}
 
 /// The job body member that names a preset.
 pub const PRESET_FIELD: &str = "preset";

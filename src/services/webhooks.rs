@@ -200,4 +200,32 @@ impl WebhookService {
             (e, secret)
         }))
     }
+
+    /// Deletes an endpoint and its delivery history; `false` if the team has no such endpoint.
+    pub async fn delete(&self, team: &str, id: Uuid) -> Result<bool, WebhookError> {
+        let deleted = self.store.delete_webhook_endpoint(team, id).await?;
+        if deleted {
+            tracing::info!(endpoint_id = %id, team, "webhook endpoint deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Queues an event of `team` for delivery again to every endpoint that subscribes to it
+    /// (the same event id, so the same `webhook-id`); `None` if the team has no such event.
+    pub async fn replay(
+        &self,
+        team: &str,
+        event_id: &str,
+    ) -> Result<Option<Vec<Uuid>>, WebhookError> {
+        let deliveries = self.store.replay_webhook_event(team, event_id).await?;
+        if let Some(d) = &deliveries {
+            tracing::info!(
+                event_id,
+                team,
+                deliveries = d.len(),
+                "webhook event replayed"
+            );
+        }
+        Ok(deliveries)
+    }
 }
