@@ -413,7 +413,7 @@ async fn admin_stats_report_what_the_store_holds() {
     // `tokens_left` is what the shared submit budget holds when stats are read: a bucket
     // emptied ten seconds ago has refilled to its burst since, whatever the stored count says.
     let qps = f64::from(Settings::default().worker.submit_qps);
-    let burst = snapgate::worker::budget_burst(qps);
+    let burst = snapgate::store::budget_burst(qps);
     let ten_s_ago = snapgate::store::now() - chrono::Duration::seconds(10);
     let granted = store
         .acquire_budget("mps.submit", 1_000, qps, burst, ten_s_ago)

@@ -123,7 +123,7 @@ pub async fn get_stats(
                     now,
                     0,
                     rate,
-                    crate::worker::budget_burst(rate),
+                    crate::store::budget_burst(rate),
                 );
                 BudgetUse {
                     qps,

@@ -481,6 +481,12 @@ pub struct Grant {
     pub left: f64,
 }
 
+/// The bucket size of a shared upstream budget of `rate` calls a second: a twentieth of a
+/// second's worth, so that no one-second window exceeds the limit.
+pub fn budget_burst(rate: f64) -> f64 {
+    (rate / 20.0).max(1.0)
+}
+
 pub fn take_tokens(
     tokens: f64,
     refilled_at: DateTime<Utc>,

@@ -261,7 +261,7 @@ impl Worker {
     /// turn with this process's other takers of the bucket). Safe to cancel at any point.
     async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
         let rate = f64::from(qps);
-        let burst = budget_burst(rate);
+        let burst = store::budget_burst(rate);
         let mut missing = n;
         let _turn = self.budget_turns[usize::from(name != SUBMIT_BUDGET)]
             .lock()
@@ -308,8 +308,3 @@ fn after(d: Duration) -> DateTime<Utc> {
     store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }
 
-/// The bucket size of a shared upstream budget of `rate` calls a second: a twentieth of a
-/// second's worth, so that no one-second window exceeds the limit.
-pub fn budget_burst(rate: f64) -> f64 {
-    (rate / 20.0).max(1.0)
-}
