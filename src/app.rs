@@ -17,7 +17,7 @@ use crate::config::{ms, Settings};
 use crate::crypto::MasterKeySlot;
 use crate::domain::OssObject;
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
-use crate::http::auth::TokenCache;
+use crate::http::caller::TokenCache;
 use crate::http::job_cache::JobCache;
 use crate::http::AppState;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};

@@ -137,33 +137,7 @@ pub async fn get_stats(
     }))
 }
 
-/// Job counts for the scrape, read from the store at most every [`COUNTS_TTL`] per replica: a
-/// scrape every few seconds (or many scrapers) does not count the whole table each time.
-#[derive(Default)]
-pub struct CountsCache(tokio::sync::Mutex<Option<(std::time::Instant, store::JobCounts)>>);
-
-pub const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl CountsCache {
-    async fn get(&self, store: &crate::store::DynStore) -> Option<store::JobCounts> {
-        let mut cached = self.0.lock().await;
-        match &*cached {
-            Some((at, counts)) if at.elapsed() < COUNTS_TTL => Some(counts.clone()),
-            _ => match store.job_counts().await {
-                Ok(counts) => {
-                    *cached = Some((std::time::Instant::now(), counts.clone()));
-                    Some(counts)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "job counts for /metrics failed");
-                    None
-                }
-            },
-        }
-    }
-}
-
-/// Prometheus exposition. Job gauges come from the store, cached for [`COUNTS_TTL`].
+/// Prometheus exposition. Job gauges come from the store, cached for [`COUNTS_TTL`](super::state::COUNTS_TTL).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(counts) = state.counts.get(&state.store).await {
         let mut totals = std::collections::BTreeMap::new();

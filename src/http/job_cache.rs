@@ -36,8 +36,8 @@ use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 
-use super::auth::Caller;
-use super::jobs::JobResource;
+use super::caller::Caller;
+use super::views::JobResource;
 use crate::cache::Bounded;
 use crate::domain::Job;
 use crate::domain::JobId;

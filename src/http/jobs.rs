@@ -16,13 +16,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
 use super::job_cache::Cached;
-use super::outputs::OutputsResource;
+use super::views::{path_job_id, DryRunResource, JobResource};
 use super::AppState;
 use super::Caller;
 use crate::domain::Job;
-use crate::domain::{JobId, JobRequest, JobState, Violation, Warning};
+use crate::domain::{JobId, JobState, Violation};
 use crate::http::strict_json::StrictJson;
-use crate::services::jobs::{IdempotencyKey, Preview, Submitted};
+use crate::services::jobs::{IdempotencyKey, Submitted};
 use crate::services::outputs::OutputService;
 use crate::store::JobFilter;
 
@@ -30,91 +30,6 @@ use crate::store::JobFilter;
 pub const REPLAY_HEADER: &str = "idempotent-replayed";
 const MAX_LIMIT: u32 = 200;
 const DEFAULT_LIMIT: u32 = 50;
-
-/// A snapshot job as snapgate knows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobResource {
-    #[schema(value_type = String, format = Uuid)]
-    pub id: JobId,
-    pub team: String,
-    pub state: JobState,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The normalized request: defaults filled in, exactly what is sent to MPS.
-    pub request: JobRequest,
-    pub warnings: Vec<Warning>,
-    pub mps: MpsStatusResource,
-    /// Submission attempts made so far.
-    pub attempts: u32,
-    pub last_error: Option<JobErrorResource>,
-    /// What the job produced, once it has succeeded: every snapshot, sprite sheet and WebVTT
-    /// file with its key and URL (`source` and `predicted` say how each value is known).
-    pub outputs: Option<OutputsResource>,
-    /// The preset (`name@version`) the request was resolved from, if any.
-    pub preset: Option<String>,
-}
-
-/// What MPS last said about a job.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[schema(as = MpsStatus)]
-pub struct MpsStatusResource {
-    pub job_id: Option<String>,
-    /// MPS's own state: `Submitted`, `Snapshoting`, `Success` or `Fail`.
-    pub state: Option<String>,
-    pub request_id: Option<String>,
-    pub count: Option<u64>,
-    pub tile_count: Option<u64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    /// The raw `SnapshotJob` object of the latest response, as MPS sent it.
-    #[schema(value_type = Option<Object>)]
-    pub response: Option<crate::domain::RawJson>,
-}
-
-/// Why a delivery attempt failed, as kept in `last_error`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = JobError)]
-pub struct JobErrorResource {
-    /// MPS error code (e.g. `Throttling.User`) or a snapgate code (`Transport.OutcomeUnknown`).
-    pub code: String,
-    pub message: String,
-    pub at: DateTime<Utc>,
-}
-
-impl JobResource {
-    pub fn new(j: Job, outputs: &OutputService) -> Self {
-        let manifest = outputs
-            .manifest(&j)
-            .map(|m| OutputsResource::new(&m, outputs));
-        JobResource {
-            id: j.id,
-            team: j.team,
-            state: j.state,
-            created_at: j.created_at,
-            updated_at: j.updated_at,
-            request: j.request,
-            warnings: j.warnings,
-            mps: MpsStatusResource {
-                job_id: j.mps.job_id,
-                state: j.mps.state,
-                request_id: j.mps.request_id,
-                count: j.mps.count,
-                tile_count: j.mps.tile_count,
-                code: j.mps.code,
-                message: j.mps.message,
-                response: j.mps.response,
-            },
-            attempts: j.attempts,
-            last_error: j.last_error.map(|e| JobErrorResource {
-                code: e.code,
-                message: e.message,
-                at: e.at,
-            }),
-            outputs: manifest,
-            preset: j.preset,
-        }
-    }
-}
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
@@ -173,13 +88,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     Ok(Some(IdempotencyKey(s.to_string())))
 }
 
-/// The job id of a path; also the `job_id` of the request's span (logs, traces).
-pub(super) fn path_job_id(id: &str) -> Result<JobId, ApiError> {
-    let id = JobId::parse(id).ok_or(ApiError::MalformedJobId)?;
-    tracing::Span::current().record("job_id", tracing::field::display(id));
-    Ok(id)
-}
-
 /// 201 once MPS has the job (or it already ended), 202 while it is still queued; `Location`
 /// names the job either way.
 fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
@@ -203,68 +111,6 @@ fn job_response(submitted: Submitted, outputs: &OutputService) -> Response {
             .insert(REPLAY_HEADER, HeaderValue::from_static("true"));
     }
     res
-}
-
-/// `SubmitSnapshotJob`'s own parameters, named and valued exactly as sent (the common
-/// parameters, the signature and the key are added by the client).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-#[schema(as = MpsSubmitParams)]
-pub struct MpsParamsResource {
-    /// `SubmitSnapshotJob`.
-    pub action: String,
-    /// The `Input` JSON text (object key URL-encoded).
-    pub input: String,
-    /// The `SnapshotConfig` JSON text.
-    pub snapshot_config: String,
-    pub pipeline_id: Option<String>,
-    /// The gateway job id MPS is given; a real submit gets a new id.
-    pub user_data: Option<String>,
-}
-
-/// What submitting the request would do, with nothing recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = DryRun)]
-pub struct DryRunResource {
-    /// Always `true`: nothing was recorded or sent.
-    pub dry_run: bool,
-    /// The normalized request.
-    pub request: JobRequest,
-    pub warnings: Vec<Warning>,
-    pub mps: MpsParamsResource,
-    /// The input's duration the prediction used.
-    pub duration_ms: Option<u64>,
-    /// `request` (`duration_ms` given) or `probe` (ffprobe on the local store); `null`: unknown.
-    pub duration_source: Option<String>,
-    /// The predicted snapshot times, ms (`null` entries: not knowable without the duration).
-    pub snapshot_times_ms: Option<Vec<Option<u64>>>,
-    /// The predicted outputs; `null` when they cannot be listed (snapshots every `interval_s`
-    /// to an end that is unknown without the duration).
-    pub outputs: Option<OutputsResource>,
-}
-
-impl DryRunResource {
-    pub fn new(p: Preview, outputs: &OutputService) -> Self {
-        DryRunResource {
-            dry_run: true,
-            mps: MpsParamsResource {
-                action: "SubmitSnapshotJob".into(),
-                input: p.params.input,
-                snapshot_config: p.params.snapshot_config,
-                pipeline_id: p.params.pipeline_id,
-                user_data: p.params.user_data,
-            },
-            duration_ms: p.duration_ms,
-            duration_source: p.duration_source.map(|s| s.as_str().to_string()),
-            snapshot_times_ms: p
-                .outputs
-                .as_ref()
-                .map(|m| m.snapshots.iter().map(|s| s.time_ms).collect()),
-            outputs: p.outputs.as_ref().map(|m| OutputsResource::new(m, outputs)),
-            request: p.request,
-            warnings: p.warnings,
-        }
-    }
 }
 
 /// The query of `POST /v1/snapshot-jobs`.

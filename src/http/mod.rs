@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod caller;
 pub mod error;
 mod etag;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod schema;
 mod state;
 pub mod strict_json;
 pub mod uploads;
+pub mod views;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -34,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::Caller;
+pub use caller::Caller;
 pub use error::{ApiError, Problem};
 pub use state::AppState;
 

@@ -9,132 +9,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, Problem};
 use super::{AppState, Caller};
-use crate::domain::outputs::{OutputManifest, Storyboard};
-use crate::domain::{OssObject, Violation};
-use crate::services::outputs::{Basis, CueUrls, OutputService, StoryboardError};
-
-/// An output object and where to fetch it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = OutputFile)]
-pub struct OutputFileResource {
-    pub location: String,
-    pub bucket: String,
-    /// The expanded, raw object key (placeholders replaced, not URL-encoded).
-    pub object: String,
-    /// `https://<bucket>.<location>.aliyuncs.com/<key>` on OSS (presigned when
-    /// `outputs.presign_ttl_s` is set), or the embedded emulator's local store URL.
-    pub url: String,
-}
-
-/// One snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = SnapshotOutput)]
-pub struct SnapshotResource {
-    /// The `{Count}` number, from 1.
-    pub count: u64,
-    /// `null` when single images are not kept (`sprite.keep_cells = false`).
-    pub file: Option<OutputFileResource>,
-    /// Time in the input, ms (`null` when it cannot be known).
-    pub time_ms: Option<u64>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-}
-
-/// One sprite sheet: `rows` × `columns` cells of `cell_width` × `cell_height`, `margin` around
-/// the grid and `padding` between cells; the pixel size is `2·margin + columns·cell_width +
-/// (columns − 1)·padding` wide, rows alike (a partial last sheet keeps the full grid).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = SpriteSheetOutput)]
-pub struct SpriteSheetResource {
-    /// The `{TileCount}` number, from 1.
-    pub count: u64,
-    pub file: OutputFileResource,
-    pub rows: u32,
-    pub columns: u32,
-    pub cell_width: Option<u32>,
-    pub cell_height: Option<u32>,
-    pub margin: u32,
-    pub padding: u32,
-    pub color: String,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    /// The `count` of each snapshot in its cells, in cell order (row-major).
-    pub snapshots: Vec<u64>,
-}
-
-/// Everything a job produced (or, in a dry run, would produce).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = Outputs)]
-pub struct OutputsResource {
-    /// `local_engine`: the embedded emulator ran the job with ffmpeg and reported every value;
-    /// `predicted`: worked out from the request and MPS's `Count`/`TileCount` (real MPS reports
-    /// no times, keys or sizes), or in a dry run from the input's duration;
-    /// `emulator_simulated`: the emulator had no engine, no file exists.
-    pub source: String,
-    /// Times, keys and sizes are predicted, not reported.
-    pub predicted: bool,
-    /// No file exists (the emulator simulated the job).
-    pub simulated: bool,
-    pub snapshots: Vec<SnapshotResource>,
-    pub sprites: Vec<SpriteSheetResource>,
-    /// The WebVTT file MPS writes (`webvtt` requested).
-    pub webvtt: Option<OutputFileResource>,
-}
-
-impl OutputsResource {
-    pub fn new(m: &OutputManifest, links: &OutputService) -> Self {
-        let file = |o: &OssObject| OutputFileResource {
-            location: o.location.clone(),
-            bucket: o.bucket.clone(),
-            object: o.object.clone(),
-            url: links.url(o),
-        };
-        OutputsResource {
-            source: Basis::of(m).as_str().to_string(),
-            predicted: m.predicted,
-            simulated: m.simulated,
-            snapshots: m
-                .snapshots
-                .iter()
-                .map(|s| SnapshotResource {
-                    count: s.count,
-                    file: s.file.as_ref().map(file),
-                    time_ms: s.time_ms,
-                    width: s.width,
-                    height: s.height,
-                })
-                .collect(),
-            sprites: m
-                .sprites
-                .iter()
-                .map(|s| SpriteSheetResource {
-                    count: s.count,
-                    file: file(&s.file),
-                    rows: s.rows,
-                    columns: s.columns,
-                    cell_width: s.cell_width,
-                    cell_height: s.cell_height,
-                    margin: s.margin,
-                    padding: s.padding,
-                    color: s.color.clone(),
-                    width: s.width,
-                    height: s.height,
-                    snapshots: s
-                        .snapshots
-                        .iter()
-                        .filter_map(|&i| m.snapshots.get(i).map(|x| x.count))
-                        .collect(),
-                })
-                .collect(),
-            webvtt: m.webvtt.as_ref().map(file),
-        }
-    }
-}
+use crate::domain::outputs::Storyboard;
+use crate::domain::Violation;
+use crate::services::outputs::{CueUrls, StoryboardError};
 
 /// The storyboard routes' query.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -199,7 +81,7 @@ async fn storyboard_of(
     id: &str,
     params: &[(String, String)],
 ) -> Result<Storyboard, ApiError> {
-    let id = super::jobs::path_job_id(id)?;
+    let id = super::views::path_job_id(id)?;
     let (urls, duration) = parse_params(params)?;
     let team = (!caller.admin).then_some(caller.team.as_str());
     let job = state

@@ -26,7 +26,7 @@ pub struct AppState {
     /// The gateway's access to MPS (this replica's worker's view; always fine without one).
     pub mps_health: Arc<MpsHealth>,
     /// Job counts for `/metrics`, read at most every few seconds.
-    pub counts: Arc<super::admin::CountsCache>,
+    pub counts: Arc<CountsCache>,
     /// Decrypts team secrets for the MPS-compatible endpoint's signature checks.
     pub master_key: Arc<MasterKeySlot>,
     /// Preset versions' rules.
@@ -34,7 +34,7 @@ pub struct AppState {
     /// Webhook endpoints' rules (URLs, event types, secrets).
     pub webhooks: Arc<WebhookService>,
     /// When this replica last purged expired nonces (the MPS-compatible endpoint).
-    pub nonce_purge: Arc<super::mps_rpc::PurgeClock>,
+    pub nonce_purge: Arc<PurgeClock>,
     /// Browser uploads: intents, landings, status.
     pub uploads: Arc<UploadService>,
     /// Live upload status for event streams, from one source.
@@ -43,7 +43,41 @@ pub struct AppState {
     /// embedded default).
     pub demo_uploads: bool,
     /// Verified bearer tokens (`auth.token_cache_ms`).
-    pub tokens: Arc<super::auth::TokenCache>,
+    pub tokens: Arc<super::caller::TokenCache>,
     /// Jobs for `GET /v1/snapshot-jobs/{id}` (`http.job_cache_entries`, `http.job_cache_ttl_ms`).
     pub jobs: Arc<super::job_cache::JobCache>,
 }
+
+/// Job counts for the scrape, read from the store at most every [`COUNTS_TTL`] per replica: a
+/// scrape every few seconds (or many scrapers) does not count the whole table each time.
+#[derive(Default)]
+pub struct CountsCache(tokio::sync::Mutex<Option<(std::time::Instant, crate::store::JobCounts)>>);
+
+pub const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl CountsCache {
+    pub(super) async fn get(
+        &self,
+        store: &crate::store::DynStore,
+    ) -> Option<crate::store::JobCounts> {
+        let mut cached = self.0.lock().await;
+        match &*cached {
+            Some((at, counts)) if at.elapsed() < COUNTS_TTL => Some(counts.clone()),
+            _ => match store.job_counts().await {
+                Ok(counts) => {
+                    *cached = Some((std::time::Instant::now(), counts.clone()));
+                    Some(counts)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "job counts for /metrics failed");
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// When this replica last purged expired nonces (seconds since the epoch): the MPS-compatible
+/// endpoint purges at most once a minute per replica.
+#[derive(Debug, Default)]
+pub struct PurgeClock(pub(super) std::sync::atomic::AtomicI64);

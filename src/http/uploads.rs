@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, Problem};
-use super::jobs::JobResource;
+use super::views::JobResource;
 use super::{AppState, Caller};
 use crate::http::strict_json::StrictJson;
 use crate::services::uploads::{CreatedUpload, NewUpload, UploadStatus, OUTPUTS_EVENT_ID};
@@ -455,10 +455,10 @@ pub async fn get_upload_storyboard_vtt(
     Ok(super::outputs::vtt_response(&sb))
 }
 
-fn body_outputs(s: &UploadStatus, state: &AppState) -> Option<super::outputs::OutputsResource> {
+fn body_outputs(s: &UploadStatus, state: &AppState) -> Option<super::views::OutputsResource> {
     let job = s.job.as_ref()?;
     let m = state.outputs.manifest(job)?;
-    Some(super::outputs::OutputsResource::new(&m, &state.outputs))
+    Some(super::views::OutputsResource::new(&m, &state.outputs))
 }
 
 /// `POST /callbacks/oss`: OSS's upload callback. Verified as OSS signs it; the answer (the

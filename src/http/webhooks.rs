@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, Problem};
-use super::jobs::JobResource;
+use super::views::JobResource;
 use super::{AppState, Caller};
 use crate::domain::Job;
 use crate::domain::Violation;

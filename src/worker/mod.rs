@@ -307,4 +307,3 @@ fn until(t: DateTime<Utc>) -> Duration {
 fn after(d: Duration) -> DateTime<Utc> {
     store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }
-

@@ -8,12 +8,12 @@
 //! Never logged: the secret, the signature, the string-to-sign with the secret's hash.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::http::{HeaderMap, Method, Uri};
 use chrono::Utc;
 
-use super::{RpcError, VERSION};
+use super::error::{RpcError, VERSION};
 use crate::domain::DEFAULT_TEAM;
 use crate::http::AppState;
 use crate::mps::verify::{self, AuthError, SignatureKind, COMMON, WINDOW};
@@ -22,10 +22,6 @@ use crate::mps::verify::{self, AuthError, SignatureKind, COMMON, WINDOW};
 const NONCE_MAX: usize = 255;
 /// How often a replica deletes expired nonces.
 const PURGE_EVERY_S: i64 = 60;
-
-/// When this replica last purged expired nonces (seconds since the epoch).
-#[derive(Debug, Default)]
-pub struct PurgeClock(AtomicI64);
 
 /// An authenticated call.
 pub struct Call {

@@ -12,6 +12,7 @@
 //! Not in the OpenAPI document (it is MPS's protocol, documented by MPS and in the README).
 
 mod auth;
+mod error;
 mod params;
 mod render;
 
@@ -20,17 +21,16 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-pub use auth::PurgeClock;
+pub use error::{RpcError, VERSION};
 
 use super::AppState;
 use crate::domain::{JobId, JobState};
-use crate::mps::verify::AuthError;
 use crate::services::jobs::SubmitError;
 use crate::store::PipelineJobFilter;
 
@@ -39,104 +39,6 @@ pub const MAX_QUERY_IDS: usize = 10;
 /// `MaximumPageSize`: default and range (docs/mps/API.md §2.1, PYPI-3).
 const DEFAULT_PAGE_SIZE: u32 = 30;
 const MAX_PAGE_SIZE: u32 = 300;
-/// The only API version snapgate answers (Mts `2014-06-18`).
-pub const VERSION: &str = "2014-06-18";
-
-/// An MPS error answer: `{"RequestId","HostId","Code","Message"}` with MPS's HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum RpcError {
-    /// Authentication, as the shared verifier (`mps/verify.rs`) words it.
-    #[error("{0}")]
-    Auth(#[from] AuthError),
-    /// A request MPS would refuse, with MPS's code.
-    #[error("{code}: {message}")]
-    Invalid { code: &'static str, message: String },
-    #[error("unknown action {0}")]
-    UnknownAction(String),
-    /// The team's request rate or in-flight quota (`Throttling.User`).
-    #[error("throttled: {message}")]
-    Throttled {
-        retry_after: Duration,
-        message: String,
-    },
-    /// The cause goes to the log, never to the client.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-}
-
-impl RpcError {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        RpcError::Invalid {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            RpcError::Auth(e) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            RpcError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            RpcError::UnknownAction(_) => StatusCode::NOT_FOUND,
-            // MPS answers throttling with 400 (docs/mps/API.md §4.3, DOC 48054).
-            RpcError::Throttled { .. } => StatusCode::BAD_REQUEST,
-            RpcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            RpcError::Auth(e) => e.code,
-            RpcError::Invalid { code, .. } => code,
-            RpcError::UnknownAction(_) => "InvalidAction.NotFound",
-            RpcError::Throttled { .. } => "Throttling.User",
-            RpcError::Internal(_) => "InternalError",
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            RpcError::Auth(e) => e.message.clone(),
-            RpcError::Invalid { message, .. } => message.clone(),
-            RpcError::UnknownAction(a) => format!(
-                "Specified api is not found, please check your url and method: {a} (snapgate answers SubmitSnapshotJob and QuerySnapshotJobList)"
-            ),
-            RpcError::Throttled { message, .. } => {
-                format!("Request was denied due to user flow control: {message}")
-            }
-            RpcError::Internal(_) => "The request processing has failed due to some unknown error, exception or failure.".into(),
-        }
-    }
-
-    fn into_response(self, request_id: &str, host: &str) -> Response {
-        if let RpcError::Internal(cause) = &self {
-            tracing::error!(request_id, error = ?cause, "internal error (MPS-compatible endpoint)");
-        }
-        let body = json!({
-            "RequestId": request_id,
-            "HostId": host,
-            "Code": self.code(),
-            "Message": self.message(),
-        });
-        let mut res = (self.status(), Json(body)).into_response();
-        if let RpcError::Throttled { retry_after, .. } = &self {
-            // The Tea SDK reads `x-acs-retry-after` (milliseconds) into ThrottlingException.
-            let ms = retry_after.as_millis().max(1) as u64;
-            res.headers_mut()
-                .insert("x-acs-retry-after", HeaderValue::from(ms));
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        res
-    }
-}
-
-impl From<crate::store::StoreError> for RpcError {
-    fn from(e: crate::store::StoreError) -> Self {
-        RpcError::Internal(e.into())
-    }
-}
-
 /// `GET /` and `POST /`: one MPS RPC call.
 pub async fn mps_rpc(
     State(state): State<AppState>,
@@ -244,7 +146,7 @@ async fn preview_snapshot_job(
         .preview(team, &body, duration_ms)
         .await
         .map_err(submit_error)?;
-    let resource = super::jobs::DryRunResource::new(preview, &state.outputs);
+    let resource = super::views::DryRunResource::new(preview, &state.outputs);
     Ok(json!({ "DryRun": resource }))
 }
 
