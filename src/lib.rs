@@ -1,16 +1,17 @@
 //! snapgate: a gateway for Alibaba Cloud MPS snapshot jobs.
 //!
-//! Data flows one way: `http` → `domain` → `store` ← `worker` → `mps`.
-//! - `http/`: the REST API (router, extractors, one file per resource).
-//! - `domain/`: validated request types, no I/O.
-//! - `store/`: persistence (one trait, Postgres and SQLite backends).
-//! - `worker/`: the dispatcher (claims and submits jobs) and the status poller.
-//! - `mps/`: request signing, the MPS RPC client and its wire types.
-//! - `oss/`: OSS signing (V1, V4, PostObject policies, upload callbacks), for the gateway and the
-//!   emulator's object store alike.
-//! - `webhooks/`: signed webhooks to teams (endpoint rules, Standard Webhooks signing, the
-//!   guarded client, the delivery worker): `http` → `webhooks` → `store`.
-//! - `emulator/`: a local MPS that speaks the same wire protocol.
+//! Data flows one way, from the adapters down (docs/architecture.md draws it;
+//! tests/architecture.rs keeps it true):
+//! - `app`, `cli`: the composition root, which builds and wires every part.
+//! - `http/`: adapters (REST, the MPS-compatible endpoint, OSS callbacks): parse, call one
+//!   service, render.
+//! - `services/`: the rules (jobs, presets, uploads, outputs, webhooks, keys, limits);
+//!   `worker/`: claims jobs and sends them to MPS, polls, consumes MNS, delivers webhooks;
+//!   `emulator/`: a local MPS + OSS + MNS with an ffmpeg engine. None imports another.
+//! - `mps/`, `oss/`, `webhooks/`: signing and clients of the outside.
+//! - `store/`: persistence (traits by concern, Postgres and SQLite backends).
+//! - `crypto`, `signals`, `telemetry`; `config`; `domain/` (validated types, no I/O) and the
+//!   small foundations (`clock`, `secret`, `cache`, `shutdown`, `metrics`).
 
 pub mod app;
 pub mod cache;
