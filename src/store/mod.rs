@@ -1,8 +1,8 @@
 //! Persistence: one [`Store`] made of a trait per concern (jobs, dispatch, idempotency, keys,
 //! budget; and in `rpc.rs` the MPS-compatible endpoint's nonces, key-by-id and job lookups),
-//! implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `sql.rs`)
-//! for Postgres (production, several replicas) and SQLite (the embedded single-instance
-//! default). What truly differs per database — connecting, claims with `SKIP LOCKED`,
+//! implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `statements.rs`,
+//! `sql.rs`) for Postgres (production, several replicas) and SQLite (the embedded
+//! single-instance default). What truly differs per database — connecting, claims with `SKIP LOCKED`,
 //! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
 //! the same suite against both.
 //!
@@ -20,6 +20,7 @@ mod rows;
 mod rpc;
 mod sql;
 mod sqlite;
+mod statements;
 mod uploads;
 mod webhooks;
 
@@ -35,7 +36,7 @@ use crate::domain::{JobId, JobState};
 pub use crate::clock::now;
 use crate::domain::{Job, JobError, MpsStatus, NewJob};
 pub use postgres::NOTIFY_CHANNEL;
-pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
+pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore};
 pub use sql::SqlStore;
 pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
 pub use webhooks::{
@@ -111,6 +112,25 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Keyset cursor: only jobs strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, JobId)>,
+    pub limit: u32,
+}
+
+/// `QuerySnapshotJobList` without ids: a team's jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineJobFilter {
+    pub team: String,
+    /// Only jobs of this MPS pipeline.
+    pub pipeline_id: Option<String>,
+    /// Jobs that name no pipeline go to the gateway's default one: set when `pipeline_id` is it.
+    pub include_unset_pipeline: bool,
+    /// Any of these states (none: every state).
+    pub states: Vec<JobState>,
+    /// Created at or after (inclusive, as MPS's `StartOfJobCreatedTimeRange`).
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created at or before (inclusive, as MPS's `EndOfJobCreatedTimeRange`).
+    pub created_to: Option<DateTime<Utc>>,
     /// Keyset cursor: only jobs strictly older than this (created_at, id).
     pub before: Option<(DateTime<Utc>, JobId)>,
     pub limit: u32,

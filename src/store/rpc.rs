@@ -16,11 +16,12 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::codec::DbTime;
-use super::db::{Dialect, Stmt};
+use super::db::Stmt;
 use super::rows::{job_columns, jobs, JobRow};
-use super::{ApiKeyRecord, SqlStore, StoreResult};
+use super::statements::pipeline_jobs_stmt;
+use super::{ApiKeyRecord, PipelineJobFilter, SqlStore, StoreResult};
 use crate::domain::Job;
-use crate::domain::{JobId, JobState};
+use crate::domain::JobId;
 
 /// Nonces of signed requests.
 #[async_trait]
@@ -46,25 +47,6 @@ pub trait AccessKeyStore {
         &self,
         access_key_id: &str,
     ) -> StoreResult<Option<ApiKeyRecord>>;
-}
-
-/// `QuerySnapshotJobList` without ids: a team's jobs, newest first.
-#[derive(Debug, Clone, Default)]
-pub struct PipelineJobFilter {
-    pub team: String,
-    /// Only jobs of this MPS pipeline.
-    pub pipeline_id: Option<String>,
-    /// Jobs that name no pipeline go to the gateway's default one: set when `pipeline_id` is it.
-    pub include_unset_pipeline: bool,
-    /// Any of these states (none: every state).
-    pub states: Vec<JobState>,
-    /// Created at or after (inclusive, as MPS's `StartOfJobCreatedTimeRange`).
-    pub created_from: Option<DateTime<Utc>>,
-    /// Created at or before (inclusive, as MPS's `EndOfJobCreatedTimeRange`).
-    pub created_to: Option<DateTime<Utc>>,
-    /// Keyset cursor: only jobs strictly older than this (created_at, id).
-    pub before: Option<(DateTime<Utc>, JobId)>,
-    pub limit: u32,
 }
 
 /// Reads of jobs by id and by pipeline.
@@ -179,48 +161,4 @@ impl JobLookupStore for SqlStore {
         let q = pipeline_jobs_stmt(self.dialect(), f);
         jobs(self.pool().fetch_all::<JobRow>(q).await?)
     }
-}
-
-/// The statement of [`JobLookupStore::list_pipeline_jobs`].
-pub(super) fn pipeline_jobs_stmt(dialect: Dialect, f: &PipelineJobFilter) -> Stmt {
-    // The one expression that differs: a member of the JSON request.
-    let pipeline = match dialect {
-        Dialect::Postgres => "request->>'pipeline_id'",
-        Dialect::Sqlite => "json_extract(request, '$.pipeline_id')",
-    };
-    let mut q = Stmt::new(format!(
-        "SELECT {} FROM jobs WHERE team = ",
-        job_columns(None)
-    ));
-    q.push_bind(&f.team);
-    if let Some(p) = &f.pipeline_id {
-        q.push(&format!(" AND ({pipeline} = ")).push_bind(p);
-        if f.include_unset_pipeline {
-            q.push(&format!(" OR {pipeline} IS NULL"));
-        }
-        q.push(")");
-    }
-    if !f.states.is_empty() {
-        q.push(" AND state IN (");
-        for (i, s) in f.states.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.push_bind(s.as_str());
-        }
-        q.push(")");
-    }
-    if let Some(t) = f.created_from {
-        q.push(" AND created_at >= ").push_bind(t);
-    }
-    if let Some(t) = f.created_to {
-        q.push(" AND created_at <= ").push_bind(t);
-    }
-    super::sql::push_page(
-        &mut q,
-        &[("team", f.team.as_str().into())],
-        f.before,
-        f.limit,
-    );
-    q
 }
