@@ -6,7 +6,7 @@
 //! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
 //! the same suite against both.
 //!
-//! Webhooks (`webhooks.rs`): endpoints, events and deliveries; every job transition below that
+//! Webhooks (`webhooks.rs`; events as recorded in `events.rs`): endpoints, events and deliveries; every job transition below that
 //! moves a job to `submitted` or a final state records its events in the same transaction.
 //!
 //! Where a job is claimed: [`DispatchStore::claim_dispatch`] (submission) and
@@ -14,6 +14,7 @@
 
 mod codec;
 mod db;
+mod events;
 mod group_commit;
 mod postgres;
 mod rows;
@@ -35,14 +36,17 @@ use crate::domain::{JobId, JobState};
 
 pub use crate::clock::now;
 use crate::domain::{Job, JobError, MpsStatus, NewJob};
+pub use events::{
+    new_event_id, NewWebhookEvent, EVENT_TYPES, JOB_FAILED, JOB_SUBMITTED, JOB_SUCCEEDED,
+    UPLOAD_EXPIRED,
+};
 pub use postgres::NOTIFY_CHANNEL;
 pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore};
 pub use sql::SqlStore;
 pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
 pub use webhooks::{
-    new_event_id, DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord,
-    NewWebhookEndpoint, NewWebhookEvent, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent,
-    WebhookStore, EVENT_TYPES, JOB_FAILED, JOB_SUBMITTED, JOB_SUCCEEDED, UPLOAD_EXPIRED,
+    DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord, NewWebhookEndpoint,
+    WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent, WebhookStore,
 };
 
 /// Opens the production store (Postgres).

@@ -12,10 +12,11 @@ use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
 use super::db::{Arg, Conn, Dialect, Pool, Stmt};
+use super::events::record_job_events;
 use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
 use super::statements::{insert_jobs_stmt, pipeline_jobs_stmt, push_page};
-use super::{postgres, sqlite, webhooks, *};
+use super::{postgres, sqlite, *};
 use crate::domain::JobId;
 
 #[derive(FromRow)]
@@ -379,7 +380,7 @@ impl SqlStore {
 
     /// Runs a job transition (`stmt`: an UPDATE of at most one job, without `RETURNING`) and,
     /// in the same transaction, records the webhook events it causes
-    /// (`webhooks::record_job_events`: `submitted` when it leaves `queued` for MPS, `succeeded`
+    /// ([`record_job_events`]: `submitted` when it leaves `queued` for MPS, `succeeded`
     /// or `failed` when it ends). Every transition to those states goes through here, whichever
     /// path moves the job (dispatch, reconciliation, polling, deadlines, MNS), so an event
     /// commits exactly when its change does. Returns whether a job changed.
@@ -392,7 +393,7 @@ impl SqlStore {
             return Ok(false);
         };
         let job = Job::try_from(row)?;
-        webhooks::record_job_events(&mut tx.conn(), &job, from_queued).await?;
+        record_job_events(&mut tx.conn(), &job, from_queued).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::codec::{DbId, DbTime};
 use super::db::Stmt;
+use super::events::{record_event, NewWebhookEvent, UPLOAD_EXPIRED};
 use super::{SqlStore, StoreError, StoreResult};
 use crate::domain::JobId;
 
@@ -451,13 +452,8 @@ impl UploadStore for SqlStore {
                 "created_at": u.created_at,
                 "expires_at": u.expires_at,
             });
-            let event = super::webhooks::NewWebhookEvent::new(
-                &u.team,
-                super::webhooks::UPLOAD_EXPIRED,
-                None,
-                data,
-            );
-            super::webhooks::record_event(&mut tx.conn(), &event).await?;
+            let event = NewWebhookEvent::new(&u.team, UPLOAD_EXPIRED, None, data);
+            record_event(&mut tx.conn(), &event).await?;
             ids.push(u.id);
         }
         tx.commit().await?;
