@@ -20,7 +20,7 @@ use super::engine::{self, Engine, Outcome};
 use super::faults::Faults;
 use super::jobs::{Failure, Job, Timing};
 use super::ledger::LedgerFile;
-use super::mns::{MnsQueue, Publish};
+use super::mns_queue::{MnsQueue, Publish};
 use super::oss::{LocalOss, OssRoutes, StoreContext};
 
 /// Calls within the last second, for the per-account QPS limits.
