@@ -1,13 +1,14 @@
 //! Persistence: one [`Store`] made of a trait per concern (jobs, dispatch, idempotency, keys,
-//! budget; and in `rpc.rs` the MPS-compatible endpoint's nonces, key-by-id and job lookups),
-//! implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `statements.rs`,
-//! `sql.rs`) for Postgres (production, several replicas) and SQLite (the embedded
-//! single-instance default). What truly differs per database — connecting, claims with `SKIP LOCKED`,
-//! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
-//! the same suite against both.
+//! budget; and in `rpc.rs` the MPS-compatible endpoint's nonces and job lookups), implemented
+//! once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `statements.rs`, `sql.rs`) for
+//! Postgres (production, several replicas) and SQLite (the embedded single-instance default).
+//! What truly differs per database — connecting, claims with `SKIP LOCKED`, `NOTIFY`/`LISTEN` —
+//! lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs the same suite
+//! against both.
 //!
-//! Webhooks (`webhooks.rs`; events as recorded in `events.rs`): endpoints, events and deliveries; every job transition below that
-//! moves a job to `submitted` or a final state records its events in the same transaction.
+//! Webhooks (`webhooks.rs`; events as recorded in `events.rs`): endpoints, events and
+//! deliveries; every job transition below that moves a job to `submitted` or a final state
+//! records its events in the same transaction.
 //!
 //! Where a job is claimed: [`DispatchStore::claim_dispatch`] (submission) and
 //! [`DispatchStore::claim_polls`] (status refresh), in `postgres.rs` / `sqlite.rs`.
@@ -41,7 +42,7 @@ pub use events::{
     UPLOAD_EXPIRED,
 };
 pub use postgres::NOTIFY_CHANNEL;
-pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore};
+pub use rpc::{JobLookupStore, NonceStore};
 pub use sql::SqlStore;
 pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
 pub use webhooks::{
@@ -217,7 +218,6 @@ pub trait Store:
     + KeyStore
     + BudgetStore
     + NonceStore
-    + AccessKeyStore
     + JobLookupStore
     + WebhookStore
     + PresetStore
@@ -441,6 +441,13 @@ pub trait KeyStore {
     async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// The active (not revoked) key with this token hash.
     async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// The key with this `access_key_id`, also when revoked (the caller refuses it): a signed
+    /// MPS-compatible request names its key by id, where the REST API finds it by the token's
+    /// hash.
+    async fn api_key_by_access_key_id(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<ApiKeyRecord>>;
     /// The key change count, for caches of verified keys (on Postgres, the first call starts
     /// listening for other processes' revocations).
     fn key_changes(&self) -> KeyChanges;

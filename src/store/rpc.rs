@@ -1,25 +1,21 @@
-//! What the MPS-compatible endpoint (`http/mps_rpc/`) needs from the database, as three small
+//! What the MPS-compatible endpoint (`http/mps_rpc/`) needs from the database, as two small
 //! traits implemented once for [`SqlStore`] over the shared statement layer (`db.rs`):
 //!
 //! - [`NonceStore`]: the `SignatureNonce`s used within the 15-minute window, shared by every
 //!   replica (a replay sent to another replica is refused too);
-//! - [`AccessKeyStore`]: a team key by its `AccessKeyId`, revoked or not (a signed request names
-//!   its key by id, where the REST API finds it by the token's hash);
 //! - [`JobLookupStore`]: `QuerySnapshotJobList`'s reads — jobs by id, and by pipeline, state and
 //!   creation window.
 //!
-//! They live in their own file so that `sql.rs` stays as it is; `AccessKeyStore` belongs with
-//! `KeyStore` and can fold into it.
+//! They live in their own file so that `sql.rs` stays as it is. (A team key by its
+//! `AccessKeyId` is [`KeyStore::api_key_by_access_key_id`](super::KeyStore::api_key_by_access_key_id).)
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::FromRow;
 
-use super::codec::DbTime;
 use super::db::Stmt;
 use super::rows::{job_columns, jobs, JobRow};
 use super::statements::pipeline_jobs_stmt;
-use super::{ApiKeyRecord, PipelineJobFilter, SqlStore, StoreResult};
+use super::{PipelineJobFilter, SqlStore, StoreResult};
 use crate::domain::Job;
 use crate::domain::JobId;
 
@@ -39,16 +35,6 @@ pub trait NonceStore {
     async fn purge_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 }
 
-/// Team keys by their public id.
-#[async_trait]
-pub trait AccessKeyStore {
-    /// The key with this `access_key_id`, also when revoked (the caller refuses it).
-    async fn api_key_by_access_key_id(
-        &self,
-        access_key_id: &str,
-    ) -> StoreResult<Option<ApiKeyRecord>>;
-}
-
 /// Reads of jobs by id and by pipeline.
 #[async_trait]
 pub trait JobLookupStore {
@@ -56,17 +42,6 @@ pub trait JobLookupStore {
     /// jobs are simply absent).
     async fn jobs_by_ids(&self, team: &str, ids: &[JobId]) -> StoreResult<Vec<Job>>;
     async fn list_pipeline_jobs(&self, filter: &PipelineJobFilter) -> StoreResult<Vec<Job>>;
-}
-
-#[derive(FromRow)]
-struct AccessKeyRow {
-    access_key_id: String,
-    team: String,
-    admin: bool,
-    token_hash: String,
-    secret_ciphertext: String,
-    created_at: DbTime,
-    revoked_at: Option<DbTime>,
 }
 
 #[async_trait]
@@ -102,35 +77,6 @@ impl NonceStore for SqlStore {
         self.pool()
             .execute(Stmt::new("DELETE FROM rpc_nonces WHERE expires_at <= $1").bind(now))
             .await
-    }
-}
-
-#[async_trait]
-impl AccessKeyStore for SqlStore {
-    #[tracing::instrument(name = "store.api_key_by_access_key_id", level = "debug", skip_all)]
-    async fn api_key_by_access_key_id(
-        &self,
-        access_key_id: &str,
-    ) -> StoreResult<Option<ApiKeyRecord>> {
-        let row: Option<AccessKeyRow> = self
-            .pool()
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT access_key_id, team, admin, token_hash, secret_ciphertext, created_at, revoked_at \
-                     FROM api_keys WHERE access_key_id = $1",
-                )
-                .bind(access_key_id),
-            )
-            .await?;
-        Ok(row.map(|r| ApiKeyRecord {
-            access_key_id: r.access_key_id,
-            team: r.team,
-            admin: r.admin,
-            token_hash: r.token_hash,
-            secret_ciphertext: r.secret_ciphertext,
-            created_at: r.created_at.0,
-            revoked_at: r.revoked_at.map(|t| t.0),
-        }))
     }
 }
 

@@ -1108,6 +1108,23 @@ impl KeyStore for SqlStore {
             .map(Into::into))
     }
 
+    #[tracing::instrument(name = "store.api_key_by_access_key_id", level = "debug", skip_all)]
+    async fn api_key_by_access_key_id(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        Ok(self
+            .pool
+            .fetch_optional::<KeyRow>(
+                Stmt::new(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE access_key_id = $1"
+                ))
+                .bind(access_key_id),
+            )
+            .await?
+            .map(Into::into))
+    }
+
     fn key_changes(&self) -> KeyChanges {
         if let Pool::Postgres(pool, _) = &self.pool {
             let (pool, keys) = (pool.clone(), self.keys.clone());
