@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -46,14 +47,14 @@ fn mns_error(status: StatusCode, code: &str, message: &str) -> Response {
 type Refusal = (StatusCode, &'static str, &'static str);
 
 /// The queue this request names, after MNS's signature and date checks; a refusal is answered
-/// with MNS's error body (`mns_error`).
+/// with MNS's error body (`mns_error`, by [`AuthedQueue`]).
 fn check<'a>(
     state: &'a EmulatorState,
     name: &str,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<&'a MnsQueue, Refusal> {
+) -> Result<&'a Arc<MnsQueue>, Refusal> {
     let refuse = |status, code, message| {
         if let Some(q) = &state.mns {
             q.count(|s| s.refused += 1);
@@ -119,6 +120,28 @@ fn check<'a>(
     Ok(queue)
 }
 
+/// The queue a request to `/queues/{name}/…` names, once [`check`] accepts the request: the
+/// extractor of every MNS queue handler. A refused request gets MNS's error body and never
+/// reaches the handler.
+pub struct AuthedQueue(Arc<MnsQueue>);
+
+impl FromRequestParts<Arc<EmulatorState>> for AuthedQueue {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<EmulatorState>,
+    ) -> Result<Self, Response> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match check(state, &name, &parts.method, &parts.uri, &parts.headers) {
+            Ok(queue) => Ok(Self(queue.clone())),
+            Err((status, code, message)) => Err(mns_error(status, code, message)),
+        }
+    }
+}
+
 fn query_param(uri: &Uri, name: &str) -> Option<String> {
     form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
@@ -128,15 +151,9 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 /// `GET /queues/{name}/messages`: `ReceiveMessage` / `BatchReceiveMessage`.
 pub async fn receive_messages(
     State(state): State<Arc<EmulatorState>>,
-    Path(name): Path<String>,
-    method: Method,
+    AuthedQueue(queue): AuthedQueue,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    let queue = match check(&state, &name, &method, &uri, &headers) {
-        Ok(q) => q,
-        Err((status, code, message)) => return mns_error(status, code, message),
-    };
     let batch = query_param(&uri, "numOfMessages");
     let n = match batch.as_deref().map(str::parse::<u32>) {
         None => 1,
@@ -196,17 +213,7 @@ pub async fn receive_messages(
 }
 
 /// `DELETE /queues/{name}/messages?ReceiptHandle=…`: `DeleteMessage`.
-pub async fn delete_message(
-    State(state): State<Arc<EmulatorState>>,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let queue = match check(&state, &name, &method, &uri, &headers) {
-        Ok(q) => q,
-        Err((status, code, message)) => return mns_error(status, code, message),
-    };
+pub async fn delete_message(AuthedQueue(queue): AuthedQueue, uri: Uri) -> Response {
     let Some(handle) = query_param(&uri, "ReceiptHandle") else {
         return mns_error(
             StatusCode::BAD_REQUEST,

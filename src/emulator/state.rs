@@ -95,7 +95,7 @@ pub struct EmulatorState {
     /// Cancelled at shutdown: engine work stops (and runs again after a restart).
     pub(crate) stop: CancellationToken,
     /// The MNS queue jobs publish their end to (`--mns-queue`).
-    pub(super) mns: Option<MnsQueue>,
+    pub(super) mns: Option<Arc<MnsQueue>>,
 }
 
 impl EmulatorState {
@@ -130,7 +130,8 @@ impl EmulatorState {
                     clock.clone(),
                 )
             })
-            .transpose()?;
+            .transpose()?
+            .map(Arc::new);
         let notify_pending = if mns.is_some() {
             jobs.iter()
                 .filter(|j| !j.notified)
