@@ -24,7 +24,8 @@
 //!   with an extra `Emulator` object holding its output manifest (real MPS has none).
 //! - `mns.rs`: the MNS queue (`--mns-queue`): jobs that end publish MPS's job message there;
 //!   MNS's `ReceiveMessage`/`DeleteMessage` with MNS signatures, visibility timeout, receipt
-//!   handles, and lost, duplicated and delayed messages as faults.
+//!   handles, and lost, duplicated and delayed messages as faults. The queue's data (messages,
+//!   counters, its durable file) is `mns_queue.rs`, which `state.rs` holds.
 //! - `state.rs`: `EmulatorState`, the shared state: the ledger, faults, nonces, QPS windows,
 //!   call counters, the hand-over of jobs to the engine, and publishing ended jobs to the queue.
 //! - `rpc.rs`: the MPS RPC endpoint (`/`), an adapter: the two actions and MPS's error bodies.
@@ -41,6 +42,7 @@ mod faults;
 mod jobs;
 mod ledger;
 mod mns;
+mod mns_queue;
 mod oss;
 mod oss_post;
 mod rpc;

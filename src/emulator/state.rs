@@ -20,7 +20,7 @@ use super::engine::{self, Engine, Outcome};
 use super::faults::Faults;
 use super::jobs::{Failure, Job, Timing};
 use super::ledger::LedgerFile;
-use super::mns::{MnsQueue, Publish};
+use super::mns_queue::{MnsQueue, Publish};
 use super::oss::{LocalOss, OssRoutes, StoreContext};
 
 /// Calls within the last second, for the per-account QPS limits.
@@ -95,7 +95,7 @@ pub struct EmulatorState {
     /// Cancelled at shutdown: engine work stops (and runs again after a restart).
     pub(crate) stop: CancellationToken,
     /// The MNS queue jobs publish their end to (`--mns-queue`).
-    pub(super) mns: Option<MnsQueue>,
+    pub(super) mns: Option<Arc<MnsQueue>>,
 }
 
 impl EmulatorState {
@@ -130,7 +130,8 @@ impl EmulatorState {
                     clock.clone(),
                 )
             })
-            .transpose()?;
+            .transpose()?
+            .map(Arc::new);
         let notify_pending = if mns.is_some() {
             jobs.iter()
                 .filter(|j| !j.notified)

@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::db::{Pool, Stmt};
+use super::statements::insert_jobs_stmt;
 use super::{postgres, StoreError, StoreResult};
 use crate::domain::NewJob;
 
@@ -180,7 +181,7 @@ fn connection_lost(e: &StoreError) -> bool {
 
 /// One statement for the batch.
 fn insert_stmt(batch: &[Pending]) -> Stmt {
-    super::sql::insert_jobs_stmt(batch.iter().map(|p| &p.job))
+    insert_jobs_stmt(batch.iter().map(|p| &p.job))
 }
 
 async fn announce(pool: sqlx::PgPool, wake: Arc<Notify>) {

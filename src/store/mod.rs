@@ -1,25 +1,28 @@
 //! Persistence: one [`Store`] made of a trait per concern (jobs, dispatch, idempotency, keys,
-//! budget; and in `rpc.rs` the MPS-compatible endpoint's nonces, key-by-id and job lookups),
-//! implemented once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `sql.rs`)
-//! for Postgres (production, several replicas) and SQLite (the embedded single-instance
-//! default). What truly differs per database — connecting, claims with `SKIP LOCKED`,
-//! `NOTIFY`/`LISTEN` — lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs
-//! the same suite against both.
+//! budget; and in `rpc.rs` the MPS-compatible endpoint's nonces and job lookups), implemented
+//! once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `statements.rs`, `sql.rs`) for
+//! Postgres (production, several replicas) and SQLite (the embedded single-instance default).
+//! What truly differs per database — connecting, claims with `SKIP LOCKED`, `NOTIFY`/`LISTEN` —
+//! lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs the same suite
+//! against both.
 //!
-//! Webhooks (`webhooks.rs`): endpoints, events and deliveries; every job transition below that
-//! moves a job to `submitted` or a final state records its events in the same transaction.
+//! Webhooks (`webhooks.rs`; events as recorded in `events.rs`): endpoints, events and
+//! deliveries; every job transition below that moves a job to `submitted` or a final state
+//! records its events in the same transaction.
 //!
 //! Where a job is claimed: [`DispatchStore::claim_dispatch`] (submission) and
 //! [`DispatchStore::claim_polls`] (status refresh), in `postgres.rs` / `sqlite.rs`.
 
 mod codec;
 mod db;
+mod events;
 mod group_commit;
 mod postgres;
 mod rows;
 mod rpc;
 mod sql;
 mod sqlite;
+mod statements;
 mod uploads;
 mod webhooks;
 
@@ -34,14 +37,17 @@ use crate::domain::{JobId, JobState};
 
 pub use crate::clock::now;
 use crate::domain::{Job, JobError, MpsStatus, NewJob};
+pub use events::{
+    new_event_id, NewWebhookEvent, EVENT_TYPES, JOB_FAILED, JOB_SUBMITTED, JOB_SUCCEEDED,
+    UPLOAD_EXPIRED,
+};
 pub use postgres::NOTIFY_CHANNEL;
-pub use rpc::{AccessKeyStore, JobLookupStore, NonceStore, PipelineJobFilter};
+pub use rpc::{JobLookupStore, NonceStore};
 pub use sql::SqlStore;
 pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
 pub use webhooks::{
-    new_event_id, DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord,
-    NewWebhookEndpoint, NewWebhookEvent, WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent,
-    WebhookStore, EVENT_TYPES, JOB_FAILED, JOB_SUBMITTED, JOB_SUCCEEDED, UPLOAD_EXPIRED,
+    DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord, NewWebhookEndpoint,
+    WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent, WebhookStore,
 };
 
 /// Opens the production store (Postgres).
@@ -111,6 +117,25 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Keyset cursor: only jobs strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, JobId)>,
+    pub limit: u32,
+}
+
+/// `QuerySnapshotJobList` without ids: a team's jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineJobFilter {
+    pub team: String,
+    /// Only jobs of this MPS pipeline.
+    pub pipeline_id: Option<String>,
+    /// Jobs that name no pipeline go to the gateway's default one: set when `pipeline_id` is it.
+    pub include_unset_pipeline: bool,
+    /// Any of these states (none: every state).
+    pub states: Vec<JobState>,
+    /// Created at or after (inclusive, as MPS's `StartOfJobCreatedTimeRange`).
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created at or before (inclusive, as MPS's `EndOfJobCreatedTimeRange`).
+    pub created_to: Option<DateTime<Utc>>,
     /// Keyset cursor: only jobs strictly older than this (created_at, id).
     pub before: Option<(DateTime<Utc>, JobId)>,
     pub limit: u32,
@@ -193,7 +218,6 @@ pub trait Store:
     + KeyStore
     + BudgetStore
     + NonceStore
-    + AccessKeyStore
     + JobLookupStore
     + WebhookStore
     + PresetStore
@@ -417,6 +441,13 @@ pub trait KeyStore {
     async fn revoke_api_key(&self, access_key_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// The active (not revoked) key with this token hash.
     async fn api_key_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// The key with this `access_key_id`, also when revoked (the caller refuses it): a signed
+    /// MPS-compatible request names its key by id, where the REST API finds it by the token's
+    /// hash.
+    async fn api_key_by_access_key_id(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<ApiKeyRecord>>;
     /// The key change count, for caches of verified keys (on Postgres, the first call starts
     /// listening for other processes' revocations).
     fn key_changes(&self) -> KeyChanges;

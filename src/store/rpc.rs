@@ -1,26 +1,23 @@
-//! What the MPS-compatible endpoint (`http/mps_rpc/`) needs from the database, as three small
+//! What the MPS-compatible endpoint (`http/mps_rpc/`) needs from the database, as two small
 //! traits implemented once for [`SqlStore`] over the shared statement layer (`db.rs`):
 //!
 //! - [`NonceStore`]: the `SignatureNonce`s used within the 15-minute window, shared by every
 //!   replica (a replay sent to another replica is refused too);
-//! - [`AccessKeyStore`]: a team key by its `AccessKeyId`, revoked or not (a signed request names
-//!   its key by id, where the REST API finds it by the token's hash);
 //! - [`JobLookupStore`]: `QuerySnapshotJobList`'s reads — jobs by id, and by pipeline, state and
 //!   creation window.
 //!
-//! They live in their own file so that `sql.rs` stays as it is; `AccessKeyStore` belongs with
-//! `KeyStore` and can fold into it.
+//! They live in their own file so that `sql.rs` stays as it is. (A team key by its
+//! `AccessKeyId` is [`KeyStore::api_key_by_access_key_id`](super::KeyStore::api_key_by_access_key_id).)
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::FromRow;
 
-use super::codec::DbTime;
-use super::db::{Dialect, Stmt};
+use super::db::Stmt;
 use super::rows::{job_columns, jobs, JobRow};
-use super::{ApiKeyRecord, SqlStore, StoreResult};
+use super::statements::pipeline_jobs_stmt;
+use super::{PipelineJobFilter, SqlStore, StoreResult};
 use crate::domain::Job;
-use crate::domain::{JobId, JobState};
+use crate::domain::JobId;
 
 /// Nonces of signed requests.
 #[async_trait]
@@ -38,35 +35,6 @@ pub trait NonceStore {
     async fn purge_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 }
 
-/// Team keys by their public id.
-#[async_trait]
-pub trait AccessKeyStore {
-    /// The key with this `access_key_id`, also when revoked (the caller refuses it).
-    async fn api_key_by_access_key_id(
-        &self,
-        access_key_id: &str,
-    ) -> StoreResult<Option<ApiKeyRecord>>;
-}
-
-/// `QuerySnapshotJobList` without ids: a team's jobs, newest first.
-#[derive(Debug, Clone, Default)]
-pub struct PipelineJobFilter {
-    pub team: String,
-    /// Only jobs of this MPS pipeline.
-    pub pipeline_id: Option<String>,
-    /// Jobs that name no pipeline go to the gateway's default one: set when `pipeline_id` is it.
-    pub include_unset_pipeline: bool,
-    /// Any of these states (none: every state).
-    pub states: Vec<JobState>,
-    /// Created at or after (inclusive, as MPS's `StartOfJobCreatedTimeRange`).
-    pub created_from: Option<DateTime<Utc>>,
-    /// Created at or before (inclusive, as MPS's `EndOfJobCreatedTimeRange`).
-    pub created_to: Option<DateTime<Utc>>,
-    /// Keyset cursor: only jobs strictly older than this (created_at, id).
-    pub before: Option<(DateTime<Utc>, JobId)>,
-    pub limit: u32,
-}
-
 /// Reads of jobs by id and by pipeline.
 #[async_trait]
 pub trait JobLookupStore {
@@ -74,17 +42,6 @@ pub trait JobLookupStore {
     /// jobs are simply absent).
     async fn jobs_by_ids(&self, team: &str, ids: &[JobId]) -> StoreResult<Vec<Job>>;
     async fn list_pipeline_jobs(&self, filter: &PipelineJobFilter) -> StoreResult<Vec<Job>>;
-}
-
-#[derive(FromRow)]
-struct AccessKeyRow {
-    access_key_id: String,
-    team: String,
-    admin: bool,
-    token_hash: String,
-    secret_ciphertext: String,
-    created_at: DbTime,
-    revoked_at: Option<DbTime>,
 }
 
 #[async_trait]
@@ -124,35 +81,6 @@ impl NonceStore for SqlStore {
 }
 
 #[async_trait]
-impl AccessKeyStore for SqlStore {
-    #[tracing::instrument(name = "store.api_key_by_access_key_id", level = "debug", skip_all)]
-    async fn api_key_by_access_key_id(
-        &self,
-        access_key_id: &str,
-    ) -> StoreResult<Option<ApiKeyRecord>> {
-        let row: Option<AccessKeyRow> = self
-            .pool()
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT access_key_id, team, admin, token_hash, secret_ciphertext, created_at, revoked_at \
-                     FROM api_keys WHERE access_key_id = $1",
-                )
-                .bind(access_key_id),
-            )
-            .await?;
-        Ok(row.map(|r| ApiKeyRecord {
-            access_key_id: r.access_key_id,
-            team: r.team,
-            admin: r.admin,
-            token_hash: r.token_hash,
-            secret_ciphertext: r.secret_ciphertext,
-            created_at: r.created_at.0,
-            revoked_at: r.revoked_at.map(|t| t.0),
-        }))
-    }
-}
-
-#[async_trait]
 impl JobLookupStore for SqlStore {
     #[tracing::instrument(name = "store.jobs_by_ids", level = "debug", skip_all)]
     async fn jobs_by_ids(&self, team: &str, ids: &[JobId]) -> StoreResult<Vec<Job>> {
@@ -179,48 +107,4 @@ impl JobLookupStore for SqlStore {
         let q = pipeline_jobs_stmt(self.dialect(), f);
         jobs(self.pool().fetch_all::<JobRow>(q).await?)
     }
-}
-
-/// The statement of [`JobLookupStore::list_pipeline_jobs`].
-pub(super) fn pipeline_jobs_stmt(dialect: Dialect, f: &PipelineJobFilter) -> Stmt {
-    // The one expression that differs: a member of the JSON request.
-    let pipeline = match dialect {
-        Dialect::Postgres => "request->>'pipeline_id'",
-        Dialect::Sqlite => "json_extract(request, '$.pipeline_id')",
-    };
-    let mut q = Stmt::new(format!(
-        "SELECT {} FROM jobs WHERE team = ",
-        job_columns(None)
-    ));
-    q.push_bind(&f.team);
-    if let Some(p) = &f.pipeline_id {
-        q.push(&format!(" AND ({pipeline} = ")).push_bind(p);
-        if f.include_unset_pipeline {
-            q.push(&format!(" OR {pipeline} IS NULL"));
-        }
-        q.push(")");
-    }
-    if !f.states.is_empty() {
-        q.push(" AND state IN (");
-        for (i, s) in f.states.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.push_bind(s.as_str());
-        }
-        q.push(")");
-    }
-    if let Some(t) = f.created_from {
-        q.push(" AND created_at >= ").push_bind(t);
-    }
-    if let Some(t) = f.created_to {
-        q.push(" AND created_at <= ").push_bind(t);
-    }
-    super::sql::push_page(
-        &mut q,
-        &[("team", f.team.as_str().into())],
-        f.before,
-        f.limit,
-    );
-    q
 }

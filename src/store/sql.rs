@@ -12,9 +12,11 @@ use sqlx::FromRow;
 
 use super::codec::{DbId, DbTime};
 use super::db::{Arg, Conn, Dialect, Pool, Stmt};
+use super::events::record_job_events;
 use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
-use super::{postgres, sqlite, webhooks, *};
+use super::statements::{insert_jobs_stmt, pipeline_jobs_stmt, push_page};
+use super::{postgres, sqlite, *};
 use crate::domain::JobId;
 
 #[derive(FromRow)]
@@ -191,55 +193,10 @@ fn accepted_columns(u: &MpsUpdate) -> Stmt {
     bind_mps(set, &u.mps).bind(mps_failure(u))
 }
 
-/// The end of every job list query: keyset paging, newest first (`(created_at, id)` strictly
-/// before the cursor), at most `limit` rows. `fixed` are the columns the query holds equal
-/// (`team`, then `state`), in the order of the page index (migration 0009): the cursor is
-/// compared as one row with them, `(team, state, created_at, id) < (…)`, which only an index
-/// led by those columns can use as its range — so a team's next page is read in that index's
-/// order from the cursor on, never through the all-teams `jobs_created` with a filter.
-pub(super) fn push_page(
-    q: &mut Stmt,
-    fixed: &[(&str, Arg)],
-    before: Option<(DateTime<Utc>, JobId)>,
-    limit: u32,
-) {
-    if let Some((t, id)) = before {
-        q.push(" AND (");
-        for (column, _) in fixed {
-            q.push(column).push(", ");
-        }
-        q.push("created_at, id) < (");
-        for (_, value) in fixed {
-            q.push_bind(value.clone()).push(", ");
-        }
-        q.push_bind(t).push(", ").push_bind(id).push(")");
-    }
-    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
-}
-
 /// A new job, queued for dispatch at once, returning its row.
 fn insert_job_stmt(job: &NewJob) -> Stmt {
     let mut q = insert_jobs_stmt([job]);
     q.push(&format!(" RETURNING {}", job_columns(None)));
-    q
-}
-
-/// The insert of new `queued` jobs, due at once (one statement for the group commit).
-pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
-    let mut q = Stmt::new(
-        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) VALUES ",
-    );
-    for (i, job) in jobs.into_iter().enumerate() {
-        q.push(if i == 0 { "(" } else { ", (" });
-        q.push_bind(job.id).push(", ").push_bind(&job.team);
-        q.push(", 'queued', ").push_bind(json(&job.request));
-        q.push(", ").push_bind(json(&job.warnings));
-        q.push(", ").push_bind(job.created_at);
-        let at = q.args_len();
-        q.push(&format!(", ${at}, ${at}, "));
-        q.push_bind(job.preset.clone()).push(")");
-    }
     q
 }
 
@@ -323,9 +280,8 @@ impl SqlStore {
     }
 
     /// `EXPLAIN` of the statement of [`super::JobLookupStore::list_pipeline_jobs`].
-    pub async fn explain_pipeline_list(&self, f: &super::PipelineJobFilter) -> StoreResult<String> {
-        self.explain(super::rpc::pipeline_jobs_stmt(self.dialect(), f))
-            .await
+    pub async fn explain_pipeline_list(&self, f: &PipelineJobFilter) -> StoreResult<String> {
+        self.explain(pipeline_jobs_stmt(self.dialect(), f)).await
     }
 
     async fn explain(&self, stmt: Stmt) -> StoreResult<String> {
@@ -424,7 +380,7 @@ impl SqlStore {
 
     /// Runs a job transition (`stmt`: an UPDATE of at most one job, without `RETURNING`) and,
     /// in the same transaction, records the webhook events it causes
-    /// (`webhooks::record_job_events`: `submitted` when it leaves `queued` for MPS, `succeeded`
+    /// ([`record_job_events`]: `submitted` when it leaves `queued` for MPS, `succeeded`
     /// or `failed` when it ends). Every transition to those states goes through here, whichever
     /// path moves the job (dispatch, reconciliation, polling, deadlines, MNS), so an event
     /// commits exactly when its change does. Returns whether a job changed.
@@ -437,7 +393,7 @@ impl SqlStore {
             return Ok(false);
         };
         let job = Job::try_from(row)?;
-        webhooks::record_job_events(&mut tx.conn(), &job, from_queued).await?;
+        record_job_events(&mut tx.conn(), &job, from_queued).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1147,6 +1103,23 @@ impl KeyStore for SqlStore {
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL"
                 ))
                 .bind(token_hash),
+            )
+            .await?
+            .map(Into::into))
+    }
+
+    #[tracing::instrument(name = "store.api_key_by_access_key_id", level = "debug", skip_all)]
+    async fn api_key_by_access_key_id(
+        &self,
+        access_key_id: &str,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        Ok(self
+            .pool
+            .fetch_optional::<KeyRow>(
+                Stmt::new(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE access_key_id = $1"
+                ))
+                .bind(access_key_id),
             )
             .await?
             .map(Into::into))

@@ -15,7 +15,8 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::codec::{DbId, DbTime};
-use super::db::Stmt;
+use super::db::{Arg, Stmt};
+use super::events::{record_event, NewWebhookEvent, UPLOAD_EXPIRED};
 use super::{SqlStore, StoreError, StoreResult};
 use crate::domain::JobId;
 
@@ -309,6 +310,26 @@ impl PresetStore for SqlStore {
     }
 }
 
+impl SqlStore {
+    /// The upload whose `column` (a unique one: `id` or `token_hash`) equals `value`.
+    async fn upload_where(
+        &self,
+        column: &'static str,
+        value: impl Into<Arg>,
+    ) -> StoreResult<Option<UploadRecord>> {
+        self.pool()
+            .fetch_optional::<UploadRow>(
+                Stmt::new(format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE {column} = $1"
+                ))
+                .bind(value),
+            )
+            .await?
+            .map(TryInto::try_into)
+            .transpose()
+    }
+}
+
 #[async_trait]
 impl UploadStore for SqlStore {
     #[tracing::instrument(name = "store.create_upload", level = "debug", skip_all)]
@@ -344,30 +365,12 @@ impl UploadStore for SqlStore {
 
     #[tracing::instrument(name = "store.get_upload", level = "debug", skip_all)]
     async fn get_upload(&self, id: Uuid) -> StoreResult<Option<UploadRecord>> {
-        self.pool()
-            .fetch_optional::<UploadRow>(
-                Stmt::new(format!(
-                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"
-                ))
-                .bind(id),
-            )
-            .await?
-            .map(TryInto::try_into)
-            .transpose()
+        self.upload_where("id", id).await
     }
 
     #[tracing::instrument(name = "store.upload_by_token_hash", level = "debug", skip_all)]
     async fn upload_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<UploadRecord>> {
-        self.pool()
-            .fetch_optional::<UploadRow>(
-                Stmt::new(format!(
-                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE token_hash = $1"
-                ))
-                .bind(token_hash),
-            )
-            .await?
-            .map(TryInto::try_into)
-            .transpose()
+        self.upload_where("token_hash", token_hash).await
     }
 
     #[tracing::instrument(name = "store.mark_uploaded", level = "debug", skip_all)]
@@ -451,13 +454,8 @@ impl UploadStore for SqlStore {
                 "created_at": u.created_at,
                 "expires_at": u.expires_at,
             });
-            let event = super::webhooks::NewWebhookEvent::new(
-                &u.team,
-                super::webhooks::UPLOAD_EXPIRED,
-                None,
-                data,
-            );
-            super::webhooks::record_event(&mut tx.conn(), &event).await?;
+            let event = NewWebhookEvent::new(&u.team, UPLOAD_EXPIRED, None, data);
+            record_event(&mut tx.conn(), &event).await?;
             ids.push(u.id);
         }
         tx.commit().await?;

@@ -1,0 +1,101 @@
+//! The statements that more than one store file builds, kept in a leaf of their own so that
+//! none of those files has to import another for them: the insert of new jobs (`sql.rs`'s
+//! one-job insert and `group_commit.rs`'s batches), keyset paging (`sql.rs`'s job list and
+//! `rpc.rs`'s pipeline list) and the pipeline list itself (`rpc.rs` runs it, `sql.rs` explains
+//! it).
+
+use chrono::{DateTime, Utc};
+
+use super::db::{json_arg, Arg, Dialect, Stmt};
+use super::rows::job_columns;
+use super::PipelineJobFilter;
+use crate::domain::{JobId, NewJob};
+
+/// The end of every job list query: keyset paging, newest first (`(created_at, id)` strictly
+/// before the cursor), at most `limit` rows. `fixed` are the columns the query holds equal
+/// (`team`, then `state`), in the order of the page index (migration 0009): the cursor is
+/// compared as one row with them, `(team, state, created_at, id) < (…)`, which only an index
+/// led by those columns can use as its range — so a team's next page is read in that index's
+/// order from the cursor on, never through the all-teams `jobs_created` with a filter.
+pub(super) fn push_page(
+    q: &mut Stmt,
+    fixed: &[(&str, Arg)],
+    before: Option<(DateTime<Utc>, JobId)>,
+    limit: u32,
+) {
+    if let Some((t, id)) = before {
+        q.push(" AND (");
+        for (column, _) in fixed {
+            q.push(column).push(", ");
+        }
+        q.push("created_at, id) < (");
+        for (_, value) in fixed {
+            q.push_bind(value.clone()).push(", ");
+        }
+        q.push_bind(t).push(", ").push_bind(id).push(")");
+    }
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+}
+
+/// The insert of new `queued` jobs, due at once (one statement for the group commit).
+pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
+    let mut q = Stmt::new(
+        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) VALUES ",
+    );
+    for (i, job) in jobs.into_iter().enumerate() {
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.push_bind(job.id).push(", ").push_bind(&job.team);
+        q.push(", 'queued', ").push_bind(json_arg(&job.request));
+        q.push(", ").push_bind(json_arg(&job.warnings));
+        q.push(", ").push_bind(job.created_at);
+        let at = q.args_len();
+        q.push(&format!(", ${at}, ${at}, "));
+        q.push_bind(job.preset.clone()).push(")");
+    }
+    q
+}
+
+/// The statement of [`JobLookupStore::list_pipeline_jobs`](super::JobLookupStore::list_pipeline_jobs).
+pub(super) fn pipeline_jobs_stmt(dialect: Dialect, f: &PipelineJobFilter) -> Stmt {
+    // The one expression that differs: a member of the JSON request.
+    let pipeline = match dialect {
+        Dialect::Postgres => "request->>'pipeline_id'",
+        Dialect::Sqlite => "json_extract(request, '$.pipeline_id')",
+    };
+    let mut q = Stmt::new(format!(
+        "SELECT {} FROM jobs WHERE team = ",
+        job_columns(None)
+    ));
+    q.push_bind(&f.team);
+    if let Some(p) = &f.pipeline_id {
+        q.push(&format!(" AND ({pipeline} = ")).push_bind(p);
+        if f.include_unset_pipeline {
+            q.push(&format!(" OR {pipeline} IS NULL"));
+        }
+        q.push(")");
+    }
+    if !f.states.is_empty() {
+        q.push(" AND state IN (");
+        for (i, s) in f.states.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push_bind(s.as_str());
+        }
+        q.push(")");
+    }
+    if let Some(t) = f.created_from {
+        q.push(" AND created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.created_to {
+        q.push(" AND created_at <= ").push_bind(t);
+    }
+    push_page(
+        &mut q,
+        &[("team", f.team.as_str().into())],
+        f.before,
+        f.limit,
+    );
+    q
+}
