@@ -353,84 +353,17 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Each section's own rules; an error names the key.
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            matches!(self.log.format.as_str(), "text" | "json"),
-            "log.format must be `text` or `json`"
-        );
-        if let Some(p) = &self.mps.pipeline_id {
-            anyhow::ensure!(
-                crate::domain::is_mps_id(p),
-                "mps.pipeline_id must be 32 lower-case hex characters"
-            );
-        }
-        anyhow::ensure!(
-            self.mps.access_key_id.is_some() == self.mps.access_key_secret.is_some(),
-            "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
-        );
-        anyhow::ensure!(
-            self.limits.team_requests_per_second > 0 && self.limits.team_burst > 0,
-            "limits.team_requests_per_second and limits.team_burst must be > 0"
-        );
-        anyhow::ensure!(
-            self.idempotency.ttl_hours.is_finite() && self.idempotency.ttl_hours > 0.0,
-            "idempotency.ttl_hours must be a number of hours > 0 (fractions allowed)"
-        );
-        anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
-        anyhow::ensure!(
-            self.worker.max_attempts > 0,
-            "worker.max_attempts must be > 0"
-        );
-        anyhow::ensure!(self.worker.submit_qps > 0, "worker.submit_qps must be > 0");
-        anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
-        check_origins("http.cors_origins", &self.http.cors_origins)?;
-        check_origins("emulator.oss_cors_origins", &self.emulator.oss_cors_origins)?;
-        if let Some(u) = &self.http.public_url {
-            anyhow::ensure!(
-                (u.starts_with("https://") || u.starts_with("http://"))
-                    && reqwest::Url::parse(u).is_ok(),
-                "http.public_url must be an http(s) URL such as https://snapgate.example.com"
-            );
-        }
-        anyhow::ensure!(
-            self.uploads.access_key_id.is_some() == self.uploads.access_key_secret.is_some(),
-            "set both uploads.access_key_id and uploads.access_key_secret, or neither"
-        );
-        anyhow::ensure!(
-            self.uploads.ttl_s > 0
-                && self.uploads.token_ttl_s > 0
-                && self.uploads.max_size_bytes > 0,
-            "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
-        );
-        anyhow::ensure!(
-            self.webhooks.batch_size > 0,
-            "webhooks.batch_size must be > 0"
-        );
-        anyhow::ensure!(
-            self.webhooks.lease_ms > self.webhooks.timeout_ms,
-            "webhooks.lease_ms must exceed webhooks.timeout_ms (a lease outlives its attempt)"
-        );
-        let mns = &self.mps.mns;
-        anyhow::ensure!(
-            (1..=MNS_MAX_WAIT_S).contains(&mns.wait_s),
-            "mps.mns.wait_s must be from 1 to 30"
-        );
-        anyhow::ensure!(
-            (1..=MNS_MAX_BATCH).contains(&mns.batch),
-            "mps.mns.batch must be from 1 to 16"
-        );
-        anyhow::ensure!(mns.concurrency > 0, "mps.mns.concurrency must be > 0");
-        anyhow::ensure!(
-            mns.queue
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-            "mps.mns.queue must be letters, digits and '-'"
-        );
-        anyhow::ensure!(
-            self.emulator.listen.parse::<std::net::SocketAddr>().is_ok(),
-            "emulator.listen must be an address such as 127.0.0.1:8081"
-        );
-        Ok(())
+        self.http.validate()?;
+        self.mps.validate()?;
+        self.emulator.validate()?;
+        self.uploads.validate()?;
+        self.worker.validate()?;
+        self.idempotency.validate()?;
+        self.limits.validate()?;
+        self.webhooks.validate()?;
+        self.log.validate()
     }
 
     /// True when real MPS credentials are configured; otherwise `serve` embeds the emulator.
@@ -450,6 +383,133 @@ impl Settings {
             Some(e) => e.trim_end_matches('/').to_string(),
             None => format!("https://mts.{}.aliyuncs.com", self.mps.region),
         }
+    }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        check_origins("http.cors_origins", &self.cors_origins)?;
+        if let Some(u) = &self.public_url {
+            anyhow::ensure!(
+                (u.starts_with("https://") || u.starts_with("http://"))
+                    && reqwest::Url::parse(u).is_ok(),
+                "http.public_url must be an http(s) URL such as https://snapgate.example.com"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl MpsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(p) = &self.pipeline_id {
+            anyhow::ensure!(
+                crate::domain::is_mps_id(p),
+                "mps.pipeline_id must be 32 lower-case hex characters"
+            );
+        }
+        anyhow::ensure!(
+            self.access_key_id.is_some() == self.access_key_secret.is_some(),
+            "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
+        );
+        self.mns.validate()
+    }
+}
+
+impl MnsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=MNS_MAX_WAIT_S).contains(&self.wait_s),
+            "mps.mns.wait_s must be from 1 to 30"
+        );
+        anyhow::ensure!(
+            (1..=MNS_MAX_BATCH).contains(&self.batch),
+            "mps.mns.batch must be from 1 to 16"
+        );
+        anyhow::ensure!(self.concurrency > 0, "mps.mns.concurrency must be > 0");
+        anyhow::ensure!(
+            self.queue
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "mps.mns.queue must be letters, digits and '-'"
+        );
+        Ok(())
+    }
+}
+
+impl EmbeddedEmulatorSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        check_origins("emulator.oss_cors_origins", &self.oss_cors_origins)?;
+        anyhow::ensure!(
+            self.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "emulator.listen must be an address such as 127.0.0.1:8081"
+        );
+        Ok(())
+    }
+}
+
+impl UploadsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.access_key_id.is_some() == self.access_key_secret.is_some(),
+            "set both uploads.access_key_id and uploads.access_key_secret, or neither"
+        );
+        anyhow::ensure!(
+            self.ttl_s > 0 && self.token_ttl_s > 0 && self.max_size_bytes > 0,
+            "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
+        );
+        Ok(())
+    }
+}
+
+impl WorkerSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch_size > 0, "worker.batch_size must be > 0");
+        anyhow::ensure!(self.max_attempts > 0, "worker.max_attempts must be > 0");
+        anyhow::ensure!(self.submit_qps > 0, "worker.submit_qps must be > 0");
+        anyhow::ensure!(self.query_qps > 0, "worker.query_qps must be > 0");
+        Ok(())
+    }
+}
+
+impl IdempotencySettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.ttl_hours.is_finite() && self.ttl_hours > 0.0,
+            "idempotency.ttl_hours must be a number of hours > 0 (fractions allowed)"
+        );
+        Ok(())
+    }
+}
+
+impl LimitsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.team_requests_per_second > 0 && self.team_burst > 0,
+            "limits.team_requests_per_second and limits.team_burst must be > 0"
+        );
+        Ok(())
+    }
+}
+
+impl WebhooksSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch_size > 0, "webhooks.batch_size must be > 0");
+        anyhow::ensure!(
+            self.lease_ms > self.timeout_ms,
+            "webhooks.lease_ms must exceed webhooks.timeout_ms (a lease outlives its attempt)"
+        );
+        Ok(())
+    }
+}
+
+impl LogSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.format.as_str(), "text" | "json"),
+            "log.format must be `text` or `json`"
+        );
+        Ok(())
     }
 }
 
