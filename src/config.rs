@@ -1,19 +1,33 @@
-//! Layered configuration: built-in defaults < `config/default.toml` < `config/<env>.toml`
+//! Layered configuration, later wins: the defaults < `<dir>/default.toml` < `<dir>/<env>.toml`
 //! < `DATABASE_URL` (and `ALIBABA_CLOUD_ACCESS_KEY_*`) < `SNAPGATE__SECTION__KEY` environment
 //! variables. An empty variable counts as not set, except for the few keys whose empty text is
 //! a setting (`EMPTY_IS_A_SETTING`).
 //!
-//! Every key is documented in `config/default.toml`; a test checks that file parses to exactly
-//! [`Settings::default`], so the documented defaults and the code cannot drift apart.
+//! The defaults are written once: `config/default.toml`, every key commented, is compiled in
+//! ([`DEFAULTS`]) as figment's base layer, and [`Settings::default`] is that file alone. No
+//! struct has `#[serde(default)]`: a field the file does not set (other than an `Option`, unset
+//! means `None`) fails every load, so a key cannot be added without its documented default.
+//!
+//! An environment variable's value stays its text, so a text key gets it verbatim (a secret
+//! `0123` stays `"0123"`, with no list of which keys are text): number and boolean keys read
+//! their text through figment's lossy extraction (`"8"` → 8, `"false"`/`"off"` → false), and
+//! the list keys parse `["a", "b"]` ([`list`]).
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Format, Toml};
+use figment::value::Value;
 use figment::Figment;
+use serde::de::{DeserializeOwned, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
 use crate::secret::Secret;
+
+/// Every key with its default and its documentation: the base layer of every load.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Environment variable that selects `config/<env>.toml` (for example `production`).
 pub const ENV_VAR: &str = "SNAPGATE_ENV";
@@ -22,42 +36,14 @@ pub const CONFIG_DIR_VAR: &str = "SNAPGATE_CONFIG_DIR";
 /// The access key names the official Alibaba Cloud SDKs read.
 pub const ALIBABA_KEY_ID_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
 pub const ALIBABA_KEY_SECRET_VAR: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
+/// `SNAPGATE__MPS__MNS__QUEUE` sets `mps.mns.queue`.
+const ENV_PREFIX: &str = "SNAPGATE__";
 
 /// The keys whose empty text is itself a setting (documented as `""`: MNS off, no local store,
 /// the ledger in memory): an empty `SNAPGATE__…` variable sets them to `""`. For every other key
 /// an empty variable counts as not set, so the layers below apply (compose files pass
 /// `${VAR:-}` through, and an empty key id must never become a key pair of empty strings).
 const EMPTY_IS_A_SETTING: &[&str] = &["mps.mns.queue", "emulator.oss_dir", "emulator.state_dir"];
-
-/// Keys whose values are text: environment values for them are never parsed as numbers.
-const STRING_KEYS: &[&str] = &[
-    "http.listen",
-    "database.url",
-    "mps.endpoint",
-    "mps.region",
-    "mps.pipeline_id",
-    "mps.access_key_id",
-    "mps.access_key_secret",
-    "mps.signature",
-    "mps.mns.endpoint",
-    "mps.mns.queue",
-    "emulator.listen",
-    "emulator.oss_dir",
-    "emulator.state_dir",
-    "http.public_url",
-    "uploads.bucket",
-    "uploads.region",
-    "uploads.endpoint",
-    "uploads.prefix",
-    "uploads.access_key_id",
-    "uploads.access_key_secret",
-    "auth.master_key",
-    "auth.master_key_file",
-    "log.format",
-    "log.level",
-    "log.otlp_endpoint",
-    "log.otlp_service_name",
-];
 
 /// How snapgate signs its calls to MPS (`mps.signature`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -75,7 +61,7 @@ pub const MNS_MAX_BATCH: u32 = 16;
 pub const MNS_MAX_WAIT_S: u32 = 30;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -92,7 +78,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: String,
     pub request_timeout_ms: u64,
@@ -100,6 +86,7 @@ pub struct HttpSettings {
     /// How long `POST /v1/snapshot-jobs` waits for the first dispatch before answering 202 `queued`.
     pub submit_wait_ms: u64,
     /// Browser origins allowed by CORS (e.g. `https://upload.example.com`); empty: none.
+    #[serde(deserialize_with = "list")]
     pub cors_origins: Vec<String>,
     /// The URL OSS reaches this gateway at (`https://snapgate.example.com`): upload intents then
     /// ask OSS for an upload callback to `<public_url>/callbacks/oss`. Unset: no callback (the
@@ -115,7 +102,7 @@ pub struct HttpSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
@@ -124,7 +111,7 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct MpsSettings {
     pub endpoint: Option<String>,
     pub region: String,
@@ -144,7 +131,7 @@ pub struct MpsSettings {
 /// is an endpoint: `endpoint`, or on the embedded default the built-in emulator's own queue.
 /// Signed with the MPS access key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct MnsSettings {
     /// `https://<account-id>.mns.<region>.aliyuncs.com`; unset: the embedded emulator's queue
     /// (with real MPS and no endpoint, MNS is off).
@@ -160,7 +147,7 @@ pub struct MnsSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct EmbeddedEmulatorSettings {
     pub start_ms: u64,
     pub process_ms: u64,
@@ -175,11 +162,12 @@ pub struct EmbeddedEmulatorSettings {
     pub state_dir: String,
     /// Browser origins the local object store allows (CORS for PostObject uploads and reads
     /// from a page); `"*"`: any.
+    #[serde(deserialize_with = "list")]
     pub oss_cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct OutputsSettings {
     /// Output URLs on real OSS are presigned (OSS V1 query signature, with the MPS access key)
     /// for this many seconds. 0: plain `https://<bucket>.<location>.aliyuncs.com/<key>` URLs.
@@ -188,7 +176,7 @@ pub struct OutputsSettings {
 
 /// Browser uploads straight to OSS (`POST /v1/uploads`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UploadsSettings {
     /// The bucket browsers upload into.
     pub bucket: String,
@@ -213,25 +201,8 @@ pub struct UploadsSettings {
     pub access_key_secret: Option<Secret>,
 }
 
-impl Default for UploadsSettings {
-    fn default() -> Self {
-        Self {
-            bucket: "media".into(),
-            region: "cn-shanghai".into(),
-            endpoint: None,
-            prefix: "uploads/".into(),
-            ttl_s: 3_600,
-            token_ttl_s: 86_400,
-            max_size_bytes: 5 * 1024 * 1024 * 1024,
-            demo_page: false,
-            access_key_id: None,
-            access_key_secret: None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub enabled: bool,
     pub batch_size: u32,
@@ -255,7 +226,7 @@ pub struct WorkerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
     /// How long a key is honoured, in hours (fractions allowed: `0.5`); after that the same
     /// key makes a new job, and the record is purged.
@@ -263,7 +234,7 @@ pub struct IdempotencySettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Require `Authorization: Bearer <token>` on every `/v1` route.
     pub enabled: bool,
@@ -277,7 +248,7 @@ pub struct AuthSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct LimitsSettings {
     /// Requests per second per team on `/v1` (per replica), with this burst.
     pub team_requests_per_second: u32,
@@ -287,12 +258,13 @@ pub struct LimitsSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct WebhooksSettings {
     /// Run the delivery worker in this process (every replica may).
     pub enabled: bool,
     /// Seconds to wait before each retry after a failed attempt; after the last, the delivery
     /// is `failed`. The first attempt is immediate.
+    #[serde(deserialize_with = "list")]
     pub schedule_s: Vec<u64>,
     /// After a rotation, the previous secret still signs (beside the new one) this long.
     pub rotation_grace_s: u64,
@@ -314,7 +286,7 @@ pub struct WebhooksSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` or `json`.
     pub format: String,
@@ -327,178 +299,39 @@ pub struct LogSettings {
     pub otlp_service_name: String,
 }
 
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            request_timeout_ms: 15_000,
-            body_limit_bytes: 64 * 1024,
-            submit_wait_ms: 2_000,
-            cors_origins: Vec::new(),
-            public_url: None,
-            job_cache_entries: 2_000,
-            job_cache_ttl_ms: 2_000,
-        }
-    }
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://data/snapgate.db".into(),
-            max_connections: 16,
-            acquire_timeout_ms: 5_000,
-            migrate_on_start: true,
-        }
-    }
-}
-
-impl Default for MpsSettings {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            region: "cn-shanghai".into(),
-            pipeline_id: None,
-            access_key_id: None,
-            access_key_secret: None,
-            signature: SignatureMethod::V1,
-            connect_timeout_ms: 3_000,
-            request_timeout_ms: 10_000,
-            mns: MnsSettings::default(),
-        }
-    }
-}
-
-impl Default for MnsSettings {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            queue: "snapgate-mps".into(),
-            wait_s: 10,
-            batch: 16,
-            concurrency: 8,
-        }
-    }
-}
-
-impl Default for EmbeddedEmulatorSettings {
-    fn default() -> Self {
-        Self {
-            start_ms: 200,
-            process_ms: 1_000,
-            listen: "127.0.0.1:8081".into(),
-            oss_dir: "data/oss".into(),
-            state_dir: "data/emulator".into(),
-            oss_cors_origins: vec!["*".into()],
-        }
-    }
-}
-
-#[allow(clippy::derivable_impls)]
-impl Default for OutputsSettings {
-    fn default() -> Self {
-        Self { presign_ttl_s: 0 }
-    }
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            batch_size: 16,
-            lease_ms: 30_000,
-            idle_poll_ms: 1_000,
-            max_attempts: 8,
-            backoff_base_ms: 250,
-            backoff_max_ms: 60_000,
-            submit_qps: 45,
-            query_qps: 90,
-            status_poll_min_ms: 1_000,
-            status_poll_max_ms: 30_000,
-            reconcile_margin_s: 120,
-            list_visibility_ms: 10_000,
-            job_deadline_s: 86_400,
-            not_found_timeout_s: 600,
-            lookup_max_pages: 50,
-            mns_grace_s: 15,
-        }
-    }
-}
-
-impl Default for IdempotencySettings {
-    fn default() -> Self {
-        Self { ttl_hours: 24.0 }
-    }
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            master_key: None,
-            master_key_file: "data/master.key".into(),
-            token_cache_ms: 1_000,
-        }
-    }
-}
-
-impl Default for LimitsSettings {
-    fn default() -> Self {
-        Self {
-            team_requests_per_second: 100,
-            team_burst: 200,
-            team_max_active_jobs: 10_000,
-        }
-    }
-}
-
-impl Default for WebhooksSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            schedule_s: vec![5, 300, 1_800, 7_200, 18_000, 36_000, 36_000],
-            rotation_grace_s: 86_400,
-            disable_after_s: 432_000,
-            allow_private_networks: false,
-            timeout_ms: 15_000,
-            connect_timeout_ms: 5_000,
-            response_limit_bytes: 1_024,
-            batch_size: 16,
-            lease_ms: 60_000,
-            poll_interval_ms: 500,
-        }
-    }
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: "text".into(),
-            level: "info".into(),
-            otlp_endpoint: String::new(),
-            otlp_service_name: "snapgate".into(),
-        }
-    }
-}
-
-#[allow(clippy::derivable_impls)]
 impl Default for Settings {
+    /// The embedded `config/default.toml` alone (no file or variable is read).
     fn default() -> Self {
-        Self {
-            http: HttpSettings::default(),
-            database: DatabaseSettings::default(),
-            mps: MpsSettings::default(),
-            emulator: EmbeddedEmulatorSettings::default(),
-            outputs: OutputsSettings::default(),
-            uploads: UploadsSettings::default(),
-            worker: WorkerSettings::default(),
-            idempotency: IdempotencySettings::default(),
-            auth: AuthSettings::default(),
-            limits: LimitsSettings::default(),
-            webhooks: WebhooksSettings::default(),
-            log: LogSettings::default(),
-        }
+        extract(&Figment::from(Toml::string(DEFAULTS)))
+            .expect("the embedded config/default.toml is a valid configuration")
     }
+}
+
+/// Each section's default is its part of [`Settings::default`].
+macro_rules! section_defaults {
+    ($($section:ty => $($field:ident).+;)+) => {$(
+        impl Default for $section {
+            fn default() -> Self {
+                Settings::default().$($field).+
+            }
+        }
+    )+};
+}
+
+section_defaults! {
+    HttpSettings => http;
+    DatabaseSettings => database;
+    MpsSettings => mps;
+    MnsSettings => mps.mns;
+    EmbeddedEmulatorSettings => emulator;
+    OutputsSettings => outputs;
+    UploadsSettings => uploads;
+    WorkerSettings => worker;
+    IdempotencySettings => idempotency;
+    AuthSettings => auth;
+    LimitsSettings => limits;
+    WebhooksSettings => webhooks;
+    LogSettings => log;
 }
 
 impl Settings {
@@ -515,141 +348,22 @@ impl Settings {
         env: Option<&str>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let mut figment = Figment::new().merge(Toml::file(dir.join("default.toml")));
-        if let Some(env) = env {
-            let file: PathBuf = dir.join(format!("{env}.toml"));
-            anyhow::ensure!(
-                file.exists(),
-                "{ENV_VAR}={env} but {} does not exist",
-                file.display()
-            );
-            figment = figment.merge(Toml::file(file));
-        }
-        // Empty values count as unset (compose files pass `${VAR:-}` through).
-        let lookup = |name: &str| {
-            vars.iter()
-                .find(|(k, v)| k == name && !v.is_empty())
-                .map(|(_, v)| v.clone())
-        };
-        if let Some(url) = lookup("DATABASE_URL") {
-            figment = figment.merge(EnvValue::new("DATABASE_URL", "database.url", url));
-        }
-        if let Some(id) = lookup(ALIBABA_KEY_ID_VAR) {
-            figment = figment.merge(EnvValue::new(ALIBABA_KEY_ID_VAR, "mps.access_key_id", id));
-        }
-        if let Some(secret) = lookup(ALIBABA_KEY_SECRET_VAR) {
-            figment = figment.merge(EnvValue::new(
-                ALIBABA_KEY_SECRET_VAR,
-                "mps.access_key_secret",
-                secret,
-            ));
-        }
-        // `SNAPGATE__SECTION__KEY=value` sets `section.key`; values parse like figment's `Env`
-        // provider (numbers, booleans, strings). Read from the given set so tests are hermetic.
-        for (key, value) in &vars {
-            if let Some(path) = key.strip_prefix("SNAPGATE__") {
-                let path = path.to_lowercase().replace("__", ".");
-                if value.is_empty() && !EMPTY_IS_A_SETTING.contains(&path.as_str()) {
-                    continue;
-                }
-                // Text keys stay text even when they look like numbers (a secret "0123").
-                let value: figment::value::Value = if STRING_KEYS.contains(&path.as_str()) {
-                    value.clone().into()
-                } else {
-                    value.parse().expect("infallible")
-                };
-                figment = figment.merge(EnvValue::new(key, &path, value));
-            }
-        }
-        let settings: Settings = figment.extract().map_err(|e| {
-            // figment quotes serde's list of expected values once more: "expected ``v1` or
-            // `acs3``"; one pair of backticks is what the list already has.
-            anyhow::anyhow!("{}", e.to_string().replace("``", "`"))
-                .context("invalid configuration (see config/default.toml for every key)")
-        })?;
+        let settings = extract(&layers(dir, env, vars)?)?;
         settings.validate()?;
         Ok(settings)
     }
 
+    /// Each section's own rules; an error names the key.
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            matches!(self.log.format.as_str(), "text" | "json"),
-            "log.format must be `text` or `json`"
-        );
-        if let Some(p) = &self.mps.pipeline_id {
-            anyhow::ensure!(
-                crate::domain::is_mps_id(p),
-                "mps.pipeline_id must be 32 lower-case hex characters"
-            );
-        }
-        anyhow::ensure!(
-            self.mps.access_key_id.is_some() == self.mps.access_key_secret.is_some(),
-            "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
-        );
-        anyhow::ensure!(
-            self.limits.team_requests_per_second > 0 && self.limits.team_burst > 0,
-            "limits.team_requests_per_second and limits.team_burst must be > 0"
-        );
-        anyhow::ensure!(
-            self.idempotency.ttl_hours.is_finite() && self.idempotency.ttl_hours > 0.0,
-            "idempotency.ttl_hours must be a number of hours > 0 (fractions allowed)"
-        );
-        anyhow::ensure!(self.worker.batch_size > 0, "worker.batch_size must be > 0");
-        anyhow::ensure!(
-            self.worker.max_attempts > 0,
-            "worker.max_attempts must be > 0"
-        );
-        anyhow::ensure!(self.worker.submit_qps > 0, "worker.submit_qps must be > 0");
-        anyhow::ensure!(self.worker.query_qps > 0, "worker.query_qps must be > 0");
-        check_origins("http.cors_origins", &self.http.cors_origins)?;
-        check_origins("emulator.oss_cors_origins", &self.emulator.oss_cors_origins)?;
-        if let Some(u) = &self.http.public_url {
-            anyhow::ensure!(
-                (u.starts_with("https://") || u.starts_with("http://"))
-                    && reqwest::Url::parse(u).is_ok(),
-                "http.public_url must be an http(s) URL such as https://snapgate.example.com"
-            );
-        }
-        anyhow::ensure!(
-            self.uploads.access_key_id.is_some() == self.uploads.access_key_secret.is_some(),
-            "set both uploads.access_key_id and uploads.access_key_secret, or neither"
-        );
-        anyhow::ensure!(
-            self.uploads.ttl_s > 0
-                && self.uploads.token_ttl_s > 0
-                && self.uploads.max_size_bytes > 0,
-            "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
-        );
-        anyhow::ensure!(
-            self.webhooks.batch_size > 0,
-            "webhooks.batch_size must be > 0"
-        );
-        anyhow::ensure!(
-            self.webhooks.lease_ms > self.webhooks.timeout_ms,
-            "webhooks.lease_ms must exceed webhooks.timeout_ms (a lease outlives its attempt)"
-        );
-        let mns = &self.mps.mns;
-        anyhow::ensure!(
-            (1..=MNS_MAX_WAIT_S).contains(&mns.wait_s),
-            "mps.mns.wait_s must be from 1 to 30"
-        );
-        anyhow::ensure!(
-            (1..=MNS_MAX_BATCH).contains(&mns.batch),
-            "mps.mns.batch must be from 1 to 16"
-        );
-        anyhow::ensure!(mns.concurrency > 0, "mps.mns.concurrency must be > 0");
-        anyhow::ensure!(
-            mns.queue
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-            "mps.mns.queue must be letters, digits and '-'"
-        );
-        anyhow::ensure!(
-            self.emulator.listen.parse::<std::net::SocketAddr>().is_ok(),
-            "emulator.listen must be an address such as 127.0.0.1:8081"
-        );
-        Ok(())
+        self.http.validate()?;
+        self.mps.validate()?;
+        self.emulator.validate()?;
+        self.uploads.validate()?;
+        self.worker.validate()?;
+        self.idempotency.validate()?;
+        self.limits.validate()?;
+        self.webhooks.validate()?;
+        self.log.validate()
     }
 
     /// True when real MPS credentials are configured; otherwise `serve` embeds the emulator.
@@ -670,6 +384,212 @@ impl Settings {
             None => format!("https://mts.{}.aliyuncs.com", self.mps.region),
         }
     }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        check_origins("http.cors_origins", &self.cors_origins)?;
+        if let Some(u) = &self.public_url {
+            anyhow::ensure!(
+                (u.starts_with("https://") || u.starts_with("http://"))
+                    && reqwest::Url::parse(u).is_ok(),
+                "http.public_url must be an http(s) URL such as https://snapgate.example.com"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl MpsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(p) = &self.pipeline_id {
+            anyhow::ensure!(
+                crate::domain::is_mps_id(p),
+                "mps.pipeline_id must be 32 lower-case hex characters"
+            );
+        }
+        anyhow::ensure!(
+            self.access_key_id.is_some() == self.access_key_secret.is_some(),
+            "set both the MPS access key id and secret, or neither (then the built-in emulator is used)"
+        );
+        self.mns.validate()
+    }
+}
+
+impl MnsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=MNS_MAX_WAIT_S).contains(&self.wait_s),
+            "mps.mns.wait_s must be from 1 to 30"
+        );
+        anyhow::ensure!(
+            (1..=MNS_MAX_BATCH).contains(&self.batch),
+            "mps.mns.batch must be from 1 to 16"
+        );
+        anyhow::ensure!(self.concurrency > 0, "mps.mns.concurrency must be > 0");
+        anyhow::ensure!(
+            self.queue
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "mps.mns.queue must be letters, digits and '-'"
+        );
+        Ok(())
+    }
+}
+
+impl EmbeddedEmulatorSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        check_origins("emulator.oss_cors_origins", &self.oss_cors_origins)?;
+        anyhow::ensure!(
+            self.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "emulator.listen must be an address such as 127.0.0.1:8081"
+        );
+        Ok(())
+    }
+}
+
+impl UploadsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.access_key_id.is_some() == self.access_key_secret.is_some(),
+            "set both uploads.access_key_id and uploads.access_key_secret, or neither"
+        );
+        anyhow::ensure!(
+            self.ttl_s > 0 && self.token_ttl_s > 0 && self.max_size_bytes > 0,
+            "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
+        );
+        Ok(())
+    }
+}
+
+impl WorkerSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch_size > 0, "worker.batch_size must be > 0");
+        anyhow::ensure!(self.max_attempts > 0, "worker.max_attempts must be > 0");
+        anyhow::ensure!(self.submit_qps > 0, "worker.submit_qps must be > 0");
+        anyhow::ensure!(self.query_qps > 0, "worker.query_qps must be > 0");
+        Ok(())
+    }
+}
+
+impl IdempotencySettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.ttl_hours.is_finite() && self.ttl_hours > 0.0,
+            "idempotency.ttl_hours must be a number of hours > 0 (fractions allowed)"
+        );
+        Ok(())
+    }
+}
+
+impl LimitsSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.team_requests_per_second > 0 && self.team_burst > 0,
+            "limits.team_requests_per_second and limits.team_burst must be > 0"
+        );
+        Ok(())
+    }
+}
+
+impl WebhooksSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch_size > 0, "webhooks.batch_size must be > 0");
+        anyhow::ensure!(
+            self.lease_ms > self.timeout_ms,
+            "webhooks.lease_ms must exceed webhooks.timeout_ms (a lease outlives its attempt)"
+        );
+        Ok(())
+    }
+}
+
+impl LogSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(self.format.as_str(), "text" | "json"),
+            "log.format must be `text` or `json`"
+        );
+        Ok(())
+    }
+}
+
+/// The layers of the module docs, later wins.
+fn layers(
+    dir: &Path,
+    env: Option<&str>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Figment> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let mut figment =
+        Figment::from(Toml::string(DEFAULTS)).merge(Toml::file(dir.join("default.toml")));
+    if let Some(env) = env {
+        let file: PathBuf = dir.join(format!("{env}.toml"));
+        anyhow::ensure!(
+            file.exists(),
+            "{ENV_VAR}={env} but {} does not exist",
+            file.display()
+        );
+        figment = figment.merge(Toml::file(file));
+    }
+    // The variables other tools read too; empty ones count as unset.
+    for (var, key) in [
+        ("DATABASE_URL", "database.url"),
+        (ALIBABA_KEY_ID_VAR, "mps.access_key_id"),
+        (ALIBABA_KEY_SECRET_VAR, "mps.access_key_secret"),
+    ] {
+        if let Some((_, value)) = vars.iter().find(|(k, v)| k == var && !v.is_empty()) {
+            figment = figment.merge(EnvValue::new(var, key, value.as_str()));
+        }
+    }
+    // `SNAPGATE__SECTION__KEY=value` sets `section.key`, as figment's
+    // `Env::prefixed("SNAPGATE__").split("__")` would, but read from the given set (tests are
+    // hermetic), one provider per variable (an error names it), and the value kept as its text.
+    for (var, value) in &vars {
+        if let Some(path) = var.strip_prefix(ENV_PREFIX) {
+            let key = path.to_lowercase().replace("__", ".");
+            if value.is_empty() && !EMPTY_IS_A_SETTING.contains(&key.as_str()) {
+                continue;
+            }
+            figment = figment.merge(EnvValue::new(var, &key, value.as_str()));
+        }
+    }
+    Ok(figment)
+}
+
+/// Figment's lossy extraction: a number or boolean key also reads text (`"8"`, `"off"`), which
+/// is how environment variables set them.
+fn extract(figment: &Figment) -> anyhow::Result<Settings> {
+    figment.extract_lossy().map_err(|e| {
+        // figment quotes serde's list of expected values once more: "expected ``v1` or
+        // `acs3``"; one pair of backticks is what the list already has.
+        anyhow::anyhow!("{}", e.to_string().replace("``", "`"))
+            .context("invalid configuration (see config/default.toml for every key)")
+    })
+}
+
+/// A list key: a list in a file, or an environment variable's text `["https://a.example"]`,
+/// `[1, 2]` (parsed as figment's `Env` parses values).
+fn list<'de, D: Deserializer<'de>, T: DeserializeOwned>(de: D) -> Result<Vec<T>, D::Error> {
+    struct List<T>(PhantomData<T>);
+    impl<'de, T: DeserializeOwned> Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list such as [\"a\", \"b\"] or [1, 2]")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<T>, E> {
+            match text.parse::<Value>() {
+                Ok(list @ Value::Array(..)) => Vec::deserialize(&list).map_err(E::custom),
+                _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+            }
+        }
+    }
+    de.deserialize_seq(List(PhantomData))
 }
 
 /// One value from an environment variable, named after it, so that a bad value is reported as
@@ -871,5 +791,125 @@ mod tests {
         std::fs::write(dir.path().join("default.toml"), "[http]\nlisten_typo = 1\n").unwrap();
         assert!(Settings::load_from(dir.path(), None, Vec::new()).is_err());
         assert!(Settings::load_from(dir.path(), Some("missing"), Vec::new()).is_err());
+    }
+
+    fn with_vars(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_from(&config_dir(), None, vars)
+    }
+
+    /// The text keys, read from the embedded file: those whose default is quoted text, and the
+    /// optional ones whose commented example is (`# public_url = "https://…"`).
+    fn text_keys() -> Vec<String> {
+        let mut section = "";
+        let mut keys = Vec::new();
+        for line in DEFAULTS.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some((key, value)) = line.trim_start_matches("# ").split_once(" = ") {
+                if value.starts_with('"')
+                    && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    keys.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_text_key_keeps_a_numeric_looking_value_as_its_text() {
+        let keys = text_keys();
+        for key in [
+            "auth.master_key",
+            "mps.access_key_secret",
+            "http.public_url",
+            "log.level",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} not found in {keys:?}");
+        }
+        for key in &keys {
+            let var = format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase());
+            let figment = layers(&config_dir(), None, vec![(var.clone(), "0123".into())]).unwrap();
+            // Not validated: "0123" is no pipeline id or URL, but it must arrive as written.
+            match extract(&figment) {
+                Ok(s) => {
+                    let secrets = [
+                        &s.mps.access_key_secret,
+                        &s.uploads.access_key_secret,
+                        &s.auth.master_key,
+                    ];
+                    assert!(
+                        format!("{s:?}").contains("\"0123\"")
+                            || secrets
+                                .iter()
+                                .any(|x| x.as_ref().is_some_and(|x| x.expose() == "0123")),
+                        "{var}=0123 did not arrive as the text \"0123\""
+                    );
+                }
+                // An enum key (`mps.signature`) refuses it, quoting the text.
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    assert!(
+                        e.contains("`0123`") && e.contains(key.as_str()),
+                        "{var}: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_booleans_and_lists_read_from_text_and_a_bad_value_names_its_variable() {
+        let s = with_vars(&[
+            ("SNAPGATE__WORKER__ENABLED", "false"),
+            ("SNAPGATE__WEBHOOKS__ALLOW_PRIVATE_NETWORKS", "on"),
+            ("SNAPGATE__HTTP__BODY_LIMIT_BYTES", "0123"),
+            ("SNAPGATE__IDEMPOTENCY__TTL_HOURS", "0.5"),
+            ("SNAPGATE__WEBHOOKS__SCHEDULE_S", "[1, 2]"),
+            ("SNAPGATE__EMULATOR__OSS_CORS_ORIGINS", "[]"),
+        ])
+        .unwrap();
+        assert!(!s.worker.enabled && s.webhooks.allow_private_networks);
+        assert_eq!(s.http.body_limit_bytes, 123);
+        assert_eq!(s.idempotency.ttl_hours, 0.5);
+        assert_eq!(s.webhooks.schedule_s, vec![1, 2]);
+        assert!(s.emulator.oss_cors_origins.is_empty());
+        for (var, value, key) in [
+            (
+                "SNAPGATE__WORKER__MAX_ATTEMPTS",
+                "many",
+                "worker.max_attempts",
+            ),
+            ("SNAPGATE__WORKER__ENABLED", "maybe", "worker.enabled"),
+            (
+                "SNAPGATE__HTTP__CORS_ORIGINS",
+                "https://a.example",
+                "http.cors_origins",
+            ),
+            (
+                "SNAPGATE__WEBHOOKS__SCHEDULE_S",
+                "[1, soon]",
+                "webhooks.schedule_s",
+            ),
+        ] {
+            let e = format!("{:#}", with_vars(&[(var, value)]).unwrap_err());
+            assert!(
+                e.contains(&format!("\"{key}\" in environment variable {var}")),
+                "{var}={value}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_section_default_is_its_part_of_the_embedded_file() {
+        let s = Settings::default();
+        assert_eq!(DatabaseSettings::default(), s.database);
+        assert_eq!(MnsSettings::default(), s.mps.mns);
+        assert_eq!(
+            s.webhooks.schedule_s,
+            [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+        );
+        assert_eq!(s.mps.access_key_id, None, "a commented-out key is unset");
     }
 }
