@@ -52,7 +52,7 @@ macro_rules! both_stores {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let (store, _) = super::common::pg_store().await;
+                let (store, _db) = super::common::pg_store().await;
                 super::$name(store).await;
             }
         }

@@ -78,7 +78,7 @@ fn assert_problem(res_status: u16, headers: &reqwest::header::HeaderMap, body: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_quota_is_given_back_when_its_job_is_final() {
-    let (store, _) = common::pg_store().await;
+    let (store, _db) = common::pg_store().await;
     let emu = common::app::test_emulator(|_| {}).await;
     // MPS cannot be asked how the job is doing: it stays in flight for as long as the test
     // needs, whatever the emulator's clock says.
@@ -146,7 +146,7 @@ async fn a_teams_quota_is_given_back_when_its_job_is_final() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_slower_than_the_request_timeout_answers_503_with_a_problem() {
-    let (store, _) = common::pg_store().await;
+    let (store, _db) = common::pg_store().await;
     // The next submit creates its job at once but answers only after 1.5 s.
     let emu = common::app::test_emulator(|_| {}).await;
     set_faults(

@@ -47,39 +47,30 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
-/// An empty Postgres database (no migration applied); its URL.
-async fn empty_pg() -> String {
-    let admin = common::pg_admin_url();
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("Postgres is required for these tests ({admin}): {e}"));
-    let name = format!("snapgate_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
-/// A database under test: its URL and, for SQLite, the folder that holds it.
+/// A database under test: its URL and what removes it (Postgres: the database's guard; SQLite:
+/// the folder that holds it).
 struct Db {
     url: String,
+    _pg: Option<common::PgDb>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Db {
     async fn new(backend: &str) -> Db {
         match backend {
-            "postgres" => Db {
-                url: empty_pg().await,
-                _dir: None,
-            },
+            "postgres" => {
+                let pg = common::pg_database().await;
+                Db {
+                    url: pg.url.clone(),
+                    _pg: Some(pg),
+                    _dir: None,
+                }
+            }
             _ => {
                 let dir = tempfile::tempdir().unwrap();
                 Db {
                     url: format!("sqlite://{}/snapgate.db", dir.path().display()),
+                    _pg: None,
                     _dir: Some(dir),
                 }
             }

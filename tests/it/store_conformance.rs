@@ -1518,15 +1518,15 @@ async fn postgres_creates_survive_their_connections_being_ended() {
     }
 }
 
-/// A Postgres store whose pool holds `max_connections`, its pool, and a job of `team` created
-/// through it.
+/// A Postgres store whose pool holds `max_connections`, its pool, a job of `team` created
+/// through it, and the database's guard.
 async fn pg_store_of(
     max_connections: u32,
     team: &str,
-) -> (store::SqlStore, sqlx::PgPool, store::Job) {
-    let (_, url) = common::pg_store().await;
+) -> (store::SqlStore, sqlx::PgPool, store::Job, common::PgDb) {
+    let (_, db) = common::pg_store().await;
     let s = store::PgStore::connect(&snapgate::config::DatabaseSettings {
-        url,
+        url: db.url.clone(),
         max_connections,
         ..Default::default()
     })
@@ -1538,7 +1538,7 @@ async fn pg_store_of(
             .await
             .unwrap(),
     );
-    (s, pool, job)
+    (s, pool, job, db)
 }
 
 /// Single statements keep their connection warm for the next one (sqlx pings every connection
@@ -1546,7 +1546,7 @@ async fn pg_store_of(
 /// once unused, so transactions, listeners and a closing pool get them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
-    let (s, pool, job) = pg_store_of(8, "w").await;
+    let (s, pool, job, _db) = pg_store_of(8, "w").await;
     assert!(s.get_job(Some("w"), job.id).await.unwrap().is_some());
     // Long after a connection given back would be in the pool again (its check is one round
     // trip), well before a kept one is given back (250 ms unused).
@@ -1577,7 +1577,7 @@ async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
 /// caller pass the queue, and leave the waiters the tail of the latency).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_no_connection_is_kept_warm_while_the_pool_is_full() {
-    let (s, pool, job) = pg_store_of(4, "f").await;
+    let (s, pool, job, _db) = pg_store_of(4, "f").await;
     // Let the group commit's and the announcement's connections settle back in the pool.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let mut held = Vec::new();

@@ -33,7 +33,7 @@ fn out(key: &str) -> Value {
 // Presets (REST, Postgres, auth on)
 
 async fn preset_app() -> (TestApp, TestApp) {
-    let (store, _) = common::pg_store().await;
+    let (store, _db) = common::pg_store().await;
     let app = TestApp::builder(store)
         .settings(|s| s.auth.enabled = true)
         .start()
@@ -380,6 +380,7 @@ struct Env {
     token: String,
     relay: Relay,
     app_store: snapgate::store::DynStore,
+    _db: common::PgDb,
     _dir: tempfile::TempDir,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -395,13 +396,13 @@ fn free_port() -> u16 {
 
 async fn env(tweak: impl FnOnce(&mut Settings)) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let (store, url) = common::pg_store().await;
+    let (store, db) = common::pg_store().await;
     let port = free_port();
     let relay = relay(format!("http://127.0.0.1:{port}")).await;
     let mut s = common::test_settings();
     s.http.listen = format!("127.0.0.1:{port}");
     s.http.public_url = Some(format!("http://{}", relay.addr));
-    s.database.url = url;
+    s.database.url = db.url.clone();
     s.worker.enabled = true;
     s.worker.status_poll_min_ms = 100;
     s.worker.status_poll_max_ms = 300;
@@ -433,6 +434,7 @@ async fn env(tweak: impl FnOnce(&mut Settings)) -> Env {
         token: key.token,
         relay,
         app_store: store,
+        _db: db,
         _dir: dir,
         stop,
         task,

@@ -19,8 +19,9 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A new, migrated Postgres database for one test.
-pub async fn pg_store() -> (DynStore, String) {
+/// A new, empty Postgres database for one test (no migration applied), dropped when the
+/// returned guard is dropped: at the end of the test, also when it fails.
+pub async fn pg_database() -> PgDb {
     let admin = pg_admin_url();
     let pool = sqlx::PgPool::connect(&admin)
         .await
@@ -35,14 +36,71 @@ pub async fn pg_store() -> (DynStore, String) {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("bad Postgres URL"),
     };
+    PgDb { url, name, admin }
+}
+
+/// A new, migrated Postgres database for one test: the store and the database's guard (which
+/// derefs to its URL). Keep the guard for as long as the database is used (`_db`, never `_`).
+pub async fn pg_store() -> (DynStore, PgDb) {
+    let db = pg_database().await;
     let settings = DatabaseSettings {
-        url: url.clone(),
+        url: db.url.clone(),
         max_connections: 20,
         ..DatabaseSettings::default()
     };
     let store = PgStore::connect(&settings).await.expect("connect test db");
     store.migrate().await.expect("migrate");
-    (Arc::new(store), url)
+    (Arc::new(store), db)
+}
+
+/// A test's Postgres database: its URL (`Deref` to `String`), dropped with the guard, from a
+/// connection of its own on a thread of its own (a `Drop` cannot await, and it may run on a
+/// runtime's thread or after the runtime is gone). `WITH (FORCE)` (Postgres 13+) ends the
+/// connections pools still hold.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl std::ops::Deref for PgDb {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for PgDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await?;
+                c.close().await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            // Not a second panic while a failing test unwinds: .ci/run drops leftovers.
+            Ok(Err(e)) => eprintln!("could not drop test database {}: {e:#}", self.name),
+            Err(_) => eprintln!("could not drop test database {}", self.name),
+        }
+    }
 }
 
 /// A new, migrated SQLite file in a temp folder (kept alive by the returned guard).
