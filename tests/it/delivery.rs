@@ -66,37 +66,12 @@ fn job_body(i: usize) -> Value {
 /// What the delivery tests ask of the app.
 trait Delivery {
     async fn submit(&self, body: &Value) -> (StatusCode, Value);
-    async fn job(&self, id: &str) -> Value;
-    async fn wait_final(&self, id: &str, limit: Duration) -> Value;
 }
 
 impl Delivery for TestApp {
     async fn submit(&self, body: &Value) -> (StatusCode, Value) {
         let res = self.post_job(body, None).await;
         (res.status(), res.json().await.unwrap())
-    }
-
-    async fn job(&self, id: &str) -> Value {
-        self.get(&format!("/v1/snapshot-jobs/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn wait_final(&self, id: &str, limit: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let job = self.job(id).await;
-            if job["state"] == "succeeded" || job["state"] == "failed" {
-                return job;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "job {id} not final after {limit:?}: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 

@@ -110,18 +110,6 @@ async fn job(app: &TestApp, id: &str) -> Value {
         .unwrap()
 }
 
-async fn wait_final(app: &TestApp, id: &str, limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let j = job(app, id).await;
-        if j["state"] == "succeeded" || j["state"] == "failed" {
-            return j;
-        }
-        assert!(start.elapsed() < limit, "not final after {limit:?}: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The emulator's fault settings now: spent counters show the faults really happened.
 async fn faults_now(emu: &EmulatorHandle) -> Value {
     reqwest::get(format!("{}/_emulator/faults", emu.url()))
@@ -174,7 +162,7 @@ async fn a_lookup_that_reaches_its_page_cap_never_resubmits(store: DynStore) {
             .unwrap();
     }
     open_lookups.send(true).unwrap();
-    let j = wait_final(&app, &id, Duration::from_secs(30)).await;
+    let j = app.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(
         faults_now(&emu).await["drop_next_submits"],
         0,
@@ -230,7 +218,7 @@ async fn a_lost_answer_is_adopted_not_resubmitted(store: DynStore) {
     faults(&emu, json!({"drop_next_submits": 1, "list_delay_ms": 1500})).await;
     let app = gateway(store, &emu, |s| s.worker.list_visibility_ms = 2_000).await;
     let id = submit(&app, 0).await;
-    let j = wait_final(&app, &id, Duration::from_secs(30)).await;
+    let j = app.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(
         faults_now(&emu).await["drop_next_submits"],
@@ -262,7 +250,7 @@ async fn a_definite_failure_does_not_erase_an_unknown_outcome(store: DynStore) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     faults(&emu, json!({"throttle_next_submits": 1})).await;
-    let j = wait_final(&app, &id, Duration::from_secs(30)).await;
+    let j = app.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(ledger(&emu).await.get(&id), Some(&1), "{j}");
     let f = faults_now(&emu).await;
@@ -309,7 +297,7 @@ async fn a_slow_answer_longer_than_the_lease_is_not_sent_twice(store: DynStore) 
         ids.push(submit(if i % 2 == 0 { &a } else { &b }, i).await);
     }
     for id in &ids {
-        let j = wait_final(&a, id, Duration::from_secs(40)).await;
+        let j = a.wait_final(id, Duration::from_secs(40)).await;
         assert_eq!(j["state"], "succeeded", "{j}");
     }
     let per = ledger(&emu).await;
@@ -354,7 +342,28 @@ async fn an_outage_keeps_jobs_queued_and_delivers_them_after(store: DynStore) {
         paused["status"], "ok",
         "an outage keeps the replica ready: {paused}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Until one job has met at least `max_attempts` connect failures (each stamps its
+    // `last_error.at`; dispatch pauses 1 s, 2 s, ... between them): the old behaviour failed it
+    // then. Every job stays queued meanwhile.
+    let mut failures: Vec<std::collections::BTreeSet<String>> = vec![Default::default(); ids.len()];
+    let start = Instant::now();
+    while failures.iter().all(|seen| seen.len() < 2) {
+        for (id, seen) in ids.iter().zip(&mut failures) {
+            let j = job(&app, id).await;
+            assert_eq!(
+                j["state"], "queued",
+                "an outage is not the job's fault: {j}"
+            );
+            if let Some(at) = j["last_error"]["at"].as_str() {
+                seen.insert(at.to_string());
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no job met two connect failures: {failures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for id in &ids {
         let j = job(&app, id).await;
         assert_eq!(
@@ -376,7 +385,7 @@ async fn an_outage_keeps_jobs_queued_and_delivers_them_after(store: DynStore) {
     })
     .await;
     for id in &ids {
-        let j = wait_final(&app, id, Duration::from_secs(90)).await;
+        let j = app.wait_final(id, Duration::from_secs(90)).await;
         assert_eq!(j["state"], "succeeded", "{j}");
         assert_eq!(ledger(&emu).await.get(id), Some(&1));
     }
@@ -409,7 +418,7 @@ async fn a_job_mps_forgot_ends_failed(store: DynStore) {
     }
     emu.shutdown().await;
     let _fresh = test_emulator(|c| c.listen = addr).await;
-    let j = wait_final(&app, &id, Duration::from_secs(30)).await;
+    let j = app.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(j["state"], "failed", "{j}");
     assert_eq!(j["last_error"]["code"], "mps_job_not_found", "{j}");
     assert_eq!(store.count_active_jobs("default").await.unwrap(), 0);

@@ -53,18 +53,6 @@ async fn job(app: &TestApp, id: &str) -> Value {
         .unwrap()
 }
 
-async fn wait_final(app: &TestApp, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let j = job(app, id).await;
-        if j["state"] == "succeeded" || j["state"] == "failed" {
-            return j;
-        }
-        assert!(start.elapsed() < LIMIT, "job {id} not final: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn assert_problem(res_status: u16, headers: &reqwest::header::HeaderMap, body: &Value, code: &str) {
     assert_eq!(
         headers.get("content-type").unwrap(),
@@ -117,7 +105,7 @@ async fn a_teams_quota_is_given_back_when_its_job_is_final() {
 
     // MPS answers again: the first job ends, and its place is free.
     set_faults(&emu.url(), json!({"unavailable_next_queries": 0})).await;
-    assert_eq!(wait_final(&app, &first_id).await["state"], "succeeded");
+    assert_eq!(app.wait_final(&first_id, LIMIT).await["state"], "succeeded");
     let start = Instant::now();
     let accepted = loop {
         let r = app.post_job(&body(2), None).await;
@@ -184,7 +172,7 @@ async fn a_request_slower_than_the_request_timeout_answers_503_with_a_problem() 
     let jobs = list["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{list}");
     let id = jobs[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(wait_final(&app, &id).await["state"], "succeeded");
+    assert_eq!(app.wait_final(&id, LIMIT).await["state"], "succeeded");
     assert_eq!(
         common::app::emulator_ledger(&emu.url()).await.get(&id),
         Some(&1)

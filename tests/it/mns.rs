@@ -107,17 +107,6 @@ where
     }
 }
 
-async fn wait_final(app: &TestApp, id: &str, limit: Duration) -> Value {
-    wait_for(&format!("job {id} final"), limit, || async {
-        matches!(
-            job(app, id).await["state"].as_str(),
-            Some("succeeded" | "failed")
-        )
-    })
-    .await;
-    job(app, id).await
-}
-
 async fn mns_stats(emu: &EmulatorHandle) -> Value {
     get_json(&format!("{}/_emulator/mns", emu.url())).await
 }
@@ -153,7 +142,7 @@ async fn a_job_ends_by_its_message_without_any_query_for_it() {
     let emu = emulator(|_| {}).await;
     let app = app(store, &emu, |_| {}).await;
     let id = submit(&app, 1).await;
-    let done = wait_final(&app, &id, Duration::from_secs(10)).await;
+    let done = app.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let mps_id = done["mps"]["job_id"].as_str().unwrap().to_string();
     let l = ledger(&emu, &mps_id).await;
@@ -205,7 +194,7 @@ async fn duplicated_late_and_stale_messages_never_move_a_job_back() {
     .await;
     let app = app(store, &emu, |_| {}).await;
     let id = submit(&app, 1).await;
-    let done = wait_final(&app, &id, Duration::from_secs(10)).await;
+    let done = app.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(done["state"], "succeeded");
     wait_for("both copies deleted", Duration::from_secs(5), || async {
         mns_stats(&emu).await["stats"]["deleted"] == 2
@@ -257,10 +246,19 @@ async fn a_poll_answer_older_than_the_message_does_not_move_the_job_back() {
     )
     .await;
     let app = app(store, &emu, |s| s.worker.mns_grace_s = 0).await;
-    // The worker's start check spends the first slow query; wait for it.
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // The worker's start check spends the first slow query; wait for its answer (the first
+    // signed call that succeeds marks MPS verified).
+    wait_for(
+        "the worker's start check answered",
+        Duration::from_secs(10),
+        || async {
+            let r: Value = app.get("/readyz").await.json().await.unwrap();
+            r["mps"]["verified"] == true
+        },
+    )
+    .await;
     let id = submit(&app, 1).await;
-    let done = wait_final(&app, &id, Duration::from_secs(10)).await;
+    let done = app.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(done["state"], "succeeded");
     let mps_id = done["mps"]["job_id"].as_str().unwrap().to_string();
     wait_for(
@@ -320,7 +318,7 @@ async fn with_a_tenth_of_messages_lost_every_job_still_ends_final() {
     }
     let mut queried = 0;
     for id in &ids {
-        let done = wait_final(&app, id, Duration::from_secs(30)).await;
+        let done = app.wait_final(id, Duration::from_secs(30)).await;
         assert_eq!(done["state"], "succeeded", "{done}");
         let mps_id = done["mps"]["job_id"].as_str().unwrap();
         let l = ledger(&emu, mps_id).await;
@@ -420,7 +418,7 @@ async fn a_message_is_kept_when_recording_fails_and_applied_when_it_comes_back()
         .execute(&db)
         .await
         .unwrap();
-    let done = wait_final(&app, &id, Duration::from_secs(10)).await;
+    let done = app.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(done["state"], "succeeded");
     wait_for("deleted once recorded", Duration::from_secs(5), || async {
         mns_stats(&emu).await["stats"]["deleted"] == 1

@@ -33,8 +33,9 @@ fn out(key: &str) -> Value {
 // Presets (REST, Postgres, auth on)
 
 async fn preset_app() -> (TestApp, TestApp) {
-    let (store, _db) = common::pg_store().await;
+    let (store, db) = common::pg_store().await;
     let app = TestApp::builder(store)
+        .keep(db)
         .settings(|s| s.auth.enabled = true)
         .start()
         .await;

@@ -109,8 +109,9 @@ fn fast(s: &mut Settings) {
 }
 
 async fn app(emulator: &EmulatorHandle, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let (store, _db) = common::pg_store().await;
+    let (store, db) = common::pg_store().await;
     TestApp::builder(store)
+        .keep(db)
         .mps(common::app::mps_client(
             &emulator.url(),
             common::app::EMU_SECRET,
@@ -154,26 +155,6 @@ async fn submit(app: &TestApp, body: &Value) -> String {
     let (status, job) = json_of(app.post_job(body, None).await).await;
     assert!(status.is_success(), "{status} {job}");
     job["id"].as_str().unwrap().to_string()
-}
-
-async fn wait_final(app: &TestApp, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let job: Value = app
-            .get(&format!("/v1/snapshot-jobs/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if matches!(job["state"].as_str(), Some("succeeded" | "failed")) {
-            return job;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "not final: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn deliveries(app: &TestApp, endpoint: &str) -> Vec<Value> {
@@ -246,15 +227,13 @@ async fn every_delivery_verifies_and_carries_the_job_as_the_api_shows_it() {
     assert_eq!(list["endpoints"][0]["id"], endpoint["id"]);
 
     let id = submit(&app, &job_body("uploads/a.mp4")).await;
-    let job = wait_final(&app, &id).await;
+    let job = app.wait_final(&id, Duration::from_secs(20)).await;
     assert_eq!(job["state"], "succeeded");
-    let records = rx.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let records = if rx.records().len() > records.len() {
-        rx.records()
-    } else {
-        records
-    };
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    // Every event of the job was recorded with its transition, so the job being final means its
+    // deliveries all exist; once none is pending, the receiver has all it will ever get.
+    settled(&app, eid, 2).await;
+    let records = rx.records();
     assert_eq!(records.len(), 2, "{records:#?}");
     let mut types: Vec<&str> = records
         .iter()
@@ -311,10 +290,11 @@ async fn a_failed_job_sends_snapshot_job_failed() {
     let (_, endpoint) = create_endpoint(&app, &rx.url("127.0.0.1"), &["snapshot_job.failed"]).await;
     rx.set_secrets(&[endpoint["secret"].as_str().unwrap()]);
     let id = submit(&app, &job_body("uploads/missing.mp4")).await;
-    let job = wait_final(&app, &id).await;
+    let job = app.wait_final(&id, Duration::from_secs(20)).await;
     assert_eq!(job["state"], "failed", "{job}");
     let records = rx.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The job is final, so its deliveries all exist; once none is pending, nothing more comes.
+    settled(&app, endpoint["id"].as_str().unwrap(), 1).await;
     assert_eq!(rx.records().len(), 1, "only the subscribed type is sent");
     assert_verified(&records[0], 1);
     assert_eq!(records[0]["body"]["type"], "snapshot_job.failed");
@@ -333,7 +313,7 @@ async fn an_endpoint_failing_three_times_gets_four_attempts_on_the_schedule() {
     rx.set_secrets(&[endpoint["secret"].as_str().unwrap()]);
     let eid = endpoint["id"].as_str().unwrap();
     let id = submit(&app, &job_body("uploads/b.mp4")).await;
-    wait_final(&app, &id).await;
+    app.wait_final(&id, Duration::from_secs(20)).await;
     let records = rx.wait_for(4, Duration::from_secs(20)).await;
     let statuses: Vec<u64> = records
         .iter()
@@ -387,7 +367,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_shown_so() {
         create_endpoint(&app, &rx.url("127.0.0.1"), &["snapshot_job.succeeded"]).await;
     let eid = endpoint["id"].as_str().unwrap();
     let id = submit(&app, &job_body("uploads/c.mp4")).await;
-    wait_final(&app, &id).await;
+    app.wait_final(&id, Duration::from_secs(20)).await;
     // The first failure starts `failing_since`; the attempt a second later finds it failing
     // for longer than disable_after_s and disables it; the delivery's next attempt is not sent.
     rx.wait_for(2, Duration::from_secs(10)).await;
@@ -447,7 +427,7 @@ async fn an_endpoint_answering_410_gone_is_disabled_at_once() {
         create_endpoint(&app, &rx.url("127.0.0.1"), &["snapshot_job.succeeded"]).await;
     let eid = endpoint["id"].as_str().unwrap();
     let id = submit(&app, &job_body("uploads/g.mp4")).await;
-    wait_final(&app, &id).await;
+    app.wait_final(&id, Duration::from_secs(20)).await;
     rx.wait_for(1, Duration::from_secs(10)).await;
     let start = Instant::now();
     loop {
@@ -462,14 +442,20 @@ async fn an_endpoint_answering_410_gone_is_disabled_at_once() {
     let (_, e) = json_of(app.get(&format!("/v1/webhook-endpoints/{eid}")).await).await;
     assert_eq!(e["enabled"], false, "{e}");
     assert_eq!(e["disabled_reason"], "failing");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The only delivery is final (failed, with its one attempt): nothing is left to send.
     assert_eq!(rx.records().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_address_is_refused_unless_allowed() {
     let emulator = common::app::test_emulator(|_| {}).await;
-    let app = app(&emulator, |s| s.webhooks.allow_private_networks = false).await;
+    // One retry, a second later: the delivery ends (failed) within the test, after which
+    // nothing can reach the receiver any more.
+    let app = app(&emulator, |s| {
+        s.webhooks.allow_private_networks = false;
+        s.webhooks.schedule_s = vec![1];
+    })
+    .await;
     let rx = Receiver::start(&[]);
     // IP literals are refused when the endpoint is registered.
     for url in [
@@ -493,7 +479,7 @@ async fn a_private_address_is_refused_unless_allowed() {
     assert_eq!(status, StatusCode::CREATED, "{endpoint}");
     let eid = endpoint["id"].as_str().unwrap();
     let id = submit(&app, &job_body("uploads/d.mp4")).await;
-    wait_final(&app, &id).await;
+    app.wait_final(&id, Duration::from_secs(20)).await;
     let start = Instant::now();
     let attempt = loop {
         let ds = deliveries(&app, eid).await;
@@ -510,7 +496,15 @@ async fn a_private_address_is_refused_unless_allowed() {
     assert_eq!(attempt["status_code"], Value::Null, "{attempt}");
     let error = attempt["error"].as_str().unwrap();
     assert!(error.contains("private, loopback or link-local"), "{error}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ds = settled(&app, eid, 1).await;
+    assert_eq!(ds[0]["state"], "failed", "{ds:#?}");
+    let attempts = ds[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{ds:#?}");
+    for a in attempts {
+        assert_eq!(a["status_code"], Value::Null, "{a}");
+        let error = a["error"].as_str().unwrap();
+        assert!(error.contains("private, loopback or link-local"), "{error}");
+    }
     assert!(rx.records().is_empty(), "nothing reached the receiver");
     // Allowed (as in the other tests of this file), the same receiver gets every delivery.
 }
@@ -525,7 +519,7 @@ async fn replay_sends_the_same_event_again() {
     rx.set_secrets(&[endpoint["secret"].as_str().unwrap()]);
     let eid = endpoint["id"].as_str().unwrap();
     let id = submit(&app, &job_body("uploads/e.mp4")).await;
-    wait_final(&app, &id).await;
+    app.wait_final(&id, Duration::from_secs(20)).await;
     let first = rx.wait_for(1, Duration::from_secs(10)).await[0].clone();
     let event_id = first["webhook_id"].as_str().unwrap();
     let (status, replay) = json_of(
@@ -581,7 +575,7 @@ async fn a_rotated_secret_and_the_previous_one_both_verify_during_the_grace_peri
     );
     rx.set_secrets(&[&old, &new]);
     let id = submit(&app, &job_body("uploads/f.mp4")).await;
-    wait_final(&app, &id).await;
+    app.wait_final(&id, Duration::from_secs(20)).await;
     let r = rx.wait_for(1, Duration::from_secs(10)).await[0].clone();
     assert_verified(&r, 2);
     assert_eq!(

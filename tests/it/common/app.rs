@@ -62,6 +62,9 @@ pub struct TestApp {
     pub token: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// What must live as long as the app (and its copies from [`TestApp::with_token`]): its
+    /// database's guard, for one.
+    _keep: Arc<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 pub struct TestAppBuilder {
@@ -69,9 +72,17 @@ pub struct TestAppBuilder {
     settings: Settings,
     mps: Option<Arc<dyn MpsApi>>,
     rate_clock: Option<ManualClock>,
+    keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl TestAppBuilder {
+    /// Keeps `guard` (e.g. the [`super::PgDb`] of the app's store) until the app and every
+    /// copy of it are dropped: for helpers that make the store and return only the app.
+    pub fn keep(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self.keep.push(Box::new(guard));
+        self
+    }
+
     pub fn settings(mut self, tweak: impl FnOnce(&mut Settings)) -> Self {
         tweak(&mut self.settings);
         self
@@ -120,6 +131,7 @@ impl TestAppBuilder {
             token: None,
             stop: Some(stop),
             task: Some(task),
+            _keep: Arc::new(self.keep),
         }
     }
 }
@@ -137,6 +149,7 @@ impl TestApp {
             settings,
             mps: None,
             rate_clock: None,
+            keep: Vec::new(),
         }
     }
 
@@ -168,6 +181,32 @@ impl TestApp {
         r.send().await.unwrap()
     }
 
+    /// `GET /v1/snapshot-jobs/{id}`, as JSON.
+    pub async fn job(&self, id: &str) -> Value {
+        self.get(&format!("/v1/snapshot-jobs/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The job once it is final (`succeeded` or `failed`), read every 50 ms; fails the test
+    /// after `limit`.
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if matches!(job["state"].as_str(), Some("succeeded" | "failed")) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {id} not final after {limit:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates `team` if needed and issues it a key (encrypted with [`master_key`]).
     pub async fn key(&self, team: &str, admin: bool) -> IssuedKey {
         self.store
@@ -188,6 +227,7 @@ impl TestApp {
             token: token.map(str::to_string),
             stop: None,
             task: None,
+            _keep: self._keep.clone(),
         }
     }
 

@@ -265,6 +265,12 @@ impl std::io::Write for Captured {
 /// logs, without installing a process-wide subscriber that every other test of the binary,
 /// running in parallel threads, would write to (and that a second such test could not install).
 pub fn runtime_logging_to(dispatch: tracing::Dispatch, worker_threads: usize) -> LoggedRuntime {
+    // With a single dispatcher registered, tracing asks only the current thread's default
+    // whether a callsite is wanted, and caches the answer for every thread: a callsite first
+    // reached on another test's thread (no subscriber) would be off for good, here too. A
+    // second dispatcher, kept for the life of the process, makes it ask every dispatcher.
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let on_start = dispatch.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads)

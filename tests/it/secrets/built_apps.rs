@@ -232,12 +232,18 @@ async fn leak_check(text_logs: Captured, json_logs: Captured) {
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
     let wrong = Application::build(settings_for(&wrong_db_url, WRONG_SECRET))
         .await
         .unwrap();
     let wrong_base = format!("http://{}", wrong.local_addr());
-    tokio::spawn(wrong.run_until(std::future::pending()));
+    let (wrong_stop, wrong_stopped) = tokio::sync::oneshot::channel::<()>();
+    let wrong_running = tokio::spawn(wrong.run_until(async move {
+        let _ = wrong_stopped.await;
+    }));
 
     let http = reqwest::Client::new();
     let mut answers: Vec<(String, String)> = Vec::new();
@@ -502,7 +508,11 @@ async fn leak_check(text_logs: Captured, json_logs: Captured) {
         .bearer_auth(&wrong_key.token),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both apps stopped (gracefully, as on SIGTERM): every task of theirs has ended, so every
+    // line they will ever log is in the captures.
+    let _ = (stop.send(()), wrong_stop.send(()));
+    running.await.unwrap().unwrap();
+    wrong_running.await.unwrap().unwrap();
 
     let mut places: Vec<(String, String)> = answers;
     for (i, out) in cli_output.into_iter().enumerate() {
