@@ -521,14 +521,8 @@ async fn etags_answer_304_until_the_answer_changes(store: DynStore) {
     assert!(missing.headers().get("etag").is_none());
 }
 
-macro_rules! on_both {
-    ($($name:ident),*) => {
-        mod sqlite { $( #[tokio::test] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
-        mod postgres { $( #[tokio::test] async fn $name() { let (s, _g) = crate::common::pg_store().await; super::$name(s).await; } )* }
-    };
-}
-
-on_both!(
+common::both_stores!(
+    #[tokio::test]
     submit_then_read_back,
     invalid_requests_list_every_violation,
     bad_bodies_are_4xx_never_5xx,

@@ -419,14 +419,8 @@ async fn an_answer_slower_than_the_client_timeout_is_adopted_not_resent(store: D
     );
 }
 
-macro_rules! on_both {
-    ($($name:ident),*) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _g) = crate::common::pg_store().await; super::$name(s).await; } )* }
-    };
-}
-
-on_both!(
+common::both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_job_goes_all_the_way_to_succeeded,
     worker_runs_until_idle,
     mps_failures_end_failed_with_mps_code,

@@ -424,19 +424,8 @@ async fn a_job_mps_forgot_ends_failed(store: DynStore) {
     assert_eq!(store.count_active_jobs("default").await.unwrap(), 0);
 }
 
-macro_rules! on_postgres {
-    ($($name:ident),*) => {
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { let (s, _g) = crate::common::pg_store().await; super::$name(s).await; } )* }
-    };
-}
-
-macro_rules! on_sqlite {
-    ($($name:ident),*) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { let (s, _g) = crate::common::sqlite_store().await; super::$name(s).await; } )* }
-    };
-}
-
-on_postgres!(
+common::both_stores!(
+    postgres: #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_lookup_that_reaches_its_page_cap_never_resubmits,
     a_lost_answer_is_adopted_not_resubmitted,
     a_definite_failure_does_not_erase_an_unknown_outcome,
@@ -445,7 +434,8 @@ on_postgres!(
     a_job_mps_forgot_ends_failed
 );
 
-on_sqlite!(
+common::both_stores!(
+    sqlite: #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_lost_answer_is_adopted_not_resubmitted,
     a_definite_failure_does_not_erase_an_unknown_outcome,
     an_outage_keeps_jobs_queued_and_delivers_them_after

@@ -41,24 +41,6 @@ async fn job_count(app: &TestApp) -> usize {
     list["jobs"].as_array().unwrap().len()
 }
 
-macro_rules! both_stores {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let (store, _guard) = super::common::sqlite_store().await;
-                super::$name(store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let (store, _db) = super::common::pg_store().await;
-                super::$name(store).await;
-            }
-        }
-    };
-}
-
 /// A key honoured 2 s: replayed at once, then (no purge has run: no worker) a new job.
 async fn a_key_past_its_ttl_makes_a_new_job(store: DynStore) {
     let app = TestApp::builder(store)
@@ -93,8 +75,6 @@ async fn a_key_past_its_ttl_makes_a_new_job(store: DynStore) {
     assert_eq!(j["id"], fresh["id"]);
     app.stop().await.unwrap();
 }
-both_stores!(a_key_past_its_ttl_makes_a_new_job);
-
 /// The first request waits for a slow MPS answer (3 s) and its client gives up: a retry with its
 /// key is told to come back while the first could still be waiting (`submit_wait_ms`, 1 s), then
 /// gets the job as it is, still queued: never 409 for longer than the first could wait.
@@ -174,8 +154,6 @@ async fn an_abandoned_first_request_is_replayed_once_its_wait_is_over(store: Dyn
     );
     app.stop().await.unwrap();
 }
-both_stores!(an_abandoned_first_request_is_replayed_once_its_wait_is_over);
-
 async fn keys_are_1_to_255_visible_ascii_characters(store: DynStore) {
     let app = TestApp::builder(store).start().await;
     let longest = "k".repeat(255);
@@ -223,8 +201,6 @@ async fn keys_are_1_to_255_visible_ascii_characters(store: DynStore) {
     assert_eq!(job_count(&app).await, 2, "no refused key made a job");
     app.stop().await.unwrap();
 }
-both_stores!(keys_are_1_to_255_visible_ascii_characters);
-
 async fn a_retry_at_the_quota_replays_instead_of_429(store: DynStore) {
     // No worker: the first job stays queued, in flight, holding the team's one place.
     let app = TestApp::builder(store)
@@ -253,4 +229,11 @@ async fn a_retry_at_the_quota_replays_instead_of_429(store: DynStore) {
     assert_eq!(job_count(&app).await, 1);
     app.stop().await.unwrap();
 }
-both_stores!(a_retry_at_the_quota_replays_instead_of_429);
+
+common::both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_key_past_its_ttl_makes_a_new_job,
+    an_abandoned_first_request_is_replayed_once_its_wait_is_over,
+    keys_are_1_to_255_visible_ascii_characters,
+    a_retry_at_the_quota_replays_instead_of_429,
+);

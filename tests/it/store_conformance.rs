@@ -1441,46 +1441,28 @@ async fn postgres_creates_share_commits() {
     );
 }
 
-macro_rules! conformance {
-    ($backend:ident, $make:path) => {
-        mod $backend {
-            use super::*;
-            conformance!(@tests $make;
-                create_get_roundtrip,
-                list_newest_first_with_filters_and_cursor,
-                idempotency_keys_scope_replay_and_expire,
-                claims_are_exclusive_and_leases_expire,
-                retry_keeps_or_clears_the_unknown_outcome,
-                polls_are_claimed_recorded_and_never_regress,
-                postponed_polls_wait,
-                a_lost_claim_still_records_what_mps_answered,
-                in_flight_jobs_end_by_deadline_or_not_found,
-                concurrent_claimers_never_share_a_job,
-                teams_are_created_once_and_listed_by_name,
-                claims_are_fair_across_teams,
-                webhook_events_commit_with_the_job_transitions,
-                deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint,
-                presets_number_versions_and_find_a_body_again,
-                uploads_move_once_and_expire_in_one_place,
-                revocations_count_as_key_changes,
-                cancel_only_takes_jobs_mps_cannot_have_seen,
-                concurrent_creates_are_recorded_and_fail_alone
-            );
-        }
-    };
-    (@tests $make:path; $($name:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (store, _guard) = $make().await;
-                super::$name(store).await;
-            }
-        )*
-    };
-}
-
-conformance!(sqlite, common::sqlite_store);
-conformance!(postgres, common::pg_store);
+common::both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    create_get_roundtrip,
+    list_newest_first_with_filters_and_cursor,
+    idempotency_keys_scope_replay_and_expire,
+    claims_are_exclusive_and_leases_expire,
+    retry_keeps_or_clears_the_unknown_outcome,
+    polls_are_claimed_recorded_and_never_regress,
+    postponed_polls_wait,
+    a_lost_claim_still_records_what_mps_answered,
+    in_flight_jobs_end_by_deadline_or_not_found,
+    concurrent_claimers_never_share_a_job,
+    teams_are_created_once_and_listed_by_name,
+    claims_are_fair_across_teams,
+    webhook_events_commit_with_the_job_transitions,
+    deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint,
+    presets_number_versions_and_find_a_body_again,
+    uploads_move_once_and_expire_in_one_place,
+    revocations_count_as_key_changes,
+    cancel_only_takes_jobs_mps_cannot_have_seen,
+    concurrent_creates_are_recorded_and_fail_alone,
+);
 
 /// The group commit keeps its connections between batches (sqlx pings every connection given
 /// back to its pool, a second round trip per batch). A kept connection, or an idle one in the

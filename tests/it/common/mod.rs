@@ -103,6 +103,42 @@ impl Drop for PgDb {
     }
 }
 
+/// Each `async fn NAME(store: DynStore)` of the calling module as the tests `sqlite::NAME` and
+/// `postgres::NAME`, each on a fresh store of its own (kept until the test ends), under the
+/// test attribute given first; `sqlite:` or `postgres:` first for one backend only:
+/// `both_stores!(#[tokio::test] a, b);`, `both_stores!(postgres: #[tokio::test] c);`.
+#[allow(unused_macros)]
+macro_rules! both_stores {
+    (#[$test:meta] $($name:ident),* $(,)?) => {
+        $crate::common::both_stores!(sqlite: #[$test] $($name),*);
+        $crate::common::both_stores!(postgres: #[$test] $($name),*);
+    };
+    (sqlite: #[$test:meta] $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[$test]
+                async fn $name() {
+                    let (store, _dir) = $crate::common::sqlite_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+    (postgres: #[$test:meta] $($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[$test]
+                async fn $name() {
+                    let (store, _db) = $crate::common::pg_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_stores;
+
 /// A new, migrated SQLite file in a temp folder (kept alive by the returned guard).
 pub async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
