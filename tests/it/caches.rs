@@ -383,15 +383,32 @@ async fn while_the_change_feed_is_down_a_queued_job_is_read_from_the_database() 
     // Cut the replica's LISTEN connection, then change the job unannounced: whether or not the
     // feed has reconnected by the next read, announcements may have been missed, so the read
     // must come from the database.
-    let cut: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE datname = current_database() AND query LIKE 'LISTEN%snapgate_job_changes%'",
-    )
-    .fetch_one(&pool)
+    const LISTENERS: &str = "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%snapgate_job_changes%'";
+    let cut: Vec<i32> = sqlx::query_scalar(&format!(
+        "SELECT pid FROM ({LISTENERS}) l WHERE pg_terminate_backend(pid)"
+    ))
+    .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(cut >= 1, "no LISTEN connection for job changes found");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !cut.is_empty(),
+        "no LISTEN connection for job changes found"
+    );
+    // The replica has seen its feed lost once it listens again on a new connection (it marks
+    // the feed lost before it reconnects).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Vec<i32> = sqlx::query_scalar(LISTENERS)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        if now.iter().any(|pid| !cut.contains(pid)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the feed never listened again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     unannounced(
         &pool,
         "UPDATE jobs SET mps_message = 'after the cut' WHERE id = $1::uuid",

@@ -380,9 +380,11 @@ async fn jobs_survive_a_restart_and_age_by_the_wall_clock() {
         c.state_dir = Some(dir.path().to_path_buf());
         c.start_ms = 300;
         c.process_ms = 800;
+        // Each life's clock starts at the wall-clock time of its start and then moves only
+        // when the test says: time passes without the test waiting for it.
+        c.manual_clock = true;
     };
     let e = emu(config).await;
-    let submitted = Instant::now();
     let a = submit(&e, "in/a.mp4").await;
     let b = submit(&e, "in/will-fail.mp4").await;
     let (_, before) = send(&e, by_ids(&[&a, &b])).await;
@@ -395,10 +397,16 @@ async fn jobs_survive_a_restart_and_age_by_the_wall_clock() {
     text.push_str("{\"job\":{\"id\":\"torn");
     std::fs::write(&path, text).unwrap();
 
-    // Restart once the jobs are older than process_ms: they are final at once.
-    let wait = Duration::from_millis(900).saturating_sub(submitted.elapsed());
-    tokio::time::sleep(wait).await;
+    // Restarted, and 900 ms later on its clock, the jobs are older than process_ms: final at
+    // once (a restart that measured ages from its own start would find them new).
     let e = emu(config).await;
+    let moved = reqwest::Client::new()
+        .post(format!("{}/_emulator/clock", e.url()))
+        .json(&serde_json::json!({"advance_ms": 900}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
     let (status, after) = send(&e, by_ids(&[&a, &b])).await;
     assert_eq!(status, 200, "{after}");
     assert!(non_existent(&after).is_empty(), "{after}");

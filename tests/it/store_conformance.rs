@@ -1590,8 +1590,16 @@ async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_no_connection_is_kept_warm_while_the_pool_is_full() {
     let (s, pool, job, _db) = pg_store_of(4, "f").await;
-    // Let the group commit's and the announcement's connections settle back in the pool.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Until the group commit's and the announcement's connections are back in the pool.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool.num_idle() < pool.size() as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections still out",
+            pool.size() as usize - pool.num_idle()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let mut held = Vec::new();
     while held.len() < 3 {
         held.push(pool.acquire().await.unwrap());
