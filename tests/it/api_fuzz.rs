@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use base64::Engine;
-use snapgate::app::Application;
+use common::TestApp;
 use snapgate::auth::{issue_key, MasterKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,9 +27,8 @@ async fn schemathesis_finds_no_server_error_and_no_contract_violation() {
     settings.http.submit_wait_ms = 0;
     settings.limits.team_requests_per_second = 100_000;
     settings.limits.team_burst = 100_000;
-    let app = Application::with_store(settings, store).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let app = TestApp::from_settings(settings).store(store).start().await;
+    let base = app.base.clone();
 
     let report = tempfile::tempdir().unwrap();
     let report_dir = report.path().to_path_buf();

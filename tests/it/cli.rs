@@ -216,12 +216,8 @@ fn help_points_to_the_configuration_and_every_argument_has_help() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_answers_for_a_ready_service_and_fails_for_none() {
     let (store, _guard) = common::sqlite_store().await;
-    let settings = common::test_settings();
-    let app = snapgate::app::Application::with_parts(settings, store, None)
-        .await
-        .unwrap();
-    let addr = app.local_addr();
-    tokio::spawn(app.run_until(std::future::pending()));
+    let app = common::TestApp::builder(store).start().await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
 
     let sb = Sandbox::new();
     let out = output(sb.cmd(&["healthcheck", "--url", &format!("http://{addr}/readyz")])).await;

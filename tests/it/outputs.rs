@@ -11,8 +11,8 @@ use crate::support::media;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::TestApp;
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::config::Settings;
 
 const LOC: &str = "oss-cn-shanghai";
@@ -36,35 +36,26 @@ fn settings(dir: &Path, db_url: Option<&str>) -> Settings {
 }
 
 struct Running {
+    app: TestApp,
     base: String,
     emulator: String,
     http: reqwest::Client,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start(s: Settings) -> Running {
-    let app = Application::build(s).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let emulator = app.emulator_url().expect("the embedded emulator runs");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let app = TestApp::from_settings(s).start().await;
     Running {
-        base,
-        emulator,
-        http: reqwest::Client::new(),
-        stop,
-        task,
+        base: app.base.clone(),
+        emulator: app.emulator.clone().expect("the embedded emulator runs"),
+        http: app.http.clone(),
+        app,
     }
 }
 
 impl Running {
     /// Graceful stop, as on SIGTERM.
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.app.stop().await.unwrap();
     }
 
     async fn post(&self, query: &str, body: &Value) -> (u16, Value) {

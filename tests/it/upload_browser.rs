@@ -13,7 +13,6 @@ use crate::support::media;
 use std::path::Path;
 
 use serde_json::Value;
-use snapgate::app::Application;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upload_page_uploads_a_video_and_shows_its_thumbnails() {
@@ -35,12 +34,8 @@ async fn the_upload_page_uploads_a_video_and_shows_its_thumbnails() {
     s.emulator.oss_dir = dir.path().join("oss").display().to_string();
     s.emulator.state_dir = dir.path().join("emulator").display().to_string();
     s.uploads.demo_page = true;
-    let app = Application::build(s).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let app = common::TestApp::from_settings(s).start().await;
+    let base = app.base.clone();
 
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
@@ -106,6 +101,5 @@ async fn the_upload_page_uploads_a_video_and_shows_its_thumbnails() {
         "the screenshot is kept at {}",
         shot.display()
     );
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    app.stop().await.unwrap();
 }

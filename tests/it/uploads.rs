@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::config::Settings;
 
 use common::TestApp;
@@ -383,8 +382,7 @@ struct Env {
     app_store: snapgate::store::DynStore,
     _db: common::PgDb,
     _dir: tempfile::TempDir,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    app: TestApp,
 }
 
 fn free_port() -> u16 {
@@ -416,12 +414,8 @@ async fn env(tweak: impl FnOnce(&mut Settings)) -> Env {
     s.emulator.oss_dir = dir.path().join("oss").display().to_string();
     s.emulator.state_dir = dir.path().join("emulator").display().to_string();
     tweak(&mut s);
-    let app = Application::build(s).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let app = TestApp::from_settings(s).start().await;
+    let base = app.base.clone();
     store
         .create_team("alpha", snapgate::store::now())
         .await
@@ -437,8 +431,7 @@ async fn env(tweak: impl FnOnce(&mut Settings)) -> Env {
         app_store: store,
         _db: db,
         _dir: dir,
-        stop,
-        task,
+        app,
     };
     let (s, p) = env.post("/v1/presets", &json!({"name": "story", "request": {
         "output": out("thumbs/{UploadId}/{Count}.jpg"), "num": 3, "interval_s": 2, "width": 160, "frame_type": "normal",
@@ -450,8 +443,7 @@ async fn env(tweak: impl FnOnce(&mut Settings)) -> Env {
 
 impl Env {
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.app.stop().await.unwrap();
     }
 
     async fn send(

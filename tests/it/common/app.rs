@@ -56,6 +56,9 @@ pub fn mps_client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
 /// A running app.
 pub struct TestApp {
     pub base: String,
+    /// The embedded emulator's URL, when the app runs one ([`TestAppBuilder::embedded_default`],
+    /// [`TestApp::from_settings`] with the worker on and no MPS key).
+    pub emulator: Option<String>,
     pub http: reqwest::Client,
     pub store: DynStore,
     /// Sent with every request made through [`TestApp::req`] when set.
@@ -68,14 +71,30 @@ pub struct TestApp {
 }
 
 pub struct TestAppBuilder {
-    store: DynStore,
+    /// `None`: the app opens (and migrates) the store `settings.database` names.
+    store: Option<DynStore>,
     settings: Settings,
     mps: Option<Arc<dyn MpsApi>>,
+    /// The MPS backend the settings say, as `snapgate serve` picks it (`Application::with_store`).
+    embedded: bool,
     rate_clock: Option<ManualClock>,
     keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl TestAppBuilder {
+    /// The app's MPS backend chosen from the settings as `snapgate serve` chooses it: with the
+    /// worker on and no MPS key, the embedded emulator (its local store and ledger in
+    /// `emulator.oss_dir`/`state_dir`; its URL in [`TestApp::emulator`]).
+    pub fn embedded_default(mut self) -> Self {
+        self.embedded = true;
+        self
+    }
+
+    /// Runs the app on `store` rather than one opened from `settings.database`.
+    pub fn store(mut self, store: DynStore) -> Self {
+        self.store = Some(store);
+        self
+    }
     /// Keeps `guard` (e.g. the [`super::PgDb`] of the app's store) until the app and every
     /// copy of it are dropped: for helpers that make the store and return only the app.
     pub fn keep(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
@@ -110,13 +129,19 @@ impl TestAppBuilder {
                 .with_test_writer()
                 .try_init();
         }
-        let mut app = Application::with_parts(self.settings, self.store.clone(), self.mps)
-            .await
-            .unwrap();
+        let mut app = match (self.store, self.mps, self.embedded) {
+            (None, None, _) => Application::build(self.settings).await,
+            (None, Some(_), _) => panic!("an MPS client needs the app's store (`.store(..)`)"),
+            (Some(store), None, true) => Application::with_store(self.settings, store).await,
+            (Some(store), mps, _) => Application::with_parts(self.settings, store, mps).await,
+        }
+        .unwrap();
         if let Some(clock) = self.rate_clock {
             app = app.with_rate_clock(clock);
         }
         let base = format!("http://{}", app.local_addr());
+        let emulator = app.emulator_url();
+        let store = app.state().store.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Stops on `stop()`; a TestApp merely dropped keeps serving until the test ends.
         let task = tokio::spawn(app.run_until(async move {
@@ -126,8 +151,9 @@ impl TestAppBuilder {
         }));
         TestApp {
             base,
+            emulator,
             http: reqwest::Client::new(),
-            store: self.store,
+            store,
             token: None,
             stop: Some(stop),
             task: Some(task),
@@ -145,9 +171,25 @@ impl TestApp {
             base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
         ));
         TestAppBuilder {
-            store,
+            store: Some(store),
             settings,
             mps: None,
+            embedded: false,
+            rate_clock: None,
+            keep: Vec::new(),
+        }
+    }
+
+    /// An app made the product's own way (`Application::build`) from exactly `settings`: the
+    /// store `settings.database` names, opened and migrated as `migrate_on_start` says, and the
+    /// MPS backend the settings say (with the worker on and no MPS key, the embedded emulator).
+    /// `.store(..)` runs it on a store of the test's instead (`Application::with_store`).
+    pub fn from_settings(settings: Settings) -> TestAppBuilder {
+        TestAppBuilder {
+            store: None,
+            settings,
+            mps: None,
+            embedded: true,
             rate_clock: None,
             keep: Vec::new(),
         }
@@ -222,6 +264,7 @@ impl TestApp {
     pub fn with_token(&self, token: Option<&str>) -> TestApp {
         TestApp {
             base: self.base.clone(),
+            emulator: self.emulator.clone(),
             http: self.http.clone(),
             store: self.store.clone(),
             token: token.map(str::to_string),

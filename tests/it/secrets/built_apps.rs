@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::Captured;
+use common::TestApp;
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::auth::{issue_key, token_hash, IssuedKey, MasterKey};
 use snapgate::emulator::{self, EmulatorConfig};
 use snapgate::secret::Secret;
@@ -228,22 +228,14 @@ async fn leak_check(text_logs: Captured, json_logs: Captured) {
         s.http.submit_wait_ms = 2_000;
         s
     };
-    let app = Application::build(settings_for(&db_url, MPS_SECRET))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let wrong = Application::build(settings_for(&wrong_db_url, WRONG_SECRET))
-        .await
-        .unwrap();
-    let wrong_base = format!("http://{}", wrong.local_addr());
-    let (wrong_stop, wrong_stopped) = tokio::sync::oneshot::channel::<()>();
-    let wrong_running = tokio::spawn(wrong.run_until(async move {
-        let _ = wrong_stopped.await;
-    }));
+    let app = TestApp::from_settings(settings_for(&db_url, MPS_SECRET))
+        .start()
+        .await;
+    let base = app.base.clone();
+    let wrong = TestApp::from_settings(settings_for(&wrong_db_url, WRONG_SECRET))
+        .start()
+        .await;
+    let wrong_base = wrong.base.clone();
 
     let http = reqwest::Client::new();
     let mut answers: Vec<(String, String)> = Vec::new();
@@ -510,9 +502,8 @@ async fn leak_check(text_logs: Captured, json_logs: Captured) {
     .await;
     // Both apps stopped (gracefully, as on SIGTERM): every task of theirs has ended, so every
     // line they will ever log is in the captures.
-    let _ = (stop.send(()), wrong_stop.send(()));
-    running.await.unwrap().unwrap();
-    wrong_running.await.unwrap().unwrap();
+    app.stop().await.unwrap();
+    wrong.stop().await.unwrap();
 
     let mut places: Vec<(String, String)> = answers;
     for (i, out) in cli_output.into_iter().enumerate() {

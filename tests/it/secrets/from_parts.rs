@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::Captured;
+use common::TestApp;
 use serde_json::{json, Value};
-use snapgate::app::Application;
 use snapgate::auth::{issue_key, MasterKey};
 use snapgate::emulator::{self, EmulatorConfig};
 use snapgate::mps::client::{MpsClient, MpsClientConfig, SignatureMethod};
@@ -120,11 +120,12 @@ async fn leak_check(logs: Captured) {
     settings.mps.access_key_secret = Some(Secret::new(MPS_SECRET));
     settings.worker.status_poll_min_ms = 50;
     tracing::debug!(?settings, "settings in use");
-    let app = Application::with_parts(settings.clone(), store.clone(), Some(client(MPS_SECRET)))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let app = TestApp::from_settings(settings.clone())
+        .store(store.clone())
+        .mps(client(MPS_SECRET))
+        .start()
+        .await;
+    let base = app.base.clone();
     // A second replica whose MPS secret is wrong: SignatureDoesNotMatch is logged with both
     // strings-to-sign, never with the secret.
     let (other_store, other_db) = common::pg_store().await;
@@ -140,11 +141,12 @@ async fn leak_check(logs: Captured) {
         other_key.access_key_secret.clone(),
     ));
     canaries.push(("the second replica's token", other_key.token.clone()));
-    let wrong = Application::with_parts(settings, other_store, Some(client(WRONG_SECRET)))
-        .await
-        .unwrap();
-    let wrong_base = format!("http://{}", wrong.local_addr());
-    tokio::spawn(wrong.run_until(std::future::pending()));
+    let wrong = TestApp::from_settings(settings)
+        .store(other_store)
+        .mps(client(WRONG_SECRET))
+        .start()
+        .await;
+    let wrong_base = wrong.base.clone();
 
     let http = reqwest::Client::new();
     let mut answers = Vec::new();
