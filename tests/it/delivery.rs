@@ -28,15 +28,12 @@ fn client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
     common::app::mps_client(url, secret, timeout_ms)
 }
 
+/// On top of `TestAppBuilder::fast_worker`.
 fn fast_worker(s: &mut Settings) {
-    s.worker.backoff_base_ms = 20;
     s.worker.backoff_max_ms = 400;
-    s.worker.status_poll_min_ms = 100;
     s.worker.status_poll_max_ms = 500;
     s.worker.idle_poll_ms = 100;
     s.worker.max_attempts = 30;
-    s.worker.submit_qps = 1000;
-    s.worker.query_qps = 1000;
     // The emulator lists a new job at once unless a test delays it.
     s.worker.list_visibility_ms = 0;
 }
@@ -44,6 +41,7 @@ fn fast_worker(s: &mut Settings) {
 async fn app(store: DynStore, mps: Arc<dyn MpsApi>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp::builder(store)
         .mps(mps)
+        .fast_worker()
         .settings(|s| {
             fast_worker(s);
             tweak(s);

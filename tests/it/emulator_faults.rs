@@ -23,20 +23,7 @@ async fn emu(tweak: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
 }
 
 fn common(action: &str) -> BTreeMap<String, String> {
-    let mut p: BTreeMap<String, String> = [
-        ("Action", action),
-        ("Version", "2014-06-18"),
-        ("Format", "JSON"),
-        ("AccessKeyId", "testid"),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    p.insert("SignatureNonce".into(), sign::new_nonce());
-    p.insert("Timestamp".into(), sign::timestamp_now());
-    p
+    crate::common::mps_rpc::v1_params(action, "testid")
 }
 
 fn submit_params(key: &str) -> BTreeMap<String, String> {
@@ -84,14 +71,9 @@ fn listing(page_size: Option<&str>, token: Option<&str>) -> BTreeMap<String, Str
     p
 }
 
-fn signed_url(e: &EmulatorHandle, mut p: BTreeMap<String, String>) -> String {
-    let sig = sign::sign_v1("testsecret", &sign::string_to_sign_v1("POST", &p));
-    p.insert("Signature".into(), sig);
-    let q: Vec<String> = p
-        .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
-        .collect();
-    format!("{}/?{}", e.url(), q.join("&"))
+fn signed_url(e: &EmulatorHandle, p: BTreeMap<String, String>) -> String {
+    let q = crate::common::mps_rpc::signed_v1_query("POST", &p, "testsecret");
+    format!("{}/?{q}", e.url())
 }
 
 async fn send(e: &EmulatorHandle, p: BTreeMap<String, String>) -> (u16, Value) {

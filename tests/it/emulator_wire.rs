@@ -59,21 +59,7 @@ async fn advance(e: &EmulatorHandle, ms: u64) -> i64 {
 }
 
 fn common(action: &str) -> BTreeMap<String, String> {
-    [
-        ("Action", action),
-        ("Version", "2014-06-18"),
-        ("Format", "JSON"),
-        ("AccessKeyId", "testid"),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .chain([
-        ("SignatureNonce".to_string(), sign::new_nonce()),
-        ("Timestamp".to_string(), sign::timestamp_now()),
-    ])
-    .collect()
+    crate::common::mps_rpc::v1_params(action, "testid")
 }
 
 fn input(key: &str) -> String {
@@ -102,20 +88,17 @@ fn submit_params(key: &str, extra: Value) -> BTreeMap<String, String> {
 }
 
 /// Signs with `secret` and sends; returns (status, body).
-async fn send(e: &EmulatorHandle, mut p: BTreeMap<String, String>, secret: &str) -> (u16, Value) {
-    p.remove("Signature");
-    let sig = sign::sign_v1(secret, &sign::string_to_sign_v1("POST", &p));
-    p.insert("Signature".into(), sig);
-    send_raw(e, &p).await
+async fn send(e: &EmulatorHandle, p: BTreeMap<String, String>, secret: &str) -> (u16, Value) {
+    post(
+        e,
+        &crate::common::mps_rpc::signed_v1_query("POST", &p, secret),
+    )
+    .await
 }
 
-async fn send_raw(e: &EmulatorHandle, p: &BTreeMap<String, String>) -> (u16, Value) {
-    let q: Vec<String> = p
-        .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
-        .collect();
+async fn post(e: &EmulatorHandle, query: &str) -> (u16, Value) {
     let res = reqwest::Client::new()
-        .post(format!("{}/?{}", e.url(), q.join("&")))
+        .post(format!("{}/?{query}", e.url()))
         .send()
         .await
         .unwrap();
@@ -450,15 +433,10 @@ async fn faults_throttle_fail_and_drop() {
 
     // A dropped answer: the connection closes with no HTTP response, yet the job exists.
     let e = emu(|c| c.drop_response_rate = 1.0).await;
-    let mut p = submit_params("a.mp4", json!({}));
-    let sig = sign::sign_v1("testsecret", &sign::string_to_sign_v1("POST", &p));
-    p.insert("Signature".into(), sig);
-    let q: Vec<String> = p
-        .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
-        .collect();
+    let p = submit_params("a.mp4", json!({}));
+    let q = crate::common::mps_rpc::signed_v1_query("POST", &p, "testsecret");
     let err = reqwest::Client::new()
-        .post(format!("{}/?{}", e.url(), q.join("&")))
+        .post(format!("{}/?{q}", e.url()))
         .timeout(Duration::from_secs(5))
         .send()
         .await

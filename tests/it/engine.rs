@@ -62,31 +62,13 @@ fn oss_file(key: &str) -> Value {
 }
 
 fn common(action: &str) -> BTreeMap<String, String> {
-    let mut p: BTreeMap<String, String> = [
-        ("Action", action),
-        ("Version", "2014-06-18"),
-        ("Format", "JSON"),
-        ("AccessKeyId", "testid"),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    p.insert("SignatureNonce".into(), sign::new_nonce());
-    p.insert("Timestamp".into(), sign::timestamp_now());
-    p
+    crate::common::mps_rpc::v1_params(action, "testid")
 }
 
-async fn call(e: &EmulatorHandle, mut p: BTreeMap<String, String>) -> (u16, Value) {
-    let sig = sign::sign_v1("testsecret", &sign::string_to_sign_v1("POST", &p));
-    p.insert("Signature".into(), sig);
-    let q: Vec<String> = p
-        .iter()
-        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
-        .collect();
+async fn call(e: &EmulatorHandle, p: BTreeMap<String, String>) -> (u16, Value) {
+    let q = crate::common::mps_rpc::signed_v1_query("POST", &p, "testsecret");
     let res = reqwest::Client::new()
-        .post(format!("{}/?{}", e.url(), q.join("&")))
+        .post(format!("{}/?{q}", e.url()))
         .timeout(Duration::from_secs(30))
         .send()
         .await

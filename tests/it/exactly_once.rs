@@ -26,14 +26,11 @@ use common::TestApp;
 const PIPELINE: &str = "9bad3801a2c561c22c4df9c6abcd0000";
 const MPS_TIMEOUT_MS: u64 = 1_000;
 
+/// On top of `TestAppBuilder::fast_worker`.
 fn fast(s: &mut Settings) {
-    s.worker.backoff_base_ms = 20;
     s.worker.backoff_max_ms = 300;
-    s.worker.status_poll_min_ms = 100;
     s.worker.status_poll_max_ms = 300;
     s.worker.idle_poll_ms = 50;
-    s.worker.submit_qps = 1000;
-    s.worker.query_qps = 1000;
     s.worker.reconcile_margin_s = 5;
     s.mps.request_timeout_ms = MPS_TIMEOUT_MS;
     s.http.submit_wait_ms = 0;
@@ -45,7 +42,8 @@ async fn gateway(
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
     TestApp::builder(store)
-        .mps(mps_client(&emu.url(), EMU_SECRET, MPS_TIMEOUT_MS))
+        .emulator(emu, MPS_TIMEOUT_MS)
+        .fast_worker()
         .settings(|s| {
             fast(s);
             tweak(s);
@@ -134,6 +132,7 @@ async fn a_lookup_that_reaches_its_page_cap_never_resubmits(store: DynStore) {
     };
     let app = TestApp::builder(store)
         .mps(Arc::new(client))
+        .fast_worker()
         .settings(|s| {
             fast(s);
             s.worker.lookup_max_pages = 2;
@@ -278,6 +277,7 @@ async fn a_slow_answer_longer_than_the_lease_is_not_sent_twice(store: DynStore) 
     let slow_client = || mps_client(&emu.url(), EMU_SECRET, 5_000);
     let a = TestApp::builder(store.clone())
         .mps(slow_client())
+        .fast_worker()
         .settings(|s| {
             fast(s);
             tweak(s)
@@ -286,6 +286,7 @@ async fn a_slow_answer_longer_than_the_lease_is_not_sent_twice(store: DynStore) 
         .await;
     let b = TestApp::builder(store)
         .mps(slow_client())
+        .fast_worker()
         .settings(|s| {
             fast(s);
             tweak(s)
@@ -323,6 +324,7 @@ async fn an_outage_keeps_jobs_queued_and_delivers_them_after(store: DynStore) {
             EMU_SECRET,
             MPS_TIMEOUT_MS,
         ))
+        .fast_worker()
         .settings(|s| {
             fast(s);
             s.worker.max_attempts = 2;

@@ -94,14 +94,11 @@ impl Receiver {
     }
 }
 
+/// On top of `TestAppBuilder::fast_worker`.
 fn fast(s: &mut Settings) {
-    s.worker.backoff_base_ms = 20;
     s.worker.backoff_max_ms = 400;
-    s.worker.status_poll_min_ms = 100;
     s.worker.status_poll_max_ms = 300;
     s.worker.idle_poll_ms = 100;
-    s.worker.submit_qps = 1000;
-    s.worker.query_qps = 1000;
     s.worker.list_visibility_ms = 0;
     s.webhooks.poll_interval_ms = 100;
     s.webhooks.schedule_s = vec![1, 1, 1];
@@ -112,11 +109,8 @@ async fn app(emulator: &EmulatorHandle, tweak: impl FnOnce(&mut Settings)) -> Te
     let (store, db) = common::pg_store().await;
     TestApp::builder(store)
         .keep(db)
-        .mps(common::app::mps_client(
-            &emulator.url(),
-            common::app::EMU_SECRET,
-            3_000,
-        ))
+        .emulator(emulator, 3_000)
+        .fast_worker()
         .settings(|s| {
             fast(s);
             s.webhooks.allow_private_networks = true;

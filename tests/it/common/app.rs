@@ -114,6 +114,23 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs a worker in the app against `emu` (a [`test_emulator`]: `testid:testsecret`), V1
+    /// signed, each call timing out after `timeout_ms`.
+    pub fn emulator(self, emu: &EmulatorHandle, timeout_ms: u64) -> Self {
+        self.mps(mps_client(&emu.url(), EMU_SECRET, timeout_ms))
+    }
+
+    /// A worker that keeps no test waiting: retries from 20 ms, polls from 100 ms, no
+    /// upstream rate limit of its own. Settings given after it override.
+    pub fn fast_worker(self) -> Self {
+        self.settings(|s| {
+            s.worker.backoff_base_ms = 20;
+            s.worker.status_poll_min_ms = 100;
+            s.worker.submit_qps = 1000;
+            s.worker.query_qps = 1000;
+        })
+    }
+
     /// Measures the teams' request rates on `clock`: buckets refill only when the test
     /// advances it.
     pub fn rate_clock(mut self, clock: ManualClock) -> Self {
