@@ -140,29 +140,27 @@ async fn list_newest_first_with_filters_and_cursor(s: DynStore) {
     assert!(none.is_empty());
 }
 
-async fn idempotency_keys_scope_replay_and_expire(s: DynStore) {
-    let now = store::now();
-    let key = |fp: &str, exp| NewIdempotencyKey {
+/// A job of `team` created under the idempotency key `k1` with fingerprint `fp`, the key
+/// expiring at `expires_at`.
+async fn create_keyed(
+    s: &DynStore,
+    team: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    fp: &str,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> CreateOutcome {
+    let key = NewIdempotencyKey {
         key: "k1".into(),
         fingerprint: fp.into(),
-        expires_at: exp,
+        expires_at,
     };
-    let first = created(
-        s.create_job(
-            new_job("a", now),
-            Some(key("fp", now + Duration::hours(24))),
-        )
-        .await
-        .unwrap(),
-    );
-    match s
-        .create_job(
-            new_job("a", now),
-            Some(key("fp2", now + Duration::hours(24))),
-        )
-        .await
-        .unwrap()
-    {
+    s.create_job(new_job(team, now), Some(key)).await.unwrap()
+}
+
+async fn idempotency_keys_scope_replay_and_expire(s: DynStore) {
+    let now = store::now();
+    let first = created(create_keyed(&s, "a", now, "fp", now + Duration::hours(24)).await);
+    match create_keyed(&s, "a", now, "fp2", now + Duration::hours(24)).await {
         CreateOutcome::KeyExists(r) => {
             assert_eq!(r.job_id, first.id);
             assert_eq!(r.fingerprint, "fp");
@@ -180,14 +178,7 @@ async fn idempotency_keys_scope_replay_and_expire(s: DynStore) {
         .unwrap();
     assert_eq!(all.len(), 1);
     // Keys are per team.
-    created(
-        s.create_job(
-            new_job("b", now),
-            Some(key("fp", now + Duration::hours(24))),
-        )
-        .await
-        .unwrap(),
-    );
+    created(create_keyed(&s, "b", now, "fp", now + Duration::hours(24)).await);
     s.complete_idempotency_key("a", "k1", 201, &json!({"id": first.id}))
         .await
         .unwrap();
@@ -207,19 +198,8 @@ async fn idempotency_keys_scope_replay_and_expire(s: DynStore) {
         Some(201)
     );
     // An expired key is purged, and may be reused even before the purge.
-    created(
-        s.create_job(
-            new_job("c", now),
-            Some(key("fp", now - Duration::seconds(1))),
-        )
-        .await
-        .unwrap(),
-    );
-    created(
-        s.create_job(new_job("c", now), Some(key("fp", now + Duration::hours(1))))
-            .await
-            .unwrap(),
-    );
+    created(create_keyed(&s, "c", now, "fp", now - Duration::seconds(1)).await);
+    created(create_keyed(&s, "c", now, "fp", now + Duration::hours(1)).await);
     // A purge takes only keys past their expiry: two hours on, team c's key (1 h) goes, the
     // 24-hour keys of teams a and b stay and still replay.
     assert_eq!(
@@ -228,14 +208,7 @@ async fn idempotency_keys_scope_replay_and_expire(s: DynStore) {
             .unwrap(),
         1
     );
-    match s
-        .create_job(
-            new_job("a", now),
-            Some(key("fp", now + Duration::hours(24))),
-        )
-        .await
-        .unwrap()
-    {
+    match create_keyed(&s, "a", now, "fp", now + Duration::hours(24)).await {
         CreateOutcome::KeyExists(r) => assert_eq!(r.job_id, first.id),
         other => panic!("a's unexpired key must survive the purge: {other:?}"),
     }
