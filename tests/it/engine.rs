@@ -76,6 +76,13 @@ async fn call(e: &EmulatorHandle, p: BTreeMap<String, String>) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
+/// Submits a job (as [`submit`]) and waits until it is final (as [`wait_final`]): the final
+/// job and its manifest.
+async fn run_job(e: &EmulatorHandle, input_key: &str, cfg: Value) -> (Value, Value) {
+    let job = submit(e, input_key, cfg).await;
+    wait_final(e, job["Id"].as_str().unwrap()).await
+}
+
 /// Submits `SnapshotConfig` (OutputFile as given) for input `key`; returns the answer's job.
 async fn submit(e: &EmulatorHandle, input_key: &str, cfg: Value) -> Value {
     let mut p = common("SubmitSnapshotJob");
@@ -243,14 +250,13 @@ async fn intra_frames_land_on_keyframes_and_duplicates_lower_the_count() {
     let e = env().await;
     let video = media::test_video();
     put(&e.emu, "media", "in/clip.mp4", &video).await;
-    let job = submit(
+    let (job, manifest) = run_job(
         &e.emu,
         "in/clip.mp4",
         json!({"OutputFile": out("intra/{Count}.jpg"), "Time": "2900", "Interval": "3", "Num": "5",
                "Height": "180", "FrameType": "intra"}),
     )
     .await;
-    let (job, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["State"], "Success", "{job}");
     // 2.9, 5.9, 8.9, 11.9, 14.9 s → the nearest keyframes (every 2 s).
     let expected = [2000, 6000, 8000, 12000, 14000];
@@ -265,13 +271,12 @@ async fn intra_frames_land_on_keyframes_and_duplicates_lower_the_count() {
         assert_same_frame(&path, &video, *t, (320, 180));
     }
     // Every second from 0: 0, 1, …, 5 s map to keyframes 0, 0, 2, 2, 4, 4 s: 3 distinct.
-    let job = submit(
+    let (job, manifest) = run_job(
         &e.emu,
         "in/clip.mp4",
         json!({"OutputFile": out("dup/{Count}.jpg"), "Time": "0", "Interval": "1", "Num": "6", "FrameType": "intra"}),
     )
     .await;
-    let (job, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["Count"], "3", "{job}");
     assert_eq!(times(&manifest), [0, 2000, 4000]);
     assert_eq!(
@@ -320,7 +325,7 @@ async fn sprites_have_the_documented_geometry_and_the_storyboard_covers_the_vide
     let e = env().await;
     let video = media::test_video();
     put(&e.emu, "media", "in/clip.mp4", &video).await;
-    let job = submit(
+    let (job, manifest) = run_job(
         &e.emu,
         "in/clip.mp4",
         json!({"OutputFile": out("sb/{Count}.jpg"), "Time": "0", "Interval": "2", "Num": "14",
@@ -330,7 +335,6 @@ async fn sprites_have_the_documented_geometry_and_the_storyboard_covers_the_vide
                "Format": "vtt", "SubOut": {"IsSptFrag": "true"}}),
     )
     .await;
-    let (job, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["State"], "Success", "{job}");
     assert_eq!(job["Count"], "14");
     assert_eq!(job["TileCount"], "3", "6 + 6 + 2 cells");
@@ -402,13 +406,12 @@ async fn sprites_have_the_documented_geometry_and_the_storyboard_covers_the_vide
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_unreadable_inputs_fail_with_mps_codes_and_leave_nothing() {
     let e = env().await;
-    let job = submit(
+    let (job, manifest) = run_job(
         &e.emu,
         "in/not-there.mp4",
         json!({"OutputFile": out("x/{Count}.jpg"), "Time": "0", "Num": "3", "Interval": "1"}),
     )
     .await;
-    let (job, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["State"], "Fail");
     assert_eq!(job["Code"], "InvalidParameter.ResourceNotFound", "{job}");
     assert!(manifest.is_null());
@@ -416,24 +419,22 @@ async fn missing_or_unreadable_inputs_fail_with_mps_codes_and_leave_nothing() {
     let junk = e.oss.path().join("junk.txt");
     std::fs::write(&junk, "this is not a video").unwrap();
     put(&e.emu, "media", "in/junk.mp4", &junk).await;
-    let job = submit(
+    let (job, _) = run_job(
         &e.emu,
         "in/junk.mp4",
         json!({"OutputFile": out("y/{Count}.jpg"), "Time": "0", "Num": "3", "Interval": "1"}),
     )
     .await;
-    let (job, _) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["Code"], "InvalidParameter.ResourceContentBad", "{job}");
 
     // Past the end: a normal snapshot at 40 s of a 30 s video fails.
     put(&e.emu, "media", "in/clip.mp4", &media::test_video()).await;
-    let job = submit(
+    let (job, _) = run_job(
         &e.emu,
         "in/clip.mp4",
         json!({"OutputFile": out("z/{Count}.jpg"), "Time": "40000", "Num": "1", "FrameType": "normal"}),
     )
     .await;
-    let (job, _) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["Code"], "InvalidParameter.ResourceContentBad", "{job}");
     for dir in ["x", "y", "z"] {
         assert!(
@@ -468,14 +469,13 @@ async fn black_level_skips_a_black_first_frame() {
     let e = env().await;
     let video = media::black_lead_in_video();
     put(&e.emu, "media", "in/black.mp4", &video).await;
-    let job = submit(
+    let (job, manifest) = run_job(
         &e.emu,
         "in/black.mp4",
         json!({"OutputFile": out("bl/{Count}.jpg"), "Time": "0", "Interval": "2", "Num": "2",
                "BlackLevel": "90", "FrameType": "normal"}),
     )
     .await;
-    let (job, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["State"], "Success", "{job}");
     assert_eq!(
         times(&manifest),
@@ -485,13 +485,12 @@ async fn black_level_skips_a_black_first_frame() {
     let first = media::gray_image(&e.path("media", "bl/00001.jpg"), None);
     assert!(media::mean(&first) > 40.0, "not black");
     // Without BlackLevel the black frame is taken.
-    let job = submit(
+    let (_, manifest) = run_job(
         &e.emu,
         "in/black.mp4",
         json!({"OutputFile": out("nb/{Count}.jpg"), "Time": "0", "Interval": "2", "Num": "2", "FrameType": "normal"}),
     )
     .await;
-    let (_, manifest) = wait_final(&e.emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(times(&manifest), [0, 2000]);
     let first = media::gray_image(&e.path("media", "nb/00001.jpg"), None);
     assert!(media::mean(&first) < 20.0, "black");
@@ -587,13 +586,12 @@ async fn without_ffmpeg_jobs_are_simulated_and_say_so() {
     })
     .await
     .unwrap();
-    let job = submit(
+    let (job, manifest) = run_job(
         &emu,
         "in/clip.mp4",
         json!({"OutputFile": out("s/{Count}.jpg"), "Time": "0", "Interval": "1", "Num": "3"}),
     )
     .await;
-    let (job, manifest) = wait_final(&emu, job["Id"].as_str().unwrap()).await;
     assert_eq!(job["State"], "Success");
     assert_eq!(job["Count"], "3");
     assert_eq!(manifest["simulated"], true);
