@@ -68,8 +68,9 @@ async fn record(
     }))
 }
 
-#[tokio::test]
-async fn v1_requests_are_posts_with_everything_in_the_query_and_a_fresh_nonce() {
+/// A server that records every request (method, query, headers, body length) and answers as
+/// MPS does to a submit and to a query: its URL and what it saw.
+async fn recording_server() -> (String, Seen) {
     let seen = Seen::default();
     let url = serve(
         Router::new()
@@ -77,6 +78,12 @@ async fn v1_requests_are_posts_with_everything_in_the_query_and_a_fresh_nonce() 
             .with_state(seen.clone()),
     )
     .await;
+    (url, seen)
+}
+
+#[tokio::test]
+async fn v1_requests_are_posts_with_everything_in_the_query_and_a_fresh_nonce() {
+    let (url, seen) = recording_server().await;
     let c = client(&url, SignatureMethod::V1, 2000);
     let r = c.submit_snapshot_job(&params()).await.unwrap();
     assert_eq!(r.request_id, "R-1");
@@ -122,13 +129,7 @@ async fn v1_requests_are_posts_with_everything_in_the_query_and_a_fresh_nonce() 
 
 #[tokio::test]
 async fn acs3_requests_carry_a_verifiable_authorization_header() {
-    let seen = Seen::default();
-    let url = serve(
-        Router::new()
-            .route("/", axum::routing::any(record))
-            .with_state(seen.clone()),
-    )
-    .await;
+    let (url, seen) = recording_server().await;
     let c = client(&url, SignatureMethod::Acs3, 2000);
     let ids = ["a".repeat(32), "b".repeat(32)];
     let r = c.query_snapshot_jobs(&ids).await.unwrap();
