@@ -1,7 +1,7 @@
 //! snapgate: a gateway for Alibaba Cloud MPS snapshot jobs.
 //!
 //! Data flows one way, from the adapters down (docs/architecture.md draws it;
-//! tests/architecture.rs keeps it true):
+//! tests/it/architecture.rs keeps it true):
 //! - `app`, `cli`: the composition root, which builds and wires every part.
 //! - `http/`: adapters (REST, the MPS-compatible endpoint, OSS callbacks): parse, call one
 //!   service, render.

@@ -1,6 +1,6 @@
 //! The ranges and formats of a job request, stated once: the validator checks them and the
 //! OpenAPI document publishes them (`http/schema.rs` copies them into the request schema), so
-//! the two cannot drift. `tests/api.rs` checks every published bound against the validator.
+//! the two cannot drift. `tests/it/api.rs` checks every published bound against the validator.
 
 use std::sync::LazyLock;
 

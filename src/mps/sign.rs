@@ -1,7 +1,7 @@
 //! Alibaba Cloud request signing: RPC v1 (HMAC-SHA1, `SignatureVersion=1.0`), ACS3-HMAC-SHA256,
 //! and MNS's `Authorization: MNS <id>:<signature>` (HMAC-SHA1 over the verb, `Content-MD5`,
 //! `Content-Type`, `Date`, the `x-mns-*` headers and the resource). Where a signature is made. Byte-for-byte what the official SDKs compute (see docs/mps/SIGNING.md and
-//! `tests/signing_vectors.rs`).
+//! `tests/it/signing_vectors.rs`).
 //!
 //! v1 encodes three times over for JSON parameters: an OSS object key is URL-encoded inside the
 //! JSON (`/` → `%2F`), the JSON is percent-encoded as a parameter value (`%` → `%25`), and the

@@ -3,7 +3,7 @@
 //! once over a backend-neutral SQL layer (`db.rs`, `codec.rs`, `statements.rs`, `sql.rs`) for
 //! Postgres (production, several replicas) and SQLite (the embedded single-instance default).
 //! What truly differs per database — connecting, claims with `SKIP LOCKED`, `NOTIFY`/`LISTEN` —
-//! lives in `postgres.rs` and `sqlite.rs`. `tests/store_conformance.rs` runs the same suite
+//! lives in `postgres.rs` and `sqlite.rs`. `tests/it/store_conformance.rs` runs the same suite
 //! against both.
 //!
 //! Webhooks (`webhooks.rs`; events as recorded in `events.rs`): endpoints, events and

@@ -2,7 +2,7 @@
 
 The same code a team runs against MPS, with only the endpoint and the key pair changed (and,
 for the Tea SDK, `protocol="http"` because the test server has no TLS). Prints one JSON summary
-line; the Rust test (tests/mps_compat.rs) asserts on it.
+line; the Rust test (tests/it/mps_compat.rs) asserts on it.
 
 Usage: mps_compat.py --endpoint HOST:PORT --key-a ID:SECRET --key-b ID:SECRET --revoked ID:SECRET
 """

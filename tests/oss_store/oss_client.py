@@ -1,4 +1,4 @@
-"""Clients of the local object store for tests/oss_store.rs, independent of snapgate's Rust code.
+"""Clients of the local object store for tests/it/oss_store.rs, independent of snapgate's Rust code.
 
 Every action reads one JSON object from argv[1] and prints one JSON object:
 - sdk: the official SDK `oss2` puts, heads and gets objects with its own signing (V1 or V4),

@@ -1,4 +1,4 @@
-"""A webhook receiver for tests/webhooks.rs, verifying every delivery with the official
+"""A webhook receiver for tests/it/webhooks.rs, verifying every delivery with the official
 Standard Webhooks Python package (`standardwebhooks`, PyPI).
 
     receiver.py --secrets FILE --log FILE [--script 500,503:3,500]
