@@ -592,6 +592,27 @@ impl JobShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A made-up pipeline id (the MPS guide's 28-hex example) is refused with the length it has
+    /// and where a real one comes from.
+    #[test]
+    fn a_short_pipeline_id_is_refused_with_its_length_and_where_a_real_one_is() {
+        let body = serde_json::json!({
+            "input": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.mp4"},
+            "output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "a.jpg"},
+            "time_ms": 0,
+            "pipeline_id": "88c6ca184c0e47098a5b665e2a12",
+        });
+        let errors = validate_request(&body).unwrap_err();
+        let e = errors
+            .iter()
+            .find(|v| v.field == "/pipeline_id")
+            .expect("a pipeline_id violation");
+        assert_eq!(e.code, "invalid_format");
+        assert!(e.message.contains("32 lower-case hex"), "{}", e.message);
+        assert!(e.message.contains("this one has 28"), "{}", e.message);
+        assert!(e.message.contains("MPS console"), "{}", e.message);
+    }
     use serde_json::json;
 
     fn example() -> Value {

@@ -529,6 +529,21 @@ fn tile_out(t: Map<String, Value>, sprite: &mut Map<String, Value>, problems: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An MPS caller reads the names it sent: the validator's REST names become MPS's, and
+    /// words that merely contain one stay as they are.
+    #[test]
+    fn validator_messages_speak_mps_names() {
+        assert_eq!(
+            in_mps_names("num > 1, or interval_s without num"),
+            "Num > 1, or Interval without Num"
+        );
+        assert_eq!(
+            in_mps_names("time_ms must be below the video's length; pipeline_id, user_data"),
+            "Time must be below the video's length; PipelineId, UserData"
+        );
+        assert_eq!(in_mps_names("numbers and widths"), "numbers and widths");
+    }
     use serde_json::json;
 
     fn p(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
