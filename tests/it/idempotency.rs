@@ -82,7 +82,7 @@ async fn an_abandoned_first_request_is_replayed_once_its_wait_is_over(store: Dyn
     let emu = common::app::test_emulator(|_| {}).await;
     let r = reqwest::Client::new()
         .post(format!("{}/_emulator/faults", emu.url()))
-        .json(&json!({"slow_next_submits": 1, "slow_ms": 3_000}))
+        .json(&json!({"slow_next_submits": 1, "slow_ms": 8_000}))
         .send()
         .await
         .unwrap();
@@ -96,7 +96,9 @@ async fn an_abandoned_first_request_is_replayed_once_its_wait_is_over(store: Dyn
         .settings(|s| {
             s.worker.idle_poll_ms = 50;
             s.worker.list_visibility_ms = 0;
-            s.http.submit_wait_ms = 1_000;
+            // Windows wide enough for a loaded machine: the second POST lands inside the first one's
+            // 4 s wait, and the replay comes long before MPS answers (8 s, within the client's 10 s timeout).
+            s.http.submit_wait_ms = 4_000;
         })
         .start()
         .await;
@@ -120,7 +122,7 @@ async fn an_abandoned_first_request_is_replayed_once_its_wait_is_over(store: Dyn
     let replay = loop {
         let (status, replayed, j) = post(&app, &body(1), "abandoned").await;
         if status != 409 {
-            // Its wait is over, though MPS has not answered yet (3 s): the job as it is now.
+            // Its wait is over, though MPS has not answered yet (8 s): the job as it is now.
             assert_eq!((status, replayed), (202, true), "{j}");
             assert_eq!(j["state"], "queued", "{j}");
             break j;
