@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{AdminErrors, ApiError, Problem};
+use super::error::{AdminErrors, ApiError};
 use super::AppState;
 use super::Caller;
 use crate::store;
