@@ -11,6 +11,7 @@ use snapgate::app::Application;
 use snapgate::config::Settings;
 use snapgate::crypto::MasterKey;
 use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
+use snapgate::http::AppState;
 use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use snapgate::secret::Secret;
 use snapgate::services::keys::{issue_key, IssuedKey};
@@ -70,6 +71,8 @@ pub struct TestApp {
     pub emulator: Option<String>,
     pub http: reqwest::Client,
     pub store: DynStore,
+    /// The app's state: its services (e.g. `uploads`), to drive what a background task does.
+    pub state: AppState,
     /// Sent with every request made through [`TestApp::req`] when set.
     pub token: Option<String>,
     /// The app's job worker and webhook delivery worker, when it runs them.
@@ -171,6 +174,7 @@ impl TestAppBuilder {
         let base = format!("http://{}", app.local_addr());
         let emulator = app.emulator_url();
         let store = app.state().store.clone();
+        let state = app.state().clone();
         let (worker, deliveries) = (app.worker(), app.deliveries());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Stops on `stop()`; a TestApp merely dropped keeps serving until the test ends.
@@ -184,6 +188,7 @@ impl TestAppBuilder {
             emulator,
             http: reqwest::Client::new(),
             store,
+            state,
             token: None,
             worker,
             deliveries,
@@ -321,6 +326,7 @@ impl TestApp {
             emulator: self.emulator.clone(),
             http: self.http.clone(),
             store: self.store.clone(),
+            state: self.state.clone(),
             token: token.map(str::to_string),
             worker: self.worker.clone(),
             deliveries: self.deliveries.clone(),
