@@ -421,6 +421,17 @@ impl Application {
         &self.state
     }
 
+    /// The job worker `run_until` runs, if the worker is on: tests drive it to idle
+    /// (`Worker::run_until_idle`) alongside its own loops.
+    pub fn worker(&self) -> Option<Arc<Worker>> {
+        self.worker.clone()
+    }
+
+    /// The webhook delivery worker `run_until` runs, if webhooks are on.
+    pub fn deliveries(&self) -> Option<Arc<DeliveryWorker>> {
+        self.deliveries.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops taking requests and drains.
     pub async fn run_until(
         self,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, Problem};
+use super::error::{AdminErrors, ApiError};
 use super::AppState;
 use super::Caller;
 use crate::store;
@@ -67,9 +67,7 @@ fn age(t: Option<DateTime<Utc>>) -> Option<f64> {
     tag = "admin",
     responses(
         (status = 200, body = Stats),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        AdminErrors,
     ),
     security(("bearer" = []))
 )]

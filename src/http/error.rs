@@ -437,3 +437,132 @@ pub async fn render_problems(
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The problem responses the OpenAPI document lists, written once. Each `#[utoipa::path]` names
+// the sets it can answer with (`responses((status = 200, …), ReadErrors)`); a response whose
+// description is particular to one route stays written out there. The variants are never built:
+// they only describe. A variant's doc comment would become its description, so they have none.
+// ---------------------------------------------------------------------------------------------
+
+/// 401: missing or invalid credentials.
+#[derive(utoipa::IntoResponses)]
+pub enum Unauthenticated {
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+}
+
+/// 401 and 404: a read (or an action) on one resource by id.
+#[derive(utoipa::IntoResponses)]
+pub enum ReadErrors {
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// 401, 404 and 429: a read on one job, which counts against the team rate limit.
+#[derive(utoipa::IntoResponses)]
+pub enum LimitedReadErrors {
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}
+
+/// 400, 401 and 429: a list with query parameters, counted against the team rate limit.
+#[derive(utoipa::IntoResponses)]
+pub enum ListErrors {
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}
+
+/// A job's storyboard (WebVTT or JSON): the list errors, plus no sprite (404) or not yet
+/// succeeded (409).
+#[derive(utoipa::IntoResponses)]
+pub enum StoryboardErrors {
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    #[response(
+        status = 404,
+        description = "No such job, or it has no sprite",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 409,
+        description = "The job has not succeeded",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}
+
+/// 413 and 415: what the body limit and the JSON body readers answer.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyErrors {
+    #[response(
+        status = 413,
+        description = "Body too large",
+        content_type = "application/problem+json"
+    )]
+    PayloadTooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Not JSON",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(Problem),
+}
+
+/// 400, 401, 413 and 415: a JSON write (the route adds its own 422).
+#[derive(utoipa::IntoResponses)]
+pub enum JsonWriteErrors {
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    #[response(
+        status = 413,
+        description = "Body too large",
+        content_type = "application/problem+json"
+    )]
+    PayloadTooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Not JSON",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(Problem),
+}
+
+/// 429 on a write counted against the team rate limit only (no quota).
+#[derive(utoipa::IntoResponses)]
+pub enum TeamRateLimited {
+    #[response(
+        status = 429,
+        description = "Team rate limit reached (see Retry-After)",
+        content_type = "application/problem+json"
+    )]
+    TooManyRequests(Problem),
+}
+
+/// 401, 403 and 429: an admin-only route.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminErrors {
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}

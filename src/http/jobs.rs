@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, BodyErrors, LimitedReadErrors, ListErrors, Problem};
 use super::job_cache::Cached;
 use super::views::{path_job_id, DryRunResource, JobResource};
 use super::AppState;
@@ -182,10 +182,9 @@ fn create_params(params: &[(String, String)]) -> Result<(bool, Option<u64>), Api
         (status = 202, description = "Recorded; not yet accepted by MPS", body = JobResource),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Same Idempotency-Key still in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid job, every violation listed; or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
+        BodyErrors,
         (status = 429, description = "Team rate limit or in-flight quota reached (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -227,9 +226,7 @@ pub async fn create_job(
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, body = JobResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        LimitedReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -273,11 +270,9 @@ pub async fn get_job(
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, body = JobResource, description = "The cancelled job"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        LimitedReadErrors,
         (status = 409, body = Problem, content_type = "application/problem+json",
          description = "The job was sent to MPS, is being sent, or is final"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -314,9 +309,7 @@ pub struct MpsResponseEntry {
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, body = Vec<MpsResponseEntry>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        LimitedReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -377,9 +370,7 @@ fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, JobId)> {
     params(ListParams),
     responses(
         (status = 200, body = JobList, headers(("Link" = String, description = "`<...?cursor=...>; rel=\"next\"` when there is a next page (RFC 8288), the same URL as `next_cursor` with the other parameters kept"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = []))
 )]

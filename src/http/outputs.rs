@@ -12,7 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, StoryboardErrors};
 use super::{AppState, Caller};
 use crate::domain::outputs::Storyboard;
 use crate::domain::Violation;
@@ -121,11 +121,7 @@ pub(super) async fn storyboard_for(
     params(("id" = String, Path, description = "The job id"), StoryboardParams),
     responses(
         (status = 200, description = "WebVTT thumbnails", body = String, content_type = "text/vtt"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job, or it has no sprite", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        StoryboardErrors,
     ),
     security(("bearer" = []))
 )]
@@ -158,11 +154,7 @@ pub(super) fn vtt_response(sb: &Storyboard) -> Response {
     params(("id" = String, Path, description = "The job id"), StoryboardParams),
     responses(
         (status = 200, body = Storyboard),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job, or it has no sprite", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        StoryboardErrors,
     ),
     security(("bearer" = []))
 )]

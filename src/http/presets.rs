@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, Problem};
+use super::error::{
+    ApiError, JsonWriteErrors, Problem, ReadErrors, TeamRateLimited, Unauthenticated,
+};
 use super::{AppState, Caller};
 use crate::http::strict_json::StrictJson;
 use crate::services::presets::PresetRef;
@@ -72,12 +74,9 @@ pub struct PresetList {
     responses(
         (status = 201, description = "A new version", body = PresetResource),
         (status = 200, description = "This body is already that version", body = PresetResource),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        JsonWriteErrors,
         (status = 422, description = "Invalid preset, every violation listed (the job validator's)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Team rate limit reached (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+        TeamRateLimited,
     ),
     security(("bearer" = []))
 )]
@@ -103,7 +102,7 @@ pub async fn create_preset(
     tag = "presets",
     responses(
         (status = 200, body = PresetList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     ),
     security(("bearer" = []))
 )]
@@ -125,8 +124,7 @@ pub async fn list_presets(
     params(("name" = String, Path, description = "`name` (latest version) or `name@version`")),
     responses(
         (status = 200, body = PresetResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, Problem};
+use super::error::{
+    ApiError, JsonWriteErrors, Problem, ReadErrors, TeamRateLimited, Unauthenticated,
+};
 use super::views::JobResource;
 use super::{AppState, Caller};
 use crate::http::strict_json::StrictJson;
@@ -255,13 +257,10 @@ fn parse_body(body: Result<StrictJson, ApiError>) -> Result<NewUpload, ApiError>
     request_body(content = CreateUploadBody, content_type = "application/json"),
     responses(
         (status = 201, body = UploadIntentResource),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        JsonWriteErrors,
         (status = 422, description = "Bad intent, or the preset's job would not be valid for it; every violation listed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No OSS key configured", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Team rate limit reached (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+        TeamRateLimited,
     ),
     security(("bearer" = []))
 )]
@@ -302,8 +301,7 @@ async fn readable(
     params(("id" = String, Path, description = "The upload id")),
     responses(
         (status = 200, body = UploadResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -326,8 +324,7 @@ pub async fn get_upload(
     params(("id" = String, Path, description = "The upload id")),
     responses(
         (status = 200, body = UploadResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
         (status = 409, description = "Not uploaded yet, another size, or the intent expired", body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
     ),
@@ -357,8 +354,7 @@ pub async fn complete_upload(
     ),
     responses(
         (status = 200, description = "text/event-stream", content_type = "text/event-stream", body = String),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -435,7 +431,7 @@ pub async fn upload_events(
     responses(
         (status = 200, description = "WebVTT thumbnails", body = String, content_type = "text/vtt"),
         (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
         (status = 404, description = "No such upload, no job yet, or no sprite", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
     ),

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::domain::outputs::OutputManifest;
-use crate::domain::Job;
+use crate::domain::{Job, MpsStatus};
 use crate::domain::{JobId, JobRequest, JobState, OssObject, Warning};
 use crate::services::jobs::Preview;
 use crate::services::outputs::{Basis, OutputService};
@@ -54,6 +54,21 @@ pub struct MpsStatusResource {
     pub response: Option<crate::domain::RawJson>,
 }
 
+impl From<MpsStatus> for MpsStatusResource {
+    fn from(m: MpsStatus) -> Self {
+        MpsStatusResource {
+            job_id: m.job_id,
+            state: m.state,
+            request_id: m.request_id,
+            count: m.count,
+            tile_count: m.tile_count,
+            code: m.code,
+            message: m.message,
+            response: m.response,
+        }
+    }
+}
+
 /// Why a delivery attempt failed, as kept in `last_error`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = JobError)]
@@ -77,16 +92,7 @@ impl JobResource {
             updated_at: j.updated_at,
             request: j.request,
             warnings: j.warnings,
-            mps: MpsStatusResource {
-                job_id: j.mps.job_id,
-                state: j.mps.state,
-                request_id: j.mps.request_id,
-                count: j.mps.count,
-                tile_count: j.mps.tile_count,
-                code: j.mps.code,
-                message: j.mps.message,
-                response: j.mps.response,
-            },
+            mps: j.mps.into(),
             attempts: j.attempts,
             last_error: j.last_error.map(|e| JobErrorResource {
                 code: e.code,

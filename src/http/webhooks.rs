@@ -18,7 +18,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, JsonWriteErrors, Problem, ReadErrors, Unauthenticated};
 use super::views::JobResource;
 use super::{AppState, Caller};
 use crate::domain::Job;
@@ -244,10 +244,7 @@ fn endpoint_id(id: &str) -> Result<Uuid, ApiError> {
     request_body(content = CreateWebhookEndpoint, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookEndpointWithSecret),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        JsonWriteErrors,
         (status = 422, description = "Bad URL (or a private address), unknown event type; every violation listed", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -283,7 +280,7 @@ pub async fn create_webhook_endpoint(
     tag = "webhooks",
     responses(
         (status = 200, body = WebhookEndpointList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     ),
     security(("bearer" = []))
 )]
@@ -305,8 +302,7 @@ pub async fn list_webhook_endpoints(
     params(("id" = String, Path, description = "The endpoint id")),
     responses(
         (status = 200, body = WebhookEndpointResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -332,11 +328,8 @@ pub async fn get_webhook_endpoint(
     request_body(content = UpdateWebhookEndpoint, content_type = "application/json"),
     responses(
         (status = 200, body = WebhookEndpointResource),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        JsonWriteErrors,
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -389,8 +382,7 @@ async fn set_enabled(
     params(("id" = String, Path, description = "The endpoint id")),
     responses(
         (status = 200, body = WebhookEndpointResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -410,8 +402,7 @@ pub async fn disable_webhook_endpoint(
     params(("id" = String, Path, description = "The endpoint id")),
     responses(
         (status = 200, body = WebhookEndpointResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -431,8 +422,7 @@ pub async fn enable_webhook_endpoint(
     params(("id" = String, Path, description = "The endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -461,8 +451,7 @@ pub async fn delete_webhook_endpoint(
     params(("id" = String, Path, description = "The endpoint id")),
     responses(
         (status = 200, body = WebhookEndpointWithSecret),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -491,8 +480,7 @@ pub async fn rotate_webhook_secret(
     responses(
         (status = 200, body = DeliveryList),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -536,8 +524,7 @@ pub async fn list_webhook_deliveries(
     params(("id" = String, Path, description = "The event id (`evt_…`, the `webhook-id`)")),
     responses(
         (status = 202, description = "Queued for delivery", body = ReplayResource),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        ReadErrors,
     ),
     security(("bearer" = []))
 )]

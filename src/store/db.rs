@@ -345,6 +345,12 @@ struct WarmConn<'w> {
 }
 
 impl Warm {
+    /// How many connections are kept warm right now (tests: what [`WarmConn::keep`] did, at
+    /// once, rather than inferred later from the pool's idle count).
+    pub fn kept(&self) -> usize {
+        self.conns.lock().expect("not poisoned").len()
+    }
+
     fn new(pool: PgPool) -> Arc<Self> {
         let max = pool.options().get_max_connections() as usize / 4;
         Arc::new(Self {

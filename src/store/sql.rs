@@ -311,6 +311,15 @@ impl SqlStore {
         }
     }
 
+    /// How many Postgres connections are kept warm for single statements now (0 on SQLite):
+    /// for tests of that keeping.
+    pub fn kept_warm(&self) -> usize {
+        match &self.pool {
+            Pool::Postgres(_, warm) => warm.kept(),
+            Pool::Sqlite(_) => 0,
+        }
+    }
+
     /// For the traits implemented in other files of `store/` (`rpc.rs`).
     pub(super) fn pool(&self) -> &Pool {
         &self.pool

@@ -135,6 +135,21 @@ impl DeliveryWorker {
         }
     }
 
+    /// Runs rounds until one finds no delivery due (tests): every delivery due now has been
+    /// attempted and its outcome recorded. A retry scheduled for later is not waited for. Exact
+    /// only while no other delivery worker claims from the same store (see the test harness's
+    /// `deliveries_by_hand`).
+    pub async fn run_until_idle(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.round().await? > 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "webhook deliveries not idle after {limit:?}"
+            );
+        }
+        Ok(())
+    }
+
     /// One round: claims due deliveries and attempts each once, concurrently. Returns how many
     /// were attempted.
     pub async fn round(&self) -> anyhow::Result<usize> {

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{after, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
+use super::{after, timed, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
 use crate::domain::{user_data, JobState};
 use crate::domain::{Job, JobError, MpsStatus};
 use crate::mps::client::raw_job;
@@ -281,18 +281,8 @@ impl Worker {
             tracing::info!("claim lost before the call; not calling MPS");
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let (result, kept) = self
-            .holding(key, self.mps.submit_snapshot_job(&params))
-            .await;
-        crate::metrics::mps_call(
-            "SubmitSnapshotJob",
-            result
-                .as_ref()
-                .map(|_| "Success")
-                .unwrap_or_else(|e| e.code.as_str()),
-            started,
-        );
+        let call = timed("SubmitSnapshotJob", self.mps.submit_snapshot_job(&params));
+        let (result, kept) = self.holding(key, call).await;
         let pause = self.health.observe(&result);
         match result {
             Ok(resp) => {
@@ -460,15 +450,7 @@ impl Worker {
                 if let Err(e) = self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1).await {
                     tracing::warn!(error = %e, "budget unavailable");
                 }
-                let t = std::time::Instant::now();
-                let resp = self.mps.list_snapshot_jobs(&query).await;
-                crate::metrics::mps_call(
-                    "QuerySnapshotJobList",
-                    resp.as_ref()
-                        .map(|_| "Success")
-                        .unwrap_or_else(|e| e.code.as_str()),
-                    t,
-                );
+                let resp = timed("QuerySnapshotJobList", self.mps.list_snapshot_jobs(&query)).await;
                 let pause = self.health.observe(&resp);
                 match resp {
                     Ok(r) => break r,

@@ -307,3 +307,20 @@ fn until(t: DateTime<Utc>) -> Duration {
 fn after(d: Duration) -> DateTime<Utc> {
     store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }
+
+/// Runs one MPS call and records it: `snapgate_mps_calls_total` by action and outcome code
+/// (`Success` or the error's code) and `snapgate_mps_call_duration_seconds` by action, timed
+/// from the first poll of `call` to its answer.
+async fn timed<T>(
+    action: &'static str,
+    call: impl std::future::Future<Output = Result<T, crate::mps::error::MpsError>>,
+) -> Result<T, crate::mps::error::MpsError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let code = result
+        .as_ref()
+        .map(|_| "Success")
+        .unwrap_or_else(|e| e.code.as_str());
+    crate::metrics::mps_call(action, code, started);
+    result
+}

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::dispatch::update_from;
-use super::{after, Worker, QUERY_BUDGET};
+use super::{after, timed, Worker, QUERY_BUDGET};
 use crate::domain::{Job, JobError};
 use crate::mps::client::raw_job;
 use crate::store::{self, MpsResponseRecord};
@@ -87,16 +87,7 @@ impl Worker {
         }
         self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1)
             .await?;
-        let started = std::time::Instant::now();
-        let result = self.mps.query_snapshot_jobs(&ids).await;
-        crate::metrics::mps_call(
-            "QuerySnapshotJobList",
-            result
-                .as_ref()
-                .map(|_| "Success")
-                .unwrap_or_else(|e| e.code.as_str()),
-            started,
-        );
+        let result = timed("QuerySnapshotJobList", self.mps.query_snapshot_jobs(&ids)).await;
         let pause = self.health.observe(&result);
         let resp = match result {
             Ok(r) => r,

@@ -445,6 +445,9 @@ async fn a_polled_queued_job_is_refreshed_in_the_background_before_its_trust_run
     until_cached(&app, &alpha.token, &path, &pool).await;
     // The entry was read at the latest now: it is trusted until `cached_at + TTL` at the latest.
     let cached_at = Instant::now();
+    // Real time on purpose (not replaced by a fake clock): the entry's trust is measured on the
+    // monotonic clock inside JobCache, which takes no clock of the test's, and what is shown is
+    // a background read racing that expiry while Postgres holds the table lock (real time too).
     let at = |d: Duration| tokio::time::sleep_until((cached_at + d).into());
 
     at(Duration::from_millis(800)).await;

@@ -1539,12 +1539,11 @@ async fn pg_store_of(
 async fn postgres_connections_kept_warm_go_back_to_the_pool_once_unused() {
     let (s, pool, job, _db) = pg_store_of(8, "w").await;
     assert!(s.get_job(Some("w"), job.id).await.unwrap().is_some());
-    // Long after a connection given back would be in the pool again (its check is one round
-    // trip), well before a kept one is given back (250 ms unused).
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let out = pool.size() as usize - pool.num_idle();
-    assert!(out >= 1, "no connection kept warm after a statement");
-    assert!(out <= 2, "{out} connections kept: a quarter of 8 at most");
+    // Read at once (no sleep): a statement that ran to its end keeps its connection before it
+    // returns, and the reaper gives one back only after 250 ms unused.
+    let kept = s.kept_warm();
+    assert!(kept >= 1, "no connection kept warm after a statement");
+    assert!(kept <= 2, "{kept} connections kept: a quarter of 8 at most");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while pool.num_idle() < pool.size() as usize {
         assert!(
@@ -1586,11 +1585,21 @@ async fn postgres_no_connection_is_kept_warm_while_the_pool_is_full() {
     // The fourth connection serves this read, the pool full meanwhile.
     assert!(s.get_job(Some("f"), job.id).await.unwrap().is_some());
     assert_eq!(pool.size(), 4);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Read at once (no sleep): keeping is decided before the statement returns.
     assert_eq!(
-        pool.num_idle(),
-        1,
+        s.kept_warm(),
+        0,
         "the read's connection was kept warm while the pool was full"
     );
+    // Given back through the pool's check (one round trip, asynchronous in sqlx): it comes back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool.num_idle() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read's connection did not go back to the pool: {} idle",
+            pool.num_idle()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     drop(held);
 }

@@ -196,7 +196,7 @@ fn assert_verified(r: &Value, secrets: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delivery_verifies_and_carries_the_job_as_the_api_shows_it() {
     let emulator = common::app::test_emulator(|_| {}).await;
-    let app = app(&emulator, |_| {}).await;
+    let app = app(&emulator, common::app::deliveries_by_hand).await;
     let rx = Receiver::start(&[]);
     let (status, endpoint) = create_endpoint(
         &app,
@@ -221,12 +221,12 @@ async fn every_delivery_verifies_and_carries_the_job_as_the_api_shows_it() {
     assert_eq!(list["endpoints"][0]["id"], endpoint["id"]);
 
     let id = submit(&app, &job_body("uploads/a.mp4")).await;
-    let job = app.wait_final(&id, Duration::from_secs(20)).await;
+    app.run_worker_until_idle().await;
+    let job = app.job(&id).await;
     assert_eq!(job["state"], "succeeded");
-    rx.wait_for(2, Duration::from_secs(10)).await;
     // Every event of the job was recorded with its transition, so the job being final means its
-    // deliveries all exist; once none is pending, the receiver has all it will ever get.
-    settled(&app, eid, 2).await;
+    // deliveries all exist; once they are all attempted, the receiver has all it will ever get.
+    app.run_deliveries_until_idle().await;
     let records = rx.records();
     assert_eq!(records.len(), 2, "{records:#?}");
     let mut types: Vec<&str> = records
@@ -253,7 +253,8 @@ async fn every_delivery_verifies_and_carries_the_job_as_the_api_shows_it() {
         .unwrap();
     assert!(submitted["body"]["data"]["mps"]["job_id"].is_string());
 
-    let ds = settled(&app, eid, 2).await;
+    let ds = deliveries(&app, eid).await;
+    assert_eq!(ds.len(), 2, "{ds:#?}");
     for d in &ds {
         assert_eq!(d["state"], "succeeded", "{d}");
         let attempts = d["attempts"].as_array().unwrap();
@@ -279,17 +280,19 @@ async fn a_failed_job_sends_snapshot_job_failed() {
         c.oss_dir = Some(path);
     })
     .await;
-    let app = app(&emulator, |_| {}).await;
+    let app = app(&emulator, common::app::deliveries_by_hand).await;
     let rx = Receiver::start(&[]);
     let (_, endpoint) = create_endpoint(&app, &rx.url("127.0.0.1"), &["snapshot_job.failed"]).await;
     rx.set_secrets(&[endpoint["secret"].as_str().unwrap()]);
     let id = submit(&app, &job_body("uploads/missing.mp4")).await;
-    let job = app.wait_final(&id, Duration::from_secs(20)).await;
+    app.run_worker_until_idle().await;
+    let job = app.job(&id).await;
     assert_eq!(job["state"], "failed", "{job}");
-    let records = rx.wait_for(1, Duration::from_secs(10)).await;
-    // The job is final, so its deliveries all exist; once none is pending, nothing more comes.
-    settled(&app, endpoint["id"].as_str().unwrap(), 1).await;
-    assert_eq!(rx.records().len(), 1, "only the subscribed type is sent");
+    // The job is final, so its deliveries all exist; once they are attempted, nothing more
+    // comes.
+    app.run_deliveries_until_idle().await;
+    let records = rx.records();
+    assert_eq!(records.len(), 1, "only the subscribed type is sent");
     assert_verified(&records[0], 1);
     assert_eq!(records[0]["body"]["type"], "snapshot_job.failed");
     assert_eq!(records[0]["body"]["data"], job);
@@ -415,24 +418,19 @@ async fn an_endpoint_failing_too_long_is_disabled_and_shown_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_answering_410_gone_is_disabled_at_once() {
     let emulator = common::app::test_emulator(|_| {}).await;
-    let app = app(&emulator, |_| {}).await;
+    let app = app(&emulator, common::app::deliveries_by_hand).await;
     let rx = Receiver::start(&["410"]);
     let (_, endpoint) =
         create_endpoint(&app, &rx.url("127.0.0.1"), &["snapshot_job.succeeded"]).await;
     let eid = endpoint["id"].as_str().unwrap();
     let id = submit(&app, &job_body("uploads/g.mp4")).await;
-    app.wait_final(&id, Duration::from_secs(20)).await;
-    rx.wait_for(1, Duration::from_secs(10)).await;
-    let start = Instant::now();
-    loop {
-        let ds = deliveries(&app, eid).await;
-        if ds.first().is_some_and(|d| d["state"] == "failed") {
-            assert_eq!(ds[0]["attempts"].as_array().unwrap().len(), 1, "no retry");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{ds:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.run_worker_until_idle().await;
+    assert_eq!(app.job(&id).await["state"], "succeeded");
+    app.run_deliveries_until_idle().await;
+    let ds = deliveries(&app, eid).await;
+    assert_eq!(ds.len(), 1, "{ds:#?}");
+    assert_eq!(ds[0]["state"], "failed", "{ds:#?}");
+    assert_eq!(ds[0]["attempts"].as_array().unwrap().len(), 1, "no retry");
     let (_, e) = json_of(app.get(&format!("/v1/webhook-endpoints/{eid}")).await).await;
     assert_eq!(e["enabled"], false, "{e}");
     assert_eq!(e["disabled_reason"], "failing");

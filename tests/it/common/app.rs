@@ -11,11 +11,13 @@ use snapgate::app::Application;
 use snapgate::config::Settings;
 use snapgate::crypto::MasterKey;
 use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
+use snapgate::http::AppState;
 use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use snapgate::secret::Secret;
 use snapgate::services::keys::{issue_key, IssuedKey};
 use snapgate::services::limits::ManualClock;
 use snapgate::store::DynStore;
+use snapgate::worker::{DeliveryWorker, Worker};
 
 pub const EMU_KEY_ID: &str = "testid";
 pub const EMU_SECRET: &str = "testsecret";
@@ -54,6 +56,13 @@ pub fn mps_client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
     )
 }
 
+/// Settings under which the app's webhook delivery loop, after its first (empty) round at
+/// start, sleeps for a day: deliveries happen only when the test calls
+/// [`TestApp::run_deliveries_until_idle`].
+pub fn deliveries_by_hand(s: &mut Settings) {
+    s.webhooks.poll_interval_ms = 24 * 3600 * 1000;
+}
+
 /// A running app.
 pub struct TestApp {
     pub base: String,
@@ -62,8 +71,13 @@ pub struct TestApp {
     pub emulator: Option<String>,
     pub http: reqwest::Client,
     pub store: DynStore,
+    /// The app's state: its services (e.g. `uploads`), to drive what a background task does.
+    pub state: AppState,
     /// Sent with every request made through [`TestApp::req`] when set.
     pub token: Option<String>,
+    /// The app's job worker and webhook delivery worker, when it runs them.
+    worker: Option<Arc<Worker>>,
+    deliveries: Option<Arc<DeliveryWorker>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// What must live as long as the app (and its copies from [`TestApp::with_token`]): its
@@ -160,6 +174,8 @@ impl TestAppBuilder {
         let base = format!("http://{}", app.local_addr());
         let emulator = app.emulator_url();
         let store = app.state().store.clone();
+        let state = app.state().clone();
+        let (worker, deliveries) = (app.worker(), app.deliveries());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Stops on `stop()`; a TestApp merely dropped keeps serving until the test ends.
         let task = tokio::spawn(app.run_until(async move {
@@ -172,7 +188,10 @@ impl TestAppBuilder {
             emulator,
             http: reqwest::Client::new(),
             store,
+            state,
             token: None,
+            worker,
+            deliveries,
             stop: Some(stop),
             task: Some(task),
             _keep: Arc::new(self.keep),
@@ -267,6 +286,28 @@ impl TestApp {
         }
     }
 
+    /// Drives the app's job worker until no job has anything left to do: every job sent to MPS
+    /// and final (`Worker::run_until_idle`; its own loops may take part, claims keep that
+    /// exact). Fails the test after 30 s.
+    pub async fn run_worker_until_idle(&self) {
+        let worker = self.worker.as_ref().expect("the app runs no worker");
+        worker
+            .run_until_idle(Duration::from_secs(30))
+            .await
+            .expect("the worker goes idle");
+    }
+
+    /// Attempts every webhook delivery due now and records its outcome
+    /// (`DeliveryWorker::run_until_idle`); a retry scheduled for later is not waited for.
+    /// Exact with [`deliveries_by_hand`] (no background round can hold a claim meanwhile).
+    pub async fn run_deliveries_until_idle(&self) {
+        let deliveries = self.deliveries.as_ref().expect("the app runs no webhooks");
+        deliveries
+            .run_until_idle(Duration::from_secs(30))
+            .await
+            .expect("webhook deliveries go idle");
+    }
+
     /// Creates `team` if needed and issues it a key (encrypted with [`master_key`]).
     pub async fn key(&self, team: &str, admin: bool) -> IssuedKey {
         self.store
@@ -285,7 +326,10 @@ impl TestApp {
             emulator: self.emulator.clone(),
             http: self.http.clone(),
             store: self.store.clone(),
+            state: self.state.clone(),
             token: token.map(str::to_string),
+            worker: self.worker.clone(),
+            deliveries: self.deliveries.clone(),
             stop: None,
             task: None,
             _keep: self._keep.clone(),
