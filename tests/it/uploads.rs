@@ -1051,3 +1051,92 @@ async fn an_upload_that_landed_without_its_job_gets_it() {
     assert_eq!(e.job_count().await, 1);
     e.stop().await;
 }
+
+/// An anonymous PostObject (the local buckets are public-write, as any OSS customer's own bucket
+/// is to its owner) with an uploader-written `callback`: the store signs whatever body it is given.
+async fn post_anonymous(
+    http: &reqwest::Client,
+    bucket_url: &str,
+    key: &str,
+    callback: &Value,
+    file: &[u8],
+) -> (u16, String) {
+    let boundary = format!("----snapgate{}", uuid::Uuid::new_v4().simple());
+    let cb = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        callback.to_string(),
+    );
+    let mut body = Vec::new();
+    for (n, v) in [("key", key), ("callback", cb.as_str())] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{n}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes());
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let res = http
+        .post(bucket_url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// D02: a callback is bound to its upload. A 1-byte anonymous PostObject to another key whose
+/// callback body names the victim's upload id, bucket, key and size is signed by the store as
+/// given; it must land nothing. A replayed valid callback makes no second job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_callback_for_another_upload_lands_nothing_and_a_replay_makes_no_second_job() {
+    let video = media::small_video();
+    let e = env(|_| {}).await;
+    let victim = e.intent(&video).await;
+    let (id, token) = (
+        victim["upload_id"].as_str().unwrap().to_string(),
+        victim["browser_token"].as_str().unwrap().to_string(),
+    );
+    let obj = &victim["upload"]["object"];
+    let size = std::fs::metadata(&video).unwrap().len();
+    let forged_body = json!({
+        "upload_id": id, "bucket": obj["bucket"], "object": obj["object"], "size": size,
+        "etag": "00000000000000000000000000000000", "mime_type": "video/mp4",
+    });
+    let callback = json!({
+        "callbackUrl": format!("{}/callbacks/oss", e.base),
+        "callbackBody": forged_body.to_string(),
+        "callbackBodyType": "application/json",
+    });
+    let (s, answer) = post_anonymous(
+        &e.http,
+        victim["form"]["url"].as_str().unwrap(),
+        "attacker/one-byte.bin",
+        &callback,
+        b"x",
+    )
+    .await;
+    assert_eq!(s, 203, "the store's callback must be refused: {answer}");
+    let (_, u) = e.status(&id, &token).await;
+    assert_eq!(u["state"], "waiting", "the victim did not land: {u}");
+    assert_eq!(e.job_count().await, 0, "no job for a forged callback");
+
+    // The victim's own upload lands once; its captured callback replayed lands nothing new.
+    let (s, answer) = post_form(&e.http, &victim, &std::fs::read(&video).unwrap()).await;
+    assert_eq!(s, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let job_id = answer["job"]["id"].as_str().unwrap().to_string();
+    let c = e.relay.seen.lock().unwrap().last().unwrap().clone();
+    for _ in 0..3 {
+        let again = send_callback(&e.http, &e.base, &c).await;
+        assert_eq!(again.status(), 200);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["job"]["id"], job_id.as_str());
+    }
+    assert_eq!(e.job_count().await, 1, "a replay makes no second job");
+    e.stop().await;
+}
