@@ -634,3 +634,38 @@ async fn a_huge_callback_answer_is_refused_without_reading_it_all() {
         assert!(store.file(&key).exists());
     }
 }
+
+/// D12: a `PUT` announcing more than 5 GiB is refused with OSS's `EntityTooLarge` from its
+/// `Content-Length`, before the body is read (here a 1-byte body follows and the client waits).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_over_5_gib_is_refused_from_its_content_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = Store::start().await;
+    let addr = store.url().trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "PUT /media/big.bin HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\nx",
+        5u64 * 1024 * 1024 * 1024 + 1
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&answer).contains("</Error>") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    assert!(read.is_ok(), "no answer before the body: {text:?}");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(xml_code(&text), "EntityTooLarge", "{text}");
+    assert!(!store.file("big.bin").exists());
+}
