@@ -327,6 +327,14 @@ impl UploadService {
                 "invalid_format",
                 "must be a file name of 1 to 255 bytes without '/', '\\' or control characters",
             ));
+        } else if f.contains("${") {
+            // OSS (and the local store) expand `${…}` in a PostObject key: the object would
+            // land under another key and the upload could never complete.
+            errors.push(violation(
+                "/filename",
+                "invalid_format",
+                "must not contain '${' (OSS expands ${...} variables in object keys)",
+            ));
         }
         let ct = &req.content_type;
         if ct.is_empty()

@@ -1140,3 +1140,22 @@ async fn a_forged_callback_for_another_upload_lands_nothing_and_a_replay_makes_n
     assert_eq!(e.job_count().await, 1, "a replay makes no second job");
     e.stop().await;
 }
+
+/// D15: the store expands `${…}` in a PostObject key (as OSS does), so a file name with one
+/// would put the object under another key and the upload could never complete: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filename_with_a_store_variable_is_refused() {
+    let e = env(|_| {}).await;
+    for name in ["${filename}", "clip-${filename}.mp4", "a${x:var}.mp4"] {
+        let (s, p) = e.post("/v1/uploads", &json!({"preset": "story@1", "filename": name, "content_type": "video/mp4", "size_bytes": 10})).await;
+        assert_eq!(
+            (s, p["errors"][0]["field"].as_str()),
+            (422, Some("/filename")),
+            "{name}: {p}"
+        );
+    }
+    // A lone `$` or brace is an ordinary character.
+    let (s, p) = e.post("/v1/uploads", &json!({"preset": "story@1", "filename": "cost $5 {draft}.mp4", "content_type": "video/mp4", "size_bytes": 10})).await;
+    assert_eq!(s, 201, "{p}");
+    e.stop().await;
+}
