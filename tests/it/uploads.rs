@@ -742,10 +742,8 @@ async fn an_upload_lands_by_callback_makes_one_job_and_streams_its_states() {
     // The storyboard of the upload's job, with the browser token.
     let vtt = e
         .http
-        .get(format!(
-            "{}/v1/uploads/{id}/storyboard.vtt?access_token={token}",
-            e.base
-        ))
+        .get(format!("{}/v1/uploads/{id}/storyboard.vtt", e.base))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -1157,5 +1155,65 @@ async fn a_filename_with_a_store_variable_is_refused() {
     // A lone `$` or brace is an ordinary character.
     let (s, p) = e.post("/v1/uploads", &json!({"preset": "story@1", "filename": "cost $5 {draft}.mp4", "content_type": "video/mp4", "size_bytes": 10})).await;
     assert_eq!(s, 201, "{p}");
+    e.stop().await;
+}
+
+/// D11: the browser token in the query (`?access_token=`) is for `EventSource` only: the events
+/// stream takes it; every other upload route answers 401 pointing to the `Authorization` header
+/// (tokens in URLs land in access logs and referrers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_token_is_taken_on_the_events_stream_only() {
+    let video = media::small_video();
+    let e = env(|_| {}).await;
+    e.relay
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let intent = e.intent(&video).await;
+    let (id, token) = (
+        intent["upload_id"].as_str().unwrap(),
+        intent["browser_token"].as_str().unwrap(),
+    );
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/uploads/{id}")),
+        (reqwest::Method::POST, format!("/v1/uploads/{id}/complete")),
+        (
+            reqwest::Method::GET,
+            format!("/v1/uploads/{id}/storyboard.vtt"),
+        ),
+    ] {
+        let res = e
+            .http
+            .request(
+                method.clone(),
+                format!("{}{path}?access_token={token}", e.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{method} {path}");
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "unauthorized", "{p}");
+        assert!(
+            p["detail"].as_str().unwrap_or("").contains("Authorization"),
+            "{p}"
+        );
+    }
+    // The header works there; the query token works on the stream.
+    assert_eq!(e.status(id, token).await.0, 200);
+    let res = e
+        .http
+        .get(format!(
+            "{}/v1/uploads/{id}/events?access_token={token}",
+            e.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    drop(res);
     e.stop().await;
 }
