@@ -391,6 +391,14 @@ async fn put(
     if let Err(e) = check_signature(ctx, method, &bucket, &key, uri, headers) {
         return error_response(&e, method);
     }
+    // OSS refuses a simple upload over 5 GB from its Content-Length, before reading it.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_PUT_BYTES) {
+        return too_large(method);
+    }
     let tmp = oss.tmp_path(&format!("put-{}", uuid::Uuid::new_v4().simple()));
     let written = async {
         tokio::fs::create_dir_all(tmp.parent().expect("has a parent")).await?;
@@ -401,17 +409,25 @@ async fn put(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(std::io::Error::other)?;
             size += chunk.len() as u64;
+            if size > MAX_PUT_BYTES {
+                // A body without a length (chunked) is cut off at the same limit.
+                return anyhow::Ok(None);
+            }
             md5.update(&chunk);
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
         drop(file);
         oss.commit(&tmp, &bucket, &key).await?;
-        anyhow::Ok((size, etag(md5)))
+        anyhow::Ok(Some((size, etag(md5))))
     }
     .await;
     match written {
-        Ok((size, etag)) => {
+        Ok(None) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            too_large(method)
+        }
+        Ok(Some((size, etag))) => {
             tracing::debug!(bucket = %bucket, key = %key, size, path = %path.display(), "local OSS: object stored");
             let mut res = StatusCode::OK.into_response();
             let h = res.headers_mut();
@@ -434,6 +450,18 @@ async fn put(
             )
         }
     }
+}
+
+/// The largest simple upload (`PUT`) OSS takes: 5 GB.
+pub const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+fn too_large(method: &Method) -> Response {
+    oss_error(
+        StatusCode::BAD_REQUEST,
+        "EntityTooLarge",
+        "Your proposed upload exceeds the maximum allowed size.",
+        method,
+    )
 }
 
 /// OSS's ETag of a simple upload: the MD5, upper-case hex (sent in quotes).

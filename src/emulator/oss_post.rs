@@ -278,6 +278,26 @@ async fn answer(ctx: &StoreContext, s: Stored) -> Response {
     with_common_headers(res, &s.etag)
 }
 
+/// The largest callback answer OSS relays (3 MB in the current doc).
+const MAX_CALLBACK_ANSWER_BYTES: usize = 3 * 1024 * 1024;
+
+/// Reads an answer's body up to `limit` bytes: `None` as soon as it passes the limit (the rest
+/// is never read: an announced `Content-Length` over it is refused before any read), `Err` when
+/// it cannot be read.
+async fn read_bounded(mut res: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, ()> {
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|_| ())? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// Calls back each URL in turn; the first `200` with a JSON body is the answer. `Err`: OSS's
 /// `CallbackFailed` message.
 async fn perform_callback(
@@ -343,23 +363,27 @@ async fn perform_callback(
             }
         };
         let status = res.status().as_u16();
-        let text = match res.text().await {
-            Ok(t) => t,
-            Err(_) => {
-                last = "Error status : -1. OSS could not read the callback's answer.".into();
-                continue;
-            }
-        };
         if status != 200 {
             last = format!("Error status : {status}.");
             continue;
         }
-        if serde_json::from_str::<serde_json::Value>(&text).is_err() {
+        let text = match read_bounded(res, MAX_CALLBACK_ANSWER_BYTES).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                last = "Response body is too large (over 3 MB).".into();
+                continue;
+            }
+            Err(()) => {
+                last = "Error status : -1. OSS could not read the callback's answer.".into();
+                continue;
+            }
+        };
+        let Ok(text) = String::from_utf8(text) else {
             last = "Response body is not valid json format.".into();
             continue;
-        }
-        if text.len() > 3 * 1024 * 1024 {
-            last = "Response body is too large (over 3 MB).".into();
+        };
+        if serde_json::from_str::<serde_json::Value>(&text).is_err() {
+            last = "Response body is not valid json format.".into();
             continue;
         }
         return Ok(text);

@@ -4,8 +4,10 @@
 //!
 //! Who may read an upload ([`UploadAccess`]): the team's token (its own uploads), or the
 //! upload's browser token (`sgu_…`, only that upload and its job, until it expires) — sent as
-//! `Authorization: Bearer`, or as `?access_token=` for `EventSource`, which cannot send headers.
-//! A browser token is no team token: every other route answers it 401.
+//! `Authorization: Bearer`, or as `?access_token=` on the events stream only (`EventSource`
+//! cannot send headers); a query token on any other route is a 401 that points to the header
+//! (tokens in URLs land in access logs and referrers). A browser token is no team token: every
+//! other route answers it 401.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -60,7 +62,12 @@ impl FromRequestParts<AppState> for UploadAccess {
                     .eq_ignore_ascii_case("bearer")
                     .then(|| rest.trim().to_string())
             });
-        let token = header_token.or_else(|| query_token(parts));
+        // The query token is for `EventSource` only (it cannot send headers).
+        let query = query_token(parts);
+        if query.is_some() && !parts.uri.path().ends_with("/events") {
+            return Err(ApiError::Unauthorized);
+        }
+        let token = header_token.or(query);
         if let Some(t) =
             token.filter(|t| t.starts_with(crate::services::uploads::BROWSER_TOKEN_PREFIX))
         {
@@ -422,7 +429,7 @@ pub async fn upload_events(
 }
 
 /// The upload's job's storyboard as WebVTT (the job storyboard route's answer), readable with
-/// the browser token; `access_token` and the storyboard's own `urls`, `duration_ms`.
+/// the browser token (in the `Authorization` header); the storyboard's own `urls`, `duration_ms`.
 #[utoipa::path(
     get,
     path = "/v1/uploads/{id}/storyboard.vtt",
@@ -441,9 +448,8 @@ pub async fn get_upload_storyboard_vtt(
     State(state): State<AppState>,
     access: UploadAccess,
     Path(id): Path<String>,
-    axum::extract::Query(mut params): axum::extract::Query<Vec<(String, String)>>,
+    axum::extract::Query(params): axum::extract::Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    params.retain(|(k, _)| k != "access_token");
     let (urls, duration) = super::outputs::parse_params(&params)?;
     let s = readable(&state, &access, &id).await?;
     let job = s.job.as_ref().ok_or(ApiError::NotFound)?;

@@ -8,8 +8,10 @@
 //!    the upload callback when `http.public_url` is set) and a browser token (`sgu_…`, stored
 //!    only as its SHA-256) that reads this upload and its job only, until it expires.
 //! 2. **Landing** (`land`): the OSS callback (verified with `oss::callback::verify`, its key URL
-//!    by `pub_key_url_allowed`) or `complete` (a signed `HEAD`, `oss::v4::head_object`, finds the
-//!    object with the declared size), whichever comes first: `waiting` → `uploaded`, then the
+//!    by `pub_key_url_allowed`, carrying the intent's secret the signed policy pins) or
+//!    `complete`, whichever comes first; either way a signed `HEAD` (`oss::v4::head_object`)
+//!    finds the upload's own object with the declared size — nothing the callback body states
+//!    about bucket, key or size is trusted: `waiting` → `uploaded`, then the
 //!    job from the preset through [`SubmitService`] with the upload id as its idempotency key —
 //!    so replays and races make one job.
 //! 3. **Expiry** (`expire_due`): the one place a `waiting` intent becomes `expired`.
@@ -184,6 +186,17 @@ fn random_token() -> String {
     format!("{BROWSER_TOKEN_PREFIX}{body}")
 }
 
+/// The per-intent secret of an upload's callback: HMAC-SHA256 of its id under the OSS key
+/// secret. It rides in the callback body the signed policy pins (an uploader cannot write
+/// another body for this form), and only the intent's own form carries it: a callback body
+/// written for another PostObject cannot name this upload.
+fn callback_tag(creds: &OssCredentials, id: Uuid) -> String {
+    hex::encode(crate::crypto::hmac_sha256(
+        creds.access_key_secret.expose().as_bytes(),
+        format!("snapgate-upload-callback:{id}").as_bytes(),
+    ))
+}
+
 fn violation(field: &str, code: &str, message: impl Into<String>) -> Violation {
     Violation {
         field: field.into(),
@@ -314,6 +327,14 @@ impl UploadService {
                 "invalid_format",
                 "must be a file name of 1 to 255 bytes without '/', '\\' or control characters",
             ));
+        } else if f.contains("${") {
+            // OSS (and the local store) expand `${…}` in a PostObject key: the object would
+            // land under another key and the upload could never complete.
+            errors.push(violation(
+                "/filename",
+                "invalid_format",
+                "must not contain '${' (OSS expands ${...} variables in object keys)",
+            ));
         }
         let ct = &req.content_type;
         if ct.is_empty()
@@ -347,10 +368,11 @@ impl UploadService {
     /// the callback to `uploads.callback_url` if one is set.
     fn post_form(&self, creds: &OssCredentials, upload: &UploadRecord) -> PostForm {
         let id = upload.id;
+        let tag = callback_tag(creds, id);
         let callback = self.cfg.callback_url.as_ref().map(|url| CallbackSpec {
             url: url.clone(),
             body: format!(
-                r#"{{"upload_id":"{id}","bucket":${{bucket}},"object":${{object}},"size":${{size}},"etag":${{etag}},"mime_type":${{mimeType}}}}"#
+                r#"{{"upload_id":"{id}","tag":"{tag}","bucket":${{bucket}},"object":${{object}},"size":${{size}},"etag":${{etag}},"mime_type":${{mimeType}}}}"#
             ),
             body_type: callback::JSON.to_string(),
         });
@@ -529,28 +551,14 @@ impl UploadService {
         if upload.state == UploadState::Expired {
             return Err(UploadError::Expired);
         }
-        let found = crate::oss::v4::head_object(
-            &self.http,
-            &creds,
-            &self.cfg.region,
-            &self.cfg.bucket_url,
-            &upload.object_key,
-        )
-        .await
-        .map_err(|e| UploadError::Oss(format!("{} {}: {}", e.status, e.code, e.message)))?;
-        match found {
-            None => Err(UploadError::ObjectMissing),
-            Some(size) if size != upload.size_bytes => Err(UploadError::SizeMismatch {
-                declared: upload.size_bytes,
-                found: size,
-            }),
-            Some(_) => self.land(id, VIA_COMPLETE).await,
-        }
+        self.verify_object(&creds, &upload).await?;
+        self.land(id, VIA_COMPLETE).await
     }
 
-    /// `POST /callbacks/oss`: verifies OSS's signature (the key from an allowed URL), checks
-    /// that the body names this upload's bucket, key and size, then the upload lands. Every
-    /// refusal is logged.
+    /// `POST /callbacks/oss`: verifies OSS's signature (the key from an allowed URL) and the
+    /// upload's callback secret, then trusts nothing else the body states: the object is found
+    /// with a signed `HEAD` of the upload's own key and size before the upload lands (a replay
+    /// lands nothing new: the upload's job is keyed by its id). Every refusal is logged.
     pub async fn callback(
         &self,
         authorization: Option<&str>,
@@ -582,28 +590,47 @@ impl UploadService {
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| refuse("the body names no upload_id".into()))?;
+        let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let tag = v.get("tag").and_then(Value::as_str).unwrap_or("");
+        if !crate::secret::constant_time_eq(tag.as_bytes(), callback_tag(&creds, id).as_bytes()) {
+            return Err(refuse(format!(
+                "upload {id}: the callback does not carry the intent's secret"
+            )));
+        }
         let upload = self
             .store
             .get_upload(id)
             .await?
             .ok_or(UploadError::NotFound)?;
-        let (bucket, object, size) = (
-            v.get("bucket").and_then(Value::as_str),
-            v.get("object").and_then(Value::as_str),
-            v.get("size").and_then(Value::as_u64),
-        );
-        if bucket != Some(upload.bucket.as_str()) || object != Some(upload.object_key.as_str()) {
-            return Err(refuse(format!(
-                "upload {id}: the callback names another object"
-            )));
-        }
-        if size != Some(upload.size_bytes) {
-            return Err(UploadError::SizeMismatch {
-                declared: upload.size_bytes,
-                found: size.unwrap_or(0),
-            });
+        if upload.job_id.is_none() && upload.state == UploadState::Waiting {
+            self.verify_object(&creds, &upload).await?;
         }
         self.land(id, VIA_CALLBACK).await
+    }
+
+    /// The upload's own object is in the bucket with the declared size (a signed `HEAD`).
+    async fn verify_object(
+        &self,
+        creds: &OssCredentials,
+        upload: &UploadRecord,
+    ) -> Result<(), UploadError> {
+        let found = crate::oss::v4::head_object(
+            &self.http,
+            creds,
+            &self.cfg.region,
+            &self.cfg.bucket_url,
+            &upload.object_key,
+        )
+        .await
+        .map_err(|e| UploadError::Oss(format!("{} {}: {}", e.status, e.code, e.message)))?;
+        match found {
+            None => Err(UploadError::ObjectMissing),
+            Some(size) if size != upload.size_bytes => Err(UploadError::SizeMismatch {
+                declared: upload.size_bytes,
+                found: size,
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     async fn public_key(&self, url: &str) -> Result<String, String> {

@@ -580,3 +580,92 @@ async fn oversized_or_malformed_forms_are_refused() {
     assert_eq!(plain.status(), 400);
     assert_eq!(xml_code(&plain.text().await.unwrap()), "InvalidArgument");
 }
+
+/// D03: the callback's answer is read bounded. A receiver that answers `200` JSON announcing
+/// 20 MB, or not announcing a length, sends 4 MB and then stalls: the store stops reading past
+/// 3 MB and fails the callback as too large (it does not wait for, or buffer, the rest; before,
+/// it waited for the whole answer and failed only on its 5 s timeout, "could not read").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_callback_answer_is_refused_without_reading_it_all() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = Store::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                // Announced (20 MB), or not announced (read to the end of the connection).
+                let head = if buf.windows(9).any(|w| w == b"announced") {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20971520\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                };
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..64 {
+                    if sock.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            });
+        }
+    });
+    for path in ["announced", "streamed"] {
+        let key = format!("uploads/f/{path}.mp4");
+        let mut args = post_args(&store, &key, 9);
+        args["callback"] = json!({"url": format!("http://{addr}/{path}"), "body": "object=${object}", "body_type": "application/x-www-form-urlencoded"});
+        let started = std::time::Instant::now();
+        let out = py(args).await;
+        let body = out["body"].as_str().unwrap();
+        assert_eq!(out["status"], 203, "{path}: {out}");
+        assert_eq!(xml_code(body), "CallbackFailed", "{body}");
+        assert!(body.contains("too large"), "{path}: {body}");
+        // Within the store's 5 s callback timeout plus the client's start.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(9),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+        assert!(store.file(&key).exists());
+    }
+}
+
+/// D12: a `PUT` announcing more than 5 GiB is refused with OSS's `EntityTooLarge` from its
+/// `Content-Length`, before the body is read (here a 1-byte body follows and the client waits).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_over_5_gib_is_refused_from_its_content_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = Store::start().await;
+    let addr = store.url().trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "PUT /media/big.bin HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\nx",
+        5u64 * 1024 * 1024 * 1024 + 1
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&answer).contains("</Error>") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    assert!(read.is_ok(), "no answer before the body: {text:?}");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(xml_code(&text), "EntityTooLarge", "{text}");
+    assert!(!store.file("big.bin").exists());
+}

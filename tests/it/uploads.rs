@@ -742,10 +742,8 @@ async fn an_upload_lands_by_callback_makes_one_job_and_streams_its_states() {
     // The storyboard of the upload's job, with the browser token.
     let vtt = e
         .http
-        .get(format!(
-            "{}/v1/uploads/{id}/storyboard.vtt?access_token={token}",
-            e.base
-        ))
+        .get(format!("{}/v1/uploads/{id}/storyboard.vtt", e.base))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -1051,5 +1049,173 @@ async fn an_upload_that_landed_without_its_job_gets_it() {
     let healed = e.app.state.uploads.heal_landed().await.unwrap();
     assert_eq!(healed, 0, "a second job was made");
     assert_eq!(e.job_count().await, 1);
+    e.stop().await;
+}
+
+/// An anonymous PostObject (the local buckets are public-write, as any OSS customer's own bucket
+/// is to its owner) with an uploader-written `callback`: the store signs whatever body it is given.
+async fn post_anonymous(
+    http: &reqwest::Client,
+    bucket_url: &str,
+    key: &str,
+    callback: &Value,
+    file: &[u8],
+) -> (u16, String) {
+    let boundary = format!("----snapgate{}", uuid::Uuid::new_v4().simple());
+    let cb = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        callback.to_string(),
+    );
+    let mut body = Vec::new();
+    for (n, v) in [("key", key), ("callback", cb.as_str())] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{n}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes());
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let res = http
+        .post(bucket_url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// D02: a callback is bound to its upload. A 1-byte anonymous PostObject to another key whose
+/// callback body names the victim's upload id, bucket, key and size is signed by the store as
+/// given; it must land nothing. A replayed valid callback makes no second job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_callback_for_another_upload_lands_nothing_and_a_replay_makes_no_second_job() {
+    let video = media::small_video();
+    let e = env(|_| {}).await;
+    let victim = e.intent(&video).await;
+    let (id, token) = (
+        victim["upload_id"].as_str().unwrap().to_string(),
+        victim["browser_token"].as_str().unwrap().to_string(),
+    );
+    let obj = &victim["upload"]["object"];
+    let size = std::fs::metadata(&video).unwrap().len();
+    let forged_body = json!({
+        "upload_id": id, "bucket": obj["bucket"], "object": obj["object"], "size": size,
+        "etag": "00000000000000000000000000000000", "mime_type": "video/mp4",
+    });
+    let callback = json!({
+        "callbackUrl": format!("{}/callbacks/oss", e.base),
+        "callbackBody": forged_body.to_string(),
+        "callbackBodyType": "application/json",
+    });
+    let (s, answer) = post_anonymous(
+        &e.http,
+        victim["form"]["url"].as_str().unwrap(),
+        "attacker/one-byte.bin",
+        &callback,
+        b"x",
+    )
+    .await;
+    assert_eq!(s, 203, "the store's callback must be refused: {answer}");
+    let (_, u) = e.status(&id, &token).await;
+    assert_eq!(u["state"], "waiting", "the victim did not land: {u}");
+    assert_eq!(e.job_count().await, 0, "no job for a forged callback");
+
+    // The victim's own upload lands once; its captured callback replayed lands nothing new.
+    let (s, answer) = post_form(&e.http, &victim, &std::fs::read(&video).unwrap()).await;
+    assert_eq!(s, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let job_id = answer["job"]["id"].as_str().unwrap().to_string();
+    let c = e.relay.seen.lock().unwrap().last().unwrap().clone();
+    for _ in 0..3 {
+        let again = send_callback(&e.http, &e.base, &c).await;
+        assert_eq!(again.status(), 200);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["job"]["id"], job_id.as_str());
+    }
+    assert_eq!(e.job_count().await, 1, "a replay makes no second job");
+    e.stop().await;
+}
+
+/// D15: the store expands `${…}` in a PostObject key (as OSS does), so a file name with one
+/// would put the object under another key and the upload could never complete: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filename_with_a_store_variable_is_refused() {
+    let e = env(|_| {}).await;
+    for name in ["${filename}", "clip-${filename}.mp4", "a${x:var}.mp4"] {
+        let (s, p) = e.post("/v1/uploads", &json!({"preset": "story@1", "filename": name, "content_type": "video/mp4", "size_bytes": 10})).await;
+        assert_eq!(
+            (s, p["errors"][0]["field"].as_str()),
+            (422, Some("/filename")),
+            "{name}: {p}"
+        );
+    }
+    // A lone `$` or brace is an ordinary character.
+    let (s, p) = e.post("/v1/uploads", &json!({"preset": "story@1", "filename": "cost $5 {draft}.mp4", "content_type": "video/mp4", "size_bytes": 10})).await;
+    assert_eq!(s, 201, "{p}");
+    e.stop().await;
+}
+
+/// D11: the browser token in the query (`?access_token=`) is for `EventSource` only: the events
+/// stream takes it; every other upload route answers 401 pointing to the `Authorization` header
+/// (tokens in URLs land in access logs and referrers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_token_is_taken_on_the_events_stream_only() {
+    let video = media::small_video();
+    let e = env(|_| {}).await;
+    e.relay
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let intent = e.intent(&video).await;
+    let (id, token) = (
+        intent["upload_id"].as_str().unwrap(),
+        intent["browser_token"].as_str().unwrap(),
+    );
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/uploads/{id}")),
+        (reqwest::Method::POST, format!("/v1/uploads/{id}/complete")),
+        (
+            reqwest::Method::GET,
+            format!("/v1/uploads/{id}/storyboard.vtt"),
+        ),
+    ] {
+        let res = e
+            .http
+            .request(
+                method.clone(),
+                format!("{}{path}?access_token={token}", e.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{method} {path}");
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "unauthorized", "{p}");
+        assert!(
+            p["detail"].as_str().unwrap_or("").contains("Authorization"),
+            "{p}"
+        );
+    }
+    // The header works there; the query token works on the stream.
+    assert_eq!(e.status(id, token).await.0, 200);
+    let res = e
+        .http
+        .get(format!(
+            "{}/v1/uploads/{id}/events?access_token={token}",
+            e.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    drop(res);
     e.stop().await;
 }
