@@ -14,6 +14,7 @@ mod access;
 mod api;
 mod api_fuzz;
 mod architecture;
+mod big_answers;
 mod caches;
 mod cancel;
 mod cli;
