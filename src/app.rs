@@ -341,6 +341,7 @@ impl Application {
         ));
         let jobs = Arc::new(JobCache::new(
             settings.http.job_cache_entries,
+            settings.http.job_cache_bytes,
             std::time::Duration::from_millis(settings.http.job_cache_ttl_ms),
         ));
         if settings.http.job_cache_ttl_ms > 0 && settings.http.job_cache_entries > 0 {

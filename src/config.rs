@@ -96,6 +96,9 @@ pub struct HttpSettings {
     /// The name it had when only final jobs were kept is still read.
     #[serde(alias = "final_job_cache_entries")]
     pub job_cache_entries: usize,
+    /// At most this many bytes of answers in that cache; an answer over an eighth of it is not
+    /// kept. 0: none.
+    pub job_cache_bytes: usize,
     /// How long a job that can still change is answered from memory at most; a change heard
     /// from the database (Postgres `NOTIFY`, any replica) drops it at once. 0: only final jobs.
     pub job_cache_ttl_ms: u64,

@@ -105,3 +105,50 @@ async fn a_json_answer_over_the_etag_buffer_arrives_whole_and_untagged() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 }
+
+/// D08: the job cache kept whole answers bounded by count only (5 reads of huge jobs kept
+/// 508 MB). Now an answer over an eighth of `http.job_cache_bytes` (64 MiB by default) is
+/// answered but not kept: with its row gone behind the app's back (SQLite has no change feed;
+/// a final job is kept until evicted), only a cache could still answer it. A small final job is
+/// still kept. (The byte bound itself: `src/http/job_cache.rs`'s and `src/cache.rs`'s tests.)
+#[tokio::test]
+async fn a_final_job_too_large_for_the_job_cache_is_not_kept() {
+    let (store, dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store).start().await;
+    let db = dir.path().join("snapgate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let big = big_job(&app, &db, 9 << 20).await;
+    let small = big_job(&app, &db, 10).await;
+    for id in [&big, &small] {
+        sqlx::query("UPDATE jobs SET state = 'succeeded' WHERE id = ?1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (status, _, _, body) = read(&app, &format!("/v1/snapshot-jobs/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["state"], "succeeded");
+        sqlx::query("DELETE FROM jobs WHERE id = ?1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let (status, ..) = read(&app, &format!("/v1/snapshot-jobs/{small}")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a small final job is answered from memory"
+    );
+    let (status, _, _, body) = read(&app, &format!("/v1/snapshot-jobs/{big}")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a 9 MiB answer was kept in memory ({} bytes answered from the cache)",
+        body.len()
+    );
+}
