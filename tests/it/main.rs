@@ -29,6 +29,7 @@ mod exactly_once;
 mod idempotency;
 mod limits;
 mod list_indexes;
+mod listeners;
 mod migrations;
 mod mns;
 mod mps_client;
