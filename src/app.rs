@@ -89,6 +89,8 @@ pub async fn mps_backend(
             mns_queue: settings
                 .mns_enabled()
                 .then(|| settings.mps.mns.queue.clone()),
+            // Its listener has the API's bounds.
+            conn_limits: settings.http.conn_limits(),
             ..EmulatorConfig::default()
         };
         let handle = crate::emulator::spawn(config).await.with_context(|| {
@@ -341,6 +343,7 @@ impl Application {
         ));
         let jobs = Arc::new(JobCache::new(
             settings.http.job_cache_entries,
+            settings.http.job_cache_bytes,
             std::time::Duration::from_millis(settings.http.job_cache_ttl_ms),
         ));
         if settings.http.job_cache_ttl_ms > 0 && settings.http.job_cache_entries > 0 {
@@ -457,13 +460,14 @@ impl Application {
         // On shutdown: stop taking requests, let in-flight ones finish, then stop the worker
         // (it finishes its current calls and gives back unfinished claims).
         let closing = self.state.upload_hub.closing();
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Event streams never end by themselves: end them, or the drain waits forever.
-                closing.cancel();
-            })
-            .await?;
+        let limits = self.state.settings.http.conn_limits();
+        let gate = crate::listener::Gate::new(self.listener, limits);
+        crate::listener::serve(gate, router, async move {
+            shutdown.await;
+            // Event streams never end by themselves: end them, or the drain waits forever.
+            closing.cancel();
+        })
+        .await;
         stop_worker.cancel();
         let _ = hub.await;
         if let Some(w) = worker {

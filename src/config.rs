@@ -96,9 +96,17 @@ pub struct HttpSettings {
     /// The name it had when only final jobs were kept is still read.
     #[serde(alias = "final_job_cache_entries")]
     pub job_cache_entries: usize,
+    /// At most this many bytes of answers in that cache; an answer over an eighth of it is not
+    /// kept. 0: none.
+    pub job_cache_bytes: usize,
     /// How long a job that can still change is answered from memory at most; a change heard
     /// from the database (Postgres `NOTIFY`, any replica) drops it at once. 0: only final jobs.
     pub job_cache_ttl_ms: u64,
+    /// A connection's request head must arrive within this long (also the keep-alive idle
+    /// bound); on every listener snapgate opens.
+    pub header_read_timeout_ms: u64,
+    /// At most this many connections served at once per listener; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -387,7 +395,23 @@ impl Settings {
 }
 
 impl HttpSettings {
+    /// The bounds of every listener (`crate::listener`).
+    pub fn conn_limits(&self) -> crate::listener::ConnLimits {
+        crate::listener::ConnLimits {
+            header_read_timeout: ms(self.header_read_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.header_read_timeout_ms > 0,
+            "http.header_read_timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "http.max_connections must be at least 1"
+        );
         check_origins("http.cors_origins", &self.cors_origins)?;
         if let Some(u) = &self.public_url {
             anyhow::ensure!(

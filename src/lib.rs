@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod domain;
 pub mod emulator;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod mps;
 pub mod oss;

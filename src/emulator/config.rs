@@ -90,6 +90,8 @@ pub struct EmulatorArgs {
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
     pub access_keys: Vec<(String, String)>,
+    /// Header-read timeout and connection limit of its listener.
+    pub conn_limits: crate::listener::ConnLimits,
     pub throttle_rate: f64,
     pub unavailable_rate: f64,
     pub latency_ms: u64,
@@ -164,6 +166,7 @@ impl Default for EmulatorConfig {
         Self {
             listen: "127.0.0.1:9090".parse().expect("valid"),
             access_keys: vec![("testid".into(), "testsecret".into())],
+            conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: 0.0,
             unavailable_rate: 0.0,
             latency_ms: 0,
@@ -219,6 +222,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
         Ok(Self {
             listen: a.listen,
             access_keys: keys,
+            conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: a.throttle_rate,
             unavailable_rate: a.unavailable_rate,
             latency_ms: a.latency_ms,

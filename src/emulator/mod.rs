@@ -139,7 +139,8 @@ fn bucket_routes() -> axum::routing::MethodRouter<Arc<EmulatorState>> {
 }
 
 /// Binds and serves in a background task. Connections are served one by one with hyper so that
-/// the "dropped response" fault can really close a connection with no answer.
+/// the "dropped response" fault can really close a connection with no answer; under
+/// `config.conn_limits` (header-read timeout, connection limit: `crate::listener`).
 pub async fn spawn(mut config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
     let listener = TcpListener::bind(config.listen)
         .await
@@ -170,23 +171,21 @@ pub async fn spawn(mut config: EmulatorConfig) -> anyhow::Result<EmulatorHandle>
             }
         });
     }
+    let gate = crate::listener::Gate::new(listener, state.config.conn_limits);
     let app = router(state);
     let token = stop.clone();
     let task = tokio::spawn(async move {
         loop {
-            let (stream, _) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "emulator accept failed");
-                        continue;
-                    }
-                },
+            let (stream, permit) = tokio::select! {
+                c = gate.accept() => c,
                 _ = token.cancelled() => break,
             };
             let app = app.clone();
             let token = token.clone();
+            // The header-read timeout set; the permit counts the connection until it closes.
+            let builder = gate.http1();
             tokio::spawn(async move {
+                let _permit = permit;
                 let kill = Arc::new(Notify::new());
                 let marker = rpc::DropConnection(kill.clone());
                 let svc = hyper::service::service_fn(
@@ -195,8 +194,7 @@ pub async fn spawn(mut config: EmulatorConfig) -> anyhow::Result<EmulatorHandle>
                         app.clone().oneshot(req.map(axum::body::Body::new))
                     },
                 );
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 tokio::select! {
                     _ = conn => {}
                     // Dropping the connection future closes the socket: no answer at all.

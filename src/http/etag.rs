@@ -2,12 +2,17 @@
 //! pays a header, not a body, while its job has not changed. The tag is a hash of the answer's
 //! bytes (a strong validator: equal bytes, equal tag), computed after the handler, so it holds
 //! for any JSON route without each handler knowing about it.
+//!
+//! A layer never drops a body: an answer too large to tag (over [`MAX_TAGGED_BYTES`]) goes out
+//! untagged and whole — what was buffered, then the rest as it comes, with its length kept when
+//! it was known.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures::StreamExt;
 
 /// JSON answers are small (a job, a page of jobs); a larger one is passed on untagged.
 const MAX_TAGGED_BYTES: usize = 4 << 20;
@@ -51,8 +56,19 @@ pub async fn etag(req: Request, next: Next) -> Response {
         return res;
     }
     let (mut parts, body) = res.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BYTES).await else {
-        return Response::from_parts(parts, Body::empty());
+    // The length, when the body knows it, goes into the header: the streamed rest knows none.
+    let length = body.size_hint().exact();
+    let bytes = match buffer(body, MAX_TAGGED_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(whole) => {
+            if let Some(n) = length {
+                parts
+                    .headers
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert(n.into());
+            }
+            return Response::from_parts(parts, whole);
+        }
     };
     let tag = tag_of(&bytes);
     if if_none_match.is_some_and(|inm| matches(&inm, tag.to_str().expect("hex"))) {
@@ -61,6 +77,39 @@ pub async fn etag(req: Request, next: Next) -> Response {
     }
     parts.headers.insert(header::ETAG, tag);
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The body's bytes if it ends within `limit` bytes; else (or on an error) a body that yields
+/// exactly what the original would have: what was read, then the rest.
+async fn buffer(body: Body, limit: usize) -> Result<Bytes, Body> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(body);
+    }
+    let mut stream = body.into_data_stream();
+    let mut read: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    let unread = loop {
+        match stream.next().await {
+            None => break None,
+            Some(Ok(chunk)) => {
+                len += chunk.len();
+                read.push(chunk);
+                if len > limit {
+                    break Some(Ok(()));
+                }
+            }
+            Some(Err(e)) => break Some(Err(e)),
+        }
+    };
+    match unread {
+        None if read.len() == 1 => Ok(read.pop().expect("one chunk")),
+        None => Ok(Bytes::from(read.concat())),
+        Some(end) => {
+            let error = end.err().map(Err);
+            let read = futures::stream::iter(read.into_iter().map(Ok).chain(error));
+            Err(Body::from_stream(read.chain(stream)))
+        }
+    }
 }
 
 /// The `ETag` of an answer's bytes: their XXH3-128, quoted. A validator needs no secrecy, only

@@ -1,6 +1,8 @@
 //! Jobs from memory for `GET /v1/snapshot-jobs/{id}`: the last `http.job_cache_entries` jobs it
-//! read (memory: entries × the answer's size — a few KiB for a job with sprites — so the default
-//! 2,000 stays within tens of MiB). The entry holds the job's team, checked on every read exactly
+//! read, and at most `http.job_cache_bytes` bytes of them (each entry weighed by its encoded
+//! answer: a few KiB for a job with sprites, tens of MiB for a long input at a 1 s interval); an
+//! answer over an eighth of that bound is never kept (it is read from the database each time).
+//! The entry holds the job's team, checked on every read exactly
 //! as the database query checks it (`team = $caller` unless the caller is an admin), and — when
 //! output URLs do not depend on the time of the read (no presigning) — the response body already
 //! encoded, so such a read neither touches the database nor encodes JSON.
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
@@ -97,11 +99,12 @@ pub enum Cached {
 pub struct Seen(u64, Instant);
 
 impl JobCache {
-    /// At most `capacity` jobs (0 turns the cache off); jobs that can still change are trusted
-    /// at most `open_ttl` (zero: only final jobs are kept).
-    pub fn new(capacity: usize, open_ttl: Duration) -> Self {
+    /// At most `capacity` jobs and `max_bytes` bytes of answers (either 0 turns the cache
+    /// off); jobs that can still change are trusted at most `open_ttl` (zero: only final jobs
+    /// are kept).
+    pub fn new(capacity: usize, max_bytes: usize, open_ttl: Duration) -> Self {
         Self {
-            entries: Bounded::new(capacity),
+            entries: Bounded::with_bytes(capacity, max_bytes),
             open_ttl,
             feed: Mutex::new(Feed {
                 changes: 0,
@@ -109,6 +112,20 @@ impl JobCache {
                 live_since: 0,
             }),
         }
+    }
+
+    /// The bytes of answers held now (at most the bound given to [`JobCache::new`]).
+    pub fn bytes(&self) -> usize {
+        self.entries.bytes()
+    }
+
+    /// Jobs held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
@@ -186,12 +203,18 @@ impl JobCache {
             refreshing: AtomicBool::new(false),
         });
         let response = cached.response(outputs);
+        // Weighed by the answer's length (for a job kept undecoded, about what it holds).
+        let bytes = HttpBody::size_hint(response.body())
+            .exact()
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         match open {
-            None => self.entries.insert(id, cached),
+            None => {
+                self.entries.insert_weighing(id, cached, bytes);
+            }
             Some(_) => {
                 let feed = self.feed();
                 if feed.live && feed.changes == seen.0 {
-                    self.entries.insert(id, cached);
+                    self.entries.insert_weighing(id, cached, bytes);
                 }
             }
         }
@@ -290,7 +313,7 @@ mod tests {
     }
 
     fn live_cache() -> JobCache {
-        let cache = JobCache::new(100, Duration::from_secs(60));
+        let cache = JobCache::new(100, 1 << 20, Duration::from_secs(60));
         cache.feed_live();
         cache
     }
@@ -317,7 +340,7 @@ mod tests {
 
     #[test]
     fn open_jobs_are_kept_only_while_the_feed_is_live_and_final_ones_regardless() {
-        let cache = JobCache::new(100, Duration::from_secs(60));
+        let cache = JobCache::new(100, 1 << 20, Duration::from_secs(60));
         let (open, done) = (job(JobState::Submitted), job(JobState::Succeeded));
         let (open_id, done_id) = (open.id, done.id);
         cache.answer(open, &outputs(), cache.seen());
@@ -342,7 +365,7 @@ mod tests {
 
     #[test]
     fn open_jobs_expire_and_a_zero_ttl_keeps_none() {
-        let cache = JobCache::new(100, Duration::from_millis(30));
+        let cache = JobCache::new(100, 1 << 20, Duration::from_millis(30));
         cache.feed_live();
         let j = job(JobState::Queued);
         let id = j.id;
@@ -351,7 +374,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(!cached(&cache, id), "trusted past its ttl");
 
-        let cache = JobCache::new(100, Duration::ZERO);
+        let cache = JobCache::new(100, 1 << 20, Duration::ZERO);
         cache.feed_live();
         let j = job(JobState::Queued);
         let id = j.id;
@@ -361,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_refresh_is_asked_of_one_hit_past_half_the_trust_and_never_for_final_jobs() {
-        let cache = JobCache::new(100, Duration::from_millis(200));
+        let cache = JobCache::new(100, 1 << 20, Duration::from_millis(200));
         cache.feed_live();
         let (open, done) = (job(JobState::Queued), job(JobState::Succeeded));
         let (open_id, done_id) = (open.id, done.id);
@@ -376,6 +399,41 @@ mod tests {
         assert!(refresh(open_id), "past half its trust");
         assert!(!refresh(open_id), "asked once");
         assert!(!refresh(done_id), "a final job never changes");
+    }
+
+    /// D08 (issue 31): the cache kept whole answers bounded by count only (5 reads of huge
+    /// jobs kept 508 MB). Bounded by bytes now: the answers held never weigh more than the
+    /// bound, and an answer over an eighth of it is answered but not kept.
+    #[test]
+    fn the_answers_held_never_weigh_more_than_the_bound_and_big_ones_are_not_kept() {
+        const BOUND: usize = 256 << 10;
+        let cache = JobCache::new(2000, BOUND, Duration::from_secs(60));
+        let sized = |bytes: usize| {
+            let mut j = job(JobState::Succeeded);
+            let raw = serde_json::json!({ "Big": "x".repeat(bytes) });
+            j.mps.response = Some(crate::domain::RawJson::from(raw));
+            j
+        };
+        let big = sized(BOUND / 4);
+        let big_id = big.id;
+        let answer = cache.answer(big, &outputs(), cache.seen());
+        assert!(HttpBody::size_hint(answer.body()).exact().unwrap() > (BOUND / 4) as u64);
+        assert!(
+            !cached(&cache, big_id),
+            "an answer over an eighth of the bound is not kept"
+        );
+        assert_eq!(cache.bytes(), 0);
+
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            let j = sized(1000 + (i * 97) % 20_000);
+            ids.push(j.id);
+            cache.answer(j, &outputs(), cache.seen());
+            assert!(cache.bytes() <= BOUND, "{} bytes held", cache.bytes());
+        }
+        assert!(cached(&cache, *ids.last().unwrap()), "the newest is kept");
+        assert!(cache.len() < 200, "bounded by bytes before the count");
+        assert!(cache.bytes() > BOUND / 4, "and it does keep answers");
     }
 
     #[test]

@@ -479,7 +479,9 @@ fn is_ident(c: char) -> bool {
 ///   the emulator (a stand-in MPS and OSS) side by side: none imports another;
 /// - `http`, the adapters; then the composition root (`app`, `cli`, `lib`) that wires it all.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "secret", "cache", "shutdown", "metrics", "domain"],
+    &[
+        "clock", "secret", "cache", "shutdown", "metrics", "domain", "listener",
+    ],
     &["config"],
     &["crypto", "telemetry", "signals"],
     &["store"],
