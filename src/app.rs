@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{ManualClock, Monotonic};
 use crate::config::{ms, Settings};
 use crate::crypto::MasterKeySlot;
 use crate::domain::OssObject;
@@ -25,7 +26,7 @@ use crate::mps::mns::{MnsClient, MnsClientConfig};
 use crate::oss::OssCredentials;
 use crate::secret::Secret;
 use crate::services::jobs::{SubmitConfig, SubmitService};
-use crate::services::limits::{ManualClock, RateClock, TeamLimiter};
+use crate::services::limits::TeamLimiter;
 use crate::services::outputs::{InputProbe, Links, OutputService, Presigner};
 use crate::services::presets::PresetService;
 use crate::services::uploads::{UploadConfig, UploadHub, UploadService};
@@ -406,7 +407,7 @@ impl Application {
         self.state.limiter = Arc::new(TeamLimiter::with_clock(
             limits.team_requests_per_second,
             limits.team_burst,
-            RateClock::Manual(clock),
+            Monotonic::Manual(clock),
         ));
         self
     }

@@ -11,3 +11,40 @@ pub fn now() -> DateTime<Utc> {
 pub fn micros_to_time(micros: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(micros).single().unwrap_or_default()
 }
+
+/// A clock that stands still until told to move ([`ManualClock::advance`]); its clones share
+/// one time. Tests drive with it what would otherwise be measured on the monotonic clock (the
+/// rate limiter's buckets, the job cache's trust), so nothing they show depends on how fast the
+/// machine runs.
+pub type ManualClock = governor::clock::FakeRelativeClock;
+
+/// Time measured on the monotonic clock (what `serve` uses), or on a [`ManualClock`] (tests).
+#[derive(Debug, Clone)]
+pub enum Monotonic {
+    /// Time since this instant.
+    System(std::time::Instant),
+    Manual(ManualClock),
+}
+
+impl Monotonic {
+    pub fn system() -> Self {
+        Self::System(std::time::Instant::now())
+    }
+
+    /// Time since the clock's start.
+    pub fn elapsed(&self) -> std::time::Duration {
+        use governor::clock::Clock;
+        match self {
+            Self::System(start) => start.elapsed(),
+            Self::Manual(clock) => clock.now().into(),
+        }
+    }
+}
+
+impl governor::clock::Clock for Monotonic {
+    type Instant = governor::nanos::Nanos;
+
+    fn now(&self) -> governor::nanos::Nanos {
+        self.elapsed().into()
+    }
+}

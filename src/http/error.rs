@@ -524,25 +524,13 @@ pub enum BodyErrors {
     UnsupportedMediaType(Problem),
 }
 
-/// 400, 401, 413 and 415: a JSON write (the route adds its own 422).
+/// 400 and 401: a JSON write, listed beside [`BodyErrors`] (the route adds its own 422).
 #[derive(utoipa::IntoResponses)]
 pub enum JsonWriteErrors {
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
-    #[response(
-        status = 413,
-        description = "Body too large",
-        content_type = "application/problem+json"
-    )]
-    PayloadTooLarge(Problem),
-    #[response(
-        status = 415,
-        description = "Not JSON",
-        content_type = "application/problem+json"
-    )]
-    UnsupportedMediaType(Problem),
 }
 
 /// 429 on a write counted against the team rate limit only (no quota).

@@ -30,8 +30,8 @@
 //! ever answered past its trust: a refresh that fails or is not kept leaves the entry to expire.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody};
 use axum::http::header::{CONTENT_TYPE, ETAG};
@@ -41,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use super::caller::Caller;
 use super::views::JobResource;
 use crate::cache::Bounded;
+use crate::clock::Monotonic;
 use crate::domain::Job;
 use crate::domain::JobId;
 use crate::services::outputs::OutputService;
@@ -50,6 +51,9 @@ pub struct JobCache {
     entries: Bounded<JobId, Arc<CachedJob>>,
     /// How long a job that can still change is trusted; zero: such jobs are not kept.
     open_ttl: Duration,
+    /// What the trust is measured on: the monotonic clock from the first use, unless a test set
+    /// a manual one before ([`JobCache::use_clock`]).
+    clock: OnceLock<Monotonic>,
     feed: Mutex<Feed>,
 }
 
@@ -68,7 +72,7 @@ pub struct CachedJob {
     team: String,
     answer: Answer,
     /// For a job that can still change: when it was read and the feed's count before the read.
-    open: Option<(Instant, u64)>,
+    open: Option<(Duration, u64)>,
     /// A background read of this job was asked for ([`JobCache::refresh`]).
     refreshing: AtomicBool,
 }
@@ -96,7 +100,7 @@ pub enum Cached {
 
 /// The change feed's count, and the time, before a database read ([`JobCache::seen`]).
 #[derive(Clone, Copy)]
-pub struct Seen(u64, Instant);
+pub struct Seen(u64, Duration);
 
 impl JobCache {
     /// At most `capacity` jobs and `max_bytes` bytes of answers (either 0 turns the cache
@@ -106,12 +110,23 @@ impl JobCache {
         Self {
             entries: Bounded::with_bytes(capacity, max_bytes),
             open_ttl,
+            clock: OnceLock::new(),
             feed: Mutex::new(Feed {
                 changes: 0,
                 live: false,
                 live_since: 0,
             }),
         }
+    }
+
+    /// Measures the trust of jobs that can still change on `clock` (a test's manual clock),
+    /// if nothing has been measured yet; false if it came too late.
+    pub fn use_clock(&self, clock: Monotonic) -> bool {
+        self.clock.set(clock).is_ok()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.clock.get_or_init(Monotonic::system).elapsed()
     }
 
     /// The bytes of answers held now (at most the bound given to [`JobCache::new`]).
@@ -134,7 +149,7 @@ impl JobCache {
 
     /// Take before reading a job from the database; hand to [`JobCache::answer`].
     pub fn seen(&self) -> Seen {
-        Seen(self.feed().changes, Instant::now())
+        Seen(self.feed().changes, self.elapsed())
     }
 
     pub fn get(&self, id: JobId, caller: &Caller, outputs: &OutputService) -> Cached {
@@ -144,7 +159,7 @@ impl JobCache {
         let mut refresh = false;
         if let Some((read_at, seen)) = c.open {
             let feed = *self.feed();
-            let age = read_at.elapsed();
+            let age = self.elapsed().saturating_sub(read_at);
             if !feed.live || seen < feed.live_since || age >= self.open_ttl {
                 return Cached::Miss;
             }

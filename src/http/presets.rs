@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{
-    ApiError, JsonWriteErrors, Problem, ReadErrors, TeamRateLimited, Unauthenticated,
+    ApiError, BodyErrors, JsonWriteErrors, Problem, ReadErrors, TeamRateLimited, Unauthenticated,
 };
 use super::{AppState, Caller};
 use crate::http::strict_json::StrictJson;
@@ -75,6 +75,7 @@ pub struct PresetList {
         (status = 201, description = "A new version", body = PresetResource),
         (status = 200, description = "This body is already that version", body = PresetResource),
         JsonWriteErrors,
+        BodyErrors,
         (status = 422, description = "Invalid preset, every violation listed (the job validator's)", body = Problem, content_type = "application/problem+json"),
         TeamRateLimited,
     ),

@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{
-    ApiError, JsonWriteErrors, Problem, ReadErrors, TeamRateLimited, Unauthenticated,
+    ApiError, BodyErrors, JsonWriteErrors, Problem, ReadErrors, TeamRateLimited, Unauthenticated,
 };
 use super::views::JobResource;
 use super::{AppState, Caller};
@@ -265,6 +265,7 @@ fn parse_body(body: Result<StrictJson, ApiError>) -> Result<NewUpload, ApiError>
     responses(
         (status = 201, body = UploadIntentResource),
         JsonWriteErrors,
+        BodyErrors,
         (status = 422, description = "Bad intent, or the preset's job would not be valid for it; every violation listed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No OSS key configured", body = Problem, content_type = "application/problem+json"),
         TeamRateLimited,

@@ -18,7 +18,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, JsonWriteErrors, Problem, ReadErrors, Unauthenticated};
+use super::error::{ApiError, BodyErrors, JsonWriteErrors, Problem, ReadErrors, Unauthenticated};
 use super::views::JobResource;
 use super::{AppState, Caller};
 use crate::domain::Job;
@@ -245,6 +245,7 @@ fn endpoint_id(id: &str) -> Result<Uuid, ApiError> {
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookEndpointWithSecret),
         JsonWriteErrors,
+        BodyErrors,
         (status = 422, description = "Bad URL (or a private address), unknown event type; every violation listed", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -329,6 +330,7 @@ pub async fn get_webhook_endpoint(
     responses(
         (status = 200, body = WebhookEndpointResource),
         JsonWriteErrors,
+        BodyErrors,
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),

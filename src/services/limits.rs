@@ -1,5 +1,5 @@
 //! Team limits shared by every entry point: the per-team request rate (token buckets, per
-//! replica, on a [`RateClock`] that tests can drive) and the per-team count of jobs in flight
+//! replica, on a [`Monotonic`] clock that tests can drive) and the per-team count of jobs in flight
 //! (the quota), cached so that a POST does not count a long queue.
 
 use std::collections::HashMap;
@@ -7,48 +7,20 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, FakeRelativeClock};
+use governor::clock::Clock;
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
+
+use crate::clock::Monotonic;
 use governor::{Quota, RateLimiter};
-
-/// A clock that stands still until told to move ([`ManualClock::advance`]); its clones share
-/// one time. Tests drive the rate limiter with it ([`RateClock::Manual`]).
-pub type ManualClock = FakeRelativeClock;
-
-/// What the rate limiter measures time with: the monotonic clock (what `serve` uses), or a
-/// [`ManualClock`] (tests: a bucket refills exactly when the test says, never while it waits).
-#[derive(Debug, Clone)]
-pub enum RateClock {
-    /// Time since this instant, from the monotonic clock.
-    Monotonic(Instant),
-    Manual(ManualClock),
-}
-
-impl RateClock {
-    pub fn monotonic() -> Self {
-        Self::Monotonic(Instant::now())
-    }
-}
-
-impl Clock for RateClock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        match self {
-            Self::Monotonic(start) => start.elapsed().into(),
-            Self::Manual(clock) => clock.now(),
-        }
-    }
-}
 
 /// Per-team token buckets (per replica): `governor`'s keyed GCRA limiter, `per_second` tokens a
 /// second up to `burst`.
 pub struct TeamLimiter {
     limiter:
-        RateLimiter<String, DefaultKeyedStateStore<String>, RateClock, StateInformationMiddleware>,
-    clock: RateClock,
+        RateLimiter<String, DefaultKeyedStateStore<String>, Monotonic, StateInformationMiddleware>,
+    clock: Monotonic,
     per_second: u32,
     burst: u32,
 }
@@ -80,10 +52,10 @@ impl RateState {
 impl TeamLimiter {
     /// On the monotonic clock.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        Self::with_clock(per_second, burst, RateClock::monotonic())
+        Self::with_clock(per_second, burst, Monotonic::system())
     }
 
-    pub fn with_clock(per_second: u32, burst: u32, clock: RateClock) -> Self {
+    pub fn with_clock(per_second: u32, burst: u32, clock: Monotonic) -> Self {
         let per_second = per_second.max(1);
         let burst = burst.max(1);
         let quota = Quota::per_second(NonZeroU32::new(per_second).expect("at least 1"))
@@ -197,11 +169,12 @@ impl ActiveJobs {
 #[cfg(test)]
 mod rate_tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[test]
     fn a_bucket_counts_down_then_refuses_with_the_wait_and_teams_are_apart() {
         let clock = ManualClock::default();
-        let l = TeamLimiter::with_clock(1, 3, RateClock::Manual(clock.clone()));
+        let l = TeamLimiter::with_clock(1, 3, Monotonic::Manual(clock.clone()));
         let left: Vec<u32> = (0..3).map(|_| l.check("a").unwrap().remaining).collect();
         assert_eq!(left, [2, 1, 0]);
         let (wait, state) = l.check("a").unwrap_err();

@@ -84,7 +84,8 @@ fn check_create(body: &Value) -> Result<(&str, &Value), Vec<Violation>> {
             ));
         }
     }
-    match body.get("request") {
+    let request = body.get("request");
+    match request {
         Some(r) => {
             if let Err(v) = validate_preset(r) {
                 errors.extend(v.into_iter().map(|mut v| {
@@ -99,7 +100,7 @@ fn check_create(body: &Value) -> Result<(&str, &Value), Vec<Violation>> {
             "a preset needs a request: a job request without input",
         )),
     }
-    match body.get("request") {
+    match request {
         Some(request) if errors.is_empty() => Ok((name, request)),
         _ => Err(errors),
     }

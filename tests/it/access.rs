@@ -10,12 +10,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use snapgate::clock::ManualClock;
 use snapgate::config::Settings;
 use snapgate::crypto::MasterKey;
 use snapgate::domain::{validate_request, JobId, JobState};
 use snapgate::domain::{JobError, MpsStatus, NewJob};
 use snapgate::services::keys::{issue_key, IssuedKey};
-use snapgate::services::limits::ManualClock;
 use snapgate::store::{CreateOutcome, DynStore, MpsResponseRecord, MpsUpdate};
 
 fn master() -> MasterKey {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use snapgate::clock::ManualClock;
 use snapgate::config::DatabaseSettings;
 use snapgate::services::keys::{issue_key, IssuedKey};
 use snapgate::store::{DynStore, PgStore};
@@ -432,25 +433,20 @@ async fn while_the_change_feed_is_down_a_queued_job_is_read_from_the_database() 
 async fn a_polled_queued_job_is_refreshed_in_the_background_before_its_trust_runs_out() {
     const TTL: Duration = Duration::from_secs(3);
     let (store, url) = common::pg_store().await;
+    // The entries' trust is measured on this clock: it moves only when the test says.
+    let clock = ManualClock::default();
     let app = TestApp::builder(store.clone())
         .settings(|s| {
             two_replicas_settings(s);
             s.http.job_cache_ttl_ms = TTL.as_millis() as u64;
         })
+        .cache_clock(clock.clone())
         .start()
         .await;
     let alpha = key(&store, "alpha", false).await;
     let (id, path) = post_queued(&app, &alpha.token, "r").await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     until_cached(&app, &alpha.token, &path, &pool).await;
-    // The entry was read at the latest now: it is trusted until `cached_at + TTL` at the latest.
-    let cached_at = Instant::now();
-    // Real time on purpose (not replaced by a fake clock): the entry's trust is measured on the
-    // monotonic clock inside JobCache, which takes no clock of the test's, and what is shown is
-    // a background read racing that expiry while Postgres holds the table lock (real time too).
-    let at = |d: Duration| tokio::time::sleep_until((cached_at + d).into());
-
-    at(Duration::from_millis(800)).await;
     unannounced(
         &pool,
         "UPDATE jobs SET mps_message = 'read by the refresh' WHERE id = $1::uuid",
@@ -458,33 +454,48 @@ async fn a_polled_queued_job_is_refreshed_in_the_background_before_its_trust_run
     )
     .await;
     // Past half its trust: this hit answers from memory and asks for the background read.
-    at(TTL / 2 + Duration::from_millis(200)).await;
+    clock.advance(TTL / 2 + Duration::from_millis(200));
     let hit = job(&app, &alpha.token, &path).await;
     assert_ne!(
         hit["mps"]["message"], "read by the refresh",
         "not from memory"
     );
-    at(TTL / 2 + Duration::from_millis(700)).await;
+    // The clock stands still, so the first entry answers until the refresh replaces it.
+    let mut polls = 0;
+    while job(&app, &alpha.token, &path).await["mps"]["message"] != "read by the refresh" {
+        polls += 1;
+        assert!(polls < 500, "the background read never replaced the entry");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
-    // Every read of the jobs table now waits, until after the first entry's trust has ended.
+    // Every read of the jobs table now waits: a poll past the first entry's trust (but within
+    // the refreshed entry's) must be answered from memory, or it meets the lock and times out.
     let mut lock = pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
         .unwrap();
-    at(TTL + Duration::from_millis(300)).await;
-    let t0 = Instant::now();
+    clock.advance(TTL / 2 + Duration::from_millis(100));
     let polled = tokio::time::timeout(Duration::from_secs(2), job(&app, &alpha.token, &path)).await;
-    let waited = t0.elapsed();
     lock.rollback().await.unwrap();
     let polled = polled.expect("the poll past the first entry's trust met the locked database");
-    assert!(
-        waited < Duration::from_millis(400),
-        "the poll past the first entry's trust waited {waited:?}: it met the locked database"
-    );
     assert_eq!(
         polled["mps"]["message"], "read by the refresh",
         "answered from an entry not read again"
+    );
+    // And past the refreshed entry's trust too, nothing is answered from memory.
+    clock.advance(TTL);
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let expired =
+        tokio::time::timeout(Duration::from_millis(500), job(&app, &alpha.token, &path)).await;
+    lock.rollback().await.unwrap();
+    assert!(
+        expired.is_err(),
+        "an entry past its trust answered from memory"
     );
     pool.close().await;
 }

@@ -189,17 +189,163 @@ async fn a_job_lives_submitted_snapshoting_success_with_string_numbers() {
     assert_eq!(b["SnapshotJob"]["State"], "Success");
 }
 
-#[tokio::test]
-async fn authentication_errors() {
-    let e = emu(|_| {}).await;
-    let mut p = submit_params("a.mp4", json!({}));
-    p.insert("AccessKeyId".into(), "nobody".into());
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        404,
-        "InvalidAccessKeyId.NotFound",
-    );
+type Params = BTreeMap<String, String>;
 
+/// One malformed request: what it is, how it is made, the secret it is signed with, and the
+/// status and code MPS answers.
+struct Case {
+    what: &'static str,
+    params: fn() -> Params,
+    secret: &'static str,
+    status: u16,
+    code: &'static str,
+}
+
+/// A valid submit with `key` set to `value` (`None`: removed).
+fn submit_with(key: &str, value: Option<String>) -> Params {
+    let mut p = submit_params("a.mp4", json!({}));
+    match value {
+        Some(v) => p.insert(key.into(), v),
+        None => p.remove(key),
+    };
+    p
+}
+
+fn input_json(location: &str, object: &str) -> Option<String> {
+    Some(json!({"Bucket": "media", "Location": location, "Object": object}).to_string())
+}
+
+const OK: &str = "testsecret";
+
+const CASES: &[Case] = &[
+    Case {
+        what: "an unknown AccessKeyId",
+        params: || submit_with("AccessKeyId", Some("nobody".into())),
+        secret: OK,
+        status: 404,
+        code: "InvalidAccessKeyId.NotFound",
+    },
+    Case {
+        what: "a Timestamp 20 minutes old",
+        params: || {
+            let old = chrono::Utc::now() - chrono::Duration::minutes(20);
+            submit_with(
+                "Timestamp",
+                Some(old.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            )
+        },
+        secret: OK,
+        status: 400,
+        code: "InvalidTimeStamp.Expired",
+    },
+    Case {
+        what: "a Timestamp not in ISO 8601",
+        params: || submit_with("Timestamp", Some("2024-01-01 12:00:00".into())),
+        secret: OK,
+        status: 400,
+        code: "InvalidTimeStamp.Format",
+    },
+    Case {
+        what: "no Timestamp",
+        params: || submit_with("Timestamp", None),
+        secret: OK,
+        status: 400,
+        code: "IllegalTimestamp",
+    },
+    Case {
+        what: "no Input",
+        params: || submit_with("Input", None),
+        secret: OK,
+        status: 400,
+        code: "MissingParameter",
+    },
+    Case {
+        what: "an Input that is not JSON",
+        params: || submit_with("Input", Some("{not json".into())),
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.JsonFormatInvalid",
+    },
+    Case {
+        what: "a PipelineId that is not one",
+        params: || submit_with("PipelineId", Some("NOT-A-PIPELINE".into())),
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.UUIDFormatInvalid",
+    },
+    Case {
+        what: "a Width over 4096",
+        params: || submit_params("a.mp4", json!({"Width": "5000"})),
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.OutOfRange",
+    },
+    Case {
+        what: "an output Object with no {Count} for several snapshots",
+        params: || {
+            submit_params(
+                "a.mp4",
+                json!({"OutputFile": {"Bucket": "media", "Location": "oss-cn-shanghai", "Object": "no-placeholder.jpg"}}),
+            )
+        },
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.OutOfRange",
+    },
+    Case {
+        what: "an Object with a bad percent escape",
+        params: || submit_with("Input", input_json("oss-cn-shanghai", "bad%zzkey")),
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.ObjectKeyInvalid",
+    },
+    Case {
+        what: "a Location without the oss- prefix",
+        params: || submit_with("Input", input_json("cn-shanghai", "a.mp4")),
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.LocationInvalid",
+    },
+    Case {
+        what: "11 ids in one QuerySnapshotJobList",
+        params: || {
+            let mut p = common("QuerySnapshotJobList");
+            let ids: Vec<String> = (0..11).map(|i| format!("{i:032x}")).collect();
+            p.insert("SnapshotJobIds".into(), ids.join(","));
+            p
+        },
+        secret: OK,
+        status: 400,
+        code: "InvalidParameter.OutOfRange",
+    },
+    Case {
+        what: "an action MPS does not have",
+        params: || common("DeleteEverything"),
+        secret: OK,
+        status: 404,
+        code: "InvalidAction.NotFound",
+    },
+];
+
+#[tokio::test]
+async fn each_malformed_request_gets_mps_error_code() {
+    let e = emu(|_| {}).await;
+    let mut wrong = Vec::new();
+    for case in CASES {
+        let (status, body) = send(&e, (case.params)(), case.secret).await;
+        if status != case.status || body["Code"] != case.code {
+            wrong.push(format!(
+                "{}: {status} {} (expected {} {})",
+                case.what, body["Code"], case.status, case.code
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn a_bad_signature_shows_the_string_to_sign_and_a_nonce_is_used_once() {
+    let e = emu(|_| {}).await;
     let r = send(&e, submit_params("a.mp4", json!({})), "wrong").await;
     assert_error(&r, 400, "SignatureDoesNotMatch");
     assert!(r.1["Message"]
@@ -207,118 +353,9 @@ async fn authentication_errors() {
         .unwrap()
         .contains("server string to sign is:POST&%2F&AccessKeyId%3Dtestid"));
 
-    let mut p = submit_params("a.mp4", json!({}));
-    let old = chrono::Utc::now() - chrono::Duration::minutes(20);
-    p.insert(
-        "Timestamp".into(),
-        old.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    );
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidTimeStamp.Expired",
-    );
-
-    let mut p = submit_params("a.mp4", json!({}));
-    p.insert("Timestamp".into(), "2024-01-01 12:00:00".into());
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidTimeStamp.Format",
-    );
-
-    let mut p = submit_params("a.mp4", json!({}));
-    p.remove("Timestamp");
-    assert_error(&send(&e, p, "testsecret").await, 400, "IllegalTimestamp");
-
     let p = submit_params("a.mp4", json!({}));
-    assert_eq!(send(&e, p.clone(), "testsecret").await.0, 200);
-    assert_error(&send(&e, p, "testsecret").await, 400, "SignatureNonceUsed");
-}
-
-#[tokio::test]
-async fn parameter_errors() {
-    let e = emu(|_| {}).await;
-    let mut p = submit_params("a.mp4", json!({}));
-    p.remove("Input");
-    assert_error(&send(&e, p, "testsecret").await, 400, "MissingParameter");
-
-    let mut p = submit_params("a.mp4", json!({}));
-    p.insert("Input".into(), "{not json".into());
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.JsonFormatInvalid",
-    );
-
-    let mut p = submit_params("a.mp4", json!({}));
-    p.insert("PipelineId".into(), "NOT-A-PIPELINE".into());
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.UUIDFormatInvalid",
-    );
-
-    let p = submit_params("a.mp4", json!({"Width": "5000"}));
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.OutOfRange",
-    );
-
-    let p = submit_params(
-        "a.mp4",
-        json!({"OutputFile": {"Bucket": "media", "Location": "oss-cn-shanghai", "Object": "no-placeholder.jpg"}}),
-    );
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.OutOfRange",
-    );
-
-    let mut p = submit_params("a.mp4", json!({}));
-    p.insert(
-        "Input".into(),
-        json!({"Bucket": "media", "Location": "oss-cn-shanghai", "Object": "bad%zzkey"})
-            .to_string(),
-    );
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.ObjectKeyInvalid",
-    );
-
-    let mut p = submit_params("a.mp4", json!({}));
-    p.insert(
-        "Input".into(),
-        json!({"Bucket": "media", "Location": "cn-shanghai", "Object": "a.mp4"}).to_string(),
-    );
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.LocationInvalid",
-    );
-
-    let mut p = common("QuerySnapshotJobList");
-    p.insert(
-        "SnapshotJobIds".into(),
-        (0..11)
-            .map(|i| format!("{i:032x}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        400,
-        "InvalidParameter.OutOfRange",
-    );
-
-    let p = common("DeleteEverything");
-    assert_error(
-        &send(&e, p, "testsecret").await,
-        404,
-        "InvalidAction.NotFound",
-    );
+    assert_eq!(send(&e, p.clone(), OK).await.0, 200);
+    assert_error(&send(&e, p, OK).await, 400, "SignatureNonceUsed");
 }
 
 #[tokio::test]

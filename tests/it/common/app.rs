@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::Value;
 use snapgate::app::Application;
+use snapgate::clock::{ManualClock, Monotonic};
 use snapgate::config::Settings;
 use snapgate::crypto::MasterKey;
 use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
@@ -15,7 +16,6 @@ use snapgate::http::AppState;
 use snapgate::mps::client::{MpsApi, MpsClient, MpsClientConfig, SignatureMethod};
 use snapgate::secret::Secret;
 use snapgate::services::keys::{issue_key, IssuedKey};
-use snapgate::services::limits::ManualClock;
 use snapgate::store::DynStore;
 use snapgate::worker::{DeliveryWorker, Worker};
 
@@ -93,6 +93,7 @@ pub struct TestAppBuilder {
     /// The MPS backend the settings say, as `snapgate serve` picks it (`Application::with_store`).
     embedded: bool,
     rate_clock: Option<ManualClock>,
+    cache_clock: Option<ManualClock>,
     keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -153,6 +154,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Measures how long the job cache trusts a job that can still change on `clock`: an
+    /// entry expires only when the test advances it.
+    pub fn cache_clock(mut self, clock: ManualClock) -> Self {
+        self.cache_clock = Some(clock);
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         // `SNAPGATE_TEST_LOG=snapgate=debug cargo nextest run ...` shows the app's log.
         if let Ok(filter) = std::env::var("SNAPGATE_TEST_LOG") {
@@ -170,6 +178,10 @@ impl TestAppBuilder {
         .unwrap();
         if let Some(clock) = self.rate_clock {
             app = app.with_rate_clock(clock);
+        }
+        if let Some(clock) = self.cache_clock {
+            let set = app.state().jobs.use_clock(Monotonic::Manual(clock));
+            assert!(set, "the job cache measured time before its clock was set");
         }
         let base = format!("http://{}", app.local_addr());
         let emulator = app.emulator_url();
@@ -213,6 +225,7 @@ impl TestApp {
             mps: None,
             embedded: false,
             rate_clock: None,
+            cache_clock: None,
             keep: Vec::new(),
         }
     }
@@ -228,6 +241,7 @@ impl TestApp {
             mps: None,
             embedded: true,
             rate_clock: None,
+            cache_clock: None,
             keep: Vec::new(),
         }
     }
