@@ -308,17 +308,19 @@ fn fields(v: &Value, out: &mut Vec<(String, Value)>) {
 /// line parses; each request has one access-log line with its route pattern, status, latency,
 /// request id and team; the job's life carries `job_id`, `mps_job_id` and `mps_request_id`; and no
 /// header value (the bearer token) is ever printed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_carry_the_access_log_and_the_promised_fields() {
+/// What the real binary on its embedded default logs in `format` while one job is posted and
+/// polled to its end: (the log, the job's id, the POST's request id, the bearer token).
+async fn one_job_logged(format: &str) -> (String, String, String, String) {
     let sb = Sandbox::new();
     sb.ok(&["team", "create", "logs"]);
     let key: Value = serde_json::from_str(&sb.ok(&["key", "create", "--team", "logs"])).unwrap();
     let token = key["token"].as_str().unwrap().to_string();
     let port = process::free_port();
     let mut cmd = sb.cmd(&["serve"]);
-    cmd.env("SNAPGATE__LOG__FORMAT", "json")
-        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"));
-    let mut serve = process::Proc::spawn("cli", "json-logs", cmd);
+    cmd.env("SNAPGATE__LOG__FORMAT", format)
+        .env("SNAPGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SNAPGATE__EMULATOR__LISTEN", "127.0.0.1:0");
+    let mut serve = process::Proc::spawn("cli", &format!("logs-{format}"), cmd);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     process::wait_ready(&http, &format!("{base}/readyz")).await;
@@ -360,6 +362,12 @@ async fn json_logs_carry_the_access_log_and_the_promised_fields() {
     assert!(exit.success(), "serve exited with {exit}");
     let out = serve.log_text();
 
+    (out, id, request_id, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_access_log_and_the_promised_fields() {
+    let (out, id, request_id, token) = one_job_logged("json").await;
     assert!(!out.contains(&token), "the bearer token reached the log");
     let lines: Vec<Value> = out
         .lines()
@@ -423,4 +431,18 @@ async fn json_logs_carry_the_access_log_and_the_promised_fields() {
             "no log line carries {k}: {out}"
         );
     }
+}
+
+/// The text access line of a POST names the job it created once (the span's field, not a second
+/// copy from the event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_access_line_names_the_job_once() {
+    let (out, id, request_id, token) = one_job_logged("text").await;
+    assert!(!out.contains(&token), "the bearer token reached the log");
+    let line = out
+        .lines()
+        .find(|l| l.contains("request served") && l.contains(&request_id))
+        .unwrap_or_else(|| panic!("no access line for the POST: {out}"));
+    assert_eq!(line.matches("job_id=").count(), 1, "{line}");
+    assert!(line.contains(&format!("job_id={id}")), "{line}");
 }
