@@ -174,9 +174,9 @@ pub fn verify_request(
             "Authorization header is invalid.",
         )),
         None if presigned_v1 => v1::verify_query(r, secret_for, now).map(Authenticated::Key),
-        None if presigned_v4 => Err(OssError::invalid_argument(
-            "V4 presigned URLs are not supported by this local store.",
-        )),
+        None if presigned_v4 => {
+            v4::verify_query(r, secret_for, region, now).map(Authenticated::Key)
+        }
         None => Ok(Authenticated::Anonymous),
     }
 }
