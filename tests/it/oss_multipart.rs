@@ -403,3 +403,94 @@ async fn a_part_over_5_gib_is_refused_from_its_content_length() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert_eq!(xml_code(&text), "EntityTooLarge", "{text}");
 }
+
+/// snapgate's own multipart client (`oss::multipart`, V4 headers) against the store: it
+/// initiates, the parts go to URLs snapgate presigned, it lists them in pages, completes with
+/// an upload callback, and aborts (twice: an upload already gone is no error).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_client_initiates_lists_completes_and_aborts() {
+    use snapgate::oss::multipart::{MultipartClient, StoredPart};
+    let store = Store::start().await;
+    let (base, seen) = receiver(200, r#"{"ok":1}"#).await;
+    let http = reqwest::Client::new();
+    let creds = snapgate::oss::OssCredentials {
+        access_key_id: AK.into(),
+        access_key_secret: Secret::new(SECRET.to_string()),
+    };
+    let bucket_url = format!("{}/{BUCKET}", store.url());
+    let client = MultipartClient {
+        http: &http,
+        creds: &creds,
+        region: REGION,
+        bucket_url: &bucket_url,
+    };
+    let key = "gw/a b.mp4";
+    let id = client.initiate(key, "video/mp4").await.unwrap();
+    let signer = Presigner {
+        access_key_id: AK.into(),
+        access_key_secret: Secret::new(SECRET.to_string()),
+        ttl_s: 60,
+    };
+    let object = OssObject {
+        location: format!("oss-{REGION}"),
+        bucket: BUCKET.into(),
+        object: key.into(),
+    };
+    let object_url = format!("{bucket_url}/{}", snapgate::oss::uri_encode(key, true));
+    let mut whole = Vec::new();
+    for n in 1..=3u8 {
+        let body = vec![n; if n < 3 { 100 * KB } else { 10 }];
+        whole.extend_from_slice(&body);
+        let sub = vec![
+            ("partNumber".to_string(), n.to_string()),
+            ("uploadId".to_string(), id.clone()),
+        ];
+        let url = signer.url_with(
+            "PUT",
+            &object_url,
+            &object,
+            &sub,
+            chrono::Utc::now().timestamp() + 60,
+        );
+        assert_eq!(http.put(url).body(body).send().await.unwrap().status(), 200);
+    }
+    let (page, next) = client.list_parts_page(key, &id, 0, 2).await.unwrap();
+    assert_eq!((page.len(), next), (2, Some(2)));
+    let parts: Vec<StoredPart> = client.list_parts(key, &id).await.unwrap();
+    assert_eq!(
+        parts.iter().map(|p| (p.number, p.size)).collect::<Vec<_>>(),
+        [(1, 100 * KB as u64), (2, 100 * KB as u64), (3, 10)]
+    );
+    let spec = snapgate::oss::callback::CallbackSpec {
+        url: format!("{base}/cb"),
+        body: "object=${object}&size=${size}&u=${x:u}".into(),
+        body_type: snapgate::oss::callback::FORM.into(),
+    };
+    let vars = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        json!({"x:u": "7"}).to_string(),
+    );
+    let done = client
+        .complete(key, &id, &parts, Some((&spec.encode(), &vars)))
+        .await
+        .unwrap();
+    assert_eq!((done.status, done.body.as_str()), (200, r#"{"ok":1}"#));
+    assert_eq!(
+        seen.lock().unwrap()[0].body,
+        format!("object=gw%2Fa+b.mp4&size={}&u=7", whole.len())
+    );
+    assert_eq!(std::fs::read(store.file(key)).unwrap(), whole);
+    // A completed upload cannot be completed again.
+    let again = client.complete(key, &id, &parts, None).await.unwrap_err();
+    assert_eq!(again.code, "NoSuchUpload");
+
+    let id = client.initiate(key, "video/mp4").await.unwrap();
+    assert!(!no_uploads_left(&store));
+    client.abort(key, &id).await.unwrap();
+    client.abort(key, &id).await.unwrap();
+    assert!(no_uploads_left(&store));
+    assert_eq!(
+        client.list_parts(key, &id).await.unwrap_err().code,
+        "NoSuchUpload"
+    );
+}
