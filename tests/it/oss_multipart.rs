@@ -102,7 +102,8 @@ async fn oss2_resumable_upload_sends_only_the_missing_parts_again() {
 }
 
 /// Parts sent to presigned URLs (`oss2`'s `sign_url`, V1 and V4) by a plain HTTP client, listed
-/// in pages of two, completed with an upload callback (V1): the callback carries the object's
+/// in pages of two (a URL with another part number is refused), completed with an upload
+/// callback (V1): the callback carries the object's
 /// size and multipart ETag and its answer is relayed; the upload is gone afterwards.
 #[tokio::test(flavor = "multi_thread")]
 async fn presigned_part_urls_and_a_complete_with_callback() {
@@ -130,6 +131,11 @@ async fn presigned_part_urls_and_a_complete_with_callback() {
         assert_eq!(out["status"], 200, "{version}: {out}");
         assert_eq!(out["listed"], json!([1, 2, 3, 4]), "{version}: {out}");
         assert_eq!(out["after_complete"], "NoSuchUpload", "{version}: {out}");
+        assert_eq!(
+            out["tampered"],
+            json!({"status": 403, "code": "SignatureDoesNotMatch"}),
+            "{version}: {out}"
+        );
         assert_eq!(md5_of(&store.file(&key)), md5, "{version}");
         if version == "v1" {
             assert_eq!(out["callback_answer"], r#"{"job":"j-1"}"#, "{out}");

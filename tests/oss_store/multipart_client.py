@@ -66,6 +66,10 @@ def presigned(a):
             return {"part_status": r.status_code, "body": r.text, "url": url}
         parts.append(oss2.models.PartInfo(n, r.headers["ETag"].strip('"')))
     listed = [p.part_number for p in oss2.PartIterator(bucket, key, upload_id, max_parts=2)]
+    # The same URL with another part number: its signature no longer matches.
+    url = bucket.sign_url("PUT", key, 60, params={"partNumber": "1", "uploadId": upload_id})
+    r = requests.put(url.replace("partNumber=1", "partNumber=2"), data=b"x")
+    tampered = {"status": r.status_code, "code": r.text.split("<Code>")[-1].split("</Code>")[0]}
     headers = {}
     if a.get("callback"):
         cb = a["callback"]
@@ -73,7 +77,7 @@ def presigned(a):
             {"callbackUrl": cb["url"], "callbackBody": cb["body"], "callbackBodyType": "application/json"}).encode()).decode()
         headers["x-oss-callback-var"] = base64.b64encode(json.dumps(cb["vars"]).encode()).decode()
     r = bucket.complete_multipart_upload(key, upload_id, parts, headers=headers)
-    out = {"listed": listed, "status": r.status, "etag": r.etag, "upload_id": upload_id}
+    out = {"listed": listed, "status": r.status, "etag": r.etag, "upload_id": upload_id, "tampered": tampered}
     if a.get("callback"):
         out["callback_answer"] = r.resp.read().decode()
     # The upload is gone once completed.
