@@ -59,6 +59,7 @@ pub async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
         "signatures": inner.signatures,
         "slow": inner.slow,
         "jobs": inner.jobs.len(),
+        "oss": {"upload_part": state.store.part_puts.load(std::sync::atomic::Ordering::Relaxed)},
     }))
 }
 

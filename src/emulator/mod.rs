@@ -17,6 +17,8 @@
 //! - `oss.rs`: a local object store (`--oss-dir`, a folder per bucket), also served over HTTP
 //!   as OSS path-style `PUT`/`GET`/`HEAD /<bucket>/<key>` (signatures checked with
 //!   `crate::oss`, unsigned requests allowed), CORS, and the callback public key.
+//! - `oss_multipart.rs`: multipart upload (initiate, parts, list, complete with callback, abort)
+//!   on the object routes, parts on disk, assembled file to file.
 //! - `oss_post.rs`: PostObject (`POST /<bucket>`: policy and signature checked with
 //!   `crate::oss::post_policy`) and the upload callback, signed with the emulator's RSA key.
 //! - `engine.rs`: the local engine: with a local store and ffmpeg on the PATH, jobs really run
@@ -44,6 +46,7 @@ mod ledger;
 mod mns;
 mod mns_queue;
 mod oss;
+mod oss_multipart;
 mod oss_post;
 mod rpc;
 mod state;
@@ -102,8 +105,10 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         // The local object store, path-style (answers 404 when there is none).
         .route(
             "/{bucket}/{*key}",
-            get(oss::get_object)
-                .put(oss::put_object)
+            get(oss_multipart::get)
+                .put(oss_multipart::put)
+                .post(oss_multipart::post)
+                .delete(oss_multipart::delete)
                 .options(oss::preflight),
         )
         // PostObject (uploads are as large as OSS allows: 5 GiB, checked by the policy); the

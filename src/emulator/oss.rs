@@ -3,11 +3,12 @@
 //! and writes outputs there, and OSS's `PutObject`, `GetObject` and `HeadObject` work on
 //! path-style URLs on the emulator's own listener (`PUT|GET|HEAD /<bucket>/<key>`, the key
 //! percent-decoded), so curl, a browser and the official SDKs can use it; `POST /<bucket>` is
-//! PostObject (`oss_post.rs`). The MPS RPC route is `/` alone, and `/_emulator/…` cannot be a
+//! PostObject (`oss_post.rs`), `?uploads`/`?uploadId=` on an object multipart upload
+//! (`oss_multipart.rs`), `DELETE` DeleteObject. The MPS RPC route is `/` alone, and `/_emulator/…` cannot be a
 //! bucket (`_` is not allowed in bucket names), so nothing clashes.
 //!
 //! Signatures are checked with `crate::oss`, the code the gateway signs with: a request
-//! signed with V1 (`Authorization: OSS …`), a V1 presigned URL or V4
+//! signed with V1 (`Authorization: OSS …`), a V1 or V4 presigned URL or V4
 //! (`Authorization: OSS4-HMAC-SHA256 …`) must carry a valid signature by one of the emulator's
 //! access keys (`--access-key`), else it is refused as OSS refuses it (`SignatureDoesNotMatch`,
 //! `InvalidAccessKeyId`, `RequestTimeTooSkewed`, `AccessDenied`, with OSS's XML body).
@@ -142,6 +143,8 @@ pub struct StoreContext {
     callback_key: tokio::sync::OnceCell<Arc<CallbackKey>>,
     /// For upload callbacks: 5 s, no redirects (OSS's behaviour).
     pub(super) http: reqwest::Client,
+    /// UploadPart requests received (`/_emulator/stats`: `oss.upload_part`).
+    pub(super) part_puts: std::sync::atomic::AtomicU64,
 }
 
 impl StoreContext {
@@ -162,6 +165,7 @@ impl StoreContext {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a plain HTTP client builds"),
+            part_puts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -282,7 +286,10 @@ pub(super) fn content_type(key: &str) -> &'static str {
 }
 
 /// `/<bucket>/<key>` of a request, the key percent-decoded.
-fn locate(oss: &LocalOss, uri: &Uri) -> Result<(String, String, PathBuf), (&'static str, String)> {
+pub(super) fn locate(
+    oss: &LocalOss,
+    uri: &Uri,
+) -> Result<(String, String, PathBuf), (&'static str, String)> {
     let path = uri.path().trim_start_matches('/');
     let (bucket, raw_key) = path.split_once('/').unwrap_or((path, ""));
     let bucket = percent_decode(bucket).unwrap_or_default();
@@ -323,14 +330,14 @@ fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// Checks a request's signature, if it has one (unsigned: allowed, public-read-write).
-fn check_signature(
+pub(super) fn check_signature(
     ctx: &StoreContext,
     method: &Method,
     bucket: &str,
     key: &str,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<(), crate::oss::OssError> {
+) -> Result<crate::oss::Authenticated, crate::oss::OssError> {
     let query = query_pairs(uri);
     let headers = header_pairs(headers);
     let r = ObjectRequest {
@@ -348,7 +355,7 @@ fn check_signature(
     ) {
         Ok(who) => {
             tracing::debug!(?who, bucket, key, method = %method, "local OSS: request authenticated");
-            Ok(())
+            Ok(who)
         }
         Err(e) => {
             tracing::info!(code = %e.code, bucket, key, method = %method, "local OSS: request refused");
@@ -371,6 +378,38 @@ pub async fn put_object(
 ) -> Response {
     let mut res = put(&ctx, &method, &uri, &headers, body).await;
     ctx.cors(&headers, &mut res);
+    res
+}
+
+/// `DELETE /<bucket>/<key>`: DeleteObject (204, also when there was no such object, as on
+/// OSS).
+pub async fn delete_object(
+    State(OssRoutes(ctx)): State<OssRoutes>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut res = delete(&ctx, &method, &uri, &headers).await;
+    ctx.cors(&headers, &mut res);
+    res
+}
+
+async fn delete(ctx: &StoreContext, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    let Some(oss) = ctx.store.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (bucket, key, path) = match locate(oss, uri) {
+        Ok(x) => x,
+        Err((code, msg)) => return oss_error(StatusCode::BAD_REQUEST, code, &msg, method),
+    };
+    if let Err(e) = check_signature(ctx, method, &bucket, &key, uri, headers) {
+        return error_response(&e, method);
+    }
+    let _ = tokio::fs::remove_file(&path).await;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        res.headers_mut().insert("x-oss-request-id", v);
+    }
     res
 }
 

@@ -228,26 +228,46 @@ fn with_common_headers(mut res: Response, etag: &str) -> Response {
     res
 }
 
+/// The uploader's answer after an upload with a callback (PostObject, or
+/// CompleteMultipartUpload in `oss_multipart.rs`): the callback's JSON (200), or OSS's
+/// `203 CallbackFailed` (the object stays stored).
+pub(super) async fn callback_answer(
+    ctx: &StoreContext,
+    spec: &CallbackSpec,
+    vars: &Variables,
+    requester: &str,
+) -> Response {
+    match perform_callback(ctx, spec, vars, requester).await {
+        Ok(json) => {
+            let mut res = (StatusCode::OK, json).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Err(why) => {
+            tracing::info!(bucket = %vars.bucket, key = %vars.object, %why, "local OSS: upload callback failed (203 CallbackFailed)");
+            let mut res = error_response(&OssError::new(203, "CallbackFailed", why), &Method::POST);
+            *res.status_mut() = StatusCode::NON_AUTHORITATIVE_INFORMATION;
+            res
+        }
+    }
+}
+
 /// The uploader's answer: the callback's, or `success_action_status`'s.
 async fn answer(ctx: &StoreContext, s: Stored) -> Response {
     if let Some(spec) = s.form.callback.clone() {
-        let res = match perform_callback(ctx, &spec, &s).await {
-            Ok(json) => {
-                let mut res = (StatusCode::OK, json).into_response();
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                res
-            }
-            Err(why) => {
-                tracing::info!(bucket = %s.bucket, key = %s.key, %why, "local OSS: upload callback failed (203 CallbackFailed)");
-                let mut res =
-                    error_response(&OssError::new(203, "CallbackFailed", why), &Method::POST);
-                *res.status_mut() = StatusCode::NON_AUTHORITATIVE_INFORMATION;
-                res
-            }
+        let vars = Variables {
+            bucket: s.bucket.clone(),
+            object: s.key.clone(),
+            etag: s.etag.clone(),
+            size: s.size,
+            mime_type: s.mime_type.clone(),
+            custom: s.form.custom.clone(),
         };
+        let requester = s.form.access_key_id.as_deref().unwrap_or("anonymous");
+        let res = callback_answer(ctx, &spec, &vars, requester).await;
         return with_common_headers(res, &s.etag);
     }
     let res = match s.form.success_action_status {
@@ -303,17 +323,10 @@ async fn read_bounded(mut res: reqwest::Response, limit: usize) -> Result<Option
 async fn perform_callback(
     ctx: &StoreContext,
     spec: &CallbackSpec,
-    s: &Stored,
+    vars: &Variables,
+    requester: &str,
 ) -> Result<String, String> {
-    let vars = Variables {
-        bucket: s.bucket.clone(),
-        object: s.key.clone(),
-        etag: s.etag.clone(),
-        size: s.size,
-        mime_type: s.mime_type.clone(),
-        custom: s.form.custom.clone(),
-    };
-    let body = callback::fill(&spec.body, &spec.body_type, &vars);
+    let body = callback::fill(&spec.body, &spec.body_type, vars);
     let key = ctx.callback_key().await;
     let key_url = base64::engine::general_purpose::STANDARD.encode(ctx.callback_pub_key_url());
     let mut last = String::from("No callbackUrl to call.");
@@ -344,11 +357,8 @@ async fn perform_callback(
             .header(header::CONTENT_TYPE, &spec.body_type)
             .header(header::AUTHORIZATION, authorization)
             .header("x-oss-pub-key-url", &key_url)
-            .header("x-oss-bucket", &s.bucket)
-            .header(
-                "x-oss-requester",
-                s.form.access_key_id.as_deref().unwrap_or("anonymous"),
-            )
+            .header("x-oss-bucket", &vars.bucket)
+            .header("x-oss-requester", requester)
             .body(body.clone())
             .send()
             .await;

@@ -216,6 +216,36 @@ impl Presigner {
             self.signature("GET", "", expires, o)
         )
     }
+
+    /// A URL for `verb` on `object_url` (the object's URL: path-style or virtual-hosted) with
+    /// the sub-resources `sub` (e.g. `partNumber` and `uploadId` of an `UploadPart`) signed in,
+    /// no Content-Type, valid until `expires` (Unix seconds).
+    pub fn url_with(
+        &self,
+        verb: &str,
+        object_url: &str,
+        o: &OssObject,
+        sub: &[(String, String)],
+        expires: i64,
+    ) -> String {
+        let to_sign = string_to_sign(
+            verb,
+            "",
+            "",
+            &expires.to_string(),
+            "",
+            &canonical_resource(&o.bucket, &o.object, sub),
+        );
+        let signature = percent_encode(&sign(&self.access_key_secret, &to_sign));
+        let mut url = format!("{object_url}?");
+        for (k, v) in sub {
+            url.push_str(&format!("{}={}&", percent_encode(k), percent_encode(v)));
+        }
+        format!(
+            "{url}OSSAccessKeyId={}&Expires={expires}&Signature={signature}",
+            percent_encode(&self.access_key_id)
+        )
+    }
 }
 
 #[cfg(test)]

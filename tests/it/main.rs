@@ -35,6 +35,7 @@ mod mns;
 mod mps_client;
 mod mps_compat;
 mod official_sdks;
+mod oss_multipart;
 mod oss_store;
 mod otel;
 mod outputs;

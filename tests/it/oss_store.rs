@@ -16,19 +16,19 @@ use snapgate::emulator::{self, EmulatorConfig, EmulatorHandle};
 use snapgate::oss::{self, OssCredentials};
 use snapgate::secret::Secret;
 
-const AK: &str = "LTAI5tLOCALTEST";
-const SECRET: &str = "local-store-secret-0123456789";
-const REGION: &str = "cn-shanghai";
-const BUCKET: &str = "media";
+pub(crate) const AK: &str = "LTAI5tLOCALTEST";
+pub(crate) const SECRET: &str = "local-store-secret-0123456789";
+pub(crate) const REGION: &str = "cn-shanghai";
+pub(crate) const BUCKET: &str = "media";
 const ORIGIN: &str = "http://page.example";
 
-struct Store {
-    handle: EmulatorHandle,
-    dir: tempfile::TempDir,
+pub(crate) struct Store {
+    pub(crate) handle: EmulatorHandle,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Store {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let handle = emulator::spawn(EmulatorConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -43,7 +43,7 @@ impl Store {
         Self { handle, dir }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.handle.url()
     }
 
@@ -51,13 +51,13 @@ impl Store {
         format!("{}/{BUCKET}", self.url())
     }
 
-    fn file(&self, key: &str) -> PathBuf {
+    pub(crate) fn file(&self, key: &str) -> PathBuf {
         key.split('/')
             .fold(self.dir.path().join(BUCKET), |p, s| p.join(s))
     }
 }
 
-fn venv_python() -> PathBuf {
+pub(crate) fn venv_python() -> PathBuf {
     common::python_venv("oss-venv", "tests/oss_store/requirements.txt").join("bin/python")
 }
 
@@ -83,7 +83,7 @@ async fn py(args: Value) -> Value {
 }
 
 /// `<Code>` of an OSS XML error body.
-fn xml_code(body: &str) -> &str {
+pub(crate) fn xml_code(body: &str) -> &str {
     body.split_once("<Code>")
         .and_then(|(_, r)| r.split_once("</Code>"))
         .map(|(c, _)| c)
@@ -305,14 +305,14 @@ async fn gateway_form_uploads_and_head_object_sees_it() {
 
 /// What a callback receiver saw.
 #[derive(Clone, Debug)]
-struct Seen {
-    path_and_query: String,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Seen {
+    pub(crate) path_and_query: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 /// A callback receiver on a free port answering `status` with `answer`.
-async fn receiver(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) async fn receiver(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
     slow_receiver(status, answer, 0).await
 }
 
