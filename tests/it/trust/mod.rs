@@ -4,3 +4,4 @@
 //! the code before its fix.
 
 mod control_routes;
+mod text_rule;
