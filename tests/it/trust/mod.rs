@@ -5,3 +5,4 @@
 
 mod control_routes;
 mod text_rule;
+mod webhook_addresses;
