@@ -4,5 +4,6 @@
 //! the code before its fix.
 
 mod control_routes;
+mod mps_endpoint;
 mod text_rule;
 mod webhook_addresses;
