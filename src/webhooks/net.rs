@@ -75,8 +75,8 @@ impl Resolve for PublicOnly {
                 // resolves to is the operator's business; the log has it at debug level).
                 tracing::debug!(%host, addresses = ?all, "webhook host resolves to no public address");
                 return Err(format!(
-                    "{host} resolves only to private, loopback, link-local or other non-public \
-                     addresses; refused (webhooks.allow_private_networks is off)"
+                    "{host} resolves only to private, loopback or link-local addresses (none \
+                     globally reachable); refused (webhooks.allow_private_networks is off)"
                 )
                 .into());
             }
