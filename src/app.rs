@@ -92,6 +92,8 @@ pub async fn mps_backend(
                 .then(|| settings.mps.mns.queue.clone()),
             // Its listener has the API's bounds.
             conn_limits: settings.http.conn_limits(),
+            // Its unauthenticated control routes only when asked for (docs/security.md).
+            control_routes: e.control_routes,
             ..EmulatorConfig::default()
         };
         let handle = crate::emulator::spawn(config).await.with_context(|| {

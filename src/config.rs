@@ -172,6 +172,9 @@ pub struct EmbeddedEmulatorSettings {
     /// from a page); `"*"`: any.
     #[serde(deserialize_with = "list")]
     pub oss_cors_origins: Vec<String>,
+    /// Serve the emulator's `/_emulator/*` control routes (job ledger, stats, faults, clock, MNS
+    /// inject): unauthenticated, so off unless a test or benchmark asks.
+    pub control_routes: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

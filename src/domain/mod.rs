@@ -5,6 +5,7 @@ pub mod job;
 pub mod outputs;
 mod raw_json;
 pub mod rules;
+pub mod text;
 pub mod user_data;
 pub mod validate;
 

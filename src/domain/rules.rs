@@ -75,9 +75,6 @@ pub const BUCKET_PATTERN: &str = "^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$";
 pub const MPS_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 /// Object keys: 1 to this many bytes of UTF-8.
 pub const OBJECT_KEY_MAX_BYTES: usize = 1023;
-/// Characters no object key may contain: CR and LF (OSS), and NUL, which no OSS client can send
-/// in a key and Postgres cannot store in a JSON string.
-pub const OBJECT_KEY_FORBIDDEN: &[char] = &['\r', '\n', '\0'];
 /// Characters an object key may not start with (OSS).
 pub const OBJECT_KEY_FORBIDDEN_FIRST: &[char] = &['/', '\\'];
 /// Sprite colour keywords (any letter case), besides `#RRGGBB`.
@@ -101,7 +98,8 @@ fn class(chars: &[char]) -> String {
 
 /// The object-key rule as a pattern (for the schema; the validator reports each part apart).
 pub fn object_key_pattern() -> String {
-    let forbidden = class(OBJECT_KEY_FORBIDDEN);
+    // No control character (the text rule, `super::text`): CR and LF break OSS, NUL Postgres.
+    let forbidden = super::text::CONTROL_CLASS;
     format!(
         "^[^{}{forbidden}][^{forbidden}]*$",
         class(OBJECT_KEY_FORBIDDEN_FIRST)

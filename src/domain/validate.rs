@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::job::{FrameType, JobRequest, OssObject, SpriteSpec, Violation, Warning, WebVttSpec};
 use super::rules::{self, Range, COLOR_KEYWORDS, MPS_USER_DATA_MAX};
+use super::text;
 use super::user_data::{USER_DATA_MAX, USER_DATA_RESERVED};
 
 pub const TOP_FIELDS: &[&str] = &[
@@ -168,9 +169,15 @@ fn integer(
     }
 }
 
+/// A string member; every string the validator reads is held to the text rule
+/// ([`super::text`]) here.
 fn string<'a>(cx: &mut Ctx, map: &'a Map<String, Value>, ptr: &str, name: &str) -> Option<&'a str> {
     let v = member(map, name)?;
     match v.as_str() {
+        Some(s) if text::has_control(s) => {
+            cx.err(format!("{ptr}/{name}"), text::CODE, text::RULE);
+            None
+        }
         Some(s) => Some(s),
         None => {
             cx.err(
@@ -245,13 +252,6 @@ fn oss_object(cx: &mut Ctx, v: &Value, ptr: &str) -> Option<OssObject> {
                     "must be 1 to {} bytes of UTF-8",
                     rules::OBJECT_KEY_MAX_BYTES
                 ),
-            );
-        }
-        if k.contains(rules::OBJECT_KEY_FORBIDDEN) {
-            cx.err(
-                &field,
-                "invalid_characters",
-                "must not contain CR, LF or NUL",
             );
         }
         if k.starts_with(rules::OBJECT_KEY_FORBIDDEN_FIRST) {

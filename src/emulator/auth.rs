@@ -50,11 +50,11 @@ pub struct Verified {
 }
 
 /// Checks a request with the shared verifier (`mps::verify`) against the emulator's key list.
-/// `params` are every query and form parameter, decoded.
+/// `params` are the query's and every parameter, decoded (`verify::collect_params`).
 pub fn verify(
     method: &str,
     headers: &HeaderMap,
-    params: BTreeMap<String, String>,
+    params: verify::Params,
     body: &[u8],
     keys: &[(String, String)],
 ) -> Result<Verified, Fault> {

@@ -84,6 +84,10 @@ pub struct EmulatorArgs {
     /// The queue's visibility timeout: a received message not deleted comes back after it.
     #[arg(long, default_value_t = 30_000)]
     pub mns_visibility_ms: u64,
+    /// Do not serve the `/_emulator/*` control routes (job ledger, stats, faults, clock, MNS
+    /// inject), which take no credentials: for an emulator others can reach.
+    #[arg(long)]
+    pub no_control_routes: bool,
 }
 
 #[derive(Clone)]
@@ -129,6 +133,10 @@ pub struct EmulatorConfig {
     pub mns_queue: Option<String>,
     /// Its visibility timeout.
     pub mns_visibility_ms: u64,
+    /// Serve the `/_emulator/*` control routes (no credentials): on for `snapgate emulator`
+    /// (unless `--no-control-routes`) and tests, off for `snapgate serve` unless
+    /// `emulator.control_routes`.
+    pub control_routes: bool,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -157,6 +165,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("oss_cors_origins", &self.oss_cors_origins)
             .field("mns_queue", &self.mns_queue)
             .field("mns_visibility_ms", &self.mns_visibility_ms)
+            .field("control_routes", &self.control_routes)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +198,7 @@ impl Default for EmulatorConfig {
             oss_cors_origins: vec!["*".into()],
             mns_queue: None,
             mns_visibility_ms: 30_000,
+            control_routes: true,
         }
     }
 }
@@ -249,6 +259,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             },
             mns_queue: a.mns_queue.filter(|q| !q.is_empty()),
             mns_visibility_ms: a.mns_visibility_ms.max(1),
+            control_routes: !a.no_control_routes,
         })
     }
 }

@@ -14,6 +14,17 @@ use serde_json::{json, Value};
 use super::faults::{Faults, FaultsUpdate};
 use super::state::EmulatorState;
 
+/// Any `/_emulator/…` path while the control routes are off.
+pub async fn off() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "error": "the emulator's control routes are off (emulator.control_routes for `snapgate serve`; `snapgate emulator` without --no-control-routes)"
+        })),
+    )
+        .into_response()
+}
+
 /// `GET /_emulator/jobs`: every job accepted (also those whose answer was dropped, and those
 /// not yet listed), oldest first.
 pub async fn list_ledger(State(state): State<Arc<EmulatorState>>) -> Json<Value> {

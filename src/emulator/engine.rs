@@ -14,6 +14,11 @@
 //!
 //! Everything is made in a work folder and renamed into place only when the whole job has
 //! succeeded, so a failure leaves no partial outputs.
+//!
+//! The engine reads only the object it is given: every ffmpeg/ffprobe run opens the input with
+//! [`INPUT_FORMATS`] and [`INPUT_PROTOCOLS`] as its whitelists, so a playlist (HLS, DASH), a
+//! concat list or an image sequence in the store, which would name other files of the host, is
+//! refused before anything else is opened (`ResourceContentBad`), in jobs and in dry runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,6 +36,34 @@ use crate::domain::outputs::{self, OutputManifest, UrlStyle};
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How far into the video the black-frame filter looks (docs/mps/API.md §1.3 `BlackLevel`).
 const BLACK_SEARCH_MS: u64 = 5000;
+
+/// The demuxers an input may be opened with: real video containers, none of which opens
+/// another file (`mov` is MP4/MOV/3GP, whose external references ffmpeg leaves off;
+/// `matroska` is also WebM; `mpeg` is MPEG-PS; `asf` is WMV). Not `hls`, `dash`, `concat`,
+/// `image2`, `tee`, `lavfi` or any other format that names files, URLs or filters.
+pub const INPUT_FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,ogg,asf";
+/// The protocols an input may be read with: the file itself.
+pub const INPUT_PROTOCOLS: &str = "file";
+/// The failure of an input in no container of [`INPUT_FORMATS`].
+pub const CONTAINER_REFUSED: &str = "the input is not in a video container the engine reads (MP4/MOV, Matroska/WebM, AVI, FLV, MPEG-TS, MPEG-PS, Ogg, ASF); playlists, lists and image sequences are refused";
+
+/// `-i input` with the whitelists every ffmpeg and ffprobe run opens an input with.
+fn input<'a>(cmd: &'a mut Command, path: &Path) -> &'a mut Command {
+    cmd.args([
+        "-protocol_whitelist",
+        INPUT_PROTOCOLS,
+        "-format_whitelist",
+        INPUT_FORMATS,
+        "-i",
+    ])
+    .arg(path)
+}
+
+/// Whether ffprobe's `format_name` (`mov,mp4,m4a,3gp,3g2,mj2`) is one of [`INPUT_FORMATS`].
+fn allowed_format(format_name: &str) -> bool {
+    let allowed: Vec<&str> = INPUT_FORMATS.split(',').collect();
+    format_name.split(',').any(|f| allowed.contains(&f))
+}
 
 /// What `ffprobe` tells about the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +138,10 @@ async fn run(cmd: &mut Command) -> Result<(Vec<u8>, String), String> {
     if out.status.success() {
         Ok((out.stdout, stderr))
     } else {
+        // A whitelist refusal is not the last line (that is `<path>: Invalid argument`).
+        if stderr.contains("not on whitelist") {
+            return Err(CONTAINER_REFUSED.to_string());
+        }
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
         Err(last.unwrap_or("failed").trim().to_string())
     }
@@ -125,19 +162,29 @@ fn parse_ratio(s: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-pub async fn probe(input: &Path) -> Result<Probe, String> {
-    let (out, _) = run(Command::new("ffprobe")
-        .args([
+/// The input's duration and display size; an input in no container of [`INPUT_FORMATS`] is
+/// refused ([`CONTAINER_REFUSED`]) without being opened any further.
+pub async fn probe(path: &Path) -> Result<Probe, String> {
+    let (out, _) = run(input(
+        Command::new("ffprobe").args([
             "-v",
             "error",
             "-print_format",
             "json",
             "-show_format",
             "-show_streams",
-        ])
-        .arg(input))
+        ]),
+        path,
+    ))
     .await?;
     let v: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    // The whitelist already held; the format is checked again on what ffprobe says it read.
+    if !v["format"]["format_name"]
+        .as_str()
+        .is_some_and(allowed_format)
+    {
+        return Err(CONTAINER_REFUSED.into());
+    }
     let video = v["streams"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
@@ -187,9 +234,9 @@ pub async fn probe(input: &Path) -> Result<Probe, String> {
 }
 
 /// Keyframe times (ms), from the packet flags (no decoding).
-pub async fn keyframes(input: &Path) -> Result<Vec<u64>, String> {
-    let (out, _) = run(Command::new("ffprobe")
-        .args([
+pub async fn keyframes(path: &Path) -> Result<Vec<u64>, String> {
+    let (out, _) = run(input(
+        Command::new("ffprobe").args([
             "-v",
             "error",
             "-select_streams",
@@ -198,8 +245,9 @@ pub async fn keyframes(input: &Path) -> Result<Vec<u64>, String> {
             "packet=pts_time,flags",
             "-of",
             "csv=p=0",
-        ])
-        .arg(input))
+        ]),
+        path,
+    ))
     .await?;
     let mut k: Vec<u64> = String::from_utf8_lossy(&out)
         .lines()
@@ -216,16 +264,14 @@ pub async fn keyframes(input: &Path) -> Result<Vec<u64>, String> {
 }
 
 /// The first frame in the first 5 s with fewer than `level` % black pixels.
-async fn first_non_black(input: &Path, level: u32) -> Option<u64> {
+async fn first_non_black(path: &Path, level: u32) -> Option<u64> {
     let filter = format!(
         "blackframe=amount=0:threshold=32,metadata=mode=select:key=lavfi.blackframe.pblack:value={level}:function=less,showinfo"
     );
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-hide_banner", "-nostats", "-t"])
-        .arg(secs(BLACK_SEARCH_MS))
-        .arg("-i")
-        .arg(input)
-        .args(["-vf", &filter, "-frames:v", "1", "-f", "null", "-"]);
+        .arg(secs(BLACK_SEARCH_MS));
+    input(&mut cmd, path).args(["-vf", &filter, "-frames:v", "1", "-f", "null", "-"]);
     let (_, stderr) = run(&mut cmd).await.ok()?;
     let line = stderr
         .lines()
@@ -457,7 +503,7 @@ impl Engine {
 /// and is left out.
 async fn take_snapshots(
     work: &Path,
-    input: &Path,
+    path: &Path,
     times: &[u64],
     (w, h): (u32, u32),
 ) -> Result<Vec<(u64, PathBuf)>, Failure> {
@@ -465,10 +511,8 @@ async fn take_snapshots(
     for &t in times {
         let out = work.join(format!("snap-{:05}.jpg", taken.len() + 1));
         let mut cmd = ffmpeg();
-        cmd.arg("-ss")
-            .arg(secs(t))
-            .arg("-i")
-            .arg(input)
+        cmd.arg("-ss").arg(secs(t));
+        input(&mut cmd, path)
             .args(["-frames:v", "1", "-an", "-vf"])
             .arg(format!("scale={w}:{h},setsar=1"))
             .args(["-q:v", "2"])
@@ -512,7 +556,9 @@ async fn tile_sprites(
             ffmpeg_color(&sheet.color)
         );
         let mut cmd = ffmpeg();
-        cmd.args(["-framerate", "1", "-start_number", "1", "-i"])
+        // The cells the engine itself wrote in its work folder: an image sequence, named.
+        cmd.args(["-f", "image2", "-protocol_whitelist", "file"])
+            .args(["-framerate", "1", "-start_number", "1", "-i"])
             .arg(dir.join("cell-%05d.jpg"))
             .args(["-vf", &filter, "-frames:v", "1", "-q:v", "2"])
             .arg(&out);

@@ -32,7 +32,10 @@
 //!   call counters, the hand-over of jobs to the engine, and publishing ended jobs to the queue.
 //! - `rpc.rs`: the MPS RPC endpoint (`/`), an adapter: the two actions and MPS's error bodies.
 //! - `control.rs`: the emulator's own endpoints (`/_emulator/jobs`, `stats`, `faults`, `clock`;
-//!   the queue's `/_emulator/mns` are in `mns.rs`).
+//!   the queue's `/_emulator/mns` are in `mns.rs`). They take no credentials: served only with
+//!   `EmulatorConfig::control_routes` (`snapgate emulator` by default, `snapgate serve` only
+//!   with `emulator.control_routes`); otherwise every `/_emulator/…` path but the callback key
+//!   answers 404.
 
 mod auth;
 mod clock;
@@ -98,10 +101,9 @@ impl EmulatorHandle {
 }
 
 pub fn router(state: Arc<EmulatorState>) -> Router {
-    Router::new()
+    let control = state.config.control_routes;
+    let mut r = Router::new()
         .route("/", get(rpc::handle).post(rpc::handle))
-        .route("/_emulator/jobs", get(control::list_ledger))
-        .route("/_emulator/jobs/{id}", get(control::get_ledger_job))
         // The local object store, path-style (answers 404 when there is none).
         .route(
             "/{bucket}/{*key}",
@@ -116,12 +118,25 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         .route("/{bucket}", bucket_routes())
         .route("/{bucket}/", bucket_routes())
         .route(oss::CALLBACK_PUB_KEY_PATH, get(oss::callback_pub_key))
-        .route("/_emulator/stats", get(control::stats))
         // MNS's queue API (a static first segment wins over the object routes' `{bucket}`).
         .route(
             "/queues/{name}/messages",
             get(mns::receive_messages).delete(mns::delete_message),
-        )
+        );
+    r = if control {
+        r.merge(control_routes())
+    } else {
+        r.route("/_emulator/{*rest}", axum::routing::any(control::off))
+    };
+    r.with_state(state)
+}
+
+/// The emulator's own routes: no credentials, so only when `EmulatorConfig::control_routes`.
+fn control_routes() -> Router<Arc<EmulatorState>> {
+    Router::new()
+        .route("/_emulator/jobs", get(control::list_ledger))
+        .route("/_emulator/jobs/{id}", get(control::get_ledger_job))
+        .route("/_emulator/stats", get(control::stats))
         .route("/_emulator/mns", get(mns::stats))
         .route("/_emulator/mns/messages", axum::routing::post(mns::inject))
         .route(
@@ -132,7 +147,6 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
             "/_emulator/clock",
             get(control::get_clock).post(control::advance_clock),
         )
-        .with_state(state)
 }
 
 fn bucket_routes() -> axum::routing::MethodRouter<Arc<EmulatorState>> {

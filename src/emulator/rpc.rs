@@ -62,8 +62,10 @@ pub async fn handle(
     if cfg.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.latency_ms)).await;
     }
-    let params = collect_params(uri.query(), &headers, &body);
-    let verified = match auth::verify(method.as_str(), &headers, params, &body, &cfg.access_keys) {
+    let verified = match collect_params(uri.query(), &headers, &body)
+        .map_err(|e| super::error::Fault::status(e.status, e.code, e.message))
+        .and_then(|params| auth::verify(method.as_str(), &headers, params, &body, &cfg.access_keys))
+    {
         Ok(v) => v,
         Err(f) => {
             state.count("(unauthenticated)", f.code);

@@ -122,25 +122,55 @@ const ACS3_REQUIRED: &[&str] = &[
     "x-acs-version",
 ];
 
-/// Every query and form-body parameter, decoded. Form decoding: the Tea SDK sends spaces as `+`,
-/// the legacy SDK as `%20`; both mean a space, and a literal `+` arrives as `%2B`.
+/// A request's parameters, decoded: those of the URL's query, and all of them (the query's and
+/// a form body's).
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    /// The URL query's: what ACS3's canonical query holds (the body is covered by
+    /// `x-acs-content-sha256`).
+    pub query: BTreeMap<String, String>,
+    /// The query's and the form body's: what v1 signs, and the call's parameters.
+    pub all: BTreeMap<String, String>,
+}
+
+/// `InvalidParameter` for a parameter given more than once.
+pub fn repeated(name: &str) -> AuthError {
+    AuthError::bad(
+        "InvalidParameter",
+        format!(
+            "The parameter \"{name}\" is given more than once; each parameter may appear once."
+        ),
+    )
+}
+
+/// Every query and form-body parameter, decoded; a parameter given twice (in the query, the
+/// body, or one in each) is refused, as the REST API refuses a repeated JSON member. Form
+/// decoding: the Tea SDK sends spaces as `+`, the legacy SDK as `%20`; both mean a space, and a
+/// literal `+` arrives as `%2B`.
 pub fn collect_params(
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
-) -> BTreeMap<String, String> {
-    let mut params: BTreeMap<String, String> =
-        form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+) -> Result<Params, AuthError> {
+    let mut p = Params::default();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned() {
+        if p.query.insert(k.clone(), v).is_some() {
+            return Err(repeated(&k));
+        }
+    }
+    p.all = p.query.clone();
     let is_form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        params.extend(form_urlencoded::parse(body).into_owned());
+        for (k, v) in form_urlencoded::parse(body).into_owned() {
+            if p.all.insert(k.clone(), v).is_some() {
+                return Err(repeated(&k));
+            }
+        }
     }
-    params
+    Ok(p)
 }
 
 /// A request read and canonicalized, its signature not yet checked.
@@ -196,15 +226,17 @@ fn check_timestamp(ts: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>
 }
 
 /// Reads a request: which signature, which key, the action, nonce and timestamp (refused outside
-/// ±[`WINDOW`] of `now`), and the server's string-to-sign. `params` are every query and form
-/// parameter, decoded ([`collect_params`]).
+/// ±[`WINDOW`] of `now`), and the server's string-to-sign. `params` are the request's
+/// parameters ([`collect_params`]): ACS3 canonicalizes the URL query's only (a form body is
+/// covered by `x-acs-content-sha256`, as the spec and the Tea SDK have it); v1 signs them all.
 pub fn parse(
     method: &str,
     headers: &HeaderMap,
-    params: BTreeMap<String, String>,
+    params: Params,
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Unverified, AuthError> {
+    let Params { query, all: params } = params;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(authz) = header("authorization").filter(|v| v.starts_with("ACS3-")) {
         let auth = sign::parse_acs3_authorization(authz).map_err(|_| {
@@ -236,7 +268,7 @@ pub fn parse(
         let hashed = header("x-acs-content-sha256")
             .unwrap_or(&body_hash)
             .to_string();
-        let cr = sign::canonical_request_acs3(method, "/", &params, &signed, &hashed);
+        let cr = sign::canonical_request_acs3(method, "/", &query, &signed, &hashed);
         return Ok(Unverified {
             kind: SignatureKind::Acs3,
             action,
@@ -341,6 +373,14 @@ impl Unverified {
 mod tests {
     use super::*;
 
+    /// Parameters as they arrive in a URL query.
+    fn wire(p: BTreeMap<String, String>) -> Params {
+        Params {
+            query: p.clone(),
+            all: p,
+        }
+    }
+
     fn v1_params(secret: &str, method: &str, ts: &str) -> BTreeMap<String, String> {
         let mut p: BTreeMap<String, String> = [
             ("Action", "QuerySnapshotJobList"),
@@ -366,21 +406,21 @@ mod tests {
         let now = Utc::now();
         let ts = super::super::wire::format_time(now);
         let p = v1_params("s", "POST", &ts);
-        let u = parse("POST", &HeaderMap::new(), p.clone(), b"", now).unwrap();
+        let u = parse("POST", &HeaderMap::new(), wire(p.clone()), b"", now).unwrap();
         assert_eq!(u.access_key_id, "id");
         let v = u.verify("s").unwrap();
         assert_eq!(v.action, "QuerySnapshotJobList");
         assert_eq!(v.params.keys().collect::<Vec<_>>(), ["SnapshotJobIds"]);
         assert_eq!(v.format.as_deref(), Some("JSON"));
 
-        let e = parse("POST", &HeaderMap::new(), p.clone(), b"", now)
+        let e = parse("POST", &HeaderMap::new(), wire(p.clone()), b"", now)
             .unwrap()
             .verify("other")
             .unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
         assert!(e.message.contains("server string to sign is:POST&%2F&"));
         // The method is signed.
-        let e = parse("GET", &HeaderMap::new(), p, b"", now)
+        let e = parse("GET", &HeaderMap::new(), wire(p), b"", now)
             .unwrap()
             .verify("s")
             .unwrap_err();
@@ -390,7 +430,7 @@ mod tests {
         let e = parse(
             "POST",
             &HeaderMap::new(),
-            v1_params("s", "POST", &old),
+            wire(v1_params("s", "POST", &old)),
             b"",
             now,
         )
@@ -398,12 +438,49 @@ mod tests {
         assert_eq!(e.code, "InvalidTimeStamp.Expired");
         let mut p = v1_params("s", "POST", &ts);
         p.remove("SignatureNonce");
-        let e = parse("POST", &HeaderMap::new(), p, b"", now).unwrap_err();
+        let e = parse("POST", &HeaderMap::new(), wire(p), b"", now).unwrap_err();
         assert_eq!(
             (e.status, e.code),
             (400, "MissingParameter"),
             "{}",
             e.message
         );
+    }
+
+    /// An ACS3 request with its parameters in a form body, signed per the spec (canonical query:
+    /// the URL's only; the body in `x-acs-content-sha256`); the signature was computed apart, by
+    /// a Python script of the spec (hashlib/hmac), not by `sign.rs`.
+    #[test]
+    fn acs3_form_body_vector() {
+        let body =
+            b"Input=%7B%22Bucket%22%3A%22media%22%7D&SnapshotConfig=%7B%22Time%22%3A%220%22%7D";
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("host", "127.0.0.1:8080"),
+            ("x-acs-action", "SubmitSnapshotJob"),
+            ("x-acs-date", "2026-12-07T21:00:00Z"),
+            ("x-acs-signature-nonce", "n-form-1"),
+            ("x-acs-version", "2014-06-18"),
+            ("x-acs-content-sha256", "ee96df4a593f9081440db86951e5777ebdd1cf8aaa195875b40bd78f2ac3d1fb"),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", "ACS3-HMAC-SHA256 Credential=id,SignedHeaders=content-type;host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature=f50d5ffed6f99ef289bbc1c253242970f6e7fc667d5b9db2f5c5d3d98efdd3a7"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        let now = super::super::wire::parse_time("2026-12-07T21:00:00Z").unwrap();
+        let query = Some("PipelineId=9bad3801a2c561c22c4df9c6abcd0000");
+        let p = collect_params(query, &h, body).unwrap();
+        let v = parse("POST", &h, p, body, now)
+            .unwrap()
+            .verify("testsecret")
+            .unwrap();
+        assert_eq!(v.kind, SignatureKind::Acs3);
+        assert_eq!(v.params["Input"], r#"{"Bucket":"media"}"#);
+        assert_eq!(v.params["SnapshotConfig"], r#"{"Time":"0"}"#);
+        assert_eq!(v.params["PipelineId"], "9bad3801a2c561c22c4df9c6abcd0000");
+        // A parameter given twice, in the query or across query and body, is refused.
+        let e = collect_params(Some("A=1&A=2"), &HeaderMap::new(), b"").unwrap_err();
+        assert_eq!((e.code, e.status), ("InvalidParameter", 400));
+        assert!(collect_params(Some("Input=x"), &h, body).is_err());
     }
 }

@@ -314,27 +314,9 @@ impl UploadService {
                 None
             }
         };
-        let f = &req.filename;
-        if f.is_empty()
-            || f.len() > 255
-            || f.contains(['/', '\\'])
-            || f.chars().any(char::is_control)
-            || f == "."
-            || f == ".."
-        {
-            errors.push(violation(
-                "/filename",
-                "invalid_format",
-                "must be a file name of 1 to 255 bytes without '/', '\\' or control characters",
-            ));
-        } else if f.contains("${") {
-            // OSS (and the local store) expand `${…}` in a PostObject key: the object would
-            // land under another key and the upload could never complete.
-            errors.push(violation(
-                "/filename",
-                "invalid_format",
-                "must not contain '${' (OSS expands ${...} variables in object keys)",
-            ));
+        // The text rule and a key's last segment (no '/', no `${…}`: domain::text).
+        if let Some((code, message)) = crate::domain::text::filename_problem(&req.filename) {
+            errors.push(violation("/filename", code, message));
         }
         let ct = &req.content_type;
         if ct.is_empty()

@@ -78,7 +78,9 @@ impl WebhookService {
     }
 
     fn check_url(&self, url: &str, errors: &mut Vec<Violation>) {
-        if url.len() > MAX_URL_BYTES {
+        if let Some(v) = crate::domain::text::check("/url", url) {
+            errors.push(v);
+        } else if url.len() > MAX_URL_BYTES {
             errors.push(violation(
                 "/url",
                 "too_long",
@@ -117,7 +119,13 @@ impl WebhookService {
     }
 
     fn check_description(d: &Option<String>, errors: &mut Vec<Violation>) {
-        if d.as_ref()
+        if let Some(v) = d
+            .as_deref()
+            .and_then(|d| crate::domain::text::check("/description", d))
+        {
+            errors.push(v);
+        } else if d
+            .as_ref()
             .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
         {
             errors.push(violation(

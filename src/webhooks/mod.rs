@@ -1,5 +1,6 @@
 //! Outbound webhooks to teams: Standard Webhooks signing (`sign.rs`), where a webhook may go and
-//! the guarded client that sends it (`net.rs`), and the payload every delivery carries.
+//! the guarded client that sends it (`net.rs`, on the IANA special-purpose address tables of
+//! `special_purpose.rs`), and the payload every delivery carries.
 //!
 //! Flow: a job transition in the store records its events and one delivery per subscribed
 //! endpoint in the same transaction (`store/webhooks.rs::record_event`); the delivery worker
@@ -10,6 +11,7 @@
 
 pub mod net;
 pub mod sign;
+pub mod special_purpose;
 
 use serde_json::{json, Value};
 

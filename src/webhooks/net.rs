@@ -6,7 +6,7 @@
 //! was registered and to `127.0.0.1` later (DNS rebinding) is still refused; an IP-literal URL
 //! (which is never resolved) is checked by [`check_url`] before each attempt.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,49 +14,11 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::config::WebhooksSettings;
 
-/// Whether an address is one a webhook may reach when private networks are not allowed.
+/// Whether an address is one a webhook may reach when private networks are not allowed: the
+/// IANA special-purpose registries ([`super::special_purpose`]), for URL literals and for every
+/// address a name resolves to at connect time.
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local (deprecated)
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] & 0xffc0) == 0xfec0
-                // 64:ff9b::/96 NAT64 and 2002::/16 6to4 embed IPv4 addresses
-                || (s[0] == 0x64 && s[1] == 0xff9b)
-                || s[0] == 0x2002
-                // 2001:db8::/32 documentation
-                || (s[0] == 0x2001 && s[1] == 0x0db8))
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0
-        // 100.64.0.0/10 shared (carrier-grade NAT)
-        || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        // 192.0.0.0/24 IETF protocol assignments
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-        // 198.18.0.0/15 benchmarking
-        || (o[0] == 198 && (o[1] & 0xfe) == 18)
-        // 240.0.0.0/4 reserved
-        || o[0] >= 240)
+    super::special_purpose::is_global(ip)
 }
 
 /// Why a URL cannot be an endpoint (or be sent to now).
@@ -109,10 +71,12 @@ impl Resolve for PublicOnly {
             let public: Vec<SocketAddr> =
                 all.iter().copied().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
-                let refused = all.first().map(|a| a.ip().to_string()).unwrap_or_default();
+                // The team reads this error: it names no address (what an internal name
+                // resolves to is the operator's business; the log has it at debug level).
+                tracing::debug!(%host, addresses = ?all, "webhook host resolves to no public address");
                 return Err(format!(
-                    "{host} resolves only to private, loopback or link-local addresses ({refused}); \
-                     refused (webhooks.allow_private_networks is off)"
+                    "{host} resolves only to private, loopback or link-local addresses (none \
+                     globally reachable); refused (webhooks.allow_private_networks is off)"
                 )
                 .into());
             }
@@ -120,6 +84,44 @@ impl Resolve for PublicOnly {
             Ok(addrs)
         })
     }
+}
+
+/// `text` with every IP address in it replaced by `<address>`, except `own`, the URL's own host
+/// (the team wrote it): an attempt's error goes to the team, and must not tell what a name
+/// resolves to, whatever layer (resolver, connector, TLS) put the address there.
+pub fn without_addresses(text: &str, own: Option<&str>) -> String {
+    let own = own.map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    let is_addr_char = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '.';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(is_addr_char) {
+        out.push_str(&rest[..start]);
+        let run = &rest[start..];
+        let len = run.find(|c: char| !is_addr_char(c)).unwrap_or(run.len());
+        let token = &run[..len];
+        // `…to 10.0.0.1.` or `10.0.0.1:443`: the address without its trailing punctuation or port.
+        let core = token.trim_end_matches(['.', ':']);
+        let addr = core
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| core.parse::<SocketAddr>().ok().map(|s| s.ip()));
+        // A whole word only (not the `::E` of `hyper::Error`), with a digit in it.
+        let word = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let whole = word(out.chars().last()) && word(run[len..].chars().next());
+        let addr = addr.filter(|_| whole && core.contains(|c: char| c.is_ascii_digit()));
+        match addr {
+            Some(ip)
+                if own != Some(core) && own.and_then(|o| o.parse::<IpAddr>().ok()) != Some(ip) =>
+            {
+                out.push_str("<address>");
+                out.push_str(&token[core.len()..]);
+            }
+            _ => out.push_str(token),
+        }
+        rest = &run[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The client every delivery attempt uses.
@@ -196,6 +198,51 @@ mod tests {
         assert!(check_url("http://127.0.0.1:9000/hook", true).is_ok());
     }
 
+    #[test]
+    fn ipv6_special_purpose_literals_are_refused() {
+        for url in [
+            "http://[::127.0.0.1]/hook",
+            "http://[::ffff:0:7f00:1]/hook",
+            "http://[100::1]/hook",
+            "http://[2001::7f00:1]/hook",
+            "http://[64:ff9b::a9fe:a9fe]/hook",
+            "http://[2002:a9fe:a9fe::1]/hook",
+        ] {
+            assert!(
+                matches!(check_url(url, false), Err(UrlProblem::PrivateAddress(_))),
+                "{url}"
+            );
+        }
+        assert!(check_url("http://[2606:4700:4700::1111]/hook", false).is_ok());
+    }
+
+    #[test]
+    fn errors_lose_every_address_but_the_urls_own() {
+        let e = "error sending request for url (http://[::1]:9/h): tcp connect error: 10.0.0.8:443 refused; also fe80::1%eth0 and 127.0.0.1.";
+        let s = without_addresses(e, Some("[::1]"));
+        assert!(s.contains("[::1]:9"), "{s}");
+        assert!(
+            !s.contains("10.0.0.8") && !s.contains("fe80::1") && !s.contains("127.0.0.1"),
+            "{s}"
+        );
+        assert!(
+            s.contains("error: <address> refused") && s.ends_with("<address>."),
+            "{s}"
+        );
+        assert_eq!(
+            without_addresses("deadline has elapsed", None),
+            "deadline has elapsed"
+        );
+        assert_eq!(
+            without_addresses("HTTP 1.1 answer 502", None),
+            "HTTP 1.1 answer 502"
+        );
+        assert_eq!(
+            without_addresses("hyper::Error(Connect)", None),
+            "hyper::Error(Connect)"
+        );
+    }
+
     #[tokio::test]
     async fn the_resolver_refuses_names_of_loopback_addresses() {
         let err = match PublicOnly.resolve("localhost".parse().unwrap()).await {
@@ -203,5 +250,6 @@ mod tests {
             Err(e) => e,
         };
         assert!(err.to_string().contains("private"), "{err}");
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
     }
 }

@@ -255,7 +255,20 @@ impl DeliveryWorker {
         Ok(keys)
     }
 
+    /// One attempt; its error, which the team reads, names no IP address but the URL's own
+    /// ([`net::without_addresses`]): not what a name resolved to.
     async fn send(&self, c: &DeliveryClaim, now: DateTime<Utc>) -> Sent {
+        let mut sent = self.attempt(c, now).await;
+        let own = reqwest::Url::parse(&c.endpoint.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
+        sent.error = sent
+            .error
+            .map(|e| net::without_addresses(&e, own.as_deref()));
+        sent
+    }
+
+    async fn attempt(&self, c: &DeliveryClaim, now: DateTime<Utc>) -> Sent {
         let fail = |e: String| Sent {
             error: Some(e),
             ..Sent::default()

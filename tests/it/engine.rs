@@ -599,3 +599,55 @@ async fn without_ffmpeg_jobs_are_simulated_and_say_so() {
     assert!(!oss.path().join("media").exists(), "no files");
     emu.shutdown().await;
 }
+
+/// D05: the engine reads only the object it was given. An input that is a playlist (HLS) or a
+/// concat list naming a file of the host is refused with MPS's `ResourceContentBad`, in the job
+/// and in the probe dry runs use; no image of the host file is written anywhere in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_and_lists_naming_host_files_are_refused_not_followed() {
+    let e = env().await;
+    // A real video outside the store: what a playlist could make the engine read.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret.ts");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(media::small_video())
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(&secret)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let hls = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:2.0,\nfile://{}\n#EXT-X-ENDLIST\n",
+        secret.display()
+    );
+    let concat = format!("ffconcat version 1.0\nfile '{}'\n", secret.display());
+    for (name, text) in [("hls", hls), ("concat", concat)] {
+        let file = host.path().join(format!("{name}.txt"));
+        std::fs::write(&file, &text).unwrap();
+        let key = format!("in/{name}.mp4");
+        put(&e.emu, "media", &key, &file).await;
+        // The dry run's probe: no duration of the host file.
+        let probed = emulator::probe(&e.path("media", &key)).await;
+        assert!(probed.is_err(), "{name}: probed {probed:?}");
+        let (job, manifest) = run_job(
+            &e.emu,
+            &key,
+            json!({"OutputFile": out(&format!("{name}/{{Count}}.jpg")), "Time": "0", "Num": "2", "Interval": "1"}),
+        )
+        .await;
+        assert_eq!(job["State"], "Fail", "{name}: {job}");
+        assert_eq!(
+            job["Code"], "InvalidParameter.ResourceContentBad",
+            "{name}: {job}"
+        );
+        let message = job["Message"].as_str().unwrap_or_default();
+        assert!(message.contains("container"), "{name}: {message}");
+        assert!(manifest.is_null(), "{name}: {manifest}");
+        assert!(
+            !e.path("media", name).exists(),
+            "{name}: an image was written"
+        );
+    }
+    e.emu.shutdown().await;
+}

@@ -47,6 +47,7 @@ mod secrets;
 mod shutdown;
 mod signing_vectors;
 mod store_conformance;
+mod trust;
 mod upload_browser;
 mod uploads;
 mod webhooks;

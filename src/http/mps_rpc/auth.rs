@@ -39,9 +39,9 @@ pub async fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Call, RpcError> {
-    let params = verify::collect_params(uri.query(), headers, body);
+    let params = verify::collect_params(uri.query(), headers, body)?;
     if !state.settings.auth.enabled {
-        return Ok(unauthenticated(headers, params));
+        return Ok(unauthenticated(headers, params.all));
     }
     let now = Utc::now();
     let unverified = verify::parse(method.as_str(), headers, params, body, now)?;

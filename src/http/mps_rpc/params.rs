@@ -22,6 +22,7 @@ use serde_json::{Map, Number, Value};
 use super::RpcError;
 use crate::crypto::percent_decode;
 use crate::domain::{self, Violation};
+use crate::http::strict_json::StrictValue;
 
 /// Parameters that name the caller's Alibaba Cloud account; snapgate's own account applies.
 pub const IGNORED: &[&str] = &[
@@ -211,12 +212,14 @@ fn sprite_name(rest: &str) -> String {
         .unwrap_or_else(|| pascal(rest))
 }
 
-/// A JSON object parameter: JSON text, or JSON text percent-encoded once more.
+/// A JSON object parameter: JSON text, or JSON text percent-encoded once more. Read by the
+/// REST API's strict parser ([`StrictValue`]): a member given twice is refused, not "last wins".
 fn json_object(name: &str, raw: &str, problems: &mut Problems) -> Option<Map<String, Value>> {
-    let parsed = serde_json::from_str::<Value>(raw).or_else(|e| {
+    let strict = |s: &str| serde_json::from_str::<StrictValue>(s).map(|v| v.0);
+    let parsed = strict(raw).or_else(|e| {
         percent_decode(raw)
             .filter(|d| d != raw)
-            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+            .and_then(|d| strict(&d).ok())
             .ok_or(e)
     });
     match parsed {
@@ -246,7 +249,14 @@ fn members(
         if let Some((name, why)) = unsupported.iter().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
             problems.add(format!("{ptr}.{name}"), Kind::NotSupported, *why);
         } else if let Some(name) = known.iter().find(|n| n.eq_ignore_ascii_case(&k)) {
-            out.insert(*name, v);
+            // Names are matched in any letter case: `Bucket` and `bucket` are the same member.
+            if out.insert(*name, v).is_some() {
+                problems.add(
+                    format!("{ptr}.{name}"),
+                    Kind::Other,
+                    "is given more than once (member names match in any letter case)",
+                );
+            }
         } else {
             problems.add(
                 format!("{ptr}.{k}"),

@@ -597,7 +597,7 @@ fn check_oss(v: Option<&Value>, at: &str, got: &OssObject) -> Result<(), TestCas
         key.len()
     );
     prop_assert!(
-        !key.contains(rules::OBJECT_KEY_FORBIDDEN),
+        !snapgate::domain::text::has_control(key),
         "{} key {:?}",
         at,
         key

@@ -103,7 +103,7 @@ fn verify_wire(
     body: &[u8],
     secret: &str,
 ) -> Result<verify::Verified, verify::AuthError> {
-    let params = verify::collect_params(Some(query), headers, body);
+    let params = verify::collect_params(Some(query), headers, body)?;
     verify::parse(method, headers, params, body, Utc::now())?.verify(secret)
 }
 

@@ -46,6 +46,8 @@ async fn the_embedded_emulators_secret_is_never_logged() {
             format!("127.0.0.1:{emu_port}"),
         )
         .env("SNAPGATE__EMULATOR__OSS_DIR", "")
+        // The test reads the ledger (`/_emulator/jobs`) to look for the secret there too.
+        .env("SNAPGATE__EMULATOR__CONTROL_ROUTES", "true")
         .env("SNAPGATE__EMULATOR__STATE_DIR", dir.path().join("emulator"))
         .env("SNAPGATE__EMULATOR__START_MS", "50")
         .env("SNAPGATE__EMULATOR__PROCESS_MS", "200")
