@@ -31,3 +31,8 @@ CREATE TRIGGER jobs_release_in_flight AFTER UPDATE OF state ON jobs FOR EACH ROW
 CREATE TRIGGER jobs_deleted_in_flight AFTER DELETE ON jobs FOR EACH ROW
     WHEN (OLD.state IN ('queued', 'submitted', 'snapshotting'))
     EXECUTE FUNCTION snapgate_release_in_flight();
+
+-- Fair webhook delivery: a claim counts each endpoint's attempts in progress (live leases) and
+-- ranks each endpoint's own due deliveries (src/store/webhooks.rs, CLAIMABLE).
+CREATE INDEX webhook_deliveries_endpoint_pending ON webhook_deliveries (endpoint_id, next_attempt_at)
+    WHERE state = 'pending';

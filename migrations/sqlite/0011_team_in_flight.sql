@@ -26,3 +26,8 @@ CREATE TRIGGER jobs_deleted_in_flight AFTER DELETE ON jobs FOR EACH ROW
 BEGIN
     UPDATE team_in_flight SET in_flight = in_flight - 1 WHERE team = OLD.team AND in_flight > 0;
 END;
+
+-- Fair webhook delivery: a claim counts each endpoint's attempts in progress (live leases) and
+-- ranks each endpoint's own due deliveries (src/store/webhooks.rs, CLAIMABLE).
+CREATE INDEX webhook_deliveries_endpoint_pending ON webhook_deliveries (endpoint_id, next_attempt_at)
+    WHERE state = 'pending';

@@ -1021,13 +1021,13 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
         .unwrap()
         .is_none());
     let lease = now + Duration::seconds(30);
-    let a = s.claim_deliveries("a", now, lease, 10).await.unwrap();
+    let a = s.claim_deliveries("a", now, lease, 10, 2).await.unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].attempts, 0);
     assert_eq!(a[0].event.id, event.id);
     assert_eq!(a[0].endpoint.id, e.id);
     assert!(
-        s.claim_deliveries("b", now, lease, 10)
+        s.claim_deliveries("b", now, lease, 10, 2)
             .await
             .unwrap()
             .is_empty(),
@@ -1061,14 +1061,14 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
     assert_eq!(e1.failing_since, Some(now));
     assert_eq!(e1.disabled_at, None, "not failing long enough");
     assert!(
-        s.claim_deliveries("b", now, lease, 10)
+        s.claim_deliveries("b", now, lease, 10, 2)
             .await
             .unwrap()
             .is_empty(),
         "not yet due"
     );
     let b = s
-        .claim_deliveries("b", retry_at, retry_at + Duration::seconds(30), 10)
+        .claim_deliveries("b", retry_at, retry_at + Duration::seconds(30), 10, 2)
         .await
         .unwrap();
     assert_eq!(b.len(), 1);
@@ -1076,7 +1076,7 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
     // b crashes; after its lease, c takes over and b's claim is dead.
     let later = retry_at + Duration::seconds(31);
     let c = s
-        .claim_deliveries("c", later, later + Duration::seconds(30), 10)
+        .claim_deliveries("c", later, later + Duration::seconds(30), 10, 2)
         .await
         .unwrap();
     assert_eq!(c.len(), 1);
@@ -1131,7 +1131,7 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
         None
     );
     let r = s
-        .claim_deliveries("d", later, later + Duration::seconds(30), 10)
+        .claim_deliveries("d", later, later + Duration::seconds(30), 10, 2)
         .await
         .unwrap();
     assert_eq!((r.len(), r[0].attempts), (1, 0));
