@@ -15,6 +15,7 @@ mod api;
 mod api_fuzz;
 mod architecture;
 mod big_answers;
+mod bounded_reads;
 mod caches;
 mod cancel;
 mod cli;
