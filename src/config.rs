@@ -180,6 +180,8 @@ pub struct OutputsSettings {
     /// Output URLs on real OSS are presigned (OSS V1 query signature, with the MPS access key)
     /// for this many seconds. 0: plain `https://<bucket>.<location>.aliyuncs.com/<key>` URLs.
     pub presign_ttl_s: u64,
+    /// Outputs a job's answer lists at most; the rest are paged on `/outputs`.
+    pub max_listed: usize,
 }
 
 /// Browser uploads straight to OSS (`POST /v1/uploads`).

@@ -39,6 +39,7 @@ mod mps_compat;
 mod official_sdks;
 mod oss_store;
 mod otel;
+mod output_pages;
 mod outputs;
 mod postgres_tls;
 mod props;
