@@ -311,7 +311,7 @@ impl Application {
         uploads: UploadConfig,
         demo_uploads: bool,
     ) -> anyhow::Result<Self> {
-        let outputs = Arc::new(outputs);
+        let outputs = Arc::new(outputs.with_max_listed(settings.outputs.max_listed));
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;

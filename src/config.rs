@@ -183,6 +183,8 @@ pub struct OutputsSettings {
     /// Output URLs on real OSS are presigned (OSS V1 query signature, with the MPS access key)
     /// for this many seconds. 0: plain `https://<bucket>.<location>.aliyuncs.com/<key>` URLs.
     pub presign_ttl_s: u64,
+    /// Outputs a job's answer lists at most; the rest are paged on `/outputs`.
+    pub max_listed: usize,
 }
 
 /// Browser uploads straight to OSS (`POST /v1/uploads`).
@@ -288,8 +290,14 @@ pub struct WebhooksSettings {
     pub connect_timeout_ms: u64,
     /// Bytes of a response body read (and kept as the attempt's snippet); the rest is dropped.
     pub response_limit_bytes: usize,
-    /// Deliveries claimed per round.
+    /// Deliveries claimed by one claim statement.
     pub batch_size: u32,
+    /// Attempts in progress at once per replica.
+    pub max_in_flight: usize,
+    /// Attempts in progress at once per endpoint (1 or 2), across replicas.
+    pub endpoint_concurrency: u32,
+    /// Endpoints a team may have.
+    pub max_endpoints_per_team: usize,
     /// A claimed delivery's lease; must exceed `timeout_ms`.
     pub lease_ms: u64,
     /// How often an idle delivery worker looks for due deliveries.

@@ -130,6 +130,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::list_mps_responses))
         .routes(routes!(outputs::get_storyboard_vtt))
         .routes(routes!(outputs::get_storyboard_json))
+        .routes(routes!(outputs::get_outputs))
         .routes(routes!(
             webhooks::create_webhook_endpoint,
             webhooks::list_webhook_endpoints

@@ -18,6 +18,92 @@ use crate::domain::outputs::Storyboard;
 use crate::domain::Violation;
 use crate::services::outputs::{CueUrls, StoryboardError};
 
+use super::views::OutputsResource;
+
+/// The largest page of `GET /v1/snapshot-jobs/{id}/outputs`.
+pub const MAX_OUTPUTS_PAGE: usize = 10_000;
+
+/// The outputs route's query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct OutputsParams {
+    /// Where the page starts: a `next_cursor` from the job's answer or the previous page
+    /// (absent: the first page).
+    pub cursor: Option<String>,
+    /// Outputs per page, 1 to 10000 (default `outputs.max_listed`).
+    pub limit: Option<u32>,
+}
+
+/// A job's whole output manifest, a page at a time: snapshots first, then sprite sheets, each
+/// exactly once across the pages (the job's answer lists at most `outputs.max_listed` of them).
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot-jobs/{id}/outputs",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id"), OutputsParams),
+    responses(
+        (status = 200, body = OutputsResource),
+        StoryboardErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_outputs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<OutputsResource>, ApiError> {
+    let id = super::views::path_job_id(id.as_str())?;
+    let (from, limit) = page_params(&params, state.outputs.max_listed())?;
+    let team = (!caller.admin).then_some(caller.team.as_str());
+    let job = state
+        .store
+        .get_job(team, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let manifest = state
+        .outputs
+        .manifest(&job)
+        .ok_or(ApiError::JobNotSucceeded { state: job.state })?;
+    let (page, _) = OutputsResource::page(&manifest, &state.outputs, id, from, limit);
+    Ok(Json(page))
+}
+
+fn page_params(params: &[(String, String)], default: usize) -> Result<(usize, usize), ApiError> {
+    let mut errors = Vec::new();
+    let (mut from, mut limit) = (0, default.min(MAX_OUTPUTS_PAGE));
+    for (name, value) in params {
+        let mut bad = |message: &str| {
+            errors.push(Violation {
+                field: format!("/{name}"),
+                code: "invalid_value".into(),
+                message: message.into(),
+            })
+        };
+        match name.as_str() {
+            "cursor" => match value.parse::<usize>() {
+                Ok(c) => from = c,
+                Err(_) => bad("must be a next_cursor from an answer"),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(l) if (1..=MAX_OUTPUTS_PAGE).contains(&l) => limit = l,
+                _ => bad("must be an integer from 1 to 10000"),
+            },
+            _ => errors.push(Violation {
+                field: format!("/{name}"),
+                code: "unknown_parameter".into(),
+                message: "unknown query parameter; expected cursor, limit".into(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok((from, limit))
+    } else {
+        Err(ApiError::BadQuery(errors))
+    }
+}
+
 /// The storyboard routes' query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

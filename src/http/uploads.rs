@@ -461,7 +461,8 @@ pub async fn get_upload_storyboard_vtt(
 fn body_outputs(s: &UploadStatus, state: &AppState) -> Option<super::views::OutputsResource> {
     let job = s.job.as_ref()?;
     let m = state.outputs.manifest(job)?;
-    Some(super::views::OutputsResource::new(&m, &state.outputs))
+    let max = state.outputs.max_listed();
+    Some(super::views::OutputsResource::page(&m, &state.outputs, job.id, 0, max).0)
 }
 
 /// `POST /callbacks/oss`: OSS's upload callback. Verified as OSS signs it; the answer (the

@@ -81,9 +81,10 @@ pub struct JobErrorResource {
 
 impl JobResource {
     pub fn new(j: Job, outputs: &OutputService) -> Self {
-        let manifest = outputs
-            .manifest(&j)
-            .map(|m| OutputsResource::new(&m, outputs));
+        let manifest = outputs.manifest(&j).map(|m| {
+            let (page, _) = OutputsResource::page(&m, outputs, j.id, 0, outputs.max_listed());
+            page
+        });
         JobResource {
             id: j.id,
             team: j.team,
@@ -160,7 +161,7 @@ impl DryRunResource {
                 .outputs
                 .as_ref()
                 .map(|m| m.snapshots.iter().map(|s| s.time_ms).collect()),
-            outputs: p.outputs.as_ref().map(|m| OutputsResource::new(m, outputs)),
+            outputs: p.outputs.as_ref().map(|m| OutputsResource::all(m, outputs)),
             request: p.request,
             warnings: p.warnings,
         }
@@ -233,10 +234,55 @@ pub struct OutputsResource {
     pub sprites: Vec<SpriteSheetResource>,
     /// The WebVTT file MPS writes (`webvtt` requested).
     pub webvtt: Option<OutputFileResource>,
+    /// How many outputs there are in all (snapshots and sprite sheets).
+    pub total: u64,
+    /// Only some of them are listed here (a job's answer lists at most `outputs.max_listed`;
+    /// a page of `/outputs` at most its `limit`): `next` lists the following ones.
+    pub truncated: bool,
+    /// The cursor of the next page of `GET /v1/snapshot-jobs/{id}/outputs`; `null` at the end.
+    pub next_cursor: Option<String>,
+    /// That page's path (`/v1/snapshot-jobs/{id}/outputs?cursor=…`); `null` at the end.
+    pub next: Option<String>,
 }
 
 impl OutputsResource {
-    pub fn new(m: &OutputManifest, links: &OutputService) -> Self {
+    /// The outputs `from` to `from + limit` (snapshots first, then sprite sheets; the WebVTT
+    /// file on every page) of job `id`, with the cursor of the rest: the offset after them.
+    pub fn page(
+        m: &OutputManifest,
+        links: &OutputService,
+        id: JobId,
+        from: usize,
+        limit: usize,
+    ) -> (Self, Option<usize>) {
+        let (n_snap, n_sprite) = (m.snapshots.len(), m.sprites.len());
+        let total = n_snap + n_sprite;
+        let end = from.saturating_add(limit).min(total);
+        let mut r = Self::new(m, links, from.min(n_snap)..end.min(n_snap), {
+            let s = from.saturating_sub(n_snap).min(n_sprite);
+            s..end.saturating_sub(n_snap).min(n_sprite).max(s)
+        });
+        let next = (end < total).then_some(end);
+        r.total = total as u64;
+        r.truncated = next.is_some() || from > 0;
+        r.next_cursor = next.map(|c| c.to_string());
+        r.next = next.map(|c| format!("/v1/snapshot-jobs/{id}/outputs?cursor={c}"));
+        (r, next)
+    }
+
+    /// Every output.
+    pub fn all(m: &OutputManifest, links: &OutputService) -> Self {
+        let mut r = Self::new(m, links, 0..m.snapshots.len(), 0..m.sprites.len());
+        r.total = (m.snapshots.len() + m.sprites.len()) as u64;
+        r
+    }
+
+    fn new(
+        m: &OutputManifest,
+        links: &OutputService,
+        snapshots: std::ops::Range<usize>,
+        sprites: std::ops::Range<usize>,
+    ) -> Self {
         let file = |o: &OssObject| OutputFileResource {
             location: o.location.clone(),
             bucket: o.bucket.clone(),
@@ -247,8 +293,7 @@ impl OutputsResource {
             source: Basis::of(m).as_str().to_string(),
             predicted: m.predicted,
             simulated: m.simulated,
-            snapshots: m
-                .snapshots
+            snapshots: m.snapshots[snapshots]
                 .iter()
                 .map(|s| SnapshotResource {
                     count: s.count,
@@ -258,8 +303,7 @@ impl OutputsResource {
                     height: s.height,
                 })
                 .collect(),
-            sprites: m
-                .sprites
+            sprites: m.sprites[sprites]
                 .iter()
                 .map(|s| SpriteSheetResource {
                     count: s.count,
@@ -281,6 +325,10 @@ impl OutputsResource {
                 })
                 .collect(),
             webvtt: m.webvtt.as_ref().map(file),
+            total: 0,
+            truncated: false,
+            next_cursor: None,
+            next: None,
         }
     }
 }

@@ -172,9 +172,11 @@ impl MpsClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
-        let bytes = response.bytes().await.map_err(|e| {
-            MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: answer cut short: {e}"))
-        })?;
+        let bytes = super::read_bounded(response, super::MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| {
+                MpsError::transport(OUTCOME_UNKNOWN, format!("{action}: answer cut short: {e}"))
+            })?;
         let raw = classify(action, status, &bytes, &client_sts, retry_after)?;
         decode(action, status, raw)
     }

@@ -283,11 +283,10 @@ impl MnsClient {
             .await
             .map_err(|e| MnsError::transport(format!("{e}")))?;
         let status = res.status().as_u16();
-        let body = res
-            .text()
+        let body = super::read_bounded(res, super::MAX_ANSWER_BYTES)
             .await
             .map_err(|e| MnsError::transport(format!("reading the answer: {e}")))?;
-        Ok((status, body))
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// `ReceiveMessage`: waits up to `wait_s` for messages; empty when none came.

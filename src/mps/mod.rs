@@ -13,3 +13,25 @@ pub mod params;
 pub mod sign;
 pub mod verify;
 pub mod wire;
+
+/// The largest answer read from MPS or MNS (an MPS answer is a few KiB; a `ReceiveMessage`
+/// batch of 16 messages of at most 64 KiB is about 1 MiB): a larger one is refused, and never
+/// buffered past this.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads an answer's body, at most `limit` bytes: an announced `Content-Length` over it is
+/// refused before any read, a longer body as soon as it passes the limit (the rest is never read).
+pub async fn read_bounded(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is larger than {limit} bytes");
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -8,9 +8,9 @@
 //! 2. idempotency first: a key already used answers with its job (a replay), or says the first
 //!    request is still being answered, or that the key came with another body — before any quota
 //!    check, so a retry is never refused for a limit its first try passed;
-//! 3. the team's in-flight quota;
-//! 4. record the job, queued for dispatch, with its idempotency key in one transaction;
-//! 5. wake the dispatcher, and optionally wait a short budget for MPS to accept the job — only
+//! 3. record the job, queued for dispatch, with its idempotency key, under the team's
+//!    in-flight quota (exact: admitted by the insert's own statement or transaction);
+//! 4. wake the dispatcher, and optionally wait a short budget for MPS to accept the job — only
 //!    when the dispatcher can send it at once (no backlog, not paused, the upstream budget not
 //!    spent, fewer POSTs waiting than the budget sends at once): a POST never waits behind
 //!    other jobs.
@@ -32,7 +32,6 @@ use crate::domain::outputs::OutputManifest;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
 use crate::domain::{Job, JobError, NewJob};
 use crate::mps::wire::SubmitParams;
-use crate::services::limits::{ActiveJobs, ActiveLookup};
 use crate::services::outputs::OutputService;
 use crate::services::presets;
 use crate::signals::JobSignals;
@@ -167,7 +166,6 @@ pub struct IdempotencyKey(pub String);
 pub struct SubmitService {
     store: DynStore,
     signals: JobSignals,
-    active: Arc<ActiveJobs>,
     cfg: SubmitConfig,
     outputs: Arc<OutputService>,
     /// POSTs waiting for MPS now.
@@ -196,7 +194,6 @@ impl SubmitService {
         Self {
             store,
             signals,
-            active: Arc::new(ActiveJobs::default()),
             cfg,
             outputs,
             waiting: Arc::default(),
@@ -308,7 +305,6 @@ impl SubmitService {
                 return self.replay(team, existing, &fingerprint).await;
             }
         }
-        self.check_quota(team).await?;
 
         let now = clock::now();
         let new = NewJob {
@@ -325,14 +321,20 @@ impl SubmitService {
             expires_at: now + self.cfg.idempotency_ttl,
         });
         let mut dispatched = self.signals.dispatched.subscribe();
-        let job = match self.store.create_job(new, idem).await? {
+        // The quota is decided with the insert, in its statement or transaction: exact.
+        let limit = self.cfg.max_active_jobs;
+        let job = match self.store.create_job_within(new, idem, limit).await? {
             CreateOutcome::Created(job) => *job,
             // A concurrent request with the same key won the race.
             CreateOutcome::KeyExists(existing) => {
                 return self.replay(team, existing, &fingerprint).await
             }
+            CreateOutcome::QuotaExceeded => {
+                metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota")
+                    .increment(1);
+                return Err(SubmitError::QuotaExceeded { limit });
+            }
         };
-        self.active.add_one(team);
         // The request's one INFO line (the access line) carries the job id: the entry point's
         // span has a `job_id` field. Recorded here, so every entry point's line has it.
         tracing::Span::current().record("job_id", tracing::field::display(job.id));
@@ -434,8 +436,8 @@ impl SubmitService {
 
     /// Cancels a job MPS has not been sent (of `team`, or of any team for an admin's `None`): it
     /// becomes `failed` with the error code [`CANCELLED`], never reaches MPS, and its place in
-    /// the team's in-flight quota is free at once on this replica (others see it at their next
-    /// count). Returns the job as it now is.
+    /// the team's in-flight quota is free at once (on every replica: the store's count is given
+    /// back in the cancel's transaction). Returns the job as it now is.
     pub async fn cancel(&self, team: Option<&str>, id: JobId) -> Result<Job, CancelError> {
         let error = JobError {
             code: CANCELLED.into(),
@@ -452,44 +454,8 @@ impl SubmitService {
         if !cancelled {
             return Err(CancelError::NotCancellable { state: job.state });
         }
-        self.active.remove_one(&job.team);
         tracing::info!(job_id = %job.id, team = %job.team, "job cancelled");
         Ok(job)
-    }
-
-    /// The team's in-flight quota, from a count read at most once a second.
-    async fn check_quota(&self, team: &str) -> Result<(), SubmitError> {
-        let active = match self.active.lookup(team) {
-            ActiveLookup::Fresh(n) => n,
-            ActiveLookup::Stale(n) => {
-                // Refresh off the request path; this request uses the count it has.
-                let store = self.store.clone();
-                let active = self.active.clone();
-                let team = team.to_string();
-                tokio::spawn(async move {
-                    match store.count_active_jobs(&team).await {
-                        Ok(fresh) => active.set(&team, fresh),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "counting jobs in flight failed");
-                            active.set(&team, n);
-                        }
-                    }
-                });
-                n
-            }
-            ActiveLookup::Missing => {
-                let n = self.store.count_active_jobs(team).await?;
-                self.active.set(team, n);
-                n
-            }
-        };
-        if active >= self.cfg.max_active_jobs {
-            metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
-            return Err(SubmitError::QuotaExceeded {
-                limit: self.cfg.max_active_jobs,
-            });
-        }
-        Ok(())
     }
 
     /// Waits up to the budget for the dispatcher (this replica's, or another's) to move the job

@@ -1,10 +1,8 @@
 //! Team limits shared by every entry point: the per-team request rate (token buckets, per
-//! replica, on a [`Monotonic`] clock that tests can drive) and the per-team count of jobs in flight
-//! (the quota), cached so that a POST does not count a long queue.
+//! replica, on a [`Monotonic`] clock that tests can drive). The in-flight quota is the store's: a job
+//! is admitted by its own insert (`JobStore::create_job_within`), exact across replicas.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
@@ -94,74 +92,6 @@ impl TeamLimiter {
                 state.reset_s = state.reset_s.max(wait.as_secs_f64().ceil() as u64);
                 Err((wait, state))
             }
-        }
-    }
-}
-
-/// Per-team count of jobs in flight, read from the store at most once a second per team and
-/// counted up locally in between, so the quota check does not count a long queue on every POST.
-/// A stale count is still used while one request refreshes it (no stampede of counts when it
-/// expires). The quota is therefore soft by about a second of submissions.
-#[derive(Default)]
-pub struct ActiveJobs {
-    counts: Mutex<HashMap<String, ActiveCount>>,
-}
-
-struct ActiveCount {
-    n: u64,
-    at: Instant,
-    refreshing: bool,
-}
-
-/// What the caller should do about a team's count.
-pub enum ActiveLookup {
-    /// Use this count.
-    Fresh(u64),
-    /// Use this count, and refresh it (this caller was chosen to).
-    Stale(u64),
-    /// No count yet: read it.
-    Missing,
-}
-
-impl ActiveJobs {
-    const FRESH: Duration = Duration::from_secs(1);
-
-    pub fn lookup(&self, team: &str) -> ActiveLookup {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        match counts.get_mut(team) {
-            None => ActiveLookup::Missing,
-            Some(c) if c.at.elapsed() < Self::FRESH || c.refreshing => ActiveLookup::Fresh(c.n),
-            Some(c) => {
-                c.refreshing = true;
-                ActiveLookup::Stale(c.n)
-            }
-        }
-    }
-
-    pub fn set(&self, team: &str, n: u64) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.insert(
-            team.to_string(),
-            ActiveCount {
-                n,
-                at: Instant::now(),
-                refreshing: false,
-            },
-        );
-    }
-
-    /// A job of `team` ended on this replica's request (a cancel): counted down at once.
-    pub fn remove_one(&self, team: &str) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = counts.get_mut(team) {
-            c.n = c.n.saturating_sub(1);
-        }
-    }
-
-    pub fn add_one(&self, team: &str) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = counts.get_mut(team) {
-            c.n += 1;
         }
     }
 }

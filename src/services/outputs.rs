@@ -92,11 +92,27 @@ pub enum CueUrls {
 pub struct OutputService {
     links: Links,
     probe: Option<Arc<dyn InputProbe>>,
+    max_listed: usize,
 }
 
 impl OutputService {
     pub fn new(links: Links, probe: Option<Arc<dyn InputProbe>>) -> Self {
-        Self { links, probe }
+        Self {
+            links,
+            probe,
+            max_listed: usize::MAX,
+        }
+    }
+
+    /// Answers list at most `n` outputs (`outputs.max_listed`); the rest are paged.
+    pub fn with_max_listed(mut self, n: usize) -> Self {
+        self.max_listed = n.max(1);
+        self
+    }
+
+    /// How many outputs a job's answer lists at most.
+    pub fn max_listed(&self) -> usize {
+        self.max_listed
     }
 
     pub fn links(&self) -> &Links {

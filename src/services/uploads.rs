@@ -52,6 +52,29 @@ pub const LANDED_GRACE_S: i64 = 5;
 /// The path OSS calls back.
 pub const CALLBACK_PATH: &str = "/callbacks/oss";
 
+/// The largest answer read from a callback's public key URL: a PEM public key is under 1 KiB.
+pub const MAX_PUBLIC_KEY_BYTES: usize = 16 * 1024;
+
+/// Reads a public key URL's answer, at most [`MAX_PUBLIC_KEY_BYTES`]: a longer one is refused
+/// (an announced `Content-Length` before any read), never buffered whole.
+async fn read_public_key(mut res: reqwest::Response) -> Result<String, String> {
+    let too_large = || format!("the public key is larger than {MAX_PUBLIC_KEY_BYTES} bytes");
+    if res
+        .content_length()
+        .is_some_and(|n| n > MAX_PUBLIC_KEY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut pem = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+        if pem.len() + chunk.len() > MAX_PUBLIC_KEY_BYTES {
+            return Err(too_large());
+        }
+        pem.extend_from_slice(&chunk);
+    }
+    String::from_utf8(pem).map_err(|e| e.to_string())
+}
+
 /// Where uploads go and how they are signed, settled once at start.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
@@ -623,7 +646,7 @@ impl UploadService {
         if !res.status().is_success() {
             return Err(format!("answered {}", res.status()));
         }
-        let pem = res.text().await.map_err(|e| e.to_string())?;
+        let pem = read_public_key(res).await?;
         callback::parse_public_key(&pem).map_err(|e| e.to_string())?;
         self.keys
             .lock()

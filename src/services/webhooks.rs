@@ -149,6 +149,17 @@ impl WebhookService {
         if !errors.is_empty() {
             return Err(WebhookError::Invalid(errors));
         }
+        // A cap per team, so that one team's endpoints cannot take every delivery slot.
+        let max = self.cfg.max_endpoints_per_team;
+        if self.store.list_webhook_endpoints(team).await?.len() >= max {
+            return Err(WebhookError::Invalid(vec![Violation {
+                field: String::new(),
+                code: "too_many_endpoints".into(),
+                message: format!(
+                    "a team may have at most {max} webhook endpoints; delete one first"
+                ),
+            }]));
+        }
         let secret = sign::new_secret();
         let endpoint = self
             .store

@@ -8,6 +8,12 @@
 //! while earlier batches commit share the next one. A batch that fails is retried job by job, so
 //! one bad job (or a database error) fails only its own request.
 //!
+//! Each batch is admitted under the in-flight quota in the same statement (Postgres: a
+//! data-modifying `WITH`) or the same transaction (SQLite) as its insert: the team's counter row
+//! (migration 0011) grows by the team's jobs in the batch only while it stays within the limit.
+//! A team refused as a whole in a batch of several of its jobs has them admitted one by one
+//! (some may fit), so the quota is exact whatever the batching.
+//!
 //! A POST whose client goes away after handing over its job still gets it recorded, exactly as
 //! when the client goes away after a one-job insert: the job is dispatched, its answer was lost.
 //!
@@ -20,15 +26,17 @@
 //! [`postgres::announce_new_jobs`] for why), however many commits asked for one meanwhile. The
 //! announcement is a wake-up only; a replica that misses it finds the jobs at its next poll.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use super::db::{Pool, Stmt};
-use super::statements::insert_jobs_stmt;
+use super::codec::DbId;
+use super::db::Pool;
+use super::statements::{admit_and_insert_stmt, admit_stmt, insert_jobs_stmt};
 use super::{postgres, StoreError, StoreResult};
-use crate::domain::NewJob;
+use crate::domain::{JobId, NewJob};
 
 /// At most this many jobs in one statement (6 parameters each, far under both databases'
 /// limits).
@@ -36,7 +44,10 @@ pub const MAX_BATCH: usize = 64;
 
 struct Pending {
     job: NewJob,
-    done: oneshot::Sender<StoreResult<()>>,
+    /// The team's in-flight quota for this job.
+    limit: i64,
+    /// Whether the job was admitted (and recorded).
+    done: oneshot::Sender<StoreResult<bool>>,
 }
 
 /// The committer of one store (started on first use, inside the caller's runtime).
@@ -77,19 +88,24 @@ impl GroupCommit {
         wake.notify_one();
     }
 
-    /// Records `job` (state `queued`, announced to the dispatchers) and returns once the commit
-    /// that holds it is done.
-    pub(super) async fn record(&self, job: NewJob) -> StoreResult<()> {
+    /// Records `job` (state `queued`, announced to the dispatchers) if its team has fewer than
+    /// `limit` jobs in flight, and returns once the commit that holds it is done: whether it was
+    /// admitted.
+    pub(super) async fn record(&self, job: NewJob, limit: i64) -> StoreResult<bool> {
         let (done, answer) = oneshot::channel();
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run(self.pool.clone(), self.in_flight, rx));
             tx
         });
-        queue.send(Pending { job, done }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())??;
-        self.announce();
-        Ok(())
+        queue
+            .send(Pending { job, limit, done })
+            .map_err(|_| stopped())?;
+        let admitted = answer.await.map_err(|_| stopped())??;
+        if admitted {
+            self.announce();
+        }
+        Ok(admitted)
     }
 }
 
@@ -125,24 +141,37 @@ async fn commit(pool: &Pool, batch: Vec<Pending>) {
     // Each connection found lost is closed, and the pool holds at most this many.
     let mut may_retry = pool.max_connections();
     loop {
-        match pool.execute(insert_stmt(&batch)).await {
-            Ok(_) => {
-                for p in batch {
-                    let _ = p.done.send(Ok(()));
-                }
-                return;
-            }
+        match admit_and_insert(pool, &batch).await {
+            Ok(inserted) => return settle(pool, batch, &inserted).await,
             // A connection may have been closed while it waited, kept warm or idle in the
             // pool (the server restarted, an idle timeout, a terminated backend): the batch
             // goes again on another, until the pool has no such connection left (then it
             // opens a new one, or its error is the answer). Safe to repeat: the jobs keep their
             // ids, so a statement that did commit before its connection broke makes the repeat
-            // fail on them, never records them twice.
+            // fail on them (its admission with it), never records them twice.
             Err(e) if may_retry > 0 && connection_lost(&e) => {
                 may_retry -= 1;
                 tracing::debug!(error = %e, "the connection was lost; the batch goes again on another");
             }
             Err(e) => return fail(pool, batch, e).await,
+        }
+    }
+}
+
+/// Answers each job of a committed batch: recorded; or refused, when its team had only it in
+/// the batch; or, when the team's several jobs were refused together, admitted one by one.
+async fn settle(pool: &Pool, batch: Vec<Pending>, inserted: &HashSet<JobId>) {
+    let mut per_team: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &batch {
+        *per_team.entry(p.job.team.clone()).or_default() += 1;
+    }
+    for p in batch {
+        if inserted.contains(&p.job.id) {
+            let _ = p.done.send(Ok(true));
+        } else if per_team[&p.job.team] == 1 {
+            let _ = p.done.send(Ok(false));
+        } else {
+            alone(pool, p).await;
         }
     }
 }
@@ -157,11 +186,67 @@ async fn fail(pool: &Pool, batch: Vec<Pending>, e: StoreError) {
     }
     tracing::debug!(error = %e, jobs = batch.len(), "group commit failed; recording the jobs one by one");
     for p in batch {
-        let one = [p];
-        let r = pool.execute(insert_stmt(&one)).await.map(|_| ());
-        let [p] = one;
-        let _ = p.done.send(r);
+        alone(pool, p).await;
     }
+}
+
+/// Admits and records one job on its own.
+async fn alone(pool: &Pool, p: Pending) {
+    let one = [p];
+    let r = admit_and_insert(pool, &one)
+        .await
+        .map(|ids| !ids.is_empty());
+    let [p] = one;
+    let _ = p.done.send(r);
+}
+
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    id: DbId,
+}
+
+#[derive(sqlx::FromRow)]
+struct Admitted {
+    team: String,
+}
+
+/// Admits the batch's jobs team by team under their quota (a team whose jobs in the batch
+/// exceed its limit is not tried) and inserts the admitted teams' jobs, in one statement on
+/// Postgres, one transaction on SQLite. Answers the ids recorded.
+async fn admit_and_insert(pool: &Pool, batch: &[Pending]) -> StoreResult<HashSet<JobId>> {
+    let mut teams: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for p in batch {
+        let t = teams.entry(&p.job.team).or_insert((0, i64::MAX));
+        t.0 += 1;
+        t.1 = t.1.min(p.limit);
+    }
+    let teams: Vec<(&str, i64, i64)> = teams
+        .into_iter()
+        .filter(|(_, (n, limit))| n <= limit)
+        .map(|(team, (n, limit))| (team, n, limit))
+        .collect();
+    if teams.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let jobs = batch
+        .iter()
+        .filter(|p| teams.iter().any(|t| t.0 == p.job.team))
+        .map(|p| &p.job);
+    if let Pool::Postgres(..) = pool {
+        let rows: Vec<Inserted> = pool.fetch_all(admit_and_insert_stmt(&teams, jobs)).await?;
+        return Ok(rows.into_iter().map(|r| JobId(r.id.0)).collect());
+    }
+    let mut tx = pool.begin().await?;
+    let admitted: Vec<Admitted> = tx.conn().fetch_all(admit_stmt(&teams)).await?;
+    let admitted: HashSet<String> = admitted.into_iter().map(|a| a.team).collect();
+    let jobs: Vec<&NewJob> = jobs.filter(|j| admitted.contains(&j.team)).collect();
+    if !jobs.is_empty() {
+        tx.conn()
+            .execute(insert_jobs_stmt(jobs.iter().copied()))
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(jobs.iter().map(|j| j.id).collect())
 }
 
 /// The connection, not the statement, failed: the transport (I/O, TLS, the protocol), or the
@@ -177,11 +262,6 @@ fn connection_lost(e: &StoreError) -> bool {
         ) => true,
         _ => false,
     }
-}
-
-/// One statement for the batch.
-fn insert_stmt(batch: &[Pending]) -> Stmt {
-    insert_jobs_stmt(batch.iter().map(|p| &p.job))
 }
 
 async fn announce(pool: sqlx::PgPool, wake: Arc<Notify>) {

@@ -108,6 +108,8 @@ pub enum CreateOutcome {
     Created(Box<Job>),
     /// The team already used this idempotency key; nothing was written.
     KeyExists(IdempotencyRecord),
+    /// The team has its limit of jobs in flight; nothing was written.
+    QuotaExceeded,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -255,10 +257,24 @@ pub async fn ensure_migrated(store: &DynStore) -> anyhow::Result<()> {
 pub trait JobStore {
     /// Writes the job (queued for dispatch) and, if given, its idempotency key in one
     /// transaction. An existing key wins: nothing is written and the key's record is returned.
+    /// No quota: [`JobStore::create_job_within`] with no limit.
     async fn create_job(
         &self,
         job: NewJob,
         idempotency: Option<NewIdempotencyKey>,
+    ) -> StoreResult<CreateOutcome> {
+        self.create_job_within(job, idempotency, u64::MAX).await
+    }
+    /// [`JobStore::create_job`] under the team's in-flight quota: the job is written only if
+    /// the team has fewer than `max_in_flight` jobs not final, decided in the insert's own
+    /// statement or transaction on a per-team counter (exact under any concurrency, across
+    /// replicas), else [`CreateOutcome::QuotaExceeded`]. An existing key wins over the quota.
+    /// The place is given back when the job becomes final (a trigger, migration 0011).
+    async fn create_job_within(
+        &self,
+        job: NewJob,
+        idempotency: Option<NewIdempotencyKey>,
+        max_in_flight: u64,
     ) -> StoreResult<CreateOutcome>;
     /// `team = None` reads any team's job (admin).
     async fn get_job(&self, team: Option<&str>, id: JobId) -> StoreResult<Option<Job>>;

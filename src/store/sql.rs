@@ -15,7 +15,7 @@ use super::db::{Arg, Conn, Dialect, Pool, Stmt};
 use super::events::record_job_events;
 use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
-use super::statements::{insert_jobs_stmt, pipeline_jobs_stmt, push_page};
+use super::statements::{admit_stmt, insert_jobs_stmt, pipeline_jobs_stmt, push_page};
 use super::{postgres, sqlite, *};
 use crate::domain::JobId;
 
@@ -126,6 +126,12 @@ struct TeamRow {
 #[derive(FromRow)]
 struct Since {
     since: DbTime,
+}
+
+#[derive(FromRow)]
+struct AdmittedTeam {
+    #[allow(dead_code)]
+    team: String,
 }
 
 #[derive(FromRow)]
@@ -482,16 +488,20 @@ impl Store for SqlStore {
 #[async_trait]
 impl JobStore for SqlStore {
     #[tracing::instrument(name = "store.create_job", level = "debug", skip_all)]
-    async fn create_job(
+    async fn create_job_within(
         &self,
         job: NewJob,
         idempotency: Option<NewIdempotencyKey>,
+        max_in_flight: u64,
     ) -> StoreResult<CreateOutcome> {
+        let limit = i64::try_from(max_in_flight).unwrap_or(i64::MAX);
         if idempotency.is_none() {
             // Nothing else to write: the job joins a group commit (one statement and one
-            // commit for the jobs of concurrent requests, announced after it).
+            // commit for the jobs of concurrent requests, admitted in it, announced after it).
             let created = job.clone().into_queued();
-            self.jobs_commit.record(job).await?;
+            if !self.jobs_commit.record(job, limit).await? {
+                return Ok(CreateOutcome::QuotaExceeded);
+            }
             return Ok(CreateOutcome::Created(Box::new(created)));
         }
         let mut tx = self.pool.begin().await?;
@@ -505,6 +515,17 @@ impl JobStore for SqlStore {
                 .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
             return Ok(CreateOutcome::KeyExists(existing));
         };
+        // The quota last: a key already taken answers its job whatever the count.
+        let admitted = limit >= 1
+            && tx
+                .conn()
+                .fetch_optional::<AdmittedTeam>(admit_stmt(&[(job.team.as_str(), 1, limit)]))
+                .await?
+                .is_some();
+        if !admitted {
+            tx.rollback().await?;
+            return Ok(CreateOutcome::QuotaExceeded);
+        }
         tx.commit().await?;
         self.jobs_commit.announce();
         Ok(CreateOutcome::Created(Box::new(row.try_into()?)))

@@ -38,11 +38,19 @@ pub(super) fn push_page(
         .push_bind(limit);
 }
 
+/// The columns of a new job, in the order [`push_job_values`] writes them.
+const NEW_JOB_COLUMNS: &str =
+    "id, team, state, request, warnings, created_at, updated_at, due_at, preset";
+
 /// The insert of new `queued` jobs, due at once (one statement for the group commit).
 pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
-    let mut q = Stmt::new(
-        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) VALUES ",
-    );
+    let mut q = Stmt::new(format!("INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES "));
+    push_job_values(&mut q, jobs);
+    q
+}
+
+/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job.
+fn push_job_values<'a>(q: &mut Stmt, jobs: impl IntoIterator<Item = &'a NewJob>) {
     for (i, job) in jobs.into_iter().enumerate() {
         q.push(if i == 0 { "(" } else { ", (" });
         q.push_bind(job.id).push(", ").push_bind(&job.team);
@@ -53,6 +61,48 @@ pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -
         q.push(&format!(", ${at}, ${at}, "));
         q.push_bind(job.preset.clone()).push(")");
     }
+}
+
+/// The in-flight quota's admission (migration 0011): adds `n` to each team's count of jobs not
+/// final, only where the count stays within the team's `limit`, and answers the teams admitted
+/// (`RETURNING team`). Each `(team, n, limit)` needs `n <= limit` (a new row is not checked).
+/// Teams in sorted order, so that concurrent admissions lock their rows in one order.
+pub(super) fn admit_stmt(teams: &[(&str, i64, i64)]) -> Stmt {
+    let mut q = Stmt::new("INSERT INTO team_in_flight AS q (team, in_flight) VALUES ");
+    let mut at = Vec::with_capacity(teams.len());
+    for (i, (team, n, _)) in teams.iter().enumerate() {
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.push_bind(*team);
+        at.push(q.args_len());
+        q.push(", ").push_bind(*n).push(")");
+    }
+    q.push(
+        " ON CONFLICT (team) DO UPDATE SET in_flight = q.in_flight + excluded.in_flight \
+         WHERE q.in_flight + excluded.in_flight <= CASE q.team",
+    );
+    for (i, (_, _, limit)) in teams.iter().enumerate() {
+        q.push(&format!(" WHEN ${} THEN ", at[i])).push_bind(*limit);
+    }
+    q.push(" ELSE 0 END RETURNING team");
+    q
+}
+
+/// Postgres: the admission ([`admit_stmt`]) and the insert of the admitted teams' jobs in one
+/// statement (a data-modifying `WITH`), answering the ids inserted.
+pub(super) fn admit_and_insert_stmt<'a>(
+    teams: &[(&str, i64, i64)],
+    jobs: impl IntoIterator<Item = &'a NewJob>,
+) -> Stmt {
+    let mut q = admit_stmt(teams);
+    let admission = q.sql().to_string();
+    q = q.with_sql(format!(
+        "WITH admitted AS ({admission}) INSERT INTO jobs ({NEW_JOB_COLUMNS}) \
+         SELECT * FROM (VALUES "
+    ));
+    push_job_values(&mut q, jobs);
+    q.push(&format!(
+        ") AS v ({NEW_JOB_COLUMNS}) WHERE v.team IN (SELECT team FROM admitted) RETURNING id"
+    ));
     q
 }
 

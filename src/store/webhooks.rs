@@ -172,6 +172,7 @@ pub trait WebhookStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        per_endpoint: u32,
     ) -> StoreResult<Vec<DeliveryClaim>>;
     /// Records an attempt and its outcome under the claim, and the endpoint's health: a
     /// success clears `failing_since`; a failure sets it if unset, and disables the endpoint
@@ -194,6 +195,19 @@ pub trait WebhookStore {
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>>;
 }
+
+/// The deliveries a claim may take (`$2` now, `$4` how many, `$6` attempts at once per
+/// endpoint): due, not leased, and at most as many per endpoint as its attempts in progress (live
+/// leases, any replica's) leave room for, earliest due first. Each endpoint's own earliest
+/// deliveries are ranked before the whole list is cut, so that one endpoint's backlog never
+/// hides another endpoint's due delivery.
+const CLAIMABLE: &str = "SELECT c.id FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at, \
+     ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS nth \
+     FROM webhook_deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= $2 \
+     AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $2)) c \
+     WHERE c.nth + (SELECT count(*) FROM webhook_deliveries l WHERE l.endpoint_id = c.endpoint_id \
+     AND l.state = 'pending' AND l.lease_expires_at >= $2) <= $6 \
+     ORDER BY c.next_attempt_at LIMIT $4";
 
 #[derive(FromRow)]
 struct EndpointRow {
@@ -528,6 +542,7 @@ impl WebhookStore for SqlStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        per_endpoint: u32,
     ) -> StoreResult<Vec<DeliveryClaim>> {
         // Postgres: replicas skip each other's locked rows; SQLite's single connection
         // serializes the statement.
@@ -542,16 +557,16 @@ impl WebhookStore for SqlStore {
                 Stmt::new(format!(
                     "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $3, \
                      claim_token = $5 WHERE id IN (SELECT id FROM webhook_deliveries \
-                     WHERE state = 'pending' AND next_attempt_at <= $2 \
-                     AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
-                     ORDER BY next_attempt_at LIMIT $4{lock}) \
+                     WHERE id IN ({CLAIMABLE}) \
+                     AND (lease_expires_at IS NULL OR lease_expires_at < $2){lock}) \
                      RETURNING id, event_id, endpoint_id, attempts"
                 ))
                 .bind(owner)
                 .bind(now)
                 .bind(lease_until)
                 .bind(limit)
-                .bind(token),
+                .bind(token)
+                .bind(per_endpoint),
             )
             .await?;
         let mut out = Vec::with_capacity(claimed.len());

@@ -9,8 +9,14 @@
 //!   endpoint (`failing`).
 //! - Every attempt of an event carries the same `webhook-id` (the event id); `webhook-timestamp`
 //!   is the attempt's own time (this host's clock, which receivers compare with theirs).
-//! - Ordering is not promised: deliveries are claimed by due time in batches and sent
-//!   concurrently, and a retried one comes after later events.
+//! - Fair: attempts run concurrently, up to `webhooks.max_in_flight` per replica, and the worker
+//!   claims more as soon as one ends: it never waits for a whole batch, so a receiver that
+//!   accepts and never answers holds only its own slot until `timeout_ms`. An endpoint has at
+//!   most `webhooks.endpoint_concurrency` attempts in progress (the claim counts live leases,
+//!   any replica's); its other deliveries wait for it, not for anyone else, and a team has at
+//!   most `webhooks.max_endpoints_per_team` endpoints, so one team cannot take every slot.
+//! - Ordering is not promised: deliveries are claimed by due time and sent concurrently, and a
+//!   retried one comes after later events.
 //! - A crash between the state change and the attempt loses nothing: the delivery is in the
 //!   database and its lease expires; a crash after sending but before recording sends it again
 //!   (at least once, the same `webhook-id`: receivers dedupe on it).
@@ -19,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhooksSettings;
@@ -109,27 +116,41 @@ impl DeliveryWorker {
         })
     }
 
-    /// Delivers until `stop` is cancelled, then gives back its leases.
+    /// Delivers until `stop` is cancelled, then lets the attempts in progress end (each within
+    /// `timeout_ms`) and gives back its leases. Claims whenever a slot is free: at start, when an
+    /// attempt ends, and every `poll_interval_ms` while idle.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         tracing::info!(owner = %self.owner, "webhook delivery worker started");
+        let mut running = JoinSet::new();
+        let slots = self.cfg.max_in_flight.max(1);
         loop {
-            let busy = match self.round().await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook delivery round failed");
-                    false
+            let free = slots.saturating_sub(running.len());
+            let mut full_claim = false;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok((claims, asked)) => {
+                        full_claim = claims.len() == asked && asked > 0;
+                        for (c, at, started) in claims {
+                            let me = self.clone();
+                            running.spawn(async move { me.deliver_logged(c, at, started).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
                 }
-            };
+            }
             if stop.is_cancelled() {
                 break;
             }
-            if !busy {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(self.cfg.poll_interval_ms)) => {}
-                }
+            if full_claim && running.len() < slots {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(Duration::from_millis(self.cfg.poll_interval_ms)) => {}
             }
         }
+        while running.join_next().await.is_some() {}
         if let Err(e) = self.store.release_deliveries(&self.owner).await {
             tracing::warn!(error = %e, "could not give back webhook delivery leases");
         }
@@ -150,28 +171,53 @@ impl DeliveryWorker {
         Ok(())
     }
 
-    /// One round: claims due deliveries and attempts each once, concurrently. Returns how many
+    /// One round (tests): claims what is due (up to a batch, as many per endpoint as
+    /// `endpoint_concurrency` allows) and attempts each once, concurrently. Returns how many
     /// were attempted.
     pub async fn round(&self) -> anyhow::Result<usize> {
-        // Started before the clock is read: `round_at + elapsed` is then never behind the
+        let (claims, _) = self.claim(self.cfg.max_in_flight.max(1)).await?;
+        let n = claims.len();
+        futures::future::join_all(
+            claims
+                .into_iter()
+                .map(|(c, at, started)| self.deliver_logged(c, at, started)),
+        )
+        .await;
+        Ok(n)
+    }
+
+    /// Claims up to `free` (at most a batch) due deliveries; each with the database's time of
+    /// the claim and when it was read. Also answers how many were asked for.
+    async fn claim(
+        &self,
+        free: usize,
+    ) -> anyhow::Result<(Vec<(DeliveryClaim, DateTime<Utc>, Instant)>, usize)> {
+        // Started before the clock is read: `at + elapsed` is then never behind the
         // database's time, so a retry is never due early.
         let started = Instant::now();
         let now = self.store.clock().await?;
         let lease = chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
+        let asked = free.min(self.cfg.batch_size.max(1) as usize);
         let claims = self
             .store
-            .claim_deliveries(&self.owner, now, now + lease, self.cfg.batch_size)
+            .claim_deliveries(
+                &self.owner,
+                now,
+                now + lease,
+                asked as u32,
+                self.cfg.endpoint_concurrency.clamp(1, 2),
+            )
             .await?;
-        let n = claims.len();
-        let results =
-            futures::future::join_all(claims.into_iter().map(|c| self.deliver(c, now, started)))
-                .await;
-        for r in results {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "webhook delivery not recorded");
-            }
+        Ok((
+            claims.into_iter().map(|c| (c, now, started)).collect(),
+            asked,
+        ))
+    }
+
+    async fn deliver_logged(&self, c: DeliveryClaim, at: DateTime<Utc>, started: Instant) {
+        if let Err(e) = self.deliver(c, at, started).await {
+            tracing::warn!(error = %e, "webhook delivery not recorded");
         }
-        Ok(n)
     }
 
     async fn deliver(

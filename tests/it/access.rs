@@ -294,7 +294,7 @@ async fn create(store: &DynStore, job: NewJob) -> JobId {
     let id = job.id;
     match store.create_job(job, None).await.unwrap() {
         CreateOutcome::Created(j) => assert_eq!(j.id, id),
-        CreateOutcome::KeyExists(r) => panic!("{r:?}"),
+        other => panic!("{other:?}"),
     }
     id
 }

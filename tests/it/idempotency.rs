@@ -106,7 +106,7 @@ async fn an_abandoned_first_request_is_replayed_once_its_wait_is_over(store: Dyn
         .req(reqwest::Method::POST, "/v1/snapshot-jobs")
         .header("Idempotency-Key", "abandoned")
         .json(&body(1))
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(1000))
         .send()
         .await;
     assert!(

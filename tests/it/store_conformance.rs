@@ -33,8 +33,63 @@ fn new_job(team: &str, at: chrono::DateTime<chrono::Utc>) -> NewJob {
 fn created(o: CreateOutcome) -> snapgate::domain::Job {
     match o {
         CreateOutcome::Created(j) => *j,
-        CreateOutcome::KeyExists(r) => panic!("unexpected existing key {r:?}"),
+        other => panic!("unexpected {other:?}"),
     }
+}
+
+/// The in-flight quota is the store's, decided with the insert (group-committed or keyed): a
+/// team at its limit gets nothing written; a job that ends gives its place back, once; other
+/// teams are apart; a key already taken wins over the quota.
+async fn the_in_flight_quota_is_decided_with_the_insert(s: DynStore) {
+    let now = store::now();
+    let within = |team: &'static str, key: Option<&'static str>| {
+        let s = s.clone();
+        async move {
+            let key = key.map(|k| NewIdempotencyKey {
+                key: k.into(),
+                fingerprint: "fp".into(),
+                expires_at: now + Duration::hours(1),
+            });
+            s.create_job_within(new_job(team, now), key, 2)
+                .await
+                .unwrap()
+        }
+    };
+    let first = created(within("q", None).await);
+    created(within("q", Some("k1")).await);
+    assert!(matches!(
+        within("q", None).await,
+        CreateOutcome::QuotaExceeded
+    ));
+    assert!(matches!(
+        within("q", Some("k2")).await,
+        CreateOutcome::QuotaExceeded
+    ));
+    assert!(
+        matches!(within("q", Some("k1")).await, CreateOutcome::KeyExists(_)),
+        "a replay is not refused for the quota"
+    );
+    created(within("other", None).await);
+    assert!(s
+        .cancel_job(Some("q"), first.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    assert!(!s
+        .cancel_job(Some("q"), first.id, &err("Cancelled"))
+        .await
+        .unwrap());
+    created(within("q", None).await);
+    assert!(matches!(
+        within("q", None).await,
+        CreateOutcome::QuotaExceeded
+    ));
+    assert_eq!(s.count_active_jobs("q").await.unwrap(), 2);
+    assert!(matches!(
+        s.create_job_within(new_job("zero", now), None, 0)
+            .await
+            .unwrap(),
+        CreateOutcome::QuotaExceeded
+    ));
 }
 
 fn accepted(mps_id: &str) -> MpsUpdate {
@@ -966,13 +1021,13 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
         .unwrap()
         .is_none());
     let lease = now + Duration::seconds(30);
-    let a = s.claim_deliveries("a", now, lease, 10).await.unwrap();
+    let a = s.claim_deliveries("a", now, lease, 10, 2).await.unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].attempts, 0);
     assert_eq!(a[0].event.id, event.id);
     assert_eq!(a[0].endpoint.id, e.id);
     assert!(
-        s.claim_deliveries("b", now, lease, 10)
+        s.claim_deliveries("b", now, lease, 10, 2)
             .await
             .unwrap()
             .is_empty(),
@@ -1006,14 +1061,14 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
     assert_eq!(e1.failing_since, Some(now));
     assert_eq!(e1.disabled_at, None, "not failing long enough");
     assert!(
-        s.claim_deliveries("b", now, lease, 10)
+        s.claim_deliveries("b", now, lease, 10, 2)
             .await
             .unwrap()
             .is_empty(),
         "not yet due"
     );
     let b = s
-        .claim_deliveries("b", retry_at, retry_at + Duration::seconds(30), 10)
+        .claim_deliveries("b", retry_at, retry_at + Duration::seconds(30), 10, 2)
         .await
         .unwrap();
     assert_eq!(b.len(), 1);
@@ -1021,7 +1076,7 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
     // b crashes; after its lease, c takes over and b's claim is dead.
     let later = retry_at + Duration::seconds(31);
     let c = s
-        .claim_deliveries("c", later, later + Duration::seconds(30), 10)
+        .claim_deliveries("c", later, later + Duration::seconds(30), 10, 2)
         .await
         .unwrap();
     assert_eq!(c.len(), 1);
@@ -1076,7 +1131,7 @@ async fn deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint(s
         None
     );
     let r = s
-        .claim_deliveries("d", later, later + Duration::seconds(30), 10)
+        .claim_deliveries("d", later, later + Duration::seconds(30), 10, 2)
         .await
         .unwrap();
     assert_eq!((r.len(), r[0].attempts), (1, 0));
@@ -1418,6 +1473,7 @@ async fn postgres_creates_share_commits() {
 common::both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     create_get_roundtrip,
+    the_in_flight_quota_is_decided_with_the_insert,
     list_newest_first_with_filters_and_cursor,
     idempotency_keys_scope_replay_and_expire,
     claims_are_exclusive_and_leases_expire,
