@@ -26,6 +26,7 @@ mod emulator_faults;
 mod emulator_wire;
 mod engine;
 mod exactly_once;
+mod fuzz_corpus;
 mod idempotency;
 mod limits;
 mod list_indexes;
