@@ -403,6 +403,17 @@ fn acs3_signature(data: &[u8], r: RawRequest) {
             headers.insert(name, HeaderValue::from_static(default));
         }
     }
+    // A repeated required header is read as its first value: sent once here.
+    for name in [
+        "host",
+        "x-acs-action",
+        "x-acs-signature-nonce",
+        "x-acs-version",
+    ] {
+        if let Some(first) = headers.get(name).cloned() {
+            headers.insert(name, first);
+        }
+    }
     let body_hash = snapgate::crypto::sha256_hex(&r.body);
     if headers.contains_key("x-acs-content-sha256") {
         headers.insert(
