@@ -44,7 +44,7 @@ fn mns_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Why a request was refused: status, MNS code, message.
-type Refusal = (StatusCode, &'static str, &'static str);
+pub type MnsRefusal = (StatusCode, &'static str, &'static str);
 
 /// The queue this request names, after MNS's signature and date checks; a refusal is answered
 /// with MNS's error body (`mns_error`, by [`AuthedQueue`]).
@@ -54,53 +54,71 @@ fn check<'a>(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<&'a Arc<MnsQueue>, Refusal> {
-    let refuse = |status, code, message| {
+) -> Result<&'a Arc<MnsQueue>, MnsRefusal> {
+    let refuse = |(status, code, message): MnsRefusal| {
         if let Some(q) = &state.mns {
             q.count(|s| s.refused += 1);
         }
         Err((status, code, message))
     };
     let Some(queue) = state.mns.as_ref().filter(|q| q.name == name) else {
-        return refuse(
+        return refuse((
             StatusCode::NOT_FOUND,
             "QueueNotExist",
             "The queue name you provided is not exist.",
-        );
+        ));
     };
+    let keys = &state.config.access_keys;
+    match verify_mns_request(keys, method, uri, headers, chrono::Utc::now()) {
+        Ok(()) => Ok(queue),
+        Err(refusal) => refuse(refusal),
+    }
+}
+
+/// MNS's checks of a queue request, as MNS makes them: `x-mns-version` present, a `Date`
+/// within 15 minutes of `now`, and an `Authorization: MNS <id>:<signature>` made with the
+/// secret of one of `access_keys` (id, secret) over the method, the headers MNS signs and the
+/// path and query. Public so that the fuzz targets (`fuzz/`) check requests with it.
+pub fn verify_mns_request(
+    access_keys: &[(String, String)],
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), MnsRefusal> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if header("x-mns-version").is_none() {
-        return refuse(
+        return Err((
             StatusCode::BAD_REQUEST,
             "MissingVersionHeader",
             "The x-mns-version header is required.",
-        );
+        ));
     }
     let fresh = header("date")
         .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
-        .is_some_and(|d| (chrono::Utc::now() - d.to_utc()).num_seconds().abs() <= 15 * 60);
+        .is_some_and(|d| (now - d.to_utc()).num_seconds().abs() <= 15 * 60);
     if !fresh {
-        return refuse(
+        return Err((
             StatusCode::FORBIDDEN,
             "TimeExpired",
             "The Date header is missing, malformed or more than 15 minutes off.",
-        );
+        ));
     }
     let Some((id, signature)) =
         header("authorization").and_then(|a| sign::parse_mns_authorization(a).ok())
     else {
-        return refuse(
+        return Err((
             StatusCode::FORBIDDEN,
             "InvalidAuthorizationHeader",
             "The Authorization header must be MNS AccessKeyId:Signature.",
-        );
+        ));
     };
-    let Some((_, secret)) = state.config.access_keys.iter().find(|(k, _)| k == id) else {
-        return refuse(
+    let Some((_, secret)) = access_keys.iter().find(|(k, _)| k == id) else {
+        return Err((
             StatusCode::FORBIDDEN,
             "InvalidAccessKeyId",
             "The access key id you provided does not exist.",
-        );
+        ));
     };
     let resource = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let pairs = headers
@@ -111,13 +129,13 @@ fn check<'a>(
         &sign::string_to_sign_mns(method.as_str(), pairs, resource),
     );
     if !crate::secret::constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
-        return refuse(
+        return Err((
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
-        );
+        ));
     }
-    Ok(queue)
+    Ok(())
 }
 
 /// The queue a request to `/queues/{name}/…` names, once [`check`] accepts the request: the

@@ -68,7 +68,9 @@ use tower::ServiceExt;
 
 pub use config::{EmulatorArgs, EmulatorConfig};
 pub use engine::{probe, Probe};
+pub use mns::{verify_mns_request, MnsRefusal};
 pub use oss::LocalOss;
+pub use oss_post::read_post_form;
 pub use state::EmulatorState;
 
 pub struct EmulatorHandle {

@@ -15,6 +15,7 @@
 //! relays the first `200` JSON answer to the uploader (status 200). When no URL answers so,
 //! the object stays stored and the uploader gets `203 CallbackFailed`, as on OSS.
 
+use axum::extract::multipart::Field;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -98,6 +99,80 @@ async fn receive(
     bucket: &str,
     multipart: &mut Multipart,
 ) -> Result<Stored, OssError> {
+    read_post_form(multipart, async |fields, mut file| {
+        store_upload(ctx, store, bucket, &fields, &mut file).await
+    })
+    .await
+}
+
+/// Checks the form's `fields`, then streams its `file` into the store.
+async fn store_upload(
+    ctx: &StoreContext,
+    store: &super::oss::LocalOss,
+    bucket: &str,
+    fields: &[(String, String)],
+    field: &mut Field<'_>,
+) -> Result<Stored, OssError> {
+    let form = verify_post_fields(
+        fields,
+        &|id| ctx.secret_for(id),
+        ctx.region.as_deref(),
+        bucket,
+        crate::clock::now(),
+    )?;
+    // `${filename}` in the key is the uploaded file's name (OSS's one key variable).
+    let filename = field.file_name().unwrap_or("").to_string();
+    let key = form.key.replace("${filename}", &filename);
+    if store.object_path(bucket, &key).is_err() {
+        return Err(OssError::new(
+            400,
+            "InvalidObjectName",
+            "The object key is not valid here (empty, `.` or `..` segments, or too long).",
+        ));
+    }
+    let part_type = field.content_type().map(str::to_string);
+    let tmp = store.tmp_path(&format!("post-{}", uuid::Uuid::new_v4().simple()));
+    let (size, etag) = match stream_file(field, &tmp, &form).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = store.commit(&tmp, bucket, &key).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        tracing::warn!(error = %e, bucket, key, "local OSS: cannot store an upload");
+        return Err(OssError::new(
+            500,
+            "InternalError",
+            "The object could not be stored.",
+        ));
+    }
+    let mime_type = form
+        .content_type
+        .clone()
+        .or(part_type.filter(|t| t != "application/octet-stream"))
+        .unwrap_or_else(|| super::oss::content_type(&key).to_string());
+    tracing::info!(bucket, key, size, signed_by = ?form.access_key_id, callback = form.callback.is_some(), "local OSS: PostObject stored");
+    // Fields after `file` are ignored, as OSS ignores them.
+    Ok(Stored {
+        bucket: bucket.to_string(),
+        key,
+        size,
+        etag,
+        mime_type,
+        form,
+    })
+}
+
+/// Reads a PostObject form up to its `file` field: the text fields before it, in order (at
+/// most `MAX_FORM_FIELDS_BYTES` together, each UTF-8), are handed with the `file` field, not
+/// yet read, to `file`. OSS's `InvalidArgument` for a malformed body or a form without `file`.
+/// Public so that the fuzz targets (`fuzz/`) read forms with it.
+pub async fn read_post_form<T>(
+    multipart: &mut Multipart,
+    file: impl AsyncFnOnce(Vec<(String, String)>, Field<'_>) -> Result<T, OssError>,
+) -> Result<T, OssError> {
     let mut fields: Vec<(String, String)> = Vec::new();
     let mut form_bytes = 0usize;
     loop {
@@ -107,68 +182,18 @@ async fn receive(
             ));
         };
         let name = field.name().unwrap_or("").to_string();
-        if !name.eq_ignore_ascii_case("file") {
-            let value = read_text_field(&mut field, &name, &mut form_bytes).await?;
-            fields.push((name, value));
-            continue;
+        if name.eq_ignore_ascii_case("file") {
+            return file(fields, field).await;
         }
-        let form = verify_post_fields(
-            &fields,
-            &|id| ctx.secret_for(id),
-            ctx.region.as_deref(),
-            bucket,
-            crate::clock::now(),
-        )?;
-        // `${filename}` in the key is the uploaded file's name (OSS's one key variable).
-        let filename = field.file_name().unwrap_or("").to_string();
-        let key = form.key.replace("${filename}", &filename);
-        if store.object_path(bucket, &key).is_err() {
-            return Err(OssError::new(
-                400,
-                "InvalidObjectName",
-                "The object key is not valid here (empty, `.` or `..` segments, or too long).",
-            ));
-        }
-        let part_type = field.content_type().map(str::to_string);
-        let tmp = store.tmp_path(&format!("post-{}", uuid::Uuid::new_v4().simple()));
-        let (size, etag) = match stream_file(&mut field, &tmp, &form).await {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        if let Err(e) = store.commit(&tmp, bucket, &key).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            tracing::warn!(error = %e, bucket, key, "local OSS: cannot store an upload");
-            return Err(OssError::new(
-                500,
-                "InternalError",
-                "The object could not be stored.",
-            ));
-        }
-        let mime_type = form
-            .content_type
-            .clone()
-            .or(part_type.filter(|t| t != "application/octet-stream"))
-            .unwrap_or_else(|| super::oss::content_type(&key).to_string());
-        tracing::info!(bucket, key, size, signed_by = ?form.access_key_id, callback = form.callback.is_some(), "local OSS: PostObject stored");
-        // Fields after `file` are ignored, as OSS ignores them.
-        return Ok(Stored {
-            bucket: bucket.to_string(),
-            key,
-            size,
-            etag,
-            mime_type,
-            form,
-        });
+        let value = read_text_field(&mut field, &name, &mut form_bytes).await?;
+        fields.push((name, value));
     }
 }
 
 /// A form field before the file, as text (the fields together at most
 /// `MAX_FORM_FIELDS_BYTES`, counted in `form_bytes`).
 async fn read_text_field(
-    field: &mut axum::extract::multipart::Field<'_>,
+    field: &mut Field<'_>,
     name: &str,
     form_bytes: &mut usize,
 ) -> Result<String, OssError> {
@@ -189,7 +214,7 @@ async fn read_text_field(
 /// Streams the file part into `tmp`, stopping beyond the size the form allows: its size and
 /// ETag.
 async fn stream_file(
-    field: &mut axum::extract::multipart::Field<'_>,
+    field: &mut Field<'_>,
     tmp: &std::path::Path,
     form: &VerifiedPost,
 ) -> Result<(u64, String), OssError> {

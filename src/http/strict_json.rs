@@ -54,8 +54,12 @@ fn parse_lenient(bytes: &[u8], cause: Option<String>) -> Result<Value, ApiError>
     let mut body = bytes.to_vec();
     let mut cause = cause.unwrap_or_else(|| "the request body is not valid JSON".into());
     for _ in 0..64 {
-        if !cause.contains("number out of range") {
-            break;
+        // The parser's own error, never the cause's text: that quotes the path, keys included.
+        match serde_json::from_slice::<StrictValue>(&body) {
+            Err(e) if e.is_syntax() && e.to_string().starts_with("number out of range") => {
+                cause = e.to_string();
+            }
+            _ => break,
         }
         let Some(end) = error_offset(&body, &cause) else {
             break;
@@ -238,6 +242,17 @@ mod tests {
         // Other syntax errors keep the parser's words.
         let e = lenient(r#"{"a":1e400,"b":}"#).unwrap_err();
         assert!(e.starts_with("expected value at line 1 column"), "{e}");
+    }
+
+    /// Found by fuzzing (`strict_json`): a key that reads "number out of range" made any syntax
+    /// error look like one (the cause quotes the path), and the number before it was replaced:
+    /// `{"…number out of range…":00}` was accepted as `1e308`.
+    #[test]
+    fn only_the_parser_s_own_error_makes_a_number_out_of_range() {
+        let body = r#"{"a number out of range b":00}"#;
+        let cause = format!("a number out of range b: {}", parse(body).unwrap_err());
+        let e = parse_lenient(body.as_bytes(), Some(cause)).unwrap_err();
+        assert!(matches!(e, ApiError::MalformedJson(_)), "{e:?}");
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn read_fields(fields: &[(String, String)]) -> Result<VerifiedPost, OssError> {
         .transpose()?;
     let custom: Vec<(String, String)> = fields
         .iter()
-        .filter(|(k, _)| k.len() > 2 && k[..2].eq_ignore_ascii_case("x:"))
+        .filter(|(k, _)| k.len() > 2 && k.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x:")))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
     let content_type = field(fields, "x-oss-content-type")
@@ -647,5 +647,18 @@ pub(crate) mod tests {
                 .access_key_id,
             None
         );
+    }
+
+    /// Found by fuzzing (`post_policy`): a field name of more than two bytes that starts with a
+    /// multi-byte character (`日本`) panicked where custom `x:` fields are picked out.
+    #[test]
+    fn a_field_name_starting_with_a_multibyte_character_is_no_custom_field() {
+        let fields: Vec<(String, String)> =
+            [("key", "k"), ("日本", "v"), ("é:x", "v"), ("X:Tag", "t")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let v = verify_post_fields(&fields, &keys, None, "b", t("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(v.custom, [("x:tag".to_string(), "t".to_string())]);
     }
 }

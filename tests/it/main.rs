@@ -28,6 +28,7 @@ mod emulator_wire;
 mod engine;
 mod exactly_once;
 mod fair_delivery;
+mod fuzz_corpus;
 mod idempotency;
 mod limits;
 mod list_indexes;

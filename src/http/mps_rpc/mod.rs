@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 pub use error::{RpcError, VERSION};
+pub use params::submit_body;
 
 use super::AppState;
 use crate::domain::{JobId, JobState};
