@@ -95,7 +95,14 @@ fn check<'a>(
             "The Authorization header must be MNS AccessKeyId:Signature.",
         );
     };
-    let Some((_, secret)) = state.config.access_keys.iter().find(|(k, _)| k == id) else {
+    let known = state
+        .config
+        .access_keys
+        .iter()
+        .find(|(k, _)| k == id)
+        .map(|(_, s)| s.clone())
+        .or_else(|| state.sts.secret_for(id));
+    let Some(secret) = known else {
         return refuse(
             StatusCode::FORBIDDEN,
             "InvalidAccessKeyId",
@@ -106,8 +113,22 @@ fn check<'a>(
     let pairs = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+    if let Err(p) = state.sts.check_token(id, header("security-token")) {
+        return match p {
+            super::sts::TokenProblem::Expired => refuse(
+                StatusCode::FORBIDDEN,
+                "SecurityTokenExpired",
+                "The security token you provided has expired.",
+            ),
+            super::sts::TokenProblem::Mismatch => refuse(
+                StatusCode::FORBIDDEN,
+                "InvalidAccessKeyId",
+                "The security token you provided does not match the AccessKey Id.",
+            ),
+        };
+    }
     let expected = sign::sign_mns(
-        secret,
+        &secret,
         &sign::string_to_sign_mns(method.as_str(), pairs, resource),
     );
     if !crate::secret::constant_time_eq(expected.as_bytes(), signature.as_bytes()) {

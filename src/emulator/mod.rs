@@ -47,6 +47,7 @@ mod oss;
 mod oss_post;
 mod rpc;
 mod state;
+mod sts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,6 +113,16 @@ pub fn router(state: Arc<EmulatorState>) -> Router {
         .route("/{bucket}/", bucket_routes())
         .route(oss::CALLBACK_PUB_KEY_PATH, get(oss::callback_pub_key))
         .route("/_emulator/stats", get(control::stats))
+        .route("/_emulator/sts", get(sts::stats).post(sts::control))
+        .route("/latest/api/token", axum::routing::put(sts::imds_token))
+        .route(
+            "/latest/meta-data/ram/security-credentials/",
+            get(sts::imds_roles),
+        )
+        .route(
+            "/latest/meta-data/ram/security-credentials/{role}",
+            get(sts::imds_role),
+        )
         // MNS's queue API (a static first segment wins over the object routes' `{bucket}`).
         .route(
             "/queues/{name}/messages",

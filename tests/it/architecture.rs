@@ -483,7 +483,7 @@ const LAYERS: &[&[&str]] = &[
         "clock", "secret", "cache", "shutdown", "metrics", "domain", "listener",
     ],
     &["config"],
-    &["crypto", "telemetry", "signals"],
+    &["crypto", "telemetry", "signals", "credentials"],
     &["store"],
     &["mps", "oss", "webhooks"],
     &["services", "worker", "emulator"],
