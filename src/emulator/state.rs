@@ -22,7 +22,7 @@ use super::jobs::{Failure, Job, Timing};
 use super::ledger::LedgerFile;
 use super::mns_queue::{MnsQueue, Publish};
 use super::oss::{LocalOss, OssRoutes, StoreContext};
-use super::sts::StsIssuer;
+use super::sts::{StsIssuer, StsRoutes};
 
 /// Calls within the last second, for the per-account QPS limits.
 #[derive(Default)]
@@ -396,6 +396,12 @@ impl EmulatorState {
 }
 
 /// The object routes see only the store.
+impl FromRef<Arc<EmulatorState>> for StsRoutes {
+    fn from_ref(state: &Arc<EmulatorState>) -> Self {
+        StsRoutes(state.sts.clone())
+    }
+}
+
 impl FromRef<Arc<EmulatorState>> for OssRoutes {
     fn from_ref(state: &Arc<EmulatorState>) -> Self {
         OssRoutes(state.store.clone())

@@ -26,7 +26,9 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::state::EmulatorState;
+/// What the STS and metadata routes are served with (taken from the emulator's state).
+#[derive(Clone)]
+pub struct StsRoutes(pub Arc<StsIssuer>);
 
 /// A temporary credential the emulator issued.
 #[derive(Clone)]
@@ -223,8 +225,7 @@ const TOKEN_TTL_HEADER: &str = "x-aliyun-ecs-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "x-aliyun-ecs-metadata-token";
 
 /// `PUT /latest/api/token`.
-pub async fn imds_token(State(state): State<Arc<EmulatorState>>, headers: HeaderMap) -> Response {
-    let sts = &state.sts;
+pub async fn imds_token(State(StsRoutes(sts)): State<StsRoutes>, headers: HeaderMap) -> Response {
     if sts.failing() {
         return (StatusCode::SERVICE_UNAVAILABLE, "").into_response();
     }
@@ -262,21 +263,20 @@ fn imds_refused(sts: &StsIssuer, headers: &HeaderMap) -> Option<Response> {
 }
 
 /// `GET /latest/meta-data/ram/security-credentials/`: the role's name.
-pub async fn imds_roles(State(state): State<Arc<EmulatorState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = imds_refused(&state.sts, &headers) {
+pub async fn imds_roles(State(StsRoutes(sts)): State<StsRoutes>, headers: HeaderMap) -> Response {
+    if let Some(r) = imds_refused(&sts, &headers) {
         return r;
     }
-    state.sts.role_name.clone().into_response()
+    sts.role_name.clone().into_response()
 }
 
 /// `GET /latest/meta-data/ram/security-credentials/<role>`: a credential of that role.
 pub async fn imds_role(
-    State(state): State<Arc<EmulatorState>>,
+    State(StsRoutes(sts)): State<StsRoutes>,
     Path(role): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let sts = &state.sts;
-    if let Some(r) = imds_refused(sts, &headers) {
+    if let Some(r) = imds_refused(&sts, &headers) {
         return r;
     }
     if role != sts.role_name {
@@ -291,25 +291,25 @@ pub async fn imds_role(
 }
 
 /// `GET /_emulator/sts`.
-pub async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
-    let c = state.sts.counts.lock().unwrap_or_else(|e| e.into_inner());
+pub async fn stats(State(StsRoutes(sts)): State<StsRoutes>) -> Json<Value> {
+    let c = sts.counts.lock().unwrap_or_else(|e| e.into_inner());
     Json(json!({
         "assume_role": c.assume_role,
         "assume_role_with_oidc": c.oidc,
         "imds": c.imds,
         "oidc_tokens": c.oidc_tokens,
-        "ttl_s": state.sts.ttl_s.load(Ordering::Relaxed),
-        "failing": state.sts.failing(),
+        "ttl_s": sts.ttl_s.load(Ordering::Relaxed),
+        "failing": sts.failing(),
     }))
 }
 
 /// `POST /_emulator/sts` `{"failing": bool, "ttl_s": N}`.
-pub async fn control(State(state): State<Arc<EmulatorState>>, Json(v): Json<Value>) -> Json<Value> {
+pub async fn control(State(StsRoutes(sts)): State<StsRoutes>, Json(v): Json<Value>) -> Json<Value> {
     if let Some(f) = v.get("failing").and_then(Value::as_bool) {
-        state.sts.failing.store(f, Ordering::Relaxed);
+        sts.failing.store(f, Ordering::Relaxed);
     }
     if let Some(t) = v.get("ttl_s").and_then(Value::as_u64) {
-        state.sts.ttl_s.store(t.max(1), Ordering::Relaxed);
+        sts.ttl_s.store(t.max(1), Ordering::Relaxed);
     }
-    stats(State(state)).await
+    stats(State(StsRoutes(sts))).await
 }
