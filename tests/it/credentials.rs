@@ -482,3 +482,67 @@ fn the_official_sdks_token_signed_request_vector() {
         given
     );
 }
+
+/// The credentials file's profile types and the environment's STS token, each resolved through
+/// the chain against the emulator (`ALIBABA_CLOUD_CREDENTIALS_FILE` / `ALIBABA_CLOUD_PROFILE` as
+/// `credentials.file` / `credentials.profile`).
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_file_profiles_and_the_env_token_resolve() {
+    use snapgate::credentials::chain;
+    let emu = emulator(900, None).await;
+    let url = emu.url();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJ-file-token").unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\ntype = access_key\naccess_key_id = {EMU_KEY_ID}\naccess_key_secret = {EMU_SECRET}\n\n\
+             [role]\ntype = ram_role_arn\naccess_key_id = {EMU_KEY_ID}\naccess_key_secret = {EMU_SECRET}\nrole_arn = {ROLE}\nrole_session_name = file\n\n\
+             [ecs]\ntype = ecs_ram_role\nrole_name = snapgate-emulator-role\n\n\
+             [rrsa]\ntype = oidc_role_arn\nrole_arn = {ROLE}\noidc_provider_arn = acs:ram::1:oidc-provider/x\noidc_token_file_path = {}\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let mut s = common::test_settings();
+    s.credentials.file = Some(file.display().to_string());
+    s.credentials.sts_endpoint = Some(url.clone());
+    s.credentials.imds_endpoint = url.clone();
+    for (profile, name, temporary) in [
+        ("default", "credentials_file/access_key", false),
+        ("role", "ram_role_arn", true),
+        ("ecs", "ecs_ram_role", true),
+        ("rrsa", "oidc_role_arn", true),
+    ] {
+        s.credentials.profile = profile.into();
+        let p = chain::provider(&s, None).unwrap().expect("a provider");
+        assert_eq!(p.name(), name);
+        let c = p.fetch().await.unwrap();
+        assert_eq!(c.security_token.is_some(), temporary, "{profile}");
+        assert_eq!(c.access_key_id.starts_with("STS."), temporary, "{profile}");
+    }
+    s.credentials.profile = "missing".into();
+    assert!(chain::provider(&s, None).is_err());
+    // A static key with the environment's token.
+    let vars = [
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "STS.fromenv"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret"),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", "CAISfromenv"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let s = snapgate::config::Settings::load_from(&config, None, vars).unwrap();
+    let p = chain::provider(&s, None).unwrap().expect("a provider");
+    assert_eq!(p.name(), "env_sts_token");
+    let c = p.fetch().await.unwrap();
+    assert_eq!(
+        (c.access_key_id.as_str(), c.token()),
+        ("STS.fromenv", Some("CAISfromenv"))
+    );
+    // Nothing configured: no provider (serve then runs its emulator).
+    assert!(chain::provider(&common::test_settings(), None)
+        .unwrap()
+        .is_none());
+}
