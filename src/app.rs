@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{ManualClock, Monotonic};
 use crate::config::{ms, Settings};
+use crate::credentials::Credentials;
 use crate::crypto::MasterKeySlot;
 use crate::domain::OssObject;
 use crate::emulator::{EmulatorConfig, EmulatorHandle};
@@ -23,7 +24,6 @@ use crate::http::job_cache::JobCache;
 use crate::http::AppState;
 use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::mps::mns::{MnsClient, MnsClientConfig};
-use crate::oss::OssCredentials;
 use crate::secret::Secret;
 use crate::services::jobs::{SubmitConfig, SubmitService};
 use crate::services::limits::TeamLimiter;
@@ -47,24 +47,23 @@ pub struct Application {
     signals: JobSignals,
 }
 
-/// The MPS backend `serve` uses: real MPS with the configured key, or else an in-process
-/// emulator with a random key of its own; the MPS client, the emulator, and the MNS client when
-/// `mps.mns` is on (with the same key).
+/// The MPS backend `serve` uses: real MPS with the credentials of the chain
+/// (`crate::credentials`), or else, with none, an in-process emulator with a random key of its
+/// own; the MPS client, the emulator, the MNS client when `mps.mns` is on, and the credentials
+/// they all sign with (OSS too).
 pub async fn mps_backend(
     settings: &Settings,
 ) -> anyhow::Result<(
     Arc<dyn MpsApi>,
     Option<EmulatorHandle>,
     Option<Arc<MnsClient>>,
-    OssCredentials,
+    Credentials,
 )> {
-    let (endpoint, key_id, secret, emulator) = if settings.has_mps_credentials() {
-        (
-            settings.mps_endpoint(),
-            settings.mps.access_key_id.clone().expect("checked"),
-            settings.mps.access_key_secret.clone().expect("checked"),
-            None,
-        )
+    let chain = crate::credentials::chain::resolve(settings)
+        .await
+        .context("Alibaba Cloud credentials ([credentials], docs/deployment.md)")?;
+    let (endpoint, creds, emulator) = if let Some(creds) = chain {
+        (settings.mps_endpoint(), creds, None)
     } else {
         let key_id = format!("emu{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let secret = uuid::Uuid::new_v4().simple().to_string();
@@ -103,7 +102,8 @@ pub async fn mps_backend(
             )
         })?;
         tracing::warn!(url = %handle.url(), oss_dir = %e.oss_dir, state_dir = %e.state_dir, "no MPS access key configured: using the built-in MPS emulator (set ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET for real MPS)");
-        (handle.url(), key_id, Secret::new(secret), Some(handle))
+        let creds = Credentials::key(&key_id, Secret::new(secret));
+        (handle.url(), creds, Some(handle))
     };
     if emulator.is_none() {
         tracing::info!(%endpoint, signature = ?settings.mps.signature, "MPS endpoint");
@@ -115,42 +115,43 @@ pub async fn mps_backend(
             .endpoint
             .clone()
             .unwrap_or_else(|| endpoint.clone());
-        Some(mns_client(settings, mns_endpoint, &key_id, &secret)?)
+        Some(mns_client(settings, mns_endpoint, &creds)?)
     } else {
         None
     };
-    // The same pair signs OSS requests (an Alibaba Cloud AccessKey reaches both; the built-in
-    // emulator's store accepts its own key), unless `uploads.access_key_id` is set.
-    let oss = OssCredentials {
-        access_key_id: key_id.clone(),
-        access_key_secret: secret.clone(),
-    };
+    // The same credentials sign OSS requests (an Alibaba Cloud AccessKey or role reaches both;
+    // the built-in emulator's store accepts its own key), unless `uploads.access_key_id` is set.
     let client = MpsClient::new(MpsClientConfig {
         endpoint,
-        access_key_id: key_id,
-        access_key_secret: secret,
+        credentials: creds.clone(),
         signature: settings.mps.signature,
         region_id: Some(settings.mps.region.clone()),
         connect_timeout: ms(settings.mps.connect_timeout_ms),
         request_timeout: ms(settings.mps.request_timeout_ms),
     })?;
-    Ok((Arc::new(client), emulator, mns, oss))
+    Ok((Arc::new(client), emulator, mns, creds))
 }
 
-/// The MNS queue client of `mps.mns`, signing with the MPS key.
+/// The static key pair of `mps.access_key_*`, if set.
+fn static_key(settings: &Settings) -> Option<Credentials> {
+    match (&settings.mps.access_key_id, &settings.mps.access_key_secret) {
+        (Some(id), Some(secret)) => Some(Credentials::key(id, secret.clone())),
+        _ => None,
+    }
+}
+
+/// The MNS queue client of `mps.mns`, signing with the MPS credentials.
 pub fn mns_client(
     settings: &Settings,
     endpoint: String,
-    key_id: &str,
-    secret: &Secret,
+    creds: &Credentials,
 ) -> anyhow::Result<Arc<MnsClient>> {
     let m = &settings.mps.mns;
     tracing::info!(%endpoint, queue = %m.queue, grace_s = settings.worker.mns_grace_s, "MPS job messages from MNS; polling only as the safety net");
     Ok(Arc::new(MnsClient::new(MnsClientConfig {
         endpoint,
         queue: m.queue.clone(),
-        access_key_id: key_id.to_string(),
-        access_key_secret: secret.clone(),
+        credentials: creds.clone(),
         wait_s: m.wait_s,
         batch: m.batch,
         connect_timeout: ms(settings.mps.connect_timeout_ms),
@@ -163,7 +164,7 @@ pub fn mns_client(
 fn upload_config(
     settings: &Settings,
     emulator: Option<&EmulatorHandle>,
-    mps_key: Option<OssCredentials>,
+    mps_key: Option<Credentials>,
 ) -> UploadConfig {
     let u = &settings.uploads;
     let bucket_url = match (&u.endpoint, emulator) {
@@ -172,19 +173,8 @@ fn upload_config(
         (None, None) => format!("https://{}.oss-{}.aliyuncs.com", u.bucket, u.region),
     };
     let creds = match (&u.access_key_id, &u.access_key_secret) {
-        (Some(id), Some(secret)) => Some(OssCredentials {
-            access_key_id: id.clone(),
-            access_key_secret: secret.clone(),
-        }),
-        _ => mps_key.or_else(|| {
-            match (&settings.mps.access_key_id, &settings.mps.access_key_secret) {
-                (Some(id), Some(secret)) => Some(OssCredentials {
-                    access_key_id: id.clone(),
-                    access_key_secret: secret.clone(),
-                }),
-                _ => None,
-            }
-        }),
+        (Some(id), Some(secret)) => Some(Credentials::key(id, secret.clone())),
+        _ => mps_key.or_else(|| static_key(settings)),
     };
     UploadConfig {
         bucket: u.bucket.clone(),
@@ -206,16 +196,13 @@ fn upload_config(
     }
 }
 
-/// Outputs on real OSS: public URLs, presigned with the MPS key when `outputs.presign_ttl_s` > 0.
-fn oss_outputs(settings: &Settings) -> OutputService {
-    let presign = match (
-        settings.outputs.presign_ttl_s,
-        &settings.mps.access_key_id,
-        &settings.mps.access_key_secret,
-    ) {
-        (ttl, Some(id), Some(secret)) if ttl > 0 => Some(Presigner {
-            access_key_id: id.clone(),
-            access_key_secret: secret.clone(),
+/// Outputs on real OSS: public URLs, presigned with the MPS credentials when
+/// `outputs.presign_ttl_s` > 0.
+fn oss_outputs(settings: &Settings, creds: Option<&Credentials>) -> OutputService {
+    let creds = creds.cloned().or_else(|| static_key(settings));
+    let presign = match (settings.outputs.presign_ttl_s, creds) {
+        (ttl, Some(credentials)) if ttl > 0 => Some(Presigner {
+            credentials,
             ttl_s: ttl,
         }),
         _ => None,
@@ -257,12 +244,14 @@ impl Application {
                     Arc::new(LocalStoreProbe::new(&settings.emulator.oss_dir));
                 OutputService::new(Links::Local { base: handle.url() }, Some(probe))
             }
-            _ => oss_outputs(&settings),
+            _ => oss_outputs(&settings, oss_key.as_ref()),
         };
-        let uploads = upload_config(&settings, emulator.as_ref(), oss_key);
+        let uploads = upload_config(&settings, emulator.as_ref(), oss_key.clone());
         let demo = settings.uploads.demo_page && emulator.is_some();
         let mut app = Self::build_parts(settings, store, mps, outputs, mns, uploads, demo).await?;
         app.emulator = emulator;
+        // A temporary credential is refreshed in the background, shown in `/readyz`.
+        app.state.credentials = oss_key;
         Ok(app)
     }
 
@@ -274,16 +263,12 @@ impl Application {
         store: DynStore,
         mps: Option<Arc<dyn MpsApi>>,
     ) -> anyhow::Result<Self> {
-        let outputs = oss_outputs(&settings);
-        let mns = match (
-            &settings.mps.mns.endpoint,
-            &settings.mps.access_key_id,
-            &settings.mps.access_key_secret,
-        ) {
-            (Some(endpoint), Some(id), Some(secret))
+        let outputs = oss_outputs(&settings, None);
+        let mns = match (&settings.mps.mns.endpoint, static_key(&settings)) {
+            (Some(endpoint), Some(creds))
                 if mps.is_some() && !settings.mps.mns.queue.is_empty() =>
             {
-                Some(mns_client(&settings, endpoint.clone(), id, secret)?)
+                Some(mns_client(&settings, endpoint.clone(), &creds)?)
             }
             _ => None,
         };
@@ -390,6 +375,7 @@ impl Application {
             uploads,
             upload_hub,
             demo_uploads,
+            credentials: None,
         };
         Ok(Self {
             listener,
@@ -455,6 +441,11 @@ impl Application {
             let token = stop_worker.clone();
             tokio::spawn(d.run(token))
         });
+        let refresher = self
+            .state
+            .credentials
+            .clone()
+            .map(|c| tokio::spawn(crate::worker::credentials::run(c, stop_worker.clone())));
         let hub = tokio::spawn(self.state.upload_hub.clone().run(
             self.signals.clone(),
             std::time::Duration::from_secs(1),
@@ -473,6 +464,9 @@ impl Application {
         .await;
         stop_worker.cancel();
         let _ = hub.await;
+        if let Some(r) = refresher {
+            let _ = r.await;
+        }
         if let Some(w) = worker {
             let _ = w.await;
         }

@@ -66,6 +66,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub mps: MpsSettings,
+    pub credentials: CredentialsSettings,
     pub emulator: EmbeddedEmulatorSettings,
     pub outputs: OutputsSettings,
     pub uploads: UploadsSettings,
@@ -133,6 +134,46 @@ pub struct MpsSettings {
     pub request_timeout_ms: u64,
     /// MPS's job messages through an MNS queue (polling then only as the safety net).
     pub mns: MnsSettings,
+}
+
+/// Where the Alibaba Cloud credentials come from (`[credentials]`, `src/credentials/`). The
+/// official SDKs' environment variables set these keys too (see `layers`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSettings {
+    /// `auto` (the chain), `static`, `ram_role_arn`, `oidc_role_arn`, `credentials_file`,
+    /// `ecs_ram_role`.
+    pub provider: String,
+    pub security_token: Option<String>,
+    pub role_arn: Option<String>,
+    pub role_session_name: String,
+    pub duration_s: u64,
+    pub policy: Option<String>,
+    pub external_id: Option<String>,
+    pub sts_endpoint: Option<String>,
+    pub sts_region: Option<String>,
+    pub sts_vpc: bool,
+    pub oidc_provider_arn: Option<String>,
+    pub oidc_token_file: Option<String>,
+    pub file: Option<String>,
+    pub profile: String,
+    pub ecs_role_name: Option<String>,
+    pub ecs_metadata_disabled: bool,
+    pub imds_endpoint: String,
+    pub imds_v1_disabled: bool,
+    pub refresh_before_s: u64,
+    pub timeout_ms: u64,
+}
+
+impl CredentialsSettings {
+    /// A provider other than the static key is configured (a role, a file, ECS).
+    pub fn names_a_source(&self) -> bool {
+        let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+        self.provider != "auto"
+            || (set(&self.role_arn) && set(&self.oidc_provider_arn) && set(&self.oidc_token_file))
+            || set(&self.file)
+            || (set(&self.ecs_role_name) && !self.ecs_metadata_disabled)
+    }
 }
 
 /// The MNS queue bound to the MPS pipelines (`[mps.mns]`). Used when `queue` is set and there
@@ -387,7 +428,8 @@ impl Settings {
 
     /// True when real MPS credentials are configured; otherwise `serve` embeds the emulator.
     pub fn has_mps_credentials(&self) -> bool {
-        self.mps.access_key_id.is_some() && self.mps.access_key_secret.is_some()
+        (self.mps.access_key_id.is_some() && self.mps.access_key_secret.is_some())
+            || self.credentials.names_a_source()
     }
 
     /// Whether MNS is used: a queue name and an endpoint (or the embedded emulator's queue).
@@ -571,6 +613,35 @@ fn layers(
         ("DATABASE_URL", "database.url"),
         (ALIBABA_KEY_ID_VAR, "mps.access_key_id"),
         (ALIBABA_KEY_SECRET_VAR, "mps.access_key_secret"),
+        // The credential chain's variables (credentials-go's names).
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", "credentials.security_token"),
+        ("ALIBABA_CLOUD_ROLE_ARN", "credentials.role_arn"),
+        (
+            "ALIBABA_CLOUD_ROLE_SESSION_NAME",
+            "credentials.role_session_name",
+        ),
+        (
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+            "credentials.oidc_provider_arn",
+        ),
+        (
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+            "credentials.oidc_token_file",
+        ),
+        ("ALIBABA_CLOUD_STS_ENDPOINT", "credentials.sts_endpoint"),
+        ("ALIBABA_CLOUD_STS_REGION", "credentials.sts_region"),
+        ("ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED", "credentials.sts_vpc"),
+        ("ALIBABA_CLOUD_CREDENTIALS_FILE", "credentials.file"),
+        ("ALIBABA_CLOUD_PROFILE", "credentials.profile"),
+        ("ALIBABA_CLOUD_ECS_METADATA", "credentials.ecs_role_name"),
+        (
+            "ALIBABA_CLOUD_ECS_METADATA_DISABLED",
+            "credentials.ecs_metadata_disabled",
+        ),
+        (
+            "ALIBABA_CLOUD_IMDSV1_DISABLED",
+            "credentials.imds_v1_disabled",
+        ),
     ] {
         if let Some((_, value)) = vars.iter().find(|(k, v)| k == var && !v.is_empty()) {
             figment = figment.merge(EnvValue::new(var, key, value.as_str()));

@@ -17,6 +17,7 @@ pub mod app;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod crypto;
 pub mod domain;
 pub mod emulator;

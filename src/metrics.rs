@@ -50,6 +50,8 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("snapgate_token_cache_total", Kind::Counter, "API token checks by whether the in-memory cache answered (hit, miss)."),
     ("snapgate_mps_rpc_errors_total", Kind::Counter, "Errors answered on the MPS-compatible endpoint, by MPS error code."),
     ("snapgate_webhook_attempts_total", Kind::Counter, "Webhook delivery attempts by result."),
+    ("snapgate_credential_refreshes_total", Kind::Counter, "Refreshes of the Alibaba Cloud credential (STS, ECS RAM role, OIDC) by result (ok, failed)."),
+    ("snapgate_credential_expiry_seconds", Kind::Gauge, "Seconds until the Alibaba Cloud credential in use expires (absent for a long-lived key)."),
 ];
 
 /// Registers every [`DESCRIPTIONS`] entry with the recorder.

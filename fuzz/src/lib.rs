@@ -868,7 +868,7 @@ pub fn mns_xml(data: &[u8]) {
 
 fn mns_accepts(method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
     let keys = [(ACCESS_KEY_ID.to_string(), ACCESS_KEY_SECRET.to_string())];
-    snapgate::emulator::verify_mns_request(&keys, method, uri, headers, now()).is_ok()
+    snapgate::emulator::verify_mns_request(&keys, None, method, uri, headers, now()).is_ok()
 }
 
 fn mns_signed(method: &Method, uri: &Uri, headers: &HeaderMap) -> HeaderMap {

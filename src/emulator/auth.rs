@@ -57,17 +57,36 @@ pub fn verify(
     params: verify::Params,
     body: &[u8],
     keys: &[(String, String)],
+    sts: &super::sts::StsIssuer,
 ) -> Result<Verified, Fault> {
     let fault = |e: verify::AuthError| Fault::status(e.status, e.code, e.message);
+    // A temporary credential's token: the signed `SecurityToken` (v1) or `x-acs-security-token`.
+    let token = params.get("SecurityToken").cloned().or_else(|| {
+        headers
+            .get("x-acs-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
     let unverified = verify::parse(method, headers, params, body, Utc::now()).map_err(fault)?;
+    let id = unverified.access_key_id.clone();
     let secret = keys
         .iter()
-        .find(|(k, _)| {
-            crate::secret::constant_time_eq(k.as_bytes(), unverified.access_key_id.as_bytes())
-        })
-        .map(|(_, s)| s.as_str())
+        .find(|(k, _)| crate::secret::constant_time_eq(k.as_bytes(), id.as_bytes()))
+        .map(|(_, s)| s.clone())
+        .or_else(|| sts.secret_for(&id))
         .ok_or_else(|| fault(verify::AuthError::key_not_found()))?;
-    let v = unverified.verify(secret).map_err(fault)?;
+    let v = unverified.verify(&secret).map_err(fault)?;
+    sts.check_token(&id, token.as_deref())
+        .map_err(|p| match p {
+            super::sts::TokenProblem::Expired => Fault::bad(
+                "InvalidSecurityToken.Expired",
+                "Specified SecurityToken is expired.",
+            ),
+            super::sts::TokenProblem::Mismatch => Fault::bad(
+                "InvalidSecurityToken.MisMatchWithAccessKey",
+                "Specified SecurityToken mismatch with the AccessKey.",
+            ),
+        })?;
     Ok(Verified {
         signature: v.kind,
         action: v.action,

@@ -88,11 +88,21 @@ pub struct EmulatorArgs {
     /// inject), which take no credentials: for an emulator others can reach.
     #[arg(long)]
     pub no_control_routes: bool,
+    /// Lifetime of the temporary credentials its STS and metadata server issue (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub sts_ttl_s: u64,
+    /// The RAM role name its metadata server answers.
+    #[arg(long, default_value = "snapgate-emulator-role")]
+    pub imds_role: String,
 }
 
 #[derive(Clone)]
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
+    /// Lifetime of the STS / IMDS credentials it issues (`sts.rs`).
+    pub sts_ttl_s: u64,
+    /// The role name of its metadata server.
+    pub imds_role: String,
     pub access_keys: Vec<(String, String)>,
     /// Header-read timeout and connection limit of its listener.
     pub conn_limits: crate::listener::ConnLimits,
@@ -174,6 +184,8 @@ impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".parse().expect("valid"),
+            sts_ttl_s: 3600,
+            imds_role: "snapgate-emulator-role".into(),
             access_keys: vec![("testid".into(), "testsecret".into())],
             conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: 0.0,
@@ -231,6 +243,8 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
         }
         Ok(Self {
             listen: a.listen,
+            sts_ttl_s: a.sts_ttl_s.max(1),
+            imds_role: a.imds_role,
             access_keys: keys,
             conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: a.throttle_rate,

@@ -69,7 +69,8 @@ fn check<'a>(
         ));
     };
     let keys = &state.config.access_keys;
-    match verify_mns_request(keys, method, uri, headers, chrono::Utc::now()) {
+    let sts = Some(state.sts.as_ref());
+    match verify_mns_request(keys, sts, method, uri, headers, chrono::Utc::now()) {
         Ok(()) => Ok(queue),
         Err(refusal) => refuse(refusal),
     }
@@ -77,10 +78,12 @@ fn check<'a>(
 
 /// MNS's checks of a queue request, as MNS makes them: `x-mns-version` present, a `Date`
 /// within 15 minutes of `now`, and an `Authorization: MNS <id>:<signature>` made with the
-/// secret of one of `access_keys` (id, secret) over the method, the headers MNS signs and the
-/// path and query. Public so that the fuzz targets (`fuzz/`) check requests with it.
+/// secret of one of `access_keys` (id, secret), or of temporary credentials `sts` issued (with
+/// their `security-token`), over the method, the headers MNS signs and the path and query.
+/// Public so that the fuzz targets (`fuzz/`) check requests with it.
 pub fn verify_mns_request(
     access_keys: &[(String, String)],
+    sts: Option<&super::sts::StsIssuer>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -113,7 +116,12 @@ pub fn verify_mns_request(
             "The Authorization header must be MNS AccessKeyId:Signature.",
         ));
     };
-    let Some((_, secret)) = access_keys.iter().find(|(k, _)| k == id) else {
+    let known = access_keys
+        .iter()
+        .find(|(k, _)| k == id)
+        .map(|(_, s)| s.clone())
+        .or_else(|| sts.and_then(|sts| sts.secret_for(id)));
+    let Some(secret) = known else {
         return Err((
             StatusCode::FORBIDDEN,
             "InvalidAccessKeyId",
@@ -124,8 +132,22 @@ pub fn verify_mns_request(
     let pairs = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+    if let Some(Err(p)) = sts.map(|sts| sts.check_token(id, header("security-token"))) {
+        return Err(match p {
+            super::sts::TokenProblem::Expired => (
+                StatusCode::FORBIDDEN,
+                "SecurityTokenExpired",
+                "The security token you provided has expired.",
+            ),
+            super::sts::TokenProblem::Mismatch => (
+                StatusCode::FORBIDDEN,
+                "InvalidAccessKeyId",
+                "The security token you provided does not match the AccessKey Id.",
+            ),
+        });
+    }
     let expected = sign::sign_mns(
-        secret,
+        &secret,
         &sign::string_to_sign_mns(method.as_str(), pairs, resource),
     );
     if !crate::secret::constant_time_eq(expected.as_bytes(), signature.as_bytes()) {

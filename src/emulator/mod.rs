@@ -53,6 +53,7 @@ mod oss_multipart;
 mod oss_post;
 mod rpc;
 mod state;
+pub mod sts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,6 +140,18 @@ fn control_routes() -> Router<Arc<EmulatorState>> {
         .route("/_emulator/jobs", get(control::list_ledger))
         .route("/_emulator/jobs/{id}", get(control::get_ledger_job))
         .route("/_emulator/stats", get(control::stats))
+        .route("/_emulator/sts", get(sts::stats).post(sts::control))
+        // The ECS metadata server: it hands out credentials to whoever asks, as a real one
+        // does to the instance, so it is one of the control routes.
+        .route("/latest/api/token", axum::routing::put(sts::imds_token))
+        .route(
+            "/latest/meta-data/ram/security-credentials/",
+            get(sts::imds_roles),
+        )
+        .route(
+            "/latest/meta-data/ram/security-credentials/{role}",
+            get(sts::imds_role),
+        )
         .route("/_emulator/mns", get(mns::stats))
         .route("/_emulator/mns/messages", axum::routing::post(mns::inject))
         .route(

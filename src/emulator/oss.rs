@@ -135,6 +135,8 @@ pub struct StoreContext {
     pub store: Option<LocalOss>,
     /// Access key id → secret: the emulator's keys.
     keys: Vec<(String, String)>,
+    /// The temporary credentials its STS issued.
+    sts: Arc<super::sts::StsIssuer>,
     /// The region V4 signatures must name; `None`: the credential's.
     pub(super) region: Option<String>,
     cors_origins: Vec<String>,
@@ -148,7 +150,7 @@ pub struct StoreContext {
 }
 
 impl StoreContext {
-    pub fn new(config: &super::config::EmulatorConfig) -> Self {
+    pub fn new(config: &super::config::EmulatorConfig, sts: Arc<super::sts::StsIssuer>) -> Self {
         let mut addr = config.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -156,6 +158,7 @@ impl StoreContext {
         Self {
             store: config.oss_dir.clone().map(LocalOss::new),
             keys: config.access_keys.clone(),
+            sts,
             region: config.oss_region.clone(),
             cors_origins: config.oss_cors_origins.clone(),
             public_url: format!("http://{addr}"),
@@ -173,7 +176,27 @@ impl StoreContext {
         self.keys
             .iter()
             .find(|(k, _)| k == id)
-            .map(|(_, s)| Secret::new(s.clone()))
+            .map(|(_, s)| s.clone())
+            .or_else(|| self.sts.secret_for(id))
+            .map(Secret::new)
+    }
+
+    /// An `STS.` key's token (`x-oss-security-token`, or `security-token` in a presigned URL or
+    /// a PostObject form) must be the one issued with it and not expired, as OSS checks it.
+    pub fn check_token(&self, id: &str, token: Option<&str>) -> Result<(), crate::oss::OssError> {
+        use super::sts::TokenProblem;
+        self.sts.check_token(id, token).map_err(|p| match p {
+            TokenProblem::Expired => crate::oss::OssError::new(
+                403,
+                "SecurityTokenExpired",
+                "The security token you provided has expired.",
+            ),
+            TokenProblem::Mismatch => crate::oss::OssError::new(
+                403,
+                "InvalidSecurityToken",
+                "The security token you provided is invalid.",
+            ),
+        })
     }
 
     /// The URL of the callback public key, as sent in `x-oss-pub-key-url`.
@@ -353,7 +376,17 @@ pub(super) fn check_signature(
         ctx.region.as_deref(),
         crate::clock::now(),
     ) {
-        Ok(who) => {
+        Ok(crate::oss::Authenticated::Anonymous) => Ok(()),
+        Ok(crate::oss::Authenticated::Key(who)) => {
+            let token = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(crate::oss::SECURITY_TOKEN_HEADER))
+                .or_else(|| query.iter().find(|(k, _)| k == "security-token"))
+                .map(|(_, v)| v.as_str());
+            if let Err(e) = ctx.check_token(&who, token) {
+                tracing::info!(code = %e.code, bucket, key, method = %method, "local OSS: request refused");
+                return Err(e);
+            }
             tracing::debug!(?who, bucket, key, method = %method, "local OSS: request authenticated");
             Ok(who)
         }

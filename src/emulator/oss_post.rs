@@ -120,6 +120,13 @@ async fn store_upload(
         bucket,
         crate::clock::now(),
     )?;
+    if let Some(id) = &form.access_key_id {
+        let token = fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(crate::oss::SECURITY_TOKEN_HEADER))
+            .map(|(_, v)| v.as_str());
+        ctx.check_token(id, token)?;
+    }
     // `${filename}` in the key is the uploaded file's name (OSS's one key variable).
     let filename = field.file_name().unwrap_or("").to_string();
     let key = form.key.replace("${filename}", &filename);

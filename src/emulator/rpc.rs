@@ -62,10 +62,25 @@ pub async fn handle(
     if cfg.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.latency_ms)).await;
     }
-    let verified = match collect_params(uri.query(), &headers, &body)
-        .map_err(|e| super::error::Fault::status(e.status, e.code, e.message))
-        .and_then(|params| auth::verify(method.as_str(), &headers, params, &body, &cfg.access_keys))
-    {
+    let params = match collect_params(uri.query(), &headers, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            let f = super::error::Fault::status(e.status, e.code, e.message);
+            state.count("(unauthenticated)", f.code);
+            return error_response(&f);
+        }
+    };
+    if super::sts::is_sts_action(&params, &headers) {
+        return sts_call(&state, method.as_str(), &headers, params, &body);
+    }
+    let verified = match auth::verify(
+        method.as_str(),
+        &headers,
+        params,
+        &body,
+        &cfg.access_keys,
+        &state.sts,
+    ) {
         Ok(v) => v,
         Err(f) => {
             state.count("(unauthenticated)", f.code);
@@ -104,6 +119,38 @@ pub async fn handle(
         }
         Err(f) => {
             state.count(&action, f.code);
+            error_response(&f)
+        }
+    }
+}
+
+/// An STS call on the same listener (`sts.rs`): `AssumeRoleWithOIDC` is unsigned,
+/// `AssumeRole` is authenticated as any call (an STS error body when refused).
+fn sts_call(
+    state: &EmulatorState,
+    method: &str,
+    headers: &HeaderMap,
+    params: BTreeMap<String, String>,
+    body: &[u8],
+) -> Response {
+    if params.get("Action").map(String::as_str) == Some("AssumeRoleWithOIDC") {
+        state.count("AssumeRoleWithOIDC", "Success");
+        return super::sts::answer(&state.sts, "AssumeRoleWithOIDC", &params);
+    }
+    match auth::verify(
+        method,
+        headers,
+        params,
+        body,
+        &state.config.access_keys,
+        &state.sts,
+    ) {
+        Ok(v) => {
+            state.count("AssumeRole", "Success");
+            super::sts::answer(&state.sts, "AssumeRole", &v.params)
+        }
+        Err(f) => {
+            state.count("AssumeRole", f.code);
             error_response(&f)
         }
     }

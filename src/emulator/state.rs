@@ -22,6 +22,7 @@ use super::jobs::{Failure, Job, Timing};
 use super::ledger::LedgerFile;
 use super::mns_queue::{MnsQueue, Publish};
 use super::oss::{LocalOss, OssRoutes, StoreContext};
+use super::sts::{StsIssuer, StsRoutes};
 
 /// Calls within the last second, for the per-account QPS limits.
 #[derive(Default)]
@@ -96,6 +97,8 @@ pub struct EmulatorState {
     pub(crate) stop: CancellationToken,
     /// The MNS queue jobs publish their end to (`--mns-queue`).
     pub(super) mns: Option<Arc<MnsQueue>>,
+    /// STS and the metadata server: the temporary credentials issued (`sts.rs`).
+    pub(super) sts: Arc<StsIssuer>,
 }
 
 impl EmulatorState {
@@ -158,8 +161,10 @@ impl EmulatorState {
                 None
             }
         };
+        let sts = Arc::new(StsIssuer::new(config.sts_ttl_s, config.imds_role.clone()));
         Ok(Self {
-            store: Arc::new(StoreContext::new(&config)),
+            store: Arc::new(StoreContext::new(&config, sts.clone())),
+            sts,
             engine,
             stop: CancellationToken::new(),
             clock,
@@ -391,6 +396,12 @@ impl EmulatorState {
 }
 
 /// The object routes see only the store.
+impl FromRef<Arc<EmulatorState>> for StsRoutes {
+    fn from_ref(state: &Arc<EmulatorState>) -> Self {
+        StsRoutes(state.sts.clone())
+    }
+}
+
 impl FromRef<Arc<EmulatorState>> for OssRoutes {
     fn from_ref(state: &Arc<EmulatorState>) -> Self {
         OssRoutes(state.store.clone())

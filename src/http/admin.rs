@@ -137,6 +137,9 @@ pub async fn get_stats(
 
 /// Prometheus exposition. Job gauges come from the store, cached for [`COUNTS_TTL`](super::state::COUNTS_TTL).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(c) = &state.credentials {
+        c.record_gauge();
+    }
     if let Some(counts) = state.counts.get(&state.store).await {
         let mut totals = std::collections::BTreeMap::new();
         for (_, st, n) in &counts.by_state {

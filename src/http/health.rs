@@ -24,6 +24,11 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub mps: Option<crate::mps::health::HealthView>,
+    /// The Alibaba Cloud credentials in use (provider, expiry, refreshes), when this process
+    /// resolved them; an expired one with failing refreshes makes the replica unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<crate::credentials::CredentialsView>,
 }
 
 /// Liveness: the process answers.
@@ -33,6 +38,7 @@ pub async fn healthz() -> Json<Health> {
         status: "ok".into(),
         store: None,
         mps: None,
+        credentials: None,
     })
 }
 
@@ -57,7 +63,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             false
         }
     };
-    let ready = store_ok && mps.trouble != Some(Trouble::Credentials);
+    let credentials = state.credentials.as_ref().map(|c| c.view());
+    if let Some(c) = credentials.as_ref().filter(|c| c.refresh_failing) {
+        tracing::warn!(provider = c.provider, expired = c.expired, error = ?c.last_error, "readiness check: the credential refresh is failing");
+    }
+    let ready = store_ok
+        && mps.trouble != Some(Trouble::Credentials)
+        && !credentials.as_ref().is_some_and(|c| c.expired);
     let (status, word) = if ready {
         (StatusCode::OK, "ok")
     } else {
@@ -69,6 +81,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             status: word.into(),
             store: backend,
             mps: Some(mps),
+            credentials,
         }),
     )
 }

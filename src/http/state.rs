@@ -42,6 +42,9 @@ pub struct AppState {
     /// The demo page `/upload` and its intent endpoint are served (`uploads.demo_page` on the
     /// embedded default).
     pub demo_uploads: bool,
+    /// The Alibaba Cloud credentials the worker and the OSS signers use, when this process
+    /// resolved them (`/readyz`, `/metrics`; refreshed by `worker::credentials`).
+    pub credentials: Option<crate::credentials::Credentials>,
     /// Verified bearer tokens (`auth.token_cache_ms`).
     pub tokens: Arc<super::caller::TokenCache>,
     /// Jobs for `GET /v1/snapshot-jobs/{id}` (`http.job_cache_entries`, `http.job_cache_ttl_ms`).

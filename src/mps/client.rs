@@ -17,7 +17,7 @@ use super::wire::{
     ListQuery, MpsErrorBody, QuerySnapshotJobListResponse, SubmitParams, SubmitSnapshotJobResponse,
 };
 pub use crate::config::SignatureMethod;
-use crate::secret::{Secret, Sensitive};
+use crate::secret::Sensitive;
 
 pub const API_VERSION: &str = "2014-06-18";
 
@@ -52,8 +52,8 @@ pub trait MpsApi: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct MpsClientConfig {
     pub endpoint: String,
-    pub access_key_id: String,
-    pub access_key_secret: Secret,
+    /// The credential chain: each call signs with its current credential.
+    pub credentials: crate::credentials::Credentials,
     pub signature: SignatureMethod,
     pub region_id: Option<String>,
     pub connect_timeout: Duration,
@@ -159,7 +159,13 @@ impl MpsClient {
         action: &'static str,
         api: BTreeMap<String, String>,
     ) -> Result<MpsResponse<T>, MpsError> {
-        let (request, client_sts) = self.signed_request(action, api);
+        let cred = self.cfg.credentials.get().await.map_err(|e| {
+            MpsError::transport(
+                super::error::CREDENTIALS_UNAVAILABLE,
+                format!("{action}: no valid credential: {e}"),
+            )
+        })?;
+        let (request, client_sts) = self.signed_request(&cred, action, api);
         let response = request
             .header("content-length", "0")
             .send()
@@ -186,17 +192,22 @@ impl MpsClient {
     /// it signed (for `SignatureDoesNotMatch` diagnostics).
     fn signed_request(
         &self,
+        cred: &crate::credentials::Credential,
         action: &'static str,
         api: BTreeMap<String, String>,
     ) -> (reqwest::RequestBuilder, String) {
-        let secret = self.cfg.access_key_secret.expose();
+        let secret = cred.access_key_secret.expose();
         match self.cfg.signature {
             SignatureMethod::V1 => {
                 let mut params = api;
                 params.insert("Action".into(), action.into());
                 params.insert("Version".into(), API_VERSION.into());
                 params.insert("Format".into(), "JSON".into());
-                params.insert("AccessKeyId".into(), self.cfg.access_key_id.clone());
+                params.insert("AccessKeyId".into(), cred.access_key_id.clone());
+                // A temporary credential's token is a signed parameter.
+                if let Some(t) = cred.token() {
+                    params.insert("SecurityToken".into(), t.to_string());
+                }
                 params.insert("SignatureMethod".into(), "HMAC-SHA1".into());
                 params.insert("SignatureVersion".into(), "1.0".into());
                 params.insert("SignatureNonce".into(), sign::new_nonce());
@@ -223,6 +234,10 @@ impl MpsClient {
                     sign::EMPTY_BODY_SHA256.to_string(),
                 );
                 headers.insert("accept".to_string(), "application/json".to_string());
+                if let Some(t) = cred.token() {
+                    // Every `x-acs-*` header is signed, the token too.
+                    headers.insert("x-acs-security-token".to_string(), t.to_string());
+                }
                 let cr = sign::canonical_request_acs3(
                     "POST",
                     "/",
@@ -232,10 +247,12 @@ impl MpsClient {
                 );
                 let sts = sign::string_to_sign_acs3(&cr);
                 let signature = sign::sign_acs3(secret, &sts);
-                let auth = sign::authorization_acs3(&self.cfg.access_key_id, &headers, &signature);
+                let auth = sign::authorization_acs3(&cred.access_key_id, &headers, &signature);
                 let mut req = self.http.post(self.url(&api));
                 for (k, v) in &headers {
-                    if k != "host" {
+                    if k == "x-acs-security-token" {
+                        req = req.header(k.as_str(), Sensitive(v));
+                    } else if k != "host" {
                         req = req.header(k.as_str(), v.as_str());
                     }
                 }

@@ -52,6 +52,8 @@ impl std::error::Error for MpsError {}
 pub const CONNECT_FAILED: &str = "Transport.ConnectFailed";
 pub const OUTCOME_UNKNOWN: &str = "Transport.OutcomeUnknown";
 pub const INVALID_RESPONSE: &str = "Transport.InvalidResponse";
+/// No valid credential is left (the chain's refresh keeps failing and the token expired).
+pub const CREDENTIALS_UNAVAILABLE: &str = "Credentials.Unavailable";
 
 /// Classifies an MPS error code.
 pub fn classify_code(code: &str) -> ErrorClass {
@@ -68,7 +70,11 @@ pub fn classify_code(code: &str) -> ErrorClass {
         | "Forbidden.RAM"
         | "InvalidTimeStamp.Expired"
         | "InvalidTimeStamp.Format"
-        | "IllegalTimestamp" => ErrorClass::Gateway,
+        | "IllegalTimestamp"
+        | "InvalidSecurityToken.Expired"
+        | "InvalidSecurityToken.Malformed"
+        | "InvalidSecurityToken.MisMatchWithAccessKey"
+        | CREDENTIALS_UNAVAILABLE => ErrorClass::Gateway,
         c if c.starts_with("Throttling.") => ErrorClass::Retryable,
         // Retried too, but only after a lookup: MPS may have done the work before failing
         // (docs/mps/API.md §4.3 warns about InternalError on Submit), and since every attempt carries a

@@ -12,7 +12,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 use super::sign;
-use crate::secret::{Secret, Sensitive};
+use crate::secret::Sensitive;
 
 /// MNS's XML namespace.
 pub const XMLNS: &str = "http://mns.aliyuncs.com/doc/v1/";
@@ -190,13 +190,16 @@ pub fn error_xml(code: &str, message: &str, request_id: &str) -> String {
     )
 }
 
+/// Where a temporary credential's token goes on an MNS request.
+pub const SECURITY_TOKEN_HEADER: &str = "security-token";
+
 #[derive(Debug, Clone)]
 pub struct MnsClientConfig {
     /// `https://<account-id>.mns.<region>.aliyuncs.com` (or the emulator's URL).
     pub endpoint: String,
     pub queue: String,
-    pub access_key_id: String,
-    pub access_key_secret: Secret,
+    /// The credential chain (a temporary credential's token goes in `security-token`).
+    pub credentials: crate::credentials::Credentials,
     /// Long-poll wait per receive, 0 to 30 s.
     pub wait_s: u32,
     /// Messages per receive, 1 to 16.
@@ -264,19 +267,27 @@ impl MnsClient {
             ],
             resource,
         );
-        let signature = sign::sign_mns(self.cfg.access_key_secret.expose(), &sts);
-        let res = self
+        let cred = self
+            .cfg
+            .credentials
+            .get()
+            .await
+            .map_err(|e| MnsError::transport(format!("no valid credential: {e}")))?;
+        let signature = sign::sign_mns(cred.access_key_secret.expose(), &sts);
+        let mut req = self
             .http
-            .request(method, format!("{}{resource}", self.cfg.endpoint))
+            .request(method, format!("{}{resource}", self.cfg.endpoint));
+        if let Some(t) = cred.token() {
+            // MNS's SDKs send the token unsigned, in this header.
+            req = req.header(SECURITY_TOKEN_HEADER, Sensitive(t));
+        }
+        let res = req
             .header("content-type", content_type)
             .header("date", &date)
             .header("x-mns-version", sign::MNS_VERSION)
             .header(
                 "authorization",
-                Sensitive(&sign::authorization_mns(
-                    &self.cfg.access_key_id,
-                    &signature,
-                )),
+                Sensitive(&sign::authorization_mns(&cred.access_key_id, &signature)),
             )
             .timeout(timeout)
             .send()

@@ -29,12 +29,27 @@ use sha2::Sha256;
 
 use crate::secret::Secret;
 
-/// An OSS key pair.
+/// An OSS key pair, and the STS token of a temporary one (sent as `x-oss-security-token`, or
+/// `security-token` in a presigned URL or a PostObject form).
 #[derive(Debug, Clone)]
 pub struct OssCredentials {
     pub access_key_id: String,
     pub access_key_secret: Secret,
+    pub security_token: Option<Secret>,
 }
+
+impl From<&crate::credentials::Credential> for OssCredentials {
+    fn from(c: &crate::credentials::Credential) -> Self {
+        Self {
+            access_key_id: c.access_key_id.clone(),
+            access_key_secret: c.access_key_secret.clone(),
+            security_token: c.security_token.clone(),
+        }
+    }
+}
+
+/// The header that carries a temporary credential's token on a signed OSS request.
+pub const SECURITY_TOKEN_HEADER: &str = "x-oss-security-token";
 
 /// An OSS error answer: HTTP status, OSS's `Code` and a message (OSS's own wording where it is
 /// known). The emulator renders it as OSS's XML error body; the gateway reports it.

@@ -78,6 +78,9 @@ pub fn sign_post(
     ];
     let status = p.success_action_status.map(|s| s.to_string());
     let callback = p.callback.as_ref().map(CallbackSpec::encode);
+    if let Some(t) = &creds.security_token {
+        conditions.push(serde_json::json!({"x-oss-security-token": t.expose()}));
+    }
     if let Some(s) = &status {
         conditions.push(serde_json::json!({"success_action_status": s}));
     }
@@ -98,6 +101,12 @@ pub fn sign_post(
         ("x-oss-date".to_string(), date),
         ("x-oss-signature".to_string(), signature),
     ];
+    if let Some(t) = &creds.security_token {
+        fields.push((
+            super::SECURITY_TOKEN_HEADER.to_string(),
+            t.expose().to_string(),
+        ));
+    }
     if let Some(s) = status {
         fields.push(("success_action_status".to_string(), s));
     }
@@ -457,6 +466,7 @@ pub(crate) mod tests {
         OssCredentials {
             access_key_id: "LTAI5tEXAMPLE".into(),
             access_key_secret: Secret::new("EXAMPLESECRETKEY0123456789abcdef"),
+            security_token: None,
         }
     }
 

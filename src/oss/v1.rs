@@ -185,35 +185,46 @@ pub fn verify_query(
 /// OSS V1 query-string presigning for output links (OSS docs, "Add signatures to a URL"):
 /// `Signature = base64(HMAC-SHA1(secret, VERB\nContent-MD5\nContent-Type\nExpires\n
 /// /<bucket>/<raw key>))`.
+///
+/// With a temporary credential, its token rides in the URL as `security-token` (a signed
+/// sub-resource) and the URL never outlives the token.
 #[derive(Debug, Clone)]
 pub struct Presigner {
-    pub access_key_id: String,
-    pub access_key_secret: Secret,
+    pub credentials: crate::credentials::Credentials,
     pub ttl_s: u64,
 }
 
 impl Presigner {
-    /// The signature of a request without Content-MD5 or OSS headers, as sent in the URL
-    /// (percent-encoded).
-    pub fn signature(&self, verb: &str, content_type: &str, expires: i64, o: &OssObject) -> String {
-        let to_sign = string_to_sign(
-            verb,
-            "",
-            content_type,
-            &expires.to_string(),
-            "",
-            &canonical_resource(&o.bucket, &o.object, &[]),
-        );
-        percent_encode(&sign(&self.access_key_secret, &to_sign))
+    /// A presigner with a long-lived key pair.
+    pub fn with_key(access_key_id: &str, access_key_secret: Secret, ttl_s: u64) -> Self {
+        Self {
+            credentials: crate::credentials::Credentials::key(access_key_id, access_key_secret),
+            ttl_s,
+        }
     }
 
-    /// A GET URL valid until `expires` (Unix seconds).
+    /// The signature of a request without Content-MD5 or OSS headers, as sent in the URL
+    /// (percent-encoded), with the current credential.
+    pub fn signature(&self, verb: &str, content_type: &str, expires: i64, o: &OssObject) -> String {
+        signature_with(&self.credentials.current(), verb, content_type, expires, o)
+    }
+
+    /// A GET URL valid until `expires` (Unix seconds), or until the token expires if sooner.
     pub fn get_url(&self, o: &OssObject, expires: i64) -> String {
+        let c = self.credentials.current();
+        let expires = match c.expiration {
+            Some(e) => expires.min(e.timestamp()),
+            None => expires,
+        };
+        let token = c
+            .token()
+            .map(|t| format!("&security-token={}", percent_encode(t)))
+            .unwrap_or_default();
         format!(
-            "{}?OSSAccessKeyId={}&Expires={expires}&Signature={}",
+            "{}?OSSAccessKeyId={}&Expires={expires}&Signature={}{token}",
             crate::domain::outputs::oss_url(o),
-            percent_encode(&self.access_key_id),
-            self.signature("GET", "", expires, o)
+            percent_encode(&c.access_key_id),
+            signature_with(&c, "GET", "", expires, o)
         )
     }
 
@@ -248,6 +259,28 @@ impl Presigner {
     }
 }
 
+fn signature_with(
+    c: &crate::credentials::Credential,
+    verb: &str,
+    content_type: &str,
+    expires: i64,
+    o: &OssObject,
+) -> String {
+    let sub: Vec<(String, String)> = c
+        .token()
+        .map(|t| vec![("security-token".to_string(), t.to_string())])
+        .unwrap_or_default();
+    let to_sign = string_to_sign(
+        verb,
+        "",
+        content_type,
+        &expires.to_string(),
+        "",
+        &canonical_resource(&o.bucket, &o.object, &sub),
+    );
+    percent_encode(&sign(&c.access_key_secret, &to_sign))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,11 +293,7 @@ mod tests {
     /// `oss2` 2.19.1 `Bucket.sign_url`.
     #[test]
     fn v1_presign_matches_oss2() {
-        let p = Presigner {
-            access_key_id: "LTAI5tEXAMPLE".into(),
-            access_key_secret: secret(),
-            ttl_s: 3600,
-        };
+        let p = Presigner::with_key("LTAI5tEXAMPLE", secret(), 3600);
         let o = OssObject {
             location: "oss-cn-hangzhou".into(),
             bucket: "example-bucket".into(),

@@ -144,7 +144,12 @@ pub fn sign_request(
         !k.eq_ignore_ascii_case("authorization")
             && !k.eq_ignore_ascii_case("x-oss-date")
             && !k.eq_ignore_ascii_case("x-oss-content-sha256")
+            && !k.eq_ignore_ascii_case(super::SECURITY_TOKEN_HEADER)
     });
+    // A temporary credential's token is an `x-oss-*` header: signed like the others.
+    if let Some(t) = &creds.security_token {
+        headers.push((super::SECURITY_TOKEN_HEADER.into(), t.expose().to_string()));
+    }
     let ts = super::v4_timestamp(now);
     headers.push(("x-oss-date".into(), ts.clone()));
     headers.push(("x-oss-content-sha256".into(), UNSIGNED_PAYLOAD.into()));
@@ -414,6 +419,7 @@ mod tests {
         OssCredentials {
             access_key_id: "LTAI5tEXAMPLE".into(),
             access_key_secret: Secret::new("EXAMPLESECRETKEY0123456789abcdef"),
+            security_token: None,
         }
     }
 

@@ -316,11 +316,11 @@ mod tests {
     fn presigned() -> OutputService {
         OutputService::new(
             Links::Oss {
-                presign: Some(Presigner {
-                    access_key_id: "LTAI5tEXAMPLE".into(),
-                    access_key_secret: Secret::new("EXAMPLESECRETKEY0123456789abcdef"),
-                    ttl_s: 600,
-                }),
+                presign: Some(Presigner::with_key(
+                    "LTAI5tEXAMPLE",
+                    Secret::new("EXAMPLESECRETKEY0123456789abcdef"),
+                    600,
+                )),
             },
             None,
         )

@@ -92,8 +92,9 @@ pub struct UploadConfig {
     /// The built-in emulator's public key URL: accepted for callbacks only because snapgate
     /// runs that emulator itself.
     pub local_pub_key_url: Option<String>,
-    /// The OSS key pair; `None`: uploads are not configured (intents answer 503).
-    pub creds: Option<OssCredentials>,
+    /// The OSS credentials (`crate::credentials`); `None`: uploads are not configured
+    /// (intents answer 503).
+    pub creds: Option<crate::credentials::Credentials>,
 }
 
 impl UploadConfig {
@@ -264,9 +265,18 @@ impl UploadService {
         IdempotencyKey(format!("upload:{id}"))
     }
 
+    /// The credential to sign with now (valid, or refreshed on this path if nothing is left).
+    async fn oss_creds(&self) -> Result<Arc<crate::credentials::Credential>, UploadError> {
+        let creds = self.cfg.creds.as_ref().ok_or(UploadError::NotConfigured)?;
+        creds
+            .get()
+            .await
+            .map_err(|e| UploadError::Oss(format!("no valid OSS credential: {e}")))
+    }
+
     /// Makes an intent for `team`.
     pub async fn create(&self, team: &str, req: NewUpload) -> Result<CreatedUpload, UploadError> {
-        let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let creds = self.oss_creds().await?;
         let preset = self.check_new(team, &req).await?;
         let id = Uuid::now_v7();
         let now = self.store.clock().await?;
@@ -371,7 +381,9 @@ impl UploadService {
 
     /// The signed PostObject form for `upload`: its exact key and size, until it expires, with
     /// the callback to `uploads.callback_url` if one is set.
-    fn post_form(&self, creds: &OssCredentials, upload: &UploadRecord) -> PostForm {
+    /// The policy never outlives a temporary credential's token.
+    fn post_form(&self, cred: &crate::credentials::Credential, upload: &UploadRecord) -> PostForm {
+        let creds = &OssCredentials::from(cred);
         let id = upload.id;
         let tag = callback_tag(creds, id);
         let callback = self.cfg.callback_url.as_ref().map(|url| CallbackSpec {
@@ -385,7 +397,9 @@ impl UploadService {
             bucket: upload.bucket.clone(),
             key: upload.object_key.clone(),
             content_length: upload.size_bytes..=upload.size_bytes,
-            expires_at: upload.expires_at,
+            expires_at: cred
+                .expiration
+                .map_or(upload.expires_at, |e| e.min(upload.expires_at)),
             success_action_status: Some(200),
             callback,
         };
@@ -547,7 +561,7 @@ impl UploadService {
     /// `POST /v1/uploads/{id}/complete`: the object must be in the bucket with the declared
     /// size (a signed `HEAD`), then the upload lands.
     pub async fn complete(&self, id: Uuid) -> Result<UploadStatus, UploadError> {
-        let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let creds = OssCredentials::from(&*self.oss_creds().await?);
         // Read through `status`: an intent past its expiry is expired first.
         let upload = self.status(id).await?.ok_or(UploadError::NotFound)?.upload;
         if upload.job_id.is_some() {
@@ -595,9 +609,19 @@ impl UploadService {
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| refuse("the body names no upload_id".into()))?;
-        let creds = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let handle = self.cfg.creds.as_ref().ok_or(UploadError::NotConfigured)?;
         let tag = v.get("tag").and_then(Value::as_str).unwrap_or("");
-        if !crate::secret::constant_time_eq(tag.as_bytes(), callback_tag(&creds, id).as_bytes()) {
+        // Signed with the credential of the intent: the current one, or the one before the
+        // last refresh (a form never outlives its token, so no older one can be pending).
+        let tagged = [Some(handle.current()), handle.previous()]
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                let c = OssCredentials::from(&*c);
+                crate::secret::constant_time_eq(tag.as_bytes(), callback_tag(&c, id).as_bytes())
+            });
+        let creds = OssCredentials::from(&*self.oss_creds().await?);
+        if !tagged {
             return Err(refuse(format!(
                 "upload {id}: the callback does not carry the intent's secret"
             )));

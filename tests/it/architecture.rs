@@ -484,6 +484,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["config"],
     &["crypto", "telemetry", "signals"],
+    &["credentials"],
     &["store"],
     &["mps", "oss", "webhooks"],
     &["services", "worker", "emulator"],

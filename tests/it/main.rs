@@ -21,6 +21,7 @@ mod cancel;
 mod cli;
 mod config_layers;
 mod container_lint;
+mod credentials;
 mod delivery;
 mod docs_examples;
 mod emulator_faults;

@@ -435,8 +435,7 @@ fn mns(endpoint: &str, secret: &str) -> MnsClient {
     MnsClient::new(MnsClientConfig {
         endpoint: endpoint.into(),
         queue: QUEUE.into(),
-        access_key_id: EMU_KEY_ID.into(),
-        access_key_secret: Secret::new(secret),
+        credentials: snapgate::credentials::Credentials::key(EMU_KEY_ID, Secret::new(secret)),
         wait_s: 0,
         batch: 16,
         connect_timeout: Duration::from_secs(2),

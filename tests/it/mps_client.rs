@@ -31,8 +31,10 @@ async fn serve(router: Router) -> String {
 fn client(endpoint: &str, sig: SignatureMethod, timeout_ms: u64) -> MpsClient {
     MpsClient::new(MpsClientConfig {
         endpoint: endpoint.into(),
-        access_key_id: "testid".into(),
-        access_key_secret: Secret::new("testsecret-DO-NOT-PRINT"),
+        credentials: snapgate::credentials::Credentials::key(
+            "testid",
+            Secret::new("testsecret-DO-NOT-PRINT"),
+        ),
         signature: sig,
         region_id: Some("cn-shanghai".into()),
         connect_timeout: Duration::from_secs(1),

@@ -236,6 +236,7 @@ async fn gateway_form_uploads_and_head_object_sees_it() {
     let creds = OssCredentials {
         access_key_id: AK.into(),
         access_key_secret: Secret::new(SECRET),
+        security_token: None,
     };
     let now = chrono::Utc::now();
     let form = oss::post_policy::sign_post(

@@ -45,8 +45,7 @@ pub fn mps_client(url: &str, secret: &str, timeout_ms: u64) -> Arc<dyn MpsApi> {
     Arc::new(
         MpsClient::new(MpsClientConfig {
             endpoint: url.to_string(),
-            access_key_id: EMU_KEY_ID.into(),
-            access_key_secret: Secret::new(secret),
+            credentials: snapgate::credentials::Credentials::key(EMU_KEY_ID, Secret::new(secret)),
             signature: SignatureMethod::V1,
             region_id: Some("cn-shanghai".into()),
             connect_timeout: Duration::from_secs(2),

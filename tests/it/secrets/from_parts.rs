@@ -105,8 +105,10 @@ async fn leak_check(logs: Captured) {
         Arc::new(
             MpsClient::new(MpsClientConfig {
                 endpoint: emu.url(),
-                access_key_id: "LTAIcanary".into(),
-                access_key_secret: Secret::new(secret),
+                credentials: snapgate::credentials::Credentials::key(
+                    "LTAIcanary",
+                    Secret::new(secret),
+                ),
                 signature: SignatureMethod::V1,
                 region_id: None,
                 connect_timeout: Duration::from_secs(1),
