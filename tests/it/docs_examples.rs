@@ -43,6 +43,7 @@ const PAGES: &[&str] = &[
     "docs/emulator.md",
     "docs/configuration.md",
     "docs/operations.md",
+    "docs/deployment.md",
     "docs/security.md",
     "docs/testing.md",
     "docs/benchmarks.md",
