@@ -21,6 +21,7 @@ Usage: image-check.py [IMAGE]   (needs root, buildah, psql, ss; PyYAML)
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ RUN_ID = f"{int(time.time())}_{os.getpid()}"
 containers = []  # working containers to remove
 procs = []  # (name, Popen, log path, port it listens on)
 databases = []
+roles = []  # roles this run created (the compose file's Postgres user)
 LOG_DIR = os.path.join(ROOT, "target", "image-check")
 os.makedirs(LOG_DIR, exist_ok=True)
 
@@ -155,6 +157,7 @@ def fresh_database(user=None, password=None):
     if user and user != PG["admin"]:
         if psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'") != "1":
             psql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
+            roles.append(user)
     psql(f"CREATE DATABASE \"{name}\" OWNER \"{user or PG['admin']}\"")
     databases.append(name)
     return name
@@ -205,11 +208,12 @@ def check_serve_and_healthcheck(cfg, url):
     if test[0] != "CMD":
         fail(f"HEALTHCHECK is not in exec form: {test}")
     port = free_port()
+    listen = cfg["env"].get("SNAPGATE__HTTP__LISTEN", "0.0.0.0:8080")
     env = {
         "DATABASE_URL": url,
-        # The host's network is shared: a free port instead of the image's 0.0.0.0:8080, and
-        # the built-in emulator (no MPS key here) on a free port too.
-        "SNAPGATE__HTTP__LISTEN": f"127.0.0.1:{port}",
+        # The host's network is shared: the image's address with a free port, and the built-in
+        # emulator (no MPS key here) on a free port too.
+        "SNAPGATE__HTTP__LISTEN": f"{listen.rsplit(':', 1)[0]}:{port}",
         "SNAPGATE__EMULATOR__LISTEN": "127.0.0.1:0",
     }
     # No auth.master_key: serve creates data/master.key, so the image's data/ must be writable
@@ -286,13 +290,13 @@ def listen_port(argv, env):
 
 
 def rewrite(value, services_ports, own):
-    """`<service>:<port>` → `127.0.0.1:<its host port>`; `127.0.0.1:<port>` / `0.0.0.0:<port>` of the
-    container itself → its host port."""
+    """`<service>:<port>` → `127.0.0.1:<its host port>`; `<address>:<port>` of the container
+    itself (0.0.0.0, 127.0.0.1, localhost) → the same address with its host port."""
     for name, (cport, hport) in services_ports.items():
         value = re.sub(rf"(?<=[/@]){re.escape(name)}:{cport}\b", f"127.0.0.1:{hport}", value)
     if own:
         cport, hport = own
-        value = re.sub(rf"\b(127\.0\.0\.1|0\.0\.0\.0|localhost):{cport}\b", f"127.0.0.1:{hport}", value)
+        value = re.sub(rf"\b(127\.0\.0\.1|0\.0\.0\.0|localhost):{cport}\b", rf"\1:{hport}", value)
     return value
 
 
@@ -318,7 +322,8 @@ def check_compose(cfg):
             continue
         if s.get("image") not in (None, "snapgate:local"):
             fail(f"service {name} uses image {s.get('image')}, this check runs {IMAGE}")
-        argv = cfg["entrypoint"] + (s.get("command") or cfg["cmd"])
+        command = s.get("command") or cfg["cmd"]
+        argv = cfg["entrypoint"] + (shlex.split(command) if isinstance(command, str) else command)
         env = compose_env(s, cfg["env"])
         replicas = (s.get("deploy") or {}).get("replicas", 1)
         cport = listen_port(argv, env)
@@ -338,8 +343,8 @@ def check_compose(cfg):
         p = plan[name]
         hport = p["hports"][i]
         env = {k: rewrite(v, {}, (p["cport"], hport)) for k, v in p["env"].items()}
-        if "--listen" not in p["argv"]:
-            env["SNAPGATE__HTTP__LISTEN"] = f"127.0.0.1:{hport}"
+        if "--listen" not in p["argv"] and "SNAPGATE__HTTP__LISTEN" not in env:
+            env["SNAPGATE__HTTP__LISTEN"] = f"0.0.0.0:{hport}"
         argv = [rewrite(a, {}, (p["cport"], hport)) for a in p["argv"]]
         hc = (p["service"].get("healthcheck") or {})
         test = None if hc.get("disable") else [rewrite(a, {}, (p["cport"], hport)) for a in hc["test"]]
@@ -470,6 +475,9 @@ def cleanup():
     for db in databases:
         subprocess.run(["psql", "-h", PG["host"], "-U", PG["admin"], "-d", "postgres", "-qc",
                         f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'], capture_output=True)
+    for role in roles:  # fails, and stays, if a database of another run still uses it
+        subprocess.run(["psql", "-h", PG["host"], "-U", PG["admin"], "-d", "postgres", "-qc",
+                        f'DROP ROLE IF EXISTS "{role}"'], capture_output=True)
 
 
 def main():
