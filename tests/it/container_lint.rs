@@ -358,7 +358,13 @@ fn kubernetes_example_agrees_with_the_image() {
     assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
     let pod = &deployment["spec"]["template"]["spec"];
     let (_, runtime) = stages().pop().unwrap();
-    let user = runtime.iter().rev().find(|(k, _)| k == "USER").unwrap().1.clone();
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "USER")
+        .unwrap()
+        .1
+        .clone();
     let uid: i64 = user.split(':').next().unwrap().parse().unwrap();
     assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(uid));
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
@@ -366,7 +372,10 @@ fn kubernetes_example_agrees_with_the_image() {
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
     assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert!(!container["resources"]["requests"].is_badvalue(), "resources");
+    assert!(
+        !container["resources"]["requests"].is_badvalue(),
+        "resources"
+    );
     let http = container["ports"]
         .as_vec()
         .unwrap()
@@ -379,12 +388,19 @@ fn kubernetes_example_agrees_with_the_image() {
         .map(|(_, a)| a.rsplit(':').next().unwrap().parse::<i64>().unwrap())
         .expect("the image's http.listen");
     assert_eq!(http["containerPort"].as_i64(), Some(listen));
-    let probe = |name: &str| container[name]["httpGet"]["path"].as_str().map(str::to_string);
+    let probe = |name: &str| {
+        container[name]["httpGet"]["path"]
+            .as_str()
+            .map(str::to_string)
+    };
     assert_eq!(probe("readinessProbe").as_deref(), Some("/readyz"));
     assert_eq!(probe("livenessProbe").as_deref(), Some("/healthz"));
     let routes = read("src/http/health.rs");
     for path in ["/readyz", "/healthz"] {
-        assert!(routes.contains(&format!("path = \"{path}\"")), "no route {path}");
+        assert!(
+            routes.contains(&format!("path = \"{path}\"")),
+            "no route {path}"
+        );
     }
 
     let account = yaml_docs("deploy/kubernetes/serviceaccount.yaml").remove(0);
