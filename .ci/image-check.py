@@ -404,14 +404,18 @@ def check_compose(cfg):
     shape = ", ".join(f"{n} x{len(plan[n]['hports'])}" for n in order)
     say(f"compose: {shape} up and healthy ({up:.1f} s; database {db})")
 
-    # A team key, made as an operator would (`docker compose exec snapgate snapgate key create`).
-    ctr0, p0, env0, _, port0 = running[(web, 0)]
+    # A team key, made as an operator would (`docker compose run --rm <service> key create`):
+    # a container of its own with the replicas' environment.
+    _, p0, env0, _, port0 = running[(web, 0)]
     _, p1, _, _, port1 = running[(web, 1)]
-    team = run(ctr0, ["snapgate", "team", "create", "image-check"], env0)
-    key = run(ctr0, ["snapgate", "key", "create", "--team", "image-check"], env0)
-    if team.returncode != 0 or key.returncode != 0:
-        fail(f"team/key create: {team.stderr}{key.stderr}")
-    token = json.loads(key.stdout)["token"]
+    cli = new_container("cli")
+    team = run(cli, ["snapgate", "team", "create", "image-check"], env0)
+    key = run(cli, ["snapgate", "key", "create", "--team", "image-check"], env0)
+    try:
+        token = json.loads(key.stdout)["token"]
+    except (ValueError, KeyError):
+        fail(f"team create: exit {team.returncode} {team.stdout} {team.stderr}; key create: exit "
+             f"{key.returncode}, stdout {key.stdout!r}, stderr {key.stderr}")
     loc = {"location": "oss-cn-shanghai", "bucket": "media"}
     job = {"input": {**loc, "object": "uploads/clip.mp4"},
            "output": {**loc, "object": "thumbs/image-check/{Count}.jpg"},
