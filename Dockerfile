@@ -1,13 +1,16 @@
 # syntax=docker/dockerfile:1
 # snapgate's image: built with a pinned Rust toolchain, run as a non-root user in a distroless
-# image (glibc and CA certificates, no shell, no package manager). tests/container_lint.rs checks
-# the rules below; nothing here could be built on the project's own machines (no Docker engine).
+# image (glibc and CA certificates, no shell, no package manager). tests/it/container_lint.rs checks
+# the rules below; CI builds this file with buildah and runs the image (.ci/image,
+# docs/deployment.md), with stand-ins for the base images made from Debian's packages.
 
 # The toolchain CI uses (rustc 1.95.0); at least Cargo.toml's rust-version.
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-# `sqlx::migrate!` embeds the migrations at compile time; Cargo.toml names the bench target.
+# Compiled in: config/default.toml (the defaults, `include_str!`) and the migrations
+# (`sqlx::migrate!`); Cargo.toml names the bench targets.
+COPY config ./config
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches

@@ -1,8 +1,9 @@
-//! Lints Dockerfile, docker-compose.yml and docker-compose.env, since no Docker engine or image
-//! registry is reachable here to build and run them: every service has a health check that needs
+//! Lints Dockerfile, docker-compose.yml and docker-compose.env in a few milliseconds (`.ci/image`
+//! builds and runs them, which takes minutes): every service has a health check that needs
 //! no shell tool, the runtime user is not root, every base image is pinned (no `latest`, the
 //! toolchain to an exact release no older than `rust-version`), and all snapgate replicas share
-//! one `auth.master_key` and one MPS (the one emulator service, with a key pair it accepts).
+//! one `auth.master_key` and one MPS (the one emulator service, with a key pair it accepts); the
+//! Kubernetes example agrees with the image.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -340,4 +341,88 @@ fn replicas_share_one_master_key_and_one_mps_emulator() {
     }
     master_keys.dedup();
     assert_eq!(master_keys.len(), 1, "one master key for every replica");
+}
+
+/// Every document of a YAML file.
+fn yaml_docs(name: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&read(name)).unwrap()
+}
+
+/// The Kubernetes example (deploy/kubernetes/, schema-validated by `.ci/run`) agrees with the
+/// image and the routes: the Dockerfile's uid, non-root and read-only, probes on the routes
+/// that exist, two replicas with a disruption budget, and a ServiceAccount annotated for RRSA.
+#[test]
+fn kubernetes_example_agrees_with_the_image() {
+    let deployment = yaml_docs("deploy/kubernetes/deployment.yaml").remove(0);
+    assert_eq!(deployment["kind"].as_str(), Some("Deployment"));
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(2));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let (_, runtime) = stages().pop().unwrap();
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "USER")
+        .unwrap()
+        .1
+        .clone();
+    let uid: i64 = user.split(':').next().unwrap().parse().unwrap();
+    assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(uid));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert!(
+        !container["resources"]["requests"].is_badvalue(),
+        "resources"
+    );
+    let http = container["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("http"))
+        .expect("a port named http");
+    let listen = runtime
+        .iter()
+        .find(|(k, a)| k == "ENV" && a.starts_with("SNAPGATE__HTTP__LISTEN="))
+        .map(|(_, a)| a.rsplit(':').next().unwrap().parse::<i64>().unwrap())
+        .expect("the image's http.listen");
+    assert_eq!(http["containerPort"].as_i64(), Some(listen));
+    let probe = |name: &str| {
+        container[name]["httpGet"]["path"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(probe("readinessProbe").as_deref(), Some("/readyz"));
+    assert_eq!(probe("livenessProbe").as_deref(), Some("/healthz"));
+    let routes = read("src/http/health.rs");
+    for path in ["/readyz", "/healthz"] {
+        assert!(
+            routes.contains(&format!("path = \"{path}\"")),
+            "no route {path}"
+        );
+    }
+
+    let account = yaml_docs("deploy/kubernetes/serviceaccount.yaml").remove(0);
+    assert_eq!(
+        pod["serviceAccountName"].as_str(),
+        account["metadata"]["name"].as_str()
+    );
+    assert!(
+        account["metadata"]["annotations"]["pod-identity.alibabacloud.com/role-name"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "the ServiceAccount names the RAM role for RRSA"
+    );
+    let namespace = yaml_docs("deploy/kubernetes/namespace.yaml").remove(0);
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-identity.alibabacloud.com/injection"].as_str(),
+        Some("on"),
+        "RRSA injection is switched on for the namespace"
+    );
+    let budget = yaml_docs("deploy/kubernetes/poddisruptionbudget.yaml").remove(0);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 }
