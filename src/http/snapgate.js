@@ -99,6 +99,8 @@ export class SnapgateUploader extends HTMLElement {
     root.append(drop, this.$.progress, this.$.status, this.$.error, this.$.result);
     this.$.input.addEventListener("change", () => {
       const f = this.$.input.files[0];
+      // Emptied, so that choosing the same file again (after a cancel or failure) uploads it.
+      this.$.input.value = "";
       if (f) this.upload(f);
     });
     this.$.cancel.addEventListener("click", () => this.cancel());
@@ -211,7 +213,7 @@ export class SnapgateUploader extends HTMLElement {
   async upload(file) {
     const run = this._reset();
     this._file = file;
-    this._say("Preparing…");
+    this._say(`Preparing ${file.name}…`);
     this.$.cancel.hidden = false;
     let intent;
     try {

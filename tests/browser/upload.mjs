@@ -41,6 +41,9 @@ try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
   page.on("console", (m) => console.error("[page]", m.text()));
   page.on("pageerror", (e) => console.error("[page error]", String(e)));
+  page.on("request", (r) => {
+    if (r.method() === "POST" && r.url().includes("/media")) seen.formUrl = r.url();
+  });
   const js = await page.request.get(base + "/components/snapgate.js");
   seen.module = { status: js.status(), type: js.headers()["content-type"], etag: js.headers()["etag"] };
   const again = await page.request.get(base + "/components/snapgate.js", { headers: { "if-none-match": seen.module.etag } });
@@ -51,6 +54,9 @@ try {
   // The host page listens for the components' events.
   await page.evaluate(() => {
     window.__events = [];
+    window.__statuses = [];
+    const status = document.querySelector("snapgate-uploader").shadowRoot.querySelector("[part=status]");
+    new MutationObserver(() => window.__statuses.push(status.textContent)).observe(status, { childList: true, characterData: true, subtree: true });
     for (const name of ["snapgate-progress", "snapgate-uploaded", "snapgate-succeeded", "snapgate-failed"]) {
       document.addEventListener(name, (e) => window.__events.push({ name, detail: JSON.parse(JSON.stringify(e.detail)) }));
     }
@@ -68,8 +74,10 @@ try {
   }
   const input = page.locator("snapgate-uploader input[type=file]");
 
-  // 1. A good video.
-  await input.setInputFiles(video);
+  // 1. A good video, chosen with the keyboard: Space on the focused input opens the chooser.
+  const [chooser] = await Promise.all([page.waitForEvent("filechooser", { timeout: 10000 }), page.keyboard.press("Space")]);
+  seen.keyboardChooser = true;
+  await chooser.setFiles(video);
   await waitEnd(page, 1, 1);
   await page.waitForFunction(
     () => [...document.querySelector("snapgate-uploader").shadowRoot.querySelectorAll("img")].every((i) => i.complete && i.naturalWidth > 0),
@@ -129,11 +137,39 @@ try {
   seen.failed = await page.evaluate(() => window.__events.find((e) => e.name === "snapgate-failed").detail);
   delete seen.failed.upload;
 
-  // 3. The video again: starts clean (no old images, no old error), ends with its own images.
+  // 3. The video again, its first form post cut by a network error: starts clean (no old
+  // images, no old error), retries with backoff, ends with its own images.
+  const formUrl = new URL(seen.formUrl).href;
+  let cut = 0;
+  let mode = "hold";
+  let held;
+  const holding = new Promise((r) => (held = r));
+  await page.route((u) => u.href === formUrl, async (route) => {
+    if (route.request().method() === "POST" && mode === "hold") {
+      held();
+      return; // never answered: the component's Cancel aborts it
+    }
+    if (route.request().method() === "POST" && cut === 0) {
+      cut++;
+      return route.abort("connectionreset");
+    }
+    return route.continue();
+  });
+  // 2b. An upload cancelled while its form post is in flight.
+  const before = await eventCount(page, "snapgate-uploaded");
+  await input.setInputFiles(video);
+  await holding;
+  await page.locator("snapgate-uploader [part=cancel]").click();
+  seen.cancelled = await page.evaluate(view);
+  seen.cancelled.cancelHidden = await page.evaluate(() => document.querySelector("snapgate-uploader").shadowRoot.querySelector("[part=cancel]").hidden);
+  seen.cancelled.uploadedEvents = (await eventCount(page, "snapgate-uploaded")) - before;
+  mode = "cut";
   await input.setInputFiles(video);
   seen.againStart = await page.evaluate(view);
   await waitEnd(page, 2, 2);
   seen.again = await page.evaluate(view);
+  seen.cut = cut;
+  seen.retried = await page.evaluate(() => window.__statuses.some((t) => t.startsWith("Network error, retrying")));
   seen.events = {};
   for (const n of ["snapgate-progress", "snapgate-uploaded", "snapgate-succeeded", "snapgate-failed"]) seen.events[n] = await eventCount(page, n);
   seen.log = await page.textContent("#log");

@@ -109,6 +109,10 @@ fn check_module(seen: &Value) {
 /// The video: progress to 100 %, the host page's `snapgate-succeeded`, 8 thumbnails loaded, the
 /// storyboard's preview on hover, the status announced, the file chooser reached with Tab.
 fn check_first_upload(seen: &Value) {
+    assert_eq!(
+        seen["keyboardChooser"], true,
+        "Enter opens the file chooser: {seen}"
+    );
     let tabs = seen["tabs"].as_u64();
     assert!(
         tabs.is_some_and(|n| n <= 3),
@@ -187,4 +191,17 @@ fn check_failure_and_clean_restarts(seen: &Value) {
     assert_eq!(seen["events"]["snapgate-succeeded"], 2, "{seen}");
     assert_eq!(seen["events"]["snapgate-failed"], 1, "{seen}");
     assert_eq!(seen["events"]["snapgate-uploaded"], 3, "{seen}");
+    let cancelled = &seen["cancelled"];
+    assert_eq!(cancelled["status"], "Cancelled", "{seen}");
+    assert_eq!(cancelled["cancelHidden"], true, "{seen}");
+    assert_eq!(cancelled["uploadedEvents"], 0, "{seen}");
+    assert_eq!(cancelled["error"], "", "{seen}");
+    assert_eq!(
+        seen["cut"], 1,
+        "the third upload's first form post was cut: {seen}"
+    );
+    assert_eq!(
+        seen["retried"], true,
+        "the uploader said it retries: {seen}"
+    );
 }
