@@ -18,7 +18,7 @@ use futures::StreamExt;
 const MAX_TAGGED_BYTES: usize = 4 << 20;
 
 /// Does `If-None-Match` name `tag` (weak comparison, RFC 9110 §13.1.2)?
-fn matches(if_none_match: &str, tag: &str) -> bool {
+pub(super) fn matches(if_none_match: &str, tag: &str) -> bool {
     if_none_match.trim() == "*"
         || if_none_match
             .split(',')

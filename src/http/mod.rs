@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod caller;
+pub mod components;
 pub mod error;
 mod etag;
 pub mod health;
@@ -172,6 +173,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(uploads::oss_callback),
         )
         .route("/upload", axum::routing::get(uploads::upload_page))
+        .route(
+            "/components/snapgate.js",
+            axum::routing::get(components::snapgate_js),
+        )
         .route(
             "/upload/demo/presets",
             axum::routing::get(uploads::demo_presets),
