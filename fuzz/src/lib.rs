@@ -254,8 +254,11 @@ fn request_time(r: &RawRequest, params: &BTreeMap<String, String>) -> DateTime<U
 /// An MPS RPC request through what the MPS-compatible endpoint does before its service call.
 pub fn mps_rpc_params(data: &[u8]) {
     let r = RawRequest::parse(data);
-    let params = verify::collect_params(r.uri.query(), &r.headers, &r.body);
-    let at = request_time(&r, &params);
+    // A parameter given twice is refused before anything else reads the request.
+    let Ok(params) = verify::collect_params(r.uri.query(), &r.headers, &r.body) else {
+        return;
+    };
+    let at = request_time(&r, &params.all);
     if let Ok(u) = verify::parse(r.method.as_str(), &r.headers, params.clone(), &r.body, at) {
         assert!(!u.string_to_sign().is_empty());
         if let Ok(v) = u.verify(ACCESS_KEY_SECRET) {
@@ -263,7 +266,7 @@ pub fn mps_rpc_params(data: &[u8]) {
         }
     }
     // With authentication off, every parameter but the common ones reaches the service.
-    let mut api = params;
+    let mut api = params.all;
     api.retain(|k, _| !verify::COMMON.contains(&k.as_str()));
     submit_params(&api);
 }
@@ -282,8 +285,8 @@ fn submit_params(p: &BTreeMap<String, String>) {
 
 /// Whether the endpoint's verifier accepts the request with the known secret.
 fn mps_accepts(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], secret: &str) -> bool {
-    let params = verify::collect_params(uri.query(), headers, body);
-    verify::parse(method.as_str(), headers, params, body, now())
+    verify::collect_params(uri.query(), headers, body)
+        .and_then(|params| verify::parse(method.as_str(), headers, params, body, now()))
         .and_then(|u| u.verify(secret))
         .is_ok()
 }
@@ -321,7 +324,10 @@ pub fn mps_signature(data: &[u8]) {
 }
 
 fn v1_signature(data: &[u8], r: RawRequest) {
-    let mut params = verify::collect_params(r.uri.query(), &r.headers, &r.body);
+    let Ok(collected) = verify::collect_params(r.uri.query(), &r.headers, &r.body) else {
+        return;
+    };
+    let mut params = collected.all;
     params.remove("Signature");
     let defaults = [
         ("Action", "SubmitSnapshotJob"),
@@ -449,7 +455,10 @@ fn acs3_signature(data: &[u8], r: RawRequest) {
         }
     }
     let sign_with = |headers: &HeaderMap, uri: &Uri, m: &Method, body: &[u8]| {
-        let params = verify::collect_params(uri.query(), headers, body);
+        // ACS3's canonical query is the URL's query only (the body is covered by its hash).
+        let params = verify::collect_params(uri.query(), headers, body)
+            .map(|p| p.query)
+            .unwrap_or_default();
         let hashed = headers
             .get("x-acs-content-sha256")
             .and_then(|v| v.to_str().ok())
@@ -511,8 +520,8 @@ fn acs3_signature(data: &[u8], r: RawRequest) {
         .unwrap_or_else(|| "Added".into());
     query.entry(key).or_default().push('x');
     if let Some(other_uri) = uri_with(&query_of(&query)) {
-        let before = verify::collect_params(uri.query(), &good, &r.body);
-        let after = verify::collect_params(other_uri.query(), &good, &r.body);
+        let before = verify::collect_params(uri.query(), &good, &r.body).map(|p| p.all);
+        let after = verify::collect_params(other_uri.query(), &good, &r.body).map(|p| p.all);
         assert!(
             before == after || !mps_accepts(&method, &other_uri, &good, &r.body, ACCESS_KEY_SECRET),
             "an ACS3 request is accepted with its query changed"
@@ -534,6 +543,7 @@ fn creds() -> OssCredentials {
     OssCredentials {
         access_key_id: ACCESS_KEY_ID.into(),
         access_key_secret: Secret::new(ACCESS_KEY_SECRET),
+        security_token: None,
     }
 }
 

@@ -61,7 +61,7 @@ pub fn verify(
 ) -> Result<Verified, Fault> {
     let fault = |e: verify::AuthError| Fault::status(e.status, e.code, e.message);
     // A temporary credential's token: the signed `SecurityToken` (v1) or `x-acs-security-token`.
-    let token = params.get("SecurityToken").cloned().or_else(|| {
+    let token = params.all.get("SecurityToken").cloned().or_else(|| {
         headers
             .get("x-acs-security-token")
             .and_then(|v| v.to_str().ok())

@@ -376,7 +376,7 @@ pub(super) fn check_signature(
         ctx.region.as_deref(),
         crate::clock::now(),
     ) {
-        Ok(crate::oss::Authenticated::Anonymous) => Ok(()),
+        Ok(crate::oss::Authenticated::Anonymous) => Ok(crate::oss::Authenticated::Anonymous),
         Ok(crate::oss::Authenticated::Key(who)) => {
             let token = headers
                 .iter()
@@ -388,7 +388,7 @@ pub(super) fn check_signature(
                 return Err(e);
             }
             tracing::debug!(?who, bucket, key, method = %method, "local OSS: request authenticated");
-            Ok(who)
+            Ok(crate::oss::Authenticated::Key(who))
         }
         Err(e) => {
             tracing::info!(code = %e.code, bucket, key, method = %method, "local OSS: request refused");

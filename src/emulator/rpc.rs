@@ -70,7 +70,7 @@ pub async fn handle(
             return error_response(&f);
         }
     };
-    if super::sts::is_sts_action(&params, &headers) {
+    if super::sts::is_sts_action(&params.all, &headers) {
         return sts_call(&state, method.as_str(), &headers, params, &body);
     }
     let verified = match auth::verify(
@@ -130,12 +130,12 @@ fn sts_call(
     state: &EmulatorState,
     method: &str,
     headers: &HeaderMap,
-    params: BTreeMap<String, String>,
+    params: crate::mps::verify::Params,
     body: &[u8],
 ) -> Response {
-    if params.get("Action").map(String::as_str) == Some("AssumeRoleWithOIDC") {
+    if params.all.get("Action").map(String::as_str) == Some("AssumeRoleWithOIDC") {
         state.count("AssumeRoleWithOIDC", "Success");
-        return super::sts::answer(&state.sts, "AssumeRoleWithOIDC", &params);
+        return super::sts::answer(&state.sts, "AssumeRoleWithOIDC", &params.all);
     }
     match auth::verify(
         method,

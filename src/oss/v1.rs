@@ -239,22 +239,32 @@ impl Presigner {
         sub: &[(String, String)],
         expires: i64,
     ) -> String {
+        let c = self.credentials.current();
+        let expires = match c.expiration {
+            Some(e) => expires.min(e.timestamp()),
+            None => expires,
+        };
+        // A temporary credential's token is a signed sub-resource, as in `get_url`.
+        let mut sub = sub.to_vec();
+        if let Some(t) = c.token() {
+            sub.push(("security-token".to_string(), t.to_string()));
+        }
         let to_sign = string_to_sign(
             verb,
             "",
             "",
             &expires.to_string(),
             "",
-            &canonical_resource(&o.bucket, &o.object, sub),
+            &canonical_resource(&o.bucket, &o.object, &sub),
         );
-        let signature = percent_encode(&sign(&self.access_key_secret, &to_sign));
+        let signature = percent_encode(&sign(&c.access_key_secret, &to_sign));
         let mut url = format!("{object_url}?");
-        for (k, v) in sub {
+        for (k, v) in &sub {
             url.push_str(&format!("{}={}&", percent_encode(k), percent_encode(v)));
         }
         format!(
             "{url}OSSAccessKeyId={}&Expires={expires}&Signature={signature}",
-            percent_encode(&self.access_key_id)
+            percent_encode(&c.access_key_id)
         )
     }
 }

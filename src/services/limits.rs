@@ -3,7 +3,7 @@
 //! is admitted by its own insert (`JobStore::create_job_within`), exact across replicas.
 
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};

@@ -74,8 +74,10 @@ async fn an_endless_mns_answer_is_refused_at_the_bound() {
     let mns = MnsClient::new(MnsClientConfig {
         endpoint: url,
         queue: "q".into(),
-        access_key_id: "id".into(),
-        access_key_secret: Secret::new("secret".to_string()),
+        credentials: snapgate::credentials::Credentials::key(
+            "id",
+            Secret::new("secret".to_string()),
+        ),
         wait_s: 0,
         batch: 1,
         connect_timeout: Duration::from_secs(5),

@@ -463,7 +463,10 @@ fn the_official_sdks_token_signed_request_vector() {
     let unverified = verify::parse(
         &s("method"),
         &axum::http::HeaderMap::new(),
-        params.clone(),
+        verify::Params {
+            query: params.clone(),
+            all: params.clone(),
+        },
         b"",
         at,
     )

@@ -350,11 +350,7 @@ async fn multipart_rules_answer_osss_codes() {
 
     // A part URL signed by snapgate; tampered (another part number), it is refused.
     let id = initiate(&http, &url).await;
-    let signer = Presigner {
-        access_key_id: AK.into(),
-        access_key_secret: Secret::new(SECRET.to_string()),
-        ttl_s: 60,
-    };
+    let signer = Presigner::with_key(AK, Secret::new(SECRET.to_string()), 60);
     let object = OssObject {
         location: format!("oss-{REGION}"),
         bucket: BUCKET.into(),
@@ -422,6 +418,7 @@ async fn the_gateway_client_initiates_lists_completes_and_aborts() {
     let creds = snapgate::oss::OssCredentials {
         access_key_id: AK.into(),
         access_key_secret: Secret::new(SECRET.to_string()),
+        security_token: None,
     };
     let bucket_url = format!("{}/{BUCKET}", store.url());
     let client = MultipartClient {
@@ -432,11 +429,7 @@ async fn the_gateway_client_initiates_lists_completes_and_aborts() {
     };
     let key = "gw/a b.mp4";
     let id = client.initiate(key, "video/mp4").await.unwrap();
-    let signer = Presigner {
-        access_key_id: AK.into(),
-        access_key_secret: Secret::new(SECRET.to_string()),
-        ttl_s: 60,
-    };
+    let signer = Presigner::with_key(AK, Secret::new(SECRET.to_string()), 60);
     let object = OssObject {
         location: format!("oss-{REGION}"),
         bucket: BUCKET.into(),
