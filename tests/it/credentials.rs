@@ -213,7 +213,9 @@ async fn oidc_token_file_is_reread_on_every_refresh() {
 async fn expired_tokens_are_refused_by_mps_mns_and_the_store() {
     let oss = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(oss.path().join("media")).unwrap();
-    let emu = emulator(1, Some(oss.path())).await;
+    // Tokens of 5 s: the accepted half below must run inside their life on a loaded machine
+    // (with 1 s, a full parallel run saw the store refuse the still-"valid" token).
+    let emu = emulator(5, Some(oss.path())).await;
     let url = emu.url();
     let sts = Sts::new(url.clone(), Duration::from_secs(5));
     let session = RoleSession {
@@ -285,9 +287,9 @@ async fn expired_tokens_are_refused_by_mps_mns_and_the_store() {
     })
     .unwrap();
     mns.receive().await.unwrap();
-    // Past its expiry (whole seconds: at most 2 s).
+    // Past its expiry (whole seconds: at most 6 s).
     let exp = cred.expiration.unwrap();
-    wait_for("the token to expire", Duration::from_secs(5), || async {
+    wait_for("the token to expire", Duration::from_secs(10), || async {
         chrono::Utc::now() > exp
     })
     .await;
