@@ -396,6 +396,11 @@ fn v1_signature(data: &[u8], r: RawRequest) {
 }
 
 fn acs3_signature(data: &[u8], r: RawRequest) {
+    // A parameter given twice is refused before any signature is checked: no re-signing makes
+    // such a request acceptable, so the invariant is about the others.
+    if verify::collect_params(r.uri.query(), &r.headers, &r.body).is_err() {
+        return;
+    }
     let mut headers = r.headers.clone();
     let date = wire::format_time(now());
     headers.insert("x-acs-date", HeaderValue::from_str(&date).unwrap());
