@@ -294,6 +294,8 @@ mod tests {
             mps,
             submitted_at: None,
             preset: None,
+            retry_of: None,
+            retried_by: None,
         }
     }
 

@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use super::db::{Pool, Stmt};
+use super::db::{Dialect, Pool, Stmt};
 use super::statements::insert_jobs_stmt;
+use super::usage::{push_usage_upsert, usage_upsert, RegionSlot, UsageDelta};
 use super::{postgres, StoreError, StoreResult};
 use crate::domain::NewJob;
 
@@ -43,6 +44,8 @@ struct Pending {
 pub(super) struct GroupCommit {
     pool: Pool,
     in_flight: usize,
+    /// The region the jobs' usage is counted in.
+    region: RegionSlot,
     queue: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// Asks the announcer for a `NOTIFY` (Postgres; started on first use).
     announcer: OnceLock<Arc<Notify>>,
@@ -54,9 +57,10 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 impl GroupCommit {
     /// `in_flight`: how many batches may be committing at once (each holds one connection).
-    pub(super) fn new(pool: Pool, in_flight: usize) -> Self {
+    pub(super) fn new(pool: Pool, in_flight: usize, region: RegionSlot) -> Self {
         Self {
             pool,
+            region,
             in_flight: in_flight.max(1),
             queue: OnceLock::new(),
             announcer: OnceLock::new(),
@@ -83,7 +87,12 @@ impl GroupCommit {
         let (done, answer) = oneshot::channel();
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.pool.clone(), self.in_flight, rx));
+            tokio::spawn(run(
+                self.pool.clone(),
+                self.in_flight,
+                self.region.clone(),
+                rx,
+            ));
             tx
         });
         queue.send(Pending { job, done }).map_err(|_| stopped())?;
@@ -98,7 +107,12 @@ fn stopped() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(
+    pool: Pool,
+    in_flight: usize,
+    region: RegionSlot,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
         // Wait for a free slot first: the jobs that arrive meanwhile join this batch.
@@ -113,20 +127,21 @@ async fn run(pool: Pool, in_flight: usize, mut rx: mpsc::UnboundedReceiver<Pendi
             }
         }
         let pool = pool.clone();
+        let region = region.clone();
         tokio::spawn(async move {
-            commit(&pool, batch).await;
+            commit(&pool, &region, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn commit(pool: &Pool, batch: Vec<Pending>) {
+async fn commit(pool: &Pool, region: &RegionSlot, batch: Vec<Pending>) {
     tracing::trace!(jobs = batch.len(), "group commit");
     // Each connection found lost is closed, and the pool holds at most this many.
     let mut may_retry = pool.max_connections();
     loop {
-        match pool.execute(insert_stmt(&batch)).await {
-            Ok(_) => {
+        match record(pool, region, &batch).await {
+            Ok(()) => {
                 for p in batch {
                     let _ = p.done.send(Ok(()));
                 }
@@ -142,14 +157,14 @@ async fn commit(pool: &Pool, batch: Vec<Pending>) {
                 may_retry -= 1;
                 tracing::debug!(error = %e, "the connection was lost; the batch goes again on another");
             }
-            Err(e) => return fail(pool, batch, e).await,
+            Err(e) => return fail(pool, region, batch, e).await,
         }
     }
 }
 
 /// A batch's statement failed: a lone job gets the error, a larger batch is recorded job by
 /// job (so one bad job, or a database error, fails only its own request).
-async fn fail(pool: &Pool, batch: Vec<Pending>, e: StoreError) {
+async fn fail(pool: &Pool, region: &RegionSlot, batch: Vec<Pending>, e: StoreError) {
     if batch.len() == 1 {
         let p = batch.into_iter().next().expect("one job");
         let _ = p.done.send(Err(e));
@@ -158,7 +173,7 @@ async fn fail(pool: &Pool, batch: Vec<Pending>, e: StoreError) {
     tracing::debug!(error = %e, jobs = batch.len(), "group commit failed; recording the jobs one by one");
     for p in batch {
         let one = [p];
-        let r = pool.execute(insert_stmt(&one)).await.map(|_| ());
+        let r = record(pool, region, &one).await;
         let [p] = one;
         let _ = p.done.send(r);
     }
@@ -182,6 +197,30 @@ fn connection_lost(e: &StoreError) -> bool {
 /// One statement for the batch.
 fn insert_stmt(batch: &[Pending]) -> Stmt {
     insert_jobs_stmt(batch.iter().map(|p| &p.job))
+}
+
+/// Records the batch and adds it to the teams' usage, atomically: one statement on Postgres
+/// (the insert as a `WITH` of the usage upsert), one short transaction on SQLite.
+async fn record(pool: &Pool, region: &RegionSlot, batch: &[Pending]) -> StoreResult<()> {
+    let deltas: Vec<UsageDelta> = batch
+        .iter()
+        .map(|p| UsageDelta::submitted(&p.job, region))
+        .collect();
+    let insert = insert_stmt(batch);
+    match pool.dialect() {
+        Dialect::Postgres => {
+            let mut q = insert.with_sql(format!("WITH new_jobs AS ({}) ", insert.sql()));
+            push_usage_upsert(&mut q, &deltas);
+            pool.execute(q).await?;
+        }
+        Dialect::Sqlite => {
+            let mut tx = pool.begin().await?;
+            tx.conn().execute(insert).await?;
+            tx.conn().execute(usage_upsert(&deltas)).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
 }
 
 async fn announce(pool: sqlx::PgPool, wake: Arc<Notify>) {

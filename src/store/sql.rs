@@ -16,6 +16,7 @@ use super::events::record_job_events;
 use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
 use super::statements::{insert_jobs_stmt, pipeline_jobs_stmt, push_page};
+use super::usage::{usage_day, usage_upsert, RegionSlot, UsageDelta};
 use super::{postgres, sqlite, *};
 use crate::domain::JobId;
 
@@ -237,6 +238,8 @@ pub struct SqlStore {
     keys: KeyChanges,
     /// Postgres: whether the key-change listener runs.
     key_listener: Arc<std::sync::Once>,
+    /// The region usage is counted in (`mps.region`, set by the application).
+    region: RegionSlot,
 }
 
 impl SqlStore {
@@ -265,11 +268,13 @@ impl SqlStore {
             Pool::Postgres(..) => pool.max_connections() as usize / 4,
             Pool::Sqlite(_) => 1,
         };
+        let region = RegionSlot::default();
         Self {
-            jobs_commit: Arc::new(GroupCommit::new(pool.clone(), in_flight)),
+            jobs_commit: Arc::new(GroupCommit::new(pool.clone(), in_flight, region.clone())),
             pool,
             keys: KeyChanges::default(),
             key_listener: Arc::new(std::sync::Once::new()),
+            region,
         }
     }
 
@@ -325,18 +330,31 @@ impl SqlStore {
         &self.pool
     }
 
+    /// Wakes every replica's dispatcher: jobs were queued (`lifecycle.rs`'s retries).
+    pub(super) fn announce_jobs(&self) {
+        self.jobs_commit.announce();
+    }
+
+    /// The region usage is counted in (`lifecycle.rs`).
+    pub(super) fn region(&self) -> &RegionSlot {
+        &self.region
+    }
+
     /// Closes every connection (tests that drop a database).
     pub async fn close(&self) {
         self.pool.close().await
     }
 
     /// Inserts the job and its idempotency key on `conn` (inside the create transaction).
-    async fn insert_job(
+    pub(super) async fn insert_job(
         conn: &mut Conn<'_>,
         job: &NewJob,
         idempotency: Option<&NewIdempotencyKey>,
+        region: &RegionSlot,
     ) -> StoreResult<Result<JobRow, ()>> {
         let row: JobRow = conn.fetch_one(insert_job_stmt(job)).await?;
+        conn.execute(usage_upsert(&[UsageDelta::submitted(job, region)]))
+            .await?;
         if let Some(k) = idempotency {
             conn.execute(
                 Stmt::new(
@@ -403,8 +421,56 @@ impl SqlStore {
         };
         let job = Job::try_from(row)?;
         record_job_events(&mut tx.conn(), &job, from_queued).await?;
+        // The transitions' guards let a job end once: a final state recorded again (a
+        // redelivered message) changes no row and counts nothing.
+        if let Some(usage) = UsageDelta::ended(&job, &self.region) {
+            tx.conn().execute(usage_upsert(&[usage])).await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The MPS calls `records` stand for (every one but an MNS message), per team and day.
+    async fn mps_call_usage(
+        &self,
+        conn: &mut Conn<'_>,
+        records: &[MpsResponseRecord],
+    ) -> StoreResult<Vec<UsageDelta>> {
+        let calls: Vec<&MpsResponseRecord> = records
+            .iter()
+            .filter(|r| !r.action.starts_with("MNS:"))
+            .collect();
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[derive(FromRow)]
+        struct TeamOf {
+            id: DbId,
+            team: String,
+        }
+        let mut q = Stmt::new("SELECT id, team FROM jobs WHERE id IN (");
+        for (i, r) in calls.iter().enumerate() {
+            q.push(if i == 0 { "" } else { ", " }).push_bind(r.job_id);
+        }
+        q.push(")");
+        let teams: std::collections::HashMap<uuid::Uuid, String> = conn
+            .fetch_all::<TeamOf>(q)
+            .await?
+            .into_iter()
+            .map(|t| (t.id.0, t.team))
+            .collect();
+        Ok(calls
+            .iter()
+            .filter_map(|r| {
+                let team = teams.get(&r.job_id.0)?;
+                Some(UsageDelta::mps_calls(
+                    team,
+                    usage_day(r.received_at),
+                    1,
+                    &self.region,
+                ))
+            })
+            .collect())
     }
 
     /// Writes `set` while the claim is still held (its lease not expired by the database's
@@ -495,7 +561,8 @@ impl JobStore for SqlStore {
             return Ok(CreateOutcome::Created(Box::new(created)));
         }
         let mut tx = self.pool.begin().await?;
-        let row = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref()).await?;
+        let row =
+            Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref(), &self.region).await?;
         let Ok(row) = row else {
             tx.rollback().await?;
             let key = idempotency.expect("a conflict needs a key");
@@ -893,6 +960,11 @@ impl DispatchStore for SqlStore {
         if records.is_empty() {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        let usage = self.mps_call_usage(&mut tx.conn(), records).await?;
+        if !usage.is_empty() {
+            tx.conn().execute(usage_upsert(&usage)).await?;
+        }
         let mut q = Stmt::new(
             "INSERT INTO mps_responses (job_id, action, request_id, code, body, received_at) VALUES ",
         );
@@ -911,7 +983,8 @@ impl DispatchStore for SqlStore {
                 .push_bind(r.received_at)
                 .push(")");
         }
-        self.pool.execute(q).await?;
+        tx.conn().execute(q).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -924,6 +997,7 @@ impl DispatchStore for SqlStore {
             .fetch_one(Stmt::new(
                 "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
                          FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL \
+                               AND team NOT IN (SELECT name FROM teams WHERE paused_at IS NOT NULL) \
                                ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
                         (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL) AS poll",
             ))

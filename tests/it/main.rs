@@ -27,6 +27,7 @@ mod emulator_wire;
 mod engine;
 mod exactly_once;
 mod idempotency;
+mod lifecycle;
 mod limits;
 mod list_indexes;
 mod listeners;
