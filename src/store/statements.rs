@@ -38,10 +38,11 @@ pub(super) fn push_page(
         .push_bind(limit);
 }
 
-/// The insert of new `queued` jobs, due at once (one statement for the group commit).
+/// The insert of new `queued` jobs, due at once (one statement for the group commit), each in
+/// its input's MPS region.
 pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
     let mut q = Stmt::new(
-        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset) VALUES ",
+        "INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, preset, region) VALUES ",
     );
     for (i, job) in jobs.into_iter().enumerate() {
         q.push(if i == 0 { "(" } else { ", (" });
@@ -51,7 +52,8 @@ pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -
         q.push(", ").push_bind(job.created_at);
         let at = q.args_len();
         q.push(&format!(", ${at}, ${at}, "));
-        q.push_bind(job.preset.clone()).push(")");
+        q.push_bind(job.preset.clone()).push(", ");
+        q.push_bind(job.request.region()).push(")");
     }
     q
 }

@@ -40,6 +40,7 @@ mod otel;
 mod outputs;
 mod postgres_tls;
 mod props;
+mod regions;
 mod replicas;
 mod request_bodies;
 mod secrets;
