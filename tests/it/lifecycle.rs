@@ -361,6 +361,38 @@ async fn a_retry_is_admitted_under_the_quota_like_any_job(store: DynStore) {
     assert_eq!(store.count_active_jobs(team).await.unwrap(), LIMIT);
 }
 
+/// Over HTTP, a retry refused by the quota is answered as any submit so refused: 429
+/// `quota_exceeded`. No worker runs: admitted jobs stay queued, in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_full_team_answers_429_quota_exceeded() {
+    let (store, _dir) = common::sqlite_store().await;
+    let app = TestApp::builder(store)
+        .settings(|s| s.limits.team_max_active_jobs = 1)
+        .start()
+        .await;
+    let failed = submit(&app, &body(1, false), None).await;
+    let cancel = app
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/snapshot-jobs/{failed}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cancel.status(),
+        200,
+        "cancelled: failed, its place given back"
+    );
+    submit(&app, &body(2, false), None).await;
+    let path = format!("/v1/snapshot-jobs/{failed}/retry");
+    let (status, problem) = post(&app, &path, json!({})).await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["code"], "quota_exceeded");
+    assert_eq!(app.job(&failed).await["retried_by"], Value::Null);
+    app.stop().await.unwrap();
+}
+
 common::both_stores!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     usage_totals_equal_counting_the_jobs,
