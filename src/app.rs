@@ -26,6 +26,7 @@ use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::mps::mns::{MnsClient, MnsClientConfig};
 use crate::secret::Secret;
 use crate::services::jobs::{SubmitConfig, SubmitService};
+use crate::services::lifecycle::LifecycleService;
 use crate::services::limits::TeamLimiter;
 use crate::services::outputs::{InputProbe, Links, OutputService, Presigner};
 use crate::services::presets::PresetService;
@@ -44,7 +45,45 @@ pub struct Application {
     emulator: Option<EmulatorHandle>,
     /// Sends webhooks (`webhooks.enabled`).
     deliveries: Option<Arc<DeliveryWorker>>,
+    /// The background retention purge (`lifecycle.purge_enabled`).
+    purger: Option<Arc<crate::worker::purge::Purger>>,
     signals: JobSignals,
+}
+
+/// The per-team request rate (`limits.team_*`).
+fn team_limiter(settings: &Settings) -> Arc<TeamLimiter> {
+    let limits = &settings.limits;
+    Arc::new(TeamLimiter::new(
+        limits.team_requests_per_second,
+        limits.team_burst,
+    ))
+}
+
+/// Usage, pauses and redrive (counted in `mps.region`), and the background purge when
+/// `lifecycle.purge_enabled`.
+fn lifecycle_parts(
+    settings: &Settings,
+    store: &DynStore,
+    submit: &Arc<SubmitService>,
+    signals: &JobSignals,
+) -> (
+    Arc<LifecycleService>,
+    Option<Arc<crate::worker::purge::Purger>>,
+) {
+    store.set_usage_region(&settings.mps.region);
+    let lifecycle = Arc::new(LifecycleService::new(
+        store.clone(),
+        submit.clone(),
+        signals.clone(),
+        settings.lifecycle.clone(),
+    ));
+    let purger = settings.lifecycle.purge_enabled.then(|| {
+        Arc::new(crate::worker::purge::Purger::new(
+            store.clone(),
+            settings.lifecycle.clone(),
+        ))
+    });
+    (lifecycle, purger)
 }
 
 /// The MPS backend `serve` uses: real MPS with the credentials of the chain
@@ -309,16 +348,14 @@ impl Application {
                 None => w,
             })
         });
-        let limiter = Arc::new(TeamLimiter::new(
-            settings.limits.team_requests_per_second,
-            settings.limits.team_burst,
-        ));
+        let limiter = team_limiter(&settings);
         let submit = Arc::new(SubmitService::new(
             store.clone(),
             signals.clone(),
             SubmitConfig::from_settings(&settings),
             outputs.clone(),
         ));
+        let (lifecycle, purger) = lifecycle_parts(&settings, &store, &submit, &signals);
         let uploads = Arc::new(UploadService::new(store.clone(), submit.clone(), uploads));
         let upload_hub = UploadHub::new(uploads.clone());
         if demo_uploads {
@@ -368,6 +405,7 @@ impl Application {
             nonce_purge: Arc::default(),
             settings: Arc::new(settings),
             submit,
+            lifecycle,
             outputs,
             limiter,
             mps_health,
@@ -383,6 +421,7 @@ impl Application {
             worker,
             emulator: None,
             deliveries,
+            purger,
             signals,
         })
     }
@@ -446,6 +485,10 @@ impl Application {
             .credentials
             .clone()
             .map(|c| tokio::spawn(crate::worker::credentials::run(c, stop_worker.clone())));
+        let purger = self.purger.clone().map(|p| {
+            let token = stop_worker.clone();
+            tokio::spawn(p.run(token))
+        });
         let hub = tokio::spawn(self.state.upload_hub.clone().run(
             self.signals.clone(),
             std::time::Duration::from_secs(1),
@@ -472,6 +515,9 @@ impl Application {
         }
         if let Some(d) = deliveries {
             let _ = d.await;
+        }
+        if let Some(p) = purger {
+            let _ = p.await;
         }
         if let Some(e) = self.emulator {
             e.shutdown().await;

@@ -75,6 +75,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitsSettings,
     pub webhooks: WebhooksSettings,
+    pub lifecycle: LifecycleSettings,
     pub log: LogSettings,
 }
 
@@ -279,6 +280,64 @@ pub struct WorkerSettings {
     pub mns_grace_s: u64,
 }
 
+/// Data lifecycle and operations (`[lifecycle]`): usage prices, redrive bounds, retention.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// The currency the prices are in (shown with each cost).
+    pub currency: String,
+    /// Price of one succeeded job; 0: none. Any price above 0 adds `cost` to usage.
+    pub price_per_job: f64,
+    pub price_per_snapshot: f64,
+    pub price_per_sprite_sheet: f64,
+    pub price_per_mps_call: f64,
+    /// A bulk redrive makes at most this many jobs per call.
+    pub redrive_max_per_call: u32,
+    /// Final jobs (and their MPS responses) are purged this many days after they ended.
+    pub jobs_retention_days: u32,
+    /// Webhook events (with their deliveries and attempts) this many days after they were made.
+    pub webhooks_retention_days: u32,
+    /// Ended uploads (landed, expired, failed) this many days after they ended.
+    pub uploads_retention_days: u32,
+    /// Whether every replica purges in the background (one at a time).
+    pub purge_enabled: bool,
+    /// How often the background purge runs.
+    pub purge_interval_s: u64,
+    /// Rows deleted per batch (each its own short transaction).
+    pub purge_batch_size: u32,
+    /// Pause between two batches, so foreground work keeps the database.
+    pub purge_pause_ms: u64,
+}
+
+impl LifecycleSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.redrive_max_per_call > 0,
+            "lifecycle.redrive_max_per_call must be > 0"
+        );
+        anyhow::ensure!(
+            self.purge_batch_size > 0,
+            "lifecycle.purge_batch_size must be > 0"
+        );
+        for (key, days) in [
+            ("jobs_retention_days", self.jobs_retention_days),
+            ("webhooks_retention_days", self.webhooks_retention_days),
+            ("uploads_retention_days", self.uploads_retention_days),
+        ] {
+            anyhow::ensure!(days > 0, "lifecycle.{key} must be > 0 (days)");
+        }
+        for (key, p) in [
+            ("price_per_job", self.price_per_job),
+            ("price_per_snapshot", self.price_per_snapshot),
+            ("price_per_sprite_sheet", self.price_per_sprite_sheet),
+            ("price_per_mps_call", self.price_per_mps_call),
+        ] {
+            anyhow::ensure!(p >= 0.0 && p.is_finite(), "lifecycle.{key} must be >= 0");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
@@ -423,6 +482,7 @@ impl Settings {
         self.idempotency.validate()?;
         self.limits.validate()?;
         self.webhooks.validate()?;
+        self.lifecycle.validate()?;
         self.log.validate()
     }
 

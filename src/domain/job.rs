@@ -261,6 +261,12 @@ pub struct Job {
     pub submitted_at: Option<DateTime<Utc>>,
     /// The preset (`name@version`) the request was resolved from.
     pub preset: Option<String>,
+    /// The failed job this one was made from (`POST /v1/snapshot-jobs/{id}/retry`).
+    #[serde(default)]
+    pub retry_of: Option<JobId>,
+    /// The job made from this one when it was retried (at most one).
+    #[serde(default)]
+    pub retried_by: Option<JobId>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +296,8 @@ impl NewJob {
             mps: MpsStatus::default(),
             submitted_at: None,
             preset: self.preset,
+            retry_of: None,
+            retried_by: None,
         }
     }
 }

@@ -54,6 +54,20 @@ pub struct Stats {
     /// pause dispatch; the code says which.
     #[schema(value_type = Object)]
     pub mps: crate::mps::health::HealthView,
+    /// Teams paused by an operator (their queued jobs wait).
+    pub paused_teams: Vec<PausedTeam>,
+    /// The last retention purge (any replica): when it ended and what it deleted per class.
+    #[schema(value_type = Option<Object>)]
+    pub last_purge: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PausedTeam {
+    pub team: String,
+    pub paused_at: DateTime<Utc>,
+    /// New jobs are refused (409) rather than held.
+    pub refuse_new: bool,
+    pub reason: Option<String>,
 }
 
 fn age(t: Option<DateTime<Utc>>) -> Option<f64> {
@@ -88,6 +102,12 @@ pub async fn get_stats(
         .mps_error_codes_since(store::now() - chrono::Duration::hours(1))
         .await?;
     let budgets = state.store.budgets().await?;
+    let paused = state.store.paused_teams().await?;
+    let last_purge = state
+        .store
+        .last_lease_run(crate::worker::purge::PURGE_LEASE)
+        .await?
+        .map(|(_, report)| report);
     let now = store::now();
     let w = &state.settings.worker;
     Ok(Json(Stats {
@@ -131,8 +151,28 @@ pub async fn get_stats(
                 }
             })
             .collect(),
+        last_purge,
         mps: state.mps_health.view(),
+        paused_teams: paused
+            .into_iter()
+            .map(|p| PausedTeam {
+                team: p.team,
+                paused_at: p.paused_at,
+                refuse_new: p.refuse_new,
+                reason: p.reason,
+            })
+            .collect(),
     }))
+}
+
+/// `snapgate_team_paused{team}`: 1 for each paused team, 0 for every other team.
+async fn team_pause_gauges(state: &AppState) -> crate::store::StoreResult<()> {
+    let paused = state.store.paused_teams().await?;
+    for t in state.store.list_teams().await? {
+        let on = paused.iter().any(|p| p.team == t.name);
+        metrics::gauge!("snapgate_team_paused", "team" => t.name).set(if on { 1.0 } else { 0.0 });
+    }
+    Ok(())
 }
 
 /// Prometheus exposition. Job gauges come from the store, cached for [`COUNTS_TTL`](super::state::COUNTS_TTL).
@@ -153,6 +193,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .set(age(counts.oldest_queued).unwrap_or(0.0));
         metrics::gauge!("snapgate_oldest_in_flight_job_age_seconds")
             .set(age(counts.oldest_in_flight).unwrap_or(0.0));
+    }
+    if let Err(e) = team_pause_gauges(&state).await {
+        tracing::warn!(error = %e, "paused teams for /metrics failed");
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -32,10 +32,13 @@ use crate::domain::outputs::OutputManifest;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
 use crate::domain::{Job, JobError, NewJob};
 use crate::mps::wire::SubmitParams;
+use crate::services::limits::TeamPauses;
 use crate::services::outputs::OutputService;
 use crate::services::presets;
 use crate::signals::JobSignals;
-use crate::store::{CreateOutcome, DynStore, IdempotencyRecord, NewIdempotencyKey, StoreError};
+use crate::store::{
+    CreateOutcome, DynStore, IdempotencyRecord, NewIdempotencyKey, RetryOutcome, StoreError,
+};
 
 /// How long a submit may wait for MPS to accept the job before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +110,29 @@ pub enum SubmitError {
     KeyInProgress,
     #[error("the team has {limit} jobs in flight")]
     QuotaExceeded { limit: u64 },
+    /// The team is paused by an operator with new jobs refused.
+    #[error("the team is paused")]
+    TeamPaused,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a job could not be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no such job")]
+    NotFound,
+    /// Only a failed job is made again.
+    #[error("a {state:?} job cannot be retried")]
+    NotFailed { state: JobState },
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+impl From<StoreError> for RetryError {
+    fn from(e: StoreError) -> Self {
+        RetryError::Submit(SubmitError::Store(e))
+    }
 }
 
 /// Why a job could not be cancelled.
@@ -166,6 +190,8 @@ pub struct IdempotencyKey(pub String);
 pub struct SubmitService {
     store: DynStore,
     signals: JobSignals,
+    /// Teams paused with new jobs refused.
+    pauses: Arc<TeamPauses>,
     cfg: SubmitConfig,
     outputs: Arc<OutputService>,
     /// POSTs waiting for MPS now.
@@ -194,6 +220,7 @@ impl SubmitService {
         Self {
             store,
             signals,
+            pauses: Arc::default(),
             cfg,
             outputs,
             waiting: Arc::default(),
@@ -305,6 +332,7 @@ impl SubmitService {
                 return self.replay(team, existing, &fingerprint).await;
             }
         }
+        self.check_pause(team).await?;
 
         let now = clock::now();
         let new = NewJob {
@@ -329,17 +357,9 @@ impl SubmitService {
             CreateOutcome::KeyExists(existing) => {
                 return self.replay(team, existing, &fingerprint).await
             }
-            CreateOutcome::QuotaExceeded => {
-                metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota")
-                    .increment(1);
-                return Err(SubmitError::QuotaExceeded { limit });
-            }
+            CreateOutcome::QuotaExceeded => return Err(self.quota_refused()),
         };
-        // The request's one INFO line (the access line) carries the job id: the entry point's
-        // span has a `job_id` field. Recorded here, so every entry point's line has it.
-        tracing::Span::current().record("job_id", tracing::field::display(job.id));
-        tracing::debug!(job_id = %job.id, team = %job.team, "job recorded");
-        self.signals.wake.notify_one();
+        self.recorded(&job);
         let job = self.wait_for_dispatch(job, wait, &mut dispatched).await?;
         Ok(Submitted {
             job,
@@ -456,6 +476,98 @@ impl SubmitService {
         }
         tracing::info!(job_id = %job.id, team = %job.team, "job cancelled");
         Ok(job)
+    }
+
+    /// The pause of teams whose new jobs are refused (this replica's view, at most
+    /// [`PAUSES_TTL`](crate::services::limits::PAUSES_TTL) old).
+    pub fn pauses(&self) -> &Arc<TeamPauses> {
+        &self.pauses
+    }
+
+    async fn check_pause(&self, team: &str) -> Result<(), SubmitError> {
+        if self.pauses.refuses(&self.store, team).await? {
+            metrics::counter!("snapgate_rejected_requests_total", "reason" => "paused")
+                .increment(1);
+            return Err(SubmitError::TeamPaused);
+        }
+        Ok(())
+    }
+
+    /// Makes a new job from the failed job `id` (of `team`, or any team for an admin's
+    /// `None`): the same request, checked again by today's rules, through the same pause and
+    /// quota as any submit, linked both ways (`retry_of`, `retried_by`). A job retried already
+    /// answers its one retry (`replayed`), however many calls race.
+    pub async fn retry(&self, team: Option<&str>, id: JobId) -> Result<Submitted, RetryError> {
+        let original = self
+            .store
+            .get_job(team, id)
+            .await?
+            .ok_or(RetryError::NotFound)?;
+        if let Some(existing) = original.retried_by {
+            return self.replayed_retry(existing).await;
+        }
+        if original.state != JobState::Failed {
+            return Err(RetryError::NotFailed {
+                state: original.state,
+            });
+        }
+        let body = serde_json::to_value(&original.request).expect("serializable");
+        let (request, warnings) = domain::validate_request(&body).map_err(SubmitError::Invalid)?;
+        self.check_pause(&original.team).await?;
+        let new = NewJob {
+            id: JobId::new(),
+            team: original.team.clone(),
+            request,
+            warnings,
+            created_at: clock::now(),
+            preset: original.preset.clone(),
+        };
+        // Admitted under the quota by the insert's own transaction, as any submit.
+        let limit = self.cfg.max_active_jobs;
+        match self.store.create_retry(team, id, new, limit).await? {
+            RetryOutcome::Created(job) => {
+                tracing::info!(job_id = %job.id, retry_of = %id, team = %job.team, "job retried");
+                self.recorded(&job);
+                Ok(Submitted {
+                    job: *job,
+                    replayed: false,
+                })
+            }
+            RetryOutcome::Existing(existing) => self.replayed_retry(existing).await,
+            RetryOutcome::NotFound => Err(RetryError::NotFound),
+            RetryOutcome::NotFailed(state) => Err(RetryError::NotFailed { state }),
+            RetryOutcome::QuotaExceeded => Err(self.quota_refused().into()),
+        }
+    }
+
+    /// A new job is recorded (a submit or a retry): its id on the request's span, the
+    /// dispatcher woken.
+    fn recorded(&self, job: &Job) {
+        // The request's one INFO line (the access line) carries the job id: the entry point's
+        // span has a `job_id` field. Recorded here, so every entry point's line has it.
+        tracing::Span::current().record("job_id", tracing::field::display(job.id));
+        tracing::debug!(job_id = %job.id, team = %job.team, "job recorded");
+        self.signals.wake.notify_one();
+    }
+
+    /// The store refused a new job for the team's in-flight quota (a submit or a retry).
+    fn quota_refused(&self) -> SubmitError {
+        metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
+        SubmitError::QuotaExceeded {
+            limit: self.cfg.max_active_jobs,
+        }
+    }
+
+    async fn replayed_retry(&self, id: JobId) -> Result<Submitted, RetryError> {
+        let job = self
+            .store
+            .get_job(None, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a retry link to no job".into()))?;
+        Ok(Submitted {
+            job,
+            replayed: true,
+        })
     }
 
     /// Waits up to the budget for the dispatcher (this replica's, or another's) to move the job

@@ -14,7 +14,9 @@
 //! data-modifying `WITH`) or the same transaction (SQLite) as its insert: the team's counter row
 //! (migration 0011) grows by the team's jobs in the batch only while it stays within the limit.
 //! A team refused as a whole in a batch of several of its jobs has them admitted one by one
-//! (some may fit), so the quota is exact whatever the batching.
+//! (some may fit), so the quota is exact whatever the batching. The jobs inserted are counted in
+//! the teams' usage (`usage.rs`) by the same statement or transaction, and only those: a job
+//! the quota refused is never counted, and a crash loses both or neither.
 //!
 //! A POST whose client goes away after handing over its job still gets it recorded, exactly as
 //! when the client goes away after a one-job insert: the job is dispatched, its answer was lost.
@@ -37,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use super::codec::DbId;
 use super::db::Pool;
 use super::statements::{admit_and_insert_stmt, admit_stmt, insert_jobs_stmt};
+use super::usage::{usage_upsert, RegionSlot, UsageDelta};
 use super::{postgres, StoreError, StoreResult};
 use crate::domain::{JobId, NewJob};
 
@@ -48,6 +51,8 @@ struct Pending {
     job: NewJob,
     /// The team's in-flight quota for this job.
     limit: i64,
+    /// What the job adds to its team's usage once recorded.
+    usage: UsageDelta,
     /// Whether the job was admitted (and recorded).
     done: oneshot::Sender<StoreResult<bool>>,
 }
@@ -56,6 +61,8 @@ struct Pending {
 pub(super) struct GroupCommit {
     pool: Pool,
     in_flight: usize,
+    /// The region the jobs' usage is counted in.
+    region: RegionSlot,
     queue: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// Asks the announcer for a `NOTIFY` (Postgres; started on first use).
     announcer: OnceLock<Arc<Notify>>,
@@ -67,10 +74,11 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 impl GroupCommit {
     /// `in_flight`: how many batches may be committing at once (each holds one connection).
-    pub(super) fn new(pool: Pool, in_flight: usize) -> Self {
+    pub(super) fn new(pool: Pool, in_flight: usize, region: RegionSlot) -> Self {
         Self {
             pool,
             in_flight: in_flight.max(1),
+            region,
             queue: OnceLock::new(),
             announcer: OnceLock::new(),
         }
@@ -100,8 +108,14 @@ impl GroupCommit {
             tokio::spawn(run(self.pool.clone(), self.in_flight, rx));
             tx
         });
+        let usage = UsageDelta::submitted(&job, &self.region);
         queue
-            .send(Pending { job, limit, done })
+            .send(Pending {
+                job,
+                limit,
+                usage,
+                done,
+            })
             .map_err(|_| stopped())?;
         let admitted = answer.await.map_err(|_| stopped())??;
         if admitted {
@@ -297,8 +311,8 @@ struct Admitted {
 }
 
 /// Admits the batch's jobs team by team under their quota (a team whose jobs in the batch
-/// exceed its limit is not tried) and inserts the admitted teams' jobs, in one statement on
-/// Postgres, one transaction on SQLite. Answers the ids recorded.
+/// exceed its limit is not tried), inserts the admitted teams' jobs and counts those in usage,
+/// in one statement on Postgres, one transaction on SQLite. Answers the ids recorded.
 async fn admit_and_insert(pool: &Pool, batch: &[Pending]) -> StoreResult<HashSet<JobId>> {
     let mut teams: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for p in batch {
@@ -314,25 +328,27 @@ async fn admit_and_insert(pool: &Pool, batch: &[Pending]) -> StoreResult<HashSet
     if teams.is_empty() {
         return Ok(HashSet::new());
     }
-    let jobs = batch
+    let tried = batch
         .iter()
-        .filter(|p| teams.iter().any(|t| t.0 == p.job.team))
-        .map(|p| &p.job);
+        .filter(|p| teams.iter().any(|t| t.0 == p.job.team));
     if let Pool::Postgres(..) = pool {
+        let jobs = tried.map(|p| (&p.job, &p.usage));
         let rows: Vec<Inserted> = pool.fetch_all(admit_and_insert_stmt(&teams, jobs)).await?;
         return Ok(rows.into_iter().map(|r| JobId(r.id.0)).collect());
     }
     let mut tx = pool.begin().await?;
     let admitted: Vec<Admitted> = tx.conn().fetch_all(admit_stmt(&teams)).await?;
     let admitted: HashSet<String> = admitted.into_iter().map(|a| a.team).collect();
-    let jobs: Vec<&NewJob> = jobs.filter(|j| admitted.contains(&j.team)).collect();
-    if !jobs.is_empty() {
+    let recorded: Vec<&Pending> = tried.filter(|p| admitted.contains(&p.job.team)).collect();
+    if !recorded.is_empty() {
         tx.conn()
-            .execute(insert_jobs_stmt(jobs.iter().copied()))
+            .execute(insert_jobs_stmt(recorded.iter().map(|p| &p.job)))
             .await?;
+        let usage: Vec<UsageDelta> = recorded.iter().map(|p| p.usage.clone()).collect();
+        tx.conn().execute(usage_upsert(&usage)).await?;
     }
     tx.commit().await?;
-    Ok(jobs.iter().map(|j| j.id).collect())
+    Ok(recorded.iter().map(|p| p.job.id).collect())
 }
 
 /// The connection, not the statement, failed: the transport (I/O, TLS, the protocol), or the

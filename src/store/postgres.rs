@@ -63,6 +63,8 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
                         attempt_started_at AS prev_started FROM jobs \
                  WHERE team = t.team AND due_at <= $2 \
                    AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+                   AND NOT EXISTS (SELECT 1 FROM teams p \
+                                   WHERE p.name = t.team AND p.paused_at IS NOT NULL) \
                  ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) o \
              WHERE t.team IS NOT NULL), \
          due AS ( \

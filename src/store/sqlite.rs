@@ -52,7 +52,8 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
                  attempt_started_at AS prev_started, mps_pipeline_id FROM ( \
                  SELECT *, row_number() OVER (PARTITION BY team ORDER BY due_at) AS turn \
                  FROM jobs \
-                 WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2)) \
+                 WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+                   AND team NOT IN (SELECT name FROM teams WHERE paused_at IS NOT NULL)) \
              ORDER BY turn, due_at LIMIT $4",
             job_columns(None)
         )))

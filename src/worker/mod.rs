@@ -15,6 +15,7 @@ pub mod deliver;
 mod dispatch;
 pub mod mns;
 mod poll;
+pub mod purge;
 
 pub use deliver::DeliveryWorker;
 

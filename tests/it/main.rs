@@ -31,6 +31,7 @@ mod exactly_once;
 mod fair_delivery;
 mod fuzz_corpus;
 mod idempotency;
+mod lifecycle;
 mod limits;
 mod list_indexes;
 mod listeners;
