@@ -297,6 +297,16 @@ impl Application {
         demo_uploads: bool,
     ) -> anyhow::Result<Self> {
         let outputs = Arc::new(outputs.with_max_listed(settings.outputs.max_listed));
+        // Jobs recorded before they had a region went to the one region served then.
+        match store.backfill_region(&settings.mps.region).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(jobs = n, region = %settings.mps.region, "jobs recorded before regions given the default region")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give older jobs the default region; its workers claim them anyway")
+            }
+        }
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
@@ -359,7 +369,7 @@ impl Application {
             None
         };
         let state = AppState {
-            presets: Arc::new(PresetService::new(store.clone())),
+            presets: Arc::new(PresetService::new(store.clone(), settings.served_regions())),
             store,
             tokens,
             jobs,

@@ -181,6 +181,11 @@ pub struct JobRequest {
 }
 
 impl JobRequest {
+    /// The MPS region the job goes to: its input bucket's (`oss-cn-beijing` → `cn-beijing`).
+    pub fn region(&self) -> &str {
+        super::regions::region_of(&self.input.location)
+    }
+
     /// MPS works asynchronously when `Num` or `Interval` is set (docs/mps/API.md §1.4).
     pub fn is_async(&self) -> bool {
         self.num.is_some() || self.interval_s.is_some()

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::crypto::token_hash;
 use crate::domain::Job;
-use crate::domain::{self, JobId, JobState, Violation};
+use crate::domain::{JobId, JobState, Violation};
 use crate::oss::callback::{self, CallbackSpec};
 use crate::oss::post_policy::{self, PostForm, PostPolicy};
 use crate::oss::OssCredentials;
@@ -308,7 +308,7 @@ impl UploadService {
             .submit
             .resolve(team, &job_body, Some(&id.to_string()))
             .await?;
-        if let Err(v) = domain::validate_request(&body) {
+        if let Err(v) = self.submit.validate(&body) {
             return Err(UploadError::Invalid(v));
         }
         self.store.create_upload(&upload).await?;
@@ -834,7 +834,11 @@ pub async fn ensure_demo_preset(
                    "lines": 2, "columns": 4, "cell_width": 160, "cell_height": 90, "margin": 0, "padding": 2},
         "webvtt": {"sprite": true}
     });
-    debug_assert!(crate::services::presets::validate_preset(&body).is_ok());
+    debug_assert!(crate::services::presets::validate_preset(
+        &body,
+        std::slice::from_ref(&u.region)
+    )
+    .is_ok());
     let now = store.clock().await?;
     store
         .create_preset(

@@ -626,6 +626,12 @@ impl JobStore for SqlStore {
                 "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
             ))
             .await?;
+        let regions: Vec<StateCount> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "SELECT region AS team, state, count(*) AS n FROM jobs GROUP BY region, state ORDER BY region, state",
+            ))
+            .await?;
         let oldest: Oldest = self
             .pool
             .fetch_one(Stmt::new(
@@ -635,6 +641,10 @@ impl JobStore for SqlStore {
             .await?;
         Ok(JobCounts {
             by_state: rows
+                .into_iter()
+                .map(|r| (r.team, r.state, r.n as u64))
+                .collect(),
+            by_region: regions
                 .into_iter()
                 .map(|r| (r.team, r.state, r.n as u64))
                 .collect(),
@@ -662,22 +672,32 @@ impl JobStore for SqlStore {
 #[async_trait]
 impl DispatchStore for SqlStore {
     #[tracing::instrument(name = "store.claim_dispatch", level = "debug", skip_all)]
-    async fn claim_dispatch(
+    async fn claim_dispatch_in(
         &self,
+        region: Option<&RegionScope>,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>> {
-        let claim = Stmt::default()
+        let mut claim = Stmt::default()
             .bind(owner)
             .bind(now)
             .bind(lease_until)
             .bind(limit)
             .bind(uuid::Uuid::new_v4());
+        // ` AND <region condition>` on `$6`, or nothing.
+        let only = |table: Option<&str>| {
+            region.map_or(String::new(), |r| format!(" AND {}", r.condition(table, 6)))
+        };
+        if let Some(r) = region {
+            claim = claim.bind(r.region.as_str());
+        }
         let rows = match self.dialect() {
-            Dialect::Postgres => postgres::claim_dispatch(&self.pool, claim).await?,
-            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim).await?,
+            Dialect::Postgres => {
+                postgres::claim_dispatch(&self.pool, claim, &only(None), &only(Some("j"))).await?
+            }
+            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim, &only(None)).await?,
         };
         rows.into_iter().map(DispatchClaim::try_from).collect()
     }
@@ -809,21 +829,33 @@ impl DispatchStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "store.backfill_region", level = "debug", skip_all)]
+    async fn backfill_region(&self, default_region: &str) -> StoreResult<u64> {
+        self.pool
+            .execute(
+                Stmt::new("UPDATE jobs SET region = $1 WHERE region = ''").bind(default_region),
+            )
+            .await
+    }
+
     #[tracing::instrument(name = "store.claim_polls", level = "debug", skip_all)]
-    async fn claim_polls(
+    async fn claim_polls_in(
         &self,
+        region: Option<&RegionScope>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Job>> {
+        let only = region.map_or(String::new(), |r| format!(" AND {}", r.condition(None, 4)));
         let sql = match self.dialect() {
-            Dialect::Postgres => postgres::claim_polls_sql(),
-            Dialect::Sqlite => sqlite::claim_polls_sql(),
+            Dialect::Postgres => postgres::claim_polls_sql(&only),
+            Dialect::Sqlite => sqlite::claim_polls_sql(&only),
         };
-        let rows: Vec<JobRow> = self
-            .pool
-            .fetch_all(Stmt::new(sql).bind(now).bind(lease_until).bind(limit))
-            .await?;
+        let mut stmt = Stmt::new(sql).bind(now).bind(lease_until).bind(limit);
+        if let Some(r) = region {
+            stmt = stmt.bind(r.region.as_str());
+        }
+        let rows: Vec<JobRow> = self.pool.fetch_all(stmt).await?;
         jobs(rows)
     }
 
@@ -937,18 +969,20 @@ impl DispatchStore for SqlStore {
     }
 
     #[tracing::instrument(name = "store.next_due", level = "debug", skip_all)]
-    async fn next_due_each(&self) -> StoreResult<super::NextDue> {
+    async fn next_due_each_in(&self, region: Option<&RegionScope>) -> StoreResult<super::NextDue> {
         // Both read an index in order and stop early: the first 64 due jobs (a leased one is
         // due when its lease ends), and the first poll.
-        let due: Due = self
-            .pool
-            .fetch_one(Stmt::new(
-                "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
-                         FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL \
-                               ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
-                        (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL) AS poll",
-            ))
-            .await?;
+        let only = region.map_or(String::new(), |r| format!(" AND {}", r.condition(None, 1)));
+        let mut stmt = Stmt::new(format!(
+            "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
+                     FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL{only} \
+                           ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
+                    (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL{only}) AS poll"
+        ));
+        if let Some(r) = region {
+            stmt = stmt.bind(r.region.as_str());
+        }
+        let due: Due = self.pool.fetch_one(stmt).await?;
         Ok(super::NextDue {
             dispatch: due.dispatch.map(|t| t.0),
             poll: due.poll.map(|t| t.0),

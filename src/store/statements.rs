@@ -40,7 +40,7 @@ pub(super) fn push_page(
 
 /// The columns of a new job, in the order [`push_job_values`] writes them.
 const NEW_JOB_COLUMNS: &str =
-    "id, team, state, request, warnings, created_at, updated_at, due_at, preset";
+    "id, team, state, request, warnings, created_at, updated_at, due_at, preset, region";
 
 /// The insert of new `queued` jobs, due at once (one statement for the group commit).
 pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
@@ -49,7 +49,7 @@ pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -
     q
 }
 
-/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job.
+/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job, each in its input's MPS region.
 fn push_job_values<'a>(q: &mut Stmt, jobs: impl IntoIterator<Item = &'a NewJob>) {
     for (i, job) in jobs.into_iter().enumerate() {
         q.push(if i == 0 { "(" } else { ", (" });
@@ -59,7 +59,8 @@ fn push_job_values<'a>(q: &mut Stmt, jobs: impl IntoIterator<Item = &'a NewJob>)
         q.push(", ").push_bind(job.created_at);
         let at = q.args_len();
         q.push(&format!(", ${at}, ${at}, "));
-        q.push_bind(job.preset.clone()).push(")");
+        q.push_bind(job.preset.clone()).push(", ");
+        q.push_bind(job.request.region()).push(")");
     }
 }
 
