@@ -173,10 +173,11 @@ pub fn mns_call_failed(action: &'static str, code: &str) {
 }
 
 /// Records one MPS call.
-pub fn mps_call(action: &'static str, code: &str, started: Instant) {
-    metrics::counter!("snapgate_mps_calls_total", "action" => action, "code" => code_label(code))
+pub fn mps_call(region: &str, action: &'static str, code: &str, started: Instant) {
+    let region = region.to_string();
+    metrics::counter!("snapgate_mps_calls_total", "region" => region.clone(), "action" => action, "code" => code_label(code))
         .increment(1);
-    metrics::histogram!("snapgate_mps_call_duration_seconds", "action" => action)
+    metrics::histogram!("snapgate_mps_call_duration_seconds", "region" => region, "action" => action)
         .record(started.elapsed().as_secs_f64());
 }
 

@@ -5,18 +5,13 @@
 
 use super::{JobRequest, Violation};
 
-/// The region id of an OSS location: `oss-cn-beijing` → `cn-beijing`.
-pub fn region_of(location: &str) -> &str {
-    location.strip_prefix("oss-").unwrap_or(location)
-}
-
 /// The rule's violations for a valid request: an input in a region snapgate does not serve
 /// (`region_not_served`, naming the served ones), an output or sprite bucket in another region
 /// than the input's (`region_mismatch`).
 pub fn violations(request: &JobRequest, served: &[String]) -> Vec<Violation> {
     let mut errors = Vec::new();
     let location = &request.input.location;
-    let region = region_of(location);
+    let region = request.region();
     if !served.iter().any(|s| s == region) {
         errors.push(not_served("/input/location", region, served));
     }

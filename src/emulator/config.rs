@@ -70,6 +70,10 @@ pub struct EmulatorArgs {
     /// Simulate jobs even when ffmpeg is available (no images are made).
     #[arg(long)]
     pub no_ffmpeg: bool,
+    /// The MPS region this emulator plays (`cn-beijing`): it then refuses buckets of any other
+    /// region, as MPS does (default: every region).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
     /// The region V4 signatures on the local store must name (default: any, taken from the
     /// request's credential: the local store stands for every region).
     #[arg(long, value_name = "REGION")]
@@ -135,6 +139,8 @@ pub struct EmulatorConfig {
     pub engine_jobs: usize,
     /// Use ffmpeg/ffprobe when found on the PATH (with `oss_dir`); `false`: always simulate.
     pub ffmpeg: bool,
+    /// The MPS region played: buckets of another region are refused; `None`: every region.
+    pub region: Option<String>,
     /// The region V4 signatures on the local store must name; `None`: the credential's own.
     pub oss_region: Option<String>,
     /// Browser origins the local store allows (CORS); `"*"`: any.
@@ -171,6 +177,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("oss_dir", &self.oss_dir)
             .field("engine_jobs", &self.engine_jobs)
             .field("ffmpeg", &self.ffmpeg)
+            .field("region", &self.region)
             .field("oss_region", &self.oss_region)
             .field("oss_cors_origins", &self.oss_cors_origins)
             .field("mns_queue", &self.mns_queue)
@@ -206,6 +213,7 @@ impl Default for EmulatorConfig {
             oss_dir: None,
             engine_jobs: 2,
             ffmpeg: true,
+            region: None,
             oss_region: None,
             oss_cors_origins: vec!["*".into()],
             mns_queue: None,
@@ -265,6 +273,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             oss_dir: a.oss_dir,
             engine_jobs: a.engine_jobs.max(1),
             ffmpeg: !a.no_ffmpeg,
+            region: a.region.filter(|r| !r.is_empty()),
             oss_region: a.oss_region.filter(|r| !r.is_empty()),
             oss_cors_origins: if a.oss_cors_origins.is_empty() {
                 vec!["*".into()]

@@ -224,3 +224,270 @@ async fn buckets_of_another_region_and_unserved_regions_answer_422_everywhere() 
     );
     app.stop().await.unwrap();
 }
+
+const REGIONS: [&str; 3] = ["cn-shanghai", "cn-beijing", "cn-hangzhou"];
+/// Each region's own submit budget (`worker.budget_scope = "region"`).
+const QPS: u32 = 20;
+/// Jobs per region per phase.
+const N: usize = 40;
+
+/// Posts `N` jobs in each region at once; answers each region's job ids.
+async fn post_jobs(app: &TestApp, phase: &str) -> Vec<Vec<String>> {
+    use futures::StreamExt;
+    let bodies: Vec<(usize, Value)> = (0..N)
+        .flat_map(|i| {
+            REGIONS.iter().enumerate().map(move |(r, region)| {
+                let loc = format!("oss-{region}");
+                let mut b = job(&loc, &loc);
+                b["user_data"] = json!(format!("{phase}-{i}"));
+                (r, b)
+            })
+        })
+        .collect();
+    let answers: Vec<(usize, String)> = futures::stream::iter(bodies)
+        .map(|(r, b)| async move {
+            let res = app.post_job(&b, None).await;
+            let status = res.status().as_u16();
+            let j: Value = res.json().await.unwrap();
+            assert!(status == 201 || status == 202, "{status} {j}");
+            (r, j["id"].as_str().unwrap().to_string())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut ids = vec![Vec::new(); REGIONS.len()];
+    for (r, id) in answers {
+        ids[r].push(id);
+    }
+    ids
+}
+
+/// Waits until every region in `regions` has accepted `target` jobs in all on its emulator;
+/// answers each one's time from `start`, in seconds.
+async fn drained(
+    emus: &[snapgate::emulator::EmulatorHandle],
+    regions: &[usize],
+    target: usize,
+    start: std::time::Instant,
+) -> Vec<f64> {
+    let mut done: Vec<Option<f64>> = vec![None; REGIONS.len()];
+    let limit = start + std::time::Duration::from_secs(60);
+    while regions.iter().any(|r| done[*r].is_none()) {
+        for &r in regions {
+            if done[r].is_none()
+                && common::app::emulator_ledger(&emus[r].url())
+                    .await
+                    .values()
+                    .sum::<usize>()
+                    >= target
+            {
+                done[r] = Some(start.elapsed().as_secs_f64());
+            }
+        }
+        assert!(std::time::Instant::now() < limit, "not drained: {done:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    regions.iter().map(|r| done[*r].unwrap()).collect()
+}
+
+async fn set_faults(emu: &snapgate::emulator::EmulatorHandle, faults: Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+}
+
+/// Three regions, each its own emulator playing only that region (it refuses another region's
+/// buckets, as MPS does): every job reaches its own region's endpoint only, and with one
+/// region's MPS down, then throttled, the other two still drain at their full budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_holds_no_other() {
+    let mut emus = Vec::new();
+    for region in REGIONS {
+        emus.push(
+            common::app::test_emulator(|c| {
+                c.region = Some(region.to_string());
+                c.start_ms = 10;
+                c.process_ms = 50;
+            })
+            .await,
+        );
+    }
+    let (store, db) = common::pg_store().await;
+    let mut builder = TestApp::builder(store).keep(db).settings(|s| {
+        s.mps.region = REGIONS[0].into();
+        for r in &REGIONS[1..] {
+            s.regions.insert(r.to_string(), RegionSettings::default());
+        }
+        s.http.submit_wait_ms = 0;
+        s.worker.submit_qps = QPS;
+        s.worker.query_qps = 1000;
+        s.worker.backoff_base_ms = 20;
+        s.worker.backoff_max_ms = 500;
+        s.worker.idle_poll_ms = 100;
+        s.worker.status_poll_min_ms = 100;
+        s.worker.status_poll_max_ms = 300;
+        s.limits.team_requests_per_second = 10_000;
+        s.limits.team_burst = 10_000;
+    });
+    for (region, emu) in REGIONS.iter().zip(&emus) {
+        builder = builder.region(
+            region,
+            common::app::mps_client(&emu.url(), common::app::EMU_SECRET, 2000),
+        );
+    }
+    let app = builder.start().await;
+    let all = [0, 1, 2];
+
+    // No fault: every region drains at its own budget, side by side.
+    let start = std::time::Instant::now();
+    let mut ids = post_jobs(&app, "a").await;
+    let base = drained(&emus, &all, N, start).await;
+
+    // Hangzhou's MPS down (every call 503): Shanghai and Beijing drain as before.
+    set_faults(
+        &emus[2],
+        json!({"unavailable_next_submits": 1_000_000, "unavailable_next_queries": 1_000_000}),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    for (r, more) in post_jobs(&app, "b").await.into_iter().enumerate() {
+        ids[r].extend(more);
+    }
+    let down = drained(&emus, &[0, 1], 2 * N, start).await;
+
+    // Hangzhou throttled instead (every call Throttling.User).
+    set_faults(
+        &emus[2],
+        json!({"unavailable_next_submits": 0, "unavailable_next_queries": 0,
+        "throttle_next_submits": 1_000_000, "throttle_next_queries": 1_000_000}),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    for (r, more) in post_jobs(&app, "c").await.into_iter().enumerate() {
+        ids[r].extend(more);
+    }
+    let throttled = drained(&emus, &[0, 1], 3 * N, start).await;
+    assert_eq!(
+        common::app::emulator_ledger(&emus[2].url())
+            .await
+            .values()
+            .sum::<usize>(),
+        N,
+        "Hangzhou took nothing while down or throttled"
+    );
+    // Hangzhou back: its backlog drains.
+    set_faults(
+        &emus[2],
+        json!({"throttle_next_submits": 0, "throttle_next_queries": 0}),
+    )
+    .await;
+    drained(&emus, &[2], 3 * N, std::time::Instant::now()).await;
+
+    let rate = |secs: f64| N as f64 / secs;
+    eprintln!(
+        "jobs/s per region (budget {QPS}/s each, {N} jobs per region): no fault: shanghai {:.1}, beijing {:.1}, hangzhou {:.1}; hangzhou down: shanghai {:.1}, beijing {:.1}; hangzhou throttled: shanghai {:.1}, beijing {:.1}",
+        rate(base[0]), rate(base[1]), rate(base[2]), rate(down[0]), rate(down[1]), rate(throttled[0]), rate(throttled[1])
+    );
+    for (phase, secs) in [("down", &down), ("throttled", &throttled)] {
+        for (r, s) in secs.iter().enumerate() {
+            // Full budget: within 40% of the time without a fault (a loaded machine's slack),
+            // and well within the time the two would take sharing one region's budget.
+            assert!(
+                *s < base[r] * 1.4 + 0.5,
+                "{}: {s:.2} s with hangzhou {phase}, {:.2} s without",
+                REGIONS[r],
+                base[r]
+            );
+        }
+    }
+
+    // Each job reached its own region's endpoint only, once.
+    for (r, emu) in emus.iter().enumerate() {
+        let ledger = common::app::emulator_ledger(&emu.url()).await;
+        let mut mine: Vec<&String> = ids[r].iter().collect();
+        let mut seen: Vec<&String> = ledger.keys().collect();
+        mine.sort();
+        seen.sort();
+        assert_eq!(seen, mine, "{}'s emulator saw exactly its jobs", REGIONS[r]);
+        assert!(
+            ledger.values().all(|n| *n == 1),
+            "{}: {ledger:?}",
+            REGIONS[r]
+        );
+    }
+    for id in ids.iter().flatten() {
+        let j = app.wait_final(id, std::time::Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "succeeded", "{j}");
+    }
+    app.stop().await.unwrap();
+}
+
+/// An emulator playing one region refuses a bucket of another with MPS's code, before any job
+/// is made; its own region's buckets pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulator_region_refuses_another_regions_bucket() {
+    let emu = common::app::test_emulator(|c| c.region = Some("cn-beijing".into())).await;
+    let http = reqwest::Client::new();
+    let file = |loc: &str, key: &str| {
+        format!(r#"{{"Bucket":"media","Location":"{loc}","Object":"{key}"}}"#)
+    };
+    for (input, output, tile, refused) in [
+        ("oss-cn-beijing", "oss-cn-beijing", None, None),
+        ("oss-cn-shanghai", "oss-cn-beijing", None, Some("Input")),
+        (
+            "oss-cn-beijing",
+            "oss-cn-shanghai",
+            None,
+            Some("OutputFile"),
+        ),
+        (
+            "oss-cn-beijing",
+            "oss-cn-beijing",
+            Some("oss-cn-hangzhou"),
+            Some("TileOutputFile"),
+        ),
+    ] {
+        let input = file(input, "in.mp4");
+        let mut config = format!(
+            r#"{{"OutputFile":{},"Time":"0","Num":"2""#,
+            file(output, "o%7BCount%7D.jpg")
+        );
+        if let Some(t) = tile {
+            config.push_str(&format!(
+                r#","TileOut":{{"Lines":"1","Columns":"2"}},"TileOutputFile":{}"#,
+                file(t, "t.jpg")
+            ));
+        }
+        config.push('}');
+        let params = [
+            ("Input", input.as_str()),
+            ("SnapshotConfig", config.as_str()),
+        ];
+        let call = V1Call::new(
+            "SubmitSnapshotJob",
+            &params,
+            common::app::EMU_KEY_ID,
+            common::app::EMU_SECRET,
+        );
+        let res = call.request(&http, &emu.url()).send().await.unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        match refused {
+            None => assert_eq!(status, 200, "{body}"),
+            Some(name) => {
+                assert_eq!(
+                    (status, body["Code"].as_str()),
+                    (400, Some("InvalidParameter.ResourceNotFound")),
+                    "{body}"
+                );
+                assert!(body["Message"].as_str().unwrap().contains(name), "{body}");
+            }
+        }
+    }
+    assert_eq!(common::app::emulator_ledger(&emu.url()).await.len(), 1);
+    emu.shutdown().await;
+}
