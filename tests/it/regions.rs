@@ -423,6 +423,48 @@ async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_hol
         let j = app.wait_final(id, std::time::Duration::from_secs(60)).await;
         assert_eq!(j["state"], "succeeded", "{j}");
     }
+
+    // Stats and metrics by region.
+    let stats: Value = app.get("/v1/admin/stats").await.json().await.unwrap();
+    for region in REGIONS {
+        let succeeded = stats["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["region"] == region && c["state"] == "succeeded")
+            .unwrap_or_else(|| panic!("{region}: {stats}"));
+        assert_eq!(succeeded["count"], 3 * N as u64, "{stats}");
+    }
+    let budgets: Vec<&str> = stats["upstream_budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "mps.submit",
+        "mps.submit.cn-beijing",
+        "mps.submit.cn-hangzhou",
+    ] {
+        assert!(budgets.contains(&name), "{name}: {budgets:?}");
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for region in REGIONS {
+        assert!(
+            metrics.contains(&format!(
+                "snapgate_region_jobs{{region=\"{region}\",state=\"succeeded\"}} {}",
+                3 * N
+            )),
+            "{region}"
+        );
+        assert!(
+            metrics.contains(&format!("snapgate_mps_calls_total{{region=\"{region}\",action=\"SubmitSnapshotJob\",code=\"Success\"}}")),
+            "{region}"
+        );
+    }
+    assert!(metrics.contains(
+        "snapgate_mps_calls_total{region=\"cn-hangzhou\",action=\"SubmitSnapshotJob\",code=\"Throttling.User\"}"
+    ));
     app.stop().await.unwrap();
 }
 
