@@ -1,5 +1,5 @@
-//! MPS regions: the default region (`mps.region` with the `mps.*`, `mps.mns.*`, `worker.*_qps`
-//! and `uploads.*` settings) and the `[regions.<id>]` tables, resolved into one [`Region`] each.
+//! MPS regions: the default region (`mps.region` with the `mps.*`, `mps.mns.*` and
+//! `worker.*_qps` settings) and the `[regions.<id>]` tables, resolved into one [`Region`] each.
 
 use std::collections::BTreeMap;
 
@@ -33,11 +33,6 @@ pub struct RegionSettings {
     /// The region's own budgets; unset: `worker.submit_qps` / `worker.query_qps`.
     pub submit_qps: Option<u32>,
     pub query_qps: Option<u32>,
-    /// The bucket browser uploads go to when their job is in this region; unset: uploads into
-    /// this region are refused.
-    pub upload_bucket: Option<String>,
-    /// The URL the browser's form posts to; unset: `https://<upload_bucket>.oss-<id>.aliyuncs.com`.
-    pub upload_endpoint: Option<String>,
 }
 
 /// A region snapgate serves, settled from the configuration.
@@ -59,9 +54,6 @@ pub struct Region {
     pub query_budget: String,
     pub submit_qps: u32,
     pub query_qps: u32,
-    /// The bucket browser uploads of this region go to, and the URL its form posts to.
-    pub upload_bucket: Option<String>,
-    pub upload_endpoint: Option<String>,
 }
 
 impl Settings {
@@ -80,9 +72,6 @@ impl Settings {
             query_budget: "mps.query".into(),
             submit_qps: w.submit_qps,
             query_qps: w.query_qps,
-            upload_bucket: (self.uploads.region == self.mps.region)
-                .then(|| self.uploads.bucket.clone()),
-            upload_endpoint: self.uploads.endpoint.clone(),
         };
         let others = self.regions.iter().map(|(id, r)| Region {
             id: id.clone(),
@@ -109,8 +98,6 @@ impl Settings {
             },
             submit_qps: r.submit_qps.filter(|_| !account).unwrap_or(w.submit_qps),
             query_qps: r.query_qps.filter(|_| !account).unwrap_or(w.query_qps),
-            upload_bucket: r.upload_bucket.clone(),
-            upload_endpoint: r.upload_endpoint.clone(),
         });
         std::iter::once(default).chain(others).collect()
     }
