@@ -345,6 +345,7 @@ async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_hol
     // No fault: every region drains at its own budget, side by side.
     let start = std::time::Instant::now();
     let mut ids = post_jobs(&app, "a").await;
+    let posted = start.elapsed().as_secs_f64();
     let base = drained(&emus, &all, N, start).await;
 
     // Hangzhou's MPS down (every call 503): Shanghai and Beijing drain as before.
@@ -388,6 +389,10 @@ async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_hol
     drained(&emus, &[2], 3 * N, std::time::Instant::now()).await;
 
     let rate = |secs: f64| N as f64 / secs;
+    eprintln!(
+        "posting the {} jobs of the first phase took {posted:.1} s",
+        3 * N
+    );
     eprintln!(
         "jobs/s per region (budget {QPS}/s each, {N} jobs per region): no fault: shanghai {:.1}, beijing {:.1}, hangzhou {:.1}; hangzhou down: shanghai {:.1}, beijing {:.1}; hangzhou throttled: shanghai {:.1}, beijing {:.1}",
         rate(base[0]), rate(base[1]), rate(base[2]), rate(down[0]), rate(down[1]), rate(throttled[0]), rate(throttled[1])
