@@ -316,33 +316,6 @@ impl Application {
         Self::with_outputs(settings, store, mps, outputs, mns).await
     }
 
-    /// Builds with an explicit MPS client per region (tests point each at its own emulator),
-    /// by region id: the default region (`mps.region`) and the `[regions.*]` ones. A served
-    /// region without a client here has no worker in this process. No MNS.
-    pub async fn with_regions(
-        settings: Settings,
-        store: DynStore,
-        clients: Vec<(String, Arc<dyn MpsApi>)>,
-    ) -> anyhow::Result<Self> {
-        let mut regions = Vec::new();
-        for region in settings.regions() {
-            if let Some((_, mps)) = clients.iter().find(|(id, _)| *id == region.id) {
-                regions.push(RegionBackend {
-                    region,
-                    mps: mps.clone(),
-                    mns: None,
-                });
-            }
-        }
-        anyhow::ensure!(
-            regions.len() == clients.len(),
-            "a client for a region not served"
-        );
-        let outputs = oss_outputs(&settings, None);
-        let uploads = upload_config(&settings, None, None);
-        Self::build_parts(settings, store, regions, outputs, uploads, false).await
-    }
-
     /// Builds with an explicit MPS client, output links and (optionally) MNS client.
     pub async fn with_outputs(
         settings: Settings,

@@ -107,6 +107,10 @@ pub struct EmulatorConfig {
     pub sts_ttl_s: u64,
     /// The role name of its metadata server.
     pub imds_role: String,
+    /// An STS shared with other emulators (tests of several regions, each its own emulator):
+    /// Alibaba Cloud's STS credentials are account-wide, valid in every region. `None`: its
+    /// own, of `sts_ttl_s` and `imds_role`.
+    pub sts: Option<std::sync::Arc<super::sts::StsIssuer>>,
     pub access_keys: Vec<(String, String)>,
     /// Header-read timeout and connection limit of its listener.
     pub conn_limits: crate::listener::ConnLimits,
@@ -193,6 +197,7 @@ impl Default for EmulatorConfig {
             listen: "127.0.0.1:9090".parse().expect("valid"),
             sts_ttl_s: 3600,
             imds_role: "snapgate-emulator-role".into(),
+            sts: None,
             access_keys: vec![("testid".into(), "testsecret".into())],
             conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: 0.0,
@@ -253,6 +258,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             listen: a.listen,
             sts_ttl_s: a.sts_ttl_s.max(1),
             imds_role: a.imds_role,
+            sts: None,
             access_keys: keys,
             conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: a.throttle_rate,

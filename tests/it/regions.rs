@@ -300,16 +300,31 @@ async fn set_faults(emu: &snapgate::emulator::EmulatorHandle, faults: Value) {
     assert!(res.status().is_success(), "{}", res.text().await.unwrap());
 }
 
+/// The role the three regions' credential is assumed as.
+const ROLE: &str = "acs:ram::1234567890123456:role/snapgate";
+/// The lifetime of that credential's tokens: several refreshes within the test.
+const TOKEN_TTL_S: u64 = 4;
+
 /// Three regions, each its own emulator playing only that region (it refuses another region's
-/// buckets, as MPS does): every job reaches its own region's endpoint only, and with one
-/// region's MPS down, then throttled, the other two still drain at their full budget.
+/// buckets, as MPS does), built as `serve` builds them: every region's client from the one
+/// credential of the chain — a RAM role assumed from a narrow key on an STS the three share
+/// (STS credentials are account-wide), its 4-second tokens refreshed in the background. The
+/// regions' emulators know no static key at all, so a client signing with anything but the
+/// chain's current token is refused. Every job reaches its own region's endpoint only, and
+/// with one region's MPS down, then throttled, the other two still drain at their full budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_holds_no_other() {
+    use snapgate::emulator::sts::StsIssuer;
+    let sts = std::sync::Arc::new(StsIssuer::new(TOKEN_TTL_S, "snapgate".into()));
+    // STS alone: the only emulator that knows the narrow key the role is assumed from.
+    let sts_emu = common::app::test_emulator(|c| c.sts = Some(sts.clone())).await;
     let mut emus = Vec::new();
     for region in REGIONS {
         emus.push(
             common::app::test_emulator(|c| {
                 c.region = Some(region.to_string());
+                c.access_keys = Vec::new();
+                c.sts = Some(sts.clone());
                 c.start_ms = 10;
                 c.process_ms = 50;
             })
@@ -317,29 +332,40 @@ async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_hol
         );
     }
     let (store, db) = common::pg_store().await;
-    let mut builder = TestApp::builder(store).keep(db).settings(|s| {
-        s.mps.region = REGIONS[0].into();
-        for r in &REGIONS[1..] {
-            s.regions.insert(r.to_string(), RegionSettings::default());
-        }
-        s.http.submit_wait_ms = 0;
-        s.worker.submit_qps = QPS;
-        s.worker.query_qps = 1000;
-        s.worker.backoff_base_ms = 20;
-        s.worker.backoff_max_ms = 500;
-        s.worker.idle_poll_ms = 100;
-        s.worker.status_poll_min_ms = 100;
-        s.worker.status_poll_max_ms = 300;
-        s.limits.team_requests_per_second = 10_000;
-        s.limits.team_burst = 10_000;
-    });
-    for (region, emu) in REGIONS.iter().zip(&emus) {
-        builder = builder.region(
-            region,
-            common::app::mps_client(&emu.url(), common::app::EMU_SECRET, 2000),
-        );
-    }
-    let app = builder.start().await;
+    let urls: Vec<String> = emus.iter().map(|e| e.url()).collect();
+    let app = TestApp::builder(store)
+        .keep(db)
+        .embedded_default()
+        .settings(|s| {
+            s.worker.enabled = true;
+            s.mps.region = REGIONS[0].into();
+            s.mps.endpoint = Some(urls[0].clone());
+            for (r, url) in REGIONS.iter().zip(&urls).skip(1) {
+                let table = RegionSettings {
+                    endpoint: Some(url.clone()),
+                    ..RegionSettings::default()
+                };
+                s.regions.insert(r.to_string(), table);
+            }
+            s.mps.access_key_id = Some(common::app::EMU_KEY_ID.into());
+            s.mps.access_key_secret = Some(snapgate::secret::Secret::new(common::app::EMU_SECRET));
+            s.credentials.role_arn = Some(ROLE.into());
+            s.credentials.sts_endpoint = Some(sts_emu.url());
+            s.http.submit_wait_ms = 0;
+            s.worker.submit_qps = QPS;
+            s.worker.query_qps = 1000;
+            s.worker.backoff_base_ms = 20;
+            s.worker.backoff_max_ms = 500;
+            s.worker.idle_poll_ms = 100;
+            s.worker.status_poll_min_ms = 100;
+            s.worker.status_poll_max_ms = 300;
+            s.limits.team_requests_per_second = 10_000;
+            s.limits.team_burst = 10_000;
+        })
+        .start()
+        .await;
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["credentials"]["provider"], "ram_role_arn", "{ready}");
     let all = [0, 1, 2];
 
     // No fault: every region drains at its own budget, side by side.
@@ -427,6 +453,34 @@ async fn three_regions_each_job_reaches_its_own_region_and_one_regions_fault_hol
     for id in ids.iter().flatten() {
         let j = app.wait_final(id, std::time::Duration::from_secs(60)).await;
         assert_eq!(j["state"], "succeeded", "{j}");
+    }
+
+    // The one credential: refreshed meanwhile, and no region's emulator refused a call over a
+    // key or a token (they know no static key: every call carried the chain's STS credential).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready: Value = app.get("/readyz").await.json().await.unwrap();
+        if ready["credentials"]["refreshes_ok"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (r, emu) in emus.iter().enumerate() {
+        let stats: Value = reqwest::get(format!("{}/_emulator/stats", emu.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = stats.to_string();
+        for code in [
+            "InvalidSecurityToken",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+        ] {
+            assert!(!text.contains(code), "{}: {text}", REGIONS[r]);
+        }
     }
 
     // Stats and metrics by region.

@@ -89,8 +89,6 @@ pub struct TestAppBuilder {
     store: Option<DynStore>,
     settings: Settings,
     mps: Option<Arc<dyn MpsApi>>,
-    /// One MPS client per region (`Application::with_regions`), by region id.
-    regions: Vec<(String, Arc<dyn MpsApi>)>,
     /// The MPS backend the settings say, as `snapgate serve` picks it (`Application::with_store`).
     embedded: bool,
     rate_clock: Option<ManualClock>,
@@ -128,14 +126,6 @@ impl TestAppBuilder {
     pub fn mps(mut self, mps: Arc<dyn MpsApi>) -> Self {
         self.settings.worker.enabled = true;
         self.mps = Some(mps);
-        self
-    }
-
-    /// Runs one worker per MPS region in the app, each talking to its region's MPS through its
-    /// client (`region` is `mps.region` or a `[regions.*]` id).
-    pub fn region(mut self, region: &str, mps: Arc<dyn MpsApi>) -> Self {
-        self.settings.worker.enabled = true;
-        self.regions.push((region.to_string(), mps));
         self
     }
 
@@ -179,9 +169,6 @@ impl TestAppBuilder {
                 .try_init();
         }
         let mut app = match (self.store, self.mps, self.embedded) {
-            (Some(store), None, false) if !self.regions.is_empty() => {
-                Application::with_regions(self.settings, store, self.regions).await
-            }
             (None, None, _) => Application::build(self.settings).await,
             (None, Some(_), _) => panic!("an MPS client needs the app's store (`.store(..)`)"),
             (Some(store), None, true) => Application::with_store(self.settings, store).await,
@@ -235,7 +222,6 @@ impl TestApp {
             store: Some(store),
             settings,
             mps: None,
-            regions: Vec::new(),
             embedded: false,
             rate_clock: None,
             cache_clock: None,
@@ -252,7 +238,6 @@ impl TestApp {
             store: None,
             settings,
             mps: None,
-            regions: Vec::new(),
             embedded: true,
             rate_clock: None,
             cache_clock: None,
