@@ -29,7 +29,7 @@ use crate::services::jobs::{SubmitConfig, SubmitService};
 use crate::services::limits::TeamLimiter;
 use crate::services::outputs::{InputProbe, Links, OutputService, Presigner};
 use crate::services::presets::PresetService;
-use crate::services::uploads::{UploadConfig, UploadHub, UploadService};
+use crate::services::uploads::{UploadConfig, UploadHub, UploadService, UploadTarget};
 use crate::services::webhooks::WebhookService;
 use crate::signals::JobSignals;
 use crate::store::{self, DynStore};
@@ -86,8 +86,13 @@ pub async fn mps_backend(
             process_ms: e.process_ms.max(e.start_ms),
             oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
-            // Browser uploads are signed for `uploads.region`: the store checks that scope.
+            // Browser uploads are signed for their bucket's region: the store checks that scope.
             oss_region: Some(settings.uploads.region.clone()),
+            oss_bucket_regions: settings
+                .upload_buckets()
+                .into_iter()
+                .map(|b| (b.bucket, b.region))
+                .collect(),
             oss_cors_origins: e.oss_cors_origins.clone(),
             // Its own MNS queue, bound to every pipeline, when MNS is on.
             mns_queue: settings
@@ -199,27 +204,34 @@ pub fn mns_client(
     })?))
 }
 
-/// Where browser uploads go and with which key: `uploads.*`, else the built-in emulator's
-/// store and key (the embedded default), else real OSS with the MPS key.
+/// Where browser uploads go and with which key: each region's upload bucket (`uploads.*` and
+/// `regions.<id>.upload_*`) at its endpoint, else the built-in emulator's store (the embedded
+/// default), else real OSS; signed with `uploads.access_key_*`, else the MPS credentials.
 fn upload_config(
     settings: &Settings,
     emulator: Option<&EmulatorHandle>,
     mps_key: Option<Credentials>,
 ) -> UploadConfig {
     let u = &settings.uploads;
-    let bucket_url = match (&u.endpoint, emulator) {
-        (Some(e), _) => e.trim_end_matches('/').to_string(),
-        (None, Some(h)) => format!("{}/{}", h.url(), u.bucket),
-        (None, None) => format!("https://{}.oss-{}.aliyuncs.com", u.bucket, u.region),
-    };
+    let buckets = settings
+        .upload_buckets()
+        .into_iter()
+        .map(|b| UploadTarget {
+            bucket_url: match (&b.endpoint, emulator) {
+                (Some(e), _) => e.trim_end_matches('/').to_string(),
+                (None, Some(h)) => format!("{}/{}", h.url(), b.bucket),
+                (None, None) => format!("https://{}.oss-{}.aliyuncs.com", b.bucket, b.region),
+            },
+            bucket: b.bucket,
+            region: b.region,
+        })
+        .collect();
     let creds = match (&u.access_key_id, &u.access_key_secret) {
         (Some(id), Some(secret)) => Some(Credentials::key(id, secret.clone())),
         _ => mps_key.or_else(|| static_key(settings)),
     };
     UploadConfig {
-        bucket: u.bucket.clone(),
-        region: u.region.clone(),
-        bucket_url,
+        buckets,
         prefix: u.prefix.clone(),
         ttl: chrono::Duration::seconds(u.ttl_s as i64),
         token_ttl: chrono::Duration::seconds(u.token_ttl_s as i64),

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 mod regions;
-pub use regions::{BudgetScope, Region, RegionSettings};
+pub use regions::{BudgetScope, Region, RegionSettings, UploadBucket};
 
 /// Every key with its default and its documentation: the base layer of every load.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -424,7 +424,7 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         self.http.validate()?;
         self.mps.validate()?;
-        regions::validate(&self.mps.region, &self.regions)?;
+        regions::validate(&self.mps.region, &self.regions, &self.uploads)?;
         self.emulator.validate()?;
         self.uploads.validate()?;
         self.worker.validate()?;

@@ -1,5 +1,7 @@
 //! MPS regions: the default region (`mps.region` with the `mps.*`, `mps.mns.*` and
-//! `worker.*_qps` settings) and the `[regions.<id>]` tables, resolved into one [`Region`] each.
+//! `worker.*_qps` settings) and the `[regions.<id>]` tables, resolved into one [`Region`] each;
+//! and the browser upload buckets, one per region at most ([`UploadBucket`]): `[uploads]`'s in
+//! `uploads.region`, and each table's `upload_bucket`.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,23 @@ pub struct RegionSettings {
     /// The region's own budgets; unset: `worker.submit_qps` / `worker.query_qps`.
     pub submit_qps: Option<u32>,
     pub query_qps: Option<u32>,
+    /// The bucket browser uploads go to when their preset's outputs are in this region; unset:
+    /// `[uploads]`'s bucket if `uploads.region` is this region, else uploads into this region
+    /// are refused at the intent.
+    pub upload_bucket: Option<String>,
+    /// The URL the browser's form posts to; unset: `https://<upload_bucket>.oss-<id>.aliyuncs.com`.
+    pub upload_endpoint: Option<String>,
+}
+
+/// A bucket browser uploads go to: the one of its region (OSS bucket names are global, so a
+/// bucket is in one region only, and MPS reads only buckets of its own region).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadBucket {
+    /// The region id (`cn-beijing`): the location is `oss-<region>`, the V4 scope the region.
+    pub region: String,
+    pub bucket: String,
+    /// The URL the form posts to, if configured (`uploads.endpoint`, `regions.<id>.upload_endpoint`).
+    pub endpoint: Option<String>,
 }
 
 /// A region snapgate serves, settled from the configuration.
@@ -102,6 +121,25 @@ impl Settings {
         std::iter::once(default).chain(others).collect()
     }
 
+    /// The buckets browser uploads go to, one per region: `[uploads]`'s (in `uploads.region`)
+    /// first, then each `[regions.<id>]` table's `upload_bucket` by id.
+    pub fn upload_buckets(&self) -> Vec<UploadBucket> {
+        let u = &self.uploads;
+        let main = UploadBucket {
+            region: u.region.clone(),
+            bucket: u.bucket.clone(),
+            endpoint: u.endpoint.clone(),
+        };
+        let others = self.regions.iter().filter_map(|(id, r)| {
+            Some(UploadBucket {
+                region: id.clone(),
+                bucket: r.upload_bucket.clone()?,
+                endpoint: r.upload_endpoint.clone(),
+            })
+        });
+        std::iter::once(main).chain(others).collect()
+    }
+
     /// The ids of the regions snapgate serves, the default first.
     pub fn served_regions(&self) -> Vec<String> {
         self.regions().into_iter().map(|r| r.id).collect()
@@ -112,8 +150,10 @@ impl Settings {
 pub(super) fn validate(
     default: &str,
     regions: &BTreeMap<String, RegionSettings>,
+    uploads: &super::UploadsSettings,
 ) -> anyhow::Result<()> {
     for (id, r) in regions {
+        validate_upload_bucket(id, r, uploads)?;
         anyhow::ensure!(
             !id.is_empty()
                 && id
@@ -142,4 +182,85 @@ pub(super) fn validate(
         }
     }
     Ok(())
+}
+
+/// A region's upload bucket: one per region (`[uploads]` already is `uploads.region`'s), not
+/// another region's bucket (bucket names are global), and an endpoint only with a bucket.
+fn validate_upload_bucket(
+    id: &str,
+    r: &RegionSettings,
+    uploads: &super::UploadsSettings,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        r.upload_endpoint.is_none() || r.upload_bucket.is_some(),
+        "regions.{id}.upload_endpoint is set without regions.{id}.upload_bucket"
+    );
+    let Some(bucket) = &r.upload_bucket else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        id != uploads.region,
+        "regions.{id}.upload_bucket: {id}'s upload bucket is [uploads] bucket (uploads.region = {id}); set one of the two"
+    );
+    anyhow::ensure!(
+        *bucket != uploads.bucket,
+        "regions.{id}.upload_bucket: {bucket} is [uploads] bucket, in {}; a bucket is in one region only",
+        uploads.region
+    );
+    anyhow::ensure!(
+        crate::domain::rules::is_bucket(bucket),
+        "regions.{id}.upload_bucket must be an OSS bucket name (3-63 lower-case letters, digits and '-')"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_beijing(table: RegionSettings) -> Settings {
+        let mut s = Settings::default();
+        s.regions.insert("cn-beijing".into(), table);
+        s
+    }
+
+    #[test]
+    fn each_region_has_one_upload_bucket_at_most() {
+        let bj = || RegionSettings {
+            upload_bucket: Some("media-bj".into()),
+            ..RegionSettings::default()
+        };
+        let s = with_beijing(bj());
+        let buckets: Vec<_> = s
+            .upload_buckets()
+            .into_iter()
+            .map(|b| (b.region, b.bucket))
+            .collect();
+        assert_eq!(
+            buckets,
+            [
+                ("cn-shanghai".to_string(), "media".to_string()),
+                ("cn-beijing".to_string(), "media-bj".to_string())
+            ]
+        );
+        assert!(validate(&s.mps.region, &s.regions, &s.uploads).is_ok());
+        // [uploads] already is Beijing's: a second bucket for it is an error.
+        let mut s = with_beijing(bj());
+        s.uploads.region = "cn-beijing".into();
+        let e = validate(&s.mps.region, &s.regions, &s.uploads).unwrap_err();
+        assert!(
+            e.to_string().contains("regions.cn-beijing.upload_bucket"),
+            "{e}"
+        );
+        // A bucket is in one region only; an endpoint needs its bucket.
+        let mut t = bj();
+        t.upload_bucket = Some("media".into());
+        let s = with_beijing(t);
+        assert!(validate(&s.mps.region, &s.regions, &s.uploads).is_err());
+        let s = with_beijing(RegionSettings {
+            upload_endpoint: Some("https://x.example".into()),
+            ..RegionSettings::default()
+        });
+        assert!(validate(&s.mps.region, &s.regions, &s.uploads).is_err());
+    }
 }

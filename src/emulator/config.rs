@@ -147,6 +147,10 @@ pub struct EmulatorConfig {
     pub region: Option<String>,
     /// The region V4 signatures on the local store must name; `None`: the credential's own.
     pub oss_region: Option<String>,
+    /// Buckets of the local store that are in another region than `oss_region`, as
+    /// `(bucket, region)`: V4 signatures for such a bucket must name its region (OSS refuses a
+    /// scope of another region). Set by `serve` for each region's upload bucket.
+    pub oss_bucket_regions: Vec<(String, String)>,
     /// Browser origins the local store allows (CORS); `"*"`: any.
     pub oss_cors_origins: Vec<String>,
     /// The MNS queue jobs publish their end to; `None`: no queue.
@@ -183,6 +187,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("ffmpeg", &self.ffmpeg)
             .field("region", &self.region)
             .field("oss_region", &self.oss_region)
+            .field("oss_bucket_regions", &self.oss_bucket_regions)
             .field("oss_cors_origins", &self.oss_cors_origins)
             .field("mns_queue", &self.mns_queue)
             .field("mns_visibility_ms", &self.mns_visibility_ms)
@@ -220,6 +225,7 @@ impl Default for EmulatorConfig {
             ffmpeg: true,
             region: None,
             oss_region: None,
+            oss_bucket_regions: Vec::new(),
             oss_cors_origins: vec!["*".into()],
             mns_queue: None,
             mns_visibility_ms: 30_000,
@@ -281,6 +287,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             ffmpeg: !a.no_ffmpeg,
             region: a.region.filter(|r| !r.is_empty()),
             oss_region: a.oss_region.filter(|r| !r.is_empty()),
+            oss_bucket_regions: Vec::new(),
             oss_cors_origins: if a.oss_cors_origins.is_empty() {
                 vec!["*".into()]
             } else {

@@ -184,6 +184,13 @@ pub fn fingerprint(body: &Value) -> String {
     ))
 }
 
+/// The MPS region a preset's jobs go to: its output's (`oss-cn-beijing` → `cn-beijing`), where
+/// their input must be too. `None` for a body without an output location.
+pub fn output_region(body: &Value) -> Option<&str> {
+    let location = body.get("output")?.get("location")?.as_str()?;
+    Some(location.strip_prefix("oss-").unwrap_or(location))
+}
+
 /// A stand-in input, only to run the job validator over a preset: in the region of the
 /// preset's output (the input a job of the preset gives must be there too).
 fn sample_input(body: &Map<String, Value>) -> Value {

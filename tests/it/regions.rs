@@ -5,6 +5,7 @@
 //! endpoint, and one region's outage or throttling leaves the other two draining at full budget.
 
 use crate::common;
+use crate::support::media;
 
 use serde_json::{json, Value};
 use snapgate::config::{RegionSettings, Settings};
@@ -204,7 +205,7 @@ async fn buckets_of_another_region_and_unserved_regions_answer_422_everywhere() 
     );
 
     // Upload intents: the upload bucket is in Shanghai (the default `uploads.*`); a preset
-    // writing to Beijing has no upload bucket in its region.
+    // writing to Beijing has no upload bucket in its region (regions.cn-beijing.upload_bucket).
     let bj = json!({"output": oss("oss-cn-beijing", "t/{UploadId}/{Count}.jpg"), "num": 3});
     let (s, p) = post(&alpha, "/v1/presets", &json!({"name": "bj", "request": bj})).await;
     assert_eq!(s, 201, "{p}");
@@ -216,13 +217,201 @@ async fn buckets_of_another_region_and_unserved_regions_answer_422_everywhere() 
     assert_eq!(s, 201, "{p}");
     let (s, p) = post(&alpha, "/v1/uploads", &intent("bj")).await;
     assert_eq!(s, 422, "{p}");
+    assert_eq!(
+        violations(&p),
+        pairs(&[("/preset", "region_no_upload_bucket")]),
+        "{p}"
+    );
     assert!(
-        violations(&p)
-            .iter()
-            .any(|(f, c)| f == "/output/location" && c.starts_with("region_")),
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cn-beijing"),
         "{p}"
     );
     app.stop().await.unwrap();
+}
+
+/// The browser's form post, `multipart/form-data` with the fields in order and the file last.
+async fn post_form(intent: &Value, file: &[u8]) -> (u16, String) {
+    let boundary = format!("----snapgate{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    for f in intent["form"]["fields"].as_array().unwrap() {
+        let (name, value) = (f["name"].as_str().unwrap(), f["value"].as_str().unwrap());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes());
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let res = reqwest::Client::new()
+        .post(intent["form"]["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// Per region an upload bucket: an intent goes to the bucket of its preset's output region (the
+/// form posts there, signed for that region), the object lands there, and its job goes to that
+/// region's MPS worker and writes its outputs there. A served region without an upload bucket
+/// refuses intents, naming the regions that have one. On the embedded default, whose store
+/// checks each upload bucket's region in the V4 signatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_goes_to_the_bucket_of_its_presets_region_and_its_job_to_that_region() {
+    let video = std::fs::read(media::small_video()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = common::pg_store().await;
+    let oss_dir = dir.path().join("oss");
+    let app = TestApp::builder(store)
+        .keep(db)
+        .embedded_default()
+        .settings(|s| {
+            s.worker.enabled = true;
+            s.worker.status_poll_min_ms = 100;
+            s.worker.status_poll_max_ms = 300;
+            s.worker.idle_poll_ms = 100;
+            s.auth.enabled = true;
+            s.http.submit_wait_ms = 0;
+            s.emulator.oss_dir = oss_dir.display().to_string();
+            let bj = RegionSettings {
+                upload_bucket: Some("media-bj".into()),
+                ..RegionSettings::default()
+            };
+            s.regions.insert("cn-beijing".into(), bj);
+            s.regions
+                .insert("cn-hangzhou".into(), RegionSettings::default());
+        })
+        .start()
+        .await;
+    let k = app.key("alpha", false).await;
+    let alpha = app.with_token(Some(&k.token));
+    let preset = |location: &str, bucket: &str| {
+        json!({"output": {"location": location, "bucket": bucket, "object": "t/{UploadId}/{Count}.jpg"},
+               "num": 2, "time_ms": 0, "interval_s": 1, "width": 160, "frame_type": "normal"})
+    };
+    for (name, loc, bucket) in [
+        ("sh", "oss-cn-shanghai", "media"),
+        ("bj", "oss-cn-beijing", "media-bj"),
+        ("hz", "oss-cn-hangzhou", "media-hz"),
+    ] {
+        let body = json!({"name": name, "request": preset(loc, bucket)});
+        let (s, p) = post(&alpha, "/v1/presets", &body).await;
+        assert_eq!(s, 201, "{p}");
+    }
+    let intent = |preset: &str| json!({"preset": preset, "filename": "a.mp4", "content_type": "video/mp4", "size_bytes": video.len()});
+
+    // Hangzhou is served but has no upload bucket.
+    let (s, p) = post(&alpha, "/v1/uploads", &intent("hz")).await;
+    assert_eq!(s, 422, "{p}");
+    assert_eq!(
+        violations(&p),
+        pairs(&[("/preset", "region_no_upload_bucket")]),
+        "{p}"
+    );
+    let message = p["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("cn-shanghai, cn-beijing"), "{message}");
+
+    let mut uploads = Vec::new();
+    for (preset, region, bucket) in [
+        ("sh", "cn-shanghai", "media"),
+        ("bj", "cn-beijing", "media-bj"),
+    ] {
+        let (s, i) = post(&alpha, "/v1/uploads", &intent(preset)).await;
+        assert_eq!(s, 201, "{i}");
+        assert_eq!(i["upload"]["object"]["location"], format!("oss-{region}"));
+        assert_eq!(i["upload"]["object"]["bucket"], bucket);
+        let url = i["form"]["url"].as_str().unwrap();
+        assert!(url.ends_with(&format!("/{bucket}")), "{url}");
+        let credential = i["form"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "x-oss-credential")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            credential.ends_with(&format!("/{region}/oss/aliyun_v4_request")),
+            "{credential}"
+        );
+        let (s, text) = post_form(&i, &video).await;
+        assert_eq!(s, 200, "{text}");
+        let key = i["upload"]["object"]["object"].as_str().unwrap();
+        assert!(oss_dir.join(bucket).join(key).is_file(), "{bucket}/{key}");
+        uploads.push((i, region, bucket));
+    }
+    for (i, region, bucket) in &uploads {
+        let id = i["upload_id"].as_str().unwrap();
+        let browser = app.with_token(Some(i["browser_token"].as_str().unwrap()));
+        let (s, p) = post(&browser, &format!("/v1/uploads/{id}/complete"), &json!({})).await;
+        assert!(s == 200 || s == 201, "{s} {p}");
+        let job_id = p["job"]["id"].as_str().unwrap().to_string();
+        let job = alpha
+            .wait_final(&job_id, std::time::Duration::from_secs(60))
+            .await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(
+            job["request"]["input"]["location"],
+            format!("oss-{region}"),
+            "{job}"
+        );
+        assert_eq!(job["request"]["input"]["bucket"], *bucket, "{job}");
+        assert!(
+            oss_dir.join(bucket).join(format!("t/{id}")).is_dir(),
+            "{region}'s outputs in {bucket}"
+        );
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for region in ["cn-shanghai", "cn-beijing"] {
+        assert!(
+            metrics.contains(&format!("snapgate_mps_calls_total{{region=\"{region}\",action=\"SubmitSnapshotJob\",code=\"Success\"}} 1")),
+            "{region}: {metrics}"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+/// The local store checks the region of a V4 signature per bucket: an upload bucket of another
+/// region than the store's (`oss_bucket_regions`) needs its own region in the scope, as OSS.
+#[tokio::test]
+async fn the_local_store_checks_each_upload_buckets_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = common::app::test_emulator(|c| {
+        c.oss_dir = Some(dir.path().into());
+        c.oss_region = Some("cn-shanghai".into());
+        c.oss_bucket_regions = vec![("media-bj".into(), "cn-beijing".into())];
+    })
+    .await;
+    let creds = snapgate::oss::OssCredentials {
+        access_key_id: common::app::EMU_KEY_ID.into(),
+        access_key_secret: snapgate::secret::Secret::new(common::app::EMU_SECRET),
+        security_token: None,
+    };
+    let http = reqwest::Client::new();
+    let head = |region: &'static str, bucket: &'static str| {
+        let (http, creds, url) = (
+            http.clone(),
+            creds.clone(),
+            format!("{}/{bucket}", emu.url()),
+        );
+        async move { snapgate::oss::v4::head_object(&http, &creds, region, &url, "x.mp4").await }
+    };
+    // Signed for the bucket's region: authenticated (and the object is not there).
+    assert_eq!(head("cn-beijing", "media-bj").await.unwrap(), None);
+    assert_eq!(head("cn-shanghai", "media").await.unwrap(), None);
+    // Signed for another region: refused.
+    let e = head("cn-shanghai", "media-bj").await.unwrap_err();
+    assert_eq!(e.status, 403, "{e:?}");
+    let e = head("cn-beijing", "media").await.unwrap_err();
+    assert_eq!(e.status, 403, "{e:?}");
 }
 
 const REGIONS: [&str; 3] = ["cn-shanghai", "cn-beijing", "cn-hangzhou"];
