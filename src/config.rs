@@ -26,6 +26,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+mod regions;
+pub use regions::{BudgetScope, Region, RegionSettings, UploadBucket};
+
 /// Every key with its default and its documentation: the base layer of every load.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -67,6 +70,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub mps: MpsSettings,
     pub credentials: CredentialsSettings,
+    /// MPS regions besides the default one (`mps.region`), by region id (`cn-beijing`).
+    pub regions: std::collections::BTreeMap<String, RegionSettings>,
     pub emulator: EmbeddedEmulatorSettings,
     pub outputs: OutputsSettings,
     pub uploads: UploadsSettings,
@@ -268,6 +273,8 @@ pub struct WorkerSettings {
     pub backoff_max_ms: u64,
     pub submit_qps: u32,
     pub query_qps: u32,
+    /// `region`: each MPS region has its own budgets; `account`: one shared by all regions.
+    pub budget_scope: BudgetScope,
     pub status_poll_min_ms: u64,
     pub status_poll_max_ms: u64,
     pub reconcile_margin_s: u64,
@@ -476,6 +483,7 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         self.http.validate()?;
         self.mps.validate()?;
+        regions::validate(&self.mps.region, &self.regions, &self.uploads)?;
         self.emulator.validate()?;
         self.uploads.validate()?;
         self.worker.validate()?;
@@ -965,12 +973,15 @@ mod tests {
     }
 
     /// The text keys, read from the embedded file: those whose default is quoted text, and the
-    /// optional ones whose commented example is (`# public_url = "https://…"`).
+    /// optional ones whose commented example is (`# public_url = "https://…"`), also in a
+    /// commented table.
     fn text_keys() -> Vec<String> {
         let mut section = "";
         let mut keys = Vec::new();
         for line in DEFAULTS.lines() {
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // A commented table (`# [regions.cn-beijing]`) is the example's section.
+            let table = line.strip_prefix("# ").unwrap_or(line);
+            if let Some(name) = table.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name;
             } else if let Some((key, value)) = line.trim_start_matches("# ").split_once(" = ") {
                 if value.starts_with('"')

@@ -104,6 +104,13 @@ pub struct OssObject {
     pub object: String,
 }
 
+impl OssObject {
+    /// The region id of its location: `oss-cn-beijing` → `cn-beijing`.
+    pub fn region(&self) -> &str {
+        self.location.strip_prefix("oss-").unwrap_or(&self.location)
+    }
+}
+
 /// Frame selection: `normal` (exact time) or `intra` (nearest keyframe, MPS's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +188,11 @@ pub struct JobRequest {
 }
 
 impl JobRequest {
+    /// The MPS region the job goes to: its input bucket's (`oss-cn-beijing` → `cn-beijing`).
+    pub fn region(&self) -> &str {
+        self.input.region()
+    }
+
     /// MPS works asynchronously when `Num` or `Interval` is set (docs/mps/API.md §1.4).
     pub fn is_async(&self) -> bool {
         self.num.is_some() || self.interval_s.is_some()

@@ -59,6 +59,8 @@ pub struct SubmitConfig {
     pub default_wait: Wait,
     /// `mps.pipeline_id`: the pipeline of jobs that name none.
     pub default_pipeline: Option<String>,
+    /// The MPS regions served (the default first) and each one's pipeline for jobs naming none.
+    pub regions: Vec<(String, Option<String>)>,
     /// How many POSTs of this replica may wait for MPS at once: the submits the upstream
     /// budget lets through at once (its burst, a twentieth of `worker.submit_qps`). Others
     /// would wait for the budget, not for MPS: they answer at once.
@@ -80,6 +82,11 @@ impl SubmitConfig {
                 Wait::UpTo(Duration::from_millis(wait_ms))
             },
             default_pipeline: s.mps.pipeline_id.clone(),
+            regions: s
+                .regions()
+                .into_iter()
+                .map(|r| (r.id, r.pipeline_id))
+                .collect(),
             max_waiting: (s.worker.submit_qps / 20).max(1) as usize,
         }
     }
@@ -227,6 +234,28 @@ impl SubmitService {
         }
     }
 
+    /// The job validator (`domain::validate_request`), then MPS's region rule
+    /// (`domain::regions`): the input in a served region, the outputs in the input's.
+    pub fn validate(&self, body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<Violation>> {
+        let (request, warnings) = domain::validate_request(body)?;
+        let served: Vec<String> = self.cfg.regions.iter().map(|(r, _)| r.clone()).collect();
+        let errors = domain::regions::violations(&request, &served);
+        if errors.is_empty() {
+            Ok((request, warnings))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The pipeline a job of `region` naming none goes to.
+    pub fn region_pipeline(&self, region: &str) -> Option<&str> {
+        self.cfg
+            .regions
+            .iter()
+            .find(|(r, _)| r == region)
+            .map_or(self.cfg.default_pipeline.as_deref(), |(_, p)| p.as_deref())
+    }
+
     /// A place among the POSTs waiting for MPS, if one is free.
     fn wait_slot(&self) -> Option<WaitSlot> {
         use std::sync::atomic::Ordering;
@@ -265,7 +294,7 @@ impl SubmitService {
                 }
             },
         };
-        let (request, warnings) = match domain::validate_request(&body) {
+        let (request, warnings) = match self.validate(&body) {
             Ok(ok) => ok,
             Err(mut v) => {
                 v.extend(errors);
@@ -285,7 +314,7 @@ impl SubmitService {
         let params = crate::mps::params::submit_params(
             JobId::new(),
             &request,
-            self.cfg.default_pipeline.as_deref(),
+            self.region_pipeline(request.region()),
         );
         let outputs = self.outputs.predict(&request, duration_ms);
         Ok(Preview {
@@ -324,7 +353,7 @@ impl SubmitService {
         upload_id: Option<&str>,
     ) -> Result<Submitted, SubmitError> {
         let (body, preset) = self.resolve(team, body, upload_id).await?;
-        let (request, warnings) = domain::validate_request(&body).map_err(SubmitError::Invalid)?;
+        let (request, warnings) = self.validate(&body).map_err(SubmitError::Invalid)?;
         // Only a request with a key is compared with another (no hash of every job).
         let fingerprint = key.map(|_| fingerprint(&request)).unwrap_or_default();
         if let Some(k) = key {
@@ -359,8 +388,10 @@ impl SubmitService {
             }
             CreateOutcome::QuotaExceeded => return Err(self.quota_refused()),
         };
-        self.recorded(&job);
-        let job = self.wait_for_dispatch(job, wait, &mut dispatched).await?;
+        let signals = self.recorded(&job);
+        let job = self
+            .wait_for_dispatch(job, wait, &signals, &mut dispatched)
+            .await?;
         Ok(Submitted {
             job,
             replayed: false,
@@ -540,14 +571,16 @@ impl SubmitService {
         }
     }
 
-    /// A new job is recorded (a submit or a retry): its id on the request's span, the
-    /// dispatcher woken.
-    fn recorded(&self, job: &Job) {
+    /// A new job is recorded (a submit or a retry): its id on the request's span, its region's
+    /// dispatcher woken. Answers that region's signals.
+    fn recorded(&self, job: &Job) -> JobSignals {
         // The request's one INFO line (the access line) carries the job id: the entry point's
         // span has a `job_id` field. Recorded here, so every entry point's line has it.
         tracing::Span::current().record("job_id", tracing::field::display(job.id));
         tracing::debug!(job_id = %job.id, team = %job.team, "job recorded");
-        self.signals.wake.notify_one();
+        let signals = self.signals.region(job.request.region());
+        signals.wake.notify_one();
+        signals
     }
 
     /// The store refused a new job for the team's in-flight quota (a submit or a retry).
@@ -576,6 +609,7 @@ impl SubmitService {
         &self,
         job: Job,
         wait: Wait,
+        signals: &JobSignals,
         dispatched: &mut tokio::sync::broadcast::Receiver<JobId>,
     ) -> Result<Job, StoreError> {
         let budget = match wait {
@@ -586,7 +620,7 @@ impl SubmitService {
         // the upstream budget is spent, or with as many POSTs already waiting as the budget lets
         // through at once, the MPS id would come after other jobs' turns: answer at once.
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        if self.signals.backlog.load(relaxed) || self.signals.budget_short.load(relaxed) {
+        if signals.backlog.load(relaxed) || signals.budget_short.load(relaxed) {
             return Ok(job);
         }
         let Some(_slot) = self.wait_slot() else {
@@ -616,8 +650,8 @@ impl SubmitService {
             }
             // The dispatcher fell behind meanwhile: the job waits its turn, the POST does not.
             if tokio::time::Instant::now() >= deadline
-                || self.signals.backlog.load(relaxed)
-                || self.signals.budget_short.load(relaxed)
+                || signals.backlog.load(relaxed)
+                || signals.budget_short.load(relaxed)
             {
                 break;
             }

@@ -1,7 +1,9 @@
 //! Where an upload is handled (browser uploads): [`UploadService`] owns every rule of browser uploads,
 //! and the HTTP routes (`http/uploads.rs`, `/callbacks/oss`) are adapters over it.
 //!
-//! 1. **Intent** (`create`, the team's backend): the preset is pinned to its version, the job it
+//! 1. **Intent** (`create`, the team's backend): the preset is pinned to its version, the bucket
+//!    is the upload bucket of the preset's output region (MPS reads only buckets of its own
+//!    region, so the input must be there too; a region with none is refused), the job it
 //!    will make is checked now (so a bad combination fails here, not after the upload), the object
 //!    key is fixed (`<prefix><team>/<upload id>/<filename>`), and the answer carries the signed
 //!    PostObject form (`oss::post_policy::sign_post`: bucket, exact key, exact size, expiry, and
@@ -32,7 +34,7 @@ use uuid::Uuid;
 
 use crate::crypto::token_hash;
 use crate::domain::Job;
-use crate::domain::{self, JobId, JobState, Violation};
+use crate::domain::{JobId, JobState, Violation};
 use crate::oss::callback::{self, CallbackSpec};
 use crate::oss::post_policy::{self, PostForm, PostPolicy};
 use crate::oss::OssCredentials;
@@ -75,14 +77,27 @@ async fn read_public_key(mut res: reqwest::Response) -> Result<String, String> {
     String::from_utf8(pem).map_err(|e| e.to_string())
 }
 
-/// Where uploads go and how they are signed, settled once at start.
+/// One bucket uploads go to: the upload bucket of one region.
 #[derive(Debug, Clone)]
-pub struct UploadConfig {
+pub struct UploadTarget {
     pub bucket: String,
     /// OSS region id (`cn-shanghai`); the location is `oss-<region>`.
     pub region: String,
     /// The bucket's URL: the form's action and the base of the signed `HEAD`.
     pub bucket_url: String,
+}
+
+impl UploadTarget {
+    pub fn location(&self) -> String {
+        format!("oss-{}", self.region)
+    }
+}
+
+/// Where uploads go and how they are signed, settled once at start.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Each region's upload bucket (at most one per region), `[uploads]`'s first.
+    pub buckets: Vec<UploadTarget>,
     pub prefix: String,
     pub ttl: chrono::Duration,
     pub token_ttl: chrono::Duration,
@@ -98,8 +113,16 @@ pub struct UploadConfig {
 }
 
 impl UploadConfig {
-    pub fn location(&self) -> String {
-        format!("oss-{}", self.region)
+    /// The upload bucket of `region`, if it has one.
+    pub fn bucket_in(&self, region: &str) -> Option<&UploadTarget> {
+        self.buckets.iter().find(|b| b.region == region)
+    }
+
+    /// The configured bucket an upload names (its location and bucket).
+    fn bucket_of(&self, u: &UploadRecord) -> Option<&UploadTarget> {
+        self.buckets
+            .iter()
+            .find(|b| b.bucket == u.bucket && b.location() == u.location)
     }
 }
 
@@ -278,6 +301,7 @@ impl UploadService {
     pub async fn create(&self, team: &str, req: NewUpload) -> Result<CreatedUpload, UploadError> {
         let creds = self.oss_creds().await?;
         let preset = self.check_new(team, &req).await?;
+        let target = self.bucket_for(&preset)?;
         let id = Uuid::now_v7();
         let now = self.store.clock().await?;
         let token = random_token();
@@ -290,8 +314,8 @@ impl UploadService {
             content_type: req.content_type.clone(),
             size_bytes: req.size_bytes,
             user_data: req.user_data.clone(),
-            location: self.cfg.location(),
-            bucket: self.cfg.bucket.clone(),
+            location: target.location(),
+            bucket: target.bucket.clone(),
             object_key: format!("{}{team}/{id}/{}", self.cfg.prefix, req.filename),
             state: UploadState::Waiting,
             token_hash: token_hash(&token),
@@ -308,17 +332,38 @@ impl UploadService {
             .submit
             .resolve(team, &job_body, Some(&id.to_string()))
             .await?;
-        if let Err(v) = domain::validate_request(&body) {
+        if let Err(v) = self.submit.validate(&body) {
             return Err(UploadError::Invalid(v));
         }
         self.store.create_upload(&upload).await?;
-        let form = self.post_form(&creds, &upload);
+        let form = self.post_form(&creds, target, &upload);
         tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, "upload intent created");
         Ok(CreatedUpload {
             upload,
             token,
             token_expires_at,
             form,
+        })
+    }
+
+    /// The upload bucket of the preset's output region: the job's input must be in its
+    /// outputs' region (MPS's region rule), so the upload goes there or nowhere.
+    fn bucket_for(
+        &self,
+        preset: &crate::store::PresetRecord,
+    ) -> Result<&UploadTarget, UploadError> {
+        let region = crate::services::presets::output_region(&preset.body).unwrap_or_default();
+        self.cfg.bucket_in(region).ok_or_else(|| {
+            let with: Vec<&str> = self.cfg.buckets.iter().map(|b| b.region.as_str()).collect();
+            UploadError::Invalid(vec![violation(
+                "/preset",
+                "region_no_upload_bucket",
+                format!(
+                    "preset {} writes to MPS region {region}, which has no upload bucket (regions.{region}.upload_bucket); uploads go to {}",
+                    preset.reference(),
+                    with.join(", ")
+                ),
+            )])
         })
     }
 
@@ -382,7 +427,12 @@ impl UploadService {
     /// The signed PostObject form for `upload`: its exact key and size, until it expires, with
     /// the callback to `uploads.callback_url` if one is set.
     /// The policy never outlives a temporary credential's token.
-    fn post_form(&self, cred: &crate::credentials::Credential, upload: &UploadRecord) -> PostForm {
+    fn post_form(
+        &self,
+        cred: &crate::credentials::Credential,
+        target: &UploadTarget,
+        upload: &UploadRecord,
+    ) -> PostForm {
         let creds = &OssCredentials::from(cred);
         let id = upload.id;
         let tag = callback_tag(creds, id);
@@ -405,8 +455,8 @@ impl UploadService {
         };
         post_policy::sign_post(
             creds,
-            &self.cfg.region,
-            &self.cfg.bucket_url,
+            &target.region,
+            &target.bucket_url,
             &policy,
             chrono::Utc::now(),
         )
@@ -637,17 +687,24 @@ impl UploadService {
         self.land(id, VIA_CALLBACK).await
     }
 
-    /// The upload's own object is in the bucket with the declared size (a signed `HEAD`).
+    /// The upload's own object is in its bucket with the declared size (a signed `HEAD`, scoped
+    /// to the bucket's region).
     async fn verify_object(
         &self,
         creds: &OssCredentials,
         upload: &UploadRecord,
     ) -> Result<(), UploadError> {
+        let target = self.cfg.bucket_of(upload).ok_or_else(|| {
+            UploadError::Oss(format!(
+                "the upload's bucket {} ({}) is no longer an upload bucket",
+                upload.bucket, upload.location
+            ))
+        })?;
         let found = crate::oss::v4::head_object(
             &self.http,
             creds,
-            &self.cfg.region,
-            &self.cfg.bucket_url,
+            &target.region,
+            &target.bucket_url,
             &upload.object_key,
         )
         .await
@@ -834,7 +891,11 @@ pub async fn ensure_demo_preset(
                    "lines": 2, "columns": 4, "cell_width": 160, "cell_height": 90, "margin": 0, "padding": 2},
         "webvtt": {"sprite": true}
     });
-    debug_assert!(crate::services::presets::validate_preset(&body).is_ok());
+    debug_assert!(crate::services::presets::validate_preset(
+        &body,
+        std::slice::from_ref(&u.region)
+    )
+    .is_ok());
     let now = store.clock().await?;
     store
         .create_preset(

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use super::codec::DbId;
 use super::db::Pool;
 use super::statements::{admit_and_insert_stmt, admit_stmt, insert_jobs_stmt};
-use super::usage::{usage_upsert, RegionSlot, UsageDelta};
+use super::usage::{usage_upsert, UsageDelta};
 use super::{postgres, StoreError, StoreResult};
 use crate::domain::{JobId, NewJob};
 
@@ -61,8 +61,6 @@ struct Pending {
 pub(super) struct GroupCommit {
     pool: Pool,
     in_flight: usize,
-    /// The region the jobs' usage is counted in.
-    region: RegionSlot,
     queue: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// Asks the announcer for a `NOTIFY` (Postgres; started on first use).
     announcer: OnceLock<Arc<Notify>>,
@@ -74,11 +72,10 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 impl GroupCommit {
     /// `in_flight`: how many batches may be committing at once (each holds one connection).
-    pub(super) fn new(pool: Pool, in_flight: usize, region: RegionSlot) -> Self {
+    pub(super) fn new(pool: Pool, in_flight: usize) -> Self {
         Self {
             pool,
             in_flight: in_flight.max(1),
-            region,
             queue: OnceLock::new(),
             announcer: OnceLock::new(),
         }
@@ -108,7 +105,7 @@ impl GroupCommit {
             tokio::spawn(run(self.pool.clone(), self.in_flight, rx));
             tx
         });
-        let usage = UsageDelta::submitted(&job, &self.region);
+        let usage = UsageDelta::submitted(&job);
         queue
             .send(Pending {
                 job,

@@ -78,10 +78,6 @@ async fn wake_dispatchers(pool: &Pool) -> StoreResult<()> {
 
 #[async_trait]
 impl LifecycleStore for SqlStore {
-    fn set_usage_region(&self, region: &str) {
-        let _ = self.region().set(region.to_string());
-    }
-
     #[tracing::instrument(name = "store.usage", level = "debug", skip_all)]
     async fn usage(
         &self,
@@ -235,19 +231,18 @@ impl LifecycleStore for SqlStore {
         // Recorded as any new job: admitted under the team's in-flight quota and counted in
         // usage, in this transaction.
         let limit = i64::try_from(max_in_flight).unwrap_or(i64::MAX);
-        let row =
-            match SqlStore::insert_job(&mut tx.conn(), &job, None, limit, self.region()).await? {
-                Inserted::Row(row) => row,
-                Inserted::QuotaExceeded => {
-                    tx.rollback().await?;
-                    return Ok(RetryOutcome::QuotaExceeded);
-                }
-                Inserted::KeyTaken => {
-                    return Err(super::StoreError::Corrupt(
-                        "a retry without a key conflicted".into(),
-                    ))
-                }
-            };
+        let row = match SqlStore::insert_job(&mut tx.conn(), &job, None, limit).await? {
+            Inserted::Row(row) => row,
+            Inserted::QuotaExceeded => {
+                tx.rollback().await?;
+                return Ok(RetryOutcome::QuotaExceeded);
+            }
+            Inserted::KeyTaken => {
+                return Err(super::StoreError::Corrupt(
+                    "a retry without a key conflicted".into(),
+                ))
+            }
+        };
         let link = |sql: &str, id: JobId, other: JobId| Stmt::new(sql).bind(id).bind(other);
         tx.conn()
             .execute(link(

@@ -211,6 +211,8 @@ pub struct ApiKeyRecord {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobCounts {
     pub by_state: Vec<(String, String, u64)>,
+    /// Jobs by MPS region and state: `(region, state, n)`.
+    pub by_region: Vec<(String, String, u64)>,
     pub oldest_queued: Option<DateTime<Utc>>,
     pub oldest_in_flight: Option<DateTime<Utc>>,
 }
@@ -315,7 +317,24 @@ pub trait DispatchStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+    ) -> StoreResult<Vec<DispatchClaim>> {
+        self.claim_dispatch_in(None, owner, now, lease_until, limit)
+            .await
+    }
+    /// [`DispatchStore::claim_dispatch`] among one MPS region's jobs only (`None`: every
+    /// region's): each region's dispatcher claims its own, so one region's outage or throttling
+    /// never holds another's jobs.
+    async fn claim_dispatch_in(
+        &self,
+        region: Option<&RegionScope>,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>>;
+    /// Gives the rows written before jobs had a region (region '') the default region; returns
+    /// how many. Run at start.
+    async fn backfill_region(&self, default_region: &str) -> StoreResult<u64>;
     /// Starts an attempt under the claim, right before MPS is called: marks it started (if no
     /// earlier attempt's outcome is pending), records the pipeline sent and extends the lease.
     /// False if the claim is no longer this one's (lease expired and taken, or the job moved on):
@@ -369,6 +388,16 @@ pub trait DispatchStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        self.claim_polls_in(None, now, lease_until, limit).await
+    }
+    /// [`DispatchStore::claim_polls`] among one MPS region's jobs only (`None`: every region's).
+    async fn claim_polls_in(
+        &self,
+        region: Option<&RegionScope>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
     ) -> StoreResult<Vec<Job>>;
     /// Records a status answer (a query's, or an MNS job message's). Never moves a final job
     /// back.
@@ -390,7 +419,11 @@ pub trait DispatchStore {
     /// When the next dispatch and the next status poll are due (for the worker's loops' sleeps).
     /// The dispatch time is looked for among the earliest due jobs only (a bounded read however
     /// long the queue): a later job is found by the dispatcher's polling fallback at the latest.
-    async fn next_due_each(&self) -> StoreResult<NextDue>;
+    async fn next_due_each(&self) -> StoreResult<NextDue> {
+        self.next_due_each_in(None).await
+    }
+    /// [`DispatchStore::next_due_each`] among one MPS region's jobs only (`None`: every region's).
+    async fn next_due_each_in(&self, region: Option<&RegionScope>) -> StoreResult<NextDue>;
     /// Earliest time any dispatch or poll is due.
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let d = self.next_due_each().await?;
@@ -420,6 +453,26 @@ pub trait JobChangeSink: Send + Sync {
     fn feed_live(&self);
     /// Changes are no longer heard until the next [`JobChangeSink::feed_live`].
     fn feed_lost(&self);
+}
+
+/// One MPS region's share of the queue (its workers' claims): its jobs, and for the default
+/// region also the rows written before jobs had a region (region '').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionScope {
+    pub region: String,
+    pub default: bool,
+}
+
+impl RegionScope {
+    /// The condition on `table.region` (or `region`), its value bound as `$n`.
+    pub(crate) fn condition(&self, table: Option<&str>, n: usize) -> String {
+        let column = table.map_or("region".to_string(), |t| format!("{t}.region"));
+        if self.default {
+            format!("{column} IN (${n}, '')")
+        } else {
+            format!("{column} = ${n}")
+        }
+    }
 }
 
 /// When the worker's next dispatch and status poll are due ([`DispatchStore::next_due_each`]).
@@ -488,8 +541,6 @@ pub struct RedriveFilter {
 /// Usage counters, team pauses and redrive links (`lifecycle.rs`).
 #[async_trait]
 pub trait LifecycleStore {
-    /// The region usage is counted in from now on (`mps.region`; the first call wins).
-    fn set_usage_region(&self, region: &str);
     /// Usage from `from` to `to` (days, inclusive), of one team or all, by team, day, region.
     async fn usage(
         &self,

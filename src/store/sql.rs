@@ -16,7 +16,7 @@ use super::events::record_job_events;
 use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
 use super::statements::{admit_stmt, insert_jobs_stmt, pipeline_jobs_stmt, push_page};
-use super::usage::{usage_day, usage_upsert, RegionSlot, UsageDelta};
+use super::usage::{usage_day, usage_upsert, UsageDelta};
 use super::{postgres, sqlite, *};
 use crate::domain::JobId;
 
@@ -253,8 +253,6 @@ pub struct SqlStore {
     keys: KeyChanges,
     /// Postgres: whether the key-change listener runs.
     key_listener: Arc<std::sync::Once>,
-    /// The region usage is counted in (`mps.region`, set by the application).
-    region: RegionSlot,
 }
 
 impl SqlStore {
@@ -283,13 +281,11 @@ impl SqlStore {
             Pool::Postgres(..) => pool.max_connections() as usize / 4,
             Pool::Sqlite(_) => 1,
         };
-        let region = RegionSlot::default();
         Self {
-            jobs_commit: Arc::new(GroupCommit::new(pool.clone(), in_flight, region.clone())),
+            jobs_commit: Arc::new(GroupCommit::new(pool.clone(), in_flight)),
             pool,
             keys: KeyChanges::default(),
             key_listener: Arc::new(std::sync::Once::new()),
-            region,
         }
     }
 
@@ -350,11 +346,6 @@ impl SqlStore {
         self.jobs_commit.announce();
     }
 
-    /// The region usage is counted in (`lifecycle.rs`).
-    pub(super) fn region(&self) -> &RegionSlot {
-        &self.region
-    }
-
     /// Closes every connection (tests that drop a database).
     pub async fn close(&self) {
         self.pool.close().await
@@ -370,7 +361,6 @@ impl SqlStore {
         job: &NewJob,
         idempotency: Option<&NewIdempotencyKey>,
         limit: i64,
-        region: &RegionSlot,
     ) -> StoreResult<Inserted> {
         let row: JobRow = conn.fetch_one(insert_job_stmt(job)).await?;
         if let Some(k) = idempotency {
@@ -388,7 +378,7 @@ impl SqlStore {
             return Ok(Inserted::QuotaExceeded);
         }
         // Counted only once admitted, in the same transaction: exact under crashes.
-        conn.execute(usage_upsert(&[UsageDelta::submitted(job, region)]))
+        conn.execute(usage_upsert(&[UsageDelta::submitted(job)]))
             .await?;
         Ok(Inserted::Row(Box::new(row)))
     }
@@ -462,7 +452,7 @@ impl SqlStore {
         record_job_events(&mut tx.conn(), &job, from_queued).await?;
         // The transitions' guards let a job end once: a final state recorded again (a
         // redelivered message) changes no row and counts nothing.
-        if let Some(usage) = UsageDelta::ended(&job, &self.region) {
+        if let Some(usage) = UsageDelta::ended(&job) {
             tx.conn().execute(usage_upsert(&[usage])).await?;
         }
         tx.commit().await?;
@@ -486,27 +476,28 @@ impl SqlStore {
         struct TeamOf {
             id: DbId,
             team: String,
+            region: String,
         }
-        let mut q = Stmt::new("SELECT id, team FROM jobs WHERE id IN (");
+        let mut q = Stmt::new("SELECT id, team, region FROM jobs WHERE id IN (");
         for (i, r) in calls.iter().enumerate() {
             q.push(if i == 0 { "" } else { ", " }).push_bind(r.job_id);
         }
         q.push(")");
-        let teams: std::collections::HashMap<uuid::Uuid, String> = conn
+        let teams: std::collections::HashMap<uuid::Uuid, (String, String)> = conn
             .fetch_all::<TeamOf>(q)
             .await?
             .into_iter()
-            .map(|t| (t.id.0, t.team))
+            .map(|t| (t.id.0, (t.team, t.region)))
             .collect();
         Ok(calls
             .iter()
             .filter_map(|r| {
-                let team = teams.get(&r.job_id.0)?;
+                let (team, region) = teams.get(&r.job_id.0)?;
                 Some(UsageDelta::mps_calls(
                     team,
                     usage_day(r.received_at),
                     1,
-                    &self.region,
+                    region,
                 ))
             })
             .collect())
@@ -604,14 +595,7 @@ impl JobStore for SqlStore {
             return Ok(CreateOutcome::Created(Box::new(created)));
         }
         let mut tx = self.pool.begin().await?;
-        let inserted = Self::insert_job(
-            &mut tx.conn(),
-            &job,
-            idempotency.as_ref(),
-            limit,
-            &self.region,
-        )
-        .await?;
+        let inserted = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref(), limit).await?;
         let row = match inserted {
             Inserted::Row(row) => row,
             Inserted::KeyTaken => {
@@ -728,6 +712,12 @@ impl JobStore for SqlStore {
                 "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
             ))
             .await?;
+        let regions: Vec<StateCount> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "SELECT region AS team, state, count(*) AS n FROM jobs GROUP BY region, state ORDER BY region, state",
+            ))
+            .await?;
         let oldest: Oldest = self
             .pool
             .fetch_one(Stmt::new(
@@ -737,6 +727,10 @@ impl JobStore for SqlStore {
             .await?;
         Ok(JobCounts {
             by_state: rows
+                .into_iter()
+                .map(|r| (r.team, r.state, r.n as u64))
+                .collect(),
+            by_region: regions
                 .into_iter()
                 .map(|r| (r.team, r.state, r.n as u64))
                 .collect(),
@@ -764,22 +758,32 @@ impl JobStore for SqlStore {
 #[async_trait]
 impl DispatchStore for SqlStore {
     #[tracing::instrument(name = "store.claim_dispatch", level = "debug", skip_all)]
-    async fn claim_dispatch(
+    async fn claim_dispatch_in(
         &self,
+        region: Option<&RegionScope>,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>> {
-        let claim = Stmt::default()
+        let mut claim = Stmt::default()
             .bind(owner)
             .bind(now)
             .bind(lease_until)
             .bind(limit)
             .bind(uuid::Uuid::new_v4());
+        // ` AND <region condition>` on `$6`, or nothing.
+        let only = |table: Option<&str>| {
+            region.map_or(String::new(), |r| format!(" AND {}", r.condition(table, 6)))
+        };
+        if let Some(r) = region {
+            claim = claim.bind(r.region.as_str());
+        }
         let rows = match self.dialect() {
-            Dialect::Postgres => postgres::claim_dispatch(&self.pool, claim).await?,
-            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim).await?,
+            Dialect::Postgres => {
+                postgres::claim_dispatch(&self.pool, claim, &only(None), &only(Some("j"))).await?
+            }
+            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim, &only(None)).await?,
         };
         rows.into_iter().map(DispatchClaim::try_from).collect()
     }
@@ -911,21 +915,33 @@ impl DispatchStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "store.backfill_region", level = "debug", skip_all)]
+    async fn backfill_region(&self, default_region: &str) -> StoreResult<u64> {
+        self.pool
+            .execute(
+                Stmt::new("UPDATE jobs SET region = $1 WHERE region = ''").bind(default_region),
+            )
+            .await
+    }
+
     #[tracing::instrument(name = "store.claim_polls", level = "debug", skip_all)]
-    async fn claim_polls(
+    async fn claim_polls_in(
         &self,
+        region: Option<&RegionScope>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Job>> {
+        let only = region.map_or(String::new(), |r| format!(" AND {}", r.condition(None, 4)));
         let sql = match self.dialect() {
-            Dialect::Postgres => postgres::claim_polls_sql(),
-            Dialect::Sqlite => sqlite::claim_polls_sql(),
+            Dialect::Postgres => postgres::claim_polls_sql(&only),
+            Dialect::Sqlite => sqlite::claim_polls_sql(&only),
         };
-        let rows: Vec<JobRow> = self
-            .pool
-            .fetch_all(Stmt::new(sql).bind(now).bind(lease_until).bind(limit))
-            .await?;
+        let mut stmt = Stmt::new(sql).bind(now).bind(lease_until).bind(limit);
+        if let Some(r) = region {
+            stmt = stmt.bind(r.region.as_str());
+        }
+        let rows: Vec<JobRow> = self.pool.fetch_all(stmt).await?;
         jobs(rows)
     }
 
@@ -1045,19 +1061,21 @@ impl DispatchStore for SqlStore {
     }
 
     #[tracing::instrument(name = "store.next_due", level = "debug", skip_all)]
-    async fn next_due_each(&self) -> StoreResult<super::NextDue> {
+    async fn next_due_each_in(&self, region: Option<&RegionScope>) -> StoreResult<super::NextDue> {
         // Both read an index in order and stop early: the first 64 due jobs (a leased one is
         // due when its lease ends), and the first poll.
-        let due: Due = self
-            .pool
-            .fetch_one(Stmt::new(
-                "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
-                         FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL \
-                               AND team NOT IN (SELECT name FROM teams WHERE paused_at IS NOT NULL) \
-                               ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
-                        (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL) AS poll",
-            ))
-            .await?;
+        let only = region.map_or(String::new(), |r| format!(" AND {}", r.condition(None, 1)));
+        let mut stmt = Stmt::new(format!(
+            "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
+                     FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL{only} \
+                           AND team NOT IN (SELECT name FROM teams WHERE paused_at IS NOT NULL) \
+                           ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
+                    (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL{only}) AS poll"
+        ));
+        if let Some(r) = region {
+            stmt = stmt.bind(r.region.as_str());
+        }
+        let due: Due = self.pool.fetch_one(stmt).await?;
         Ok(super::NextDue {
             dispatch: due.dispatch.map(|t| t.0),
             poll: due.poll.map(|t| t.0),

@@ -41,7 +41,7 @@ pub(super) fn push_page(
 
 /// The columns of a new job, in the order [`push_job_values`] writes them.
 const NEW_JOB_COLUMNS: &str =
-    "id, team, state, request, warnings, created_at, updated_at, due_at, preset";
+    "id, team, state, request, warnings, created_at, updated_at, due_at, preset, region";
 
 /// The insert of new `queued` jobs, due at once (one statement for the group commit).
 pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
@@ -50,7 +50,7 @@ pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -
     q
 }
 
-/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job.
+/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job, each in its input's MPS region.
 fn push_job_values<'a>(q: &mut Stmt, jobs: impl IntoIterator<Item = &'a NewJob>) {
     for (i, job) in jobs.into_iter().enumerate() {
         push_job_row(q, i == 0, job);
@@ -67,7 +67,8 @@ fn push_job_row(q: &mut Stmt, first: bool, job: &NewJob) {
     q.push(", ").push_bind(job.created_at);
     let at = q.args_len();
     q.push(&format!(", ${at}, ${at}, "));
-    q.push_bind(job.preset.clone());
+    q.push_bind(job.preset.clone()).push(", ");
+    q.push_bind(job.request.region());
 }
 
 /// The in-flight quota's admission (migration 0011): adds `n` to each team's count of jobs not

@@ -5,29 +5,15 @@
 //! `sql.rs`, `group_commit.rs` and `lifecycle.rs` all write usage without importing each other.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 
 use super::db::Stmt;
 use crate::domain::{Job, JobState, NewJob};
 
-/// The region usage is counted in, set once by the application (`mps.region`).
-pub(super) type RegionSlot = Arc<OnceLock<String>>;
-
 /// Counter rows per (team, day, region): a writer adds to one of them at random, so concurrent
 /// commits of one team do not queue on one row lock. Reads sum them.
 const SHARDS: u8 = 8;
-
-/// The region a job's usage is counted in: the configured `mps.region` (every job of this
-/// gateway goes to the one region it is configured for). When jobs carry their own region (a
-/// `region` column), return the job's here: this is the one place that decides it.
-pub(super) fn job_region(configured: &RegionSlot, _team: &str) -> String {
-    configured
-        .get()
-        .cloned()
-        .unwrap_or_else(|| "unset".to_string())
-}
 
 /// The UTC day a time falls on, as usage keys it (`YYYY-MM-DD`: sorts as text).
 pub fn usage_day(t: DateTime<Utc>) -> String {
@@ -49,27 +35,28 @@ pub(super) struct UsageDelta {
 }
 
 impl UsageDelta {
-    fn key(team: &str, day: String, region: &RegionSlot) -> Self {
+    /// A job's usage is counted in its MPS region (its input bucket's, `jobs.region`).
+    fn key(team: &str, day: String, region: &str) -> Self {
         Self {
             team: team.to_string(),
             day,
-            region: job_region(region, team),
+            region: region.to_string(),
             ..Self::default()
         }
     }
 
     /// A job recorded (queued), on the day it was created.
-    pub fn submitted(job: &NewJob, region: &RegionSlot) -> Self {
+    pub fn submitted(job: &NewJob) -> Self {
         Self {
             submitted: 1,
-            ..Self::key(&job.team, usage_day(job.created_at), region)
+            ..Self::key(&job.team, usage_day(job.created_at), job.request.region())
         }
     }
 
     /// A job that reached a final state, on the day it did (`updated_at` of the transition);
     /// `None` while it is not final.
-    pub fn ended(job: &Job, region: &RegionSlot) -> Option<Self> {
-        let mut d = Self::key(&job.team, usage_day(job.updated_at), region);
+    pub fn ended(job: &Job) -> Option<Self> {
+        let mut d = Self::key(&job.team, usage_day(job.updated_at), job.request.region());
         match job.state {
             JobState::Succeeded => {
                 d.succeeded = 1;
@@ -82,8 +69,8 @@ impl UsageDelta {
         Some(d)
     }
 
-    /// `n` MPS calls answered for the team's jobs on `day`.
-    pub fn mps_calls(team: &str, day: String, n: i64, region: &RegionSlot) -> Self {
+    /// `n` MPS calls answered for the team's jobs of `region` on `day`.
+    pub fn mps_calls(team: &str, day: String, n: i64, region: &str) -> Self {
         Self {
             mps_calls: n,
             ..Self::key(team, day, region)

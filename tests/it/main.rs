@@ -48,6 +48,7 @@ mod outputs;
 mod postgres_tls;
 mod props;
 mod quota;
+mod regions;
 mod replicas;
 mod request_bodies;
 mod secrets;
