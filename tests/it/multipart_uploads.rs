@@ -7,7 +7,8 @@
 //! `POST /v1/uploads/{id}/parts` with the browser token, each part `PUT` to the store without a
 //! Content-Type (with an `Origin`: the store's CORS exposes `ETag`; the preflight allows `PUT`),
 //! `GET …/parts`, `complete` (three at once: one job), the job's thumbnails, the stored object's
-//! MD5 against the file's. Resume (some parts, the list, the rest; a short part is named), the
+//! MD5 against the file's. A completion OSS took that snapgate never recorded (it lands on the
+//! next `complete`). Resume (some parts, the list, the rest; a short part is named), the
 //! part numbers' bounds, a token's reach (another upload's browser token finds nothing), and an
 //! expired intent whose OSS upload the sweeper aborts (no part left in the store).
 
@@ -476,6 +477,59 @@ async fn sqlite_an_upload_resumes_from_the_stored_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_upload_resumes_from_the_stored_parts() {
     an_upload_resumes_from_the_stored_parts(Db::Postgres).await;
+}
+
+/// A completion OSS took but snapgate never recorded (the process stopped between
+/// CompleteMultipartUpload and the landing): the next `complete` finds the OSS upload gone and
+/// the object there, lands it, and makes the one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_snapgate_did_not_record_lands_on_the_next_complete() {
+    let e = env(Db::Sqlite, false, |_| {}).await;
+    let file = padded_video(e.dir.path(), 9 * MIB);
+    let i = e.intent(file.len() as u64).await;
+    let (id, tok) = (
+        i["upload_id"].as_str().unwrap(),
+        i["browser_token"].as_str().unwrap(),
+    );
+    let (_, urls) = e.part_urls(id, tok, &[1, 2]).await;
+    for (n, url, _) in urls_by_number(&urls) {
+        assert_eq!(
+            e.put_part(&url, part(&file, 8 * MIB, n)).await.status(),
+            200
+        );
+    }
+    // OSS completes it (as snapgate's own call would have) and snapgate hears nothing.
+    let creds = e.app.state.uploads.config().creds.clone().unwrap();
+    let cred = snapgate::oss::OssCredentials::from(&*creds.current());
+    let http = reqwest::Client::new();
+    let client = snapgate::oss::multipart::MultipartClient {
+        http: &http,
+        creds: &cred,
+        region: "cn-shanghai",
+        bucket_url: &e.app.state.uploads.config().bucket_url,
+    };
+    let key = i["upload"]["object"]["object"].as_str().unwrap();
+    let oss_id = e.oss_upload_id(id).await;
+    let parts = client.list_parts(key, &oss_id).await.unwrap();
+    client.complete(key, &oss_id, &parts, None).await.unwrap();
+    let (s, u) = e
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/uploads/{id}"),
+            tok,
+            None,
+        )
+        .await;
+    assert_eq!((s, u["state"].as_str()), (200, Some("waiting")), "{u}");
+    let (s, u) = e.complete(id, tok).await;
+    assert_eq!(
+        (s, u["uploaded_via"].as_str()),
+        (200, Some("complete")),
+        "{u}"
+    );
+    assert_eq!(e.wait_final(id, tok).await["state"], "succeeded");
+    assert_eq!(e.job_count().await, 1);
+    e.stop().await;
 }
 
 /// Part numbers within the plan, at most 100 at once; the browser token reaches its own upload
