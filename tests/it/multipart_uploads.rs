@@ -212,7 +212,7 @@ impl Env {
             .unwrap()
     }
 
-    /// The OSS upload id snapgate keeps to itself.
+    /// The OSS upload id snapgate keeps (no answer has it as a field).
     async fn oss_upload_id(&self, id: &str) -> String {
         let u = self
             .app
@@ -285,7 +285,7 @@ async fn a_large_file_goes_in_parts_and_makes_one_job(db: Db, callback: bool) {
         i["upload_id"].as_str().unwrap(),
         i["browser_token"].as_str().unwrap(),
     );
-    // No form: the plan, and the OSS upload id stays in snapgate.
+    // No form: the plan; OSS's upload id is no field of the answer.
     assert_eq!(i["form"], Value::Null, "{i}");
     assert_eq!(
         i["multipart"],
