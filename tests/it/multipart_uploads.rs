@@ -7,7 +7,8 @@
 //! `POST /v1/uploads/{id}/parts` with the browser token, each part `PUT` to the store without a
 //! Content-Type (with an `Origin`: the store's CORS exposes `ETag`; the preflight allows `PUT`),
 //! `GET …/parts`, `complete` (three at once: one job), the job's thumbnails, the stored object's
-//! MD5 against the file's. A completion OSS took that snapgate never recorded (it lands on the
+//! MD5 against the file's; with the OSS callback, the callback replayed (the same job) and
+//! forged (refused). A completion OSS took that snapgate never recorded (it lands on the
 //! next `complete`). Resume (some parts, the list, the rest; a short part is named), the
 //! part numbers' bounds, a token's reach (another upload's browser token finds nothing), and an
 //! expired intent whose OSS upload the sweeper aborts (no part left in the store).
@@ -41,6 +42,7 @@ struct Env {
     base: String,
     http: reqwest::Client,
     token: String,
+    relay: Option<Relay>,
     dir: tempfile::TempDir,
     app: TestApp,
     _db: Option<common::PgDb>,
@@ -54,15 +56,83 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A callback as OSS sent it (the headers snapgate reads).
+#[derive(Debug, Clone)]
+struct Captured {
+    path_and_query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// The `http.public_url` of a test with callbacks: records each callback and forwards it to
+/// snapgate, so the test can replay or tamper with it.
+struct Relay {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Captured>>>,
+}
+
+async fn relay(target: String) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Captured>>> = Default::default();
+    let (seen2, http) = (seen.clone(), reqwest::Client::new());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (seen, http, target) = (seen2.clone(), http.clone(), target.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let c = Captured {
+                path_and_query: parts.uri.path_and_query().unwrap().as_str().to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").into()))
+                    .collect(),
+                body: axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec(),
+            };
+            seen.lock().unwrap().push(c.clone());
+            let res = send_callback(&http, &target, &c).await;
+            let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+            let text = res.text().await.unwrap();
+            axum::response::IntoResponse::into_response((
+                status,
+                [("content-type", "application/json")],
+                text,
+            ))
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Relay { addr, seen }
+}
+
+/// Sends a captured callback to snapgate at `base`, with the headers OSS sent.
+async fn send_callback(http: &reqwest::Client, base: &str, c: &Captured) -> reqwest::Response {
+    let mut req = http
+        .post(format!("{base}{}", c.path_and_query))
+        .body(c.body.clone());
+    for (k, v) in &c.headers {
+        if matches!(
+            k.as_str(),
+            "authorization" | "x-oss-pub-key-url" | "content-type"
+        ) {
+            req = req.header(k, v);
+        }
+    }
+    req.send().await.unwrap()
+}
+
 /// The embedded default on `db`, auth on, a multipart threshold of 1 MiB; with `callback`, OSS's
-/// callback comes to snapgate itself (`http.public_url`).
+/// callback comes to snapgate through a recording [`Relay`] (`http.public_url`).
 async fn env(db: Db, callback: bool, tweak: impl FnOnce(&mut Settings)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut s = common::test_settings();
     s.http.listen = format!("127.0.0.1:{port}");
-    if callback {
-        s.http.public_url = Some(format!("http://127.0.0.1:{port}"));
+    let relay = match callback {
+        true => Some(relay(format!("http://127.0.0.1:{port}")).await),
+        false => None,
+    };
+    if let Some(r) = &relay {
+        s.http.public_url = Some(format!("http://{}", r.addr));
     }
     let pg = match db {
         Db::Sqlite => {
@@ -102,6 +172,7 @@ async fn env(db: Db, callback: bool, tweak: impl FnOnce(&mut Settings)) -> Env {
         base: app.base.clone(),
         http: reqwest::Client::new(),
         token: key.token,
+        relay,
         dir,
         app,
         _db: pg,
@@ -403,6 +474,22 @@ async fn a_large_file_goes_in_parts_and_makes_one_job(db: Db, callback: bool) {
     // Replayed later: the same job; the parts routes say it is done.
     let (s, again) = e.complete(id, tok).await;
     assert_eq!((s, again["job"]["id"].as_str()), (200, Some(jobs[0])));
+    if let Some(relay) = &e.relay {
+        // CompleteMultipartUpload's callback, once; replayed byte for byte: the same job;
+        // its body changed under OSS's signature: refused.
+        let seen = relay.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let res = send_callback(&e.http, &e.base, &seen[0]).await;
+        assert_eq!(res.status(), 200);
+        let replayed: Value = res.json().await.unwrap();
+        assert_eq!(replayed["job"]["id"].as_str(), Some(jobs[0]));
+        let mut forged = seen[0].clone();
+        forged.body = String::from_utf8(forged.body)
+            .unwrap()
+            .replace("\"size\":", "\"size\":1")
+            .into_bytes();
+        assert_eq!(send_callback(&e.http, &e.base, &forged).await.status(), 403);
+    }
     let (s, p) = e.part_urls(id, tok, &[1]).await;
     assert_eq!(
         (s, p["code"].as_str()),
