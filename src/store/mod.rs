@@ -47,7 +47,9 @@ pub use events::{
 pub use postgres::NOTIFY_CHANNEL;
 pub use rpc::{JobLookupStore, NonceStore};
 pub use sql::SqlStore;
-pub use uploads::{PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
+pub use uploads::{
+    MultipartPlan, PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore,
+};
 pub use usage::usage_day;
 pub use webhooks::{
     DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord, NewWebhookEndpoint,

@@ -39,6 +39,7 @@ mod migrations;
 mod mns;
 mod mps_client;
 mod mps_compat;
+mod multipart_uploads;
 mod official_sdks;
 mod oss_multipart;
 mod oss_store;
