@@ -417,6 +417,7 @@ impl Application {
             crate::services::uploads::ensure_demo_preset(&store, &settings.uploads).await?;
         }
         let mps_health = workers.first().map(|w| w.health()).unwrap_or_default();
+        let mps_regions = workers.iter().map(|w| w.health()).collect();
         let tokens = Arc::new(TokenCache::new(
             &store,
             std::time::Duration::from_millis(settings.auth.token_cache_ms),
@@ -464,6 +465,7 @@ impl Application {
             outputs,
             limiter,
             mps_health,
+            mps_regions,
             counts: Arc::default(),
             uploads,
             upload_hub,

@@ -39,7 +39,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("snapgate_oldest_in_flight_job_age_seconds", Kind::Gauge, "Age of the oldest job accepted by MPS and not yet final (0 when none)."),
     ("snapgate_mps_calls_total", Kind::Counter, "Calls to MPS, by region, action and answer code (Success, an MPS error code, or a transport failure)."),
     ("snapgate_mps_call_duration_seconds", Kind::Histogram, "Time of a call to MPS, by region and action."),
-    ("snapgate_mps_up", Kind::Gauge, "1 while MPS is reachable with valid credentials, 0 while dispatch is paused."),
+    ("snapgate_mps_up", Kind::Gauge, "Per region: 1 while its MPS is reachable with valid credentials, 0 while its dispatch is paused."),
     ("snapgate_retries_total", Kind::Counter, "Submits retried after a retryable error, by error code."),
     ("snapgate_reconciliations_total", Kind::Counter, "Submits with an unknown outcome looked up in MPS before any retry, by outcome (adopted, not_found, unknown)."),
     ("snapgate_duplicate_mps_jobs_total", Kind::Counter, "MPS jobs found for a job that already had one (should stay 0)."),

@@ -24,6 +24,11 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub mps: Option<crate::mps::health::HealthView>,
+    /// Each region's access to MPS, by region id, where more than one region is served (`mps`
+    /// is the default region's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub mps_regions: Option<std::collections::BTreeMap<String, crate::mps::health::HealthView>>,
     /// The Alibaba Cloud credentials in use (provider, expiry, refreshes), when this process
     /// resolved them; an expired one with failing refreshes makes the replica unready.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +43,7 @@ pub async fn healthz() -> Json<Health> {
         status: "ok".into(),
         store: None,
         mps: None,
+        mps_regions: None,
         credentials: None,
     })
 }
@@ -52,6 +58,11 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let backend = Some(state.store.backend().to_string());
     let mps = state.mps_health.view();
+    let regions: std::collections::BTreeMap<String, _> = state
+        .mps_regions
+        .iter()
+        .map(|h| (h.region().to_string(), h.view()))
+        .collect();
     let store_ok = match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -67,8 +78,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     if let Some(c) = credentials.as_ref().filter(|c| c.refresh_failing) {
         tracing::warn!(provider = c.provider, expired = c.expired, error = ?c.last_error, "readiness check: the credential refresh is failing");
     }
+    // Refused credentials in any region need an operator (an outage does not: jobs queue).
     let ready = store_ok
         && mps.trouble != Some(Trouble::Credentials)
+        && regions
+            .values()
+            .all(|r| r.trouble != Some(Trouble::Credentials))
         && !credentials.as_ref().is_some_and(|c| c.expired);
     let (status, word) = if ready {
         (StatusCode::OK, "ok")
@@ -81,6 +96,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             status: word.into(),
             store: backend,
             mps: Some(mps),
+            mps_regions: (regions.len() > 1).then_some(regions),
             credentials,
         }),
     )

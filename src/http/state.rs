@@ -28,6 +28,8 @@ pub struct AppState {
     pub limiter: Arc<TeamLimiter>,
     /// The gateway's access to MPS (this replica's worker's view; always fine without one).
     pub mps_health: Arc<MpsHealth>,
+    /// Every region's access to MPS (its worker's view), the default region's first.
+    pub mps_regions: Vec<Arc<MpsHealth>>,
     /// Job counts for `/metrics`, read at most every few seconds.
     pub counts: Arc<CountsCache>,
     /// Decrypts team secrets for the MPS-compatible endpoint's signature checks.

@@ -43,14 +43,35 @@ struct State {
     verified: bool,
 }
 
+/// One region's access to MPS (each region's worker has its own: one region's outage pauses
+/// only its own dispatch).
 #[derive(Debug, Default)]
 pub struct MpsHealth {
+    /// The MPS region, as `snapgate_mps_up`'s `region` label.
+    region: String,
     state: Mutex<State>,
 }
 
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 impl MpsHealth {
+    pub fn of_region(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// The MPS region this is the health of.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn up(&self, up: bool) {
+        metrics::gauge!("snapgate_mps_up", "region" => self.region.clone())
+            .set(f64::from(u8::from(up)));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -86,10 +107,15 @@ impl MpsHealth {
         if changed {
             s.trouble = Some((trouble, code.to_string(), Utc::now()));
             match trouble {
-                Trouble::Unreachable => tracing::error!(code, "MPS unreachable: dispatch paused, jobs stay queued"),
-                Trouble::Credentials => tracing::error!(code, "MPS refuses the gateway's credentials or clock (check mps.access_key_id/secret and the system clock): dispatch paused, jobs stay queued"),
+                Trouble::Unreachable => {
+                    tracing::error!(code, region = %self.region, "MPS unreachable: the region's dispatch paused, its jobs stay queued")
+                }
+                Trouble::Credentials => {
+                    tracing::error!(code, region = %self.region, "MPS refuses the gateway's credentials or clock (check the credentials and the system clock): the region's dispatch paused, its jobs stay queued")
+                }
             }
-            metrics::gauge!("snapgate_mps_up").set(0.0);
+            drop(s);
+            self.up(false);
         }
         pause
     }
@@ -101,9 +127,10 @@ impl MpsHealth {
         s.paused_until = None;
         if let Some((_, code, since)) = s.trouble.take() {
             let down_s = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
-            tracing::info!(was = %code, down_s, "MPS reachable and accepting the gateway again: dispatch resumed");
+            tracing::info!(was = %code, down_s, region = %self.region, "MPS reachable and accepting the gateway again: dispatch resumed");
         }
-        metrics::gauge!("snapgate_mps_up").set(1.0);
+        drop(s);
+        self.up(true);
     }
 
     /// While paused, how long until the next probe.

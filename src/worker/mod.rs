@@ -107,7 +107,7 @@ impl Worker {
             signals,
             owner,
             mps_timeout: Duration::from_millis(settings.mps.request_timeout_ms),
-            health: Arc::new(health::MpsHealth::default()),
+            health: Arc::new(health::MpsHealth::of_region(&settings.mps.region)),
             expected_duration_ms: std::sync::atomic::AtomicU64::new(0),
             mns: None,
             mns_concurrency: settings.mps.mns.concurrency.max(1),
@@ -138,6 +138,7 @@ impl Worker {
             default: region.default,
         });
         w.region = region.id.clone();
+        w.health = Arc::new(health::MpsHealth::of_region(&region.id));
         w.budgets = [
             (region.submit_budget.clone(), region.submit_qps),
             (region.query_budget.clone(), region.query_qps),

@@ -800,3 +800,76 @@ async fn an_emulator_region_refuses_another_regions_bucket() {
     assert_eq!(common::app::emulator_ledger(&emu.url()).await.len(), 1);
     emu.shutdown().await;
 }
+
+/// One region's MPS unreachable (its endpoint refuses connections): that region alone shows it,
+/// in `/readyz` (`mps_regions`, still ready: jobs queue) and in `snapgate_mps_up{region}`,
+/// while the default region stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_whose_mps_is_unreachable_shows_alone_in_readyz_and_metrics() {
+    let emu = common::app::test_emulator(|_| {}).await;
+    // A port nothing listens on: bound, then closed.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (store, db) = common::pg_store().await;
+    let app = TestApp::builder(store)
+        .keep(db)
+        .embedded_default()
+        .settings(|s| {
+            s.worker.enabled = true;
+            s.worker.idle_poll_ms = 100;
+            s.mps.endpoint = Some(emu.url());
+            s.mps.access_key_id = Some(common::app::EMU_KEY_ID.into());
+            s.mps.access_key_secret = Some(snapgate::secret::Secret::new(common::app::EMU_SECRET));
+            let beijing = RegionSettings {
+                endpoint: Some(format!("http://{closed}")),
+                ..RegionSettings::default()
+            };
+            s.regions.insert("cn-beijing".into(), beijing);
+            s.http.submit_wait_ms = 0;
+        })
+        .start()
+        .await;
+    let (status, _) = post(
+        &app,
+        "/v1/snapshot-jobs",
+        &job("oss-cn-beijing", "oss-cn-beijing"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, _) = post(
+        &app,
+        "/v1/snapshot-jobs",
+        &job("oss-cn-shanghai", "oss-cn-shanghai"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ready = loop {
+        let res = app.get("/readyz").await;
+        let code = res.status().as_u16();
+        let ready: Value = res.json().await.unwrap();
+        let regions = &ready["mps_regions"];
+        if regions["cn-beijing"]["trouble"] == "unreachable"
+            && regions["cn-shanghai"]["verified"] == true
+        {
+            assert_eq!(code, 200, "an outage keeps the replica ready: {ready}");
+            break ready;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready["mps_regions"]["cn-shanghai"]["ok"], true, "{ready}");
+    assert_eq!(ready["mps"]["ok"], true, "the default region's: {ready}");
+    // The gauge is per region. Its value is not asserted here: the recorder is the test
+    // process's one, which other tests (of other apps in these regions) set meanwhile.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for region in ["cn-beijing", "cn-shanghai"] {
+        let series = format!("snapgate_mps_up{{region=\"{region}\"}} ");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "{series}: {metrics}"
+        );
+    }
+}
