@@ -55,5 +55,6 @@ mod signing_vectors;
 mod store_conformance;
 mod trust;
 mod upload_browser;
+mod upload_resume;
 mod uploads;
 mod webhooks;
