@@ -142,6 +142,8 @@ export class MultipartUpload {
     this.done = new Map();
     this.restore(done);
     this.urls = new Map();
+    /// Parts waiting for a URL: the next batch asks for them first.
+    this.unsigned = new Set();
     this.inflight = new Map();
     this.paused = false;
     this.error = null;
@@ -286,23 +288,29 @@ export class MultipartUpload {
   // A usable URL for part `n`: from the cache unless near its expiry, else from a batch.
   async _url(n) {
     for (let asked = 0; ; ) {
-      const u = this.urls.get(n);
-      if (u && u.expiresAt - URL_MARGIN_MS > Date.now()) return u;
+      if (this._fresh(n)) {
+        this.unsigned.delete(n);
+        return this.urls.get(n);
+      }
+      this.unsigned.add(n);
       if (!this.batch) {
         asked++;
         if (asked > 2) throw { code: "no_part_url", message: `snapgate did not sign part ${n}` };
-        this.batch = this._fetchUrls(n).finally(() => (this.batch = null));
+        // Started on the next task, so that every worker starting now joins this batch.
+        this.batch = new Promise((r) => setTimeout(r, 0)).then(() => this._fetchUrls()).finally(() => (this.batch = null));
       }
       await this.batch;
     }
   }
 
-  async _fetchUrls(n) {
-    const fresh = (p) => {
-      const u = this.urls.get(p);
-      return u && u.expiresAt - URL_MARGIN_MS > Date.now();
-    };
-    const wanted = [n, ...this.queue.filter((p) => p !== n && !fresh(p))].slice(0, URL_BATCH);
+  _fresh(n) {
+    const u = this.urls.get(n);
+    return !!u && u.expiresAt - URL_MARGIN_MS > Date.now();
+  }
+
+  async _fetchUrls() {
+    const wanted = [...new Set([...this.unsigned, ...this.queue])].filter((p) => !this._fresh(p)).slice(0, URL_BATCH);
+    if (!wanted.length) return;
     const body = await this.api("POST", { part_numbers: wanted });
     const expiresAt = Date.parse(body.expires_at);
     for (const p of body.parts || []) {
@@ -652,11 +660,12 @@ export class SnapgateUploader extends HTMLElement {
   pause() {
     const parts = this._parts;
     if (!parts || parts.paused || this.$.pause.hidden) return;
+    // The button pressed disappears: keyboard focus moves to its counterpart.
+    const focused = this.shadowRoot.activeElement === this.$.pause;
     parts.pause();
     this.$.pause.hidden = true;
     this.$.resume.hidden = false;
-    // The button pressed disappears: keyboard focus moves to its counterpart.
-    if (this.shadowRoot.activeElement === this.$.pause) this.$.resume.focus();
+    if (focused) this.$.resume.focus();
     this._partsProgress(parts, "Paused");
     fire(this, "snapgate-paused", this._partsDetail(parts));
   }
@@ -664,9 +673,11 @@ export class SnapgateUploader extends HTMLElement {
   resume() {
     const parts = this._parts;
     if (!parts || !parts.paused) return;
+    const focused = this.shadowRoot.activeElement === this.$.resume;
     this.$.resume.hidden = true;
     this.$.pause.hidden = false;
-    if (this.shadowRoot.activeElement === this.$.resume) this.$.pause.focus();
+    if (focused) this.$.pause.focus();
+    parts.paused = false;
     this._partsProgress(parts, "Uploading…");
     fire(this, "snapgate-resumed", { ...this._partsDetail(parts), fromCheckpoint: false });
     this._sendParts(this._current, parts, this._run);

@@ -15,6 +15,8 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
 const seen = { puts: [] };
+// Where the run is, on stderr (the test prints it when the run fails).
+const step = (what) => console.error(`[step ${new Date().toISOString()}] ${what}`);
 let phase = "first";
 const partOf = (url) => {
   const u = new URL(url);
@@ -68,8 +70,10 @@ try {
   const storedEnough = new Promise((r) => (onStored = r));
 
   // 1. Pause and resume from the keyboard once two parts are stored.
+  step("choose the file");
   await input.setInputFiles(video);
   await page.waitForFunction(() => window.__events.some((e) => e.name === "snapgate-progress" && e.detail.partsDone >= 2), null, { timeout: 120000 });
+  step("pause");
   await page.locator("snapgate-uploader [part=pause]").focus();
   await page.keyboard.press("Enter");
   await page.waitForFunction(() => window.__events.some((e) => e.name === "snapgate-paused"));
@@ -81,6 +85,7 @@ try {
     focus: await page.evaluate(() => document.querySelector("snapgate-uploader").shadowRoot.activeElement?.getAttribute("part")),
     detail: (await events(page, "snapgate-paused"))[0],
   };
+  step("resume");
   await page.keyboard.press("Enter");
   seen.resumedLive = (await events(page, "snapgate-resumed"))[0];
   seen.afterResumeStatus = await status(page);
@@ -89,10 +94,12 @@ try {
   // 2. The network cut once CUT parts are stored, then the page reloaded (offline first: the
   // page and its uploads are gone), then back online.
   await storedEnough;
+  step("offline");
   await context.setOffline(true);
   await page.waitForFunction(() => window.__statuses.some((t) => t.startsWith("Offline") || t.startsWith("Network error")), null, { timeout: 30000 });
   seen.cutStatus = await status(page);
   seen.cutAt = { stored200, puts: seen.puts.length };
+  step("reload");
   await page.reload().catch((e) => (seen.offlineReload = String(e).split("\n")[0]));
   phase = "between";
   await context.setOffline(false);
@@ -106,6 +113,7 @@ try {
   seen.storedBeforeResume = listed.ok() ? (await listed.json()).parts.map((p) => p.part_number) : { status: listed.status(), body: await listed.text() };
 
   // 3. The same file chosen again: only the missing parts go up, then the job.
+  step("choose the file again");
   phase = "resumed";
   await input.setInputFiles(video);
   await page.waitForFunction(() => window.__events.some((e) => e.name === "snapgate-succeeded" || e.name === "snapgate-failed"), null, { timeout: 300000 });
@@ -121,6 +129,7 @@ try {
     null,
     { timeout: 60000 },
   );
+  step("succeeded");
   seen.resumedFromCheckpoint = (await events(page, "snapgate-resumed"))[0];
   seen.succeeded = (await events(page, "snapgate-succeeded"))[0];
   seen.succeeded = { uploadId: seen.succeeded.uploadId, state: seen.succeeded.upload.state, snapshots: seen.succeeded.outputs.snapshots.length };
