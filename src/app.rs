@@ -184,6 +184,7 @@ fn upload_config(
         ttl: chrono::Duration::seconds(u.ttl_s as i64),
         token_ttl: chrono::Duration::seconds(u.token_ttl_s as i64),
         max_size_bytes: u.max_size_bytes,
+        multipart_threshold_bytes: u.multipart_threshold_bytes,
         callback_url: settings.http.public_url.as_ref().map(|p| {
             format!(
                 "{}{}",

@@ -247,6 +247,9 @@ pub struct UploadsSettings {
     pub token_ttl_s: u64,
     /// The largest `size_bytes` an intent may declare.
     pub max_size_bytes: u64,
+    /// Above this `size_bytes` an intent is a multipart upload (snapgate initiates it and signs
+    /// each part); at or below it, a PostObject form. At most 5 GiB (PostObject's limit).
+    pub multipart_threshold_bytes: u64,
     /// Serve the demo page `/upload` and its intent endpoint (embedded default only).
     pub demo_page: bool,
     /// The OSS key that signs the forms and the `HEAD` of `complete`; unset: the MPS key (or
@@ -525,6 +528,9 @@ impl EmbeddedEmulatorSettings {
     }
 }
 
+/// The largest object a PostObject form may carry (OSS: 5 GiB).
+pub const POST_OBJECT_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 impl UploadsSettings {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -534,6 +540,11 @@ impl UploadsSettings {
         anyhow::ensure!(
             self.ttl_s > 0 && self.token_ttl_s > 0 && self.max_size_bytes > 0,
             "uploads.ttl_s, uploads.token_ttl_s and uploads.max_size_bytes must be > 0"
+        );
+        // PostObject stops at 5 GiB: anything larger must go the multipart way.
+        anyhow::ensure!(
+            (1..=POST_OBJECT_MAX_BYTES).contains(&self.multipart_threshold_bytes),
+            "uploads.multipart_threshold_bytes must be from 1 to {POST_OBJECT_MAX_BYTES} (5 GiB, PostObject's limit)"
         );
         Ok(())
     }

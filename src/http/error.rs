@@ -71,6 +71,16 @@ pub enum ApiError {
     CallbackRefused,
     #[error("uploads are not configured")]
     UploadsNotConfigured,
+    #[error("the upload is not waiting for its object")]
+    UploadNotWaiting { state: &'static str },
+    #[error("the upload is not a multipart upload")]
+    NotMultipart,
+    /// Every missing part (up to 100 listed), and how many are missing.
+    #[error("parts are missing")]
+    PartsMissing { listed: Vec<Violation>, count: usize },
+    /// Every part stored with another size than planned (up to 100 listed).
+    #[error("parts have other sizes than planned")]
+    PartSizeMismatch { listed: Vec<Violation>, count: usize },
     #[error("OSS did not answer")]
     OssUnavailable,
     #[error("internal error")]
@@ -93,6 +103,34 @@ impl From<crate::services::uploads::UploadError> for ApiError {
                 tracing::warn!(error = %why, "OSS request failed");
                 ApiError::OssUnavailable
             }
+            E::NotWaiting(state) => ApiError::UploadNotWaiting {
+                state: state.as_str(),
+            },
+            E::NotMultipart => ApiError::NotMultipart,
+            E::PartsMissing(missing) => ApiError::PartsMissing {
+                count: missing.len(),
+                listed: missing
+                    .iter()
+                    .take(crate::services::upload_parts::MAX_LISTED_PROBLEMS)
+                    .map(|n| Violation {
+                        field: format!("/parts/{n}"),
+                        code: "missing".into(),
+                        message: format!("part {n} is not stored: upload it, then complete again"),
+                    })
+                    .collect(),
+            },
+            E::PartSizes(wrong) => ApiError::PartSizeMismatch {
+                count: wrong.len(),
+                listed: wrong
+                    .iter()
+                    .take(crate::services::upload_parts::MAX_LISTED_PROBLEMS)
+                    .map(|(n, found, want)| Violation {
+                        field: format!("/parts/{n}"),
+                        code: "size_mismatch".into(),
+                        message: format!("part {n} has {found} bytes, the plan {want}: upload it again"),
+                    })
+                    .collect(),
+            },
             E::Submit(e) => e.into(),
             E::Store(e) => e.into(),
         }
@@ -202,7 +240,11 @@ impl ApiError {
             }
             ApiError::UploadExpired
             | ApiError::ObjectNotUploaded
-            | ApiError::SizeMismatch { .. } => StatusCode::CONFLICT,
+            | ApiError::SizeMismatch { .. }
+            | ApiError::UploadNotWaiting { .. }
+            | ApiError::NotMultipart
+            | ApiError::PartsMissing { .. }
+            | ApiError::PartSizeMismatch { .. } => StatusCode::CONFLICT,
             ApiError::CallbackRefused => StatusCode::FORBIDDEN,
             ApiError::UploadsNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OssUnavailable => StatusCode::BAD_GATEWAY,
@@ -230,7 +272,10 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::UploadExpired => "upload_expired",
             ApiError::ObjectNotUploaded => "object_not_uploaded",
-            ApiError::SizeMismatch { .. } => "size_mismatch",
+            ApiError::SizeMismatch { .. } | ApiError::PartSizeMismatch { .. } => "size_mismatch",
+            ApiError::UploadNotWaiting { .. } => "upload_not_waiting",
+            ApiError::NotMultipart => "not_multipart",
+            ApiError::PartsMissing { .. } => "parts_missing",
             ApiError::CallbackRefused => "callback_refused",
             ApiError::UploadsNotConfigured => "uploads_not_configured",
             ApiError::OssUnavailable => "oss_unavailable",
@@ -282,7 +327,11 @@ impl ApiError {
             ApiError::SizeMismatch { declared, found } => format!("the object has {found} bytes, the intent declared {declared}"),
             ApiError::CallbackRefused => "this callback is not signed by OSS for an upload snapgate knows".into(),
             ApiError::UploadsNotConfigured => "uploads need an OSS key (uploads.access_key_id, or the MPS key)".into(),
-            ApiError::OssUnavailable => "OSS did not answer the object check; retry shortly".into(),
+            ApiError::UploadNotWaiting { state } => format!("this upload is {state}: its parts can no longer change"),
+            ApiError::NotMultipart => "this upload is a PostObject form upload; parts are for multipart uploads (size_bytes above uploads.multipart_threshold_bytes)".into(),
+            ApiError::PartsMissing { count, .. } => format!("{count} part(s) are not stored yet; see `errors` (the first 100); upload them, then complete again"),
+            ApiError::PartSizeMismatch { count, .. } => format!("{count} part(s) are stored with another size than planned; see `errors` (the first 100); upload them again, then complete again"),
+            ApiError::OssUnavailable => "OSS did not answer (the object check, or a multipart call); retry shortly".into(),
             // Never the cause: it goes to the log, with the request id.
             ApiError::Internal(_) => "an internal error occurred; report the request_id".into(),
         }
@@ -294,6 +343,9 @@ impl ApiError {
         let code = self.code().to_string();
         let errors = match self {
             ApiError::Validation(v) | ApiError::BadQuery(v) => v,
+            ApiError::PartsMissing { listed, .. } | ApiError::PartSizeMismatch { listed, .. } => {
+                listed
+            }
             _ => Vec::new(),
         };
         Problem::new(status, code, detail, request_id, errors)

@@ -151,6 +151,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(uploads::create_upload))
         .routes(routes!(uploads::get_upload))
         .routes(routes!(uploads::complete_upload))
+        .routes(routes!(
+            uploads::create_part_urls,
+            uploads::list_upload_parts
+        ))
         .routes(routes!(uploads::upload_events))
         .routes(routes!(uploads::get_upload_storyboard_vtt))
         .routes(routes!(admin::get_stats))

@@ -1,5 +1,6 @@
-//! `/v1/uploads` (browser uploads straight to OSS), `POST /callbacks/oss` (OSS's upload
-//! callback) and the demo page `/upload`. Adapters over [`crate::services::uploads::UploadService`],
+//! `/v1/uploads` (browser uploads straight to OSS: a PostObject form, or above
+//! `uploads.multipart_threshold_bytes` a multipart upload whose part URLs `/v1/uploads/{id}/parts`
+//! signs and lists), `POST /callbacks/oss` (OSS's upload callback) and the demo page `/upload`. Adapters over [`crate::services::uploads::UploadService`],
 //! where every rule of uploads lives.
 //!
 //! Who may read an upload ([`UploadAccess`]): the team's token (its own uploads), or the
@@ -30,7 +31,9 @@ use super::error::{
 use super::views::JobResource;
 use super::{AppState, Caller};
 use crate::http::strict_json::StrictJson;
-use crate::services::uploads::{CreatedUpload, NewUpload, UploadStatus, OUTPUTS_EVENT_ID};
+use crate::services::uploads::{
+    CreatedUpload, NewUpload, PartUrls, StoredParts, UploadStatus, OUTPUTS_EVENT_ID,
+};
 
 /// Who reads an upload.
 #[derive(Debug, Clone)]
@@ -133,6 +136,24 @@ pub struct UploadForm {
     pub fields: Vec<FormField>,
 }
 
+/// A multipart upload's plan: part `n` (from 1) is bytes `[(n-1)·part_size, min(n·part_size,
+/// size_bytes))`; every part is `part_size` bytes but the last.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MultipartPlan)]
+pub struct MultipartResource {
+    #[schema(example = 8388608)]
+    pub part_size: u64,
+    #[schema(example = 25)]
+    pub part_count: u32,
+}
+
+fn multipart_resource(u: &crate::store::UploadRecord) -> Option<MultipartResource> {
+    u.multipart.as_ref().map(|m| MultipartResource {
+        part_size: m.part_size,
+        part_count: m.part_count,
+    })
+}
+
 /// The uploaded object.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = UploadObject)]
@@ -161,6 +182,8 @@ pub struct UploadResource {
     pub expires_at: DateTime<Utc>,
     /// `callback` or `complete`: how snapgate learned the object had landed.
     pub uploaded_via: Option<String>,
+    /// The part plan of a multipart upload (`null`: a PostObject form upload).
+    pub multipart: Option<MultipartResource>,
     /// The job made from the preset (the same job `/v1/snapshot-jobs/{id}` shows the team),
     /// with its `outputs` once it has succeeded.
     pub job: Option<JobResource>,
@@ -185,6 +208,7 @@ impl UploadResource {
             created_at: u.created_at,
             expires_at: u.expires_at,
             uploaded_via: u.uploaded_via.clone(),
+            multipart: multipart_resource(u),
             job: s.job.clone().map(|j| JobResource::new(j, &state.outputs)),
         }
     }
@@ -196,8 +220,12 @@ impl UploadResource {
 pub struct UploadIntentResource {
     pub upload_id: Uuid,
     pub upload: UploadResource,
-    /// Where and how the browser uploads.
-    pub form: UploadForm,
+    /// Where and how the browser uploads a file up to `uploads.multipart_threshold_bytes`
+    /// (`null` for a multipart upload).
+    pub form: Option<UploadForm>,
+    /// A larger file's multipart plan (`null` for a form upload): ask `parts_url` for part URLs,
+    /// `PUT` each part, then call `complete_url`.
+    pub multipart: Option<MultipartResource>,
     /// Give this to the browser: it reads this upload (and its job) only, until
     /// `browser_token_expires_at`. Shown once.
     pub browser_token: String,
@@ -208,10 +236,13 @@ pub struct UploadIntentResource {
     pub status_url: String,
     pub events_url: String,
     pub complete_url: String,
+    /// `POST` for part URLs, `GET` for the stored parts (multipart uploads).
+    pub parts_url: String,
 }
 
 fn intent_resource(c: CreatedUpload, state: &AppState) -> UploadIntentResource {
     let id = c.upload.id;
+    let multipart = multipart_resource(&c.upload);
     let status = UploadStatus {
         upload: c.upload,
         job: None,
@@ -219,22 +250,23 @@ fn intent_resource(c: CreatedUpload, state: &AppState) -> UploadIntentResource {
     UploadIntentResource {
         upload_id: id,
         upload: UploadResource::new(&status, state),
-        callback: c.form.fields.iter().any(|(k, _)| k == "callback"),
-        form: UploadForm {
-            url: c.form.url,
+        callback: state.uploads.config().callback_url.is_some(),
+        form: c.form.map(|form| UploadForm {
+            url: form.url,
             method: "POST".into(),
-            fields: c
-                .form
+            fields: form
                 .fields
                 .into_iter()
                 .map(|(name, value)| FormField { name, value })
                 .collect(),
-        },
+        }),
+        multipart,
         browser_token: c.token,
         browser_token_expires_at: c.token_expires_at,
         status_url: format!("/v1/uploads/{id}"),
         events_url: format!("/v1/uploads/{id}/events"),
         complete_url: format!("/v1/uploads/{id}/complete"),
+        parts_url: format!("/v1/uploads/{id}/parts"),
     }
 }
 
@@ -324,7 +356,10 @@ pub async fn get_upload(
 
 /// The browser says the object is uploaded (when OSS cannot call snapgate back): snapgate
 /// checks with a signed `HEAD` that it is there with the declared size, then makes the job
-/// (once, whoever asks first: this or the callback).
+/// (once, whoever asks first: this or the callback). On a multipart upload snapgate first
+/// checks every planned part is stored with its planned size (409 `parts_missing` or
+/// `size_mismatch`, each part listed) and completes the upload itself. Called again, it answers
+/// the same upload and job.
 #[utoipa::path(
     post,
     path = "/v1/uploads/{id}/complete",
@@ -333,7 +368,7 @@ pub async fn get_upload(
     responses(
         (status = 200, body = UploadResource),
         ReadErrors,
-        (status = 409, description = "Not uploaded yet, another size, or the intent expired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not uploaded yet (`object_not_uploaded`, or `parts_missing`), another size (`size_mismatch`), or the intent expired", body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -346,6 +381,154 @@ pub async fn complete_upload(
     let s = readable(&state, &access, &id).await?;
     let s = state.uploads.complete(s.upload.id).await?;
     Ok(Json(UploadResource::new(&s, &state)))
+}
+
+/// `POST /v1/uploads/{id}/parts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartUrlsBody {
+    /// 1 to 100 part numbers, each from 1 to the plan's `part_count`.
+    #[schema(example = json!([1, 2, 3]))]
+    pub part_numbers: Vec<u64>,
+}
+
+/// Where to `PUT` one part: exactly `size` bytes, with no `Content-Type` header (the URL is
+/// signed with none).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = PartUrl)]
+pub struct PartUrlResource {
+    pub part_number: u32,
+    #[schema(example = "PUT")]
+    pub method: String,
+    /// A presigned `UploadPart` URL for this part of this upload only.
+    pub url: String,
+    pub size: u64,
+}
+
+/// Part URLs, usable until `expires_at` (at most 15 minutes; never past the browser token or
+/// the intent): ask again for fresh ones.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = PartUrls)]
+pub struct PartUrlsResource {
+    pub parts: Vec<PartUrlResource>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<PartUrls> for PartUrlsResource {
+    fn from(p: PartUrls) -> Self {
+        PartUrlsResource {
+            parts: p
+                .parts
+                .into_iter()
+                .map(|p| PartUrlResource {
+                    part_number: p.number,
+                    method: "PUT".into(),
+                    url: p.url,
+                    size: p.size,
+                })
+                .collect(),
+            expires_at: p.expires_at,
+        }
+    }
+}
+
+/// A part the store holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = StoredPart)]
+pub struct StoredPartResource {
+    pub part_number: u32,
+    /// The part's ETag, without quotes.
+    pub etag: String,
+    pub size: u64,
+}
+
+/// What the store holds of a multipart upload (ascending), with the plan: a client resumes by
+/// sending the parts that are missing or have another size than planned.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = StoredParts)]
+pub struct StoredPartsResource {
+    pub part_size: u64,
+    pub part_count: u32,
+    pub parts: Vec<StoredPartResource>,
+}
+
+impl From<StoredParts> for StoredPartsResource {
+    fn from(s: StoredParts) -> Self {
+        StoredPartsResource {
+            part_size: s.plan.part_size,
+            part_count: s.plan.part_count,
+            parts: s
+                .parts
+                .into_iter()
+                .map(|p| StoredPartResource {
+                    part_number: p.number,
+                    etag: p.etag,
+                    size: p.size,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Presigned `UploadPart` URLs for parts of a multipart upload (its browser token or the team's
+/// token, in the `Authorization` header).
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{id}/parts",
+    tag = "uploads",
+    params(("id" = String, Path, description = "The upload id")),
+    request_body(content = PartUrlsBody, content_type = "application/json"),
+    responses(
+        (status = 200, body = PartUrlsResource),
+        ReadErrors,
+        BodyErrors,
+        (status = 409, description = "The upload expired (`upload_expired`), is no longer waiting (`upload_not_waiting`), or is a form upload (`not_multipart`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Part numbers out of range, every one listed", body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_part_urls(
+    State(state): State<AppState>,
+    access: UploadAccess,
+    Path(id): Path<String>,
+    body: Result<StrictJson, ApiError>,
+) -> Result<Json<PartUrlsResource>, ApiError> {
+    let s = readable(&state, &access, &id).await?;
+    let StrictJson(body) = body?;
+    let b: PartUrlsBody = serde_json::from_value(body).map_err(|e| {
+        ApiError::Validation(vec![crate::domain::Violation {
+            field: String::new(),
+            code: "invalid_body".into(),
+            message: format!("expected part_numbers, a list of positive integers: {e}"),
+        }])
+    })?;
+    let urls = state.uploads.part_urls(s.upload.id, &b.part_numbers).await?;
+    Ok(Json(urls.into()))
+}
+
+/// The parts the store holds of a multipart upload (OSS's ListParts), so a client resumes.
+#[utoipa::path(
+    get,
+    path = "/v1/uploads/{id}/parts",
+    tag = "uploads",
+    params(("id" = String, Path, description = "The upload id")),
+    responses(
+        (status = 200, body = StoredPartsResource),
+        ReadErrors,
+        (status = 409, description = "The upload expired (`upload_expired`), is no longer waiting (`upload_not_waiting`), or is a form upload (`not_multipart`)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_upload_parts(
+    State(state): State<AppState>,
+    access: UploadAccess,
+    Path(id): Path<String>,
+) -> Result<Json<StoredPartsResource>, ApiError> {
+    let s = readable(&state, &access, &id).await?;
+    let parts = state.uploads.stored_parts(s.upload.id).await?;
+    Ok(Json(parts.into()))
 }
 
 /// Live status as Server-Sent Events: `state` events (the upload resource; `id` is the

@@ -4,7 +4,8 @@
 //!
 //! - `jobs`: submit (validate, record, wait for the dispatch), preview (dry run), cancel.
 //! - `presets`: named job templates.
-//! - `uploads`: browser upload intents, OSS callbacks, completion.
+//! - `uploads`: browser upload intents (PostObject forms and multipart uploads), OSS callbacks,
+//!   completion; `upload_parts`: the rules of a multipart upload's parts (no I/O).
 //! - `outputs`: where a job's images are, storyboards, links.
 //! - `webhooks`: endpoints, secrets, deletion, replays.
 //! - `keys`: team credentials.
@@ -18,5 +19,6 @@ pub mod keys;
 pub mod limits;
 pub mod outputs;
 pub mod presets;
+pub mod upload_parts;
 pub mod uploads;
 pub mod webhooks;

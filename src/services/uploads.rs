@@ -14,7 +14,16 @@
 //!    about bucket, key or size is trusted: `waiting` → `uploaded`, then the
 //!    job from the preset through [`SubmitService`] with the upload id as its idempotency key —
 //!    so replays and races make one job.
-//! 3. **Expiry** (`expire_due`): the one place a `waiting` intent becomes `expired`.
+//!    Above `uploads.multipart_threshold_bytes` the intent is a **multipart upload** instead of
+//!    a form: snapgate initiates it (`oss::multipart`, V4-signed with the current credential),
+//!    keeps OSS's upload id to itself, and answers the plan (`part_size`, `part_count`).
+//!    `part_urls` presigns `UploadPart` URLs for this upload's key and upload id only, for at
+//!    most 15 minutes (`upload_parts`); `stored_parts` lists what OSS holds so a client resumes;
+//!    `complete` checks every planned part is stored with its planned size, completes the upload
+//!    itself (with the callback when there is one) and lands it as a form's upload lands.
+//! 3. **Expiry** (`expire_due`): the one place a `waiting` intent becomes `expired`; an expired
+//!    multipart intent's OSS upload is aborted by `abort_expired_multipart` (retried until OSS
+//!    says it is gone), so no part stays billed.
 //! 4. **Live status** ([`UploadHub`]): one task per process fans state changes out to every open
 //!    event stream; it refreshes an upload when the worker says its job changed, when this
 //!    service changed it, and once per tick for what other replicas did — never per stream.
@@ -34,12 +43,14 @@ use crate::crypto::token_hash;
 use crate::domain::Job;
 use crate::domain::{self, JobId, JobState, Violation};
 use crate::oss::callback::{self, CallbackSpec};
+use crate::oss::multipart::{MultipartClient, StoredPart};
 use crate::oss::post_policy::{self, PostForm, PostPolicy};
-use crate::oss::OssCredentials;
+use crate::oss::{OssCredentials, OssError};
 use crate::services::jobs::{IdempotencyKey, SubmitError, SubmitService, Wait};
 use crate::services::presets::PresetRef;
+use crate::services::upload_parts::{self, PartsProblem};
 use crate::signals::JobSignals;
-use crate::store::{DynStore, StoreError, UploadRecord, UploadState};
+use crate::store::{DynStore, MultipartPlan, StoreError, UploadRecord, UploadState};
 
 /// Browser tokens start with this (team tokens with `sgt_`).
 pub const BROWSER_TOKEN_PREFIX: &str = "sgu_";
@@ -87,6 +98,8 @@ pub struct UploadConfig {
     pub ttl: chrono::Duration,
     pub token_ttl: chrono::Duration,
     pub max_size_bytes: u64,
+    /// Above this size an intent is a multipart upload, else a PostObject form.
+    pub multipart_threshold_bytes: u64,
     /// `<http.public_url>/callbacks/oss`, when set.
     pub callback_url: Option<String>,
     /// The built-in emulator's public key URL: accepted for callbacks only because snapgate
@@ -113,14 +126,40 @@ pub struct NewUpload {
     pub user_data: Option<String>,
 }
 
-/// A new intent: the record, the browser token (shown once) and the form.
+/// A new intent: the record (with its multipart plan, if it is one), the browser token (shown
+/// once) and, for a PostObject upload, the form.
 #[derive(Debug, Clone)]
 pub struct CreatedUpload {
     pub upload: UploadRecord,
     pub token: String,
     pub token_expires_at: DateTime<Utc>,
-    pub form: PostForm,
+    pub form: Option<PostForm>,
 }
+
+/// One presigned `UploadPart` URL: `PUT` exactly `size` bytes to `url`.
+#[derive(Debug, Clone)]
+pub struct PartUrl {
+    pub number: u32,
+    pub url: String,
+    pub size: u64,
+}
+
+/// Part URLs and when they stop working.
+#[derive(Debug, Clone)]
+pub struct PartUrls {
+    pub parts: Vec<PartUrl>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The parts OSS holds for a multipart upload, by number, with the plan.
+#[derive(Debug, Clone)]
+pub struct StoredParts {
+    pub plan: MultipartPlan,
+    pub parts: Vec<StoredPart>,
+}
+
+/// `x-oss-callback-var` of a completion: no custom variables (base64 of `{}`).
+const NO_CALLBACK_VARS: &str = "e30=";
 
 /// An upload as the API shows it: its record, its job (once made) and its state —
 /// `waiting`, `uploaded` or `expired`, then the job's state.
@@ -184,6 +223,14 @@ pub enum UploadError {
     NotConfigured,
     #[error("OSS did not answer: {0}")]
     Oss(String),
+    #[error("the upload is {}, not waiting", .0.as_str())]
+    NotWaiting(UploadState),
+    #[error("the upload is not a multipart upload")]
+    NotMultipart,
+    #[error("parts are not stored yet: {0:?}")]
+    PartsMissing(Vec<u32>),
+    #[error("parts are stored with other sizes than planned: {0:?}")]
+    PartSizes(Vec<(u32, u64, u64)>),
     #[error(transparent)]
     Submit(#[from] SubmitError),
     #[error(transparent)]
@@ -195,6 +242,9 @@ pub struct UploadService {
     submit: Arc<SubmitService>,
     cfg: UploadConfig,
     http: reqwest::Client,
+    /// For CompleteMultipartUpload: OSS assembles the object and makes the callback before it
+    /// answers, which takes longer than the other calls.
+    slow_http: reqwest::Client,
     /// An upload changed here (landed, got its job, expired): the hub refreshes it.
     changed: broadcast::Sender<Uuid>,
     /// Callback public keys by URL (OSS's key does not change; fetched once).
@@ -221,6 +271,11 @@ fn callback_tag(creds: &OssCredentials, id: Uuid) -> String {
     ))
 }
 
+/// An OSS call that failed, as the API reports it (the cause is logged, not answered).
+fn oss_failed(e: OssError) -> UploadError {
+    UploadError::Oss(format!("{} {}: {}", e.status, e.code, e.message))
+}
+
 fn violation(field: &str, code: &str, message: impl Into<String>) -> Violation {
     Violation {
         field: field.into(),
@@ -237,6 +292,10 @@ impl UploadService {
             cfg,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client builds"),
+            slow_http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
                 .build()
                 .expect("an HTTP client builds"),
             changed: broadcast::channel(1024).0,
@@ -301,6 +360,7 @@ impl UploadService {
             created_at: now,
             expires_at: now + self.cfg.ttl,
             updated_at: now,
+            multipart: None,
         };
         // The job this upload will make must be valid now, not after the upload.
         let job_body = Self::job_body(&upload);
@@ -311,15 +371,60 @@ impl UploadService {
         if let Err(v) = domain::validate_request(&body) {
             return Err(UploadError::Invalid(v));
         }
-        self.store.create_upload(&upload).await?;
-        let form = self.post_form(&creds, &upload);
-        tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, "upload intent created");
+        let (upload, form) = self.record_intent(&creds, upload).await?;
+        tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, multipart = upload.multipart.is_some(), "upload intent created");
         Ok(CreatedUpload {
             upload,
             token,
             token_expires_at,
             form,
         })
+    }
+
+    /// Stores a checked intent: above the threshold with its multipart upload initiated first
+    /// (aborted again if the intent cannot be stored), else with its PostObject form.
+    async fn record_intent(
+        &self,
+        cred: &crate::credentials::Credential,
+        mut upload: UploadRecord,
+    ) -> Result<(UploadRecord, Option<PostForm>), UploadError> {
+        if upload.size_bytes <= self.cfg.multipart_threshold_bytes {
+            self.store.create_upload(&upload).await?;
+            let form = self.post_form(cred, &upload);
+            return Ok((upload, Some(form)));
+        }
+        let creds = OssCredentials::from(cred);
+        let client = self.multipart_client(&creds, &self.http);
+        let (part_size, part_count) = crate::oss::multipart::plan(upload.size_bytes);
+        let oss_upload_id = client
+            .initiate(&upload.object_key, &upload.content_type)
+            .await
+            .map_err(oss_failed)?;
+        upload.multipart = Some(MultipartPlan {
+            oss_upload_id: oss_upload_id.clone(),
+            part_size,
+            part_count: part_count as u32,
+        });
+        if let Err(e) = self.store.create_upload(&upload).await {
+            if let Err(a) = client.abort(&upload.object_key, &oss_upload_id).await {
+                tracing::warn!(upload_id = %upload.id, error = %a, "aborting an unrecorded multipart upload failed");
+            }
+            return Err(e.into());
+        }
+        Ok((upload, None))
+    }
+
+    fn multipart_client<'a>(
+        &'a self,
+        creds: &'a OssCredentials,
+        http: &'a reqwest::Client,
+    ) -> MultipartClient<'a> {
+        MultipartClient {
+            http,
+            creds,
+            region: &self.cfg.region,
+            bucket_url: &self.cfg.bucket_url,
+        }
     }
 
     /// Checks a new upload's fields (every problem found): the preset it names, which is
@@ -379,20 +484,25 @@ impl UploadService {
         Ok(preset)
     }
 
-    /// The signed PostObject form for `upload`: its exact key and size, until it expires, with
-    /// the callback to `uploads.callback_url` if one is set.
-    /// The policy never outlives a temporary credential's token.
-    fn post_form(&self, cred: &crate::credentials::Credential, upload: &UploadRecord) -> PostForm {
-        let creds = &OssCredentials::from(cred);
-        let id = upload.id;
+    /// The callback OSS is asked to make when upload `id` lands (a form's post or a multipart
+    /// completion), when `http.public_url` is set: its body carries the intent's secret.
+    fn callback_spec(&self, creds: &OssCredentials, id: Uuid) -> Option<CallbackSpec> {
         let tag = callback_tag(creds, id);
-        let callback = self.cfg.callback_url.as_ref().map(|url| CallbackSpec {
+        self.cfg.callback_url.as_ref().map(|url| CallbackSpec {
             url: url.clone(),
             body: format!(
                 r#"{{"upload_id":"{id}","tag":"{tag}","bucket":${{bucket}},"object":${{object}},"size":${{size}},"etag":${{etag}},"mime_type":${{mimeType}}}}"#
             ),
             body_type: callback::JSON.to_string(),
-        });
+        })
+    }
+
+    /// The signed PostObject form for `upload`: its exact key and size, until it expires, with
+    /// the callback to `uploads.callback_url` if one is set.
+    /// The policy never outlives a temporary credential's token.
+    fn post_form(&self, cred: &crate::credentials::Credential, upload: &UploadRecord) -> PostForm {
+        let creds = &OssCredentials::from(cred);
+        let callback = self.callback_spec(creds, upload.id);
         let policy = PostPolicy {
             bucket: upload.bucket.clone(),
             key: upload.object_key.clone(),
@@ -570,7 +680,12 @@ impl UploadService {
         if upload.state == UploadState::Expired {
             return Err(UploadError::Expired);
         }
-        self.verify_object(&creds, &upload).await?;
+        match &upload.multipart {
+            Some(plan) if upload.state == UploadState::Waiting => {
+                self.complete_multipart(&creds, &upload, plan).await?
+            }
+            _ => self.verify_object(&creds, &upload).await?,
+        }
         self.land(id, VIA_COMPLETE).await
     }
 
@@ -677,6 +792,166 @@ impl UploadService {
             .expect("not poisoned")
             .insert(url.to_string(), pem.clone());
         Ok(pem)
+    }
+
+    /// A multipart upload `complete` may land: every planned part stored with its planned size
+    /// (else `PartsMissing`/`PartSizes`, nothing changed), then CompleteMultipartUpload with
+    /// exactly those parts (and the callback, when there is one). An OSS upload that is gone
+    /// was completed by an earlier call (a race, or a process stopped before landing it): the
+    /// object's signed `HEAD` decides, as it does after a completion.
+    async fn complete_multipart(
+        &self,
+        creds: &OssCredentials,
+        upload: &UploadRecord,
+        plan: &MultipartPlan,
+    ) -> Result<(), UploadError> {
+        let client = self.multipart_client(creds, &self.slow_http);
+        let key = &upload.object_key;
+        let stored = match self.list_stored(&client, upload, plan).await {
+            Err(e) if e.code == "NoSuchUpload" => return self.verify_object(creds, upload).await,
+            other => other.map_err(oss_failed)?,
+        };
+        let parts =
+            upload_parts::whole_upload(plan, upload.size_bytes, &stored).map_err(|p| match p {
+                PartsProblem::Missing(n) => UploadError::PartsMissing(n),
+                PartsProblem::Sizes(s) => UploadError::PartSizes(s),
+            })?;
+        let callback = self.callback_spec(creds, upload.id).map(|c| c.encode());
+        let vars = callback.as_deref().map(|c| (c, NO_CALLBACK_VARS));
+        match client.complete(key, &plan.oss_upload_id, &parts, vars).await {
+            Ok(done) => {
+                tracing::info!(upload_id = %upload.id, parts = parts.len(), status = done.status, "multipart upload completed");
+            }
+            Err(e) if e.code == "NoSuchUpload" => {}
+            Err(e) => return Err(oss_failed(e)),
+        }
+        self.verify_object(creds, upload).await
+    }
+
+    /// Every part OSS holds for `upload`, in pages of 1,000: a plan has at most 10,000 parts,
+    /// so more pages than that means an answer that does not move on (an error, not a loop).
+    async fn list_stored(
+        &self,
+        client: &MultipartClient<'_>,
+        upload: &UploadRecord,
+        plan: &MultipartPlan,
+    ) -> Result<Vec<StoredPart>, OssError> {
+        const PAGE: u32 = 1000;
+        let max_pages = plan.part_count / PAGE + 2;
+        let (mut all, mut marker) = (Vec::new(), 0);
+        for _ in 0..max_pages {
+            let (parts, next) = client
+                .list_parts_page(&upload.object_key, &plan.oss_upload_id, marker, PAGE)
+                .await?;
+            all.extend(parts);
+            match next {
+                Some(n) if n > marker => marker = n,
+                _ => return Ok(all),
+            }
+        }
+        Err(OssError::new(
+            502,
+            "InvalidResponse",
+            format!("ListParts did not end within {max_pages} pages"),
+        ))
+    }
+
+    /// The multipart plan of an upload that is still waiting for its parts.
+    fn waiting_plan(s: &UploadStatus) -> Result<&MultipartPlan, UploadError> {
+        let plan = s.upload.multipart.as_ref().ok_or(UploadError::NotMultipart)?;
+        match s.upload.state {
+            UploadState::Waiting => Ok(plan),
+            UploadState::Expired => Err(UploadError::Expired),
+            other => Err(UploadError::NotWaiting(other)),
+        }
+    }
+
+    /// `POST /v1/uploads/{id}/parts`: presigned `UploadPart` URLs for `numbers` of this
+    /// upload (its key and OSS upload id only), valid for 15 minutes at most and never past
+    /// the browser token or the intent.
+    pub async fn part_urls(&self, id: Uuid, numbers: &[u64]) -> Result<PartUrls, UploadError> {
+        let cred = self.oss_creds().await?;
+        let s = self.status(id).await?.ok_or(UploadError::NotFound)?;
+        let plan = Self::waiting_plan(&s)?;
+        let numbers =
+            upload_parts::check_part_numbers(numbers, plan.part_count).map_err(UploadError::Invalid)?;
+        let u = &s.upload;
+        let now = self.store.clock().await?;
+        let expires_at =
+            upload_parts::part_url_expiry(now, u.token_expires_at, u.expires_at, cred.expiration);
+        let handle = self.cfg.creds.clone().ok_or(UploadError::NotConfigured)?;
+        let signer = crate::oss::v1::Presigner {
+            credentials: handle,
+            ttl_s: upload_parts::PART_URL_TTL_S as u64,
+        };
+        let object = domain::OssObject {
+            location: u.location.clone(),
+            bucket: u.bucket.clone(),
+            object: u.object_key.clone(),
+        };
+        let object_url = format!(
+            "{}/{}",
+            self.cfg.bucket_url.trim_end_matches('/'),
+            crate::oss::uri_encode(&u.object_key, true)
+        );
+        let parts = numbers
+            .into_iter()
+            .map(|n| {
+                let sub = [
+                    ("partNumber".to_string(), n.to_string()),
+                    ("uploadId".to_string(), plan.oss_upload_id.clone()),
+                ];
+                PartUrl {
+                    number: n,
+                    url: signer.url_with("PUT", &object_url, &object, &sub, expires_at.timestamp()),
+                    size: upload_parts::part_len(plan, u.size_bytes, n),
+                }
+            })
+            .collect();
+        Ok(PartUrls { parts, expires_at })
+    }
+
+    /// `GET /v1/uploads/{id}/parts`: what OSS holds of this waiting multipart upload.
+    pub async fn stored_parts(&self, id: Uuid) -> Result<StoredParts, UploadError> {
+        let creds = OssCredentials::from(&*self.oss_creds().await?);
+        let s = self.status(id).await?.ok_or(UploadError::NotFound)?;
+        let plan = Self::waiting_plan(&s)?.clone();
+        let client = self.multipart_client(&creds, &self.http);
+        let mut parts = self
+            .list_stored(&client, &s.upload, &plan)
+            .await
+            .map_err(oss_failed)?;
+        parts.sort_by_key(|p| p.number);
+        Ok(StoredParts { plan, parts })
+    }
+
+    /// Aborts the OSS uploads of expired multipart intents (a batch per call; the hub's tick
+    /// calls it). An abort that fails is tried again on the next tick; one OSS no longer knows
+    /// is done. Returns how many were closed.
+    pub async fn abort_expired_multipart(&self) -> Result<usize, UploadError> {
+        let due = self.store.multipart_to_abort(32).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let creds = OssCredentials::from(&*self.oss_creds().await?);
+        let client = self.multipart_client(&creds, &self.http);
+        let mut closed = 0;
+        for u in &due {
+            let Some(plan) = &u.multipart else { continue };
+            match client.abort(&u.object_key, &plan.oss_upload_id).await {
+                Ok(()) => {
+                    self.store
+                        .close_multipart(u.id, self.store.clock().await?)
+                        .await?;
+                    tracing::info!(upload_id = %u.id, "expired multipart upload aborted");
+                    closed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(upload_id = %u.id, error = %e, "aborting an expired multipart upload failed; retried next tick")
+                }
+            }
+        }
+        Ok(closed)
     }
 
     pub fn subscribe_changes(&self) -> broadcast::Receiver<Uuid> {
@@ -795,6 +1070,9 @@ impl UploadHub {
                     }
                     if let Err(e) = self.service.heal_landed().await {
                         tracing::warn!(error = %e, "making the jobs of landed uploads failed");
+                    }
+                    if let Err(e) = self.service.abort_expired_multipart().await {
+                        tracing::warn!(error = %e, "aborting expired multipart uploads failed");
                     }
                     self.watched_ids(None)
                 }

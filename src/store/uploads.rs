@@ -5,7 +5,8 @@
 //!   body takes the next version, the same body again finds the version it already has;
 //! - [`UploadStore`]: upload intents — the object a browser may create, its token's hash, the
 //!   `waiting` → `uploaded` | `expired` transitions (each one statement, so exactly one caller
-//!   wins), and the job made once the object has landed.
+//!   wins), and the job made once the object has landed; a multipart intent's OSS upload id and
+//!   part plan, and the expired ones whose OSS upload is still to be aborted.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -65,6 +66,15 @@ impl UploadState {
     }
 }
 
+/// A multipart intent's OSS upload and the plan its parts are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartPlan {
+    /// OSS's upload id (InitiateMultipartUpload's answer); never shown to the browser.
+    pub oss_upload_id: String,
+    pub part_size: u64,
+    pub part_count: u32,
+}
+
 /// An upload intent as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadRecord {
@@ -89,6 +99,8 @@ pub struct UploadRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `Some` for a multipart upload, `None` for a PostObject form.
+    pub multipart: Option<MultipartPlan>,
 }
 
 /// Presets of each team.
@@ -137,6 +149,11 @@ pub trait UploadStore {
         before: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<UploadRecord>>;
+    /// Expired multipart uploads whose OSS upload is not yet known to be gone (to abort), at
+    /// most `limit`, longest expired first.
+    async fn multipart_to_abort(&self, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    /// The upload's OSS multipart upload is gone (aborted): no sweep takes it again.
+    async fn close_multipart(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
 }
 
 #[derive(FromRow)]
@@ -184,16 +201,35 @@ struct UploadRow {
     created_at: DbTime,
     expires_at: DbTime,
     updated_at: DbTime,
+    multipart_id: Option<String>,
+    part_size: Option<i64>,
+    part_count: Option<i64>,
 }
 
 const UPLOAD_COLUMNS: &str = "id, team, preset, filename, content_type, size_bytes, user_data, \
      location, bucket, object_key, state, token_hash, token_expires_at, uploaded_via, job_id, \
-     created_at, expires_at, updated_at";
+     created_at, expires_at, updated_at, multipart_id, part_size, part_count";
 
 impl TryFrom<UploadRow> for UploadRecord {
     type Error = StoreError;
 
     fn try_from(r: UploadRow) -> StoreResult<Self> {
+        let multipart = match (r.multipart_id, r.part_size, r.part_count) {
+            (None, None, None) => None,
+            (Some(oss_upload_id), Some(size), Some(count)) if size > 0 && count > 0 => {
+                Some(MultipartPlan {
+                    oss_upload_id,
+                    part_size: size as u64,
+                    part_count: count as u32,
+                })
+            }
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "upload {}: a partial multipart plan",
+                    r.id.0
+                )))
+            }
+        };
         Ok(UploadRecord {
             id: r.id.0,
             team: r.team,
@@ -214,6 +250,7 @@ impl TryFrom<UploadRow> for UploadRecord {
             created_at: r.created_at.0,
             expires_at: r.expires_at.0,
             updated_at: r.updated_at.0,
+            multipart,
         })
     }
 }
@@ -338,7 +375,8 @@ impl UploadStore for SqlStore {
             .execute(
                 Stmt::new(format!(
                     "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                     $19, $20, $21)"
                 ))
                 .bind(u.id)
                 .bind(&u.team)
@@ -357,7 +395,10 @@ impl UploadStore for SqlStore {
                 .bind(u.job_id)
                 .bind(u.created_at)
                 .bind(u.expires_at)
-                .bind(u.updated_at),
+                .bind(u.updated_at)
+                .bind(u.multipart.as_ref().map(|m| m.oss_upload_id.clone()))
+                .bind(u.multipart.as_ref().map(|m| m.part_size as i64))
+                .bind(u.multipart.as_ref().map(|m| i64::from(m.part_count))),
             )
             .await?;
         Ok(())
@@ -421,6 +462,37 @@ impl UploadStore for SqlStore {
             )
             .await?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    #[tracing::instrument(name = "store.multipart_to_abort", level = "debug", skip_all)]
+    async fn multipart_to_abort(&self, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        let rows: Vec<UploadRow> = self
+            .pool()
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'expired' \
+                     AND multipart_id IS NOT NULL AND multipart_closed_at IS NULL \
+                     ORDER BY updated_at LIMIT $1"
+                ))
+                .bind(limit),
+            )
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    #[tracing::instrument(name = "store.close_multipart", level = "debug", skip_all)]
+    async fn close_multipart(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        self.pool()
+            .execute(
+                Stmt::new(
+                    "UPDATE uploads SET multipart_closed_at = $2 \
+                     WHERE id = $1 AND multipart_closed_at IS NULL",
+                )
+                .bind(id)
+                .bind(now),
+            )
+            .await?;
+        Ok(())
     }
 
     #[tracing::instrument(name = "store.expire_uploads", level = "debug", skip_all)]

@@ -1254,7 +1254,54 @@ fn upload(id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>, ttl_s: i64) -> sto
         created_at: now,
         expires_at: now + chrono::Duration::seconds(ttl_s),
         updated_at: now,
+        multipart: None,
     }
+}
+
+/// A multipart intent keeps its OSS upload id and plan; once expired it is offered to the
+/// sweeper until its OSS upload is closed, then never again; an uploaded one never is.
+async fn multipart_intents_keep_their_plan_and_are_aborted_once_expired(s: DynStore) {
+    let now = s.clock().await.unwrap();
+    let (a, b, c) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let plan = |n: u32| store::MultipartPlan {
+        oss_upload_id: format!("OSS-UPLOAD-{n}"),
+        part_size: 8 << 20,
+        part_count: n,
+    };
+    let mp = |id, ttl_s, n| store::UploadRecord {
+        multipart: Some(plan(n)),
+        ..upload(id, now, ttl_s)
+    };
+    let (ra, rb) = (mp(a, -1, 3), mp(b, -1, 10_000));
+    s.create_upload(&ra).await.unwrap();
+    s.create_upload(&rb).await.unwrap();
+    s.create_upload(&upload(c, now, -1)).await.unwrap();
+    assert_eq!(s.get_upload(a).await.unwrap().unwrap(), ra);
+    assert_eq!(s.get_upload(c).await.unwrap().unwrap().multipart, None);
+    assert!(
+        s.multipart_to_abort(10).await.unwrap().is_empty(),
+        "nothing to abort while waiting"
+    );
+    assert!(s.mark_uploaded(b, "complete", now).await.unwrap());
+    let mut expired = s.expire_uploads(now).await.unwrap();
+    expired.sort();
+    let mut want = vec![a, c];
+    want.sort();
+    assert_eq!(expired, want);
+    let due: Vec<_> = s.multipart_to_abort(10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![a],
+        "only the expired multipart one"
+    );
+    assert_eq!(due[0].multipart, Some(plan(3)));
+    s.close_multipart(a, now).await.unwrap();
+    s.close_multipart(a, now).await.unwrap();
+    assert!(s.multipart_to_abort(10).await.unwrap().is_empty());
 }
 
 async fn uploads_move_once_and_expire_in_one_place(s: DynStore) {
@@ -1489,6 +1536,7 @@ common::both_stores!(
     deliveries_are_leased_retried_recorded_and_disable_a_failing_endpoint,
     presets_number_versions_and_find_a_body_again,
     uploads_move_once_and_expire_in_one_place,
+    multipart_intents_keep_their_plan_and_are_aborted_once_expired,
     revocations_count_as_key_changes,
     cancel_only_takes_jobs_mps_cannot_have_seen,
     concurrent_creates_are_recorded_and_fail_alone,
