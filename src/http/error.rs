@@ -77,10 +77,16 @@ pub enum ApiError {
     NotMultipart,
     /// Every missing part (up to 100 listed), and how many are missing.
     #[error("parts are missing")]
-    PartsMissing { listed: Vec<Violation>, count: usize },
+    PartsMissing {
+        listed: Vec<Violation>,
+        count: usize,
+    },
     /// Every part stored with another size than planned (up to 100 listed).
     #[error("parts have other sizes than planned")]
-    PartSizeMismatch { listed: Vec<Violation>, count: usize },
+    PartSizeMismatch {
+        listed: Vec<Violation>,
+        count: usize,
+    },
     #[error("OSS did not answer")]
     OssUnavailable,
     #[error("internal error")]
@@ -127,7 +133,9 @@ impl From<crate::services::uploads::UploadError> for ApiError {
                     .map(|(n, found, want)| Violation {
                         field: format!("/parts/{n}"),
                         code: "size_mismatch".into(),
-                        message: format!("part {n} has {found} bytes, the plan {want}: upload it again"),
+                        message: format!(
+                            "part {n} has {found} bytes, the plan {want}: upload it again"
+                        ),
                     })
                     .collect(),
             },

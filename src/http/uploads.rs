@@ -503,7 +503,10 @@ pub async fn create_part_urls(
             message: format!("expected part_numbers, a list of positive integers: {e}"),
         }])
     })?;
-    let urls = state.uploads.part_urls(s.upload.id, &b.part_numbers).await?;
+    let urls = state
+        .uploads
+        .part_urls(s.upload.id, &b.part_numbers)
+        .await?;
     Ok(Json(urls.into()))
 }
 

@@ -135,7 +135,11 @@ mod tests {
     fn parts_are_full_but_the_last() {
         let p = plan(10, 3);
         assert_eq!(
-            (part_len(&p, 25, 1), part_len(&p, 25, 2), part_len(&p, 25, 3)),
+            (
+                part_len(&p, 25, 1),
+                part_len(&p, 25, 2),
+                part_len(&p, 25, 3)
+            ),
             (10, 10, 5)
         );
         assert_eq!(part_len(&p, 30, 3), 10);

@@ -818,7 +818,10 @@ impl UploadService {
             })?;
         let callback = self.callback_spec(creds, upload.id).map(|c| c.encode());
         let vars = callback.as_deref().map(|c| (c, NO_CALLBACK_VARS));
-        match client.complete(key, &plan.oss_upload_id, &parts, vars).await {
+        match client
+            .complete(key, &plan.oss_upload_id, &parts, vars)
+            .await
+        {
             Ok(done) => {
                 tracing::info!(upload_id = %upload.id, parts = parts.len(), status = done.status, "multipart upload completed");
             }
@@ -858,7 +861,11 @@ impl UploadService {
 
     /// The multipart plan of an upload that is still waiting for its parts.
     fn waiting_plan(s: &UploadStatus) -> Result<&MultipartPlan, UploadError> {
-        let plan = s.upload.multipart.as_ref().ok_or(UploadError::NotMultipart)?;
+        let plan = s
+            .upload
+            .multipart
+            .as_ref()
+            .ok_or(UploadError::NotMultipart)?;
         match s.upload.state {
             UploadState::Waiting => Ok(plan),
             UploadState::Expired => Err(UploadError::Expired),
@@ -873,8 +880,8 @@ impl UploadService {
         let cred = self.oss_creds().await?;
         let s = self.status(id).await?.ok_or(UploadError::NotFound)?;
         let plan = Self::waiting_plan(&s)?;
-        let numbers =
-            upload_parts::check_part_numbers(numbers, plan.part_count).map_err(UploadError::Invalid)?;
+        let numbers = upload_parts::check_part_numbers(numbers, plan.part_count)
+            .map_err(UploadError::Invalid)?;
         let u = &s.upload;
         let now = self.store.clock().await?;
         let expires_at =

@@ -44,7 +44,9 @@ pub use events::{
 pub use postgres::NOTIFY_CHANNEL;
 pub use rpc::{JobLookupStore, NonceStore};
 pub use sql::SqlStore;
-pub use uploads::{MultipartPlan, PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore};
+pub use uploads::{
+    MultipartPlan, PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore,
+};
 pub use webhooks::{
     DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord, NewWebhookEndpoint,
     WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent, WebhookStore,

@@ -68,6 +68,8 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
     s.emulator.state_dir = dir.path().join("emulator").display().to_string();
     s.uploads.demo_page = true;
     s.uploads.max_size_bytes = 1 << 30;
+    // The emulator's job ledger: the one job MPS got.
+    s.emulator.control_routes = true;
     s.uploads.multipart_threshold_bytes = 100 * 1024 * 1024;
     let app = common::TestApp::from_settings(s).start().await;
 
@@ -112,7 +114,13 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
     let upload = app
         .state
         .uploads
-        .status(seen["succeeded"]["uploadId"].as_str().unwrap().parse().unwrap())
+        .status(
+            seen["succeeded"]["uploadId"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        )
         .await
         .unwrap()
         .expect("the upload is in the store");
@@ -132,7 +140,7 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let ledger = common::emulator_ledger(app.emulator.as_deref().unwrap()).await;
+    let ledger = common::app::emulator_ledger(app.emulator.as_deref().unwrap()).await;
     assert_eq!(ledger.values().sum::<usize>(), 1, "{ledger:?}");
     assert!(
         std::fs::metadata(&shot)
@@ -174,10 +182,7 @@ fn check_pause(seen: &Value) {
 /// After the reload the browser sent exactly the parts the store lacked, each once, and none
 /// between the cut and the file chosen again.
 fn check_only_missing_parts_resent(seen: &Value, part_count: u64) {
-    assert!(
-        part_count >= 20,
-        "a 206 MB file in parts of 8 MiB: {seen}"
-    );
+    assert!(part_count >= 20, "a 206 MB file in parts of 8 MiB: {seen}");
     assert!(
         seen["cutStatus"].as_str().unwrap().starts_with("Offline")
             || seen["cutStatus"]
@@ -232,13 +237,19 @@ fn check_outcome(seen: &Value) {
     assert_eq!(seen["uploaded"], 1, "{seen}");
     let f = &seen["final"];
     assert_eq!(f["status"], "Succeeded", "{seen}");
-    assert_eq!((f["role"].as_str(), f["live"].as_str()), (Some("status"), Some("polite")));
+    assert_eq!(
+        (f["role"].as_str(), f["live"].as_str()),
+        (Some("status"), Some("polite"))
+    );
     assert_eq!(f["progress"], 100, "{seen}");
     assert_eq!(f["error"], "", "{seen}");
     assert_eq!(f["thumbs"], 8, "{seen}");
     assert_eq!(f["cues"], 8, "{seen}");
     assert_eq!(f["pauseHidden"], true, "{seen}");
-    assert_eq!(f["checkpoints"], 0, "the checkpoint is dropped once landed: {seen}");
+    assert_eq!(
+        f["checkpoints"], 0,
+        "the checkpoint is dropped once landed: {seen}"
+    );
     assert_eq!(seen["preview"]["display"], "block", "{seen}");
     assert!(
         seen["preview"]["image"]
