@@ -158,6 +158,10 @@ pub struct StoredParts {
     pub parts: Vec<StoredPart>,
 }
 
+/// Locks that serialize multipart completions in a process (an upload takes the one its id
+/// falls on: two uploads may share one, and only wait for each other).
+const COMPLETION_LOCKS: usize = 64;
+
 /// `x-oss-callback-var` of a completion: no custom variables (base64 of `{}`).
 const NO_CALLBACK_VARS: &str = "e30=";
 
@@ -245,6 +249,8 @@ pub struct UploadService {
     /// For CompleteMultipartUpload: OSS assembles the object and makes the callback before it
     /// answers, which takes longer than the other calls.
     slow_http: reqwest::Client,
+    /// Completions of multipart uploads, one at a time per upload (striped by id).
+    completing: Vec<tokio::sync::Mutex<()>>,
     /// An upload changed here (landed, got its job, expired): the hub refreshes it.
     changed: broadcast::Sender<Uuid>,
     /// Callback public keys by URL (OSS's key does not change; fetched once).
@@ -298,6 +304,9 @@ impl UploadService {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("an HTTP client builds"),
+            completing: (0..COMPLETION_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             changed: broadcast::channel(1024).0,
             keys: Mutex::default(),
         }
@@ -680,12 +689,24 @@ impl UploadService {
         if upload.state == UploadState::Expired {
             return Err(UploadError::Expired);
         }
-        match &upload.multipart {
-            Some(plan) if upload.state == UploadState::Waiting => {
-                self.complete_multipart(&creds, &upload, plan).await?
+        if upload.multipart.is_some() && upload.state == UploadState::Waiting {
+            // One completion of an upload at a time in this process: a second one (a double
+            // click, a retry) waits, then finds it landed. Across replicas OSS decides, and
+            // `complete_multipart` takes an upload completed by another call for what it is.
+            let _one = self.completing[(id.as_u128() % COMPLETION_LOCKS as u128) as usize]
+                .lock()
+                .await;
+            let upload = self.status(id).await?.ok_or(UploadError::NotFound)?.upload;
+            match (&upload.multipart, upload.state) {
+                (Some(plan), UploadState::Waiting) => {
+                    self.complete_multipart(&creds, &upload, plan).await?
+                }
+                (_, UploadState::Expired) => return Err(UploadError::Expired),
+                _ => {}
             }
-            _ => self.verify_object(&creds, &upload).await?,
+            return self.land(id, VIA_COMPLETE).await;
         }
+        self.verify_object(&creds, &upload).await?;
         self.land(id, VIA_COMPLETE).await
     }
 
@@ -807,9 +828,18 @@ impl UploadService {
     ) -> Result<(), UploadError> {
         let client = self.multipart_client(creds, &self.slow_http);
         let key = &upload.object_key;
+        // An OSS upload that is gone, or a failure while another call completes it: the
+        // object's signed `HEAD` decides (only this upload's parts can make this key).
+        let completed_elsewhere = |e: OssError| async move {
+            match self.verify_object(creds, upload).await {
+                Ok(()) => Ok(()),
+                Err(UploadError::ObjectMissing) if e.code != "NoSuchUpload" => Err(oss_failed(e)),
+                Err(other) => Err(other),
+            }
+        };
         let stored = match self.list_stored(&client, upload, plan).await {
-            Err(e) if e.code == "NoSuchUpload" => return self.verify_object(creds, upload).await,
-            other => other.map_err(oss_failed)?,
+            Ok(s) => s,
+            Err(e) => return completed_elsewhere(e).await,
         };
         let parts =
             upload_parts::whole_upload(plan, upload.size_bytes, &stored).map_err(|p| match p {
@@ -825,8 +855,7 @@ impl UploadService {
             Ok(done) => {
                 tracing::info!(upload_id = %upload.id, parts = parts.len(), status = done.status, "multipart upload completed");
             }
-            Err(e) if e.code == "NoSuchUpload" => {}
-            Err(e) => return Err(oss_failed(e)),
+            Err(e) => return completed_elsewhere(e).await,
         }
         self.verify_object(creds, upload).await
     }

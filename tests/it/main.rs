@@ -38,6 +38,7 @@ mod migrations;
 mod mns;
 mod mps_client;
 mod mps_compat;
+mod multipart_uploads;
 mod official_sdks;
 mod oss_multipart;
 mod oss_store;
