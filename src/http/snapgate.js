@@ -347,11 +347,13 @@ export class MultipartUpload {
   // Offline, a retry would only burn an attempt: wait for the network (or a pause).
   _online() {
     if (typeof navigator === "undefined" || navigator.onLine !== false || this._halted()) return Promise.resolve();
+    this.offline = true;
     this.onwait({ offline: true });
     return new Promise((done) => {
       const back = () => {
         removeEventListener("online", back);
         this.timers.delete(back);
+        this.offline = false;
         done();
       };
       addEventListener("online", back);
@@ -622,7 +624,8 @@ export class SnapgateUploader extends HTMLElement {
     parts.onprogress = () => run === this._run && this._partsProgress(parts, "Uploading…");
     parts.onwait = (w) => {
       if (run !== this._run || parts.paused) return;
-      this._say(w.offline ? "Offline, waiting for the network…" : `Network error, retrying part ${w.part} in ${(w.wait_ms / 1000).toFixed(1)} s…`);
+      if (w.offline) return this._partsProgress(parts, "Uploading…");
+      this._say(`Network error, retrying part ${w.part} in ${(w.wait_ms / 1000).toFixed(1)} s…`);
     };
     if (fromCheckpoint) fire(this, "snapgate-resumed", { ...this._partsDetail(parts), fromCheckpoint: true });
     this.$.pause.hidden = false;
@@ -694,8 +697,10 @@ export class SnapgateUploader extends HTMLElement {
     const d = this._partsDetail(parts);
     const percent = d.total ? Math.floor((100 * d.loaded) / d.total) : 100;
     this.$.progress.value = percent;
-    const text = `${what} ${d.partsDone} of ${d.partCount} parts`;
-    if (this.$.status.textContent !== text && !(parts.paused && what !== "Paused")) this._say(text);
+    // While paused or offline, late answers of parts cut do not say "Uploading".
+    const state = parts.paused ? "Paused" : parts.offline ? null : what;
+    const text = state ? `${state} ${d.partsDone} of ${d.partCount} parts` : "Offline, waiting for the network…";
+    if (this.$.status.textContent !== text) this._say(text);
     fire(this, "snapgate-progress", { ...d, percent });
   }
 
