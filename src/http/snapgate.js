@@ -126,6 +126,8 @@ function ossError(status, text) {
   return { status, code: pick("Code") || `http_${status}`, message: pick("Message") || "the store refused the request" };
 }
 
+const isOffline = () => typeof navigator !== "undefined" && navigator.onLine === false;
+
 const retryable = (status) => status === 0 || status === 429 || status >= 500;
 
 /// A file sent to the object store in parts through presigned UploadPart URLs that snapgate signs
@@ -243,6 +245,8 @@ export class MultipartUpload {
         this.urls.delete(n);
         continue;
       }
+      // Cut by the network going down: no attempt spent, wait for it to come back.
+      if (r.status === 0 && isOffline()) continue;
       if (!retryable(r.status) || attempt + 1 >= PART_ATTEMPTS) throw r;
       const wait = backoffMs(attempt++);
       this.onwait({ part: n, attempt, wait_ms: wait, status: r.status });
@@ -346,7 +350,7 @@ export class MultipartUpload {
 
   // Offline, a retry would only burn an attempt: wait for the network (or a pause).
   _online() {
-    if (typeof navigator === "undefined" || navigator.onLine !== false || this._halted()) return Promise.resolve();
+    if (!isOffline() || this._halted()) return Promise.resolve();
     this.offline = true;
     this.onwait({ offline: true });
     return new Promise((done) => {
@@ -625,7 +629,8 @@ export class SnapgateUploader extends HTMLElement {
     parts.onwait = (w) => {
       if (run !== this._run || parts.paused) return;
       if (w.offline) return this._partsProgress(parts, "Uploading…");
-      this._say(`Network error, retrying part ${w.part} in ${(w.wait_ms / 1000).toFixed(1)} s…`);
+      const why = w.status ? `the store answered ${w.status}` : "network error";
+      this._say(`Part ${w.part}: ${why}, retrying in ${(w.wait_ms / 1000).toFixed(1)} s…`);
     };
     if (fromCheckpoint) fire(this, "snapgate-resumed", { ...this._partsDetail(parts), fromCheckpoint: true });
     this.$.pause.hidden = false;

@@ -14,7 +14,7 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
-const seen = { puts: [] };
+const seen = { puts: [], signed: [] };
 // Where the run is, on stderr (the test prints it when the run fails).
 const step = (what) => console.error(`[step ${new Date().toISOString()}] ${what}`);
 let phase = "first";
@@ -52,7 +52,29 @@ try {
   context.on("request", (r) => {
     const part = r.method() === "PUT" ? partOf(r.url()) : null;
     if (part !== null) seen.puts.push({ phase, part, status: null, at: Date.now() });
+    if (r.method() === "POST" && new URL(r.url()).pathname.endsWith("/parts")) seen.signed.push(r.postDataJSON().part_numbers);
   });
+  // The store's first answer to part 1 is OSS's expired-URL 403 (the component must ask snapgate
+  // for a new URL), to part 2 a 503 (it must retry after a backoff).
+  const faults = new Map([
+    [1, [403, "AccessDenied", "Request has expired."]],
+    [2, [503, "ServiceUnavailable", "Please reduce your request rate."]],
+  ]);
+  await context.route(
+    (url) => partOf(url.href) !== null,
+    (route) => {
+      const r = route.request();
+      const fault = r.method() === "PUT" && faults.get(partOf(r.url()));
+      if (!fault) return route.continue();
+      faults.delete(partOf(r.url()));
+      const [status, code, message] = fault;
+      return route.fulfill({
+        status,
+        headers: { "access-control-allow-origin": "*", "content-type": "application/xml" },
+        body: `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${message}</Message></Error>`,
+      });
+    },
+  );
   const settle = (r, status) => {
     const part = r.method() === "PUT" ? partOf(r.url()) : null;
     if (part === null) return;
@@ -96,8 +118,9 @@ try {
   await storedEnough;
   step("offline");
   await context.setOffline(true);
-  await page.waitForFunction(() => window.__statuses.some((t) => t.startsWith("Offline") || t.startsWith("Network error")), null, { timeout: 30000 });
+  await page.waitForFunction(() => window.__statuses.some((t) => t.startsWith("Offline")), null, { timeout: 30000 });
   seen.cutStatus = await status(page);
+  seen.firstStatuses = await page.evaluate(() => window.__statuses.filter((t, i, a) => a.indexOf(t) === i));
   seen.cutAt = { stored200, puts: seen.puts.length };
   step("reload");
   await page.reload().catch((e) => (seen.offlineReload = String(e).split("\n")[0]));
