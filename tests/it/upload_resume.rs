@@ -3,7 +3,8 @@
 //! Debian's headless chromium driven by `playwright-core` (`tests/browser/resume.mjs`) sends a
 //! real 206 MB video through `<snapgate-uploader>`'s multipart path (parts of 8 MiB, presigned
 //! by snapgate), pauses and resumes it from the keyboard, has the network cut after some parts
-//! are stored, reloads the page and chooses the same file again. Every part `PUT` the browser
+//! are stored, leaves the page while offline (`about:blank`: nothing of it survives but its
+//! `localStorage`), loads it again online and chooses the same file again. Every part `PUT` the browser
 //! made is counted: after the reload exactly the parts the store lacked are sent, once each;
 //! the stored object's MD5 is the file's; exactly one job; thumbnails and storyboard shown.
 //! The screenshot is kept at `target/artifacts/upload-resume.png`. FAILS (never skips) without
