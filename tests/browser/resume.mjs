@@ -22,7 +22,8 @@ const partOf = (url) => {
   const u = new URL(url);
   return u.searchParams.has("uploadId") ? Number(u.searchParams.get("partNumber")) : null;
 };
-let stored200 = 0;
+// Distinct parts the store answered 200 to (a part whose answer raced a pause is sent twice).
+const stored200 = new Set();
 let onStored = () => {};
 
 const uploader = "document.querySelector('snapgate-uploader')";
@@ -80,7 +81,7 @@ try {
     if (part === null) return;
     const p = seen.puts.findLast((x) => x.part === part && x.status === null);
     if (p) p.status = status;
-    if (status === 200 && phase === "first" && ++stored200 >= cut) onStored();
+    if (status === 200 && phase === "first" && stored200.add(part).size >= cut) onStored();
   };
   context.on("requestfinished", async (r) => settle(r, (await r.response()).status()));
   context.on("requestfailed", (r) => settle(r, r.failure() ? r.failure().errorText : "failed"));
@@ -121,7 +122,7 @@ try {
   await page.waitForFunction(() => window.__statuses.some((t) => t.startsWith("Offline")), null, { timeout: 30000 });
   seen.cutStatus = await status(page);
   seen.firstStatuses = await page.evaluate(() => window.__statuses.filter((t, i, a) => a.indexOf(t) === i));
-  seen.cutAt = { stored200, puts: seen.puts.length };
+  seen.cutAt = { stored200: stored200.size, puts: seen.puts.length };
   // A reload that fails offline may leave the old document running (Chromium keeps it until
   // the error page commits), and it would resume when the network returns: leave the page for
   // about:blank, which loads offline, so that nothing of the first page survives.
