@@ -780,6 +780,27 @@ mod tests {
     }
 
     #[test]
+    fn the_multipart_threshold_is_within_what_a_form_can_carry() {
+        let load = |v: &str| {
+            let var = "SNAPGATE__UPLOADS__MULTIPART_THRESHOLD_BYTES".to_string();
+            Settings::load_from(&config_dir(), None, vec![(var, v.to_string())])
+        };
+        assert_eq!(
+            Settings::default().uploads.multipart_threshold_bytes,
+            100 * 1024 * 1024
+        );
+        assert_eq!(load("1").unwrap().uploads.multipart_threshold_bytes, 1);
+        assert!(load(&POST_OBJECT_MAX_BYTES.to_string()).is_ok());
+        for bad in ["0".to_string(), (POST_OBJECT_MAX_BYTES + 1).to_string()] {
+            let e = load(&bad).unwrap_err().to_string();
+            assert!(
+                e.contains("uploads.multipart_threshold_bytes"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn no_configuration_at_all_gives_the_embedded_default() {
         let dir = tempfile::tempdir().unwrap();
         let s = Settings::load_from(dir.path(), None, Vec::new()).unwrap();

@@ -16,7 +16,8 @@
 //!    so replays and races make one job.
 //!    Above `uploads.multipart_threshold_bytes` the intent is a **multipart upload** instead of
 //!    a form: snapgate initiates it (`oss::multipart`, V4-signed with the current credential),
-//!    keeps OSS's upload id to itself, and answers the plan (`part_size`, `part_count`).
+//!    answers the plan (`part_size`, `part_count`) — OSS's upload id is no field of any answer
+//!    (it rides only inside the part URLs, signed).
 //!    `part_urls` presigns `UploadPart` URLs for this upload's key and upload id only, for at
 //!    most 15 minutes (`upload_parts`); `stored_parts` lists what OSS holds so a client resumes;
 //!    `complete` checks every planned part is stored with its planned size, completes the upload

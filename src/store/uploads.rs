@@ -69,7 +69,8 @@ impl UploadState {
 /// A multipart intent's OSS upload and the plan its parts are checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultipartPlan {
-    /// OSS's upload id (InitiateMultipartUpload's answer); never shown to the browser.
+    /// OSS's upload id (InitiateMultipartUpload's answer); no API answer has it as a field (it
+    /// is inside the signed part URLs only).
     pub oss_upload_id: String,
     pub part_size: u64,
     pub part_count: u32,

@@ -7,7 +7,9 @@
 //! `POST /v1/uploads/{id}/parts` with the browser token, each part `PUT` to the store without a
 //! Content-Type (with an `Origin`: the store's CORS exposes `ETag`; the preflight allows `PUT`),
 //! `GET …/parts`, `complete` (three at once: one job), the job's thumbnails, the stored object's
-//! MD5 against the file's. Resume (some parts, the list, the rest; a short part is named), the
+//! MD5 against the file's; with the OSS callback, the callback replayed (the same job) and
+//! forged (refused). A completion OSS took that snapgate never recorded (it lands on the
+//! next `complete`). Resume (some parts, the list, the rest; a short part is named), the
 //! part numbers' bounds, a token's reach (another upload's browser token finds nothing), and an
 //! expired intent whose OSS upload the sweeper aborts (no part left in the store).
 
@@ -40,6 +42,7 @@ struct Env {
     base: String,
     http: reqwest::Client,
     token: String,
+    relay: Option<Relay>,
     dir: tempfile::TempDir,
     app: TestApp,
     _db: Option<common::PgDb>,
@@ -53,15 +56,83 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A callback as OSS sent it (the headers snapgate reads).
+#[derive(Debug, Clone)]
+struct Captured {
+    path_and_query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// The `http.public_url` of a test with callbacks: records each callback and forwards it to
+/// snapgate, so the test can replay or tamper with it.
+struct Relay {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Captured>>>,
+}
+
+async fn relay(target: String) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Captured>>> = Default::default();
+    let (seen2, http) = (seen.clone(), reqwest::Client::new());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (seen, http, target) = (seen2.clone(), http.clone(), target.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let c = Captured {
+                path_and_query: parts.uri.path_and_query().unwrap().as_str().to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").into()))
+                    .collect(),
+                body: axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec(),
+            };
+            seen.lock().unwrap().push(c.clone());
+            let res = send_callback(&http, &target, &c).await;
+            let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+            let text = res.text().await.unwrap();
+            axum::response::IntoResponse::into_response((
+                status,
+                [("content-type", "application/json")],
+                text,
+            ))
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Relay { addr, seen }
+}
+
+/// Sends a captured callback to snapgate at `base`, with the headers OSS sent.
+async fn send_callback(http: &reqwest::Client, base: &str, c: &Captured) -> reqwest::Response {
+    let mut req = http
+        .post(format!("{base}{}", c.path_and_query))
+        .body(c.body.clone());
+    for (k, v) in &c.headers {
+        if matches!(
+            k.as_str(),
+            "authorization" | "x-oss-pub-key-url" | "content-type"
+        ) {
+            req = req.header(k, v);
+        }
+    }
+    req.send().await.unwrap()
+}
+
 /// The embedded default on `db`, auth on, a multipart threshold of 1 MiB; with `callback`, OSS's
-/// callback comes to snapgate itself (`http.public_url`).
+/// callback comes to snapgate through a recording [`Relay`] (`http.public_url`).
 async fn env(db: Db, callback: bool, tweak: impl FnOnce(&mut Settings)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut s = common::test_settings();
     s.http.listen = format!("127.0.0.1:{port}");
-    if callback {
-        s.http.public_url = Some(format!("http://127.0.0.1:{port}"));
+    let relay = match callback {
+        true => Some(relay(format!("http://127.0.0.1:{port}")).await),
+        false => None,
+    };
+    if let Some(r) = &relay {
+        s.http.public_url = Some(format!("http://{}", r.addr));
     }
     let pg = match db {
         Db::Sqlite => {
@@ -101,6 +172,7 @@ async fn env(db: Db, callback: bool, tweak: impl FnOnce(&mut Settings)) -> Env {
         base: app.base.clone(),
         http: reqwest::Client::new(),
         token: key.token,
+        relay,
         dir,
         app,
         _db: pg,
@@ -211,7 +283,7 @@ impl Env {
             .unwrap()
     }
 
-    /// The OSS upload id snapgate keeps to itself.
+    /// The OSS upload id snapgate keeps (no answer has it as a field).
     async fn oss_upload_id(&self, id: &str) -> String {
         let u = self
             .app
@@ -284,7 +356,7 @@ async fn a_large_file_goes_in_parts_and_makes_one_job(db: Db, callback: bool) {
         i["upload_id"].as_str().unwrap(),
         i["browser_token"].as_str().unwrap(),
     );
-    // No form: the plan, and the OSS upload id stays in snapgate.
+    // No form: the plan; OSS's upload id is no field of the answer.
     assert_eq!(i["form"], Value::Null, "{i}");
     assert_eq!(
         i["multipart"],
@@ -402,6 +474,22 @@ async fn a_large_file_goes_in_parts_and_makes_one_job(db: Db, callback: bool) {
     // Replayed later: the same job; the parts routes say it is done.
     let (s, again) = e.complete(id, tok).await;
     assert_eq!((s, again["job"]["id"].as_str()), (200, Some(jobs[0])));
+    if let Some(relay) = &e.relay {
+        // CompleteMultipartUpload's callback, once; replayed byte for byte: the same job;
+        // its body changed under OSS's signature: refused.
+        let seen = relay.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let res = send_callback(&e.http, &e.base, &seen[0]).await;
+        assert_eq!(res.status(), 200);
+        let replayed: Value = res.json().await.unwrap();
+        assert_eq!(replayed["job"]["id"].as_str(), Some(jobs[0]));
+        let mut forged = seen[0].clone();
+        forged.body = String::from_utf8(forged.body)
+            .unwrap()
+            .replace("\"size\":", "\"size\":1")
+            .into_bytes();
+        assert_eq!(send_callback(&e.http, &e.base, &forged).await.status(), 403);
+    }
     let (s, p) = e.part_urls(id, tok, &[1]).await;
     assert_eq!(
         (s, p["code"].as_str()),
@@ -476,6 +564,59 @@ async fn sqlite_an_upload_resumes_from_the_stored_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_upload_resumes_from_the_stored_parts() {
     an_upload_resumes_from_the_stored_parts(Db::Postgres).await;
+}
+
+/// A completion OSS took but snapgate never recorded (the process stopped between
+/// CompleteMultipartUpload and the landing): the next `complete` finds the OSS upload gone and
+/// the object there, lands it, and makes the one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_snapgate_did_not_record_lands_on_the_next_complete() {
+    let e = env(Db::Sqlite, false, |_| {}).await;
+    let file = padded_video(e.dir.path(), 9 * MIB);
+    let i = e.intent(file.len() as u64).await;
+    let (id, tok) = (
+        i["upload_id"].as_str().unwrap(),
+        i["browser_token"].as_str().unwrap(),
+    );
+    let (_, urls) = e.part_urls(id, tok, &[1, 2]).await;
+    for (n, url, _) in urls_by_number(&urls) {
+        assert_eq!(
+            e.put_part(&url, part(&file, 8 * MIB, n)).await.status(),
+            200
+        );
+    }
+    // OSS completes it (as snapgate's own call would have) and snapgate hears nothing.
+    let creds = e.app.state.uploads.config().creds.clone().unwrap();
+    let cred = snapgate::oss::OssCredentials::from(&*creds.current());
+    let http = reqwest::Client::new();
+    let client = snapgate::oss::multipart::MultipartClient {
+        http: &http,
+        creds: &cred,
+        region: "cn-shanghai",
+        bucket_url: &e.app.state.uploads.config().bucket_url,
+    };
+    let key = i["upload"]["object"]["object"].as_str().unwrap();
+    let oss_id = e.oss_upload_id(id).await;
+    let parts = client.list_parts(key, &oss_id).await.unwrap();
+    client.complete(key, &oss_id, &parts, None).await.unwrap();
+    let (s, u) = e
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/uploads/{id}"),
+            tok,
+            None,
+        )
+        .await;
+    assert_eq!((s, u["state"].as_str()), (200, Some("waiting")), "{u}");
+    let (s, u) = e.complete(id, tok).await;
+    assert_eq!(
+        (s, u["uploaded_via"].as_str()),
+        (200, Some("complete")),
+        "{u}"
+    );
+    assert_eq!(e.wait_final(id, tok).await["state"], "succeeded");
+    assert_eq!(e.job_count().await, 1);
+    e.stop().await;
 }
 
 /// Part numbers within the plan, at most 100 at once; the browser token reaches its own upload
