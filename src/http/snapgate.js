@@ -104,6 +104,12 @@ export function checkpointKey(endpoint, preset, file) {
 
 function loadCheckpoint(key) {
   try {
+    // Checkpoints of other files whose intents have expired are of no use any more.
+    for (const k of Object.keys(localStorage)) {
+      if (k === key || !k.startsWith(CHECKPOINT_PREFIX)) continue;
+      const c = JSON.parse(localStorage.getItem(k) || "null");
+      if (!c || !(Date.parse(c.expires_at) > Date.now())) localStorage.removeItem(k);
+    }
     const c = JSON.parse(localStorage.getItem(key) || "null");
     return c && c.upload_id && c.browser_token && Date.parse(c.expires_at) > Date.now() + URL_MARGIN_MS ? c : null;
   } catch {
@@ -188,11 +194,15 @@ export class MultipartUpload {
   }
 
   async run() {
+    // A resume right after a pause starts a new generation: workers of the old one that are
+    // still unwinding neither queue their part again nor end this run.
+    const gen = (this.gen = (this.gen || 0) + 1);
     this.paused = false;
     this.error = null;
     this.queue = this.missing().filter((n) => !this.inflight.has(n));
-    const workers = Array.from({ length: PART_CONCURRENCY }, () => this._worker());
+    const workers = Array.from({ length: PART_CONCURRENCY }, () => this._worker(gen));
     await Promise.all(workers);
+    if (gen !== this.gen) return "superseded";
     if (this.error) throw this.error;
     if (this.paused) return "paused";
     const left = this.missing();
@@ -207,16 +217,22 @@ export class MultipartUpload {
     for (const p of this.inflight.values()) p.xhr.abort();
   }
 
-  _halted() {
-    return this.paused || this.error !== null;
+  _halted(gen = this.gen) {
+    return gen !== this.gen || this.paused || this.error !== null;
   }
 
-  async _worker() {
-    while (!this._halted() && this.queue.length) {
+  // A part not sent goes back to the front of the queue, unless a newer run made its own queue.
+  _requeue(n, gen) {
+    if (gen === this.gen) this.queue.unshift(n);
+  }
+
+  async _worker(gen) {
+    while (!this._halted(gen) && this.queue.length) {
       const n = this.queue.shift();
       try {
-        await this._sendPart(n);
+        await this._sendPart(n, gen);
       } catch (e) {
+        if (gen !== this.gen) return;
         if (!this.error) this.error = { code: e.code || "upload_failed", message: e.message || String(e), part: n };
         this.pause();
         this.paused = false;
@@ -226,16 +242,16 @@ export class MultipartUpload {
 
   // One part until it is stored: URL, PUT, ETag; retries network errors with backoff (waiting
   // for the network when the browser is offline), asks for a new URL when the store says 403.
-  async _sendPart(n) {
+  async _sendPart(n, gen) {
     let attempt = 0;
     let refreshed = 0;
     for (;;) {
       await this._online();
-      if (this._halted()) return this.queue.unshift(n);
+      if (this._halted(gen)) return this._requeue(n, gen);
       const target = await this._url(n);
-      if (this._halted()) return this.queue.unshift(n);
+      if (this._halted(gen)) return this._requeue(n, gen);
       const r = await this._put(n, target);
-      if (r.aborted) return this.queue.unshift(n);
+      if (r.aborted) return this._requeue(n, gen);
       if (r.ok) {
         this.done.set(n, target.size);
         return this.onpart(n, r.etag);
@@ -646,7 +662,7 @@ export class SnapgateUploader extends HTMLElement {
     } catch (e) {
       return this._fail(run, e.code || "upload_failed", e.message || String(e));
     }
-    if (run !== this._run || outcome === "paused") return;
+    if (run !== this._run || outcome !== "done") return;
     this._parts = null;
     this.$.pause.hidden = this.$.resume.hidden = true;
     this.$.progress.value = 100;

@@ -14,7 +14,8 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
-const seen = { puts: [], signed: [] };
+const seen = { puts: [], signed: [], maxInFlight: 0 };
+let inFlight = 0;
 // Where the run is, on stderr (the test prints it when the run fails).
 const step = (what) => console.error(`[step ${new Date().toISOString()}] ${what}`);
 let phase = "first";
@@ -52,7 +53,10 @@ try {
   const context = await browser.newContext({ viewport: { width: 1100, height: 1400 } });
   context.on("request", (r) => {
     const part = r.method() === "PUT" ? partOf(r.url()) : null;
-    if (part !== null) seen.puts.push({ phase, part, status: null, at: Date.now() });
+    if (part !== null) {
+      seen.puts.push({ phase, part, status: null, at: Date.now() });
+      seen.maxInFlight = Math.max(seen.maxInFlight, ++inFlight);
+    }
     if (r.method() === "POST" && new URL(r.url()).pathname.endsWith("/parts")) seen.signed.push(r.postDataJSON().part_numbers);
   });
   // The store's first answer to part 1 is OSS's expired-URL 403 (the component must ask snapgate
@@ -83,8 +87,18 @@ try {
     if (p) p.status = status;
     if (status === 200 && phase === "first" && stored200.add(part).size >= cut) onStored();
   };
-  context.on("requestfinished", async (r) => settle(r, (await r.response()).status()));
-  context.on("requestfailed", (r) => settle(r, r.failure() ? r.failure().errorText : "failed"));
+  // In flight ends with the event itself, before the answer's status is awaited.
+  const ended = (r) => {
+    if (r.method() === "PUT" && partOf(r.url()) !== null) inFlight--;
+  };
+  context.on("requestfinished", async (r) => {
+    ended(r);
+    settle(r, (await r.response()).status());
+  });
+  context.on("requestfailed", (r) => {
+    ended(r);
+    settle(r, r.failure() ? r.failure().errorText : "failed");
+  });
   const page = await context.newPage();
   page.on("console", (m) => console.error("[page]", m.text()));
   page.on("pageerror", (e) => console.error("[page error]", String(e)));
@@ -113,6 +127,16 @@ try {
   seen.resumedLive = (await events(page, "snapgate-resumed"))[0];
   seen.afterResumeStatus = await status(page);
   seen.plan = (await events(page, "snapgate-progress")).pop();
+  // Paused and resumed again by the host page in one task (the element's methods): the parts
+  // cut come back once, and the run that was paused does not end the new one.
+  await page.waitForFunction((n) => window.__events.some((e) => e.name === "snapgate-progress" && e.detail.partsDone > n), seen.plan.partsDone, { timeout: 120000 });
+  step("pause and resume at once");
+  await page.evaluate(() => {
+    const u = document.querySelector("snapgate-uploader");
+    u.pause();
+    u.resume();
+  });
+  seen.quick = { paused: (await events(page, "snapgate-paused")).length, resumed: (await events(page, "snapgate-resumed")).length };
 
   // 2. The network cut once CUT parts are stored, then the page unloaded while offline (its
   // uploads are gone with it), back online, and the page loaded again.

@@ -107,6 +107,12 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
         "the page failed: {seen}\n{stderr}"
     );
     let part_count = seen["plan"]["partCount"].as_u64().unwrap();
+    // Bounded concurrency: never more than the component's four parts at once.
+    let most = seen["maxInFlight"].as_u64().unwrap();
+    assert!(
+        (1..=4).contains(&most),
+        "{most} part PUTs in flight at once: {seen}"
+    );
     check_pause(&seen);
     check_refused_parts(&seen);
     check_only_missing_parts_resent(&seen, part_count);
@@ -152,7 +158,7 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
         shot.display()
     );
     println!(
-        "parts: {part_count}; part PUTs before the cut: {} ({} parts answered 200); parts the store held at the reload: {}; part PUTs after it: {}; screenshot: {}",
+        "parts: {part_count}; part PUTs before the cut: {} ({} parts answered 200); parts the store held at the reload: {}; part PUTs after it: {}; at most {most} in flight; screenshot: {}",
         parts(&seen, "first", false).len(),
         parts(&seen, "first", true)
             .into_iter()
@@ -165,7 +171,8 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
     app.stop().await.unwrap();
 }
 
-/// Paused from the keyboard: announced, no part sent while paused, focus on Resume; resumed.
+/// Paused from the keyboard: announced, no part sent while paused, focus on Resume; resumed;
+/// then paused and resumed by the page in one task.
 fn check_pause(seen: &Value) {
     let p = &seen["paused"];
     assert!(
@@ -176,6 +183,14 @@ fn check_pause(seen: &Value) {
     assert_eq!(p["focus"], "resume", "{seen}");
     assert!(p["detail"]["partsDone"].as_u64().unwrap() >= 2, "{seen}");
     assert_eq!(seen["resumedLive"]["fromCheckpoint"], false, "{seen}");
+    assert_eq!(
+        (
+            seen["quick"]["paused"].as_u64(),
+            seen["quick"]["resumed"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "paused and resumed again at once by the page: {seen}"
+    );
     assert!(
         seen["afterResumeStatus"]
             .as_str()
