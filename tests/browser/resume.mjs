@@ -5,10 +5,12 @@
 // the test can tell which parts were sent after the reload; the store's own part list (GET
 // /v1/uploads/{id}/parts with the browser token from the checkpoint) is read just before the
 // file is chosen again. Then the thumbnails, the storyboard and a screenshot.
-// Usage: node resume.mjs BASE_URL VIDEO SCREENSHOT CUT. Prints one JSON line with what it saw.
+// Last, REFUSED (another multipart file) has its part 2 refused by the store every time: the
+// component asks for a new URL, then fails with the store's code and message.
+// Usage: node resume.mjs BASE_URL VIDEO SCREENSHOT CUT REFUSED. Prints one JSON line.
 import { chromium } from "playwright-core";
 
-const [base, video, screenshot, cutArg] = process.argv.slice(2);
+const [base, video, screenshot, cutArg, refused] = process.argv.slice(2);
 const cut = Number(cutArg);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -69,7 +71,8 @@ try {
     (url) => partOf(url.href) !== null,
     (route) => {
       const r = route.request();
-      const fault = r.method() === "PUT" && faults.get(partOf(r.url()));
+      const always = r.url().includes("refused") && partOf(r.url()) === 2 && [403, "AccessDenied", "The bucket policy refuses this part."];
+      const fault = r.method() === "PUT" && (always || faults.get(partOf(r.url())));
       if (!fault) return route.continue();
       faults.delete(partOf(r.url()));
       const [status, code, message] = fault;
@@ -209,6 +212,28 @@ try {
     return { display: p.style.display, image: p.style.backgroundImage };
   });
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // 4. A part the store always refuses: a new URL asked for, then the store's code shown.
+  step("a refused part");
+  phase = "refused";
+  const signedBefore = seen.signed.length;
+  await input.setInputFiles(refused);
+  await page.waitForFunction(() => window.__events.some((e) => e.name === "snapgate-failed"), null, { timeout: 120000 });
+  seen.refused = await page.evaluate(() => {
+    const r = document.querySelector("snapgate-uploader").shadowRoot;
+    const q = (p) => r.querySelector(`[part=${p}]`);
+    const f = window.__events.find((e) => e.name === "snapgate-failed").detail;
+    return {
+      code: f.code,
+      message: f.message,
+      error: q("error").textContent,
+      status: q("status").textContent,
+      images: r.querySelectorAll("img").length,
+      pauseHidden: q("pause").hidden,
+      checkpoints: Object.keys(localStorage).filter((k) => k.startsWith("snapgate-upload:") && k.includes("refused")).length,
+    };
+  });
+  seen.refused.signedPart2 = seen.signed.slice(signedBefore).filter((b) => b.includes(2)).length;
 } catch (e) {
   seen.error = String(e);
 } finally {

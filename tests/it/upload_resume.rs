@@ -7,6 +7,9 @@
 //! `localStorage`), loads it again online and chooses the same file again. Every part `PUT` the browser
 //! made is counted: after the reload exactly the parts the store lacked are sent, once each;
 //! the stored object's MD5 is the file's; exactly one job; thumbnails and storyboard shown.
+//! Along the way the store's first answers to two parts are faked (403 expired: a new URL; 503:
+//! a backoff), the page pauses and resumes in one task (never more than 4 parts in flight),
+//! and last a 20 MB file whose part 2 the store always refuses fails with the store's code.
 //! The screenshot is kept at `target/artifacts/upload-resume.png`. FAILS (never skips) without
 //! chromium, node or ffmpeg.
 
@@ -71,7 +74,8 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
     s.uploads.max_size_bytes = 1 << 30;
     // The emulator's job ledger: the one job MPS got.
     s.emulator.control_routes = true;
-    s.uploads.multipart_threshold_bytes = 100 * 1024 * 1024;
+    // 16 MiB: the 20 MB file the store refuses goes in parts too.
+    s.uploads.multipart_threshold_bytes = 16 * 1024 * 1024;
     let app = common::TestApp::from_settings(s).start().await;
 
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
@@ -85,12 +89,15 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
         &script,
     )
     .unwrap();
+    let refused = dir.path().join("refused.mp4");
+    std::fs::write(&refused, vec![7u8; 20_000_000]).unwrap();
     let run = tokio::process::Command::new("node")
         .arg(&script)
         .arg(&app.base)
         .arg(&video)
         .arg(&shot)
         .arg(CUT_AFTER_PARTS.to_string())
+        .arg(&refused)
         .env("CHROMIUM", &chromium)
         .current_dir(&node)
         .output();
@@ -117,6 +124,7 @@ async fn a_large_upload_cut_and_reloaded_resumes_with_only_the_missing_parts() {
     check_refused_parts(&seen);
     check_only_missing_parts_resent(&seen, part_count);
     check_outcome(&seen);
+    check_refused(&seen);
 
     // The object the store holds is the file, byte for byte.
     let upload = app
@@ -307,4 +315,25 @@ fn check_outcome(seen: &Value) {
             .contains("sprites/"),
         "{seen}"
     );
+}
+
+/// A part the store refuses every time: its URL asked for again (twice), then the store's code
+/// and message shown and fired; the previous upload's images gone; the checkpoint kept (the
+/// same file chosen again resumes).
+fn check_refused(seen: &Value) {
+    let r = &seen["refused"];
+    assert_eq!(r["code"], "AccessDenied", "{seen}");
+    assert_eq!(
+        r["message"], "The bucket policy refuses this part.",
+        "{seen}"
+    );
+    assert_eq!(
+        r["error"], "AccessDenied: The bucket policy refuses this part.",
+        "{seen}"
+    );
+    assert_eq!(r["status"], "Failed", "{seen}");
+    assert_eq!(r["images"], 0, "{seen}");
+    assert_eq!(r["pauseHidden"], true, "{seen}");
+    assert_eq!(r["checkpoints"], 1, "{seen}");
+    assert_eq!(r["signedPart2"], 3, "the first URL and two more: {seen}");
 }
