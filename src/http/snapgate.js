@@ -594,16 +594,16 @@ export class SnapgateUploader extends HTMLElement {
       stored = await probe.api("GET");
     } catch (e) {
       if (run !== this._run) return;
-      const state = await this._stateOf(saved);
+      const state = e.status ? await this._stateOf(saved) : null;
       if (run !== this._run) return;
+      // Unreachable, or the upload still waits but its parts cannot be listed: keep the
+      // checkpoint, so that choosing the file again later resumes it.
+      if (state === null || state === "waiting") return this._fail(run, e.code, e.message);
       saveCheckpoint(this._checkpoint, null);
-      if (state === "expired" || state === null) return this.upload(file);
-      if (state !== "waiting") {
-        this._current = saved;
-        this._say("Uploaded, waiting for the job…");
-        return this._follow(saved, run, file);
-      }
-      return this._fail(run, e.code, e.message);
+      if (state === "expired" || state === "gone") return this.upload(file);
+      this._current = saved;
+      this._say("Uploaded, waiting for the job…");
+      return this._follow(saved, run, file);
     }
     if (run !== this._run) return;
     this._current = saved;
@@ -611,9 +611,12 @@ export class SnapgateUploader extends HTMLElement {
     this._multipart(saved, file, run, stored.parts || [], true);
   }
 
+  // The saved upload's state; "gone" when snapgate no longer knows it or its token, null when
+  // it cannot be asked.
   async _stateOf(intent) {
     try {
       const res = await fetch(resolve(this.endpoint, intent.status_url), { headers: { authorization: "Bearer " + intent.browser_token } });
+      if (res.status === 401 || res.status === 404) return "gone";
       return res.ok ? (await res.json()).state : null;
     } catch {
       return null;

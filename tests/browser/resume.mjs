@@ -224,6 +224,7 @@ try {
     const q = (p) => r.querySelector(`[part=${p}]`);
     const f = window.__events.find((e) => e.name === "snapgate-failed").detail;
     return {
+      uploadId: f.uploadId,
       code: f.code,
       message: f.message,
       error: q("error").textContent,
@@ -234,6 +235,24 @@ try {
     };
   });
   seen.refused.signedPart2 = seen.signed.slice(signedBefore).filter((b) => b.includes(2)).length;
+
+  // 5. Its checkpoint with a token snapgate does not know (as after a token expiry): dropped,
+  // and the same file starts a new upload.
+  step("a checkpoint snapgate does not honour");
+  await page.evaluate(() => {
+    const k = Object.keys(localStorage).find((k) => k.startsWith("snapgate-upload:") && k.includes("refused"));
+    const c = JSON.parse(localStorage.getItem(k));
+    c.browser_token = "sgu_" + "x".repeat(40);
+    localStorage.setItem(k, JSON.stringify(c));
+    window.__events.length = 0;
+  });
+  await input.setInputFiles(refused);
+  await page.waitForFunction(() => window.__events.some((e) => e.name === "snapgate-failed"), null, { timeout: 120000 });
+  seen.renewed = await page.evaluate(() => {
+    const k = Object.keys(localStorage).find((k) => k.startsWith("snapgate-upload:") && k.includes("refused"));
+    const f = window.__events.find((e) => e.name === "snapgate-failed").detail;
+    return { uploadId: f.uploadId, code: f.code, checkpointUpload: JSON.parse(localStorage.getItem(k)).upload_id, resumed: window.__events.filter((e) => e.name === "snapgate-resumed").length };
+  });
 } catch (e) {
   seen.error = String(e);
 } finally {

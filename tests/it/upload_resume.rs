@@ -319,7 +319,7 @@ fn check_outcome(seen: &Value) {
 
 /// A part the store refuses every time: its URL asked for again (twice), then the store's code
 /// and message shown and fired; the previous upload's images gone; the checkpoint kept (the
-/// same file chosen again resumes).
+/// same file chosen again resumes); that checkpoint made unusable starts a new upload.
 fn check_refused(seen: &Value) {
     let r = &seen["refused"];
     assert_eq!(r["code"], "AccessDenied", "{seen}");
@@ -336,4 +336,13 @@ fn check_refused(seen: &Value) {
     assert_eq!(r["pauseHidden"], true, "{seen}");
     assert_eq!(r["checkpoints"], 1, "{seen}");
     assert_eq!(r["signedPart2"], 3, "the first URL and two more: {seen}");
+    // Its checkpoint, with a token snapgate does not know, is dropped: a new upload, no resume.
+    let n = &seen["renewed"];
+    assert!(
+        n["uploadId"].is_string() && n["uploadId"] != r["uploadId"],
+        "{seen}"
+    );
+    assert_eq!(n["checkpointUpload"], n["uploadId"], "{seen}");
+    assert_eq!(n["code"], "AccessDenied", "{seen}");
+    assert_eq!(n["resumed"], 0, "{seen}");
 }
