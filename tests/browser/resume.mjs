@@ -253,6 +253,21 @@ try {
     const f = window.__events.find((e) => e.name === "snapgate-failed").detail;
     return { uploadId: f.uploadId, code: f.code, checkpointUpload: JSON.parse(localStorage.getItem(k)).upload_id, resumed: window.__events.filter((e) => e.name === "snapgate-resumed").length };
   });
+
+  // 6. snapgate unreachable when the file is chosen again (its part list cannot be had, after
+  // the retries): a network failure, and the checkpoint is kept for later.
+  step("snapgate unreachable");
+  const unreachable = (url) => url.pathname.endsWith("/parts");
+  await page.route(unreachable, (route) => (route.request().method() === "GET" ? route.abort("connectionrefused") : route.continue()));
+  await page.evaluate(() => (window.__events.length = 0));
+  await input.setInputFiles(refused);
+  await page.waitForFunction(() => window.__events.some((e) => e.name === "snapgate-failed"), null, { timeout: 120000 });
+  await page.unroute(unreachable);
+  seen.unreachable = await page.evaluate(() => {
+    const k = Object.keys(localStorage).find((k) => k.startsWith("snapgate-upload:") && k.includes("refused"));
+    const f = window.__events.find((e) => e.name === "snapgate-failed").detail;
+    return { code: f.code, checkpointUpload: k ? JSON.parse(localStorage.getItem(k)).upload_id : null };
+  });
 } catch (e) {
   seen.error = String(e);
 } finally {

@@ -9,7 +9,9 @@
 //! the stored object's MD5 is the file's; exactly one job; thumbnails and storyboard shown.
 //! Along the way the store's first answers to two parts are faked (403 expired: a new URL; 503:
 //! a backoff), the page pauses and resumes in one task (never more than 4 parts in flight),
-//! and last a 20 MB file whose part 2 the store always refuses fails with the store's code.
+//! and last a 20 MB file whose part 2 the store always refuses fails with the store's code;
+//! its checkpoint with an unknown token starts a new upload, and with snapgate out of reach
+//! is kept.
 //! The screenshot is kept at `target/artifacts/upload-resume.png`. FAILS (never skips) without
 //! chromium, node or ffmpeg.
 
@@ -319,7 +321,8 @@ fn check_outcome(seen: &Value) {
 
 /// A part the store refuses every time: its URL asked for again (twice), then the store's code
 /// and message shown and fired; the previous upload's images gone; the checkpoint kept (the
-/// same file chosen again resumes); that checkpoint made unusable starts a new upload.
+/// same file chosen again resumes); that checkpoint made unusable starts a new upload; with
+/// snapgate unreachable the checkpoint is kept.
 fn check_refused(seen: &Value) {
     let r = &seen["refused"];
     assert_eq!(r["code"], "AccessDenied", "{seen}");
@@ -345,4 +348,8 @@ fn check_refused(seen: &Value) {
     assert_eq!(n["checkpointUpload"], n["uploadId"], "{seen}");
     assert_eq!(n["code"], "AccessDenied", "{seen}");
     assert_eq!(n["resumed"], 0, "{seen}");
+    // snapgate unreachable when the file is chosen again: a network failure, checkpoint kept.
+    let u = &seen["unreachable"];
+    assert_eq!(u["code"], "network_error", "{seen}");
+    assert_eq!(u["checkpointUpload"], n["uploadId"], "{seen}");
 }
