@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{ManualClock, Monotonic};
-use crate::config::{ms, Settings};
+use crate::config::{ms, Region, Settings};
 use crate::credentials::Credentials;
 use crate::crypto::MasterKeySlot;
 use crate::domain::OssObject;
@@ -26,10 +26,11 @@ use crate::mps::client::{MpsApi, MpsClient, MpsClientConfig};
 use crate::mps::mns::{MnsClient, MnsClientConfig};
 use crate::secret::Secret;
 use crate::services::jobs::{SubmitConfig, SubmitService};
+use crate::services::lifecycle::LifecycleService;
 use crate::services::limits::TeamLimiter;
 use crate::services::outputs::{InputProbe, Links, OutputService, Presigner};
 use crate::services::presets::PresetService;
-use crate::services::uploads::{UploadConfig, UploadHub, UploadService};
+use crate::services::uploads::{UploadConfig, UploadHub, UploadService, UploadTarget};
 use crate::services::webhooks::WebhookService;
 use crate::signals::JobSignals;
 use crate::store::{self, DynStore};
@@ -39,26 +40,67 @@ use crate::worker::Worker;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    worker: Option<Arc<Worker>>,
+    /// One job worker per MPS region, the default region's first (none: the worker is off).
+    workers: Vec<Arc<Worker>>,
     /// The in-process MPS emulator, when no MPS key is configured.
     emulator: Option<EmulatorHandle>,
     /// Sends webhooks (`webhooks.enabled`).
     deliveries: Option<Arc<DeliveryWorker>>,
+    /// The background retention purge (`lifecycle.purge_enabled`).
+    purger: Option<Arc<crate::worker::purge::Purger>>,
     signals: JobSignals,
+}
+
+/// The per-team request rate (`limits.team_*`).
+fn team_limiter(settings: &Settings) -> Arc<TeamLimiter> {
+    let limits = &settings.limits;
+    Arc::new(TeamLimiter::new(
+        limits.team_requests_per_second,
+        limits.team_burst,
+    ))
+}
+
+/// Usage, pauses and redrive, and the background purge when
+/// `lifecycle.purge_enabled`.
+fn lifecycle_parts(
+    settings: &Settings,
+    store: &DynStore,
+    submit: &Arc<SubmitService>,
+    signals: &JobSignals,
+) -> (
+    Arc<LifecycleService>,
+    Option<Arc<crate::worker::purge::Purger>>,
+) {
+    let lifecycle = Arc::new(LifecycleService::new(
+        store.clone(),
+        submit.clone(),
+        signals.clone(),
+        settings.lifecycle.clone(),
+    ));
+    let purger = settings.lifecycle.purge_enabled.then(|| {
+        Arc::new(crate::worker::purge::Purger::new(
+            store.clone(),
+            settings.lifecycle.clone(),
+        ))
+    });
+    (lifecycle, purger)
+}
+
+/// One MPS region's clients: its MPS client, and its MNS client when its queue is on.
+pub struct RegionBackend {
+    pub region: Region,
+    pub mps: Arc<dyn MpsApi>,
+    pub mns: Option<Arc<MnsClient>>,
 }
 
 /// The MPS backend `serve` uses: real MPS with the credentials of the chain
 /// (`crate::credentials`), or else, with none, an in-process emulator with a random key of its
-/// own; the MPS client, the emulator, the MNS client when `mps.mns` is on, and the credentials
-/// they all sign with (OSS too).
+/// own; each region's clients (MPS, and MNS when its queue is on), the emulator, and the one
+/// credentials handle they all sign with (OSS too). On the embedded default, a region with no
+/// `endpoint` of its own is played by that emulator too.
 pub async fn mps_backend(
     settings: &Settings,
-) -> anyhow::Result<(
-    Arc<dyn MpsApi>,
-    Option<EmulatorHandle>,
-    Option<Arc<MnsClient>>,
-    Credentials,
-)> {
+) -> anyhow::Result<(Vec<RegionBackend>, Option<EmulatorHandle>, Credentials)> {
     let chain = crate::credentials::chain::resolve(settings)
         .await
         .context("Alibaba Cloud credentials ([credentials], docs/deployment.md)")?;
@@ -82,8 +124,13 @@ pub async fn mps_backend(
             process_ms: e.process_ms.max(e.start_ms),
             oss_dir: dir(&e.oss_dir).context("emulator.oss_dir")?,
             state_dir: dir(&e.state_dir).context("emulator.state_dir")?,
-            // Browser uploads are signed for `uploads.region`: the store checks that scope.
+            // Browser uploads are signed for their bucket's region: the store checks that scope.
             oss_region: Some(settings.uploads.region.clone()),
+            oss_bucket_regions: settings
+                .upload_buckets()
+                .into_iter()
+                .map(|b| (b.bucket, b.region))
+                .collect(),
             oss_cors_origins: e.oss_cors_origins.clone(),
             // Its own MNS queue, bound to every pipeline, when MNS is on.
             mns_queue: settings
@@ -105,31 +152,66 @@ pub async fn mps_backend(
         let creds = Credentials::key(&key_id, Secret::new(secret));
         (handle.url(), creds, Some(handle))
     };
-    if emulator.is_none() {
-        tracing::info!(%endpoint, signature = ?settings.mps.signature, "MPS endpoint");
-    }
-    let mns = if settings.mns_enabled() {
-        let mns_endpoint = settings
-            .mps
-            .mns
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| endpoint.clone());
-        Some(mns_client(settings, mns_endpoint, &creds)?)
-    } else {
-        None
-    };
+    // Every region's clients sign with this one handle, so a refreshed token reaches them all.
     // The same credentials sign OSS requests (an Alibaba Cloud AccessKey or role reaches both;
     // the built-in emulator's store accepts its own key), unless `uploads.access_key_id` is set.
-    let client = MpsClient::new(MpsClientConfig {
-        endpoint,
-        credentials: creds.clone(),
-        signature: settings.mps.signature,
-        region_id: Some(settings.mps.region.clone()),
-        connect_timeout: ms(settings.mps.connect_timeout_ms),
-        request_timeout: ms(settings.mps.request_timeout_ms),
-    })?;
-    Ok((Arc::new(client), emulator, mns, creds))
+    let backends = region_backends(settings, &endpoint, emulator.as_ref(), &creds)?;
+    Ok((backends, emulator, creds))
+}
+
+/// Each region's clients: the default region's MPS at `endpoint` (and MNS as `[mps.mns]` says),
+/// every other region's at its own endpoint — or, on the embedded default, at the emulator
+/// when it names none. All of them sign with `creds`, the chain's one handle.
+fn region_backends(
+    settings: &Settings,
+    endpoint: &str,
+    emulator: Option<&EmulatorHandle>,
+    creds: &Credentials,
+) -> anyhow::Result<Vec<RegionBackend>> {
+    let mut backends = Vec::new();
+    for region in settings.regions() {
+        let own_endpoint = region.default || settings.regions[&region.id].endpoint.is_some();
+        let (mps_url, mns_url) = match (emulator, region.default) {
+            // The default region: as configured under [mps] and [mps.mns].
+            (_, true) => (
+                endpoint.to_string(),
+                settings.mns_enabled().then(|| {
+                    settings
+                        .mps
+                        .mns
+                        .endpoint
+                        .clone()
+                        .unwrap_or_else(|| endpoint.to_string())
+                }),
+            ),
+            // The embedded emulator plays a region that names no endpoint of its own.
+            (Some(h), false) if !own_endpoint => (h.url(), region.mns_endpoint.clone()),
+            _ => (region.endpoint.clone(), region.mns_endpoint.clone()),
+        };
+        if emulator.is_none() || own_endpoint {
+            tracing::info!(region = %region.id, endpoint = %mps_url, signature = ?settings.mps.signature, "MPS endpoint");
+        }
+        let mns = match mns_url {
+            Some(url) if !region.mns_queue.is_empty() => {
+                Some(mns_client(settings, url, &region.mns_queue, creds)?)
+            }
+            _ => None,
+        };
+        let client = MpsClient::new(MpsClientConfig {
+            endpoint: mps_url,
+            credentials: creds.clone(),
+            signature: settings.mps.signature,
+            region_id: Some(region.id.clone()),
+            connect_timeout: ms(settings.mps.connect_timeout_ms),
+            request_timeout: ms(settings.mps.request_timeout_ms),
+        })?;
+        backends.push(RegionBackend {
+            region,
+            mps: Arc::new(client),
+            mns,
+        });
+    }
+    Ok(backends)
 }
 
 /// The static key pair of `mps.access_key_*`, if set.
@@ -140,17 +222,18 @@ fn static_key(settings: &Settings) -> Option<Credentials> {
     }
 }
 
-/// The MNS queue client of `mps.mns`, signing with the MPS credentials.
+/// An MNS queue client (`mps.mns`, or a region's queue), signing with the MPS credentials.
 pub fn mns_client(
     settings: &Settings,
     endpoint: String,
+    queue: &str,
     creds: &Credentials,
 ) -> anyhow::Result<Arc<MnsClient>> {
     let m = &settings.mps.mns;
-    tracing::info!(%endpoint, queue = %m.queue, grace_s = settings.worker.mns_grace_s, "MPS job messages from MNS; polling only as the safety net");
+    tracing::info!(%endpoint, %queue, grace_s = settings.worker.mns_grace_s, "MPS job messages from MNS; polling only as the safety net");
     Ok(Arc::new(MnsClient::new(MnsClientConfig {
         endpoint,
-        queue: m.queue.clone(),
+        queue: queue.to_string(),
         credentials: creds.clone(),
         wait_s: m.wait_s,
         batch: m.batch,
@@ -159,27 +242,34 @@ pub fn mns_client(
     })?))
 }
 
-/// Where browser uploads go and with which key: `uploads.*`, else the built-in emulator's
-/// store and key (the embedded default), else real OSS with the MPS key.
+/// Where browser uploads go and with which key: each region's upload bucket (`uploads.*` and
+/// `regions.<id>.upload_*`) at its endpoint, else the built-in emulator's store (the embedded
+/// default), else real OSS; signed with `uploads.access_key_*`, else the MPS credentials.
 fn upload_config(
     settings: &Settings,
     emulator: Option<&EmulatorHandle>,
     mps_key: Option<Credentials>,
 ) -> UploadConfig {
     let u = &settings.uploads;
-    let bucket_url = match (&u.endpoint, emulator) {
-        (Some(e), _) => e.trim_end_matches('/').to_string(),
-        (None, Some(h)) => format!("{}/{}", h.url(), u.bucket),
-        (None, None) => format!("https://{}.oss-{}.aliyuncs.com", u.bucket, u.region),
-    };
+    let buckets = settings
+        .upload_buckets()
+        .into_iter()
+        .map(|b| UploadTarget {
+            bucket_url: match (&b.endpoint, emulator) {
+                (Some(e), _) => e.trim_end_matches('/').to_string(),
+                (None, Some(h)) => format!("{}/{}", h.url(), b.bucket),
+                (None, None) => format!("https://{}.oss-{}.aliyuncs.com", b.bucket, b.region),
+            },
+            bucket: b.bucket,
+            region: b.region,
+        })
+        .collect();
     let creds = match (&u.access_key_id, &u.access_key_secret) {
         (Some(id), Some(secret)) => Some(Credentials::key(id, secret.clone())),
         _ => mps_key.or_else(|| static_key(settings)),
     };
     UploadConfig {
-        bucket: u.bucket.clone(),
-        region: u.region.clone(),
-        bucket_url,
+        buckets,
         prefix: u.prefix.clone(),
         ttl: chrono::Duration::seconds(u.ttl_s as i64),
         token_ttl: chrono::Duration::seconds(u.token_ttl_s as i64),
@@ -232,11 +322,11 @@ impl Application {
     }
 
     pub async fn with_store(settings: Settings, store: DynStore) -> anyhow::Result<Self> {
-        let (mps, emulator, mns, oss_key) = if settings.worker.enabled {
-            let (mps, emulator, mns, key) = mps_backend(&settings).await?;
-            (Some(mps), emulator, mns, Some(key))
+        let (regions, emulator, oss_key) = if settings.worker.enabled {
+            let (regions, emulator, key) = mps_backend(&settings).await?;
+            (regions, emulator, Some(key))
         } else {
-            (None, None, None, None)
+            (Vec::new(), None, None)
         };
         let outputs = match &emulator {
             // The embedded emulator's local store: its files are the outputs.
@@ -249,7 +339,7 @@ impl Application {
         };
         let uploads = upload_config(&settings, emulator.as_ref(), oss_key.clone());
         let demo = settings.uploads.demo_page && emulator.is_some();
-        let mut app = Self::build_parts(settings, store, mps, outputs, mns, uploads, demo).await?;
+        let mut app = Self::build_parts(settings, store, regions, outputs, uploads, demo).await?;
         app.emulator = emulator;
         // A temporary credential is refreshed in the background, shown in `/readyz`.
         app.state.credentials = oss_key;
@@ -269,7 +359,8 @@ impl Application {
             (Some(endpoint), Some(creds))
                 if mps.is_some() && !settings.mps.mns.queue.is_empty() =>
             {
-                Some(mns_client(&settings, endpoint.clone(), &creds)?)
+                let queue = settings.mps.mns.queue.clone();
+                Some(mns_client(&settings, endpoint.clone(), &queue, &creds)?)
             }
             _ => None,
         };
@@ -285,47 +376,47 @@ impl Application {
         mns: Option<Arc<MnsClient>>,
     ) -> anyhow::Result<Self> {
         let uploads = upload_config(&settings, None, None);
-        Self::build_parts(settings, store, mps, outputs, mns, uploads, false).await
+        let regions = mps
+            .map(|mps| RegionBackend {
+                region: settings.regions().remove(0),
+                mps,
+                mns,
+            })
+            .into_iter()
+            .collect();
+        Self::build_parts(settings, store, regions, outputs, uploads, false).await
     }
 
     async fn build_parts(
         settings: Settings,
         store: DynStore,
-        mps: Option<Arc<dyn MpsApi>>,
+        regions: Vec<RegionBackend>,
         outputs: OutputService,
-        mns: Option<Arc<MnsClient>>,
         uploads: UploadConfig,
         demo_uploads: bool,
     ) -> anyhow::Result<Self> {
         let outputs = Arc::new(outputs.with_max_listed(settings.outputs.max_listed));
+        backfill_region(&store, &settings.mps.region).await;
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.http.listen))?;
         crate::metrics::handle();
         let signals = JobSignals::default();
-        let worker = mps.map(|mps| {
-            let w = Worker::new(store.clone(), mps, &settings, signals.clone());
-            Arc::new(match mns {
-                Some(client) => w.with_mns(client),
-                None => w,
-            })
-        });
-        let limiter = Arc::new(TeamLimiter::new(
-            settings.limits.team_requests_per_second,
-            settings.limits.team_burst,
-        ));
+        let workers = region_workers(&store, regions, &settings, &signals);
+        let limiter = team_limiter(&settings);
         let submit = Arc::new(SubmitService::new(
             store.clone(),
             signals.clone(),
             SubmitConfig::from_settings(&settings),
             outputs.clone(),
         ));
+        let (lifecycle, purger) = lifecycle_parts(&settings, &store, &submit, &signals);
         let uploads = Arc::new(UploadService::new(store.clone(), submit.clone(), uploads));
         let upload_hub = UploadHub::new(uploads.clone());
         if demo_uploads {
             crate::services::uploads::ensure_demo_preset(&store, &settings.uploads).await?;
         }
-        let mps_health = worker.as_ref().map(|w| w.health()).unwrap_or_default();
+        let mps_health = workers.first().map(|w| w.health()).unwrap_or_default();
         let tokens = Arc::new(TokenCache::new(
             &store,
             std::time::Duration::from_millis(settings.auth.token_cache_ms),
@@ -360,7 +451,7 @@ impl Application {
             None
         };
         let state = AppState {
-            presets: Arc::new(PresetService::new(store.clone())),
+            presets: Arc::new(PresetService::new(store.clone(), settings.served_regions())),
             store,
             tokens,
             jobs,
@@ -369,6 +460,7 @@ impl Application {
             nonce_purge: Arc::default(),
             settings: Arc::new(settings),
             submit,
+            lifecycle,
             outputs,
             limiter,
             mps_health,
@@ -381,9 +473,10 @@ impl Application {
         Ok(Self {
             listener,
             state,
-            worker,
+            workers,
             emulator: None,
             deliveries,
+            purger,
             signals,
         })
     }
@@ -414,10 +507,15 @@ impl Application {
         &self.state
     }
 
-    /// The job worker `run_until` runs, if the worker is on: tests drive it to idle
-    /// (`Worker::run_until_idle`) alongside its own loops.
+    /// The default region's job worker `run_until` runs, if the worker is on: tests drive it
+    /// to idle (`Worker::run_until_idle`) alongside its own loops.
     pub fn worker(&self) -> Option<Arc<Worker>> {
-        self.worker.clone()
+        self.workers.first().cloned()
+    }
+
+    /// Every region's job worker, the default region's first.
+    pub fn workers(&self) -> Vec<Arc<Worker>> {
+        self.workers.clone()
     }
 
     /// The webhook delivery worker `run_until` runs, if webhooks are on.
@@ -434,10 +532,11 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, store = self.state.store.backend(), "listening");
         let stop_worker = CancellationToken::new();
-        let worker = self.worker.clone().map(|w| {
-            let token = stop_worker.clone();
-            tokio::spawn(w.run(token))
-        });
+        let workers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| tokio::spawn(w.clone().run(stop_worker.clone())))
+            .collect();
         let deliveries = self.deliveries.clone().map(|d| {
             let token = stop_worker.clone();
             tokio::spawn(d.run(token))
@@ -447,6 +546,10 @@ impl Application {
             .credentials
             .clone()
             .map(|c| tokio::spawn(crate::worker::credentials::run(c, stop_worker.clone())));
+        let purger = self.purger.clone().map(|p| {
+            let token = stop_worker.clone();
+            tokio::spawn(p.run(token))
+        });
         let hub = tokio::spawn(self.state.upload_hub.clone().run(
             self.signals.clone(),
             std::time::Duration::from_secs(1),
@@ -468,11 +571,14 @@ impl Application {
         if let Some(r) = refresher {
             let _ = r.await;
         }
-        if let Some(w) = worker {
+        for w in workers {
             let _ = w.await;
         }
         if let Some(d) = deliveries {
             let _ = d.await;
+        }
+        if let Some(p) = purger {
+            let _ = p.await;
         }
         if let Some(e) = self.emulator {
             e.shutdown().await;
@@ -480,6 +586,39 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Jobs recorded before they had a region went to the one region served then: they get the
+/// default region (until then, its workers claim them too).
+async fn backfill_region(store: &DynStore, default: &str) {
+    match store.backfill_region(default).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(jobs = n, region = %default, "jobs recorded before regions given the default region")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not give older jobs the default region; its workers claim them anyway")
+        }
+    }
+}
+
+/// One job worker per region, each with the region's clients.
+fn region_workers(
+    store: &DynStore,
+    regions: Vec<RegionBackend>,
+    settings: &Settings,
+    signals: &JobSignals,
+) -> Vec<Arc<Worker>> {
+    regions
+        .into_iter()
+        .map(|b| {
+            let w = Worker::for_region(store.clone(), b.mps, settings, signals.clone(), &b.region);
+            Arc::new(match b.mns {
+                Some(client) => w.with_mns(client),
+                None => w,
+            })
+        })
+        .collect()
 }
 
 /// `ffprobe` on the embedded emulator's local object store: the outputs service's

@@ -47,6 +47,14 @@ pub enum Command {
     Migrate,
     /// Run the local MPS emulator (SubmitSnapshotJob, QuerySnapshotJobList) on its own.
     Emulator(Box<snapgate::emulator::EmulatorArgs>),
+    /// Delete data past its retention (`[lifecycle]`) once, in bounded batches, and print what
+    /// went per class (JSON). Safe beside running replicas: one purge at a time.
+    #[command(after_help = CONFIG_HELP)]
+    Purge {
+        /// Only count, per class, what would go (and the oldest row's time).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage teams.
     #[command(subcommand)]
     Team(TeamCommand),
@@ -286,12 +294,32 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Purge { dry_run } => purge_command(dry_run, &settings).await,
         Command::Team(cmd) => team_command(cmd, &settings).await,
         Command::Key(cmd) => key_command(cmd, &settings).await,
         Command::Emulator(_) | Command::Healthcheck { .. } | Command::Completions { .. } => {
             unreachable!("handled in main before the configuration is read")
         }
     }
+}
+
+/// `snapgate purge [--dry-run]`.
+async fn purge_command(dry_run: bool, settings: &Settings) -> anyhow::Result<()> {
+    let store = snapgate::store::connect(&settings.database).await?;
+    snapgate::store::ensure_migrated(&store).await?;
+    let purger = snapgate::worker::purge::Purger::new(store, settings.lifecycle.clone());
+    let now = snapgate::clock::now();
+    let out = if dry_run {
+        serde_json::json!({"dry_run": true, "classes": purger.dry_run(now).await?})
+    } else {
+        let stop = tokio_util::sync::CancellationToken::new();
+        match purger.run_once(now, &stop).await? {
+            Some(report) => serde_json::to_value(report)?,
+            None => anyhow::bail!("another purge holds the lease: try again when it has ended"),
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 /// `snapgate team …`.

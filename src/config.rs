@@ -26,6 +26,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+mod regions;
+pub use regions::{BudgetScope, Region, RegionSettings, UploadBucket};
+
 /// Every key with its default and its documentation: the base layer of every load.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -67,6 +70,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub mps: MpsSettings,
     pub credentials: CredentialsSettings,
+    /// MPS regions besides the default one (`mps.region`), by region id (`cn-beijing`).
+    pub regions: std::collections::BTreeMap<String, RegionSettings>,
     pub emulator: EmbeddedEmulatorSettings,
     pub outputs: OutputsSettings,
     pub uploads: UploadsSettings,
@@ -75,6 +80,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitsSettings,
     pub webhooks: WebhooksSettings,
+    pub lifecycle: LifecycleSettings,
     pub log: LogSettings,
 }
 
@@ -270,6 +276,8 @@ pub struct WorkerSettings {
     pub backoff_max_ms: u64,
     pub submit_qps: u32,
     pub query_qps: u32,
+    /// `region`: each MPS region has its own budgets; `account`: one shared by all regions.
+    pub budget_scope: BudgetScope,
     pub status_poll_min_ms: u64,
     pub status_poll_max_ms: u64,
     pub reconcile_margin_s: u64,
@@ -280,6 +288,64 @@ pub struct WorkerSettings {
     /// With MNS on: a job is first queried only this long after the time MPS is expected to
     /// take (learned), so a job whose message was lost still ends.
     pub mns_grace_s: u64,
+}
+
+/// Data lifecycle and operations (`[lifecycle]`): usage prices, redrive bounds, retention.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// The currency the prices are in (shown with each cost).
+    pub currency: String,
+    /// Price of one succeeded job; 0: none. Any price above 0 adds `cost` to usage.
+    pub price_per_job: f64,
+    pub price_per_snapshot: f64,
+    pub price_per_sprite_sheet: f64,
+    pub price_per_mps_call: f64,
+    /// A bulk redrive makes at most this many jobs per call.
+    pub redrive_max_per_call: u32,
+    /// Final jobs (and their MPS responses) are purged this many days after they ended.
+    pub jobs_retention_days: u32,
+    /// Webhook events (with their deliveries and attempts) this many days after they were made.
+    pub webhooks_retention_days: u32,
+    /// Ended uploads (landed, expired, failed) this many days after they ended.
+    pub uploads_retention_days: u32,
+    /// Whether every replica purges in the background (one at a time).
+    pub purge_enabled: bool,
+    /// How often the background purge runs.
+    pub purge_interval_s: u64,
+    /// Rows deleted per batch (each its own short transaction).
+    pub purge_batch_size: u32,
+    /// Pause between two batches, so foreground work keeps the database.
+    pub purge_pause_ms: u64,
+}
+
+impl LifecycleSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.redrive_max_per_call > 0,
+            "lifecycle.redrive_max_per_call must be > 0"
+        );
+        anyhow::ensure!(
+            self.purge_batch_size > 0,
+            "lifecycle.purge_batch_size must be > 0"
+        );
+        for (key, days) in [
+            ("jobs_retention_days", self.jobs_retention_days),
+            ("webhooks_retention_days", self.webhooks_retention_days),
+            ("uploads_retention_days", self.uploads_retention_days),
+        ] {
+            anyhow::ensure!(days > 0, "lifecycle.{key} must be > 0 (days)");
+        }
+        for (key, p) in [
+            ("price_per_job", self.price_per_job),
+            ("price_per_snapshot", self.price_per_snapshot),
+            ("price_per_sprite_sheet", self.price_per_sprite_sheet),
+            ("price_per_mps_call", self.price_per_mps_call),
+        ] {
+            anyhow::ensure!(p >= 0.0 && p.is_finite(), "lifecycle.{key} must be >= 0");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -420,12 +486,14 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         self.http.validate()?;
         self.mps.validate()?;
+        regions::validate(&self.mps.region, &self.regions, &self.uploads)?;
         self.emulator.validate()?;
         self.uploads.validate()?;
         self.worker.validate()?;
         self.idempotency.validate()?;
         self.limits.validate()?;
         self.webhooks.validate()?;
+        self.lifecycle.validate()?;
         self.log.validate()
     }
 
@@ -937,12 +1005,15 @@ mod tests {
     }
 
     /// The text keys, read from the embedded file: those whose default is quoted text, and the
-    /// optional ones whose commented example is (`# public_url = "https://…"`).
+    /// optional ones whose commented example is (`# public_url = "https://…"`), also in a
+    /// commented table.
     fn text_keys() -> Vec<String> {
         let mut section = "";
         let mut keys = Vec::new();
         for line in DEFAULTS.lines() {
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // A commented table (`# [regions.cn-beijing]`) is the example's section.
+            let table = line.strip_prefix("# ").unwrap_or(line);
+            if let Some(name) = table.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name;
             } else if let Some((key, value)) = line.trim_start_matches("# ").split_once(" = ") {
                 if value.starts_with('"')

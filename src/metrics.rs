@@ -34,16 +34,19 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("snapgate_http_requests_total", Kind::Counter, "HTTP requests answered, by method, route template and status."),
     ("snapgate_http_request_duration_seconds", Kind::Histogram, "Time to answer an HTTP request, by method and route template."),
     ("snapgate_jobs", Kind::Gauge, "Jobs in the store by state (all teams; read from the store at scrape time)."),
+    ("snapgate_region_jobs", Kind::Gauge, "Jobs in the store by MPS region (the input bucket's) and state (read from the store at scrape time)."),
     ("snapgate_oldest_queued_job_age_seconds", Kind::Gauge, "Age of the oldest job not yet accepted by MPS (0 when none)."),
     ("snapgate_oldest_in_flight_job_age_seconds", Kind::Gauge, "Age of the oldest job accepted by MPS and not yet final (0 when none)."),
-    ("snapgate_mps_calls_total", Kind::Counter, "Calls to MPS, by action and answer code (Success, an MPS error code, or a transport failure)."),
-    ("snapgate_mps_call_duration_seconds", Kind::Histogram, "Time of a call to MPS, by action."),
+    ("snapgate_mps_calls_total", Kind::Counter, "Calls to MPS, by region, action and answer code (Success, an MPS error code, or a transport failure)."),
+    ("snapgate_mps_call_duration_seconds", Kind::Histogram, "Time of a call to MPS, by region and action."),
     ("snapgate_mps_up", Kind::Gauge, "1 while MPS is reachable with valid credentials, 0 while dispatch is paused."),
     ("snapgate_retries_total", Kind::Counter, "Submits retried after a retryable error, by error code."),
     ("snapgate_reconciliations_total", Kind::Counter, "Submits with an unknown outcome looked up in MPS before any retry, by outcome (adopted, not_found, unknown)."),
     ("snapgate_duplicate_mps_jobs_total", Kind::Counter, "MPS jobs found for a job that already had one (should stay 0)."),
     ("snapgate_idempotent_replays_total", Kind::Counter, "POSTs answered from an earlier request with the same Idempotency-Key."),
-    ("snapgate_rejected_requests_total", Kind::Counter, "Requests refused by a team limit, by reason (rate_limit, quota)."),
+    ("snapgate_rejected_requests_total", Kind::Counter, "Requests refused by a team limit, by reason (rate_limit, quota, paused)."),
+    ("snapgate_team_paused", Kind::Gauge, "1 while an operator has paused the team (its queued jobs wait), else 0; by team, read at scrape time."),
+    ("snapgate_purged_rows_total", Kind::Counter, "Rows deleted by the retention purge, by class (mps_responses: a purged job's)."),
     ("snapgate_mns_messages_total", Kind::Counter, "MNS job messages by what became of them (applied, duplicate, unknown_job, other_mps_job, not_snapshot, not_final, malformed, not_yet_submitted, error)."),
     ("snapgate_mns_calls_total", Kind::Counter, "MNS ReceiveMessage and DeleteMessage calls that failed, by action and code."),
     ("snapgate_job_cache_hits_total", Kind::Counter, "Job reads answered from memory, by job (final, or open: can still change)."),
@@ -173,10 +176,11 @@ pub fn mns_call_failed(action: &'static str, code: &str) {
 }
 
 /// Records one MPS call.
-pub fn mps_call(action: &'static str, code: &str, started: Instant) {
-    metrics::counter!("snapgate_mps_calls_total", "action" => action, "code" => code_label(code))
+pub fn mps_call(region: &str, action: &'static str, code: &str, started: Instant) {
+    let region = region.to_string();
+    metrics::counter!("snapgate_mps_calls_total", "region" => region.clone(), "action" => action, "code" => code_label(code))
         .increment(1);
-    metrics::histogram!("snapgate_mps_call_duration_seconds", "action" => action)
+    metrics::histogram!("snapgate_mps_call_duration_seconds", "region" => region, "action" => action)
         .record(started.elapsed().as_secs_f64());
 }
 

@@ -104,6 +104,13 @@ pub struct OssObject {
     pub object: String,
 }
 
+impl OssObject {
+    /// The region id of its location: `oss-cn-beijing` → `cn-beijing`.
+    pub fn region(&self) -> &str {
+        self.location.strip_prefix("oss-").unwrap_or(&self.location)
+    }
+}
+
 /// Frame selection: `normal` (exact time) or `intra` (nearest keyframe, MPS's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +188,11 @@ pub struct JobRequest {
 }
 
 impl JobRequest {
+    /// The MPS region the job goes to: its input bucket's (`oss-cn-beijing` → `cn-beijing`).
+    pub fn region(&self) -> &str {
+        self.input.region()
+    }
+
     /// MPS works asynchronously when `Num` or `Interval` is set (docs/mps/API.md §1.4).
     pub fn is_async(&self) -> bool {
         self.num.is_some() || self.interval_s.is_some()
@@ -261,6 +273,12 @@ pub struct Job {
     pub submitted_at: Option<DateTime<Utc>>,
     /// The preset (`name@version`) the request was resolved from.
     pub preset: Option<String>,
+    /// The failed job this one was made from (`POST /v1/snapshot-jobs/{id}/retry`).
+    #[serde(default)]
+    pub retry_of: Option<JobId>,
+    /// The job made from this one when it was retried (at most one).
+    #[serde(default)]
+    pub retried_by: Option<JobId>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +308,8 @@ impl NewJob {
             mps: MpsStatus::default(),
             submitted_at: None,
             preset: self.preset,
+            retry_of: None,
+            retried_by: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod job;
 pub mod outputs;
 mod raw_json;
+pub mod regions;
 pub mod rules;
 pub mod text;
 pub mod user_data;

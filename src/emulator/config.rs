@@ -70,6 +70,10 @@ pub struct EmulatorArgs {
     /// Simulate jobs even when ffmpeg is available (no images are made).
     #[arg(long)]
     pub no_ffmpeg: bool,
+    /// The MPS region this emulator plays (`cn-beijing`): it then refuses buckets of any other
+    /// region, as MPS does (default: every region).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
     /// The region V4 signatures on the local store must name (default: any, taken from the
     /// request's credential: the local store stands for every region).
     #[arg(long, value_name = "REGION")]
@@ -103,6 +107,10 @@ pub struct EmulatorConfig {
     pub sts_ttl_s: u64,
     /// The role name of its metadata server.
     pub imds_role: String,
+    /// An STS shared with other emulators (tests of several regions, each its own emulator):
+    /// Alibaba Cloud's STS credentials are account-wide, valid in every region. `None`: its
+    /// own, of `sts_ttl_s` and `imds_role`.
+    pub sts: Option<std::sync::Arc<super::sts::StsIssuer>>,
     pub access_keys: Vec<(String, String)>,
     /// Header-read timeout and connection limit of its listener.
     pub conn_limits: crate::listener::ConnLimits,
@@ -135,8 +143,14 @@ pub struct EmulatorConfig {
     pub engine_jobs: usize,
     /// Use ffmpeg/ffprobe when found on the PATH (with `oss_dir`); `false`: always simulate.
     pub ffmpeg: bool,
+    /// The MPS region played: buckets of another region are refused; `None`: every region.
+    pub region: Option<String>,
     /// The region V4 signatures on the local store must name; `None`: the credential's own.
     pub oss_region: Option<String>,
+    /// Buckets of the local store that are in another region than `oss_region`, as
+    /// `(bucket, region)`: V4 signatures for such a bucket must name its region (OSS refuses a
+    /// scope of another region). Set by `serve` for each region's upload bucket.
+    pub oss_bucket_regions: Vec<(String, String)>,
     /// Browser origins the local store allows (CORS); `"*"`: any.
     pub oss_cors_origins: Vec<String>,
     /// The MNS queue jobs publish their end to; `None`: no queue.
@@ -171,7 +185,9 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("oss_dir", &self.oss_dir)
             .field("engine_jobs", &self.engine_jobs)
             .field("ffmpeg", &self.ffmpeg)
+            .field("region", &self.region)
             .field("oss_region", &self.oss_region)
+            .field("oss_bucket_regions", &self.oss_bucket_regions)
             .field("oss_cors_origins", &self.oss_cors_origins)
             .field("mns_queue", &self.mns_queue)
             .field("mns_visibility_ms", &self.mns_visibility_ms)
@@ -186,6 +202,7 @@ impl Default for EmulatorConfig {
             listen: "127.0.0.1:9090".parse().expect("valid"),
             sts_ttl_s: 3600,
             imds_role: "snapgate-emulator-role".into(),
+            sts: None,
             access_keys: vec![("testid".into(), "testsecret".into())],
             conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: 0.0,
@@ -206,7 +223,9 @@ impl Default for EmulatorConfig {
             oss_dir: None,
             engine_jobs: 2,
             ffmpeg: true,
+            region: None,
             oss_region: None,
+            oss_bucket_regions: Vec::new(),
             oss_cors_origins: vec!["*".into()],
             mns_queue: None,
             mns_visibility_ms: 30_000,
@@ -245,6 +264,7 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             listen: a.listen,
             sts_ttl_s: a.sts_ttl_s.max(1),
             imds_role: a.imds_role,
+            sts: None,
             access_keys: keys,
             conn_limits: crate::listener::ConnLimits::default(),
             throttle_rate: a.throttle_rate,
@@ -265,7 +285,9 @@ impl TryFrom<EmulatorArgs> for EmulatorConfig {
             oss_dir: a.oss_dir,
             engine_jobs: a.engine_jobs.max(1),
             ffmpeg: !a.no_ffmpeg,
+            region: a.region.filter(|r| !r.is_empty()),
             oss_region: a.oss_region.filter(|r| !r.is_empty()),
+            oss_bucket_regions: Vec::new(),
             oss_cors_origins: if a.oss_cors_origins.is_empty() {
                 vec!["*".into()]
             } else {

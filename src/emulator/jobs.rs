@@ -352,6 +352,36 @@ pub struct NewJob {
     pub simulated: OutputManifest,
 }
 
+/// MPS processes only OSS buckets of its own region: an `Input`, `OutputFile` or
+/// `TileOutputFile` in another region's location is refused with the code MPS gives a bucket
+/// it cannot reach (`InvalidParameter.ResourceNotFound`; whether MPS refuses it at submit or
+/// fails the job with it is not documented: this emulator refuses it at submit). Run after
+/// [`check_submit`], so the objects are well formed.
+pub fn check_region(region: &str, input_raw: &str, config_raw: &str) -> Result<(), Fault> {
+    let own = format!("oss-{region}");
+    let input = parse_json_object("Input", input_raw)?;
+    let cfg = parse_json_object("SnapshotConfig", config_raw)?;
+    let tile = object(&cfg, "TileOutputFile").ok().flatten();
+    let output = object(&cfg, "OutputFile").ok().flatten();
+    let files = [
+        ("Input", Some(&input)),
+        ("OutputFile", output),
+        ("TileOutputFile", tile),
+    ];
+    for (name, file) in files {
+        let Some(file) = file else { continue };
+        let location = file.get("Location").and_then(Value::as_str).unwrap_or("");
+        if location != own {
+            let bucket = file.get("Bucket").and_then(Value::as_str).unwrap_or("");
+            return Err(Fault::bad(
+                "InvalidParameter.ResourceNotFound",
+                format!("The resource operated \"{name}\" cannot be found: bucket \"{bucket}\" is in {location}, and this MPS processes only buckets of {own}."),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a `SubmitSnapshotJob` the way MPS does and works out what the job will produce.
 pub fn check_submit(
     input_raw: &str,

@@ -138,7 +138,9 @@ pub struct StoreContext {
     /// The temporary credentials its STS issued.
     sts: Arc<super::sts::StsIssuer>,
     /// The region V4 signatures must name; `None`: the credential's.
-    pub(super) region: Option<String>,
+    region: Option<String>,
+    /// Buckets in another region than `region` (`EmulatorConfig::oss_bucket_regions`).
+    bucket_regions: Vec<(String, String)>,
     cors_origins: Vec<String>,
     /// `http://<listen>`: where the emulator is reached (for its callback key URL).
     pub(super) public_url: String,
@@ -150,6 +152,16 @@ pub struct StoreContext {
 }
 
 impl StoreContext {
+    /// The region a V4 signature for `bucket` must name: its own region if listed, else the
+    /// store's; `None`: any (the credential's).
+    pub(super) fn region_of(&self, bucket: &str) -> Option<&str> {
+        self.bucket_regions
+            .iter()
+            .find(|(b, _)| b == bucket)
+            .map(|(_, r)| r.as_str())
+            .or(self.region.as_deref())
+    }
+
     pub fn new(config: &super::config::EmulatorConfig, sts: Arc<super::sts::StsIssuer>) -> Self {
         let mut addr = config.listen;
         if addr.ip().is_unspecified() {
@@ -160,6 +172,7 @@ impl StoreContext {
             keys: config.access_keys.clone(),
             sts,
             region: config.oss_region.clone(),
+            bucket_regions: config.oss_bucket_regions.clone(),
             cors_origins: config.oss_cors_origins.clone(),
             public_url: format!("http://{addr}"),
             callback_key: tokio::sync::OnceCell::new(),
@@ -373,7 +386,7 @@ pub(super) fn check_signature(
     match crate::oss::verify_request(
         &r,
         &|id| ctx.secret_for(id),
-        ctx.region.as_deref(),
+        ctx.region_of(bucket),
         crate::clock::now(),
     ) {
         Ok(crate::oss::Authenticated::Anonymous) => Ok(crate::oss::Authenticated::Anonymous),

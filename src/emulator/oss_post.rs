@@ -116,7 +116,7 @@ async fn store_upload(
     let form = verify_post_fields(
         fields,
         &|id| ctx.secret_for(id),
-        ctx.region.as_deref(),
+        ctx.region_of(bucket),
         bucket,
         crate::clock::now(),
     )?;

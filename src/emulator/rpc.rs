@@ -301,6 +301,9 @@ async fn submit(
         ));
     }
     let new = jobs::check_submit(input, config, cfg.video_duration_s)?;
+    if let Some(region) = &cfg.region {
+        jobs::check_region(region, input, config)?;
+    }
     let now = state.clock.now_ms();
     let real = state.engine.is_some();
     let job = Job {

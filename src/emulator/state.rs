@@ -161,7 +161,9 @@ impl EmulatorState {
                 None
             }
         };
-        let sts = Arc::new(StsIssuer::new(config.sts_ttl_s, config.imds_role.clone()));
+        let sts = config.sts.clone().unwrap_or_else(|| {
+            Arc::new(StsIssuer::new(config.sts_ttl_s, config.imds_role.clone()))
+        });
         Ok(Self {
             store: Arc::new(StoreContext::new(&config, sts.clone())),
             sts,

@@ -21,6 +21,14 @@ pub struct TeamStateCount {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct RegionStateCount {
+    /// MPS region id (`cn-beijing`): the job's input bucket's region.
+    pub region: String,
+    pub state: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorCodeCount {
     pub code: String,
     pub count: u64,
@@ -28,7 +36,8 @@ pub struct ErrorCodeCount {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BudgetUse {
-    /// `mps.submit` or `mps.query`.
+    /// `mps.submit` or `mps.query` (the default region's, or every region's with
+    /// `worker.budget_scope = "account"`), `mps.submit.<region>` or `mps.query.<region>`.
     pub name: String,
     /// Configured calls per second, shared by all replicas.
     pub qps: u32,
@@ -43,6 +52,8 @@ pub struct Stats {
     pub jobs: Vec<TeamStateCount>,
     /// Totals per state, all teams.
     pub totals: std::collections::BTreeMap<String, u64>,
+    /// Jobs per MPS region and state.
+    pub regions: Vec<RegionStateCount>,
     pub oldest_queued_at: Option<DateTime<Utc>>,
     pub oldest_queued_age_s: Option<f64>,
     pub oldest_in_flight_at: Option<DateTime<Utc>>,
@@ -54,6 +65,20 @@ pub struct Stats {
     /// pause dispatch; the code says which.
     #[schema(value_type = Object)]
     pub mps: crate::mps::health::HealthView,
+    /// Teams paused by an operator (their queued jobs wait).
+    pub paused_teams: Vec<PausedTeam>,
+    /// The last retention purge (any replica): when it ended and what it deleted per class.
+    #[schema(value_type = Option<Object>)]
+    pub last_purge: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PausedTeam {
+    pub team: String,
+    pub paused_at: DateTime<Utc>,
+    /// New jobs are refused (409) rather than held.
+    pub refuse_new: bool,
+    pub reason: Option<String>,
 }
 
 fn age(t: Option<DateTime<Utc>>) -> Option<f64> {
@@ -88,8 +113,24 @@ pub async fn get_stats(
         .mps_error_codes_since(store::now() - chrono::Duration::hours(1))
         .await?;
     let budgets = state.store.budgets().await?;
+    let paused = state.store.paused_teams().await?;
+    let last_purge = state
+        .store
+        .last_lease_run(crate::worker::purge::PURGE_LEASE)
+        .await?
+        .map(|(_, report)| report);
     let now = store::now();
-    let w = &state.settings.worker;
+    let regions = state.settings.regions();
+    let rate_of = |name: &str| {
+        let r = regions
+            .iter()
+            .find(|r| r.submit_budget == name || r.query_budget == name);
+        match r {
+            Some(r) if r.submit_budget == name => r.submit_qps,
+            Some(r) => r.query_qps,
+            None => state.settings.worker.query_qps,
+        }
+    };
     Ok(Json(Stats {
         jobs: counts
             .by_state
@@ -97,6 +138,15 @@ pub async fn get_stats(
             .map(|(team, state, count)| TeamStateCount { team, state, count })
             .collect(),
         totals,
+        regions: counts
+            .by_region
+            .into_iter()
+            .map(|(region, state, count)| RegionStateCount {
+                region,
+                state,
+                count,
+            })
+            .collect(),
         oldest_queued_age_s: age(counts.oldest_queued),
         oldest_queued_at: counts.oldest_queued,
         oldest_in_flight_age_s: age(counts.oldest_in_flight),
@@ -108,11 +158,7 @@ pub async fn get_stats(
         upstream_budget: budgets
             .into_iter()
             .map(|(name, tokens, at)| {
-                let qps = if name.ends_with("submit") {
-                    w.submit_qps
-                } else {
-                    w.query_qps
-                };
+                let qps = rate_of(&name);
                 // What the bucket holds now: the stored count refilled up to this moment.
                 let rate = f64::from(qps);
                 let (_, left, _) = crate::store::take_tokens(
@@ -131,8 +177,28 @@ pub async fn get_stats(
                 }
             })
             .collect(),
+        last_purge,
         mps: state.mps_health.view(),
+        paused_teams: paused
+            .into_iter()
+            .map(|p| PausedTeam {
+                team: p.team,
+                paused_at: p.paused_at,
+                refuse_new: p.refuse_new,
+                reason: p.reason,
+            })
+            .collect(),
     }))
+}
+
+/// `snapgate_team_paused{team}`: 1 for each paused team, 0 for every other team.
+async fn team_pause_gauges(state: &AppState) -> crate::store::StoreResult<()> {
+    let paused = state.store.paused_teams().await?;
+    for t in state.store.list_teams().await? {
+        let on = paused.iter().any(|p| p.team == t.name);
+        metrics::gauge!("snapgate_team_paused", "team" => t.name).set(if on { 1.0 } else { 0.0 });
+    }
+    Ok(())
 }
 
 /// Prometheus exposition. Job gauges come from the store, cached for [`COUNTS_TTL`](super::state::COUNTS_TTL).
@@ -149,10 +215,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let n = totals.get(st.as_str()).copied().unwrap_or(0);
             metrics::gauge!("snapgate_jobs", "state" => st.as_str()).set(n as f64);
         }
+        for (region, st, n) in &counts.by_region {
+            metrics::gauge!("snapgate_region_jobs", "region" => region.clone(), "state" => st.clone())
+                .set(*n as f64);
+        }
         metrics::gauge!("snapgate_oldest_queued_job_age_seconds")
             .set(age(counts.oldest_queued).unwrap_or(0.0));
         metrics::gauge!("snapgate_oldest_in_flight_job_age_seconds")
             .set(age(counts.oldest_in_flight).unwrap_or(0.0));
+    }
+    if let Err(e) = team_pause_gauges(&state).await {
+        tracing::warn!(error = %e, "paused teams for /metrics failed");
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -47,6 +47,10 @@ pub enum ApiError {
     JobNotSucceeded { state: crate::domain::JobState },
     #[error("the job cannot be cancelled")]
     NotCancellable { state: crate::domain::JobState },
+    #[error("the job cannot be retried")]
+    NotRetryable { state: crate::domain::JobState },
+    #[error("the team is paused")]
+    TeamPaused,
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("this Idempotency-Key was used with a different request body")]
@@ -195,7 +199,30 @@ impl From<SubmitError> for ApiError {
             SubmitError::KeyReused => ApiError::IdempotencyKeyReused,
             SubmitError::KeyInProgress => ApiError::IdempotencyKeyInProgress,
             SubmitError::QuotaExceeded { limit } => ApiError::QuotaExceeded { limit },
+            SubmitError::TeamPaused => ApiError::TeamPaused,
             SubmitError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::services::jobs::RetryError> for ApiError {
+    fn from(e: crate::services::jobs::RetryError) -> Self {
+        use crate::services::jobs::RetryError;
+        match e {
+            RetryError::NotFound => ApiError::NotFound,
+            RetryError::NotFailed { state } => ApiError::NotRetryable { state },
+            RetryError::Submit(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::services::lifecycle::OpsError> for ApiError {
+    fn from(e: crate::services::lifecycle::OpsError) -> Self {
+        use crate::services::lifecycle::OpsError;
+        match e {
+            OpsError::UnknownTeam => ApiError::NotFound,
+            OpsError::Invalid(v) => ApiError::Validation(v),
+            OpsError::Store(e) => e.into(),
         }
     }
 }
@@ -236,9 +263,10 @@ impl ApiError {
             }
             ApiError::NotFound | ApiError::NoStoryboard(_) => StatusCode::NOT_FOUND,
             ApiError::MalformedJobId => StatusCode::NOT_FOUND,
-            ApiError::JobNotSucceeded { .. } | ApiError::NotCancellable { .. } => {
-                StatusCode::CONFLICT
-            }
+            ApiError::JobNotSucceeded { .. }
+            | ApiError::NotCancellable { .. }
+            | ApiError::NotRetryable { .. }
+            | ApiError::TeamPaused => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -271,6 +299,8 @@ impl ApiError {
             ApiError::NoStoryboard(_) => "storyboard_not_available",
             ApiError::JobNotSucceeded { .. } => "job_not_succeeded",
             ApiError::NotCancellable { .. } => "job_not_cancellable",
+            ApiError::NotRetryable { .. } => "job_not_retryable",
+            ApiError::TeamPaused => "team_paused",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
@@ -317,6 +347,11 @@ impl ApiError {
                  no cancel for a snapshot job once it is sent",
                 state.as_str()
             ),
+            ApiError::NotRetryable { state } => format!(
+                "the job is {}; only a failed job can be retried",
+                state.as_str()
+            ),
+            ApiError::TeamPaused => "an operator paused this team and new jobs are refused until it is resumed".into(),
             ApiError::PayloadTooLarge => "the request body is larger than this gateway accepts".into(),
             ApiError::IdempotencyKeyReused => "this Idempotency-Key was already used with a different request body; use a new key for a new job".into(),
             ApiError::IdempotencyKeyInProgress => "the first request with this Idempotency-Key is still being processed; retry shortly".into(),

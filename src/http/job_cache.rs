@@ -308,6 +308,8 @@ mod tests {
             mps: Default::default(),
             submitted_at: None,
             preset: None,
+            retry_of: None,
+            retried_by: None,
         }
     }
 

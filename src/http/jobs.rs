@@ -290,6 +290,38 @@ pub async fn cancel_job(
     Ok(state.jobs.answer(job, &state.outputs, seen))
 }
 
+/// Make a new job from a failed one: the same request (checked again, through the team's
+/// pause and quota like any submit), linked both ways (`retry_of` on the new job, `retried_by`
+/// on the failed one). Idempotent: a job retried already answers its one retry (with
+/// `Idempotent-Replayed: true`), however many calls race.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshot-jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The failed job's id")),
+    responses(
+        (status = 202, body = JobResource, description = "The new job, queued (or its earlier retry)"),
+        (status = 201, body = JobResource, description = "The new job, already accepted by MPS"),
+        LimitedReadErrors,
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "The job is not failed, or the team is paused with new jobs refused"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::store::JobChangeSink;
+    let id = path_job_id(&id)?;
+    let team = (!caller.admin).then_some(caller.team.as_str());
+    let submitted = state.submit.retry(team, id).await?;
+    // The failed job now names its retry: a cached answer of it is stale.
+    state.jobs.job_changed(id);
+    Ok(job_response(submitted, &state.outputs))
+}
+
 /// One MPS response kept for a job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MpsResponseEntry {

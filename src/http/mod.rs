@@ -11,6 +11,7 @@ pub mod health;
 pub mod job_cache;
 pub mod jobs;
 pub mod mps_rpc;
+pub mod ops;
 pub mod outputs;
 pub mod presets;
 pub mod schema;
@@ -129,6 +130,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job, jobs::cancel_job))
         .routes(routes!(jobs::list_mps_responses))
+        .routes(routes!(jobs::retry_job))
         .routes(routes!(outputs::get_storyboard_vtt))
         .routes(routes!(outputs::get_storyboard_json))
         .routes(routes!(outputs::get_outputs))
@@ -158,6 +160,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(uploads::upload_events))
         .routes(routes!(uploads::get_upload_storyboard_vtt))
         .routes(routes!(admin::get_stats))
+        .routes(routes!(ops::get_admin_usage))
+        .routes(routes!(ops::get_usage))
+        .routes(routes!(ops::pause_team))
+        .routes(routes!(ops::resume_team))
+        .routes(routes!(ops::redrive))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts();

@@ -6,6 +6,7 @@ use crate::config::Settings;
 use crate::crypto::MasterKeySlot;
 use crate::mps::health::MpsHealth;
 use crate::services::jobs::SubmitService;
+use crate::services::lifecycle::LifecycleService;
 use crate::services::limits::TeamLimiter;
 use crate::services::outputs::OutputService;
 use crate::services::presets::PresetService;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub submit: Arc<SubmitService>,
     /// Where a job's outputs are (manifests, storyboards, URLs).
     pub outputs: Arc<OutputService>,
+    /// Usage, team pauses, bulk redrive.
+    pub lifecycle: Arc<LifecycleService>,
     /// Per-team request rate.
     pub limiter: Arc<TeamLimiter>,
     /// The gateway's access to MPS (this replica's worker's view; always fine without one).

@@ -35,6 +35,14 @@ pub struct JobResource {
     pub outputs: Option<OutputsResource>,
     /// The preset (`name@version`) the request was resolved from, if any.
     pub preset: Option<String>,
+    /// The failed job this one was made from (`POST /v1/snapshot-jobs/{id}/retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub retry_of: Option<JobId>,
+    /// The job made from this one by a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub retried_by: Option<JobId>,
 }
 
 /// What MPS last said about a job.
@@ -102,6 +110,8 @@ impl JobResource {
             }),
             outputs: manifest,
             preset: j.preset,
+            retry_of: j.retry_of,
+            retried_by: j.retried_by,
         }
     }
 }

@@ -32,10 +32,13 @@ use crate::domain::outputs::OutputManifest;
 use crate::domain::{self, JobId, JobRequest, JobState, Violation, Warning};
 use crate::domain::{Job, JobError, NewJob};
 use crate::mps::wire::SubmitParams;
+use crate::services::limits::TeamPauses;
 use crate::services::outputs::OutputService;
 use crate::services::presets;
 use crate::signals::JobSignals;
-use crate::store::{CreateOutcome, DynStore, IdempotencyRecord, NewIdempotencyKey, StoreError};
+use crate::store::{
+    CreateOutcome, DynStore, IdempotencyRecord, NewIdempotencyKey, RetryOutcome, StoreError,
+};
 
 /// How long a submit may wait for MPS to accept the job before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub struct SubmitConfig {
     pub default_wait: Wait,
     /// `mps.pipeline_id`: the pipeline of jobs that name none.
     pub default_pipeline: Option<String>,
+    /// The MPS regions served (the default first) and each one's pipeline for jobs naming none.
+    pub regions: Vec<(String, Option<String>)>,
     /// How many POSTs of this replica may wait for MPS at once: the submits the upstream
     /// budget lets through at once (its burst, a twentieth of `worker.submit_qps`). Others
     /// would wait for the budget, not for MPS: they answer at once.
@@ -77,6 +82,11 @@ impl SubmitConfig {
                 Wait::UpTo(Duration::from_millis(wait_ms))
             },
             default_pipeline: s.mps.pipeline_id.clone(),
+            regions: s
+                .regions()
+                .into_iter()
+                .map(|r| (r.id, r.pipeline_id))
+                .collect(),
             max_waiting: (s.worker.submit_qps / 20).max(1) as usize,
         }
     }
@@ -107,8 +117,29 @@ pub enum SubmitError {
     KeyInProgress,
     #[error("the team has {limit} jobs in flight")]
     QuotaExceeded { limit: u64 },
+    /// The team is paused by an operator with new jobs refused.
+    #[error("the team is paused")]
+    TeamPaused,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a job could not be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no such job")]
+    NotFound,
+    /// Only a failed job is made again.
+    #[error("a {state:?} job cannot be retried")]
+    NotFailed { state: JobState },
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+impl From<StoreError> for RetryError {
+    fn from(e: StoreError) -> Self {
+        RetryError::Submit(SubmitError::Store(e))
+    }
 }
 
 /// Why a job could not be cancelled.
@@ -166,6 +197,8 @@ pub struct IdempotencyKey(pub String);
 pub struct SubmitService {
     store: DynStore,
     signals: JobSignals,
+    /// Teams paused with new jobs refused.
+    pauses: Arc<TeamPauses>,
     cfg: SubmitConfig,
     outputs: Arc<OutputService>,
     /// POSTs waiting for MPS now.
@@ -194,10 +227,33 @@ impl SubmitService {
         Self {
             store,
             signals,
+            pauses: Arc::default(),
             cfg,
             outputs,
             waiting: Arc::default(),
         }
+    }
+
+    /// The job validator (`domain::validate_request`), then MPS's region rule
+    /// (`domain::regions`): the input in a served region, the outputs in the input's.
+    pub fn validate(&self, body: &Value) -> Result<(JobRequest, Vec<Warning>), Vec<Violation>> {
+        let (request, warnings) = domain::validate_request(body)?;
+        let served: Vec<String> = self.cfg.regions.iter().map(|(r, _)| r.clone()).collect();
+        let errors = domain::regions::violations(&request, &served);
+        if errors.is_empty() {
+            Ok((request, warnings))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The pipeline a job of `region` naming none goes to.
+    pub fn region_pipeline(&self, region: &str) -> Option<&str> {
+        self.cfg
+            .regions
+            .iter()
+            .find(|(r, _)| r == region)
+            .map_or(self.cfg.default_pipeline.as_deref(), |(_, p)| p.as_deref())
     }
 
     /// A place among the POSTs waiting for MPS, if one is free.
@@ -238,7 +294,7 @@ impl SubmitService {
                 }
             },
         };
-        let (request, warnings) = match domain::validate_request(&body) {
+        let (request, warnings) = match self.validate(&body) {
             Ok(ok) => ok,
             Err(mut v) => {
                 v.extend(errors);
@@ -258,7 +314,7 @@ impl SubmitService {
         let params = crate::mps::params::submit_params(
             JobId::new(),
             &request,
-            self.cfg.default_pipeline.as_deref(),
+            self.region_pipeline(request.region()),
         );
         let outputs = self.outputs.predict(&request, duration_ms);
         Ok(Preview {
@@ -297,7 +353,7 @@ impl SubmitService {
         upload_id: Option<&str>,
     ) -> Result<Submitted, SubmitError> {
         let (body, preset) = self.resolve(team, body, upload_id).await?;
-        let (request, warnings) = domain::validate_request(&body).map_err(SubmitError::Invalid)?;
+        let (request, warnings) = self.validate(&body).map_err(SubmitError::Invalid)?;
         // Only a request with a key is compared with another (no hash of every job).
         let fingerprint = key.map(|_| fingerprint(&request)).unwrap_or_default();
         if let Some(k) = key {
@@ -305,6 +361,7 @@ impl SubmitService {
                 return self.replay(team, existing, &fingerprint).await;
             }
         }
+        self.check_pause(team).await?;
 
         let now = clock::now();
         let new = NewJob {
@@ -329,18 +386,12 @@ impl SubmitService {
             CreateOutcome::KeyExists(existing) => {
                 return self.replay(team, existing, &fingerprint).await
             }
-            CreateOutcome::QuotaExceeded => {
-                metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota")
-                    .increment(1);
-                return Err(SubmitError::QuotaExceeded { limit });
-            }
+            CreateOutcome::QuotaExceeded => return Err(self.quota_refused()),
         };
-        // The request's one INFO line (the access line) carries the job id: the entry point's
-        // span has a `job_id` field. Recorded here, so every entry point's line has it.
-        tracing::Span::current().record("job_id", tracing::field::display(job.id));
-        tracing::debug!(job_id = %job.id, team = %job.team, "job recorded");
-        self.signals.wake.notify_one();
-        let job = self.wait_for_dispatch(job, wait, &mut dispatched).await?;
+        let signals = self.recorded(&job);
+        let job = self
+            .wait_for_dispatch(job, wait, &signals, &mut dispatched)
+            .await?;
         Ok(Submitted {
             job,
             replayed: false,
@@ -458,12 +509,107 @@ impl SubmitService {
         Ok(job)
     }
 
+    /// The pause of teams whose new jobs are refused (this replica's view, at most
+    /// [`PAUSES_TTL`](crate::services::limits::PAUSES_TTL) old).
+    pub fn pauses(&self) -> &Arc<TeamPauses> {
+        &self.pauses
+    }
+
+    async fn check_pause(&self, team: &str) -> Result<(), SubmitError> {
+        if self.pauses.refuses(&self.store, team).await? {
+            metrics::counter!("snapgate_rejected_requests_total", "reason" => "paused")
+                .increment(1);
+            return Err(SubmitError::TeamPaused);
+        }
+        Ok(())
+    }
+
+    /// Makes a new job from the failed job `id` (of `team`, or any team for an admin's
+    /// `None`): the same request, checked again by today's rules, through the same pause and
+    /// quota as any submit, linked both ways (`retry_of`, `retried_by`). A job retried already
+    /// answers its one retry (`replayed`), however many calls race.
+    pub async fn retry(&self, team: Option<&str>, id: JobId) -> Result<Submitted, RetryError> {
+        let original = self
+            .store
+            .get_job(team, id)
+            .await?
+            .ok_or(RetryError::NotFound)?;
+        if let Some(existing) = original.retried_by {
+            return self.replayed_retry(existing).await;
+        }
+        if original.state != JobState::Failed {
+            return Err(RetryError::NotFailed {
+                state: original.state,
+            });
+        }
+        let body = serde_json::to_value(&original.request).expect("serializable");
+        let (request, warnings) = domain::validate_request(&body).map_err(SubmitError::Invalid)?;
+        self.check_pause(&original.team).await?;
+        let new = NewJob {
+            id: JobId::new(),
+            team: original.team.clone(),
+            request,
+            warnings,
+            created_at: clock::now(),
+            preset: original.preset.clone(),
+        };
+        // Admitted under the quota by the insert's own transaction, as any submit.
+        let limit = self.cfg.max_active_jobs;
+        match self.store.create_retry(team, id, new, limit).await? {
+            RetryOutcome::Created(job) => {
+                tracing::info!(job_id = %job.id, retry_of = %id, team = %job.team, "job retried");
+                self.recorded(&job);
+                Ok(Submitted {
+                    job: *job,
+                    replayed: false,
+                })
+            }
+            RetryOutcome::Existing(existing) => self.replayed_retry(existing).await,
+            RetryOutcome::NotFound => Err(RetryError::NotFound),
+            RetryOutcome::NotFailed(state) => Err(RetryError::NotFailed { state }),
+            RetryOutcome::QuotaExceeded => Err(self.quota_refused().into()),
+        }
+    }
+
+    /// A new job is recorded (a submit or a retry): its id on the request's span, its region's
+    /// dispatcher woken. Answers that region's signals.
+    fn recorded(&self, job: &Job) -> JobSignals {
+        // The request's one INFO line (the access line) carries the job id: the entry point's
+        // span has a `job_id` field. Recorded here, so every entry point's line has it.
+        tracing::Span::current().record("job_id", tracing::field::display(job.id));
+        tracing::debug!(job_id = %job.id, team = %job.team, "job recorded");
+        let signals = self.signals.region(job.request.region());
+        signals.wake.notify_one();
+        signals
+    }
+
+    /// The store refused a new job for the team's in-flight quota (a submit or a retry).
+    fn quota_refused(&self) -> SubmitError {
+        metrics::counter!("snapgate_rejected_requests_total", "reason" => "quota").increment(1);
+        SubmitError::QuotaExceeded {
+            limit: self.cfg.max_active_jobs,
+        }
+    }
+
+    async fn replayed_retry(&self, id: JobId) -> Result<Submitted, RetryError> {
+        let job = self
+            .store
+            .get_job(None, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a retry link to no job".into()))?;
+        Ok(Submitted {
+            job,
+            replayed: true,
+        })
+    }
+
     /// Waits up to the budget for the dispatcher (this replica's, or another's) to move the job
     /// out of `queued`.
     async fn wait_for_dispatch(
         &self,
         job: Job,
         wait: Wait,
+        signals: &JobSignals,
         dispatched: &mut tokio::sync::broadcast::Receiver<JobId>,
     ) -> Result<Job, StoreError> {
         let budget = match wait {
@@ -474,7 +620,7 @@ impl SubmitService {
         // the upstream budget is spent, or with as many POSTs already waiting as the budget lets
         // through at once, the MPS id would come after other jobs' turns: answer at once.
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        if self.signals.backlog.load(relaxed) || self.signals.budget_short.load(relaxed) {
+        if signals.backlog.load(relaxed) || signals.budget_short.load(relaxed) {
             return Ok(job);
         }
         let Some(_slot) = self.wait_slot() else {
@@ -504,8 +650,8 @@ impl SubmitService {
             }
             // The dispatcher fell behind meanwhile: the job waits its turn, the POST does not.
             if tokio::time::Instant::now() >= deadline
-                || self.signals.backlog.load(relaxed)
-                || self.signals.budget_short.load(relaxed)
+                || signals.backlog.load(relaxed)
+                || signals.budget_short.load(relaxed)
             {
                 break;
             }

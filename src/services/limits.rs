@@ -1,9 +1,11 @@
 //! Team limits shared by every entry point: the per-team request rate (token buckets, per
-//! replica, on a [`Monotonic`] clock that tests can drive). The in-flight quota is the store's: a job
-//! is admitted by its own insert (`JobStore::create_job_within`), exact across replicas.
+//! replica, on a [`Monotonic`] clock that tests can drive) and which teams are paused with new
+//! jobs refused ([`TeamPauses`]). The in-flight quota is the store's: a job is admitted by its
+//! own insert (`JobStore::create_job_within`, a retry by `LifecycleStore::create_retry`), exact
+//! across replicas.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
@@ -129,5 +131,48 @@ mod rate_tests {
                 "\"team\";r=1;t=2".to_string()
             )
         );
+    }
+}
+
+/// Which teams refuse new jobs while paused, read from the store at most every
+/// [`PAUSES_TTL`] per replica (a pause that refuses takes effect on every replica within it;
+/// a pause that holds jobs needs no cache: the claim query itself skips the team).
+#[derive(Default)]
+pub struct TeamPauses {
+    refusing: tokio::sync::Mutex<Option<(Instant, std::sync::Arc<Vec<String>>)>>,
+}
+
+/// How long a replica trusts its list of refusing pauses.
+pub const PAUSES_TTL: Duration = Duration::from_millis(500);
+
+impl TeamPauses {
+    /// Whether `team` is paused with new jobs refused.
+    pub async fn refuses(
+        &self,
+        store: &crate::store::DynStore,
+        team: &str,
+    ) -> crate::store::StoreResult<bool> {
+        let mut cached = self.refusing.lock().await;
+        let list = match &*cached {
+            Some((at, list)) if at.elapsed() < PAUSES_TTL => list.clone(),
+            _ => {
+                let list: Vec<String> = store
+                    .paused_teams()
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.refuse_new)
+                    .map(|p| p.team)
+                    .collect();
+                let list = std::sync::Arc::new(list);
+                *cached = Some((Instant::now(), list.clone()));
+                list
+            }
+        };
+        Ok(list.iter().any(|t| t == team))
+    }
+
+    /// Forgets the list (this replica changed a pause).
+    pub async fn invalidate(&self) {
+        *self.refusing.lock().await = None;
     }
 }

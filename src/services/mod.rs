@@ -9,13 +9,15 @@
 //! - `outputs`: where a job's images are, storyboards, links.
 //! - `webhooks`: endpoints, secrets, deletion, replays.
 //! - `keys`: team credentials.
-//! - `limits`: per-team request rate and in-flight quota.
+//! - `limits`: per-team request rate, in-flight quota, paused teams.
+//! - `lifecycle`: usage, pausing a team, bulk redrive (retention in `worker::purge`).
 //!
 //! Services write through `store` and wake the worker through `signals`; they never call MPS
 //! (the worker does) and never import `http` or `worker`.
 
 pub mod jobs;
 pub mod keys;
+pub mod lifecycle;
 pub mod limits;
 pub mod outputs;
 pub mod presets;

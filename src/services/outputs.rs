@@ -310,6 +310,8 @@ mod tests {
             mps,
             submitted_at: None,
             preset: None,
+            retry_of: None,
+            retried_by: None,
         }
     }
 

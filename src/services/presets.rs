@@ -25,11 +25,13 @@ pub enum PresetError {
 /// same body again answers the version it already is.
 pub struct PresetService {
     store: DynStore,
+    /// The MPS regions served: a preset's outputs must be in one of them.
+    served: Vec<String>,
 }
 
 impl PresetService {
-    pub fn new(store: DynStore) -> Self {
-        Self { store }
+    pub fn new(store: DynStore, served: Vec<String>) -> Self {
+        Self { store, served }
     }
 
     /// Checks a `{name, request}` body (every violation listed, the request's with the job
@@ -40,7 +42,7 @@ impl PresetService {
         team: &str,
         body: &Value,
     ) -> Result<(PresetRecord, bool), PresetError> {
-        let (name, request) = check_create(body).map_err(PresetError::Invalid)?;
+        let (name, request) = check_create(body, &self.served).map_err(PresetError::Invalid)?;
         let now = self.store.clock().await?;
         let (preset, created) = self
             .store
@@ -54,7 +56,10 @@ impl PresetService {
 }
 
 /// The name and request of a `{name, request}` body, or every violation.
-fn check_create(body: &Value) -> Result<(&str, &Value), Vec<Violation>> {
+fn check_create<'a>(
+    body: &'a Value,
+    served: &[String],
+) -> Result<(&'a str, &'a Value), Vec<Violation>> {
     let mut errors = Vec::new();
     let name = match body.get("name").and_then(|v| v.as_str()) {
         Some(n) => {
@@ -87,7 +92,7 @@ fn check_create(body: &Value) -> Result<(&str, &Value), Vec<Violation>> {
     let request = body.get("request");
     match request {
         Some(r) => {
-            if let Err(v) = validate_preset(r) {
+            if let Err(v) = validate_preset(r, served) {
                 errors.extend(v.into_iter().map(|mut v| {
                     v.field = format!("/request{}", v.field);
                     v
@@ -179,15 +184,30 @@ pub fn fingerprint(body: &Value) -> String {
     ))
 }
 
-/// A stand-in input, only to run the job validator over a preset.
-fn sample_input() -> Value {
-    serde_json::json!({"location": "oss-cn-shanghai", "bucket": "preset-check", "object": "uploads/preset-check.mp4"})
+/// The MPS region a preset's jobs go to: its output's (`oss-cn-beijing` → `cn-beijing`), where
+/// their input must be too. `None` for a body without an output location.
+pub fn output_region(body: &Value) -> Option<&str> {
+    let location = body.get("output")?.get("location")?.as_str()?;
+    Some(location.strip_prefix("oss-").unwrap_or(location))
+}
+
+/// A stand-in input, only to run the job validator over a preset: in the region of the
+/// preset's output (the input a job of the preset gives must be there too).
+fn sample_input(body: &Map<String, Value>) -> Value {
+    let location = body
+        .get("output")
+        .and_then(|o| o.get("location"))
+        .and_then(Value::as_str)
+        .filter(|l| crate::domain::rules::is_location(l))
+        .unwrap_or("oss-cn-shanghai");
+    serde_json::json!({"location": location, "bucket": "preset-check", "object": "uploads/preset-check.mp4"})
 }
 
 /// Checks a preset body with the job validator: a JSON object, no `input` (the upload, or the
 /// job body, gives it), no `preset`, and otherwise a valid job request (`{UploadId}` counts as
-/// an id). Every violation is listed, in the validator's words.
-pub fn validate_preset(body: &Value) -> Result<(), Vec<Violation>> {
+/// an id), whose outputs are in one region of `served` (MPS's region rule). Every violation is
+/// listed, in the validator's words.
+pub fn validate_preset(body: &Value, served: &[String]) -> Result<(), Vec<Violation>> {
     let Some(map) = body.as_object() else {
         return Err(vec![Violation {
             field: String::new(),
@@ -213,11 +233,22 @@ pub fn validate_preset(body: &Value) -> Result<(), Vec<Violation>> {
     }
     let mut sample = map.clone();
     sample.remove(PRESET_FIELD);
-    sample.insert("input".into(), sample_input());
+    sample.insert("input".into(), sample_input(map));
     let mut sample = Value::Object(sample);
     fill_upload_id(&mut sample, "00000000-0000-0000-0000-000000000000");
-    if let Err(v) = domain::validate_request(&sample) {
-        errors.extend(v.into_iter().filter(|v| !v.field.starts_with("/input")));
+    match domain::validate_request(&sample) {
+        Err(v) => errors.extend(v.into_iter().filter(|v| !v.field.starts_with("/input"))),
+        // The stand-in input is in the output's region: a region not served is the output's.
+        Ok((request, _)) => errors.extend(
+            domain::regions::violations(&request, served)
+                .into_iter()
+                .map(|mut v| {
+                    if v.field == "/input/location" {
+                        v.field = "/output/location".into();
+                    }
+                    v
+                }),
+        ),
     }
     if errors.is_empty() {
         Ok(())
@@ -305,9 +336,10 @@ mod tests {
     #[test]
     fn a_preset_is_checked_by_the_job_validator() {
         let ok = json!({"output": {"location": "oss-cn-shanghai", "bucket": "media", "object": "t/{UploadId}/{Count}.jpg"}, "num": 3});
-        assert!(validate_preset(&ok).is_ok());
+        let served = ["cn-shanghai".to_string()];
+        assert!(validate_preset(&ok, &served).is_ok());
         let bad = json!({"input": {}, "output": {"location": "cn-shanghai", "bucket": "media", "object": "t/x.jpg"}, "num": 3, "width": 5000});
-        let errors = validate_preset(&bad).unwrap_err();
+        let errors = validate_preset(&bad, &served).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,

@@ -1,7 +1,9 @@
 //! Where an upload is handled (browser uploads): [`UploadService`] owns every rule of browser uploads,
 //! and the HTTP routes (`http/uploads.rs`, `/callbacks/oss`) are adapters over it.
 //!
-//! 1. **Intent** (`create`, the team's backend): the preset is pinned to its version, the job it
+//! 1. **Intent** (`create`, the team's backend): the preset is pinned to its version, the bucket
+//!    is the upload bucket of the preset's output region (MPS reads only buckets of its own
+//!    region, so the input must be there too; a region with none is refused), the job it
 //!    will make is checked now (so a bad combination fails here, not after the upload), the object
 //!    key is fixed (`<prefix><team>/<upload id>/<filename>`), and the answer carries the signed
 //!    PostObject form (`oss::post_policy::sign_post`: bucket, exact key, exact size, expiry, and
@@ -42,7 +44,7 @@ use uuid::Uuid;
 
 use crate::crypto::token_hash;
 use crate::domain::Job;
-use crate::domain::{self, JobId, JobState, Violation};
+use crate::domain::{JobId, JobState, Violation};
 use crate::oss::callback::{self, CallbackSpec};
 use crate::oss::multipart::{MultipartClient, StoredPart};
 use crate::oss::post_policy::{self, PostForm, PostPolicy};
@@ -87,14 +89,27 @@ async fn read_public_key(mut res: reqwest::Response) -> Result<String, String> {
     String::from_utf8(pem).map_err(|e| e.to_string())
 }
 
-/// Where uploads go and how they are signed, settled once at start.
+/// One bucket uploads go to: the upload bucket of one region.
 #[derive(Debug, Clone)]
-pub struct UploadConfig {
+pub struct UploadTarget {
     pub bucket: String,
     /// OSS region id (`cn-shanghai`); the location is `oss-<region>`.
     pub region: String,
     /// The bucket's URL: the form's action and the base of the signed `HEAD`.
     pub bucket_url: String,
+}
+
+impl UploadTarget {
+    pub fn location(&self) -> String {
+        format!("oss-{}", self.region)
+    }
+}
+
+/// Where uploads go and how they are signed, settled once at start.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Each region's upload bucket (at most one per region), `[uploads]`'s first.
+    pub buckets: Vec<UploadTarget>,
     pub prefix: String,
     pub ttl: chrono::Duration,
     pub token_ttl: chrono::Duration,
@@ -112,8 +127,23 @@ pub struct UploadConfig {
 }
 
 impl UploadConfig {
-    pub fn location(&self) -> String {
-        format!("oss-{}", self.region)
+    /// The upload bucket of `region`, if it has one.
+    pub fn bucket_in(&self, region: &str) -> Option<&UploadTarget> {
+        self.buckets.iter().find(|b| b.region == region)
+    }
+
+    /// The configured bucket an upload names (its location and bucket): where its object is
+    /// checked, its parts signed, listed, completed and aborted.
+    fn target_of(&self, u: &UploadRecord) -> Result<&UploadTarget, UploadError> {
+        self.buckets
+            .iter()
+            .find(|b| b.bucket == u.bucket && b.location() == u.location)
+            .ok_or_else(|| {
+                UploadError::Oss(format!(
+                    "the upload's bucket {} ({}) is no longer an upload bucket",
+                    u.bucket, u.location
+                ))
+            })
     }
 }
 
@@ -347,6 +377,7 @@ impl UploadService {
     pub async fn create(&self, team: &str, req: NewUpload) -> Result<CreatedUpload, UploadError> {
         let creds = self.oss_creds().await?;
         let preset = self.check_new(team, &req).await?;
+        let target = self.bucket_for(&preset)?;
         let id = Uuid::now_v7();
         let now = self.store.clock().await?;
         let token = random_token();
@@ -359,8 +390,8 @@ impl UploadService {
             content_type: req.content_type.clone(),
             size_bytes: req.size_bytes,
             user_data: req.user_data.clone(),
-            location: self.cfg.location(),
-            bucket: self.cfg.bucket.clone(),
+            location: target.location(),
+            bucket: target.bucket.clone(),
             object_key: format!("{}{team}/{id}/{}", self.cfg.prefix, req.filename),
             state: UploadState::Waiting,
             token_hash: token_hash(&token),
@@ -378,10 +409,10 @@ impl UploadService {
             .submit
             .resolve(team, &job_body, Some(&id.to_string()))
             .await?;
-        if let Err(v) = domain::validate_request(&body) {
+        if let Err(v) = self.submit.validate(&body) {
             return Err(UploadError::Invalid(v));
         }
-        let (upload, form) = self.record_intent(&creds, upload).await?;
+        let (upload, form) = self.record_intent(&creds, target, upload).await?;
         tracing::info!(upload_id = %id, team, preset = %upload.preset, key = %upload.object_key, multipart = upload.multipart.is_some(), "upload intent created");
         Ok(CreatedUpload {
             upload,
@@ -391,20 +422,42 @@ impl UploadService {
         })
     }
 
+    /// The upload bucket of the preset's output region: the job's input must be in its
+    /// outputs' region (MPS's region rule), so the upload goes there or nowhere.
+    fn bucket_for(
+        &self,
+        preset: &crate::store::PresetRecord,
+    ) -> Result<&UploadTarget, UploadError> {
+        let region = crate::services::presets::output_region(&preset.body).unwrap_or_default();
+        self.cfg.bucket_in(region).ok_or_else(|| {
+            let with: Vec<&str> = self.cfg.buckets.iter().map(|b| b.region.as_str()).collect();
+            UploadError::Invalid(vec![violation(
+                "/preset",
+                "region_no_upload_bucket",
+                format!(
+                    "preset {} writes to MPS region {region}, which has no upload bucket (regions.{region}.upload_bucket); uploads go to {}",
+                    preset.reference(),
+                    with.join(", ")
+                ),
+            )])
+        })
+    }
+
     /// Stores a checked intent: above the threshold with its multipart upload initiated first
     /// (aborted again if the intent cannot be stored), else with its PostObject form.
     async fn record_intent(
         &self,
         cred: &crate::credentials::Credential,
+        target: &UploadTarget,
         mut upload: UploadRecord,
     ) -> Result<(UploadRecord, Option<PostForm>), UploadError> {
         if upload.size_bytes <= self.cfg.multipart_threshold_bytes {
             self.store.create_upload(&upload).await?;
-            let form = self.post_form(cred, &upload);
+            let form = self.post_form(cred, target, &upload);
             return Ok((upload, Some(form)));
         }
         let creds = OssCredentials::from(cred);
-        let client = self.multipart_client(&creds, &self.http);
+        let client = self.multipart_client(&creds, &self.http, target);
         let (part_size, part_count) = crate::oss::multipart::plan(upload.size_bytes);
         let oss_upload_id = client
             .initiate(&upload.object_key, &upload.content_type)
@@ -424,16 +477,18 @@ impl UploadService {
         Ok((upload, None))
     }
 
+    /// The multipart client of one upload bucket (`target`: [`UploadConfig::target_of`]).
     fn multipart_client<'a>(
         &'a self,
         creds: &'a OssCredentials,
         http: &'a reqwest::Client,
+        target: &'a UploadTarget,
     ) -> MultipartClient<'a> {
         MultipartClient {
             http,
             creds,
-            region: &self.cfg.region,
-            bucket_url: &self.cfg.bucket_url,
+            region: &target.region,
+            bucket_url: &target.bucket_url,
         }
     }
 
@@ -510,7 +565,12 @@ impl UploadService {
     /// The signed PostObject form for `upload`: its exact key and size, until it expires, with
     /// the callback to `uploads.callback_url` if one is set.
     /// The policy never outlives a temporary credential's token.
-    fn post_form(&self, cred: &crate::credentials::Credential, upload: &UploadRecord) -> PostForm {
+    fn post_form(
+        &self,
+        cred: &crate::credentials::Credential,
+        target: &UploadTarget,
+        upload: &UploadRecord,
+    ) -> PostForm {
         let creds = &OssCredentials::from(cred);
         let callback = self.callback_spec(creds, upload.id);
         let policy = PostPolicy {
@@ -525,8 +585,8 @@ impl UploadService {
         };
         post_policy::sign_post(
             creds,
-            &self.cfg.region,
-            &self.cfg.bucket_url,
+            &target.region,
+            &target.bucket_url,
             &policy,
             chrono::Utc::now(),
         )
@@ -774,17 +834,19 @@ impl UploadService {
         self.land(id, VIA_CALLBACK).await
     }
 
-    /// The upload's own object is in the bucket with the declared size (a signed `HEAD`).
+    /// The upload's own object is in its bucket with the declared size (a signed `HEAD`, scoped
+    /// to the bucket's region).
     async fn verify_object(
         &self,
         creds: &OssCredentials,
         upload: &UploadRecord,
     ) -> Result<(), UploadError> {
+        let target = self.cfg.target_of(upload)?;
         let found = crate::oss::v4::head_object(
             &self.http,
             creds,
-            &self.cfg.region,
-            &self.cfg.bucket_url,
+            &target.region,
+            &target.bucket_url,
             &upload.object_key,
         )
         .await
@@ -827,7 +889,7 @@ impl UploadService {
         upload: &UploadRecord,
         plan: &MultipartPlan,
     ) -> Result<(), UploadError> {
-        let client = self.multipart_client(creds, &self.slow_http);
+        let client = self.multipart_client(creds, &self.slow_http, self.cfg.target_of(upload)?);
         let key = &upload.object_key;
         // An OSS upload that is gone, or a failure while another call completes it: the
         // object's signed `HEAD` decides (only this upload's parts can make this key).
@@ -921,14 +983,14 @@ impl UploadService {
             credentials: handle,
             ttl_s: upload_parts::PART_URL_TTL_S as u64,
         };
-        let object = domain::OssObject {
+        let object = crate::domain::OssObject {
             location: u.location.clone(),
             bucket: u.bucket.clone(),
             object: u.object_key.clone(),
         };
         let object_url = format!(
             "{}/{}",
-            self.cfg.bucket_url.trim_end_matches('/'),
+            self.cfg.target_of(u)?.bucket_url.trim_end_matches('/'),
             crate::oss::uri_encode(&u.object_key, true)
         );
         let parts = numbers
@@ -953,7 +1015,7 @@ impl UploadService {
         let creds = OssCredentials::from(&*self.oss_creds().await?);
         let s = self.status(id).await?.ok_or(UploadError::NotFound)?;
         let plan = Self::waiting_plan(&s)?.clone();
-        let client = self.multipart_client(&creds, &self.http);
+        let client = self.multipart_client(&creds, &self.http, self.cfg.target_of(&s.upload)?);
         let mut parts = self
             .list_stored(&client, &s.upload, &plan)
             .await
@@ -971,10 +1033,17 @@ impl UploadService {
             return Ok(0);
         }
         let creds = OssCredentials::from(&*self.oss_creds().await?);
-        let client = self.multipart_client(&creds, &self.http);
         let mut closed = 0;
         for u in &due {
             let Some(plan) = &u.multipart else { continue };
+            let target = match self.cfg.target_of(u) {
+                Ok(target) => target,
+                Err(e) => {
+                    tracing::warn!(upload_id = %u.id, error = %e, "an expired multipart upload cannot be aborted");
+                    continue;
+                }
+            };
+            let client = self.multipart_client(&creds, &self.http, target);
             match client.abort(&u.object_key, &plan.oss_upload_id).await {
                 Ok(()) => {
                     self.store
@@ -1149,7 +1218,11 @@ pub async fn ensure_demo_preset(
                    "lines": 2, "columns": 4, "cell_width": 160, "cell_height": 90, "margin": 0, "padding": 2},
         "webvtt": {"sprite": true}
     });
-    debug_assert!(crate::services::presets::validate_preset(&body).is_ok());
+    debug_assert!(crate::services::presets::validate_preset(
+        &body,
+        std::slice::from_ref(&u.region)
+    )
+    .is_ok());
     let now = store.clock().await?;
     store
         .create_preset(

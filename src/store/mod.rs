@@ -17,13 +17,16 @@ mod codec;
 mod db;
 mod events;
 mod group_commit;
+mod lifecycle;
 mod postgres;
+mod retention;
 mod rows;
 mod rpc;
 mod sql;
 mod sqlite;
 mod statements;
 mod uploads;
+mod usage;
 mod webhooks;
 
 use std::sync::Arc;
@@ -47,6 +50,7 @@ pub use sql::SqlStore;
 pub use uploads::{
     MultipartPlan, PresetRecord, PresetStore, UploadRecord, UploadState, UploadStore,
 };
+pub use usage::usage_day;
 pub use webhooks::{
     DeliveryAttempt, DeliveryClaim, DeliveryOutcome, DeliveryRecord, NewWebhookEndpoint,
     WebhookEndpoint, WebhookEndpointUpdate, WebhookEvent, WebhookStore,
@@ -209,6 +213,8 @@ pub struct ApiKeyRecord {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobCounts {
     pub by_state: Vec<(String, String, u64)>,
+    /// Jobs by MPS region and state: `(region, state, n)`.
+    pub by_region: Vec<(String, String, u64)>,
     pub oldest_queued: Option<DateTime<Utc>>,
     pub oldest_in_flight: Option<DateTime<Utc>>,
 }
@@ -226,6 +232,8 @@ pub trait Store:
     + WebhookStore
     + PresetStore
     + UploadStore
+    + LifecycleStore
+    + RetentionStore
     + Send
     + Sync
     + 'static
@@ -311,7 +319,24 @@ pub trait DispatchStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+    ) -> StoreResult<Vec<DispatchClaim>> {
+        self.claim_dispatch_in(None, owner, now, lease_until, limit)
+            .await
+    }
+    /// [`DispatchStore::claim_dispatch`] among one MPS region's jobs only (`None`: every
+    /// region's): each region's dispatcher claims its own, so one region's outage or throttling
+    /// never holds another's jobs.
+    async fn claim_dispatch_in(
+        &self,
+        region: Option<&RegionScope>,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>>;
+    /// Gives the rows written before jobs had a region (region '') the default region; returns
+    /// how many. Run at start.
+    async fn backfill_region(&self, default_region: &str) -> StoreResult<u64>;
     /// Starts an attempt under the claim, right before MPS is called: marks it started (if no
     /// earlier attempt's outcome is pending), records the pipeline sent and extends the lease.
     /// False if the claim is no longer this one's (lease expired and taken, or the job moved on):
@@ -365,6 +390,16 @@ pub trait DispatchStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        self.claim_polls_in(None, now, lease_until, limit).await
+    }
+    /// [`DispatchStore::claim_polls`] among one MPS region's jobs only (`None`: every region's).
+    async fn claim_polls_in(
+        &self,
+        region: Option<&RegionScope>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
     ) -> StoreResult<Vec<Job>>;
     /// Records a status answer (a query's, or an MNS job message's). Never moves a final job
     /// back.
@@ -386,7 +421,11 @@ pub trait DispatchStore {
     /// When the next dispatch and the next status poll are due (for the worker's loops' sleeps).
     /// The dispatch time is looked for among the earliest due jobs only (a bounded read however
     /// long the queue): a later job is found by the dispatcher's polling fallback at the latest.
-    async fn next_due_each(&self) -> StoreResult<NextDue>;
+    async fn next_due_each(&self) -> StoreResult<NextDue> {
+        self.next_due_each_in(None).await
+    }
+    /// [`DispatchStore::next_due_each`] among one MPS region's jobs only (`None`: every region's).
+    async fn next_due_each_in(&self, region: Option<&RegionScope>) -> StoreResult<NextDue>;
     /// Earliest time any dispatch or poll is due.
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let d = self.next_due_each().await?;
@@ -418,12 +457,242 @@ pub trait JobChangeSink: Send + Sync {
     fn feed_lost(&self);
 }
 
+/// One MPS region's share of the queue (its workers' claims): its jobs, and for the default
+/// region also the rows written before jobs had a region (region '').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionScope {
+    pub region: String,
+    pub default: bool,
+}
+
+impl RegionScope {
+    /// The condition on `table.region` (or `region`), its value bound as `$n`.
+    pub(crate) fn condition(&self, table: Option<&str>, n: usize) -> String {
+        let column = table.map_or("region".to_string(), |t| format!("{t}.region"));
+        if self.default {
+            format!("{column} IN (${n}, '')")
+        } else {
+            format!("{column} = ${n}")
+        }
+    }
+}
+
 /// When the worker's next dispatch and status poll are due ([`DispatchStore::next_due_each`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NextDue {
     pub dispatch: Option<DateTime<Utc>>,
     pub poll: Option<DateTime<Utc>>,
 }
+
+/// Usage of one team on one day in one region (summed over the counter's shards).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageRecord {
+    pub team: String,
+    /// UTC, `YYYY-MM-DD`.
+    pub day: String,
+    pub region: String,
+    pub submitted: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Snapshots made (MPS's `Count` of succeeded jobs).
+    pub snapshots: u64,
+    /// Sprite sheets made (MPS's `TileCount` of succeeded jobs).
+    pub sprite_sheets: u64,
+    /// MPS calls answered about the team's jobs (a submit, each job's entry of a query).
+    pub mps_calls: u64,
+}
+
+/// A paused team.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TeamPause {
+    pub team: String,
+    pub paused_at: DateTime<Utc>,
+    /// New jobs are refused (409) rather than recorded and held.
+    pub refuse_new: bool,
+    pub reason: Option<String>,
+}
+
+/// What [`LifecycleStore::create_retry`] did.
+#[derive(Debug)]
+pub enum RetryOutcome {
+    /// The new job, recorded and linked both ways.
+    Created(Box<Job>),
+    /// The job was retried already: its one retry.
+    Existing(JobId),
+    NotFound,
+    /// Only a failed job is retried.
+    NotFailed(JobState),
+    /// The team has its limit of jobs in flight; nothing was written.
+    QuotaExceeded,
+}
+
+/// Which failed jobs a bulk redrive takes: failed with an error code (so never a cancelled
+/// job), not retried yet, oldest end first.
+#[derive(Debug, Clone, Default)]
+pub struct RedriveFilter {
+    pub team: Option<String>,
+    /// The job's MPS (or delivery) error code.
+    pub code: Option<String>,
+    /// Ended at or after.
+    pub ended_from: Option<DateTime<Utc>>,
+    /// Ended before.
+    pub ended_to: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+/// Usage counters, team pauses and redrive links (`lifecycle.rs`).
+#[async_trait]
+pub trait LifecycleStore {
+    /// Usage from `from` to `to` (days, inclusive), of one team or all, by team, day, region.
+    async fn usage(
+        &self,
+        from: &str,
+        to: &str,
+        team: Option<&str>,
+    ) -> StoreResult<Vec<UsageRecord>>;
+    /// Pauses a team (kept if already paused, its options replaced); false if no such team.
+    async fn pause_team(
+        &self,
+        team: &str,
+        at: DateTime<Utc>,
+        refuse_new: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Resumes a team and wakes every replica's dispatcher; false if no such team.
+    async fn resume_team(&self, team: &str) -> StoreResult<bool>;
+    async fn paused_teams(&self) -> StoreResult<Vec<TeamPause>>;
+    /// Records `job` as the retry of the failed job `of` (of `team`, or any for `None`), linked
+    /// both ways, in one transaction; a job already retried answers its retry, and of concurrent
+    /// calls exactly one creates. Admitted under the team's in-flight quota exactly as
+    /// [`JobStore::create_job_within`] admits (else [`RetryOutcome::QuotaExceeded`]).
+    async fn create_retry(
+        &self,
+        team: Option<&str>,
+        of: JobId,
+        job: NewJob,
+        max_in_flight: u64,
+    ) -> StoreResult<RetryOutcome>;
+    /// How many jobs a bulk redrive with this filter would take (ignoring its limit).
+    async fn count_redrive(&self, f: &RedriveFilter) -> StoreResult<u64>;
+    /// The first `f.limit` of them.
+    async fn redrive_candidates(&self, f: &RedriveFilter) -> StoreResult<Vec<JobId>>;
+}
+
+/// A class of data the retention purge deletes, in the order a run takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeClass {
+    /// Webhook delivery attempts older than the webhook retention.
+    WebhookAttempts,
+    /// Webhook events older than the webhook retention (with their deliveries).
+    WebhookEvents,
+    /// Ended uploads (landed or expired) whose job, if any, is final.
+    Uploads,
+    /// Final jobs ended before the job retention, with their MPS responses; never one an
+    /// unexpired idempotency key or an upload names.
+    Jobs,
+    /// Expired idempotency keys.
+    IdempotencyKeys,
+    /// Expired nonces of the MPS-compatible endpoint.
+    RpcNonces,
+}
+
+impl PurgeClass {
+    pub const ALL: [PurgeClass; 6] = [
+        PurgeClass::WebhookAttempts,
+        PurgeClass::WebhookEvents,
+        PurgeClass::Uploads,
+        PurgeClass::Jobs,
+        PurgeClass::IdempotencyKeys,
+        PurgeClass::RpcNonces,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeClass::WebhookAttempts => "webhook_attempts",
+            PurgeClass::WebhookEvents => "webhook_events",
+            PurgeClass::Uploads => "uploads",
+            PurgeClass::Jobs => "jobs",
+            PurgeClass::IdempotencyKeys => "idempotency_keys",
+            PurgeClass::RpcNonces => "rpc_nonces",
+        }
+    }
+}
+
+/// What is old enough to go: rows before these times (`now` for what expires by itself).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PurgeCutoffs {
+    pub now: DateTime<Utc>,
+    pub jobs: DateTime<Utc>,
+    pub webhooks: DateTime<Utc>,
+    pub uploads: DateTime<Utc>,
+}
+
+/// How many rows of a class a purge would delete now, and the oldest one's time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PurgeCount {
+    pub class: PurgeClass,
+    pub rows: u64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// What one batch deleted: rows of the class, and rows deleted with them (a job's MPS
+/// responses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgedBatch {
+    pub rows: u64,
+    pub related: u64,
+}
+
+/// The retention purge's statements (`retention.rs`).
+#[async_trait]
+pub trait RetentionStore {
+    /// What a purge with these cutoffs would delete of `class` (a dry run).
+    async fn purge_count(&self, class: PurgeClass, c: &PurgeCutoffs) -> StoreResult<PurgeCount>;
+    /// Deletes up to `limit` of the oldest rows of `class` in one short transaction (rows
+    /// another transaction holds are skipped: `FOR UPDATE SKIP LOCKED` on Postgres).
+    async fn purge_batch(
+        &self,
+        class: PurgeClass,
+        c: &PurgeCutoffs,
+        limit: u32,
+    ) -> StoreResult<PurgedBatch>;
+    /// Takes (or extends) the lease `name` for `owner` until `until`, unless another owner's
+    /// lease is live at `now`.
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Gives the lease back and keeps the run's report.
+    async fn end_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        at: DateTime<Utc>,
+        report: &Value,
+    ) -> StoreResult<()>;
+    /// The last run's time and report under the lease `name`.
+    async fn last_lease_run(&self, name: &str) -> StoreResult<Option<(DateTime<Utc>, Value)>>;
+    /// Exact row counts of the tables the purge bounds (and `usage_daily`), by name: a full
+    /// count of each, for tests and inspection, not for a hot path.
+    async fn table_rows(&self) -> StoreResult<Vec<(String, u64)>>;
+}
+
+/// The tables [`RetentionStore::table_rows`] counts.
+pub const COUNTED_TABLES: [&str; 9] = [
+    "jobs",
+    "mps_responses",
+    "idempotency_keys",
+    "webhook_events",
+    "webhook_deliveries",
+    "webhook_attempts",
+    "uploads",
+    "rpc_nonces",
+    "usage_daily",
+];
 
 /// Idempotency keys (written by [`JobStore::create_job`]).
 #[async_trait]

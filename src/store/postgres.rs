@@ -48,21 +48,29 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
 /// claim token. Fair across teams: the teams with due jobs are found by a loose index scan, each
 /// offers its oldest due jobs (locked with `SKIP LOCKED`), and the batch takes every team's
 /// first job before any team's second, so one team's backlog never delays another's job by
-/// more than a round.
-pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<ClaimRow>> {
+/// more than a round. `only` is the region condition (` AND …`, or nothing), `only_j` the same
+/// on the columns of `j`.
+pub(super) async fn claim_dispatch(
+    pool: &Pool,
+    claim: Stmt,
+    only: &str,
+    only_j: &str,
+) -> StoreResult<Vec<ClaimRow>> {
     let sql = format!(
         "WITH RECURSIVE teams_due AS ( \
-             (SELECT team FROM jobs WHERE due_at IS NOT NULL ORDER BY team LIMIT 1) \
+             (SELECT team FROM jobs WHERE due_at IS NOT NULL{only} ORDER BY team LIMIT 1) \
              UNION ALL \
-             SELECT (SELECT j.team FROM jobs j WHERE j.due_at IS NOT NULL AND j.team > t.team \
+             SELECT (SELECT j.team FROM jobs j WHERE j.due_at IS NOT NULL{only_j} AND j.team > t.team \
                      ORDER BY j.team LIMIT 1) \
              FROM teams_due t WHERE t.team IS NOT NULL), \
          offered AS ( \
              SELECT o.* FROM teams_due t CROSS JOIN LATERAL ( \
                  SELECT id, team, due_at, attempts AS prior_attempts, \
                         attempt_started_at AS prev_started FROM jobs \
-                 WHERE team = t.team AND due_at <= $2 \
+                 WHERE team = t.team AND due_at <= $2{only} \
                    AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+                   AND NOT EXISTS (SELECT 1 FROM teams p \
+                                   WHERE p.name = t.team AND p.paused_at IS NOT NULL) \
                  ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) o \
              WHERE t.team IS NOT NULL), \
          due AS ( \
@@ -79,10 +87,11 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
     pool.fetch_all(claim.with_sql(sql)).await
 }
 
-/// Claims jobs due for a status refresh: `$1` now, `$2` lease end, `$3` limit.
-pub(super) fn claim_polls_sql() -> String {
+/// Claims jobs due for a status refresh: `$1` now, `$2` lease end, `$3` limit; `only` the
+/// region condition (` AND …`, or nothing).
+pub(super) fn claim_polls_sql(only: &str) -> String {
     format!(
-        "WITH due AS (SELECT id FROM jobs WHERE next_poll_at <= $1 \
+        "WITH due AS (SELECT id FROM jobs WHERE next_poll_at <= $1{only} \
              ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
          UPDATE jobs j SET next_poll_at = $2, polls = j.polls + 1 FROM due WHERE j.id = due.id \
          RETURNING {}",

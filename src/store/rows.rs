@@ -31,6 +31,8 @@ pub(super) const JOB_COLUMNS: &[&str] = &[
     "mps_response",
     "submitted_at",
     "preset",
+    "retry_of",
+    "retried_by",
 ];
 
 /// The job columns as a select list, each prefixed by `table.` when given.
@@ -66,6 +68,8 @@ pub struct JobRow {
     mps_response: Option<Json<Box<RawValue>>>,
     submitted_at: Option<DbTime>,
     preset: Option<String>,
+    retry_of: Option<DbId>,
+    retried_by: Option<DbId>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -95,6 +99,8 @@ impl TryFrom<JobRow> for Job {
             },
             submitted_at: r.submitted_at.map(|t| t.0),
             preset: r.preset,
+            retry_of: r.retry_of.map(|i| JobId(i.0)),
+            retried_by: r.retried_by.map(|i| JobId(i.0)),
         })
     }
 }

@@ -16,6 +16,7 @@ use super::events::record_job_events;
 use super::group_commit::GroupCommit;
 use super::rows::{job_columns, jobs, JobRow};
 use super::statements::{admit_stmt, insert_jobs_stmt, pipeline_jobs_stmt, push_page};
+use super::usage::{usage_day, usage_upsert, UsageDelta};
 use super::{postgres, sqlite, *};
 use crate::domain::JobId;
 
@@ -126,6 +127,15 @@ struct TeamRow {
 #[derive(FromRow)]
 struct Since {
     since: DbTime,
+}
+
+/// What [`SqlStore::insert_job`] did; anything but a row is to be rolled back.
+pub(super) enum Inserted {
+    Row(Box<JobRow>),
+    /// The team already holds the idempotency key.
+    KeyTaken,
+    /// The team has its limit of jobs in flight.
+    QuotaExceeded,
 }
 
 #[derive(FromRow)]
@@ -331,49 +341,80 @@ impl SqlStore {
         &self.pool
     }
 
+    /// Wakes every replica's dispatcher: jobs were queued (`lifecycle.rs`'s retries).
+    pub(super) fn announce_jobs(&self) {
+        self.jobs_commit.announce();
+    }
+
     /// Closes every connection (tests that drop a database).
     pub async fn close(&self) {
         self.pool.close().await
     }
 
-    /// Inserts the job and its idempotency key on `conn` (inside the create transaction).
-    async fn insert_job(
+    /// Records a new job on `conn` (inside the caller's transaction, which it rolls back unless
+    /// [`Inserted::Row`]): the job, its idempotency key if given, its admission under the team's
+    /// in-flight quota (`limit`, migration 0011) and its count in usage. The one path of a job
+    /// recorded on its own (a create with a key, a retry); the group commit does the same for a
+    /// batch (`group_commit.rs`).
+    pub(super) async fn insert_job(
         conn: &mut Conn<'_>,
         job: &NewJob,
         idempotency: Option<&NewIdempotencyKey>,
-    ) -> StoreResult<Result<JobRow, ()>> {
+        limit: i64,
+    ) -> StoreResult<Inserted> {
         let row: JobRow = conn.fetch_one(insert_job_stmt(job)).await?;
         if let Some(k) = idempotency {
-            conn.execute(
+            if !Self::insert_key(conn, job, k).await? {
+                return Ok(Inserted::KeyTaken);
+            }
+        }
+        // The quota after the key: a key already taken answers its job whatever the count.
+        let admitted = limit >= 1
+            && conn
+                .fetch_optional::<AdmittedTeam>(admit_stmt(&[(job.team.as_str(), 1, limit)]))
+                .await?
+                .is_some();
+        if !admitted {
+            return Ok(Inserted::QuotaExceeded);
+        }
+        // Counted only once admitted, in the same transaction: exact under crashes.
+        conn.execute(usage_upsert(&[UsageDelta::submitted(job)]))
+            .await?;
+        Ok(Inserted::Row(Box::new(row)))
+    }
+
+    /// Inserts the idempotency key of `job`; false when the team already holds the key.
+    async fn insert_key(
+        conn: &mut Conn<'_>,
+        job: &NewJob,
+        k: &NewIdempotencyKey,
+    ) -> StoreResult<bool> {
+        conn.execute(
+            Stmt::new(
+                "DELETE FROM idempotency_keys WHERE team = $1 AND key = $2 AND expires_at < $3",
+            )
+            .bind(&job.team)
+            .bind(&k.key)
+            .bind(job.created_at),
+        )
+        .await?;
+        // The primary key is the lock: a concurrent request with the same key waits here
+        // until the first commits, then inserts nothing.
+        let inserted = conn
+            .execute(
                 Stmt::new(
-                    "DELETE FROM idempotency_keys WHERE team = $1 AND key = $2 AND expires_at < $3",
+                    "INSERT INTO idempotency_keys (team, key, fingerprint, job_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(&job.team)
                 .bind(&k.key)
-                .bind(job.created_at),
+                .bind(&k.fingerprint)
+                .bind(job.id)
+                .bind(job.created_at)
+                .bind(k.expires_at),
             )
             .await?;
-            // The primary key is the lock: a concurrent request with the same key waits here
-            // until the first commits, then inserts nothing.
-            let inserted = conn
-                .execute(
-                    Stmt::new(
-                        "INSERT INTO idempotency_keys (team, key, fingerprint, job_id, created_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&job.team)
-                    .bind(&k.key)
-                    .bind(&k.fingerprint)
-                    .bind(job.id)
-                    .bind(job.created_at)
-                    .bind(k.expires_at),
-                )
-                .await?;
-            if inserted == 0 {
-                return Ok(Err(()));
-            }
-        }
-        Ok(Ok(row))
+        Ok(inserted == 1)
     }
 
     /// Ends a dispatch under the claim: `set` is the job's new column values, written only
@@ -409,8 +450,57 @@ impl SqlStore {
         };
         let job = Job::try_from(row)?;
         record_job_events(&mut tx.conn(), &job, from_queued).await?;
+        // The transitions' guards let a job end once: a final state recorded again (a
+        // redelivered message) changes no row and counts nothing.
+        if let Some(usage) = UsageDelta::ended(&job) {
+            tx.conn().execute(usage_upsert(&[usage])).await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The MPS calls `records` stand for (every one but an MNS message), per team and day.
+    async fn mps_call_usage(
+        &self,
+        conn: &mut Conn<'_>,
+        records: &[MpsResponseRecord],
+    ) -> StoreResult<Vec<UsageDelta>> {
+        let calls: Vec<&MpsResponseRecord> = records
+            .iter()
+            .filter(|r| !r.action.starts_with("MNS:"))
+            .collect();
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[derive(FromRow)]
+        struct TeamOf {
+            id: DbId,
+            team: String,
+            region: String,
+        }
+        let mut q = Stmt::new("SELECT id, team, region FROM jobs WHERE id IN (");
+        for (i, r) in calls.iter().enumerate() {
+            q.push(if i == 0 { "" } else { ", " }).push_bind(r.job_id);
+        }
+        q.push(")");
+        let teams: std::collections::HashMap<uuid::Uuid, (String, String)> = conn
+            .fetch_all::<TeamOf>(q)
+            .await?
+            .into_iter()
+            .map(|t| (t.id.0, (t.team, t.region)))
+            .collect();
+        Ok(calls
+            .iter()
+            .filter_map(|r| {
+                let (team, region) = teams.get(&r.job_id.0)?;
+                Some(UsageDelta::mps_calls(
+                    team,
+                    usage_day(r.received_at),
+                    1,
+                    region,
+                ))
+            })
+            .collect())
     }
 
     /// Writes `set` while the claim is still held (its lease not expired by the database's
@@ -505,30 +595,26 @@ impl JobStore for SqlStore {
             return Ok(CreateOutcome::Created(Box::new(created)));
         }
         let mut tx = self.pool.begin().await?;
-        let row = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref()).await?;
-        let Ok(row) = row else {
-            tx.rollback().await?;
-            let key = idempotency.expect("a conflict needs a key");
-            let existing = self
-                .get_idempotency_key(&job.team, &key.key)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
-            return Ok(CreateOutcome::KeyExists(existing));
+        let inserted = Self::insert_job(&mut tx.conn(), &job, idempotency.as_ref(), limit).await?;
+        let row = match inserted {
+            Inserted::Row(row) => row,
+            Inserted::KeyTaken => {
+                tx.rollback().await?;
+                let key = idempotency.expect("a conflict needs a key");
+                let existing = self
+                    .get_idempotency_key(&job.team, &key.key)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
+                return Ok(CreateOutcome::KeyExists(existing));
+            }
+            Inserted::QuotaExceeded => {
+                tx.rollback().await?;
+                return Ok(CreateOutcome::QuotaExceeded);
+            }
         };
-        // The quota last: a key already taken answers its job whatever the count.
-        let admitted = limit >= 1
-            && tx
-                .conn()
-                .fetch_optional::<AdmittedTeam>(admit_stmt(&[(job.team.as_str(), 1, limit)]))
-                .await?
-                .is_some();
-        if !admitted {
-            tx.rollback().await?;
-            return Ok(CreateOutcome::QuotaExceeded);
-        }
         tx.commit().await?;
         self.jobs_commit.announce();
-        Ok(CreateOutcome::Created(Box::new(row.try_into()?)))
+        Ok(CreateOutcome::Created(Box::new((*row).try_into()?)))
     }
 
     #[tracing::instrument(name = "store.get_job", level = "debug", skip_all, fields(job_id = %id))]
@@ -626,6 +712,12 @@ impl JobStore for SqlStore {
                 "SELECT team, state, count(*) AS n FROM jobs GROUP BY team, state ORDER BY team, state",
             ))
             .await?;
+        let regions: Vec<StateCount> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "SELECT region AS team, state, count(*) AS n FROM jobs GROUP BY region, state ORDER BY region, state",
+            ))
+            .await?;
         let oldest: Oldest = self
             .pool
             .fetch_one(Stmt::new(
@@ -635,6 +727,10 @@ impl JobStore for SqlStore {
             .await?;
         Ok(JobCounts {
             by_state: rows
+                .into_iter()
+                .map(|r| (r.team, r.state, r.n as u64))
+                .collect(),
+            by_region: regions
                 .into_iter()
                 .map(|r| (r.team, r.state, r.n as u64))
                 .collect(),
@@ -662,22 +758,32 @@ impl JobStore for SqlStore {
 #[async_trait]
 impl DispatchStore for SqlStore {
     #[tracing::instrument(name = "store.claim_dispatch", level = "debug", skip_all)]
-    async fn claim_dispatch(
+    async fn claim_dispatch_in(
         &self,
+        region: Option<&RegionScope>,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DispatchClaim>> {
-        let claim = Stmt::default()
+        let mut claim = Stmt::default()
             .bind(owner)
             .bind(now)
             .bind(lease_until)
             .bind(limit)
             .bind(uuid::Uuid::new_v4());
+        // ` AND <region condition>` on `$6`, or nothing.
+        let only = |table: Option<&str>| {
+            region.map_or(String::new(), |r| format!(" AND {}", r.condition(table, 6)))
+        };
+        if let Some(r) = region {
+            claim = claim.bind(r.region.as_str());
+        }
         let rows = match self.dialect() {
-            Dialect::Postgres => postgres::claim_dispatch(&self.pool, claim).await?,
-            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim).await?,
+            Dialect::Postgres => {
+                postgres::claim_dispatch(&self.pool, claim, &only(None), &only(Some("j"))).await?
+            }
+            Dialect::Sqlite => sqlite::claim_dispatch(&self.pool, claim, &only(None)).await?,
         };
         rows.into_iter().map(DispatchClaim::try_from).collect()
     }
@@ -809,21 +915,33 @@ impl DispatchStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "store.backfill_region", level = "debug", skip_all)]
+    async fn backfill_region(&self, default_region: &str) -> StoreResult<u64> {
+        self.pool
+            .execute(
+                Stmt::new("UPDATE jobs SET region = $1 WHERE region = ''").bind(default_region),
+            )
+            .await
+    }
+
     #[tracing::instrument(name = "store.claim_polls", level = "debug", skip_all)]
-    async fn claim_polls(
+    async fn claim_polls_in(
         &self,
+        region: Option<&RegionScope>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Job>> {
+        let only = region.map_or(String::new(), |r| format!(" AND {}", r.condition(None, 4)));
         let sql = match self.dialect() {
-            Dialect::Postgres => postgres::claim_polls_sql(),
-            Dialect::Sqlite => sqlite::claim_polls_sql(),
+            Dialect::Postgres => postgres::claim_polls_sql(&only),
+            Dialect::Sqlite => sqlite::claim_polls_sql(&only),
         };
-        let rows: Vec<JobRow> = self
-            .pool
-            .fetch_all(Stmt::new(sql).bind(now).bind(lease_until).bind(limit))
-            .await?;
+        let mut stmt = Stmt::new(sql).bind(now).bind(lease_until).bind(limit);
+        if let Some(r) = region {
+            stmt = stmt.bind(r.region.as_str());
+        }
+        let rows: Vec<JobRow> = self.pool.fetch_all(stmt).await?;
         jobs(rows)
     }
 
@@ -914,6 +1032,11 @@ impl DispatchStore for SqlStore {
         if records.is_empty() {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        let usage = self.mps_call_usage(&mut tx.conn(), records).await?;
+        if !usage.is_empty() {
+            tx.conn().execute(usage_upsert(&usage)).await?;
+        }
         let mut q = Stmt::new(
             "INSERT INTO mps_responses (job_id, action, request_id, code, body, received_at) VALUES ",
         );
@@ -932,23 +1055,27 @@ impl DispatchStore for SqlStore {
                 .push_bind(r.received_at)
                 .push(")");
         }
-        self.pool.execute(q).await?;
+        tx.conn().execute(q).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     #[tracing::instrument(name = "store.next_due", level = "debug", skip_all)]
-    async fn next_due_each(&self) -> StoreResult<super::NextDue> {
+    async fn next_due_each_in(&self, region: Option<&RegionScope>) -> StoreResult<super::NextDue> {
         // Both read an index in order and stop early: the first 64 due jobs (a leased one is
         // due when its lease ends), and the first poll.
-        let due: Due = self
-            .pool
-            .fetch_one(Stmt::new(
-                "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
-                         FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL \
-                               ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
-                        (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL) AS poll",
-            ))
-            .await?;
+        let only = region.map_or(String::new(), |r| format!(" AND {}", r.condition(None, 1)));
+        let mut stmt = Stmt::new(format!(
+            "SELECT (SELECT min(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) \
+                     FROM (SELECT due_at, lease_expires_at FROM jobs WHERE due_at IS NOT NULL{only} \
+                           AND team NOT IN (SELECT name FROM teams WHERE paused_at IS NOT NULL) \
+                           ORDER BY due_at LIMIT 64) first_due) AS dispatch, \
+                    (SELECT min(next_poll_at) FROM jobs WHERE next_poll_at IS NOT NULL{only}) AS poll"
+        ));
+        if let Some(r) = region {
+            stmt = stmt.bind(r.region.as_str());
+        }
+        let due: Due = self.pool.fetch_one(stmt).await?;
         Ok(super::NextDue {
             dispatch: due.dispatch.map(|t| t.0),
             poll: due.poll.map(|t| t.0),

@@ -43,7 +43,12 @@ pub(super) async fn connect(settings: &crate::config::DatabaseSettings) -> anyho
 /// `RETURNING` shows only new values, so the claim reads the due rows first; the single
 /// connection makes the read and the update one serialized step. (SQLite leaves arguments a
 /// statement does not name unused, so both statements take the claim's arguments.)
-pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<ClaimRow>> {
+/// `only` is the region condition (` AND …`, or nothing).
+pub(super) async fn claim_dispatch(
+    pool: &Pool,
+    claim: Stmt,
+    only: &str,
+) -> StoreResult<Vec<ClaimRow>> {
     let mut tx = pool.begin().await?;
     let mut conn = tx.conn();
     let claimed: Vec<ClaimRow> = conn
@@ -52,7 +57,8 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
                  attempt_started_at AS prev_started, mps_pipeline_id FROM ( \
                  SELECT *, row_number() OVER (PARTITION BY team ORDER BY due_at) AS turn \
                  FROM jobs \
-                 WHERE due_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2)) \
+                 WHERE due_at <= $2{only} AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+                   AND team NOT IN (SELECT name FROM teams WHERE paused_at IS NOT NULL)) \
              ORDER BY turn, due_at LIMIT $4",
             job_columns(None)
         )))
@@ -74,11 +80,12 @@ pub(super) async fn claim_dispatch(pool: &Pool, claim: Stmt) -> StoreResult<Vec<
     Ok(claimed)
 }
 
-/// Claims jobs due for a status refresh: `$1` now, `$2` lease end, `$3` limit.
-pub(super) fn claim_polls_sql() -> String {
+/// Claims jobs due for a status refresh: `$1` now, `$2` lease end, `$3` limit; `only` the
+/// region condition (` AND …`, or nothing).
+pub(super) fn claim_polls_sql(only: &str) -> String {
     format!(
         "UPDATE jobs SET next_poll_at = $2, polls = polls + 1 WHERE id IN \
-             (SELECT id FROM jobs WHERE next_poll_at <= $1 ORDER BY next_poll_at LIMIT $3) \
+             (SELECT id FROM jobs WHERE next_poll_at <= $1{only} ORDER BY next_poll_at LIMIT $3) \
          RETURNING {}",
         job_columns(None)
     )

@@ -1,13 +1,14 @@
 //! The statements that more than one store file builds, kept in a leaf of their own so that
 //! none of those files has to import another for them: the insert of new jobs (`sql.rs`'s
-//! one-job insert and `group_commit.rs`'s batches), keyset paging (`sql.rs`'s job list and
-//! `rpc.rs`'s pipeline list) and the pipeline list itself (`rpc.rs` runs it, `sql.rs` explains
-//! it).
+//! one-job insert and `group_commit.rs`'s batches, admitted and counted in usage in the same
+//! statement), keyset paging (`sql.rs`'s job list and `rpc.rs`'s pipeline list) and the
+//! pipeline list itself (`rpc.rs` runs it, `sql.rs` explains it).
 
 use chrono::{DateTime, Utc};
 
 use super::db::{json_arg, Arg, Dialect, Stmt};
 use super::rows::job_columns;
+use super::usage::{push_submitted_from, UsageDelta};
 use super::PipelineJobFilter;
 use crate::domain::{JobId, NewJob};
 
@@ -40,7 +41,7 @@ pub(super) fn push_page(
 
 /// The columns of a new job, in the order [`push_job_values`] writes them.
 const NEW_JOB_COLUMNS: &str =
-    "id, team, state, request, warnings, created_at, updated_at, due_at, preset";
+    "id, team, state, request, warnings, created_at, updated_at, due_at, preset, region";
 
 /// The insert of new `queued` jobs, due at once (one statement for the group commit).
 pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -> Stmt {
@@ -49,18 +50,25 @@ pub(super) fn insert_jobs_stmt<'a>(jobs: impl IntoIterator<Item = &'a NewJob>) -
     q
 }
 
-/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job.
+/// `(…), (…)`: one row of [`NEW_JOB_COLUMNS`] per job, each in its input's MPS region.
 fn push_job_values<'a>(q: &mut Stmt, jobs: impl IntoIterator<Item = &'a NewJob>) {
     for (i, job) in jobs.into_iter().enumerate() {
-        q.push(if i == 0 { "(" } else { ", (" });
-        q.push_bind(job.id).push(", ").push_bind(&job.team);
-        q.push(", 'queued', ").push_bind(json_arg(&job.request));
-        q.push(", ").push_bind(json_arg(&job.warnings));
-        q.push(", ").push_bind(job.created_at);
-        let at = q.args_len();
-        q.push(&format!(", ${at}, ${at}, "));
-        q.push_bind(job.preset.clone()).push(")");
+        push_job_row(q, i == 0, job);
+        q.push(")");
     }
+}
+
+/// One row of [`NEW_JOB_COLUMNS`], left open: the caller may add values, then closes it.
+fn push_job_row(q: &mut Stmt, first: bool, job: &NewJob) {
+    q.push(if first { "(" } else { ", (" });
+    q.push_bind(job.id).push(", ").push_bind(&job.team);
+    q.push(", 'queued', ").push_bind(json_arg(&job.request));
+    q.push(", ").push_bind(json_arg(&job.warnings));
+    q.push(", ").push_bind(job.created_at);
+    let at = q.args_len();
+    q.push(&format!(", ${at}, ${at}, "));
+    q.push_bind(job.preset.clone()).push(", ");
+    q.push_bind(job.request.region());
 }
 
 /// The in-flight quota's admission (migration 0011): adds `n` to each team's count of jobs not
@@ -87,22 +95,31 @@ pub(super) fn admit_stmt(teams: &[(&str, i64, i64)]) -> Stmt {
     q
 }
 
-/// Postgres: the admission ([`admit_stmt`]) and the insert of the admitted teams' jobs in one
-/// statement (a data-modifying `WITH`), answering the ids inserted.
+/// Postgres: the admission ([`admit_stmt`]), the insert of the admitted teams' jobs and their
+/// count in usage in one statement (a data-modifying `WITH`), answering the ids inserted. Each
+/// job comes with its usage key (`UsageDelta::submitted`: its team, day and region); usage
+/// counts the rows the insert returns, so a job refused by the quota is never counted.
 pub(super) fn admit_and_insert_stmt<'a>(
     teams: &[(&str, i64, i64)],
-    jobs: impl IntoIterator<Item = &'a NewJob>,
+    jobs: impl IntoIterator<Item = (&'a NewJob, &'a UsageDelta)>,
 ) -> Stmt {
     let mut q = admit_stmt(teams);
     let admission = q.sql().to_string();
     q = q.with_sql(format!(
-        "WITH admitted AS ({admission}) INSERT INTO jobs ({NEW_JOB_COLUMNS}) \
-         SELECT * FROM (VALUES "
+        "WITH admitted AS ({admission}), \
+         v ({NEW_JOB_COLUMNS}, usage_day, usage_region) AS (VALUES "
     ));
-    push_job_values(&mut q, jobs);
+    for (i, (job, usage)) in jobs.into_iter().enumerate() {
+        push_job_row(&mut q, i == 0, job);
+        q.push(", ").push_bind(&usage.day);
+        q.push(", ").push_bind(&usage.region).push(")");
+    }
     q.push(&format!(
-        ") AS v ({NEW_JOB_COLUMNS}) WHERE v.team IN (SELECT team FROM admitted) RETURNING id"
+        "), inserted AS (INSERT INTO jobs ({NEW_JOB_COLUMNS}) SELECT {NEW_JOB_COLUMNS} FROM v \
+         WHERE v.team IN (SELECT team FROM admitted) RETURNING id), counted AS ("
     ));
+    push_submitted_from(&mut q, "v JOIN inserted USING (id)");
+    q.push(") SELECT id FROM inserted");
     q
 }
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{after, timed, Worker, QUERY_BUDGET, SUBMIT_BUDGET};
+use super::{after, timed, Budget, Worker};
 use crate::domain::{user_data, JobState};
 use crate::domain::{Job, JobError, MpsStatus};
 use crate::mps::client::raw_job;
@@ -123,7 +123,13 @@ impl Worker {
         let lease_until = now + chrono::Duration::milliseconds(self.cfg.lease_ms as i64);
         let claims = self
             .store
-            .claim_dispatch(&self.owner, now, lease_until, self.cfg.batch_size)
+            .claim_dispatch_in(
+                self.scope.as_ref(),
+                &self.owner,
+                now,
+                lease_until,
+                self.cfg.batch_size,
+            )
             .await?;
         let n = claims.len();
         if n == 0 {
@@ -264,7 +270,7 @@ impl Worker {
         // queue empty, so concurrent takes that happen to find a token do not flip it back.
         // A stop does not wait for the budget: the claim goes back unsent.
         tokio::select! {
-            taken = self.take_budget(SUBMIT_BUDGET, self.cfg.submit_qps, 1) => { taken?; }
+            taken = self.take_budget(Budget::Submit, 1) => { taken?; }
             _ = shutdown.cancelled() => {
                 tracing::info!("stopping while waiting for the upstream budget: the claim goes back unsent");
                 return Ok(());
@@ -281,7 +287,11 @@ impl Worker {
             tracing::info!("claim lost before the call; not calling MPS");
             return Ok(());
         }
-        let call = timed("SubmitSnapshotJob", self.mps.submit_snapshot_job(&params));
+        let call = timed(
+            &self.region,
+            "SubmitSnapshotJob",
+            self.mps.submit_snapshot_job(&params),
+        );
         let (result, kept) = self.holding(key, call).await;
         let pause = self.health.observe(&result);
         match result {
@@ -447,10 +457,15 @@ impl Worker {
             let mut tries = 0;
             let resp = loop {
                 tries += 1;
-                if let Err(e) = self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1).await {
+                if let Err(e) = self.take_budget(Budget::Query, 1).await {
                     tracing::warn!(error = %e, "budget unavailable");
                 }
-                let resp = timed("QuerySnapshotJobList", self.mps.list_snapshot_jobs(&query)).await;
+                let resp = timed(
+                    &self.region,
+                    "QuerySnapshotJobList",
+                    self.mps.list_snapshot_jobs(&query),
+                )
+                .await;
                 let pause = self.health.observe(&resp);
                 match resp {
                     Ok(r) => break r,

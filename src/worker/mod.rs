@@ -15,6 +15,7 @@ pub mod deliver;
 mod dispatch;
 pub mod mns;
 mod poll;
+pub mod purge;
 
 pub use deliver::DeliveryWorker;
 
@@ -25,7 +26,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, WorkerSettings};
+use crate::config::{Region, Settings, WorkerSettings};
 use crate::mps::client::MpsApi;
 use crate::mps::health;
 use crate::mps::mns::MnsClient;
@@ -39,9 +40,17 @@ enum Loop {
     Poll,
 }
 
-/// Names of the shared upstream budgets (token buckets in the store).
+/// Names of the shared upstream budgets (token buckets in the store) of a worker not bound to
+/// a region (`Worker::new`); a region's are `Region::submit_budget`/`query_budget`.
 const SUBMIT_BUDGET: &str = "mps.submit";
 const QUERY_BUDGET: &str = "mps.query";
+
+/// Which upstream budget a take is from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Submit,
+    Query,
+}
 
 pub struct Worker {
     store: DynStore,
@@ -62,6 +71,12 @@ pub struct Worker {
     /// refills included: the other takers queue here in order, rather than each polling the
     /// bucket's one row (and queueing on its lock, each holding a connection) every refill.
     budget_turns: [tokio::sync::Mutex<()>; 2],
+    /// The MPS region whose jobs this worker claims (`None`: every region's, `Worker::new`).
+    scope: Option<store::RegionScope>,
+    /// The region id, as the metrics' `region` label.
+    region: String,
+    /// The budgets it takes from: names and rates.
+    budgets: [(String, u32); 2],
 }
 
 /// What one round did.
@@ -97,7 +112,42 @@ impl Worker {
             mns: None,
             mns_concurrency: settings.mps.mns.concurrency.max(1),
             budget_turns: Default::default(),
+            scope: None,
+            region: settings.mps.region.clone(),
+            budgets: [
+                (SUBMIT_BUDGET.into(), settings.worker.submit_qps),
+                (QUERY_BUDGET.into(), settings.worker.query_qps),
+            ],
         }
+    }
+
+    /// The worker of one MPS region: it claims and polls only that region's jobs, through
+    /// `mps` (the region's client), with the region's pipeline and budgets and its own wake-ups
+    /// (`signals.for_region`), so another region's outage or throttling never holds it.
+    pub fn for_region(
+        store: DynStore,
+        mps: Arc<dyn MpsApi>,
+        settings: &Settings,
+        signals: JobSignals,
+        region: &Region,
+    ) -> Self {
+        let mut w = Self::new(store, mps, settings, signals.for_region(&region.id));
+        w.default_pipeline = region.pipeline_id.clone();
+        w.scope = Some(store::RegionScope {
+            region: region.id.clone(),
+            default: region.default,
+        });
+        w.region = region.id.clone();
+        w.budgets = [
+            (region.submit_budget.clone(), region.submit_qps),
+            (region.query_budget.clone(), region.query_qps),
+        ];
+        w
+    }
+
+    /// The MPS region this worker serves.
+    pub fn region(&self) -> &str {
+        &self.region
     }
 
     /// Listens to MPS's job messages on this MNS queue; a job is then first queried only
@@ -148,7 +198,8 @@ impl Worker {
             if report.dispatched + report.polled > 0 {
                 continue;
             }
-            let Some(due) = self.store.next_due().await? else {
+            let d = self.store.next_due_each_in(self.scope.as_ref()).await?;
+            let Some(due) = d.dispatch.into_iter().chain(d.poll).min() else {
                 return Ok(());
             };
             anyhow::ensure!(
@@ -248,10 +299,14 @@ impl Worker {
             return pause;
         }
         let max = Duration::from_millis(self.cfg.idle_poll_ms);
-        let due = self.store.next_due_each().await.map(|d| match which {
-            Loop::Dispatch => d.dispatch,
-            Loop::Poll => d.poll,
-        });
+        let due = self
+            .store
+            .next_due_each_in(self.scope.as_ref())
+            .await
+            .map(|d| match which {
+                Loop::Dispatch => d.dispatch,
+                Loop::Poll => d.poll,
+            });
         match due {
             Ok(Some(due)) => until(due).clamp(Duration::from_millis(10), max),
             _ => max,
@@ -260,11 +315,12 @@ impl Worker {
 
     /// Takes `n` tokens of the shared bucket `name`, waiting for them as long as it takes (in
     /// turn with this process's other takers of the bucket). Safe to cancel at any point.
-    async fn take_budget(&self, name: &str, qps: u32, n: u32) -> anyhow::Result<()> {
-        let rate = f64::from(qps);
+    async fn take_budget(&self, which: Budget, n: u32) -> anyhow::Result<()> {
+        let (name, qps) = &self.budgets[usize::from(which == Budget::Query)];
+        let rate = f64::from(*qps);
         let burst = store::budget_burst(rate);
         let mut missing = n;
-        let _turn = self.budget_turns[usize::from(name != SUBMIT_BUDGET)]
+        let _turn = self.budget_turns[usize::from(which == Budget::Query)]
             .lock()
             .await;
         while missing > 0 {
@@ -279,7 +335,7 @@ impl Worker {
                 let short = f64::from(missing).min(burst.floor()) - grant.left;
                 let wait =
                     Duration::from_secs_f64(short.max(0.0) / rate).max(Duration::from_millis(1));
-                if name == SUBMIT_BUDGET {
+                if which == Budget::Submit {
                     // Said as soon as it is known: waiting POSTs answer now, new ones at once.
                     self.signals
                         .budget_short
@@ -309,10 +365,12 @@ fn after(d: Duration) -> DateTime<Utc> {
     store::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }
 
-/// Runs one MPS call and records it: `snapgate_mps_calls_total` by action and outcome code
-/// (`Success` or the error's code) and `snapgate_mps_call_duration_seconds` by action, timed
+/// Runs one MPS call and records it: `snapgate_mps_calls_total` by region, action and outcome
+/// code (`Success` or the error's code) and `snapgate_mps_call_duration_seconds` by region and
+/// action, timed
 /// from the first poll of `call` to its answer.
 async fn timed<T>(
+    region: &str,
     action: &'static str,
     call: impl std::future::Future<Output = Result<T, crate::mps::error::MpsError>>,
 ) -> Result<T, crate::mps::error::MpsError> {
@@ -322,6 +380,6 @@ async fn timed<T>(
         .as_ref()
         .map(|_| "Success")
         .unwrap_or_else(|e| e.code.as_str());
-    crate::metrics::mps_call(action, code, started);
+    crate::metrics::mps_call(region, action, code, started);
     result
 }

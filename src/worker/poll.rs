@@ -5,7 +5,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::dispatch::update_from;
-use super::{after, timed, Worker, QUERY_BUDGET};
+use super::{after, timed, Budget, Worker};
 use crate::domain::{Job, JobError};
 use crate::mps::client::raw_job;
 use crate::store::{self, MpsResponseRecord};
@@ -40,13 +40,23 @@ impl Worker {
         // is as full as it can be, and a round never runs for jobs that are merely due soon.
         let mut jobs = self
             .store
-            .claim_polls(now, lease_until, (IDS_PER_QUERY * QUERIES_PER_ROUND) as u32)
+            .claim_polls_in(
+                self.scope.as_ref(),
+                now,
+                lease_until,
+                (IDS_PER_QUERY * QUERIES_PER_ROUND) as u32,
+            )
             .await?;
         let room = (IDS_PER_QUERY - jobs.len() % IDS_PER_QUERY) % IDS_PER_QUERY;
         if !jobs.is_empty() && room > 0 {
             jobs.extend(
                 self.store
-                    .claim_polls(now + ride_along, lease_until, room as u32)
+                    .claim_polls_in(
+                        self.scope.as_ref(),
+                        now + ride_along,
+                        lease_until,
+                        room as u32,
+                    )
                     .await?,
             );
         }
@@ -85,9 +95,13 @@ impl Worker {
         if ids.is_empty() {
             return Ok(());
         }
-        self.take_budget(QUERY_BUDGET, self.cfg.query_qps, 1)
-            .await?;
-        let result = timed("QuerySnapshotJobList", self.mps.query_snapshot_jobs(&ids)).await;
+        self.take_budget(Budget::Query, 1).await?;
+        let result = timed(
+            &self.region,
+            "QuerySnapshotJobList",
+            self.mps.query_snapshot_jobs(&ids),
+        )
+        .await;
         let pause = self.health.observe(&result);
         let resp = match result {
             Ok(r) => r,

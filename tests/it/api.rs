@@ -725,7 +725,7 @@ async fn openapi_matches_the_router_and_the_validator() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 31);
+    assert_eq!(operations, 37);
     let props = |schema: &str| -> Vec<String> {
         let mut v: Vec<String> = doc["components"]["schemas"][schema]["properties"]
             .as_object()

@@ -460,7 +460,7 @@ async fn a_large_file_goes_in_parts_and_makes_one_job(db: Db, callback: bool) {
     // The stored object is the file, byte for byte.
     let object_url = format!(
         "{}/{}",
-        e.app.state.uploads.config().bucket_url,
+        e.app.state.uploads.config().buckets[0].bucket_url,
         snapgate::oss::uri_encode(i["upload"]["object"]["object"].as_str().unwrap(), true)
     );
     let stored = e.http.get(&object_url).send().await.unwrap();
@@ -593,7 +593,7 @@ async fn a_completion_snapgate_did_not_record_lands_on_the_next_complete() {
         http: &http,
         creds: &cred,
         region: "cn-shanghai",
-        bucket_url: &e.app.state.uploads.config().bucket_url,
+        bucket_url: &e.app.state.uploads.config().buckets[0].bucket_url,
     };
     let key = i["upload"]["object"]["object"].as_str().unwrap();
     let oss_id = e.oss_upload_id(id).await;
@@ -742,7 +742,7 @@ async fn an_expired_multipart_intent_leaves_no_parts(db: Db) {
         http: &http,
         creds: &cred,
         region: "cn-shanghai",
-        bucket_url: &e.app.state.uploads.config().bucket_url,
+        bucket_url: &e.app.state.uploads.config().buckets[0].bucket_url,
     };
     let key = i["upload"]["object"]["object"].as_str().unwrap();
     loop {

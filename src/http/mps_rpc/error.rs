@@ -23,6 +23,10 @@ pub enum RpcError {
     /// A request MPS would refuse, with MPS's code.
     #[error("{code}: {message}")]
     Invalid { code: &'static str, message: String },
+    /// A bucket of another MPS region than the input's, or an input in a region snapgate does
+    /// not serve: MPS's code for a bucket it cannot reach, answered 422 (not sent to MPS).
+    #[error("region: {0}")]
+    Region(String),
     #[error("unknown action {0}")]
     UnknownAction(String),
     /// The team's request rate or in-flight quota (`Throttling.User`).
@@ -48,6 +52,7 @@ impl RpcError {
         match self {
             RpcError::Auth(e) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
             RpcError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            RpcError::Region(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RpcError::UnknownAction(_) => StatusCode::NOT_FOUND,
             // MPS answers throttling with 400 (docs/mps/API.md §4.3, DOC 48054).
             RpcError::Throttled { .. } => StatusCode::BAD_REQUEST,
@@ -59,6 +64,7 @@ impl RpcError {
         match self {
             RpcError::Auth(e) => e.code,
             RpcError::Invalid { code, .. } => code,
+            RpcError::Region(_) => "InvalidParameter.ResourceNotFound",
             RpcError::UnknownAction(_) => "InvalidAction.NotFound",
             RpcError::Throttled { .. } => "Throttling.User",
             RpcError::Internal(_) => "InternalError",
@@ -69,6 +75,7 @@ impl RpcError {
         match self {
             RpcError::Auth(e) => e.message.clone(),
             RpcError::Invalid { message, .. } => message.clone(),
+            RpcError::Region(message) => message.clone(),
             RpcError::UnknownAction(a) => format!(
                 "Specified api is not found, please check your url and method: {a} (snapgate answers SubmitSnapshotJob and QuerySnapshotJobList)"
             ),

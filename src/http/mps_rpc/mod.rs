@@ -158,6 +158,10 @@ fn submit_error(e: SubmitError) -> RpcError {
             retry_after: Duration::from_secs(5),
             message: format!("this team already has {limit} jobs in flight"),
         },
+        SubmitError::TeamPaused => RpcError::Throttled {
+            retry_after: Duration::from_secs(60),
+            message: "an operator paused this team".into(),
+        },
         SubmitError::Store(e) => e.into(),
         // No idempotency key is passed (MPS has none).
         e @ (SubmitError::KeyReused | SubmitError::KeyInProgress) => RpcError::Internal(e.into()),

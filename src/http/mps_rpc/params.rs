@@ -104,8 +104,20 @@ fn into_error(problems: Vec<Problem>) -> RpcError {
     )
 }
 
-/// The validator's violations (REST pointers) as one MPS error, in MPS's names.
+/// The validator's violations (REST pointers) as one MPS error, in MPS's names. Breaking
+/// MPS's region rule (`domain::regions`, checked only on an otherwise valid request) is
+/// `RpcError::Region`.
 pub fn invalid(violations: &[Violation]) -> RpcError {
+    if !violations.is_empty() && violations.iter().all(|v| v.code.starts_with("region_")) {
+        let list: Vec<String> = violations
+            .iter()
+            .map(|v| format!("{}: {}", mps_field(&v.field), v.message))
+            .collect();
+        return RpcError::Region(format!(
+            "The bucket is not in a region this endpoint reaches: {}",
+            list.join("; ")
+        ));
+    }
     into_error(
         violations
             .iter()

@@ -1,0 +1,13 @@
+-- Retention indexes and the purge's lease row (see migrations/postgres/0016_retention.sql).
+CREATE INDEX jobs_final_finished ON jobs (finished_at) WHERE state IN ('succeeded', 'failed');
+CREATE INDEX webhook_events_created ON webhook_events (created_at);
+CREATE INDEX webhook_attempts_attempted ON webhook_attempts (attempted_at);
+CREATE INDEX uploads_ended ON uploads (updated_at) WHERE state <> 'waiting';
+
+CREATE TABLE maintenance_leases (
+    name             TEXT PRIMARY KEY,
+    owner            TEXT,
+    lease_expires_at INTEGER,
+    last_run_at      INTEGER,
+    last_report      TEXT
+);
