@@ -58,5 +58,6 @@ mod signing_vectors;
 mod store_conformance;
 mod trust;
 mod upload_browser;
+mod upload_resume;
 mod uploads;
 mod webhooks;

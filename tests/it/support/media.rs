@@ -129,6 +129,23 @@ pub fn small_video() -> PathBuf {
     cached("testsrc-6s-180p", &args)
 }
 
+/// A real video of about 206 MB (18 s, 1280x720, 25 fps, H.264 at a fixed low quantizer over
+/// noisy `testsrc`, so it does not compress away): big enough for a multipart upload of some
+/// 25 parts of 8 MiB, read and snapshotted by ffmpeg like any camera file. Made once (some
+/// 10 s), cached under `target/engine-fixtures`.
+pub fn large_video() -> PathBuf {
+    let mut args: Vec<String> = vec![
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        "testsrc=size=1280x720:rate=25:duration=18,noise=alls=40:allf=t+u".into(),
+        "-qp".into(),
+        "12".into(),
+    ];
+    args.extend(h264(50));
+    cached("noisy-18s-720p", &args)
+}
+
 /// `(width, height)` of an image or video.
 pub fn dimensions(path: &Path) -> (u32, u32) {
     let out = run(Command::new("ffprobe")
