@@ -1,0 +1,531 @@
+//! Archive before delete (issue 33): every row the purge deletes of an archived class is first
+//! in an OSS object (JSON lines per class and day, written signed to the emulator's local store
+//! and read back), once; a purge killed at random points and run again leaves no row deleted
+//! without its line, no object missing and no line twice; 30 simulated days at a fixed rate
+//! plateau every table while the archive holds exactly what was deleted.
+
+use crate::common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::app::{EMU_KEY_ID, EMU_SECRET};
+use serde_json::Value;
+use snapgate::config::LifecycleSettings;
+use snapgate::emulator::EmulatorHandle;
+use snapgate::oss::OssCredentials;
+use snapgate::secret::Secret;
+use snapgate::store::{
+    DeliveryAttempt, DeliveryOutcome, DynStore, PurgeClass, UploadRecord, UploadState,
+};
+use snapgate::worker::archive::{ArchiveTarget, Archiver};
+use snapgate::worker::purge::Purger;
+
+const BUCKET: &str = "snapgate-archive";
+const PREFIX: &str = "archive/";
+
+/// The emulator's local store in a folder of its own, and an archiver writing into it.
+struct LocalArchive {
+    dir: tempfile::TempDir,
+    emu: EmulatorHandle,
+}
+
+impl LocalArchive {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let oss = dir.path().to_path_buf();
+        let emu = common::app::test_emulator(|c| c.oss_dir = Some(oss)).await;
+        Self { dir, emu }
+    }
+
+    fn target(&self) -> ArchiveTarget {
+        ArchiveTarget {
+            bucket_url: format!("{}/{BUCKET}", self.emu.url()),
+            region: "cn-shanghai".into(),
+            prefix: PREFIX.into(),
+            creds: OssCredentials {
+                access_key_id: EMU_KEY_ID.into(),
+                access_key_secret: Secret::new(EMU_SECRET),
+            },
+        }
+    }
+
+    fn archiver(&self) -> Arc<Archiver> {
+        Arc::new(Archiver::new(self.target()).unwrap())
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join(BUCKET)
+    }
+}
+
+/// Every archive object below `root` (key → its lines), read from the store's folder.
+fn objects(root: &Path) -> BTreeMap<String, Vec<Value>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let key = p.strip_prefix(root).unwrap().display().to_string();
+                let text = std::fs::read_to_string(&p).unwrap();
+                let lines = text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+                out.insert(key, lines);
+            }
+        }
+    }
+    out
+}
+
+/// The archive's ids per class; panics on a line twice (across every object).
+fn archived_ids(root: &Path) -> HashMap<String, HashSet<String>> {
+    let mut ids: HashMap<String, HashSet<String>> = HashMap::new();
+    for (key, lines) in objects(root) {
+        let class = key.split('/').nth(1).unwrap().to_string();
+        for l in lines {
+            assert_eq!(l["class"], class.as_str(), "{key}");
+            let id = match &l["row"]["id"] {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            assert!(
+                ids.entry(class.clone()).or_default().insert(id.clone()),
+                "{class} {id} archived twice (again in {key})"
+            );
+        }
+    }
+    ids
+}
+
+fn lifecycle(batch: u32) -> LifecycleSettings {
+    let mut cfg = common::test_settings().lifecycle;
+    cfg.jobs_retention_days = 5;
+    cfg.webhooks_retention_days = 3;
+    cfg.uploads_retention_days = 3;
+    cfg.purge_batch_size = batch;
+    cfg.purge_pause_ms = 0;
+    cfg
+}
+
+pub(crate) async fn webhook_endpoint(store: &DynStore) {
+    store
+        .create_webhook_endpoint(&snapgate::store::NewWebhookEndpoint {
+            id: uuid::Uuid::now_v7(),
+            team: "default".into(),
+            url: "https://hooks.example.com/sim".into(),
+            description: None,
+            event_types: snapgate::store::EVENT_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            secret_ciphertext: "not-used".into(),
+            created_at: snapgate::store::now(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Every due delivery attempted once now (answered 200: one attempt row each).
+async fn deliver_all(store: &DynStore) {
+    let now = snapgate::clock::now();
+    let claims = store
+        .claim_deliveries("sim", now, now + chrono::Duration::seconds(60), 10_000)
+        .await
+        .unwrap();
+    for claim in claims {
+        let attempt = DeliveryAttempt {
+            attempted_at: now,
+            status_code: Some(200),
+            error: None,
+            latency_ms: 3,
+            response_snippet: Some("ok".into()),
+        };
+        assert!(store
+            .finish_delivery(&claim, &attempt, DeliveryOutcome::Succeeded, now)
+            .await
+            .unwrap());
+    }
+}
+
+/// An upload intent made now: `landed` (uploaded) or expired at once.
+async fn upload(store: &DynStore, landed: bool) -> uuid::Uuid {
+    let now = snapgate::clock::now();
+    let id = uuid::Uuid::new_v4();
+    store
+        .create_upload(&UploadRecord {
+            id,
+            team: "default".into(),
+            preset: "p@1".into(),
+            filename: "clip.mp4".into(),
+            content_type: "video/mp4".into(),
+            size_bytes: 1000,
+            user_data: None,
+            location: "oss-cn-shanghai".into(),
+            bucket: "media".into(),
+            object_key: format!("uploads/default/{id}/clip.mp4"),
+            state: UploadState::Waiting,
+            token_hash: format!("{:x}", rand::random::<u128>()),
+            token_expires_at: now + chrono::Duration::hours(1),
+            uploaded_via: None,
+            job_id: None,
+            created_at: now,
+            expires_at: if landed {
+                now + chrono::Duration::hours(1)
+            } else {
+                now - chrono::Duration::seconds(1)
+            },
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    if landed {
+        assert!(store.mark_uploaded(id, "complete", now).await.unwrap());
+    } else {
+        assert!(store.expire_uploads(now).await.unwrap().contains(&id));
+    }
+    id
+}
+
+/// One simulated day at the shifted clock: `n` jobs ended with their MPS answers and webhook
+/// events (`lifecycle::one_day`), each delivery attempted, two uploads ended.
+async fn seed_day(store: &DynStore, day: i64, n: usize) {
+    crate::lifecycle::one_day(store, day, n).await;
+    deliver_all(store).await;
+    upload(store, true).await;
+    upload(store, false).await;
+}
+
+/// A purge with the archive on deletes each archived class's old rows only once they are in
+/// an object: one line each, times and JSON columns the same on both databases, a job with its
+/// MPS answers, an event with its deliveries and their attempts. Run again over rows already
+/// written (a crash before the delete), it writes the same bytes under the same keys.
+async fn a_purge_archives_every_row_it_deletes_once(store: DynStore) {
+    let local = LocalArchive::start().await;
+    webhook_endpoint(&store).await;
+    snapgate::clock::shifted(chrono::Duration::days(-10), async {
+        seed_day(&store, -10, 9).await;
+    })
+    .await;
+    // A late attempt on an old event: newer than the cutoff, it goes with its event.
+    snapgate::clock::shifted(chrono::Duration::days(-10), async {
+        crate::lifecycle::one_day(&store, -9, 1).await;
+    })
+    .await;
+    deliver_all(&store).await;
+    let before: HashMap<String, u64> = store.table_rows().await.unwrap().into_iter().collect();
+
+    // The crash: objects written for the first batch of jobs, then the process gone.
+    let cfg = lifecycle(4);
+    let purger = Purger::new(store.clone(), cfg.clone()).with_archive(Some(local.archiver()));
+    let c = purger.cutoffs(snapgate::clock::now());
+    let first = store.archive_rows(PurgeClass::Jobs, &c, 4).await.unwrap();
+    assert_eq!(first.len(), 4);
+    let written = local
+        .archiver()
+        .write(PurgeClass::Jobs, &first)
+        .await
+        .unwrap();
+    let before_rerun = objects(&local.root());
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let report = purger
+        .run_once(snapgate::clock::now(), &stop)
+        .await
+        .unwrap()
+        .unwrap();
+    println!("report: {}", serde_json::to_string(&report).unwrap());
+    let after = objects(&local.root());
+    for o in &written {
+        assert_eq!(
+            after[&o.key], before_rerun[&o.key],
+            "{} rewritten the same",
+            o.key
+        );
+    }
+    let ids = archived_ids(&local.root());
+    let rows: HashMap<String, u64> = store.table_rows().await.unwrap().into_iter().collect();
+    for class in ["jobs", "webhook_events", "webhook_attempts", "uploads"] {
+        let r = report
+            .classes
+            .iter()
+            .find(|c| c.class.as_str() == class)
+            .unwrap();
+        let deleted = before[class] - rows[class];
+        println!(
+            "{class}: {} before, {} after, {} archived lines, report deleted {} archived {}",
+            before[class],
+            rows[class],
+            ids.get(class).map_or(0, |s| s.len()),
+            r.deleted,
+            r.archived
+        );
+        assert!(deleted > 0, "{class}");
+        assert_eq!(ids[class].len() as u64, deleted, "{class}");
+        assert_eq!((r.deleted, r.archived), (deleted, deleted), "{class}");
+    }
+    assert_eq!(rows["mps_responses"], 0);
+    assert_eq!(rows["webhook_deliveries"], 0);
+    // One object per class and day, named after its first row.
+    for key in after.keys() {
+        let parts: Vec<&str> = key.split('/').collect();
+        assert_eq!(parts.len(), 4, "{key}");
+        assert_eq!(parts[0], "archive");
+        assert!(
+            chrono::NaiveDate::parse_from_str(parts[2], "%Y-%m-%d").is_ok(),
+            "{key}"
+        );
+        assert!(parts[3].ends_with(".jsonl"), "{key}");
+    }
+    let lines: Vec<&Value> = after.values().flatten().collect();
+    let job = lines.iter().find(|l| l["class"] == "jobs").unwrap();
+    assert!(job["row"]["request"].is_object(), "{job}");
+    assert_eq!(job["mps_responses"].as_array().unwrap().len(), 2, "{job}");
+    assert!(job["mps_responses"][0]["body"].is_object(), "{job}");
+    let finished = job["row"]["finished_at"].as_str().unwrap();
+    assert!(
+        finished.ends_with('Z') && finished.len() == 27,
+        "{finished}"
+    );
+    let late = lines
+        .iter()
+        .filter(|l| l["class"] == "webhook_events")
+        .flat_map(|l| l["deliveries"].as_array().unwrap())
+        .map(|d| d["attempts"].as_array().unwrap().len())
+        .sum::<usize>();
+    assert_eq!(late, 1, "the late attempt is in its event's line");
+}
+
+/// Nothing is deleted when the archive cannot be written: the run fails, the rows stay.
+async fn no_row_goes_when_its_archive_cannot_be_written(store: DynStore) {
+    snapgate::clock::shifted(chrono::Duration::days(-10), async {
+        crate::lifecycle::one_day(&store, -10, 3).await;
+    })
+    .await;
+    let port = common::process::free_port();
+    let archiver = Arc::new(
+        Archiver::new(ArchiveTarget {
+            bucket_url: format!("http://127.0.0.1:{port}/{BUCKET}"),
+            region: "cn-shanghai".into(),
+            prefix: PREFIX.into(),
+            creds: OssCredentials {
+                access_key_id: EMU_KEY_ID.into(),
+                access_key_secret: Secret::new(EMU_SECRET),
+            },
+        })
+        .unwrap(),
+    );
+    let purger = Purger::new(store.clone(), lifecycle(10)).with_archive(Some(archiver));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let err = purger
+        .run_once(snapgate::clock::now(), &stop)
+        .await
+        .unwrap_err();
+    println!("{err}");
+    assert!(err.to_string().contains("archive"), "{err}");
+    let rows: HashMap<String, u64> = store.table_rows().await.unwrap().into_iter().collect();
+    assert_eq!(rows["jobs"], 3);
+    assert_eq!(rows["mps_responses"], 6);
+}
+
+/// The local store checks a `Content-MD5` as OSS does: a body that is not the one announced is
+/// refused (400 InvalidDigest) and not stored.
+async fn the_local_store_refuses_a_body_that_is_not_its_content_md5() {
+    let local = LocalArchive::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/{BUCKET}/archive/x.jsonl", local.emu.url());
+    let md5_of_other = "XrY7u+Ae7tCTyyK7j1rNww=="; // MD5 of "hello world"
+    let res = http
+        .put(&url)
+        .header("content-md5", md5_of_other)
+        .body("not hello world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("<Code>InvalidDigest</Code>"));
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    let res = http
+        .put(&url)
+        .header("content-md5", md5_of_other)
+        .body("hello world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["etag"].to_str().unwrap(),
+        "\"5EB63BBBE01EEED093CB22BB8F5ACDC3\""
+    );
+}
+
+#[tokio::test]
+async fn the_local_store_refuses_a_body_that_is_not_its_md5() {
+    the_local_store_refuses_a_body_that_is_not_its_content_md5().await;
+}
+
+common::both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_purge_archives_every_row_it_deletes_once,
+    no_row_goes_when_its_archive_cannot_be_written,
+);
+
+// --- crash ---------------------------------------------------------------------------------
+
+/// The ids left in each archived class's table.
+async fn remaining(pool: &sqlx::PgPool) -> HashMap<String, HashSet<String>> {
+    let mut out = HashMap::new();
+    for t in ["jobs", "webhook_events", "webhook_attempts", "uploads"] {
+        let ids: Vec<(String,)> = sqlx::query_as(&format!("SELECT id::text FROM {t}"))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        out.insert(t.to_string(), ids.into_iter().map(|r| r.0).collect());
+    }
+    out
+}
+
+/// `snapgate purge` (the real binary) on `db`, archiving into `local`, in small batches.
+fn purge_command(db: &str, local: &LocalArchive) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::process::BIN);
+    cmd.arg("purge")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "SNAPGATE_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("DATABASE_URL", db)
+        .env("SNAPGATE__LIFECYCLE__JOBS_RETENTION_DAYS", "5")
+        .env("SNAPGATE__LIFECYCLE__WEBHOOKS_RETENTION_DAYS", "3")
+        .env("SNAPGATE__LIFECYCLE__UPLOADS_RETENTION_DAYS", "3")
+        .env("SNAPGATE__LIFECYCLE__PURGE_BATCH_SIZE", "7")
+        .env("SNAPGATE__LIFECYCLE__PURGE_PAUSE_MS", "0")
+        .env("SNAPGATE__LIFECYCLE__ARCHIVE__ENABLED", "true")
+        .env(
+            "SNAPGATE__LIFECYCLE__ARCHIVE__ENDPOINT",
+            local.target().bucket_url,
+        )
+        .env("SNAPGATE__LIFECYCLE__ARCHIVE__ACCESS_KEY_ID", EMU_KEY_ID)
+        .env(
+            "SNAPGATE__LIFECYCLE__ARCHIVE__ACCESS_KEY_SECRET",
+            EMU_SECRET,
+        )
+        .env("RUST_LOG", "info,snapgate=debug");
+    cmd
+}
+
+/// SIGKILL `snapgate purge` at random points of archive-then-delete, six times, then run it to
+/// its end: after every kill each row gone from the database is in the archive, and at the end
+/// the archive holds every purged row exactly once (lines = rows deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_killed_anywhere_loses_no_row_and_writes_no_line_twice() {
+    let (store, db) = common::pg_store().await;
+    let local = LocalArchive::start().await;
+    webhook_endpoint(&store).await;
+    for day in 0..6 {
+        snapgate::clock::shifted(chrono::Duration::days(-10 - day), async {
+            seed_day(&store, 100 + day, 40).await;
+        })
+        .await;
+    }
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let seeded = remaining(&pool).await;
+    let sizes: BTreeMap<_, _> = seeded.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    println!("seeded: {sizes:?}");
+
+    let mut kills = 0;
+    for round in 0..6 {
+        let wait = Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 120..600));
+        let mut proc = common::process::Proc::spawn(
+            "archive-crash",
+            &format!("purge-{round}"),
+            purge_command(&db, &local),
+        );
+        tokio::time::sleep(wait).await;
+        let finished = proc.child.try_wait().unwrap().is_some();
+        if !finished {
+            proc.kill();
+        }
+        kills += usize::from(!finished);
+        // The dead run's lease: expired at once (it would after a minute).
+        sqlx::query("UPDATE maintenance_leases SET owner = NULL, lease_expires_at = NULL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let left = remaining(&pool).await;
+        let archived = archived_ids(&local.root());
+        for (class, ids) in &seeded {
+            let gone: Vec<&String> = ids.difference(&left[class]).collect();
+            let empty = HashSet::new();
+            let in_archive = archived.get(class).unwrap_or(&empty);
+            let lost: Vec<&&String> = gone
+                .iter()
+                .filter(|id| !in_archive.contains(**id))
+                .collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: {class} rows deleted without their archive: {lost:?}"
+            );
+        }
+        let figures: BTreeMap<_, _> = left.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+        println!(
+            "round {round}: killed after {wait:?}{}; left {figures:?}; archive lines {:?}",
+            if finished {
+                " (it had already ended)"
+            } else {
+                ""
+            },
+            archived
+                .iter()
+                .map(|(k, v)| (k.clone(), v.len()))
+                .collect::<BTreeMap<_, _>>()
+        );
+    }
+    assert!(kills >= 3, "most kills land inside a run ({kills} of 6)");
+
+    let mut last =
+        common::process::Proc::spawn("archive-crash", "purge-final", purge_command(&db, &local));
+    let exit = last.wait_exit(Duration::from_secs(120)).await;
+    assert!(exit.success(), "{}", last.log_text());
+    let left = remaining(&pool).await;
+    let archived = archived_ids(&local.root());
+    for (class, ids) in &seeded {
+        assert!(
+            left[class].is_empty(),
+            "{class}: {} left",
+            left[class].len()
+        );
+        assert_eq!(
+            &archived[class], ids,
+            "{class}: the archive holds every purged row"
+        );
+    }
+    let rows: HashMap<String, u64> = store.table_rows().await.unwrap().into_iter().collect();
+    assert_eq!((rows["mps_responses"], rows["webhook_deliveries"]), (0, 0));
+    let responses: usize = objects(&local.root())
+        .values()
+        .flatten()
+        .filter(|l| l["class"] == "jobs")
+        .map(|l| l["mps_responses"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        responses,
+        seeded["jobs"].len() * 2,
+        "every MPS answer archived once"
+    );
+    pool.close().await;
+}
