@@ -375,7 +375,7 @@ fn signed(
         method.as_str(),
         url,
         &mut headers,
-        crate::clock::now(),
+        crate::clock::wall_now(),
     );
     let mut req = http.request(method, url);
     for (k, v) in &headers {

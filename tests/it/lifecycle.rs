@@ -173,7 +173,7 @@ async fn usage_totals_equal_counting_the_jobs(store: DynStore) {
     assert_eq!(bad.status(), 400);
 }
 
-fn new_job() -> NewJob {
+pub(crate) fn new_job() -> NewJob {
     let (request, warnings) = snapgate::domain::validate_request(&body(1, false)).unwrap();
     NewJob {
         id: JobId::new(),
