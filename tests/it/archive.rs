@@ -308,6 +308,7 @@ async fn a_purge_archives_every_row_it_deletes_once(store: DynStore) {
         .flat_map(|l| l["deliveries"].as_array().unwrap())
         .map(|d| d["attempts"].as_array().unwrap().len())
         .sum::<usize>();
+    read_back_as_the_docs_show(&local.root(), &ids["jobs"]);
     // The attempts newer than the cutoff (the late event's two, and the expired upload's
     // event's, attempted today) went with their events: they are in the events' lines.
     assert_eq!(late, 3);
@@ -319,6 +320,44 @@ async fn a_purge_archives_every_row_it_deletes_once(store: DynStore) {
         attempts.unwrap().deleted + late as u64,
         before["webhook_attempts"],
         "every attempt deleted is in a line"
+    );
+}
+
+/// The read-back example of docs/operations.md (the block that sets `ARCHIVE`), run over
+/// this archive: one line per archived job, each with its two MPS answers.
+fn read_back_as_the_docs_show(root: &Path, jobs: &HashSet<String>) {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let start = page.find("```sh\nARCHIVE=").expect("the read-back example") + "```sh\n".len();
+    let block = &page[start..start + page[start..].find("```").unwrap()];
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -eo pipefail\n{block}"))
+        .env("ARCHIVE", root.join("archive"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), jobs.len(), "{lines:?}");
+    for l in &lines {
+        assert!(jobs.contains(l["id"].as_str().unwrap()), "{l}");
+        assert_eq!(l["mps_answers"], 2, "{l}");
+    }
+    let ends: Vec<&str> = lines
+        .iter()
+        .map(|l| l["finished_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        ends.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {ends:?}"
     );
 }
 
