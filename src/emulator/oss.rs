@@ -19,7 +19,8 @@
 //! Other local differences from OSS, on purpose: a bucket is created by the first write into
 //! it; keys that cannot be a safe relative path (`..`, `.` or empty segments, a leading `/`,
 //! NUL) are refused with `InvalidObjectName`; no ACLs, versions, metadata or listing. Writes
-//! go to a temporary file renamed into place, so a reader never sees half an object.
+//! go to a temporary file renamed into place, so a reader never sees half an object; a `PUT`
+//! with a `Content-MD5` that is not its body's is refused (`InvalidDigest`) and not stored.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
