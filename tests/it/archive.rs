@@ -213,6 +213,7 @@ async fn seed_day(store: &DynStore, day: i64, n: usize) {
 /// MPS answers, an event with its deliveries and their attempts. Run again over rows already
 /// written (a crash before the delete), it writes the same bytes under the same keys.
 async fn a_purge_archives_every_row_it_deletes_once(store: DynStore) {
+    snapgate::metrics::handle(); // the recorder, before anything is counted
     let local = LocalArchive::start().await;
     webhook_endpoint(&store).await;
     snapgate::clock::shifted(chrono::Duration::days(-10), async {
@@ -309,6 +310,16 @@ async fn a_purge_archives_every_row_it_deletes_once(store: DynStore) {
         .map(|d| d["attempts"].as_array().unwrap().len())
         .sum::<usize>();
     read_back_as_the_docs_show(&local.root(), &ids["jobs"]);
+    let metrics = snapgate::metrics::handle().render();
+    for class in ["jobs", "webhook_events", "webhook_attempts", "uploads"] {
+        for name in [
+            "snapgate_archived_rows_total",
+            "snapgate_archive_objects_total",
+        ] {
+            let line = format!("{name}{{class=\"{class}\"}} ");
+            assert!(metrics.contains(&line), "{line} in /metrics");
+        }
+    }
     // The attempts newer than the cutoff (the late event's two, and the expired upload's
     // event's, attempted today) went with their events: they are in the events' lines.
     assert_eq!(late, 3);
