@@ -563,8 +563,43 @@ async fn remaining(pool: &sqlx::PgPool) -> HashMap<String, HashSet<String>> {
     out
 }
 
-/// `snapgate purge` (the real binary) on `db`, archiving into `local`, in small batches.
-fn purge_command(db: &str, local: &LocalArchive) -> std::process::Command {
+/// A pass-through to `upstream` that answers each `GET` 15 ms late: the read-back that
+/// verifies an object is the step between its write and its rows' delete, so most kills land
+/// in that window. Signatures pass unchanged (V4 signs the path, not the host). Its base URL.
+async fn slow_reads(upstream: String) -> String {
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            if parts.method == axum::http::Method::GET {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut fwd = http.request(parts.method, format!("{upstream}{}", parts.uri));
+            for (k, v) in &parts.headers {
+                if k != axum::http::header::HOST {
+                    fwd = fwd.header(k, v);
+                }
+            }
+            let res = fwd.body(body).send().await.unwrap();
+            let mut out = axum::response::Response::builder().status(res.status());
+            for (k, v) in res.headers() {
+                out = out.header(k, v);
+            }
+            out.body(axum::body::Body::from(res.bytes().await.unwrap()))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// `snapgate purge` (the real binary) on `db`, archiving into `local` through `store_url`
+/// (its store, or a pass-through to it), in small batches.
+fn purge_command(db: &str, store_url: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(common::process::BIN);
     cmd.arg("purge")
         .env_clear()
@@ -582,7 +617,7 @@ fn purge_command(db: &str, local: &LocalArchive) -> std::process::Command {
         .env("SNAPGATE__LIFECYCLE__ARCHIVE__ENABLED", "true")
         .env(
             "SNAPGATE__LIFECYCLE__ARCHIVE__ENDPOINT",
-            local.target().bucket_url,
+            format!("{store_url}/{BUCKET}"),
         )
         .env("SNAPGATE__LIFECYCLE__ARCHIVE__ACCESS_KEY_ID", EMU_KEY_ID)
         .env(
@@ -593,7 +628,7 @@ fn purge_command(db: &str, local: &LocalArchive) -> std::process::Command {
     cmd
 }
 
-/// SIGKILL `snapgate purge` at random points of archive-then-delete, six times, then run it to
+/// SIGKILL `snapgate purge` at random points of archive-then-delete, twelve times, then run it to
 /// its end: after every kill each row gone from the database is in the archive, and at the end
 /// the archive holds every purged row exactly once (lines = rows deleted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,7 +636,7 @@ async fn a_purge_killed_anywhere_loses_no_row_and_writes_no_line_twice() {
     let (store, db) = common::pg_store().await;
     let local = LocalArchive::start().await;
     webhook_endpoint(&store).await;
-    for day in 0..6 {
+    for day in 0..8 {
         snapgate::clock::shifted(chrono::Duration::days(-10 - day), async {
             seed_day(&store, 100 + day, 40).await;
         })
@@ -612,13 +647,14 @@ async fn a_purge_killed_anywhere_loses_no_row_and_writes_no_line_twice() {
     let sizes: BTreeMap<_, _> = seeded.iter().map(|(k, v)| (k.clone(), v.len())).collect();
     println!("seeded: {sizes:?}");
 
-    let mut kills = 0;
-    for round in 0..10 {
-        let wait = Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 100..900));
+    let store_url = slow_reads(local.emu.url()).await;
+    let (mut kills, mut in_window) = (0, 0);
+    for round in 0..12 {
+        let wait = Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 100..1500));
         let mut proc = common::process::Proc::spawn(
             "archive-crash",
             &format!("purge-{round}"),
-            purge_command(&db, &local),
+            purge_command(&db, &store_url),
         );
         tokio::time::sleep(wait).await;
         let finished = proc.child.try_wait().unwrap().is_some();
@@ -646,9 +682,20 @@ async fn a_purge_killed_anywhere_loses_no_row_and_writes_no_line_twice() {
                 "round {round}: {class} rows deleted without their archive: {lost:?}"
             );
         }
+        // Rows archived but still there: this kill landed between a write and its delete.
+        let written_not_deleted: usize = left
+            .iter()
+            .map(|(class, ids)| {
+                archived
+                    .get(class)
+                    .map_or(0, |a| ids.intersection(a).count())
+            })
+            .sum();
+        in_window += usize::from(written_not_deleted > 0);
         let figures: BTreeMap<_, _> = left.iter().map(|(k, v)| (k.clone(), v.len())).collect();
         println!(
-            "round {round}: killed after {wait:?}{}; left {figures:?}; archive lines {:?}",
+            "round {round}: killed after {wait:?}{}; left {figures:?}; archive lines {:?}; \
+             {written_not_deleted} archived, not yet deleted",
             if finished {
                 " (it had already ended)"
             } else {
@@ -660,10 +707,15 @@ async fn a_purge_killed_anywhere_loses_no_row_and_writes_no_line_twice() {
                 .collect::<BTreeMap<_, _>>()
         );
     }
-    assert!(kills >= 5, "most kills land inside a run ({kills} of 10)");
+    println!("{in_window} of {kills} kills landed between an object's write and its rows' delete");
+    assert!(kills >= 5, "most kills land inside a run ({kills} of 12)");
+    assert!(in_window >= 1, "a kill between a write and its delete");
 
-    let mut last =
-        common::process::Proc::spawn("archive-crash", "purge-final", purge_command(&db, &local));
+    let mut last = common::process::Proc::spawn(
+        "archive-crash",
+        "purge-final",
+        purge_command(&db, &store_url),
+    );
     let exit = last.wait_exit(Duration::from_secs(120)).await;
     assert!(exit.success(), "{}", last.log_text());
     let left = remaining(&pool).await;
