@@ -449,7 +449,52 @@ common::both_stores!(
     a_purge_archives_every_row_it_deletes_once,
     no_row_goes_when_its_archive_cannot_be_written,
     thirty_days_plateau_with_every_purged_row_archived,
+    serve_archives_into_the_built_in_store,
 );
+
+/// `serve` on the embedded default purges in the background and archives into the built-in
+/// emulator's local store (its folder `<emulator.oss_dir>/<bucket>`, signed with the
+/// emulator's own key); the admin stats show the run's archived rows.
+async fn serve_archives_into_the_built_in_store(store: DynStore) {
+    webhook_endpoint(&store).await;
+    snapgate::clock::shifted(chrono::Duration::days(-10), async {
+        seed_day(&store, -10, 5).await;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::test_settings();
+    settings.emulator.oss_dir = dir.path().join("oss").display().to_string();
+    settings.lifecycle = lifecycle(4);
+    settings.lifecycle.purge_interval_s = 1;
+    settings.lifecycle.archive.enabled = true;
+    let app = common::TestApp::from_settings(settings)
+        .store(store.clone())
+        .start()
+        .await;
+    let root = dir.path().join("oss").join(BUCKET);
+    let start = std::time::Instant::now();
+    let stats = loop {
+        let stats: Value = app.get("/v1/admin/stats").await.json().await.unwrap();
+        if !stats["last_purge"].is_null() {
+            break stats;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no purge ran: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ids = archived_ids(&root);
+    let classes = stats["last_purge"]["classes"].as_array().unwrap();
+    for class in ["jobs", "webhook_events", "webhook_attempts", "uploads"] {
+        let c = classes.iter().find(|c| c["class"] == class).unwrap();
+        println!("{class}: {c}");
+        assert!(c["deleted"].as_u64().unwrap() > 0, "{c}");
+        assert_eq!(c["archived"], c["deleted"], "{c}");
+        assert_eq!(ids[class].len() as u64, c["archived"].as_u64().unwrap());
+    }
+    assert_eq!(ids["jobs"].len(), 5);
+}
 
 // --- steady state ----------------------------------------------------------------------
 
