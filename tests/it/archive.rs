@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::app::{EMU_KEY_ID, EMU_SECRET};
 use serde_json::Value;
 use snapgate::config::LifecycleSettings;
+use snapgate::credentials::Credentials;
 use snapgate::emulator::EmulatorHandle;
-use snapgate::oss::OssCredentials;
 use snapgate::secret::Secret;
 use snapgate::store::{
     DeliveryAttempt, DeliveryOutcome, DynStore, PurgeClass, UploadRecord, UploadState,
@@ -45,10 +45,7 @@ impl LocalArchive {
             bucket_url: format!("{}/{BUCKET}", self.emu.url()),
             region: "cn-shanghai".into(),
             prefix: PREFIX.into(),
-            creds: OssCredentials {
-                access_key_id: EMU_KEY_ID.into(),
-                access_key_secret: Secret::new(EMU_SECRET),
-            },
+            creds: Credentials::key(EMU_KEY_ID, Secret::new(EMU_SECRET)),
         }
     }
 
@@ -139,7 +136,13 @@ pub(crate) async fn webhook_endpoint(store: &DynStore) {
 async fn deliver_all(store: &DynStore) {
     let now = snapgate::clock::now();
     let claims = store
-        .claim_deliveries("sim", now, now + chrono::Duration::seconds(60), 10_000)
+        .claim_deliveries(
+            "sim",
+            now,
+            now + chrono::Duration::seconds(60),
+            10_000,
+            10_000,
+        )
         .await
         .unwrap();
     for claim in claims {
@@ -384,10 +387,7 @@ async fn no_row_goes_when_its_archive_cannot_be_written(store: DynStore) {
             bucket_url: format!("http://127.0.0.1:{port}/{BUCKET}"),
             region: "cn-shanghai".into(),
             prefix: PREFIX.into(),
-            creds: OssCredentials {
-                access_key_id: EMU_KEY_ID.into(),
-                access_key_secret: Secret::new(EMU_SECRET),
-            },
+            creds: Credentials::key(EMU_KEY_ID, Secret::new(EMU_SECRET)),
         })
         .unwrap(),
     );
