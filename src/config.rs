@@ -1072,6 +1072,7 @@ mod tests {
                     let secrets = [
                         &s.mps.access_key_secret,
                         &s.uploads.access_key_secret,
+                        &s.lifecycle.archive.access_key_secret,
                         &s.auth.master_key,
                     ];
                     assert!(
