@@ -506,7 +506,6 @@ async fn serve_archives_into_the_built_in_store(store: DynStore) {
 async fn thirty_days_plateau_with_every_purged_row_archived(store: DynStore) {
     const PER_DAY: usize = 12;
     let local = LocalArchive::start().await;
-    store.set_usage_region("sim-region");
     webhook_endpoint(&store).await;
     let purger = Purger::new(store.clone(), lifecycle(7)).with_archive(Some(local.archiver()));
     let stop = tokio_util::sync::CancellationToken::new();
