@@ -182,6 +182,7 @@ fn upload_record(id: uuid::Uuid) -> UploadRecord {
         created_at: now,
         expires_at: now + chrono::Duration::hours(1),
         updated_at: now,
+        multipart: None,
     }
 }
 
