@@ -34,6 +34,7 @@ use crate::services::uploads::{UploadConfig, UploadHub, UploadService, UploadTar
 use crate::services::webhooks::WebhookService;
 use crate::signals::JobSignals;
 use crate::store::{self, DynStore};
+use crate::worker::archive::{ArchiveTarget, Archiver};
 use crate::worker::DeliveryWorker;
 use crate::worker::Worker;
 
@@ -337,9 +338,20 @@ impl Application {
             }
             _ => oss_outputs(&settings, oss_key.as_ref()),
         };
+        let local = emulator
+            .as_ref()
+            .zip(oss_key.as_ref())
+            .map(|(h, key)| LocalStore {
+                url: h.url(),
+                region: settings.uploads.region.clone(),
+                creds: key.clone(),
+            });
+        let archive = purge_archive(&settings, local, oss_key.clone())?;
         let uploads = upload_config(&settings, emulator.as_ref(), oss_key.clone());
         let demo = settings.uploads.demo_page && emulator.is_some();
-        let mut app = Self::build_parts(settings, store, regions, outputs, uploads, demo).await?;
+        let mut app = Self::build_parts(settings, store, regions, outputs, uploads, demo)
+            .await?
+            .with_archive(archive);
         app.emulator = emulator;
         // A temporary credential is refreshed in the background, shown in `/readyz`.
         app.state.credentials = oss_key;
@@ -384,7 +396,22 @@ impl Application {
             })
             .into_iter()
             .collect();
-        Self::build_parts(settings, store, regions, outputs, uploads, false).await
+        let archive = purge_archive(&settings, None, None)?;
+        Ok(
+            Self::build_parts(settings, store, regions, outputs, uploads, false)
+                .await?
+                .with_archive(archive),
+        )
+    }
+
+    /// Gives the background purge its archive (built beside the store and key it writes
+    /// with; before `run_until`, the purger is not shared yet).
+    fn with_archive(mut self, archive: Option<Arc<Archiver>>) -> Self {
+        self.purger = self.purger.map(|p| {
+            let p = Arc::into_inner(p).expect("the purger is not shared before run_until");
+            Arc::new(p.with_archive(archive))
+        });
+        self
     }
 
     async fn build_parts(
@@ -653,4 +680,98 @@ impl InputProbe for LocalStoreProbe {
             }
         }
     }
+}
+
+/// A local object store the purge may archive into: the embedded emulator's (or one started
+/// for `snapgate purge`), its URL, the region it checks and its key.
+pub struct LocalStore {
+    pub url: String,
+    pub region: String,
+    pub creds: Credentials,
+}
+
+/// The purge's archive (`[lifecycle.archive]`), when it is on: the bucket at `endpoint`, else
+/// in the `local` store (the embedded default), else on real OSS; signed with the archive's
+/// own key, else the MPS credentials (`mps_key`, or the local store's own key).
+pub fn purge_archive(
+    settings: &Settings,
+    local: Option<LocalStore>,
+    mps_key: Option<Credentials>,
+) -> anyhow::Result<Option<Arc<Archiver>>> {
+    let a = &settings.lifecycle.archive;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let own_key = a
+        .access_key_id
+        .as_ref()
+        .zip(a.access_key_secret.clone())
+        .map(|(id, secret)| Credentials::key(id, secret));
+    let (bucket_url, region, key) = match (&a.endpoint, local) {
+        (Some(e), _) => (
+            e.trim_end_matches('/').to_string(),
+            a.region.clone(),
+            mps_key,
+        ),
+        (None, Some(l)) => (format!("{}/{}", l.url, a.bucket), l.region, Some(l.creds)),
+        (None, None) => (
+            format!("https://{}.oss-{}.aliyuncs.com", a.bucket, a.region),
+            a.region.clone(),
+            mps_key,
+        ),
+    };
+    let creds = own_key.or(key).or_else(|| static_key(settings)).context(
+        "lifecycle.archive is on but no OSS key signs it: set lifecycle.archive.access_key_id and \
+         access_key_secret (or the MPS key)",
+    )?;
+    tracing::info!(%bucket_url, prefix = %a.prefix, "the purge archives before it deletes");
+    Ok(Some(Arc::new(Archiver::new(ArchiveTarget {
+        bucket_url,
+        region,
+        prefix: a.prefix.clone(),
+        creds,
+    })?)))
+}
+
+/// `snapgate purge`'s archive: as `serve`'s (signed with the credential chain's credentials),
+/// and on the embedded default (no endpoint, no credentials) a local store of its own over `emulator.oss_dir` on a free port, with a key of its own
+/// (the store is the folder: the same objects `serve`'s emulator serves). Keep the handle
+/// until the purge ends.
+pub async fn purge_archive_for_cli(
+    settings: &Settings,
+) -> anyhow::Result<(Option<Arc<Archiver>>, Option<EmulatorHandle>)> {
+    let a = &settings.lifecycle.archive;
+    if !a.enabled {
+        return Ok((None, None));
+    }
+    let chain = crate::credentials::chain::resolve(settings)
+        .await
+        .context("Alibaba Cloud credentials ([credentials], docs/deployment.md)")?;
+    if a.endpoint.is_some() || chain.is_some() {
+        return Ok((purge_archive(settings, None, chain)?, None));
+    }
+    let dir = &settings.emulator.oss_dir;
+    anyhow::ensure!(
+        !dir.is_empty(),
+        "lifecycle.archive is on with no endpoint and no MPS key, but emulator.oss_dir is empty"
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+    let key_id = format!("arc{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let handle = crate::emulator::spawn(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        access_keys: vec![(key_id.clone(), secret.clone())],
+        oss_dir: Some(dir.into()),
+        oss_region: Some(a.region.clone()),
+        ffmpeg: false,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .context("cannot start a local store for the archive")?;
+    let local = LocalStore {
+        url: handle.url(),
+        region: a.region.clone(),
+        creds: Credentials::key(&key_id, Secret::new(secret)),
+    };
+    Ok((purge_archive(settings, Some(local), None)?, Some(handle)))
 }

@@ -307,7 +307,13 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 async fn purge_command(dry_run: bool, settings: &Settings) -> anyhow::Result<()> {
     let store = snapgate::store::connect(&settings.database).await?;
     snapgate::store::ensure_migrated(&store).await?;
-    let purger = snapgate::worker::purge::Purger::new(store, settings.lifecycle.clone());
+    let (archive, local_store) = if dry_run {
+        (None, None)
+    } else {
+        snapgate::app::purge_archive_for_cli(settings).await?
+    };
+    let purger = snapgate::worker::purge::Purger::new(store, settings.lifecycle.clone())
+        .with_archive(archive);
     let now = snapgate::clock::now();
     let out = if dry_run {
         serde_json::json!({"dry_run": true, "classes": purger.dry_run(now).await?})
@@ -319,6 +325,9 @@ async fn purge_command(dry_run: bool, settings: &Settings) -> anyhow::Result<()>
         }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
+    if let Some(store) = local_store {
+        store.shutdown().await;
+    }
     Ok(())
 }
 

@@ -18,6 +18,12 @@ pub fn now() -> DateTime<Utc> {
     micros_to_time(Utc::now().timestamp_micros() + offset)
 }
 
+/// The wall clock, never shifted: for times another party checks against its own clock (a
+/// request signature's date), which a simulated day must not move.
+pub fn wall_now() -> DateTime<Utc> {
+    micros_to_time(Utc::now().timestamp_micros())
+}
+
 pub fn micros_to_time(micros: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(micros).single().unwrap_or_default()
 }

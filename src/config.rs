@@ -317,6 +317,26 @@ pub struct LifecycleSettings {
     pub purge_batch_size: u32,
     /// Pause between two batches, so foreground work keeps the database.
     pub purge_pause_ms: u64,
+    /// Archive before delete (`[lifecycle.archive]`).
+    pub archive: ArchiveSettings,
+}
+
+/// Where the purge archives rows before it deletes them (`[lifecycle.archive]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    pub enabled: bool,
+    pub bucket: String,
+    /// Its region id: the V4 scope the requests are signed for.
+    pub region: String,
+    /// The bucket's URL; unset: `https://<bucket>.oss-<region>.aliyuncs.com`, or on the
+    /// embedded default the built-in emulator's local store.
+    pub endpoint: Option<String>,
+    /// Object keys are `<prefix><class>/<YYYY-MM-DD>/<first row>.jsonl`.
+    pub prefix: String,
+    /// The OSS key that signs; unset: the MPS key (or the built-in emulator's).
+    pub access_key_id: Option<String>,
+    pub access_key_secret: Option<Secret>,
 }
 
 impl LifecycleSettings {
@@ -336,6 +356,11 @@ impl LifecycleSettings {
         ] {
             anyhow::ensure!(days > 0, "lifecycle.{key} must be > 0 (days)");
         }
+        let a = &self.archive;
+        anyhow::ensure!(
+            !a.enabled || (!a.bucket.is_empty() && !a.prefix.starts_with('/')),
+            "lifecycle.archive needs a bucket, and a prefix that does not start with /"
+        );
         for (key, p) in [
             ("price_per_job", self.price_per_job),
             ("price_per_snapshot", self.price_per_snapshot),
@@ -461,6 +486,7 @@ section_defaults! {
     LimitsSettings => limits;
     WebhooksSettings => webhooks;
     LogSettings => log;
+    ArchiveSettings => lifecycle.archive;
 }
 
 impl Settings {
@@ -1046,6 +1072,7 @@ mod tests {
                     let secrets = [
                         &s.mps.access_key_secret,
                         &s.uploads.access_key_secret,
+                        &s.lifecycle.archive.access_key_secret,
                         &s.auth.master_key,
                     ];
                     assert!(

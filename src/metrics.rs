@@ -47,6 +47,8 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("snapgate_rejected_requests_total", Kind::Counter, "Requests refused by a team limit, by reason (rate_limit, quota, paused)."),
     ("snapgate_team_paused", Kind::Gauge, "1 while an operator has paused the team (its queued jobs wait), else 0; by team, read at scrape time."),
     ("snapgate_purged_rows_total", Kind::Counter, "Rows deleted by the retention purge, by class (mps_responses: a purged job's)."),
+    ("snapgate_archived_rows_total", Kind::Counter, "Rows the retention purge wrote to its OSS archive (and then deleted), by class."),
+    ("snapgate_archive_objects_total", Kind::Counter, "Archive objects the retention purge wrote and verified, by class (one written again after a crash counts again)."),
     ("snapgate_mns_messages_total", Kind::Counter, "MNS job messages by what became of them (applied, duplicate, unknown_job, other_mps_job, not_snapshot, not_final, malformed, not_yet_submitted, error)."),
     ("snapgate_mns_calls_total", Kind::Counter, "MNS ReceiveMessage and DeleteMessage calls that failed, by action and code."),
     ("snapgate_job_cache_hits_total", Kind::Counter, "Job reads answered from memory, by job (final, or open: can still change)."),

@@ -19,7 +19,8 @@
 //! Other local differences from OSS, on purpose: a bucket is created by the first write into
 //! it; keys that cannot be a safe relative path (`..`, `.` or empty segments, a leading `/`,
 //! NUL) are refused with `InvalidObjectName`; no ACLs, versions, metadata or listing. Writes
-//! go to a temporary file renamed into place, so a reader never sees half an object.
+//! go to a temporary file renamed into place, so a reader never sees half an object; a `PUT`
+//! with a `Content-MD5` that is not its body's is refused (`InvalidDigest`) and not stored.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -484,6 +485,13 @@ async fn put(
     if announced.is_some_and(|n| n > MAX_PUT_BYTES) {
         return too_large(method);
     }
+    // OSS checks a `Content-MD5` against the body it received, and refuses one that is not
+    // the Base64 of 16 bytes before reading anything.
+    let expected_md5 = match headers.get("content-md5").map(content_md5) {
+        None => None,
+        Some(Some(d)) => Some(d),
+        Some(None) => return invalid_digest(method),
+    };
     let tmp = oss.tmp_path(&format!("put-{}", uuid::Uuid::new_v4().simple()));
     let written = async {
         tokio::fs::create_dir_all(tmp.parent().expect("has a parent")).await?;
@@ -496,23 +504,31 @@ async fn put(
             size += chunk.len() as u64;
             if size > MAX_PUT_BYTES {
                 // A body without a length (chunked) is cut off at the same limit.
-                return anyhow::Ok(None);
+                return anyhow::Ok(Ok(None));
             }
             md5.update(&chunk);
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
         drop(file);
+        let digest: [u8; 16] = md5.finalize().into();
+        if expected_md5.is_some_and(|e| e != digest) {
+            return anyhow::Ok(Err(()));
+        }
         oss.commit(&tmp, &bucket, &key).await?;
-        anyhow::Ok(Some((size, etag(md5))))
+        anyhow::Ok(Ok(Some((size, hex::encode_upper(digest)))))
     }
     .await;
     match written {
-        Ok(None) => {
+        Ok(Ok(None)) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             too_large(method)
         }
-        Ok(Some((size, etag))) => {
+        Ok(Err(())) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            invalid_digest(method)
+        }
+        Ok(Ok(Some((size, etag)))) => {
             tracing::debug!(bucket = %bucket, key = %key, size, path = %path.display(), "local OSS: object stored");
             let mut res = StatusCode::OK.into_response();
             let h = res.headers_mut();
@@ -545,6 +561,25 @@ fn too_large(method: &Method) -> Response {
         StatusCode::BAD_REQUEST,
         "EntityTooLarge",
         "Your proposed upload exceeds the maximum allowed size.",
+        method,
+    )
+}
+
+/// The 16 bytes a `Content-MD5` header's Base64 stands for; `None` when it is not that.
+fn content_md5(v: &HeaderValue) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.to_str().ok()?.trim())
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+/// OSS's answer to a `Content-MD5` that is not valid or not the body's.
+fn invalid_digest(method: &Method) -> Response {
+    oss_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidDigest",
+        "The Content-MD5 you specified was invalid.",
         method,
     )
 }

@@ -10,8 +10,10 @@
 //! Authorization: OSS4-HMAC-SHA256 Credential=<id>/<scope>, Signature=<hex>[, AdditionalHeaders=a;b]
 //! ```
 //!
-//! The same signing key signs PostObject policies (`post_policy.rs`). `head_object` is the
-//! gateway's signed `HEAD` (did the browser's upload land, with which size?).
+//! The same signing key signs PostObject policies (`post_policy.rs`). The gateway's own object
+//! calls are here, signed with it: `head_object` (did the browser's upload land, with which
+//! size?), and `put_object`/`get_object` (the retention purge's archive: written with its
+//! `Content-MD5`, then read back to verify it).
 
 use sha2::{Digest, Sha256};
 
@@ -348,9 +350,80 @@ pub fn verify_query(
     Ok(cred.access_key_id)
 }
 
+/// `<bucket_url>/<key>` with the key URI-encoded (`/` kept).
+fn object_url(bucket_url: &str, key: &str) -> String {
+    format!(
+        "{}/{}",
+        bucket_url.trim_end_matches('/'),
+        uri_encode(key, true)
+    )
+}
+
+/// A request to `url` signed with V4 now: `headers` (content-type, content-md5, x-oss-*) sent
+/// and signed.
+fn signed(
+    http: &reqwest::Client,
+    creds: &OssCredentials,
+    region: &str,
+    method: reqwest::Method,
+    url: &str,
+    mut headers: Vec<(String, String)>,
+) -> reqwest::RequestBuilder {
+    sign_request(
+        creds,
+        region,
+        method.as_str(),
+        url,
+        &mut headers,
+        crate::clock::wall_now(),
+    );
+    let mut req = http.request(method, url);
+    for (k, v) in &headers {
+        req = req.header(k, v);
+    }
+    req
+}
+
+fn request_failed(method: &str, url: &str, e: reqwest::Error) -> OssError {
+    OssError::new(502, "RequestFailed", format!("{method} {url}: {e}"))
+}
+
+/// The error of an answer that is not a success: OSS's `Code` from its XML body, else its
+/// `x-oss-ec` header (a `HEAD` answer has no body), else named after the status.
+async fn answer_error(method: &str, url: &str, res: reqwest::Response) -> OssError {
+    let status = res.status().as_u16();
+    let ec = res
+        .headers()
+        .get("x-oss-ec")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = res.text().await.unwrap_or_default();
+    let code = xml_element(&body, "Code")
+        .or(ec)
+        .unwrap_or_else(|| match status {
+            403 => "AccessDenied".to_string(),
+            _ => format!("HTTP{status}"),
+        });
+    let message = xml_element(&body, "Message").unwrap_or_default();
+    OssError {
+        status,
+        code,
+        message: format!("{method} {url} answered {status} {message}")
+            .trim_end()
+            .into(),
+    }
+}
+
+/// The text of the first `<name>…</name>` of an XML body.
+fn xml_element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].to_string())
+}
+
 /// A signed `HEAD` of `<bucket_url>/<key>`: `Some(content-length)` when the object exists,
-/// `None` on 404, the status as an error otherwise (a `HEAD` answer has no body, so the code
-/// is OSS's `x-oss-ec` header when sent, else named after the status).
+/// `None` on 404, the status as an error otherwise.
 pub async fn head_object(
     http: &reqwest::Client,
     creds: &OssCredentials,
@@ -358,30 +431,12 @@ pub async fn head_object(
     bucket_url: &str,
     key: &str,
 ) -> Result<Option<u64>, OssError> {
-    let url = format!(
-        "{}/{}",
-        bucket_url.trim_end_matches('/'),
-        uri_encode(key, true)
-    );
-    let mut headers = Vec::new();
-    sign_request(
-        creds,
-        region,
-        "HEAD",
-        &url,
-        &mut headers,
-        crate::clock::now(),
-    );
-    let mut req = http.head(&url);
-    for (k, v) in &headers {
-        req = req.header(k, v);
-    }
-    let res = req
+    let url = object_url(bucket_url, key);
+    let res = signed(http, creds, region, reqwest::Method::HEAD, &url, Vec::new())
         .send()
         .await
-        .map_err(|e| OssError::new(502, "RequestFailed", format!("HEAD {url}: {e}")))?;
-    let status = res.status().as_u16();
-    match status {
+        .map_err(|e| request_failed("HEAD", &url, e))?;
+    match res.status().as_u16() {
         200 => res
             .headers()
             .get(reqwest::header::CONTENT_LENGTH)
@@ -392,22 +447,67 @@ pub async fn head_object(
                 OssError::new(502, "InvalidResponse", "HEAD answered no Content-Length")
             }),
         404 => Ok(None),
-        _ => {
-            let code = res
-                .headers()
-                .get("x-oss-ec")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .unwrap_or_else(|| match status {
-                    403 => "AccessDenied".to_string(),
-                    _ => format!("HTTP{status}"),
-                });
-            Err(OssError {
-                status,
-                code,
-                message: format!("HEAD {url} answered {status}"),
-            })
-        }
+        _ => Err(answer_error("HEAD", &url, res).await),
+    }
+}
+
+/// A signed `PutObject` of `body` at `<bucket_url>/<key>` with its `Content-MD5`, so the store
+/// refuses a body that did not arrive whole; the answer's `ETag` (unquoted; OSS's is the
+/// upper-case hex MD5 of a simple upload), if any.
+pub async fn put_object(
+    http: &reqwest::Client,
+    creds: &OssCredentials,
+    region: &str,
+    bucket_url: &str,
+    key: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<Option<String>, OssError> {
+    use base64::Engine;
+    use md5::{Digest as _, Md5};
+    let url = object_url(bucket_url, key);
+    let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+    let headers = vec![
+        ("content-type".to_string(), content_type.to_string()),
+        ("content-md5".to_string(), md5),
+    ];
+    let res = signed(http, creds, region, reqwest::Method::PUT, &url, headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| request_failed("PUT", &url, e))?;
+    if !res.status().is_success() {
+        return Err(answer_error("PUT", &url, res).await);
+    }
+    Ok(res
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_string()))
+}
+
+/// A signed `GetObject` of `<bucket_url>/<key>`: its bytes, `None` on 404.
+pub async fn get_object(
+    http: &reqwest::Client,
+    creds: &OssCredentials,
+    region: &str,
+    bucket_url: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, OssError> {
+    let url = object_url(bucket_url, key);
+    let res = signed(http, creds, region, reqwest::Method::GET, &url, Vec::new())
+        .send()
+        .await
+        .map_err(|e| request_failed("GET", &url, e))?;
+    match res.status().as_u16() {
+        200 => Ok(Some(
+            res.bytes()
+                .await
+                .map_err(|e| request_failed("GET", &url, e))?
+                .to_vec(),
+        )),
+        404 => Ok(None),
+        _ => Err(answer_error("GET", &url, res).await),
     }
 }
 

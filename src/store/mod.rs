@@ -13,6 +13,7 @@
 //! Where a job is claimed: [`DispatchStore::claim_dispatch`] (submission) and
 //! [`DispatchStore::claim_polls`] (status refresh), in `postgres.rs` / `sqlite.rs`.
 
+mod archive;
 mod codec;
 mod db;
 mod events;
@@ -607,6 +608,12 @@ impl PurgeClass {
         PurgeClass::RpcNonces,
     ];
 
+    /// Whether the purge archives this class's rows before deleting them (when the archive is
+    /// on): what the data was, not what expires by itself (keys, nonces).
+    pub fn archived(self) -> bool {
+        !matches!(self, PurgeClass::IdempotencyKeys | PurgeClass::RpcNonces)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PurgeClass::WebhookAttempts => "webhook_attempts",
@@ -644,9 +651,58 @@ pub struct PurgedBatch {
     pub related: u64,
 }
 
-/// The retention purge's statements (`retention.rs`).
+/// A row's primary key, as its table types it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RowId {
+    Uuid(uuid::Uuid),
+    Text(String),
+    Int(i64),
+}
+
+impl std::fmt::Display for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowId::Uuid(u) => write!(f, "{u}"),
+            RowId::Text(s) => f.write_str(s),
+            RowId::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// One row of an archived class as its archive line holds it (`archive.rs`): the row's
+/// columns under `row` (times as RFC 3339 UTC, JSON columns as JSON, on both databases), with
+/// the rows deleted with it (a job's `mps_responses`; an event's `deliveries`, each with its
+/// `attempts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedRow {
+    pub id: RowId,
+    /// The time the class's age is measured by (the archive's day).
+    pub at: DateTime<Utc>,
+    pub doc: Value,
+    /// How many related rows `doc` holds (checked again before the delete).
+    pub related: u64,
+}
+
+/// The retention purge's statements (`retention.rs`, `archive.rs`).
 #[async_trait]
 pub trait RetentionStore {
+    /// The oldest `limit` rows of `class` that may go, oldest first (by time, then id), each
+    /// as its archive line. Reads only: nothing is locked or deleted.
+    async fn archive_rows(
+        &self,
+        class: PurgeClass,
+        c: &PurgeCutoffs,
+        limit: u32,
+    ) -> StoreResult<Vec<ArchivedRow>>;
+    /// Deletes exactly `rows` (read by `archive_rows`, then archived) with their related
+    /// rows, in one transaction, if each still may go and none gained a related row since;
+    /// otherwise deletes nothing and answers `None` (read them again).
+    async fn delete_archived(
+        &self,
+        class: PurgeClass,
+        c: &PurgeCutoffs,
+        rows: &[ArchivedRow],
+    ) -> StoreResult<Option<PurgedBatch>>;
     /// What a purge with these cutoffs would delete of `class` (a dry run).
     async fn purge_count(&self, class: PurgeClass, c: &PurgeCutoffs) -> StoreResult<PurgeCount>;
     /// Deletes up to `limit` of the oldest rows of `class` in one short transaction (rows

@@ -13,10 +13,12 @@ use super::codec::{DbId, DbTime};
 use super::db::{Dialect, Stmt};
 use super::sql::SqlStore;
 use super::COUNTED_TABLES;
-use super::{PurgeClass, PurgeCount, PurgeCutoffs, PurgedBatch, RetentionStore, StoreResult};
+use super::{
+    ArchivedRow, PurgeClass, PurgeCount, PurgeCutoffs, PurgedBatch, RetentionStore, StoreResult,
+};
 
 /// A class's table and the time its age is measured by.
-fn table(class: PurgeClass) -> (&'static str, &'static str) {
+pub(super) fn table(class: PurgeClass) -> (&'static str, &'static str) {
     match class {
         PurgeClass::WebhookAttempts => ("webhook_attempts", "attempted_at"),
         PurgeClass::WebhookEvents => ("webhook_events", "created_at"),
@@ -28,7 +30,7 @@ fn table(class: PurgeClass) -> (&'static str, &'static str) {
 }
 
 /// Appends the `WHERE` of the class's rows that may go.
-fn push_where(q: &mut Stmt, class: PurgeClass, c: &PurgeCutoffs) {
+pub(super) fn push_where(q: &mut Stmt, class: PurgeClass, c: &PurgeCutoffs) {
     q.push(" WHERE ");
     match class {
         PurgeClass::WebhookAttempts => {
@@ -146,6 +148,26 @@ impl SqlStore {
 
 #[async_trait]
 impl RetentionStore for SqlStore {
+    #[tracing::instrument(name = "store.archive_rows", level = "debug", skip_all, fields(class = class.as_str()))]
+    async fn archive_rows(
+        &self,
+        class: PurgeClass,
+        c: &PurgeCutoffs,
+        limit: u32,
+    ) -> StoreResult<Vec<ArchivedRow>> {
+        self.read_archive_rows(class, c, limit).await
+    }
+
+    #[tracing::instrument(name = "store.delete_archived", level = "debug", skip_all, fields(class = class.as_str()))]
+    async fn delete_archived(
+        &self,
+        class: PurgeClass,
+        c: &PurgeCutoffs,
+        rows: &[ArchivedRow],
+    ) -> StoreResult<Option<PurgedBatch>> {
+        self.delete_archived_rows(class, c, rows).await
+    }
+
     #[tracing::instrument(name = "store.purge_count", level = "debug", skip_all)]
     async fn purge_count(&self, class: PurgeClass, c: &PurgeCutoffs) -> StoreResult<PurgeCount> {
         let (t, time) = table(class);

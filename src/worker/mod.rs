@@ -10,6 +10,7 @@
 //! 3. an attempt whose outcome is unknown (timeout, lost answer, crashed replica) is followed by
 //!    reconciliation — looking the job up on MPS by its id in `UserData` — never by a blind retry.
 
+pub mod archive;
 pub mod credentials;
 pub mod deliver;
 mod dispatch;

@@ -3,9 +3,14 @@
 //! holder's lease expires), **process** each class in bounded batches — each its own short
 //! transaction, the lease renewed and a pause (`purge_pause_ms`) between two, so foreground work
 //! keeps the database — and **record** the run's report under the lease (the admin stats show
-//! it) and the rows purged per class in `/metrics`. Every batch commits on its own, so a purge
-//! stopped anywhere (a crash, a shutdown) is resumed by the next run: what is left is still
-//! old enough. `snapgate purge` runs it once; `--dry-run` only counts.
+//! it) and the rows purged (and archived) per class in `/metrics`. Every batch commits on its
+//! own, so a purge stopped anywhere (a crash, a shutdown) is resumed by the next run: what is
+//! left is still old enough. `snapgate purge` runs it once; `--dry-run` only counts.
+//!
+//! With the archive on (`[lifecycle.archive]`, `archive.rs`) a batch of an archived class is
+//! read, written to OSS and verified, and only then deleted — exactly the rows written, if
+//! none changed meanwhile; killed between the two steps, the next run writes the same objects
+//! again before it deletes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +20,19 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LifecycleSettings;
-use crate::store::{DynStore, PurgeClass, PurgeCount, PurgeCutoffs, StoreResult};
+use crate::store::{DynStore, PurgeClass, PurgeCount, PurgeCutoffs, PurgedBatch, StoreResult};
+
+use super::archive::Archiver;
 
 /// The lease row's name.
 pub const PURGE_LEASE: &str = "purge";
 
 /// How long a purge's lease lasts without renewal (renewed at every batch).
 const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// A batch whose rows changed between their archive and their delete is read and archived
+/// again; this many times in a row is a fault, not a race.
+const MAX_REARCHIVE: u32 = 3;
 
 /// What one class lost in a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -31,6 +42,10 @@ pub struct ClassReport {
     /// Rows deleted with them (a job's MPS responses).
     pub related_deleted: u64,
     pub batches: u32,
+    /// Rows written to the archive before they were deleted (= `deleted` when it is on).
+    pub archived: u64,
+    /// Archive objects written (the same object again after a crash counts again).
+    pub archive_objects: u32,
 }
 
 /// A purge run.
@@ -47,6 +62,17 @@ pub struct Purger {
     store: DynStore,
     cfg: LifecycleSettings,
     owner: String,
+    archive: Option<Arc<Archiver>>,
+}
+
+/// What a purge run may fail with: the database, or the archive (nothing was deleted of the
+/// batch it was writing).
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("archive: {0:#}")]
+    Archive(anyhow::Error),
 }
 
 impl Purger {
@@ -55,7 +81,14 @@ impl Purger {
             store,
             cfg,
             owner: format!("purge-{}", uuid::Uuid::new_v4().simple()),
+            archive: None,
         }
+    }
+
+    /// Archives each archived class's rows before deleting them.
+    pub fn with_archive(mut self, archive: Option<Arc<Archiver>>) -> Self {
+        self.archive = archive;
+        self
     }
 
     /// What is old enough at `now` for each class.
@@ -84,7 +117,7 @@ impl Purger {
         &self,
         now: DateTime<Utc>,
         stop: &CancellationToken,
-    ) -> StoreResult<Option<PurgeReport>> {
+    ) -> Result<Option<PurgeReport>, PurgeError> {
         // Claim.
         if !self
             .store
@@ -128,16 +161,25 @@ impl Purger {
         class: PurgeClass,
         c: &PurgeCutoffs,
         stop: &CancellationToken,
-    ) -> StoreResult<(ClassReport, bool)> {
+    ) -> Result<(ClassReport, bool), PurgeError> {
         let limit = self.cfg.purge_batch_size;
         let mut done = ClassReport {
             class,
             deleted: 0,
             related_deleted: 0,
             batches: 0,
+            archived: 0,
+            archive_objects: 0,
         };
+        let archive = self.archive.as_ref().filter(|_| class.archived());
         loop {
-            let batch = self.store.purge_batch(class, c, limit).await?;
+            let (batch, read) = match archive {
+                Some(a) => self.archive_batch(a, class, c, &mut done).await?,
+                None => {
+                    let b = self.store.purge_batch(class, c, limit).await?;
+                    (b, b.rows)
+                }
+            };
             done.deleted += batch.rows;
             done.related_deleted += batch.related;
             done.batches += 1;
@@ -147,7 +189,7 @@ impl Purger {
                 metrics::counter!("snapgate_purged_rows_total", "class" => "mps_responses")
                     .increment(batch.related);
             }
-            if batch.rows < u64::from(limit) {
+            if read < u64::from(limit) {
                 return Ok((done, false));
             }
             // Paced: foreground work gets the database between two batches.
@@ -165,6 +207,47 @@ impl Purger {
                 return Ok((done, true));
             }
         }
+    }
+
+    /// One archived batch: read the oldest rows, write and verify their objects, delete exactly
+    /// those rows. The batch and how many rows were read (a short read is the class's end).
+    async fn archive_batch(
+        &self,
+        archive: &Archiver,
+        class: PurgeClass,
+        c: &PurgeCutoffs,
+        done: &mut ClassReport,
+    ) -> Result<(PurgedBatch, u64), PurgeError> {
+        for _ in 0..MAX_REARCHIVE {
+            let rows = self
+                .store
+                .archive_rows(class, c, self.cfg.purge_batch_size)
+                .await?;
+            if rows.is_empty() {
+                return Ok((PurgedBatch::default(), 0));
+            }
+            let objects = archive
+                .write(class, &rows)
+                .await
+                .map_err(PurgeError::Archive)?;
+            done.archive_objects += objects.len() as u32;
+            metrics::counter!("snapgate_archive_objects_total", "class" => class.as_str())
+                .increment(objects.len() as u64);
+            if let Some(batch) = self.store.delete_archived(class, c, &rows).await? {
+                done.archived += batch.rows;
+                metrics::counter!("snapgate_archived_rows_total", "class" => class.as_str())
+                    .increment(batch.rows);
+                return Ok((batch, rows.len() as u64));
+            }
+            tracing::info!(
+                class = class.as_str(),
+                "rows changed between their archive and their delete: archiving them again"
+            );
+        }
+        Err(PurgeError::Archive(anyhow::anyhow!(
+            "{}: the rows kept changing between their archive and their delete",
+            class.as_str()
+        )))
     }
 
     /// The background purge: a run every `purge_interval_s` (the first after a random part of

@@ -173,7 +173,7 @@ async fn usage_totals_equal_counting_the_jobs(store: DynStore) {
     assert_eq!(bad.status(), 400);
 }
 
-fn new_job() -> NewJob {
+pub(crate) fn new_job() -> NewJob {
     let (request, warnings) = snapgate::domain::validate_request(&body(1, false)).unwrap();
     NewJob {
         id: JobId::new(),
@@ -688,7 +688,7 @@ async fn a_bulk_redrive_is_bounded_and_takes_each_job_once(store: DynStore) {
 /// One simulated day's traffic at `now` (the shifted clock): `n` jobs, every other one with an
 /// idempotency key (kept a day), each sent, answered twice by MPS, and ended (one in four
 /// failed); the team's webhook endpoint gets their events.
-async fn one_day(store: &DynStore, day: i64, n: usize) {
+pub(crate) async fn one_day(store: &DynStore, day: i64, n: usize) {
     for i in 0..n {
         let job = new_job();
         let id = job.id;

@@ -14,6 +14,7 @@ mod access;
 mod api;
 mod api_fuzz;
 mod architecture;
+mod archive;
 mod big_answers;
 mod bounded_reads;
 mod caches;
