@@ -325,8 +325,8 @@ async fn one_job_logged(format: &str) -> (String, String, String, String) {
     let http = reqwest::Client::new();
     process::wait_ready(&http, &format!("{base}/readyz")).await;
     let body = serde_json::json!({
-        "input": {"bucket": "media", "location": "oss-cn-hangzhou", "object": "in/v.mp4"},
-        "output": {"bucket": "media", "location": "oss-cn-hangzhou", "object": "out/{Count}.jpg"},
+        "input": {"bucket": "media", "location": "oss-cn-shanghai", "object": "in/v.mp4"},
+        "output": {"bucket": "media", "location": "oss-cn-shanghai", "object": "out/{Count}.jpg"},
         "time_ms": 0
     });
     let r = http
