@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{AdminErrors, ApiError, Problem, Unauthenticated};
+use super::error::{AdminErrors, ApiError, BodyErrors, JsonWriteErrors, Problem, Unauthenticated};
 use super::{AppState, Caller};
 use crate::domain::Violation;
 use crate::http::strict_json::StrictJson;
@@ -229,6 +229,9 @@ fn body_or_default<T: serde::de::DeserializeOwned + Default>(
     responses(
         (status = 200, body = PauseResource),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        JsonWriteErrors,
+        BodyErrors,
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "An unknown member"),
         AdminErrors,
     ),
     security(("bearer" = []))
@@ -318,6 +321,8 @@ pub struct RedriveBody {
     request_body(content = RedriveBody, content_type = "application/json"),
     responses(
         (status = 200, body = RedriveReport),
+        JsonWriteErrors,
+        BodyErrors,
         (status = 422, body = Problem, content_type = "application/problem+json"),
         AdminErrors,
     ),

@@ -41,11 +41,16 @@ pub(super) fn push_where(q: &mut Stmt, class: PurgeClass, c: &PurgeCutoffs) {
             q.push("created_at < ").push_bind(c.webhooks);
         }
         PurgeClass::Uploads => {
+            // An expired multipart intent is the sweeper's only record of its parts (billed
+            // until aborted): it stays until the abort is recorded (the sweeper's own
+            // condition, `multipart_to_abort`). A completed one has no parts left.
             q.push("state <> 'waiting' AND updated_at < ")
                 .push_bind(c.uploads)
                 .push(
                     " AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs j \
-                     WHERE j.id = uploads.job_id AND j.state NOT IN ('succeeded', 'failed')))",
+                     WHERE j.id = uploads.job_id AND j.state NOT IN ('succeeded', 'failed'))) \
+                     AND NOT (state = 'expired' AND multipart_id IS NOT NULL \
+                     AND multipart_closed_at IS NULL)",
                 );
         }
         PurgeClass::Jobs => {

@@ -451,7 +451,56 @@ common::both_stores!(
     no_row_goes_when_its_archive_cannot_be_written,
     thirty_days_plateau_with_every_purged_row_archived,
     serve_archives_into_the_built_in_store,
+    an_expired_multipart_upload_stays_until_its_parts_are_aborted,
 );
+
+/// An expired multipart intent whose OSS upload is not known aborted yet is the sweeper's only
+/// record of the parts (billed until aborted): the purge keeps it past the retention, and takes
+/// it once the abort is recorded.
+async fn an_expired_multipart_upload_stays_until_its_parts_are_aborted(store: DynStore) {
+    let now = snapgate::clock::now();
+    let id = uuid::Uuid::new_v4();
+    let mut u = upload_record(id);
+    u.expires_at = now - chrono::Duration::seconds(1);
+    u.size_bytes = 300 << 20;
+    u.multipart = Some(snapgate::store::MultipartPlan {
+        oss_upload_id: "0004B9894A22E5B1888A1E29F823XXXX".into(),
+        part_size: 8 << 20,
+        part_count: 38,
+    });
+    store.create_upload(&u).await.unwrap();
+    assert!(store.expire_uploads(now).await.unwrap().contains(&id));
+    // A multipart upload that landed (completed: no parts left) goes with the retention.
+    let landed = uuid::Uuid::new_v4();
+    let mut l = upload_record(landed);
+    l.multipart = u.multipart.clone();
+    store.create_upload(&l).await.unwrap();
+    assert!(store.mark_uploaded(landed, "complete", now).await.unwrap());
+    let purger = Purger::new(store.clone(), lifecycle(10));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purge = || async {
+        snapgate::clock::shifted(chrono::Duration::days(10), async {
+            purger
+                .run_once(snapgate::clock::now(), &stop)
+                .await
+                .unwrap()
+                .expect("the lease is free")
+        })
+        .await
+    };
+    purge().await;
+    assert!(
+        store.get_upload(id).await.unwrap().is_some(),
+        "an expired multipart upload not yet aborted is kept"
+    );
+    assert!(store.get_upload(landed).await.unwrap().is_none());
+    store.close_multipart(id, now).await.unwrap();
+    purge().await;
+    assert!(
+        store.get_upload(id).await.unwrap().is_none(),
+        "once aborted it goes with the retention"
+    );
+}
 
 /// `serve` on the embedded default purges in the background and archives into the built-in
 /// emulator's local store (its folder `<emulator.oss_dir>/<bucket>`, signed with the
