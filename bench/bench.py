@@ -16,7 +16,7 @@ Phase B, upstream efficiency: the emulator enforces MPS's limits (--submit-qps 5
 share, query calls per job and the drain time are printed.
 
 Phase D, foreground work while a purge runs (issue 33): PURGE_JOBS final jobs older than the
-retention (with their MPS responses, and old webhook events, deliveries and attempts) are put in
+retention (with their MPS responses, and PURGE_EVENTS old webhook events, deliveries, attempts) are put in
 the table with SQL; POST /v1/snapshot-jobs and GET of a queued job (the wrk scripts of phase A)
 are measured first without a purge, then while `snapgate purge` (the CLI, default pacing unless
 BENCH_PURGE_ENV sets another) deletes them, each next to its pgbench ceiling; the rows the purge
@@ -44,7 +44,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target", "release", "snapgate"))
 CONFIG_DIR = os.environ.get("BENCH_CONFIG_DIR", os.path.join(ROOT, "config"))
 PG = "postgres://postgres@127.0.0.1:5432"
-DB = "snapgate_bench"
+# BENCH_DB: another database name (two runs on one Postgres must not share one: each drops it).
+DB = os.environ.get("BENCH_DB", "snapgate_bench")
 QUICK = "--quick" in sys.argv
 ALL_PHASES = ("api", "purge", "upstream", "drain")
 PHASES = [p for p in ALL_PHASES if f"--{p}-only" in sys.argv] or list(ALL_PHASES)
@@ -60,6 +61,11 @@ DRAIN_SECONDS = 10 if QUICK else 60
 # must average out within one).
 PURGE_JOBS = int(os.environ.get("BENCH_PURGE_JOBS", 300_000 if QUICK else 1_000_000))
 PURGE_WINDOW = int(os.environ.get("BENCH_PURGE_WINDOW", 5 if QUICK else 10))
+# Old webhook events: few by default. webhook_deliveries has no index on event_id, so every
+# event the purge deletes seq-scans the deliveries for its ON DELETE CASCADE (1,000 events of
+# 30,000: 3.4 s a batch, 200 rows/s); with many, the windows would see only that class and the
+# jobs never. BENCH_PURGE_EVENTS=30000 measures that case.
+PURGE_EVENTS = int(os.environ.get("BENCH_PURGE_EVENTS", 1000))
 # BENCH_TESTS="POST,GET queued": only these figures (each with its pgbench ceiling).
 TESTS = set(filter(None, os.environ.get("BENCH_TESTS", "").split(",")))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000" if QUICK else "10000,1000000").split(",")]
@@ -538,8 +544,8 @@ def old_rows():
 
 def populate_old(n, template_id):
     """`n` final jobs ended in 2025 (past the 90-day retention; ids md5('o'||i), 10 teams), each
-    with copies of the template job's MPS responses; n/10 webhook events of 2025, one delivered
-    delivery and one attempt each, to a disabled endpoint (nothing is sent)."""
+    with copies of the template job's MPS responses; PURGE_EVENTS webhook events of 2025, one
+    delivered delivery and one attempt each, to a disabled endpoint (nothing is sent)."""
     step = 100_000
     ts = "timestamptz '2025-06-01' + i * interval '10 ms'"
     for lo in range(1, n + 1, step):
@@ -556,7 +562,7 @@ def populate_old(n, template_id):
             SELECT md5('o' || i)::uuid, r.action, r.request_id, r.code, r.body, {ts}
             FROM mps_responses r, generate_series({lo}, {hi}) i WHERE r.job_id = '{template_id}'""")
         print(f"  populated {hi:,} old final jobs", flush=True)
-    events = n // 10
+    events = PURGE_EVENTS
     psql(f"""
         INSERT INTO webhook_endpoints (id, team, url, event_types, secret_ciphertext, created_at,
                                        updated_at, disabled_at, disabled_reason)
@@ -630,15 +636,15 @@ def purge_phase():
              ("pgbench INSERT", lambda: pgbench(INSERT_SQL, c, seconds=w)),
              ("GET queued", lambda: wrk("GET queued", "/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths), seconds=w)),
              ("pgbench SELECT", lambda: pgbench(pk_sql, c, seconds=w))]
+    posts_from = psql("SELECT clock_timestamp()")
     wrk("POST warm-up", "/v1/snapshot-jobs", "post.lua", 16, auth, seconds=1)
     rows = []
     for mode in ("without purge", "during purge"):
-        posts_from = psql("SELECT clock_timestamp()")
         purge, out = purge_process() if mode == "during purge" else (None, None)
         if purge:
             time.sleep(1)  # its first batches: the windows meet it deleting
         rows += purge_windows(mode, tests, purge)
-        # The jobs POSTed (and pgbench's rows) go: both sets of windows meet the same backlog.
+        # The jobs POSTed (and pgbench's rows) go: both sets of windows meet the same, empty, backlog.
         psql(f"DELETE FROM jobs WHERE team = 'pgbench' OR (team = 't0' AND created_at >= '{posts_from}' "
              f"AND id NOT IN (SELECT md5('q' || i)::uuid FROM generate_series(1, {QUEUED_READ_SET}) i))")
         if purge:
