@@ -15,6 +15,14 @@ Phase B, upstream efficiency: the emulator enforces MPS's limits (--submit-qps 5
 100); a backlog of jobs is drained through it and the use of the submit budget, the throttled
 share, query calls per job and the drain time are printed.
 
+Phase D, foreground work while a purge runs (issue 33): PURGE_JOBS final jobs older than the
+retention (with their MPS responses, and PURGE_EVENTS old webhook events, deliveries, attempts) are put in
+the table with SQL; POST /v1/snapshot-jobs and GET of a queued job (the wrk scripts of phase A)
+are measured first without a purge, then while `snapgate purge` (the CLI, default pacing unless
+BENCH_PURGE_ENV sets another) deletes them, each next to its pgbench ceiling; the rows the purge
+deleted during each window are printed (table counts before and after), and each figure's ratio
+to the one without a purge (goal >= 0.9).
+
 Only loopback traffic; every process is stopped at exit.
 """
 import socket
@@ -36,15 +44,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target", "release", "snapgate"))
 CONFIG_DIR = os.environ.get("BENCH_CONFIG_DIR", os.path.join(ROOT, "config"))
 PG = "postgres://postgres@127.0.0.1:5432"
-DB = "snapgate_bench"
+# BENCH_DB: another database name (two runs on one Postgres must not share one: each drops it).
+DB = os.environ.get("BENCH_DB", "snapgate_bench")
 QUICK = "--quick" in sys.argv
-PHASES = [p for p in ("api", "upstream", "drain") if f"--{p}-only" in sys.argv] or ["api", "upstream", "drain"]
+ALL_PHASES = ("api", "purge", "upstream", "drain")
+PHASES = [p for p in ALL_PHASES if f"--{p}-only" in sys.argv] or list(ALL_PHASES)
 # BENCH_LEVELS="16,64" / BENCH_SIZES="10000": a part of the run (e.g. to find what raised the RSS).
 LEVELS = [int(x) for x in os.environ.get("BENCH_LEVELS", "16" if QUICK else "1,16,64").split(",")]
 DURATION = 2 if QUICK else 4
 BACKLOG = 1000 if QUICK else 10000
 DRAIN_BACKLOG = 100_000 if QUICK else 1_000_000
 DRAIN_SECONDS = 10 if QUICK else 60
+# Phase D: final jobs past the retention in the table (each with copies of a real job's MPS
+# responses), a tenth as many old webhook events (a delivery and an attempt each), and the
+# length of each measured window (longer than the other phases': the purge's batches and pauses
+# must average out within one).
+PURGE_JOBS = int(os.environ.get("BENCH_PURGE_JOBS", 300_000 if QUICK else 1_000_000))
+PURGE_WINDOW = int(os.environ.get("BENCH_PURGE_WINDOW", 5 if QUICK else 10))
+# Old webhook events: few by default. webhook_deliveries has no index on event_id, so every
+# event the purge deletes seq-scans the deliveries for its ON DELETE CASCADE (1,000 events of
+# 30,000: 3.4 s a batch, 200 rows/s); with many, the windows would see only that class and the
+# jobs never. BENCH_PURGE_EVENTS=30000 measures that case.
+PURGE_EVENTS = int(os.environ.get("BENCH_PURGE_EVENTS", 1000))
 # BENCH_TESTS="POST,GET queued": only these figures (each with its pgbench ceiling).
 TESTS = set(filter(None, os.environ.get("BENCH_TESTS", "").split(",")))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000" if QUICK else "10000,1000000").split(",")]
@@ -277,7 +298,7 @@ def wrk(label, path, script, c, extra_env, seconds=None):
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errors}
 
 
-def pgbench(scripts, c):
+def pgbench(scripts, c, seconds=None):
     """pgbench -M prepared with `scripts` (one SQL text, or several picked at random, equally)."""
     if isinstance(scripts, str):
         scripts = [scripts]
@@ -289,7 +310,7 @@ def pgbench(scripts, c):
         args += ["-f", path]
     logdir = tempfile.mkdtemp(dir=WORK)
     run = subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", f"-c{c}",
-                          f"-j{min(c, 2)}", f"-T{DURATION}", *args, "-l", "--log-prefix", os.path.join(logdir, "pgb"), DB],
+                          f"-j{min(c, 2)}", f"-T{seconds or DURATION}", *args, "-l", "--log-prefix", os.path.join(logdir, "pgb"), DB],
                          capture_output=True, text=True)
     if run.returncode != 0:
         # e.g. Postgres out of connections (other clients of the same server): no ceiling figure.
@@ -312,6 +333,8 @@ def main():
           f"levels {LEVELS}, {DURATION} s each{'; QUICK' if QUICK else ''}", flush=True)
     if "api" in PHASES:
         api_phase()
+    if "purge" in PHASES:
+        purge_phase()
     if "upstream" in PHASES:
         upstream_phase()
     if "drain" in PHASES:
@@ -355,6 +378,37 @@ def measure(label, size, c, snap, ceiling, results):
     print(line, flush=True)
 
 
+INSERT_SQL = ("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) "
+              "SELECT gen_random_uuid(), 'pgbench', 'queued', request, warnings, now(), now() FROM bench_template;\n")
+
+
+def template_job(token):
+    """A real job through the real path, once succeeded: the template of every generated row
+    (table bench_template); its id."""
+    job = api("/v1/snapshot-jobs", token, EXAMPLE)
+    for _ in range(100):
+        if api(f"/v1/snapshot-jobs/{job['id']}", token)["state"] == "succeeded":
+            break
+        time.sleep(0.2)
+    else:
+        raise SystemExit("the template job did not succeed")
+    psql(f"CREATE TABLE bench_template AS SELECT * FROM jobs WHERE id = '{job['id']}'")
+    return job["id"]
+
+
+def queued_read_set():
+    """Queued jobs that stay queued (a retry scheduled tomorrow): the "GET a queued job" read
+    set; the file of their paths for paths.lua."""
+    psql(f"""INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, attempts)
+             SELECT md5('q' || i)::uuid, 't0', 'queued', t.request, t.warnings, now(), now(),
+                    now() + interval '1 day', 1
+             FROM bench_template t, generate_series(1, {QUEUED_READ_SET}) i""")
+    queued_paths = os.path.join(WORK, "queued.txt")
+    with open(queued_paths, "w") as f:
+        f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('q' || i)::uuid FROM generate_series(1, {QUEUED_READ_SET}) i") + "\n")
+    return queued_paths
+
+
 def api_phase():
     fresh_db()
     # MPS's own limits; jobs take 1 s.
@@ -369,26 +423,8 @@ def api_phase():
     GATEWAY_PID = gw.pid
     auth = {"TOKEN": token}
 
-    # A real job through the real path, once succeeded: the template of every generated row.
-    job = api("/v1/snapshot-jobs", token, EXAMPLE)
-    for _ in range(100):
-        if api(f"/v1/snapshot-jobs/{job['id']}", token)["state"] == "succeeded":
-            break
-        time.sleep(0.2)
-    else:
-        raise SystemExit("the template job did not succeed")
-    psql(f"CREATE TABLE bench_template AS SELECT * FROM jobs WHERE id = '{job['id']}'")
-    # Queued jobs that stay queued (a retry scheduled tomorrow): the "GET a queued job" read set.
-    psql(f"""INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, due_at, attempts)
-             SELECT md5('q' || i)::uuid, 't0', 'queued', t.request, t.warnings, now(), now(),
-                    now() + interval '1 day', 1
-             FROM bench_template t, generate_series(1, {QUEUED_READ_SET}) i""")
-    queued_paths = os.path.join(WORK, "queued.txt")
-    with open(queued_paths, "w") as f:
-        f.write(psql(f"SELECT '/v1/snapshot-jobs/' || md5('q' || i)::uuid FROM generate_series(1, {QUEUED_READ_SET}) i") + "\n")
-
-    insert_sql = ("INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at) "
-                  "SELECT gen_random_uuid(), 'pgbench', 'queued', request, warnings, now(), now() FROM bench_template;\n")
+    template_job(token)
+    queued_paths = queued_read_set()
     list_where = "team = 't0' AND state = 'succeeded'"
     list_sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {list_where} ORDER BY created_at DESC, id DESC LIMIT 51;\n"
 
@@ -455,7 +491,7 @@ def api_phase():
             wrk("POST warm-up", "/v1/snapshot-jobs", "post.lua", 16, auth, seconds=1)
         for c in LEVELS if wanted("POST") else []:
             snap = wrk("POST", "/v1/snapshot-jobs", "post.lua", c, auth)
-            measure("POST", size, c, snap, pgbench(insert_sql, c), results)
+            measure("POST", size, c, snap, pgbench(INSERT_SQL, c), results)
         psql("DELETE FROM jobs WHERE team = 'pgbench'")
         # The jobs just POSTed go too: the next size's figures then meet the table of that size
         # and an idle worker, as this size's reads did (not a backlog of these, dispatched at
@@ -488,6 +524,166 @@ def api_phase():
     with open(RESULTS, "w") as f:
         json.dump({"results": results, "rss_mib": rss}, f, indent=1)
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
+
+
+# --- Phase D ---------------------------------------------------------------------------------
+
+PURGE_C = 16
+OLD_ROWS_SQL = """SELECT (SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed')
+                           AND finished_at < now() - interval '90 days'),
+                         (SELECT count(*) FROM mps_responses WHERE received_at < now() - interval '90 days'),
+                         (SELECT count(*) FROM webhook_events WHERE created_at < now() - interval '30 days'),
+                         (SELECT count(*) FROM webhook_attempts WHERE attempted_at < now() - interval '30 days')"""
+OLD_TABLES = ("jobs", "mps_responses", "webhook_events", "webhook_attempts")
+
+
+def old_rows():
+    """Rows past the default retention, per table (the purge's progress)."""
+    return dict(zip(OLD_TABLES, map(int, psql(OLD_ROWS_SQL).split("|"))))
+
+
+def populate_old(n, template_id):
+    """`n` final jobs ended in 2025 (past the 90-day retention; ids md5('o'||i), 10 teams), each
+    with copies of the template job's MPS responses; PURGE_EVENTS webhook events of 2025, one
+    delivered delivery and one attempt each, to a disabled endpoint (nothing is sent)."""
+    step = 100_000
+    ts = "timestamptz '2025-06-01' + i * interval '10 ms'"
+    for lo in range(1, n + 1, step):
+        hi = min(n, lo + step - 1)
+        psql(f"""
+            INSERT INTO jobs (id, team, state, request, warnings, created_at, updated_at, attempts,
+                              mps_job_id, mps_state, mps_request_id, mps_count, mps_tile_count,
+                              mps_response, submitted_at, finished_at, polls)
+            SELECT md5('o' || i)::uuid, 't' || (i % {TEAMS}), 'succeeded', t.request, t.warnings,
+                   {ts}, {ts} + interval '2 s', 1, md5('n' || i), t.mps_state, t.mps_request_id,
+                   t.mps_count, t.mps_tile_count, t.mps_response, {ts}, {ts} + interval '2 s', 1
+            FROM bench_template t, generate_series({lo}, {hi}) i;
+            INSERT INTO mps_responses (job_id, action, request_id, code, body, received_at)
+            SELECT md5('o' || i)::uuid, r.action, r.request_id, r.code, r.body, {ts}
+            FROM mps_responses r, generate_series({lo}, {hi}) i WHERE r.job_id = '{template_id}'""")
+        print(f"  populated {hi:,} old final jobs", flush=True)
+    events = PURGE_EVENTS
+    psql(f"""
+        INSERT INTO webhook_endpoints (id, team, url, event_types, secret_ciphertext, created_at,
+                                       updated_at, disabled_at, disabled_reason)
+        VALUES (md5('e')::uuid, 't0', 'http://127.0.0.1:9/', '["job.succeeded"]', 'bench', now(), now(),
+                now(), 'manual');
+        INSERT INTO webhook_events (id, team, event_type, created_at, data)
+        SELECT 'evt_old_' || i, 't0', 'job.succeeded', {ts}, '{{}}' FROM generate_series(1, {events}) i;
+        INSERT INTO webhook_deliveries (id, event_id, endpoint_id, state, attempts, created_at, updated_at)
+        SELECT md5('d' || i)::uuid, 'evt_old_' || i, md5('e')::uuid, 'succeeded', 1, {ts}, {ts}
+        FROM generate_series(1, {events}) i;
+        INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms)
+        SELECT md5('d' || i)::uuid, {ts}, 200, 5 FROM generate_series(1, {events}) i""")
+    print(f"  populated {events:,} old webhook events (a delivery and an attempt each)", flush=True)
+    psql("VACUUM ANALYZE")
+
+
+def purge_process():
+    """`snapgate purge` (one run, default pacing; BENCH_PURGE_ENV="SNAPGATE__LIFECYCLE__PURGE_PAUSE_MS=200"
+    tries another), its report on stdout."""
+    env = {"PATH": os.environ.get("PATH", ""), "SNAPGATE_CONFIG_DIR": CONFIG_DIR,
+           "DATABASE_URL": f"{PG}/{DB}", "SNAPGATE__AUTH__MASTER_KEY": MASTER_KEY, "RUST_LOG": "warn"}
+    env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_PURGE_ENV", "").split())
+    out = open(os.path.join(WORK, "purge.out"), "w+")
+    p = subprocess.Popen([BIN, "purge"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    PROCS.append(p)
+    return p, out
+
+
+def purge_windows(mode, tests, purge):
+    """Each test measured once; the rows the purge deleted during it (table counts around it)."""
+    rows = []
+    for label, run in tests:
+        before, t0 = old_rows(), time.time()
+        fig = run()
+        elapsed, after = time.time() - t0, old_rows()
+        purged = {t: before[t] - after[t] for t in OLD_TABLES}
+        running = purge is not None and purge.poll() is None
+        rows.append({"test": label, "mode": mode, "fig": fig, "purged": purged, "purge_running": running})
+        note = ""
+        if purge is not None:
+            note = (f" | purged in the window: " + ", ".join(f"{purged[t]:,} {t}" for t in OLD_TABLES)
+                    + f" ({sum(purged.values()) / elapsed:,.0f} rows/s)"
+                    + ("" if running else " | THE PURGE HAD ENDED BEFORE THE WINDOW DID"))
+        print(f"  {mode:<13} {label:<15} {fig['rps']:7.0f}/s p50 {fig['p50']:6.2f} p99 {fig['p99']:6.2f} ms"
+              + (f" ({fig['errors']} non-2xx)" if fig["errors"] else "") + note, flush=True)
+    return rows
+
+
+def purge_phase():
+    """Foreground work while a purge runs: see the module's Phase D."""
+    fresh_db()
+    emu = emulator("--submit-qps", "50", "--query-qps", "100", "--start-ms", "200", "--process-ms", "1000")
+    for i in range(TEAMS):
+        cli("team", "create", f"t{i}")
+    token = json.loads(cli("key", "create", "--team", "t0"))["token"]
+    # The default configuration, its background purge off: the purge is the CLI's, started when
+    # the second set of windows begins (a background run could otherwise start in the first).
+    gw = gateway(default_config=True, SNAPGATE__LIFECYCLE__PURGE_ENABLED="false")
+    global GATEWAY_PID
+    GATEWAY_PID = gw.pid
+    auth = {"TOKEN": token}
+    template_id = template_job(token)
+    queued_paths = queued_read_set()
+    print(f"\npurge: {PURGE_JOBS:,} final jobs past the retention, c={PURGE_C}, {PURGE_WINDOW} s windows", flush=True)
+    populate_old(PURGE_JOBS, template_id)
+    print(f"  past the retention: {old_rows()}", flush=True)
+    pk_sql = (f"\\set k random(1, {QUEUED_READ_SET})\n"
+              f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = md5('q' || :k)::uuid;\n")
+    c, w = PURGE_C, PURGE_WINDOW
+    tests = [("POST", lambda: wrk("POST", "/v1/snapshot-jobs", "post.lua", c, auth, seconds=w)),
+             ("pgbench INSERT", lambda: pgbench(INSERT_SQL, c, seconds=w)),
+             ("GET queued", lambda: wrk("GET queued", "/", "paths.lua", c, dict(auth, PATHS_FILE=queued_paths), seconds=w)),
+             ("pgbench SELECT", lambda: pgbench(pk_sql, c, seconds=w))]
+    posts_from = psql("SELECT clock_timestamp()")
+    wrk("POST warm-up", "/v1/snapshot-jobs", "post.lua", 16, auth, seconds=1)
+    rows = []
+    for mode in ("without purge", "during purge"):
+        purge, out = purge_process() if mode == "during purge" else (None, None)
+        if purge:
+            time.sleep(1)  # its first batches: the windows meet it deleting
+        rows += purge_windows(mode, tests, purge)
+        # The jobs POSTed (and pgbench's rows) go: both sets of windows meet the same, empty, backlog.
+        psql(f"DELETE FROM jobs WHERE team = 'pgbench' OR (team = 't0' AND created_at >= '{posts_from}' "
+             f"AND id NOT IN (SELECT md5('q' || i)::uuid FROM generate_series(1, {QUEUED_READ_SET}) i))")
+        if purge:
+            purge.wait(900)
+            out.seek(0)
+            report = out.read()
+            try:
+                classes = json.loads(report)["classes"]
+                print("  purge run: " + ", ".join(f"{k['class']} {k['deleted']:,} (+{k['related_deleted']:,})"
+                                                  f" in {k['batches']} batches" for k in classes), flush=True)
+            except (ValueError, KeyError, TypeError):
+                print(f"  purge output: {report.strip()[:500]}", flush=True)
+    stop(gw)
+    stop(emu)
+    purge_table(rows)
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
+
+
+def purge_table(rows):
+    base = {r["test"]: r["fig"] for r in rows if r["mode"] == "without purge"}
+    print(f"\n| test | c | without purge /s | p99 ms | during purge /s | p99 ms | rows purged in the window "
+          "(jobs + MPS responses + webhook events + attempts) | ratio | >= 0.9 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    below = []
+    for r in (r for r in rows if r["mode"] == "during purge"):
+        b, f = base[r["test"]], r["fig"]
+        ratio = f["rps"] / b["rps"] if b["rps"] else float("nan")
+        ok = ratio >= 0.9 and r["purge_running"]
+        if not ok and not r["test"].startswith("pgbench"):
+            below.append(r["test"])
+        ended = "" if r["purge_running"] else " (purge ended within the window)"
+        print(f"| {r['test']} | {PURGE_C} | {b['rps']:.0f} | {b['p99']:.2f} | {f['rps']:.0f} | {f['p99']:.2f} | "
+              f"{sum(r['purged'].values()):,}{ended} | {ratio:.2f} | {'yes' if ok else 'NO'} |")
+    print("\npurge goal (snapgate's accept and read >= 0.9x without a purge): "
+          + ("met" if not below else f"NOT met for {', '.join(below)}: try another pacing (batch size, pause), "
+             "e.g. BENCH_PURGE_ENV='SNAPGATE__LIFECYCLE__PURGE_PAUSE_MS=200', and repeat the run (one run's ratio "
+             "carries the machine's drift: docs/benchmarks.md)"), flush=True)
+    with open(os.path.join(ROOT, "target", "bench-purge-results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
 
 
 # --- Phase B ---------------------------------------------------------------------------------
