@@ -7,9 +7,9 @@
 # The toolchain CI uses (rustc 1.95.0); at least Cargo.toml's rust-version.
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 # Compiled in: config/default.toml (the defaults, `include_str!`) and the migrations
-# (`sqlx::migrate!`); Cargo.toml names the bench targets.
+# (`sqlx::migrate!`; build.rs rebuilds when they change); Cargo.toml names the bench targets.
 COPY config ./config
 COPY src ./src
 COPY migrations ./migrations
