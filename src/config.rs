@@ -317,6 +317,9 @@ pub struct LifecycleSettings {
     pub purge_batch_size: u32,
     /// Pause between two batches, so foreground work keeps the database.
     pub purge_pause_ms: u64,
+    /// The share of time the purge may spend in batches, percent (1 to 100): after a batch that
+    /// took `t` it pauses at least `t × (100 − duty) / duty` (10: nine times as long as the batch).
+    pub purge_duty_percent: u32,
     /// Archive before delete (`[lifecycle.archive]`).
     pub archive: ArchiveSettings,
 }
@@ -348,6 +351,10 @@ impl LifecycleSettings {
         anyhow::ensure!(
             self.purge_batch_size > 0,
             "lifecycle.purge_batch_size must be > 0"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.purge_duty_percent),
+            "lifecycle.purge_duty_percent must be 1 to 100"
         );
         for (key, days) in [
             ("jobs_retention_days", self.jobs_retention_days),

@@ -173,6 +173,7 @@ impl Purger {
         };
         let archive = self.archive.as_ref().filter(|_| class.archived());
         loop {
+            let started = tokio::time::Instant::now();
             let (batch, read) = match archive {
                 Some(a) => self.archive_batch(a, class, c, &mut done).await?,
                 None => {
@@ -193,9 +194,10 @@ impl Purger {
                 return Ok((done, false));
             }
             // Paced: foreground work gets the database between two batches.
+            let pause = pause_after(started.elapsed(), &self.cfg);
             tokio::select! {
                 _ = stop.cancelled() => return Ok((done, true)),
-                _ = tokio::time::sleep(Duration::from_millis(self.cfg.purge_pause_ms)) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             let now = crate::clock::now();
             if !self
@@ -265,5 +267,32 @@ impl Purger {
                 tracing::warn!(error = %e, "purge run failed; the next run resumes");
             }
         }
+    }
+}
+
+/// The pause after a batch that took `batch`: at least `purge_pause_ms`, and long enough that
+/// batches take at most `purge_duty_percent` of the time (a batch slowed by a busy database is
+/// followed by a longer pause: the purge yields in proportion).
+fn pause_after(batch: Duration, cfg: &crate::config::LifecycleSettings) -> Duration {
+    let duty = cfg.purge_duty_percent.clamp(1, 100);
+    let share = batch * (100 - duty) / duty;
+    share.max(Duration::from_millis(cfg.purge_pause_ms))
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::pause_after;
+    use std::time::Duration;
+
+    #[test]
+    fn a_batch_is_followed_by_a_pause_in_proportion() {
+        let mut cfg = crate::config::Settings::default().lifecycle;
+        cfg.purge_pause_ms = 50;
+        cfg.purge_duty_percent = 20;
+        let ms = Duration::from_millis;
+        assert_eq!(pause_after(ms(100), &cfg), ms(400), "20 %: four times the batch");
+        assert_eq!(pause_after(ms(5), &cfg), ms(50), "never under purge_pause_ms");
+        cfg.purge_duty_percent = 100;
+        assert_eq!(pause_after(ms(100), &cfg), ms(50), "100 %: only the fixed pause");
     }
 }

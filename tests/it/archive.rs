@@ -111,6 +111,7 @@ fn lifecycle(batch: u32) -> LifecycleSettings {
     cfg.uploads_retention_days = 3;
     cfg.purge_batch_size = batch;
     cfg.purge_pause_ms = 0;
+    cfg.purge_duty_percent = 100;
     cfg
 }
 
