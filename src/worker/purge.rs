@@ -290,9 +290,21 @@ mod pacing_tests {
         cfg.purge_pause_ms = 50;
         cfg.purge_duty_percent = 20;
         let ms = Duration::from_millis;
-        assert_eq!(pause_after(ms(100), &cfg), ms(400), "20 %: four times the batch");
-        assert_eq!(pause_after(ms(5), &cfg), ms(50), "never under purge_pause_ms");
+        assert_eq!(
+            pause_after(ms(100), &cfg),
+            ms(400),
+            "20 %: four times the batch"
+        );
+        assert_eq!(
+            pause_after(ms(5), &cfg),
+            ms(50),
+            "never under purge_pause_ms"
+        );
         cfg.purge_duty_percent = 100;
-        assert_eq!(pause_after(ms(100), &cfg), ms(50), "100 %: only the fixed pause");
+        assert_eq!(
+            pause_after(ms(100), &cfg),
+            ms(50),
+            "100 %: only the fixed pause"
+        );
     }
 }
