@@ -104,7 +104,9 @@ fn archived_ids(root: &Path) -> HashMap<String, HashSet<String>> {
     ids
 }
 
-fn lifecycle(batch: u32) -> LifecycleSettings {
+/// The purge settings of the retention simulations (`lifecycle.rs` too): short retentions,
+/// batches of `batch`, no pacing.
+pub(crate) fn lifecycle(batch: u32) -> LifecycleSettings {
     let mut cfg = common::test_settings().lifecycle;
     cfg.jobs_retention_days = 5;
     cfg.webhooks_retention_days = 3;

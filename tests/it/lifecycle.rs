@@ -761,13 +761,7 @@ async fn retention_plateaus_over_thirty_simulated_days(store: DynStore) {
         })
         .await
         .unwrap();
-    let mut cfg = common::test_settings().lifecycle;
-    cfg.jobs_retention_days = 5;
-    cfg.webhooks_retention_days = 3;
-    cfg.uploads_retention_days = 3;
-    cfg.purge_batch_size = 7;
-    cfg.purge_pause_ms = 0;
-    cfg.purge_duty_percent = 100;
+    let cfg = crate::archive::lifecycle(7);
     let purger = snapgate::worker::purge::Purger::new(store.clone(), cfg);
     let stop = tokio_util::sync::CancellationToken::new();
     // Two jobs that never end: queued on day 0, then claimed under a lease that outlasts the
